@@ -1,0 +1,93 @@
+"""Builds Deputy's ASGI application from its parts; nothing else lives here."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from deputy.config import Settings
+from deputy.gateway.bearer import BearerAuthenticator
+from deputy.gateway.proxy import PREFIX, Gateway
+from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
+from deputy.gateway.revocations import RevocationList
+from deputy.gateway.sessions import SessionBinder
+from deputy.gateway.upstreams import http_upstreams, make_http_client
+from deputy.oauth.access_tokens import AccessTokenValidator
+from deputy.oauth.authorize import AuthorizationEndpoint
+from deputy.oauth.metadata import MetadataEndpoint
+from deputy.oauth.registration import RegistrationEndpoint
+from deputy.oauth.token import TokenEndpoint
+from deputy.services import Services
+
+
+class DeputyApp:
+    """Sends ``/mcp/NAME`` straight to the gateway and everything else to the Starlette routes."""
+
+    def __init__(self, routes: ASGIApp, gateway: Gateway) -> None:
+        self.routes = routes
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(PREFIX):
+            await self.gateway(scope, receive, send)
+        else:
+            await self.routes(scope, receive, send)
+
+
+def create_app(settings: Settings, services: Services | None = None) -> DeputyApp:
+    services = services or Services.open(settings)
+    revocations = RevocationList(services.grants, settings.revocation_max_staleness)
+    validator = AccessTokenValidator(services.keyring, settings.issuer, settings.clock_leeway,
+                                     revocations.is_revoked)
+    http = make_http_client()
+    gateway = Gateway(
+        servers=settings.servers,
+        authenticator=BearerAuthenticator(settings, validator),
+        upstreams=http_upstreams(dict(settings.servers)),
+        http=http,
+        sessions=SessionBinder.from_data_dir(settings.data_dir),
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        await services.start()
+        await revocations.start()
+        try:
+            yield
+        finally:
+            await revocations.stop()
+            await http.aclose()
+            await services.database.dispose()
+
+    async def jwks(_request: Request) -> Response:
+        return JSONResponse(services.keyring.jwks(), headers={"Cache-Control": "public, max-age=60"})
+
+    async def health(_request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    authorize = AuthorizationEndpoint(services)
+    metadata = MetadataEndpoint(settings)
+    resource_metadata = ResourceMetadataEndpoint(settings)
+    routes = [
+        Route("/.well-known/oauth-authorization-server", metadata.handle, methods=["GET"]),
+        Route("/.well-known/openid-configuration", metadata.handle, methods=["GET"]),
+        Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+        Route(f"{WELL_KNOWN}/mcp/{{name}}", resource_metadata.handle, methods=["GET"]),
+        Route("/authorize", authorize.authorize, methods=["GET"]),
+        Route("/authorize/login", authorize.login, methods=["POST"]),
+        Route("/authorize/consent", authorize.consent_page, methods=["GET"]),
+        Route("/authorize/consent", authorize.consent, methods=["POST"]),
+        Route("/token", TokenEndpoint(services).handle, methods=["POST"]),
+        Route("/healthz", health, methods=["GET"]),
+    ]
+    if len(settings.servers) == 1:
+        routes.append(Route(WELL_KNOWN, resource_metadata.handle, methods=["GET"]))
+    if settings.registration_mode != "off":
+        routes.append(Route("/register", RegistrationEndpoint(services).handle, methods=["POST"]))
+    return DeputyApp(Starlette(routes=routes, lifespan=lifespan), gateway)

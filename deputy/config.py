@@ -1,0 +1,323 @@
+"""Settings: ``deputy.toml`` plus ``DEPUTY_*`` environment overrides.
+
+Configuration is read once, validated, and passed down as frozen values; nothing
+else in Deputy reads the environment. A bad value stops start-up with a
+:class:`ConfigError` naming the key and what is wrong with it.
+
+The issuer is ``public_url`` exactly, without a trailing slash (RFC 8414 §2,
+§3.3 string comparison), and each upstream ``NAME`` is served at
+``{public_url}/mcp/NAME``, its canonical resource identifier (RFC 8707 §2,
+MCP authorization "Canonical Server URI").
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
+SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
+HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
+REGISTRATION_MODES = ("off", "loopback")
+CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or wrong; the message names the key."""
+
+    def __init__(self, key: str, problem: str) -> None:
+        super().__init__(f"configuration error: {key}: {problem}")
+        self.key = key
+        self.problem = problem
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamServer:
+    """One protected MCP server, reached over HTTP (``url``) or stdio (``command``)."""
+
+    name: str
+    resource: str
+    title: str
+    scopes: tuple[str, ...]
+    required_scopes: tuple[str, ...]
+    url: str | None = None
+    command: tuple[str, ...] | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class StaticClient:
+    """A client registered in the configuration file."""
+
+    client_id: str
+    client_name: str
+    redirect_uris: tuple[str, ...]
+    token_endpoint_auth_method: str = "none"
+    client_secret: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    public_url: str
+    host: str
+    port: int
+    data_dir: Path
+    database_url: str
+    servers: Mapping[str, UpstreamServer]
+    clients: tuple[StaticClient, ...] = ()
+    access_token_ttl: int = 600
+    refresh_token_ttl: int = 14 * 24 * 3600
+    code_ttl: int = 60
+    login_session_ttl: int = 8 * 3600
+    clock_leeway: int = 30
+    registration_mode: str = "loopback"
+    revocation_max_staleness: float = 5.0
+    demo_password: str | None = None
+
+    @property
+    def issuer(self) -> str:
+        return self.public_url
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies are ``Secure`` unless Deputy runs on a loopback ``http`` URL."""
+        return not is_loopback_http(self.public_url)
+
+    def resource_of(self, name: str) -> str:
+        return f"{self.public_url}/mcp/{name}"
+
+    def server_for_resource(self, resource: str) -> UpstreamServer | None:
+        canonical = canonical_resource(resource)
+        for server in self.servers.values():
+            if server.resource == canonical:
+                return server
+        return None
+
+    @property
+    def all_scopes(self) -> tuple[str, ...]:
+        seen: dict[str, None] = {}
+        for server in self.servers.values():
+            for scope in server.scopes:
+                seen[scope] = None
+        return tuple(seen)
+
+
+def is_loopback_http(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme != "http" or parts.hostname is None:
+        return False
+    if parts.hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(parts.hostname).is_loopback
+    except ValueError:
+        return False
+
+
+def canonical_resource(uri: str) -> str:
+    """Lower-case scheme and host, drop a trailing slash (MCP: Canonical Server URI)."""
+    parts = urlsplit(uri)
+    netloc = parts.netloc.lower()
+    path = parts.path.rstrip("/")
+    query = f"?{parts.query}" if parts.query else ""
+    return f"{parts.scheme.lower()}://{netloc}{path}{query}"
+
+
+def _check_public_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError("public_url", f"must be an absolute http(s) URL, got {value!r}")
+    if parts.query or parts.fragment or parts.path:
+        raise ConfigError("public_url", "must be an origin only (scheme, host, port), with no path, query or fragment")
+    if parts.scheme == "http" and not is_loopback_http(value):
+        raise ConfigError("public_url", "plain http is allowed only on a loopback address; use https")
+    return value
+
+
+def _str(raw: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+    value = raw.get(key, default)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}{key}", "must be a non-empty string")
+    return value
+
+
+def _int(raw: Mapping[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
+    value = raw.get(key, default)
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ConfigError(f"{path}{key}", f"must be an integer from {lo} to {hi}, got {value!r}")
+    return value
+
+
+def _scopes(raw: Mapping[str, Any], key: str, path: str, default: list[str]) -> tuple[str, ...]:
+    value = raw.get(key, default)
+    if not isinstance(value, list) or not all(isinstance(s, str) and SCOPE_TOKEN.match(s) for s in value):
+        raise ConfigError(f"{path}{key}", "must be a list of scope tokens (RFC 6749 §3.3)")
+    return tuple(value)
+
+
+def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) -> UpstreamServer:
+    path = f"servers.{name}."
+    if not SERVER_NAME.match(name):
+        raise ConfigError(f"servers.{name}", "server names are lower-case letters, digits, '-' and '_'")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"servers.{name}", "must be a table")
+    url, command = raw.get("url"), raw.get("command")
+    if (url is None) == (command is None):
+        raise ConfigError(f"servers.{name}", "set exactly one of 'url' (HTTP upstream) or 'command' (stdio)")
+    if url is not None:
+        parts = urlsplit(str(url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{path}url", f"must be an absolute http(s) URL, got {url!r}")
+    if command is not None and (
+        not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command)
+    ):
+        raise ConfigError(f"{path}command", "must be a non-empty list of strings")
+    scopes = _scopes(raw, "scopes", path, [f"{name}:tools"])
+    required = _scopes(raw, "required_scopes", path, list(scopes[:1]))
+    if not set(required) <= set(scopes):
+        raise ConfigError(f"{path}required_scopes", "must be a subset of 'scopes'")
+    headers: dict[str, str] = {}
+    for header, spec in dict(raw.get("headers", {})).items():
+        if not HEADER_NAME.match(header) or header.lower() in FORBIDDEN_UPSTREAM_HEADERS:
+            raise ConfigError(f"{path}headers.{header}", "is not a header Deputy may set upstream")
+        headers[header] = _secret_value(spec, f"{path}headers.{header}", environ)
+    env: dict[str, str] = {}
+    for var, spec in dict(raw.get("env", {})).items():
+        env[str(var)] = _secret_value(spec, f"{path}env.{var}", environ)
+    return UpstreamServer(
+        name=name,
+        resource=f"{public_url}/mcp/{name}",
+        title=str(raw.get("title", name)),
+        scopes=scopes,
+        required_scopes=required,
+        url=str(url).rstrip("/") if url is not None else None,
+        command=tuple(command) if command is not None else None,
+        env=env,
+        headers=headers,
+    )
+
+
+def _secret_value(spec: Any, key: str, environ: Mapping[str, str]) -> str:
+    """A literal string, or ``{env = "NAME"}`` read from the environment at start."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, dict) and set(spec) == {"env"} and isinstance(spec["env"], str):
+        if spec["env"] not in environ:
+            raise ConfigError(key, f"environment variable {spec['env']} is not set")
+        return environ[spec["env"]]
+    raise ConfigError(key, 'must be a string or {env = "VARIABLE"}')
+
+
+def _client(index: int, raw: Any) -> StaticClient:
+    path = f"clients[{index}]."
+    if not isinstance(raw, dict):
+        raise ConfigError(f"clients[{index}]", "must be a table")
+    method = raw.get("token_endpoint_auth_method", "none")
+    if method not in CLIENT_AUTH_METHODS:
+        raise ConfigError(f"{path}token_endpoint_auth_method", f"must be one of {', '.join(CLIENT_AUTH_METHODS)}")
+    secret = raw.get("client_secret")
+    if (method == "none") != (secret is None):
+        raise ConfigError(f"{path}client_secret", "is required exactly when the client authenticates")
+    uris = raw.get("redirect_uris")
+    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
+        raise ConfigError(f"{path}redirect_uris", "must be a non-empty list of URLs")
+    return StaticClient(
+        client_id=_str(raw, "client_id", path),
+        client_name=_str(raw, "client_name", path, raw.get("client_id")),
+        redirect_uris=tuple(uris),
+        token_endpoint_auth_method=method,
+        client_secret=secret,
+    )
+
+
+ENV_KEYS = {
+    "DEPUTY_DATA_DIR": "data_dir",
+    "DEPUTY_DATABASE_URL": "database_url",
+    "DEPUTY_HOST": "host",
+    "DEPUTY_PORT": "port",
+    "DEPUTY_PUBLIC_URL": "public_url",
+    "DEPUTY_DEMO_PASSWORD": "demo_password",
+}
+
+
+def load_settings(
+    config_path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Read ``deputy.toml`` (``DEPUTY_CONFIG`` or the given path), apply env overrides, validate."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, Any] = dict(defaults or {})
+    path = config_path or (Path(environ["DEPUTY_CONFIG"]) if environ.get("DEPUTY_CONFIG") else None)
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                raw.update(tomllib.load(fh))
+        except FileNotFoundError:
+            raise ConfigError("DEPUTY_CONFIG", f"file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(str(path), f"is not valid TOML: {exc}") from None
+    for env_name, key in ENV_KEYS.items():
+        if environ.get(env_name):
+            raw[key] = environ[env_name]
+    return _validate(raw, environ)
+
+
+def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+    known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
+             "registration", "demo_password", "gateway"}
+    for key in raw:
+        if key not in known:
+            raise ConfigError(key, "is not a known setting")
+    public_url = _check_public_url(_str(raw, "public_url", "", DEFAULT_PUBLIC_URL))
+    data_dir = Path(_str(raw, "data_dir", "", ".deputy")).expanduser()
+    database_url = raw.get("database_url") or f"sqlite+aiosqlite:///{(data_dir / 'deputy.db').resolve()}"
+    if not isinstance(database_url, str) or not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
+        raise ConfigError("database_url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
+    servers_raw = raw.get("servers", {})
+    if not isinstance(servers_raw, dict) or not servers_raw:
+        raise ConfigError("servers", "configure at least one upstream server ([servers.NAME])")
+    servers = {name: _server(name, spec, public_url, environ) for name, spec in servers_raw.items()}
+    clients_raw = raw.get("clients", [])
+    if not isinstance(clients_raw, list):
+        raise ConfigError("clients", "must be an array of tables ([[clients]])")
+    tokens = raw.get("tokens", {})
+    registration = raw.get("registration", {})
+    gateway = raw.get("gateway", {})
+    if not isinstance(tokens, dict) or not isinstance(registration, dict) or not isinstance(gateway, dict):
+        raise ConfigError("tokens/registration/gateway", "must be tables")
+    mode = registration.get("mode", "loopback")
+    if mode not in REGISTRATION_MODES:
+        raise ConfigError("registration.mode", f"must be one of {', '.join(REGISTRATION_MODES)}")
+    staleness = gateway.get("revocation_max_staleness", 5.0)
+    if not isinstance(staleness, int | float) or not 0.5 <= staleness <= 300:
+        raise ConfigError("gateway.revocation_max_staleness", "must be a number of seconds from 0.5 to 300")
+    return Settings(
+        public_url=public_url,
+        host=_str(raw, "host", "", "127.0.0.1"),
+        port=_int(raw, "port", "", 8000, 0, 65535),
+        data_dir=data_dir,
+        database_url=database_url,
+        servers=servers,
+        clients=tuple(_client(i, c) for i, c in enumerate(clients_raw)),
+        access_token_ttl=_int(tokens, "access_token_ttl", "tokens.", 600, 30, 3600),
+        refresh_token_ttl=_int(tokens, "refresh_token_ttl", "tokens.", 14 * 24 * 3600, 60, 365 * 24 * 3600),
+        code_ttl=_int(tokens, "code_ttl", "tokens.", 60, 5, 60),
+        login_session_ttl=_int(tokens, "login_session_ttl", "tokens.", 8 * 3600, 60, 30 * 24 * 3600),
+        clock_leeway=_int(tokens, "clock_leeway", "tokens.", 30, 0, 300),
+        registration_mode=mode,
+        revocation_max_staleness=float(staleness),
+        demo_password=raw.get("demo_password") or None,
+    )

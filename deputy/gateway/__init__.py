@@ -1,0 +1,1 @@
+"""The protected resource: token checks, then faithful Streamable HTTP forwarding."""

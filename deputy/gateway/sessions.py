@@ -1,0 +1,49 @@
+"""Binding MCP sessions to the principal that opened them (MCP Security Best Practices, "Session Hijacking").
+
+The client never sees the upstream's ``Mcp-Session-Id`` bare: Deputy hands out
+``<upstream id>.<tag>``, where the tag is an HMAC over the server, user, agent and
+upstream id. A session id presented with another principal's token does not
+verify and is answered like an unknown session (HTTP 404, MCP Streamable HTTP
+§Session Management), so possessing a session id is never authentication. The
+check is stateless, so every replica that shares the key agrees.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from pathlib import Path
+
+from deputy.gateway.principal import Principal
+
+
+class SessionBinder:
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    @classmethod
+    def from_data_dir(cls, data_dir: Path) -> SessionBinder:
+        path = data_dir / "session.key"
+        if not path.exists():
+            data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(os.urandom(32))
+        return cls(path.read_bytes())
+
+    def _tag(self, principal: Principal, upstream_id: str) -> str:
+        message = "\0".join((principal.server, principal.user, principal.agent, upstream_id)).encode()
+        digest = hmac.new(self.key, message, hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+    def outward(self, principal: Principal, upstream_id: str) -> str:
+        return f"{upstream_id}.{self._tag(principal, upstream_id)}"
+
+    def inward(self, principal: Principal, client_id: str) -> str | None:
+        """The upstream session id, or None when the id was not issued to this principal."""
+        upstream_id, dot, tag = client_id.rpartition(".")
+        if not dot or not upstream_id:
+            return None
+        return upstream_id if hmac.compare_digest(tag, self._tag(principal, upstream_id)) else None

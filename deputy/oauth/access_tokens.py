@@ -1,0 +1,168 @@
+"""JWT access tokens (RFC 9068), minted by the authorization server and checked by the gateway.
+
+Minting: ``typ: at+jwt`` (RFC 9068 §2.1), ``kid`` of the current ES256 key, claims
+``iss sub aud client_id scope jti iat exp auth_time`` (§2.2) plus ``sid``, the
+grant the token belongs to, which revocation works on.
+
+Checking (RFC 9068 §4; OAuth 2.1 §5.2; MCP "Token Handling"): algorithm on an
+allow-list (ES256 only, so ``none`` and HS256-with-the-public-key fail), ``typ``,
+signature by a published key, ``iss`` exactly, ``aud`` exactly the one resource,
+``exp``/``nbf``/``iat`` with a small leeway, and revocation of the grant. A
+verified token is cached until it expires, so a busy client costs one signature
+check, not one per call; everything that can change (time, revocation) is
+re-checked on every use.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from joserfc import jwt
+from joserfc.errors import JoseError
+
+from deputy.keys import ALGORITHM, KeyRing
+
+TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
+_CACHE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class AccessTokenClaims:
+    subject: str
+    client_id: str
+    audience: str
+    scopes: frozenset[str]
+    token_id: str
+    grant_id: str | None
+    issued_at: int
+    expires_at: int
+    auth_time: int | None
+    raw: Mapping[str, Any]
+
+
+class InvalidToken(Exception):
+    """The token is not acceptable; ``reason`` is for logs, never for the client."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def mint_access_token(
+    keyring: KeyRing,
+    *,
+    issuer: str,
+    subject: str,
+    client_id: str,
+    audience: str,
+    scope: str,
+    ttl: int,
+    grant_id: str | None,
+    auth_time: int | None,
+) -> tuple[str, dict[str, Any]]:
+    key = keyring.signing_key
+    issued = int(time.time())
+    claims: dict[str, Any] = {
+        "iss": issuer,
+        "sub": subject,
+        "aud": audience,
+        "client_id": client_id,
+        "scope": scope,
+        "jti": uuid.uuid4().hex,
+        "iat": issued,
+        "exp": issued + ttl,
+    }
+    if auth_time is not None:
+        claims["auth_time"] = auth_time
+    if grant_id is not None:
+        claims["sid"] = grant_id
+    header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid}
+    return jwt.encode(header, claims, key, algorithms=[ALGORITHM]), claims
+
+
+class AccessTokenValidator:
+    def __init__(
+        self,
+        keyring: KeyRing,
+        issuer: str,
+        leeway: int,
+        is_revoked: Callable[[str], bool],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keyring = keyring
+        self.issuer = issuer
+        self.leeway = leeway
+        self.is_revoked = is_revoked
+        self.clock = clock
+        self._verified: OrderedDict[str, AccessTokenClaims] = OrderedDict()
+
+    def validate(self, token: str, audience: str) -> AccessTokenClaims:
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            self._verified[token] = claims
+            if len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
+        now = self.clock()
+        if claims.expires_at + self.leeway <= now:
+            self._verified.pop(token, None)
+            raise InvalidToken("expired")
+        # RFC 8707 / MCP: a token is accepted only by the one resource it was issued for.
+        if claims.audience != audience:
+            raise InvalidToken("issued for another resource")
+        if claims.grant_id is not None and self.is_revoked(claims.grant_id):
+            raise InvalidToken("revoked")
+        return claims
+
+    def _verify(self, token: str) -> AccessTokenClaims:
+        try:
+            decoded = jwt.decode(token, self.keyring.public_keys, algorithms=[ALGORITHM])
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise InvalidToken(f"signature or format: {type(exc).__name__}") from None
+        header, claims = decoded.header, decoded.claims
+        if str(header.get("typ", "")).lower() not in TOKEN_TYPES:
+            raise InvalidToken("typ is not at+jwt")  # RFC 9068 §4 step 1
+        now = self.clock()
+        if claims.get("iss") != self.issuer:
+            raise InvalidToken("wrong issuer")
+        aud = claims.get("aud")
+        if isinstance(aud, list) and len(aud) == 1:
+            aud = aud[0]
+        if not isinstance(aud, str):
+            raise InvalidToken("aud must name exactly one resource")
+        exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+        if not _is_time(exp) or not _is_time(iat):
+            raise InvalidToken("exp and iat are required")
+        if iat > now + self.leeway:
+            raise InvalidToken("issued in the future")
+        if nbf is not None and (not _is_time(nbf) or nbf > now + self.leeway):
+            raise InvalidToken("not yet valid")
+        for name in ("sub", "client_id", "jti"):
+            if not isinstance(claims.get(name), str) or not claims[name]:
+                raise InvalidToken(f"{name} is required")
+        scope = claims.get("scope", "")
+        if not isinstance(scope, str):
+            raise InvalidToken("scope must be a string")
+        sid = claims.get("sid")
+        auth_time = claims.get("auth_time")
+        return AccessTokenClaims(
+            subject=claims["sub"],
+            client_id=claims["client_id"],
+            audience=aud,
+            scopes=frozenset(scope.split()),
+            token_id=claims["jti"],
+            grant_id=sid if isinstance(sid, str) else None,
+            issued_at=int(iat),
+            expires_at=int(exp),
+            auth_time=int(auth_time) if _is_time(auth_time) else None,
+            raw=claims,
+        )
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,267 @@
+"""The authorization endpoint, login and consent (OAuth 2.1 §4.1.1-§4.1.2, RFC 9207, RFC 8707).
+
+Order of checks follows OAuth 2.1 §4.1.2.1: while the client or its redirect URI
+is in doubt, errors are shown on a page and never redirected (an open redirector
+is how codes leak). Once both are known, every error goes back to the client
+with ``error``, ``state`` and ``iss`` (RFC 9207 §2).
+
+The validated request is stored server-side; the login and consent forms carry
+only its opaque id and a CSRF token (double-submit cookie), so nothing the
+browser sends later can change what was authorized.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from deputy.config import is_loopback_http
+from deputy.oauth import pkce
+from deputy.oauth.errors import OAuthError
+from deputy.secrets import same_secret
+from deputy.services import Services
+from deputy.storage.clients import Client
+from deputy.storage.sessions import LoginSession
+from deputy.web.pages import CookieNames, protect, render
+
+PENDING_REQUEST_TTL = 600
+SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
+                 "code_challenge_method", "resource")
+
+
+class AuthorizationEndpoint:
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.cookies = CookieNames(self.settings.secure_cookies)
+
+    # -- GET /authorize ---------------------------------------------------------------------------
+
+    async def authorize(self, request: Request) -> Response:
+        query = request.query_params
+        client_id = query.get("client_id")
+        client = await self.services.clients.get(client_id) if client_id else None
+        if client is None:
+            return self._error_page("invalid_request", "unknown or missing client_id")
+        redirect_uri = query.get("redirect_uri")
+        if redirect_uri is None and len(client.redirect_uris) == 1:
+            redirect_uri = client.redirect_uris[0]
+        # OAuth 2.1 §2.3.1 / MCP: exact string match against a registered redirect URI.
+        if redirect_uri is None or redirect_uri not in client.redirect_uris or len(query.getlist("redirect_uri")) > 1:
+            return self._error_page("invalid_request", "redirect_uri is missing or not registered for this client")
+        state = query.get("state")
+        try:
+            params = self._validate(query.multi_items(), client)
+        except OAuthError as exc:
+            return self._redirect_error(redirect_uri, state, exc.code, exc.description)
+        params["redirect_uri"] = redirect_uri
+        request_id = await self.services.sessions.save_request(client.client_id, params, PENDING_REQUEST_TTL)
+        session = await self._session(request)
+        if session is None:
+            return self._login_page(request, request_id, client, params)
+        return await self._consent_or_code(request, request_id, params, client, session)
+
+    def _validate(self, items: list[tuple[str, str]], client: Client) -> dict[str, Any]:
+        seen: dict[str, list[str]] = {}
+        for key, value in items:
+            seen.setdefault(key, []).append(value)
+        for key in SINGLE_VALUED:
+            if len(seen.get(key, [])) > 1:
+                # RFC 6749 §3.1: parameters MUST NOT be included more than once.
+                raise OAuthError.of("invalid_request", f"{key} is repeated")
+        one = {k: v[0] for k, v in seen.items()}
+        if one.get("response_type") != "code":
+            raise OAuthError.of("unsupported_response_type", "only response_type=code is supported")
+        challenge = one.get("code_challenge")
+        if not challenge:
+            raise OAuthError.of("invalid_request", "code_challenge is required (PKCE, S256)")
+        if one.get("code_challenge_method") != "S256":
+            raise OAuthError.of("invalid_request", "code_challenge_method must be S256")
+        if not pkce.is_valid_challenge(challenge):
+            raise OAuthError.of("invalid_request", "code_challenge is not a base64url SHA-256 value")
+        resource = one.get("resource")
+        if not resource:
+            raise OAuthError.of("invalid_target", "resource is required: the URL of the MCP server (RFC 8707)")
+        server = self.settings.server_for_resource(resource)
+        if server is None:
+            raise OAuthError.of("invalid_target", "resource is not a server this authorization server protects")
+        requested = one.get("scope", "").split()
+        scopes = set(requested) if requested else set(server.required_scopes)
+        unknown = scopes - set(server.scopes)
+        if unknown:
+            raise OAuthError.of("invalid_scope", f"unknown scope for {server.name}: {' '.join(sorted(unknown))}")
+        if "authorization_code" not in client.grant_types:
+            raise OAuthError.of("unauthorized_client", "this client may not use the authorization code grant")
+        return {
+            "client_id": client.client_id,
+            "state": one.get("state"),
+            "code_challenge": challenge,
+            "resource": server.resource,
+            "server": server.name,
+            "scope": " ".join(sorted(scopes)),
+        }
+
+    # -- login ------------------------------------------------------------------------------------
+
+    async def login(self, request: Request) -> Response:
+        form = await request.form()
+        pending = await self._pending_from_form(request, form)
+        if isinstance(pending, Response):
+            return pending
+        request_id, params, client = pending
+        user = await self.services.users.authenticate(str(form.get("username", "")), str(form.get("password", "")))
+        if user is None:
+            return self._login_page(request, request_id, client, params, error="Wrong username or password.",
+                                    status=401)
+        session_id = await self.services.sessions.start(user.user_id, self.settings.login_session_ttl)
+        response = protect(RedirectResponse(f"/authorize/consent?{urlencode({'request_id': request_id})}", 303))
+        self.cookies.set(response, self.cookies.session, session_id, self.settings.login_session_ttl)
+        return response
+
+    # -- consent ----------------------------------------------------------------------------------
+
+    async def consent_page(self, request: Request) -> Response:
+        request_id = request.query_params.get("request_id", "")
+        params = await self.services.sessions.load_request(request_id)
+        client = await self.services.clients.get(params["client_id"]) if params else None
+        if params is None or client is None:
+            return self._error_page("invalid_request", "this sign-in request has expired; start again")
+        session = await self._session(request)
+        if session is None:
+            return self._login_page(request, request_id, client, params)
+        return await self._consent_or_code(request, request_id, params, client, session)
+
+    async def consent(self, request: Request) -> Response:
+        form = await request.form()
+        pending = await self._pending_from_form(request, form)
+        if isinstance(pending, Response):
+            return pending
+        request_id, params, client = pending
+        session = await self._session(request)
+        if session is None:
+            return self._login_page(request, request_id, client, params)
+        if not await self.services.sessions.consume_request(request_id):
+            return self._error_page("invalid_request", "this sign-in request was already answered")
+        if form.get("decision") != "approve":
+            return self._redirect_error(params["redirect_uri"], params["state"], "access_denied",
+                                        "the user denied the request")
+        scopes = set(params["scope"].split())
+        await self.services.consents.grant(session.user_id, client.client_id, params["resource"], scopes)
+        return await self._issue_code(params, session)
+
+    async def _consent_or_code(
+        self, request: Request, request_id: str, params: dict[str, Any], client: Client, session: LoginSession
+    ) -> Response:
+        scopes = set(params["scope"].split())
+        if await self.services.consents.covers(session.user_id, client.client_id, params["resource"], scopes):
+            if not await self.services.sessions.consume_request(request_id):
+                return self._error_page("invalid_request", "this sign-in request was already answered")
+            return await self._issue_code(params, session)
+        user = await self.services.users.get(session.user_id)
+        redirect_host = urlsplit(params["redirect_uri"]).netloc or params["redirect_uri"]
+        csrf, response_cookie = self._csrf(request)
+        response = render(
+            "consent.html",
+            title="Allow access?",
+            username=user.username if user else "?",
+            client_name=client.client_name,
+            client_id=client.client_id,
+            redirect_uri=params["redirect_uri"],
+            redirect_host=redirect_host,
+            loopback_redirect=is_loopback_http(params["redirect_uri"]),
+            server_title=self.settings.servers[params["server"]].title,
+            resource=params["resource"],
+            scopes=sorted(scopes),
+            csrf_token=csrf,
+            request_id=request_id,
+            action="/authorize/consent",
+        )
+        if response_cookie:
+            self.cookies.set(response, self.cookies.csrf, csrf, PENDING_REQUEST_TTL)
+        return response
+
+    async def _issue_code(self, params: dict[str, Any], session: LoginSession) -> Response:
+        code = await self.services.grants.create_with_code(
+            client_id=params["client_id"],
+            user_id=session.user_id,
+            resource=params["resource"],
+            scope=params["scope"],
+            auth_time=session.auth_time,
+            redirect_uri=params["redirect_uri"],
+            code_challenge=params["code_challenge"],
+            code_ttl=self.settings.code_ttl,
+        )
+        answer = {"code": code}
+        if params["state"] is not None:
+            answer["state"] = params["state"]
+        return self._redirect(params["redirect_uri"], answer)
+
+    # -- shared pieces ----------------------------------------------------------------------------
+
+    async def _pending_from_form(
+        self, request: Request, form: FormData
+    ) -> tuple[str, dict[str, Any], Client] | Response:
+        cookie = request.cookies.get(self.cookies.csrf, "")
+        submitted = str(form.get("csrf_token", ""))
+        if not cookie or not submitted or not same_secret(cookie, submitted):
+            return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
+        request_id = str(form.get("request_id", ""))
+        params = await self.services.sessions.load_request(request_id)
+        client = await self.services.clients.get(params["client_id"]) if params else None
+        if params is None or client is None:
+            return self._error_page("invalid_request", "this sign-in request has expired; start again")
+        return request_id, params, client
+
+    async def _session(self, request: Request) -> LoginSession | None:
+        session_id = request.cookies.get(self.cookies.session)
+        return await self.services.sessions.find(session_id) if session_id else None
+
+    def _csrf(self, request: Request) -> tuple[str, bool]:
+        existing = request.cookies.get(self.cookies.csrf)
+        if existing and len(existing) >= 32:
+            return existing, False
+        return secrets.token_urlsafe(32), True
+
+    def _login_page(
+        self,
+        request: Request,
+        request_id: str,
+        client: Client,
+        params: dict[str, Any],
+        error: str | None = None,
+        status: int = 200,
+    ) -> Response:
+        csrf, new_cookie = self._csrf(request)
+        response = render(
+            "login.html",
+            status=status,
+            title="Sign in",
+            client_name=client.client_name,
+            server_title=self.settings.servers[params["server"]].title,
+            csrf_token=csrf,
+            request_id=request_id,
+            error=error,
+            action="/authorize/login",
+        )
+        if new_cookie:
+            self.cookies.set(response, self.cookies.csrf, csrf, PENDING_REQUEST_TTL)
+        return response
+
+    def _redirect(self, redirect_uri: str, answer: dict[str, str]) -> Response:
+        answer["iss"] = self.settings.issuer  # RFC 9207 §2: in every authorization response
+        separator = "&" if urlsplit(redirect_uri).query else "?"
+        return protect(RedirectResponse(f"{redirect_uri}{separator}{urlencode(answer)}", status_code=303))
+
+    def _redirect_error(self, redirect_uri: str, state: str | None, code: str, description: str) -> Response:
+        answer = {"error": code, "error_description": description}
+        if state is not None:
+            answer["state"] = state
+        return self._redirect(redirect_uri, answer)
+
+    def _error_page(self, code: str, description: str, status: int = 400) -> Response:
+        return render("error.html", status=status, title="Sign-in failed", error=code, description=description)

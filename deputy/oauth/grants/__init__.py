@@ -1,0 +1,1 @@
+"""One module per grant type; each takes the parsed form and the authenticated client."""

@@ -1,0 +1,42 @@
+"""The refresh token grant with rotation and reuse detection (OAuth 2.1 §4.3, RFC 9700 §4.14.2).
+
+A refresh token is used once; its successor is returned with the new access
+token. Presenting a used one revokes the whole family (its grant), including
+the access tokens already out, because one of the two holders is an attacker.
+``scope`` may only narrow (OAuth 2.1 §4.3.1); ``resource`` may only repeat the
+granted one (RFC 8707 §2.2).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from starlette.responses import Response
+
+from deputy.config import canonical_resource
+from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
+from deputy.oauth.grants.issue import token_response
+from deputy.services import Services
+from deputy.storage.clients import Client
+from deputy.storage.grants import HandleRefused
+
+
+async def refresh(services: Services, form: Mapping[str, str], client: Client) -> Response:
+    token = form.get("refresh_token")
+    if not token:
+        raise InvalidRequest("refresh_token is required")
+    try:
+        grant, successor = await services.grants.rotate_refresh_token(
+            token, client.client_id, services.settings.refresh_token_ttl)
+    except HandleRefused as exc:
+        raise InvalidGrant(exc.reason) from None
+    resource = form.get("resource")
+    if resource is not None and canonical_resource(resource) != grant.resource:
+        raise InvalidTarget("a refresh token is bound to the resource it was issued for")
+    scope = grant.scope
+    if form.get("scope"):
+        requested = set(form["scope"].split())
+        if not requested <= set(grant.scope.split()):
+            raise InvalidScope("a refresh may only narrow the granted scope")
+        scope = " ".join(sorted(requested))
+    return token_response(services, grant, scope, successor)

@@ -1,0 +1,54 @@
+"""The long-lived parts one Deputy process shares, built once at start-up and passed down."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from deputy.config import Settings
+from deputy.keys import KeyRing
+from deputy.storage.clients import ClientRepository
+from deputy.storage.consents import ConsentRepository
+from deputy.storage.db import Database
+from deputy.storage.grants import GrantRepository
+from deputy.storage.sessions import SessionRepository
+from deputy.storage.users import UserRepository
+
+
+@dataclass(frozen=True, slots=True)
+class Services:
+    settings: Settings
+    database: Database
+    keyring: KeyRing
+    users: UserRepository
+    clients: ClientRepository
+    sessions: SessionRepository
+    grants: GrantRepository
+    consents: ConsentRepository
+
+    @classmethod
+    def open(cls, settings: Settings) -> Services:
+        database = Database(settings.database_url)
+        engine = database.engine
+        return cls(
+            settings=settings,
+            database=database,
+            keyring=KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl),
+            users=UserRepository(engine),
+            clients=ClientRepository(engine),
+            sessions=SessionRepository(engine),
+            grants=GrantRepository(engine, settings.access_token_ttl),
+            consents=ConsentRepository(engine),
+        )
+
+    async def start(self) -> None:
+        """Apply migrations and re-apply the clients the configuration file declares."""
+        await self.database.migrate()
+        for client in self.settings.clients:
+            await self.clients.put(
+                client_id=client.client_id,
+                client_name=client.client_name,
+                redirect_uris=client.redirect_uris,
+                token_endpoint_auth_method=client.token_endpoint_auth_method,
+                client_secret=client.client_secret,
+                source="config",
+            )

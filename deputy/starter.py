@@ -1,0 +1,61 @@
+"""The commented starter configuration (`deputy init`) and the demo's embedded defaults."""
+
+from __future__ import annotations
+
+from typing import Any
+
+DEMO_UPSTREAM_PORT = 8001
+
+STARTER_CONFIG = '''\
+# Deputy configuration. Every key can also be set by environment variable where noted.
+
+# The issuer and the base of every protected server's URL. An origin only, no trailing
+# slash. Plain http is accepted only on a loopback address.          (DEPUTY_PUBLIC_URL)
+public_url = "http://127.0.0.1:8000"
+host = "127.0.0.1"                                                  # (DEPUTY_HOST)
+port = 8000                                                         # (DEPUTY_PORT)
+data_dir = ".deputy"      # SQLite database and keys, files 0600      (DEPUTY_DATA_DIR)
+# database_url = "postgresql+asyncpg://deputy@127.0.0.1:5432/deputy" # (DEPUTY_DATABASE_URL)
+
+[tokens]
+access_token_ttl = 600        # seconds; access tokens are short-lived JWTs (RFC 9068)
+refresh_token_ttl = 1209600   # seconds; rotated on every use, reuse revokes the family
+code_ttl = 60                 # seconds, at most 60
+clock_leeway = 30             # seconds of clock skew tolerated on exp/nbf/iat
+
+[registration]
+mode = "loopback"             # "off", or "loopback": RFC 7591 registration for native
+                              # clients whose redirect URIs are all http loopback
+
+[gateway]
+revocation_max_staleness = 5.0  # refuse calls when revocations could not be read for this long
+
+# Each upstream MCP server is protected at {public_url}/mcp/NAME.
+[servers.demo]
+title = "Demo server"
+url = "http://127.0.0.1:8001/mcp"       # or: command = ["python", "-m", "my_server"]
+scopes = ["demo:tools", "demo:admin"]   # every scope tokens for this server may carry
+required_scopes = ["demo:tools"]        # needed for any call; advertised in challenges
+# [servers.demo.headers]                # static headers sent upstream (never the client's token)
+# X-Api-Key = { env = "DEMO_API_KEY" }
+
+# Pre-registered clients.
+# [[clients]]
+# client_id = "my-agent"
+# client_name = "My agent"
+# redirect_uris = ["http://127.0.0.1:3000/callback"]
+# token_endpoint_auth_method = "none"   # or client_secret_basic / client_secret_post + client_secret
+'''
+
+
+def demo_defaults(upstream_port: int = DEMO_UPSTREAM_PORT) -> dict[str, Any]:
+    return {
+        "servers": {
+            "demo": {
+                "title": "Deputy demo server",
+                "url": f"http://127.0.0.1:{upstream_port}/mcp",
+                "scopes": ["demo:tools", "demo:admin"],
+                "required_scopes": ["demo:tools"],
+            }
+        }
+    }

@@ -1,0 +1,183 @@
+"""Grants (token families), authorization codes, refresh tokens and revocations.
+
+A *grant* is what one consent-backed authorization produced: its code, every
+access token (which carries the grant id as ``sid``) and the chain of refresh
+tokens. Single-use handles are consumed by one conditional UPDATE, so a replay —
+even racing on another replica — finds nothing to consume, and then revokes the
+whole grant: OAuth 2.1 §4.1.3 (a reused code) and §4.3.1 / RFC 9700 §4.14.2
+(refresh token reuse detection).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from deputy.secrets import handle_hash, new_handle, now
+from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    grant_id: str
+    client_id: str
+    user_id: str
+    resource: str
+    scope: str
+    auth_time: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedeemedCode:
+    grant: Grant
+    redirect_uri: str
+    code_challenge: str
+
+
+class HandleRefused(Exception):
+    """The code or refresh token is unknown, expired, used, or its grant is revoked."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    revocation_id: int
+    grant_id: str
+    expires_at: int
+
+
+class GrantRepository:
+    def __init__(self, engine: AsyncEngine, access_token_ttl: int) -> None:
+        self.engine = engine
+        self.access_token_ttl = access_token_ttl
+
+    async def create_with_code(
+        self,
+        *,
+        client_id: str,
+        user_id: str,
+        resource: str,
+        scope: str,
+        auth_time: int,
+        redirect_uri: str,
+        code_challenge: str,
+        code_ttl: int,
+    ) -> str:
+        code = new_handle()
+        grant_id = uuid.uuid4().hex
+        t = now()
+        async with self.engine.begin() as conn:
+            await conn.execute(grants.insert().values(
+                grant_id=grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
+                auth_time=auth_time, created_at=t))
+            await conn.execute(authorization_codes.insert().values(
+                code_hash=handle_hash(code), grant_id=grant_id, client_id=client_id, redirect_uri=redirect_uri,
+                code_challenge=code_challenge, expires_at=t + code_ttl))
+        return code
+
+    async def redeem_code(self, code: str, client_id: str) -> RedeemedCode:
+        """Consume a code exactly once; a second redemption revokes everything the first issued."""
+        code_hash = handle_hash(code)
+        t = now()
+        async with self.engine.begin() as conn:
+            consumed = await conn.execute(
+                update(authorization_codes)
+                .where(and_(authorization_codes.c.code_hash == code_hash,
+                            authorization_codes.c.consumed_at.is_(None)))
+                .values(consumed_at=t))
+            row = (await conn.execute(
+                select(authorization_codes, grants)
+                .join(grants, grants.c.grant_id == authorization_codes.c.grant_id)
+                .where(authorization_codes.c.code_hash == code_hash))).first()
+            if row is None:
+                raise HandleRefused("unknown code")
+            if consumed.rowcount != 1:
+                await self._revoke(conn, row.grant_id, "code_reuse")
+                raise HandleRefused("code already used; its tokens are revoked")
+        if row.client_id != client_id:
+            raise HandleRefused("code was issued to another client")
+        if row.expires_at < t:
+            raise HandleRefused("code expired")
+        if row.revoked_at is not None:
+            raise HandleRefused("grant revoked")
+        return RedeemedCode(_grant(row), row.redirect_uri, row.code_challenge)
+
+    async def issue_refresh_token(self, grant_id: str, ttl: int) -> str:
+        token = new_handle()
+        async with self.engine.begin() as conn:
+            await conn.execute(refresh_tokens.insert().values(
+                token_hash=handle_hash(token), grant_id=grant_id, expires_at=now() + ttl))
+        return token
+
+    async def rotate_refresh_token(self, token: str, client_id: str, ttl: int) -> tuple[Grant, str]:
+        """Use a refresh token once and hand out its successor; reuse revokes the family."""
+        token_hash = handle_hash(token)
+        t = now()
+        successor = new_handle()
+        async with self.engine.begin() as conn:
+            used = await conn.execute(
+                update(refresh_tokens)
+                .where(and_(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None)))
+                .values(used_at=t))
+            row = (await conn.execute(
+                select(refresh_tokens.c.expires_at, grants)
+                .join(grants, grants.c.grant_id == refresh_tokens.c.grant_id)
+                .where(refresh_tokens.c.token_hash == token_hash))).first()
+            if row is None:
+                raise HandleRefused("unknown refresh token")
+            if row.client_id != client_id:
+                # Not a replay by the holder: do not consume someone else's token.
+                raise HandleRefused("refresh token was issued to another client")
+            if used.rowcount != 1:
+                await self._revoke(conn, row.grant_id, "refresh_reuse")
+                raise HandleRefused("refresh token already used; the whole family is revoked")
+            if row.revoked_at is not None:
+                raise HandleRefused("grant revoked")
+            if row.expires_at < t:
+                raise HandleRefused("refresh token expired")
+            await conn.execute(refresh_tokens.insert().values(
+                token_hash=handle_hash(successor), grant_id=row.grant_id, expires_at=t + ttl))
+        return _grant(row), successor
+
+    async def revoke(self, grant_id: str, reason: str) -> bool:
+        async with self.engine.begin() as conn:
+            return await self._revoke(conn, grant_id, reason)
+
+    async def _revoke(self, conn: AsyncConnection, grant_id: str, reason: str) -> bool:
+        t = now()
+        result = await conn.execute(
+            update(grants).where(and_(grants.c.grant_id == grant_id, grants.c.revoked_at.is_(None)))
+            .values(revoked_at=t, revoked_reason=reason))
+        if result.rowcount != 1:
+            return False
+        await conn.execute(update(refresh_tokens)
+                           .where(and_(refresh_tokens.c.grant_id == grant_id, refresh_tokens.c.used_at.is_(None)))
+                           .values(used_at=t))
+        # A revocation must outlive every access token of the grant; the +60 covers clock leeway.
+        await conn.execute(revocations.insert().values(
+            grant_id=grant_id, revoked_at=t, expires_at=t + self.access_token_ttl + 60))
+        return True
+
+    async def revocations_since(self, revocation_id: int) -> list[Revocation]:
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(
+                select(revocations).where(and_(revocations.c.revocation_id > revocation_id,
+                                               revocations.c.expires_at >= now()))
+                .order_by(revocations.c.revocation_id))).all()
+        return [Revocation(r.revocation_id, r.grant_id, r.expires_at) for r in rows]
+
+    async def get(self, grant_id: str) -> Grant | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(grants).where(grants.c.grant_id == grant_id))).first()
+        return _grant(row) if row is not None else None
+
+
+def _grant(row: object) -> Grant:
+    m = row._mapping  # type: ignore[attr-defined]
+    return Grant(m["grant_id"], m["client_id"], m["user_id"], m["resource"], m["scope"], m["auth_time"])

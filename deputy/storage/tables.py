@@ -1,0 +1,119 @@
+"""Table definitions: the one place the schema is described in Python.
+
+Times are integer Unix seconds (portable across SQLite and PostgreSQL); secrets
+(codes, refresh tokens, session ids, client secrets) are stored only as hashes.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+users = Table(
+    "users",
+    metadata,
+    Column("user_id", String(64), primary_key=True),
+    Column("username", String(128), nullable=False, unique=True),
+    Column("password_hash", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("client_secret_hash", Text),
+    Column("client_name", String(255), nullable=False),
+    Column("redirect_uris", JSON, nullable=False),
+    Column("grant_types", JSON, nullable=False),
+    Column("token_endpoint_auth_method", String(64), nullable=False),
+    Column("application_type", String(16), nullable=False),
+    Column("source", String(16), nullable=False),  # config | cli | registration
+    Column("created_at", BigInteger, nullable=False),
+)
+
+login_sessions = Table(
+    "login_sessions",
+    metadata,
+    Column("session_hash", String(64), primary_key=True),
+    Column("user_id", String(64), ForeignKey("users.user_id", ondelete="CASCADE"), nullable=False),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+authorization_requests = Table(
+    "authorization_requests",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("client_id", String(255), nullable=False),
+    Column("params", JSON, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+grants = Table(
+    "grants",
+    metadata,
+    Column("grant_id", String(64), primary_key=True),
+    Column("client_id", String(255), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("resource", Text, nullable=False),
+    Column("scope", Text, nullable=False),
+    Column("auth_time", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("revoked_at", BigInteger),
+    Column("revoked_reason", String(64)),
+)
+
+authorization_codes = Table(
+    "authorization_codes",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("grant_id", String(64), ForeignKey("grants.grant_id", ondelete="CASCADE"), nullable=False),
+    Column("client_id", String(255), nullable=False),
+    Column("redirect_uri", Text, nullable=False),
+    Column("code_challenge", String(128), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("consumed_at", BigInteger),
+)
+
+refresh_tokens = Table(
+    "refresh_tokens",
+    metadata,
+    Column("token_hash", String(64), primary_key=True),
+    Column("grant_id", String(64), ForeignKey("grants.grant_id", ondelete="CASCADE"), nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("used_at", BigInteger),
+)
+Index("ix_refresh_tokens_grant", refresh_tokens.c.grant_id)
+
+revocations = Table(
+    "revocations",
+    metadata,
+    Column("revocation_id", Integer, primary_key=True, autoincrement=True),
+    Column("grant_id", String(64), nullable=False),
+    Column("revoked_at", BigInteger, nullable=False),
+    # After this moment no access token of the grant can still be valid.
+    Column("expires_at", BigInteger, nullable=False),
+)
+
+consents = Table(
+    "consents",
+    metadata,
+    Column("user_id", String(64), ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    Column("client_id", String(255), primary_key=True),
+    Column("resource", String(512), primary_key=True),
+    Column("scope", Text, nullable=False),
+    Column("granted_at", BigInteger, nullable=False),
+)

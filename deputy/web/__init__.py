@@ -1,0 +1,1 @@
+"""HTML pages: login, consent, errors. Plain forms; no script needed."""

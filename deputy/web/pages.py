@@ -1,0 +1,57 @@
+"""Rendering of the HTML pages with the headers every page needs.
+
+Framing is forbidden on every page (``frame-ancestors 'none'`` and
+``X-Frame-Options: DENY``, MCP Security Best Practices on consent pages;
+RFC 9700 §4.16 clickjacking). Cookies are HttpOnly, SameSite=Lax, and
+``__Host-``-prefixed and Secure on an https deployment. On a loopback ``http``
+deployment they are neither: browsers reject a ``__Host-`` cookie that is not
+Secure (RFC 6265bis §4.1.3.2), and clients do not send Secure cookies over http.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse, Response
+
+_env = Environment(
+    loader=FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=select_autoescape(["html"]),
+    auto_reload=False,
+)
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+
+def render(template: str, status: int = 200, **context: Any) -> HTMLResponse:
+    body = _env.get_template(template).render(**context)
+    return HTMLResponse(body, status_code=status, headers=SECURITY_HEADERS)
+
+
+def protect(response: Response) -> Response:
+    """Add the page security headers to a response built elsewhere (e.g. a redirect)."""
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    return response
+
+
+class CookieNames:
+    """Cookie names and attributes for one deployment."""
+
+    def __init__(self, secure: bool) -> None:
+        self.secure = secure
+        prefix = "__Host-" if secure else ""
+        self.session = f"{prefix}deputy_session"
+        self.csrf = f"{prefix}deputy_csrf"
+
+    def set(self, response: Response, name: str, value: str, max_age: int) -> None:
+        response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,
+                            samesite="lax")
