@@ -78,7 +78,7 @@ class KeyRing:
     def _load(self) -> None:
         self._index_mtime = self._index_path.stat().st_mtime
         t = time.time()
-        published: list[ECKey] = []
+        published: list[Any] = []
         signing: ECKey | None = None
         for entry in self._entries():
             if entry.retired_at is not None and entry.retired_at + self.max_token_lifetime < t:

@@ -10,6 +10,7 @@ than accept a token it cannot vouch for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 
@@ -55,10 +56,8 @@ class RevocationList:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
 
     async def _poll(self) -> None:
         while True:

@@ -20,6 +20,7 @@ from deputy.storage.clients import Client, ClientRepository
 
 async def authenticate_client(request: Request, form: Mapping[str, str], clients: ClientRepository) -> Client:
     basic = _basic_credentials(request.headers.get("authorization"))
+    secret: str | None
     posted_secret = form.get("client_secret")
     if basic is not None and (posted_secret is not None or form.get("client_assertion")):
         raise InvalidRequest("use exactly one client authentication method")

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from deputy.config import is_loopback_http
-from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri, NO_STORE, OAuthError
+from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRedirectUri, OAuthError
 from deputy.services import Services
 
 AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,21 +73,24 @@ class ClientRepository:
         client_secret: str | None = None,
     ) -> Client:
         """Create the client, or replace it when it exists (configuration is re-applied at start)."""
-        values = {
-            "client_id": client_id,
-            "client_name": client_name,
-            "redirect_uris": list(redirect_uris),
-            "grant_types": list(grant_types),
-            "token_endpoint_auth_method": token_endpoint_auth_method,
-            "application_type": application_type,
-            "source": source,
-            "created_at": now(),
-            "client_secret_hash": hash_client_secret(client_secret) if client_secret else None,
-        }
+        client = Client(
+            client_id=client_id,
+            client_name=client_name,
+            redirect_uris=tuple(redirect_uris),
+            grant_types=tuple(grant_types),
+            token_endpoint_auth_method=token_endpoint_auth_method,
+            application_type=application_type,
+            source=source,
+            created_at=now(),
+            client_secret_hash=hash_client_secret(client_secret) if client_secret else None,
+        )
+        values = dataclasses.asdict(client)
+        values["redirect_uris"] = list(client.redirect_uris)
+        values["grant_types"] = list(client.grant_types)
         async with self.engine.begin() as conn:
             await conn.execute(delete(clients).where(clients.c.client_id == client_id))
             await conn.execute(clients.insert().values(**values))
-        return Client(**{**values, "redirect_uris": tuple(redirect_uris), "grant_types": tuple(grant_types)})
+        return client
 
     async def remove(self, client_id: str) -> bool:
         async with self.engine.begin() as conn:

@@ -1,4 +1,4 @@
-"""Remembered consent per user × client × server, with the scopes granted."""
+"""Remembered consent per user, client and server, with the scopes granted."""
 
 from __future__ import annotations
 

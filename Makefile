@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both bootstrap .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck bench venv tools clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/deputy demo
+
+# Node 22 and the official MCP conformance suite, into .cache/ (npm registry only).
+tools:
+	scripts/install-conformance.sh >/dev/null
+
+lint: $(STAMP)
+	$(BIN)/ruff check deputy tests bench
+	$(BIN)/mypy
+
+test: $(STAMP) tools lint
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(BIN)/python bench/tools_call.py
+
+clean:
+	rm -rf $(VENV) .cache .deputy

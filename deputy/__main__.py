@@ -1,0 +1,5 @@
+"""``python -m deputy`` runs the CLI."""
+
+from deputy.cli import app
+
+app()

@@ -1,0 +1,131 @@
+"""Deputy and the demo upstream as real processes on free loopback ports.
+
+Nothing of Deputy is mocked: the test writes a ``deputy.toml``, adds a user with
+the real CLI, and starts ``python -m deputy serve``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.sdk_client import free_port
+
+PASSWORD = "correct horse battery staple"
+PUBLIC_CLIENT = "test-public"
+CONFIDENTIAL_CLIENT = "test-confidential"
+CONFIDENTIAL_SECRET = "s3cret-for-tests-only-0123456789"
+REDIRECT_URI = "http://127.0.0.1:9/callback"
+
+
+@dataclass(frozen=True)
+class RunningDeputy:
+    url: str
+    data_dir: Path
+    config: Path
+    database_url: str
+    upstream_url: str
+    env: dict[str, str]
+
+    def resource(self, name: str = "demo") -> str:
+        return f"{self.url}/mcp/{name}"
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "deputy", *args], env=self.env, capture_output=True,
+                              text=True, timeout=60, check=False)
+
+
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{what} did not answer at {url} within {timeout}s")
+
+
+@contextmanager
+def demo_upstream() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "deputy.demo", "--port", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/mcp"
+    try:
+        _wait_http(url, process, "demo upstream")
+        yield url
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def write_config(path: Path, port: int, upstream_url: str, extra: str = "") -> None:
+    path.write_text(f'''
+public_url = "http://127.0.0.1:{port}"
+port = {port}
+
+[tokens]
+clock_leeway = 5
+
+[servers.demo]
+title = "Demo"
+url = "{upstream_url}"
+scopes = ["demo:tools", "demo:admin"]
+required_scopes = ["demo:tools"]
+
+[servers.other]
+title = "Another server"
+url = "{upstream_url}"
+scopes = ["other:tools"]
+
+[[clients]]
+client_id = "{PUBLIC_CLIENT}"
+client_name = "Test public client"
+redirect_uris = ["{REDIRECT_URI}"]
+
+[[clients]]
+client_id = "{CONFIDENTIAL_CLIENT}"
+client_name = "Test confidential client"
+redirect_uris = ["{REDIRECT_URI}"]
+token_endpoint_auth_method = "client_secret_basic"
+client_secret = "{CONFIDENTIAL_SECRET}"
+{extra}
+''')
+
+
+@contextmanager
+def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "") -> Iterator[
+        RunningDeputy]:
+    port = free_port()
+    config = directory / "deputy.toml"
+    write_config(config, port, upstream_url, extra_config)
+    env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(directory / "data"),
+           "DEPUTY_DATABASE_URL": database_url}
+    deputy = RunningDeputy(f"http://127.0.0.1:{port}", directory / "data", config, database_url, upstream_url, env)
+    added = deputy.cli("users", "add", "alice", "--password", PASSWORD)
+    if added.returncode != 0:
+        raise RuntimeError(f"deputy users add failed: {added.stderr}")
+    log = (directory / "deputy.log").open("wb")
+    process = subprocess.Popen([sys.executable, "-m", "deputy", "serve"], env=env, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        _wait_http(f"{deputy.url}/healthz", process, "deputy serve")
+        yield deputy
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
