@@ -13,11 +13,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deputy.config import Settings
 from deputy.gateway.bearer import BearerAuthenticator
+from deputy.gateway.exchange import Upstream
+from deputy.gateway.http_upstream import HttpUpstream, make_http_client
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
 from deputy.gateway.revocations import RevocationList
 from deputy.gateway.sessions import SessionBinder
-from deputy.gateway.upstreams import http_upstreams, make_http_client
+from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
 from deputy.oauth.metadata import MetadataEndpoint
@@ -46,11 +48,14 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     validator = AccessTokenValidator(services.keyring, settings.issuer, settings.clock_leeway,
                                      revocations.is_revoked)
     http = make_http_client()
+    upstreams: dict[str, Upstream] = {
+        name: HttpUpstream(server, http) if server.url is not None else StdioUpstream(server)
+        for name, server in settings.servers.items()
+    }
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),
-        upstreams=http_upstreams(dict(settings.servers)),
-        http=http,
+        upstreams=upstreams,
         sessions=SessionBinder.from_data_dir(settings.data_dir),
     )
 
@@ -62,6 +67,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
             yield
         finally:
             await revocations.stop()
+            for upstream in upstreams.values():
+                await upstream.close()
             await http.aclose()
             await services.database.dispose()
 

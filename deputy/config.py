@@ -29,6 +29,8 @@ HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
 REGISTRATION_MODES = ("off", "loopback")
 CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+# What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
+INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
 
 
 class ConfigError(ValueError):
@@ -193,7 +195,7 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) ->
         if not HEADER_NAME.match(header) or header.lower() in FORBIDDEN_UPSTREAM_HEADERS:
             raise ConfigError(f"{path}headers.{header}", "is not a header Deputy may set upstream")
         headers[header] = _secret_value(spec, f"{path}headers.{header}", environ)
-    env: dict[str, str] = {}
+    env = {var: environ[var] for var in INHERITED_ENV if var in environ} if command is not None else {}
     for var, spec in dict(raw.get("env", {})).items():
         env[str(var)] = _secret_value(spec, f"{path}env.{var}", environ)
     return UpstreamServer(

@@ -77,9 +77,7 @@ def build_demo_server() -> MCPServer:
                 return f"Deleted user {id} ({user['name']}): {reason}"
         raise ToolError(f"No user with id {id}")
 
-    @server.resource(
-        "demo://readme", name="readme", description="About this demo server.", mime_type="text/plain"
-    )
+    @server.resource("demo://readme", name="readme", description="About this demo server.", mime_type="text/plain")
     def readme() -> str:
         return README_TEXT
 

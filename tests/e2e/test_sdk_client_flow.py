@@ -37,3 +37,14 @@ def _any_key(deputy: RunningDeputy):  # type: ignore[no-untyped-def]
     from joserfc.jwk import KeySet
 
     return KeySet.import_key_set(httpx.get(f"{deputy.url}/.well-known/jwks.json").json())
+
+
+async def test_sdk_client_reaches_a_stdio_upstream_through_deputy(deputy: RunningDeputy) -> None:
+    """A server configured with `command` runs as a process per session behind the same OAuth front."""
+    async with sdk_oauth_client(deputy.resource("local"), "alice", PASSWORD) as (client, _run):
+        tools = await client.list_tools()
+        assert {"echo", "add", "list_users", "delete_user"} <= {t.name for t in tools.tools}
+        result = await client.call_tool("add", {"a": 20, "b": 22})
+        assert result.structured_content == {"result": 42}
+        prompt = await client.get_prompt("greet", {"name": "Alice"})
+        assert "Alice" in str(prompt.messages[0].content)

@@ -6,6 +6,7 @@ the real CLI, and starts ``python -m deputy serve``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -88,6 +89,11 @@ required_scopes = ["demo:tools"]
 title = "Another server"
 url = "{upstream_url}"
 scopes = ["other:tools"]
+
+[servers.local]
+title = "The demo server over stdio"
+command = {json.dumps([sys.executable, "-m", "deputy.demo", "--stdio"])}
+scopes = ["local:tools"]
 
 [[clients]]
 client_id = "{PUBLIC_CLIENT}"

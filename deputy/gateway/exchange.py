@@ -1,0 +1,41 @@
+"""One authenticated call on its way upstream, and what an upstream must do with it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from starlette.types import Receive, Scope, Send
+
+from deputy.gateway.principal import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """An authenticated request: the ASGI triple, who sent it, its body and its upstream session."""
+
+    scope: Scope
+    receive: Receive
+    send: Send
+    principal: Principal
+    body: bytes
+    session: str | None
+    # Turns an upstream session id into the principal-bound id the client sees.
+    bind_session: Callable[[str], str]
+
+    @property
+    def method(self) -> str:
+        return str(self.scope["method"])
+
+    def header(self, name: bytes) -> bytes | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return bytes(value)
+        return None
+
+
+class Upstream(Protocol):
+    async def forward(self, exchange: Exchange) -> None: ...
+
+    async def close(self) -> None: ...

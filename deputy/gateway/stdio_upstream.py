@@ -1,0 +1,281 @@
+"""Upstream MCP servers that speak stdio, offered to clients as Streamable HTTP.
+
+MCP transports (2026-07-28): a stdio server reads newline-delimited JSON-RPC on
+stdin and writes it on stdout, and serves one client. So Deputy starts one
+process per MCP session: ``initialize`` without a session starts a process and
+mints the session id; later requests carry it. Each client request is answered
+with an SSE stream carrying whatever the server sends while it works
+(progress, logging, elicitation and sampling requests) and ends with the
+response; messages unrelated to any open request go to the session's GET
+stream. Credentials come from the environment configured for the server,
+never from the client. Deputy supervises the processes: a process that exits
+ends its session (the client gets 404 and re-initializes), idle sessions are
+stopped, and the number of sessions per server is capped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from deputy.config import UpstreamServer
+from deputy.gateway.exchange import Exchange
+from deputy.gateway.responses import (
+    JSONRPC_INTERNAL_ERROR,
+    JSONRPC_INVALID_REQUEST,
+    JSONRPC_PARSE_ERROR,
+    jsonrpc_error,
+    relay_until_disconnect,
+    send_json,
+)
+
+log = logging.getLogger(__name__)
+
+MAX_LINE = 4 * 1024 * 1024
+MAX_SESSIONS = 64
+IDLE_TIMEOUT = 600.0
+UNSOLICITED_BACKLOG = 1000
+SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
+
+# A queued message from the server: the raw JSON line, and whether it ends the request.
+Item = tuple[bytes, bool] | None
+
+
+def _key(value: Any) -> str:
+    return json.dumps(value, sort_keys=True)
+
+
+class StdioSession:
+    def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process) -> None:
+        self.session_id = session_id
+        self.server = server
+        self.process = process
+        self.pending: dict[str, asyncio.Queue[Item]] = {}
+        self.progress: dict[str, str] = {}
+        self.unsolicited: asyncio.Queue[Item] = asyncio.Queue(UNSOLICITED_BACKLOG)
+        self.last_used = time.monotonic()
+        self.alive = True
+        self._write_lock = asyncio.Lock()
+        self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.pending)
+
+    async def write(self, message: Any) -> None:
+        line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        assert self.process.stdin is not None  # started with stdin=PIPE
+        async with self._write_lock:
+            self.process.stdin.write(line)
+            await self.process.stdin.drain()
+
+    def open_request(self, message: dict[str, Any]) -> asyncio.Queue[Item]:
+        queue: asyncio.Queue[Item] = asyncio.Queue()
+        key = _key(message["id"])
+        self.pending[key] = queue
+        token = (message.get("params") or {}).get("_meta", {}).get("progressToken")
+        if token is not None:
+            self.progress[_key(token)] = key
+        return queue
+
+    def close_request(self, message: dict[str, Any]) -> None:
+        key = _key(message["id"])
+        self.pending.pop(key, None)
+        self.progress = {t: k for t, k in self.progress.items() if k != key}
+
+    def _route(self, line: bytes) -> None:
+        try:
+            message = json.loads(line)
+        except ValueError:
+            log.warning("stdio server %s wrote a line that is not JSON; dropped", self.server)
+            return
+        if not isinstance(message, dict):
+            return
+        if "method" not in message and "id" in message:
+            queue = self.pending.get(_key(message["id"]))
+            if queue is not None:
+                queue.put_nowait((line, True))
+            return
+        target = None
+        if message.get("method") == "notifications/progress":
+            token = (message.get("params") or {}).get("progressToken")
+            target = self.pending.get(self.progress.get(_key(token), ""))
+        if target is None and self.pending:
+            # A server request or notification sent while a request is open belongs to that request's stream.
+            target = self.pending[next(reversed(self.pending))]
+        if target is not None:
+            target.put_nowait((line, False))
+        elif self.unsolicited.full():
+            log.warning("stdio server %s: no GET stream is reading; message dropped", self.server)
+        else:
+            self.unsolicited.put_nowait((line, False))
+
+    async def _read_stdout(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            while line := await self.process.stdout.readline():
+                if line.strip():
+                    self._route(line.strip())
+        except (ValueError, asyncio.LimitOverrunError):
+            log.warning("stdio server %s wrote an over-long line; session ended", self.server)
+        finally:
+            self.alive = False
+            for queue in self.pending.values():
+                queue.put_nowait(None)
+            with contextlib.suppress(asyncio.QueueFull):
+                self.unsolicited.put_nowait(None)
+
+    async def _read_stderr(self) -> None:
+        assert self.process.stderr is not None
+        while line := await self.process.stderr.readline():
+            log.info("stdio server %s: %s", self.server, line.decode(errors="replace").rstrip())
+
+    async def stop(self) -> None:
+        self.alive = False
+        if self.process.returncode is None:
+            if self.process.stdin is not None:
+                self.process.stdin.close()
+            try:
+                await asyncio.wait_for(self.process.wait(), 2)
+            except TimeoutError:
+                self.process.terminate()
+                try:
+                    await asyncio.wait_for(self.process.wait(), 2)
+                except TimeoutError:
+                    self.process.kill()
+                    await self.process.wait()
+        for task in self._tasks:
+            task.cancel()
+
+
+class StdioUpstream:
+    def __init__(self, server: UpstreamServer) -> None:
+        assert server.command is not None  # config validation guarantees command for stdio upstreams
+        self.server = server
+        self.sessions: dict[str, StdioSession] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+        await asyncio.gather(*(s.stop() for s in self.sessions.values()), return_exceptions=True)
+        self.sessions.clear()
+
+    async def forward(self, exchange: Exchange) -> None:
+        session = self.sessions.get(exchange.session) if exchange.session is not None else None
+        if exchange.session is not None and (session is None or not session.alive):
+            self.sessions.pop(exchange.session, None)
+            await send_json(exchange.send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
+            return
+        if session is not None:
+            session.last_used = time.monotonic()
+        if exchange.method == "POST":
+            await self._post(exchange, session)
+        elif session is None:
+            await send_json(exchange.send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Mcp-Session-Id required"))
+        elif exchange.method == "GET":
+            await exchange.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
+            await relay_until_disconnect(_sse(session.unsolicited, until_final=False), exchange.receive,
+                                         exchange.send)
+            await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:  # DELETE
+            self.sessions.pop(session.session_id, None)
+            await session.stop()
+            await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
+            await exchange.send({"type": "http.response.body", "body": b""})
+
+    async def _post(self, exchange: Exchange, session: StdioSession | None) -> None:
+        send = exchange.send
+        try:
+            message = json.loads(exchange.body)
+        except ValueError:
+            await send_json(send, 400, jsonrpc_error(JSONRPC_PARSE_ERROR, "body is not JSON"))
+            return
+        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+            await send_json(send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "expected one JSON-RPC 2.0 message"))
+            return
+        headers: list[tuple[bytes, bytes]] = []
+        if session is None:
+            if message.get("method") != "initialize":
+                await send_json(send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Mcp-Session-Id required"))
+                return
+            session = await self._start_session()
+            if session is None:
+                await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "too many sessions"),
+                                [(b"retry-after", b"5")])
+                return
+            headers.append((b"mcp-session-id", exchange.bind_session(session.session_id).encode()))
+        if "method" not in message or "id" not in message:
+            # A notification, or the client's answer to a server request: nothing comes back.
+            await session.write(message)
+            await send({"type": "http.response.start", "status": 202, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        queue = session.open_request(message)
+        try:
+            await session.write(message)
+            accept = exchange.header(b"accept") or b""
+            if b"text/event-stream" in accept or b"application/json" not in accept:
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
+                await relay_until_disconnect(_sse(queue, until_final=True), exchange.receive, send)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+            else:
+                await self._answer_json(exchange, queue, headers)
+        finally:
+            session.close_request(message)
+
+    async def _answer_json(self, exchange: Exchange, queue: asyncio.Queue[Item],
+                           headers: list[tuple[bytes, bytes]]) -> None:
+        while (item := await queue.get()) is not None:
+            line, final = item
+            if final:
+                await exchange.send({"type": "http.response.start", "status": 200,
+                                     "headers": [(b"content-type", b"application/json"), *headers]})
+                await exchange.send({"type": "http.response.body", "body": line})
+                return
+        await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server exited"))
+
+    async def _start_session(self) -> StdioSession | None:
+        self._reap()
+        if len(self.sessions) >= MAX_SESSIONS:
+            return None
+        assert self.server.command is not None
+        process = await asyncio.create_subprocess_exec(
+            *self.server.command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(self.server.env),
+            limit=MAX_LINE,
+        )
+        session = StdioSession(secrets.token_urlsafe(24), self.server.name, process)
+        self.sessions[session.session_id] = session
+        if self._reaper is None:
+            self._reaper = asyncio.create_task(self._reap_forever())
+        return session
+
+    def _reap(self) -> None:
+        cutoff = time.monotonic() - IDLE_TIMEOUT
+        for session in list(self.sessions.values()):
+            if not session.alive or (session.last_used < cutoff and not session.busy):
+                self.sessions.pop(session.session_id, None)
+                asyncio.create_task(session.stop())  # noqa: RUF006 - stop() ends on its own
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(30)
+            self._reap()
+
+
+async def _sse(queue: asyncio.Queue[Item], until_final: bool) -> AsyncIterator[bytes]:
+    while (item := await queue.get()) is not None:
+        line, final = item
+        yield b"event: message\ndata: " + line + b"\n\n"
+        if final and until_final:
+            return
