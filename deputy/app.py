@@ -15,6 +15,7 @@ from deputy.config import Settings
 from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
 from deputy.gateway.http_upstream import HttpUpstream, make_http_client
+from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
 from deputy.gateway.revocations import RevocationList
@@ -57,6 +58,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         authenticator=BearerAuthenticator(settings, validator),
         upstreams=upstreams,
         sessions=SessionBinder.from_data_dir(settings.data_dir),
+        origin_check=OriginCheck(settings.public_url, settings.allowed_origins),
     )
 
     @contextlib.asynccontextmanager

@@ -84,6 +84,7 @@ class Settings:
     clock_leeway: int = 30
     registration_mode: str = "loopback"
     revocation_max_staleness: float = 5.0
+    allowed_origins: tuple[str, ...] = ()
     demo_password: str | None = None
 
     @property
@@ -306,6 +307,10 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     staleness = gateway.get("revocation_max_staleness", 5.0)
     if not isinstance(staleness, int | float) or not 0.5 <= staleness <= 300:
         raise ConfigError("gateway.revocation_max_staleness", "must be a number of seconds from 0.5 to 300")
+    origins = gateway.get("allowed_origins", [])
+    if not isinstance(origins, list) or not all(
+            isinstance(o, str) and urlsplit(o).scheme in ("http", "https") and urlsplit(o).netloc for o in origins):
+        raise ConfigError("gateway.allowed_origins", "must be a list of origins like https://app.example.com")
     return Settings(
         public_url=public_url,
         host=_str(raw, "host", "", "127.0.0.1"),
@@ -321,5 +326,6 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         clock_leeway=_int(tokens, "clock_leeway", "tokens.", 30, 0, 300),
         registration_mode=mode,
         revocation_max_staleness=float(staleness),
+        allowed_origins=tuple(origins),
         demo_password=raw.get("demo_password") or None,
     )

@@ -136,5 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import uvicorn
 
     app = demo_asgi_app(server, stateless=args.stateless, json_response=args.json_response, host=args.host)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="info")
+    # h11 rather than httptools: httptools keeps trailing whitespace in header values, so a
+    # padded Mcp-Name header would fail the SDK's header/body match (RFC 9110 says strip it).
+    uvicorn.run(app, host=args.host, port=args.port, log_level="info", http="h11")
     return 0

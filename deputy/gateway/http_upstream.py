@@ -30,7 +30,7 @@ DROP_REQUEST_HEADERS = frozenset({
     b"host", b"authorization", b"cookie", b"content-length", b"connection", b"keep-alive",
     b"proxy-authorization", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"accept-encoding", b"dpop", SESSION_HEADER, b"forwarded", b"x-forwarded-for", b"x-forwarded-host",
-    b"x-forwarded-proto",
+    b"x-forwarded-proto", b"origin",
 })
 DROP_RESPONSE_HEADERS = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"set-cookie",
@@ -60,7 +60,8 @@ class HttpUpstream:
 
     async def forward(self, exchange: Exchange) -> None:
         scope, send = exchange.scope, exchange.send
-        headers = [(k, v) for k, v in scope["headers"] if k not in DROP_REQUEST_HEADERS]
+        # RFC 9110 §5.5: a field value excludes surrounding whitespace; h11 refuses to send it.
+        headers = [(k, v.strip(b" \t")) for k, v in scope["headers"] if k not in DROP_REQUEST_HEADERS]
         headers.append((b"accept-encoding", b"identity"))
         if exchange.session is not None:
             headers.append((SESSION_HEADER, exchange.session.encode("latin-1")))

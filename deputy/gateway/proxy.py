@@ -20,6 +20,7 @@ from starlette.types import Receive, Scope, Send
 from deputy.config import UpstreamServer
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.exchange import Exchange, Upstream
+from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
 
@@ -36,7 +37,9 @@ class Gateway:
         authenticator: BearerAuthenticator,
         upstreams: Mapping[str, Upstream],
         sessions: SessionBinder,
+        origin_check: OriginCheck,
     ) -> None:
+        self.origin_check = origin_check
         self.servers = servers
         self.authenticator = authenticator
         self.upstreams = upstreams
@@ -51,12 +54,19 @@ class Gateway:
             await send_json(send, 405, jsonrpc_error(JSONRPC_INVALID_REQUEST, "method not allowed"),
                             [(b"allow", b"GET, POST, DELETE")])
             return
-        authorization, session_id = None, None
+        authorization, session_id, host, origin = None, None, None, None
         for name, value in scope["headers"]:
             if name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == SESSION_HEADER:
                 session_id = value.decode("latin-1")
+            elif name == b"host":
+                host = value
+            elif name == b"origin":
+                origin = value
+        if not self.origin_check.allows(host, origin):
+            await send_json(send, 403, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Host or Origin not allowed"))
+            return
         principal = self.authenticator.authenticate(server, authorization, scope["query_string"])
         if isinstance(principal, Refusal):
             await self._refuse(send, principal)

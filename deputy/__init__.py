@@ -1,0 +1,1 @@
+"""Deputy: an authorization gateway for the Model Context Protocol."""
