@@ -99,7 +99,7 @@ def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP s
   MCP server (through Deputy): [cyan]{url}[/cyan]
   Issuer:                      {settings.issuer}
   Demo upstream (direct):      http://127.0.0.1:{upstream_port}/mcp
-  Sign in as [bold]alice[/bold] / [bold]{password}[/bold]
+  Sign in as alice / {password}
 
 Connect with the MCP Python SDK (see README, "Connect a client") or:
   npx mcp-remote {url}

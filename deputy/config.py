@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-DEFAULT_PUBLIC_URL = "http://127.0.0.1:8000"
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
@@ -284,7 +283,13 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
-    public_url = _check_public_url(_str(raw, "public_url", "", DEFAULT_PUBLIC_URL))
+    host = _str(raw, "host", "", "127.0.0.1")
+    port = _int(raw, "port", "", 8000, 0, 65535)
+    # Without a public URL, Deputy is reached where it listens (a wildcard address means loopback).
+    listen_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
+    if ":" in listen_host:
+        listen_host = f"[{listen_host}]"
+    public_url = _check_public_url(_str(raw, "public_url", "", f"http://{listen_host}:{port}"))
     data_dir = Path(_str(raw, "data_dir", "", ".deputy")).expanduser()
     database_url = raw.get("database_url") or f"sqlite+aiosqlite:///{(data_dir / 'deputy.db').resolve()}"
     if not isinstance(database_url, str) or not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
@@ -313,8 +318,8 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         raise ConfigError("gateway.allowed_origins", "must be a list of origins like https://app.example.com")
     return Settings(
         public_url=public_url,
-        host=_str(raw, "host", "", "127.0.0.1"),
-        port=_int(raw, "port", "", 8000, 0, 65535),
+        host=host,
+        port=port,
         data_dir=data_dir,
         database_url=database_url,
         servers=servers,
