@@ -13,11 +13,12 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
+MIGRATION_LOCK = 0x6465707574790001  # 'deputy' + 1
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -42,6 +43,9 @@ class Database:
 
     async def migrate(self) -> None:
         async with self.engine.begin() as conn:
+            if not self.is_sqlite:
+                # Replicas starting together: one migrates, the others wait and then find nothing to do.
+                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
             await conn.run_sync(_upgrade)
 
     async def dispose(self) -> None:
