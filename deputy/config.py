@@ -143,7 +143,7 @@ def _check_public_url(value: str) -> str:
         raise ConfigError("public_url", "must be an origin only (scheme, host, port), with no path, query or fragment")
     if parts.scheme == "http" and not is_loopback_http(value):
         raise ConfigError("public_url", "plain http is allowed only on a loopback address; use https")
-    return value
+    return canonical_resource(value)  # scheme and host in lower case, as resources are compared
 
 
 def _str(raw: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:

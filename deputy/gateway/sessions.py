@@ -46,4 +46,6 @@ class SessionBinder:
         upstream_id, dot, tag = client_id.rpartition(".")
         if not dot or not upstream_id:
             return None
-        return upstream_id if hmac.compare_digest(tag, self._tag(principal, upstream_id)) else None
+        expected = self._tag(principal, upstream_id).encode()
+        # Bytes, not str: compare_digest refuses non-ASCII strings, and header values may hold any octet.
+        return upstream_id if hmac.compare_digest(tag.encode("latin-1"), expected) else None

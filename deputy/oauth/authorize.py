@@ -60,6 +60,8 @@ class AuthorizationEndpoint:
         except OAuthError as exc:
             return self._redirect_error(redirect_uri, state, exc.code, exc.description)
         params["redirect_uri"] = redirect_uri
+        # OAuth 2.1 §4.1.3: the token request must repeat redirect_uri only if this request carried it.
+        params["redirect_uri_sent"] = "redirect_uri" in query
         request_id = await self.services.sessions.save_request(client.client_id, params, PENDING_REQUEST_TTL)
         session = await self._session(request)
         if session is None:
@@ -192,7 +194,7 @@ class AuthorizationEndpoint:
             resource=params["resource"],
             scope=params["scope"],
             auth_time=session.auth_time,
-            redirect_uri=params["redirect_uri"],
+            redirect_uri=params["redirect_uri"] if params["redirect_uri_sent"] else "",
             code_challenge=params["code_challenge"],
             code_ttl=self.settings.code_ttl,
         )

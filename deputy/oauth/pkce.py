@@ -12,13 +12,13 @@ import hmac
 import re
 
 # RFC 7636 §4.1: 43-128 characters of the unreserved set.
-_VERIFIER = re.compile(r"^[A-Za-z0-9\-._~]{43,128}$")
+_VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 # base64url(SHA-256) without padding is always 43 characters.
-_CHALLENGE = re.compile(r"^[A-Za-z0-9\-_]{43}$")
+_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
 
 
 def is_valid_challenge(challenge: str) -> bool:
-    return bool(_CHALLENGE.match(challenge))
+    return bool(_CHALLENGE.fullmatch(challenge))
 
 
 def s256(verifier: str) -> str:
@@ -27,6 +27,6 @@ def s256(verifier: str) -> str:
 
 
 def verifier_matches(verifier: str, challenge: str) -> bool:
-    if not _VERIFIER.match(verifier):
+    if not _VERIFIER.fullmatch(verifier):
         return False
     return hmac.compare_digest(s256(verifier), challenge)

@@ -7,7 +7,10 @@ start (``Database.migrate``) on the same engine the application uses.
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -32,24 +35,39 @@ class Database:
     def __init__(self, url: str) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        self.sqlite_path: Path | None = None
         if self.is_sqlite:
             path = url.split("///", 1)[1] if "///" in url else ""
             if path and path != ":memory:":
-                Path(path).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                self.sqlite_path = Path(path)
+                self.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
 
     async def migrate(self) -> None:
-        async with self.engine.begin() as conn:
-            if not self.is_sqlite:
-                # Replicas starting together: one migrates, the others wait and then find nothing to do.
-                await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
-            await conn.run_sync(_upgrade)
+        """Bring the schema to head; processes starting together migrate one at a time."""
+        lock = None
+        if self.sqlite_path is not None:
+            lock = await asyncio.to_thread(_lock_file, self.sqlite_path.with_suffix(".migrate.lock"))
+        try:
+            async with self.engine.begin() as conn:
+                if not self.is_sqlite:
+                    await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
+                await conn.run_sync(_upgrade)
+        finally:
+            if lock is not None:
+                os.close(lock)  # closing the descriptor releases the lock
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+def _lock_file(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -11,6 +11,7 @@ whole grant: OAuth 2.1 §4.1.3 (a reused code) and §4.3.1 / RFC 9700 §4.14.2
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, select, update
@@ -86,20 +87,23 @@ class GrantRepository:
         code_hash = handle_hash(code)
         t = now()
         async with self.engine.begin() as conn:
-            consumed = await conn.execute(
-                update(authorization_codes)
-                .where(and_(authorization_codes.c.code_hash == code_hash,
-                            authorization_codes.c.consumed_at.is_(None)))
-                .values(consumed_at=t))
             row = (await conn.execute(
                 select(authorization_codes, grants)
                 .join(grants, grants.c.grant_id == authorization_codes.c.grant_id)
                 .where(authorization_codes.c.code_hash == code_hash))).first()
             if row is None:
                 raise HandleRefused("unknown code")
-            if consumed.rowcount != 1:
+            consumed = await conn.execute(
+                update(authorization_codes)
+                .where(and_(authorization_codes.c.code_hash == code_hash,
+                            authorization_codes.c.consumed_at.is_(None)))
+                .values(consumed_at=t))
+            replayed = consumed.rowcount != 1
+            if replayed:
                 await self._revoke(conn, row.grant_id, "code_reuse")
-                raise HandleRefused("code already used; its tokens are revoked")
+        # Raised after the transaction has committed, so the revocation stands.
+        if replayed:
+            raise HandleRefused("code already used; its tokens are revoked")
         if row.client_id != client_id:
             raise HandleRefused("code was issued to another client")
         if row.expires_at < t:
@@ -115,18 +119,20 @@ class GrantRepository:
                 token_hash=handle_hash(token), grant_id=grant_id, expires_at=now() + ttl))
         return token
 
-    async def rotate_refresh_token(self, token: str, client_id: str, ttl: int) -> tuple[Grant, str]:
-        """Use a refresh token once and hand out its successor; reuse revokes the family."""
+    async def rotate_refresh_token(
+        self, token: str, client_id: str, ttl: int, check: Callable[[Grant], None] = lambda _grant: None
+    ) -> tuple[Grant, str]:
+        """Use a refresh token once and hand out its successor; reuse revokes the family.
+
+        ``check`` vets the request against the grant before anything is consumed, so a
+        refused request (wider scope, another resource) leaves the token usable.
+        """
         token_hash = handle_hash(token)
         t = now()
         successor = new_handle()
         async with self.engine.begin() as conn:
-            used = await conn.execute(
-                update(refresh_tokens)
-                .where(and_(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None)))
-                .values(used_at=t))
             row = (await conn.execute(
-                select(refresh_tokens.c.expires_at, grants)
+                select(refresh_tokens.c.expires_at, refresh_tokens.c.used_at, grants)
                 .join(grants, grants.c.grant_id == refresh_tokens.c.grant_id)
                 .where(refresh_tokens.c.token_hash == token_hash))).first()
             if row is None:
@@ -134,15 +140,26 @@ class GrantRepository:
             if row.client_id != client_id:
                 # Not a replay by the holder: do not consume someone else's token.
                 raise HandleRefused("refresh token was issued to another client")
-            if used.rowcount != 1:
-                await self._revoke(conn, row.grant_id, "refresh_reuse")
-                raise HandleRefused("refresh token already used; the whole family is revoked")
             if row.revoked_at is not None:
                 raise HandleRefused("grant revoked")
             if row.expires_at < t:
                 raise HandleRefused("refresh token expired")
-            await conn.execute(refresh_tokens.insert().values(
-                token_hash=handle_hash(successor), grant_id=row.grant_id, expires_at=t + ttl))
+            replayed = row.used_at is not None
+            if not replayed:
+                check(_grant(row))
+                used = await conn.execute(
+                    update(refresh_tokens)
+                    .where(and_(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None)))
+                    .values(used_at=t))
+                replayed = used.rowcount != 1  # lost a race with another use of the same token
+            if replayed:
+                await self._revoke(conn, row.grant_id, "refresh_reuse")
+            else:
+                await conn.execute(refresh_tokens.insert().values(
+                    token_hash=handle_hash(successor), grant_id=row.grant_id, expires_at=t + ttl))
+        # Raised after the transaction has committed, so the revocation stands.
+        if replayed:
+            raise HandleRefused("refresh token already used; the whole family is revoked")
         return _grant(row), successor
 
     async def revoke(self, grant_id: str, reason: str) -> bool:

@@ -227,11 +227,15 @@ async def tokens_for_alice(
     basic: tuple[str, str] | None = None,
     username: str = "alice",
     password: str = PASSWORD,
+    browser: httpx.AsyncClient | None = None,
 ) -> tuple[str, str]:
-    """(access_token, refresh_token) through the whole flow, asserting every step succeeds."""
+    """(access_token, refresh_token) through the whole flow, asserting every step succeeds.
+
+    `browser` is a cookie-keeping client that may already be signed in (as `username`).
+    """
     resource = resource or deputy.resource("demo")
     auth = await authorize(deputy, client_id=client_id, resource=resource, scope=scope, username=username,
-                           password=password)
+                           password=password, browser=browser)
     assert auth.redirect is not None and auth.redirect.error is None, (
         f"authorization failed: {auth.redirect.url if auth.redirect else auth.page and auth.page.text[:500]}")
     response = await exchange(deputy, auth.code, verifier=auth.verifier or "", client_id=client_id,

@@ -34,7 +34,11 @@ async def exchange_code(services: Services, form: Mapping[str, str], client: Cli
     if not pkce.verifier_matches(verifier, redeemed.code_challenge):
         await services.grants.revoke(grant.grant_id, "pkce_mismatch")
         raise InvalidGrant("code_verifier does not match the code_challenge")
-    if redirect_uri != redeemed.redirect_uri:
+    # OAuth 2.1 §4.1.3: required and identical when the authorization request carried one
+    # (an empty stored value means it did not, and then only a registered URI may appear).
+    expected = redeemed.redirect_uri
+    if (expected and redirect_uri != expected) or (
+            not expected and redirect_uri is not None and redirect_uri not in client.redirect_uris):
         await services.grants.revoke(grant.grant_id, "redirect_mismatch")
         raise InvalidGrant("redirect_uri differs from the one in the authorization request")
     if resource is None:

@@ -18,25 +18,26 @@ from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, Inva
 from deputy.oauth.grants.issue import token_response
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import HandleRefused
+from deputy.storage.grants import Grant, HandleRefused
 
 
 async def refresh(services: Services, form: Mapping[str, str], client: Client) -> Response:
     token = form.get("refresh_token")
     if not token:
         raise InvalidRequest("refresh_token is required")
+    resource = form.get("resource")
+    requested = set(form["scope"].split()) if form.get("scope") else None
+
+    def check(grant: Grant) -> None:
+        if resource is not None and canonical_resource(resource) != grant.resource:
+            raise InvalidTarget("a refresh token is bound to the resource it was issued for")
+        if requested is not None and not requested <= set(grant.scope.split()):
+            raise InvalidScope("a refresh may only narrow the granted scope")
+
     try:
         grant, successor = await services.grants.rotate_refresh_token(
-            token, client.client_id, services.settings.refresh_token_ttl)
+            token, client.client_id, services.settings.refresh_token_ttl, check)
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
-    resource = form.get("resource")
-    if resource is not None and canonical_resource(resource) != grant.resource:
-        raise InvalidTarget("a refresh token is bound to the resource it was issued for")
-    scope = grant.scope
-    if form.get("scope"):
-        requested = set(form["scope"].split())
-        if not requested <= set(grant.scope.split()):
-            raise InvalidScope("a refresh may only narrow the granted scope")
-        scope = " ".join(sorted(requested))
+    scope = " ".join(sorted(requested)) if requested is not None else grant.scope
     return token_response(services, grant, scope, successor)
