@@ -14,7 +14,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from deputy.config import Settings
 from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
-from deputy.gateway.http_upstream import HttpUpstream, make_http_client
+from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
@@ -48,9 +48,9 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     revocations = RevocationList(services.grants, settings.revocation_max_staleness)
     validator = AccessTokenValidator(services.keyring, settings.issuer, settings.clock_leeway,
                                      revocations.is_revoked)
-    http = make_http_client()
+    pool = UpstreamPool()
     upstreams: dict[str, Upstream] = {
-        name: HttpUpstream(server, http) if server.url is not None else StdioUpstream(server)
+        name: HttpUpstream(server, pool) if server.url is not None else StdioUpstream(server)
         for name, server in settings.servers.items()
     }
     gateway = Gateway(
@@ -71,7 +71,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
             await revocations.stop()
             for upstream in upstreams.values():
                 await upstream.close()
-            await http.aclose()
+            await pool.close()
             await services.database.dispose()
 
     async def jwks(_request: Request) -> Response:

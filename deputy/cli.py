@@ -55,7 +55,8 @@ def _with_services(settings: Settings, work: Callable[[Services], Awaitable[T]])
 
 def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",
-                          loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5)
+                          loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5,
+                          proxy_headers=False, server_header=False)
 
 
 @app.command()

@@ -1,21 +1,23 @@
 """Upstream MCP servers reached over Streamable HTTP, with pooled connections.
 
-One ``httpx.AsyncClient`` serves every HTTP upstream, so connections are kept
+One aiohttp client session serves every HTTP upstream, so connections are kept
 alive and reused across calls (a new connection per call is what made peers
-slow, ``shared/reference/performance.md``). Forwarding is faithful: POST answered
-with JSON or SSE, the GET stream, DELETE, ``MCP-Protocol-Version`` pass through,
-bodies are relayed chunk by chunk. What is *not* passed: the client's
-``Authorization`` and cookies (MCP "Token Passthrough" is forbidden), hop-by-hop
-headers (RFC 9110 §7.6.1), and the upstream's ``Set-Cookie``/``WWW-Authenticate``,
-which would speak for Deputy's origin. The only credentials sent are the
-server's configured static headers.
+slow, ``shared/reference/performance.md``; httpx cost Deputy ~4 ms of CPU per
+call in ``bench/``, most of it in its connection pool, so the hot path uses
+aiohttp). Forwarding is faithful: POST answered with JSON or SSE, the GET
+stream, DELETE, ``MCP-Protocol-Version`` pass through, bodies are relayed chunk
+by chunk. What is *not* passed: the client's ``Authorization`` and cookies (MCP
+"Token Passthrough" is forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and
+the upstream's ``Set-Cookie``/``WWW-Authenticate``, which would speak for
+Deputy's origin. The only credentials sent are the server's configured static
+headers.
 """
 
 from __future__ import annotations
 
 import logging
 
-import httpx
+import aiohttp
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
@@ -23,8 +25,6 @@ from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, jsonrpc_error, rela
 
 log = logging.getLogger(__name__)
 
-# Read timeout: none, because an SSE stream may stay quiet for long; a client going away ends it.
-TIMEOUT = httpx.Timeout(connect=10.0, read=None, write=30.0, pool=10.0)
 SESSION_HEADER = b"mcp-session-id"
 DROP_REQUEST_HEADERS = frozenset({
     b"host", b"authorization", b"cookie", b"content-length", b"connection", b"keep-alive",
@@ -36,66 +36,97 @@ DROP_RESPONSE_HEADERS = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"set-cookie",
     b"www-authenticate", SESSION_HEADER, b"server", b"date", b"proxy-authenticate",
 })
+# A response up to this size with a known length is read whole and sent in one piece.
+SMALL_BODY = 64 * 1024
 
 
-def make_http_client() -> httpx.AsyncClient:
-    return httpx.AsyncClient(
-        timeout=TIMEOUT,
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=64, keepalive_expiry=60),
-        follow_redirects=False,
-        trust_env=False,
-    )
+class UpstreamPool:
+    """The shared client session; created inside the running event loop, closed at shutdown."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ttl_dns_cache=60),
+                # No read timeout: an SSE stream may stay quiet for long; a client going away ends it.
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
 
 class HttpUpstream:
-    def __init__(self, server: UpstreamServer, http: httpx.AsyncClient) -> None:
+    def __init__(self, server: UpstreamServer, pool: UpstreamPool) -> None:
         assert server.url is not None  # config validation guarantees url for HTTP upstreams
         self.server = server
         self.url = server.url
-        self.http = http
-        self.static_headers = [(k.lower().encode(), v.encode()) for k, v in server.headers.items()]
+        self.pool = pool
+        self.static_headers = [(k, v) for k, v in server.headers.items()]
 
     async def close(self) -> None:
-        return None  # the shared client is closed by its owner
+        return None  # the shared pool is closed by its owner
 
     async def forward(self, exchange: Exchange) -> None:
         scope, send = exchange.scope, exchange.send
-        # RFC 9110 §5.5: a field value excludes surrounding whitespace; h11 refuses to send it.
-        headers = [(k, v.strip(b" \t")) for k, v in scope["headers"] if k not in DROP_REQUEST_HEADERS]
-        headers.append((b"accept-encoding", b"identity"))
+        # RFC 9110 §5.5: a field value excludes surrounding whitespace.
+        headers = [(k.decode("latin-1"), v.strip(b" \t").decode("latin-1"))
+                   for k, v in scope["headers"] if k not in DROP_REQUEST_HEADERS]
+        headers.append(("Accept-Encoding", "identity"))
         if exchange.session is not None:
-            headers.append((SESSION_HEADER, exchange.session.encode("latin-1")))
+            headers.append(("Mcp-Session-Id", exchange.session))
         headers.extend(self.static_headers)
         url = self.url
         if scope["query_string"]:
             url = f"{url}?{scope['query_string'].decode('latin-1')}"
-        request = self.http.build_request(exchange.method, url, headers=headers, content=exchange.body)
         try:
-            response = await self.http.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self.pool.session.request(
+                exchange.method, url, headers=headers, data=exchange.body or None, allow_redirects=False)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.warning("upstream %s unreachable: %s", self.server.name, type(exc).__name__)
             await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable"))
             return
         try:
-            if response.status_code in (401, 403):
-                # The upstream refused Deputy's own credentials; that is not the client's to fix.
-                log.warning("upstream %s refused the gateway (%d)", self.server.name, response.status_code)
-                await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream refused the gateway"))
-                return
-            out = [(k, v) for k, v in response.headers.raw if k.lower() not in DROP_RESPONSE_HEADERS]
-            upstream_session = response.headers.get("mcp-session-id")
-            if upstream_session is not None:
-                out.append((SESSION_HEADER, exchange.bind_session(upstream_session).encode("latin-1")))
-            await send({"type": "http.response.start", "status": response.status_code, "headers": out})
-            if response.headers.get("content-type", "").startswith("text/event-stream"):
-                await relay_until_disconnect(response.aiter_raw(), exchange.receive, send)
-            else:
-                async for chunk in response.aiter_raw():
-                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        except httpx.HTTPError as exc:
+            await self._relay(exchange, response)
+        except (TimeoutError, aiohttp.ClientError) as exc:
             # Headers are out; all that is left is to end the stream early.
             log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
-            await response.aclose()
+            response.release()
+
+    async def _relay(self, exchange: Exchange, response: aiohttp.ClientResponse) -> None:
+        send = exchange.send
+        if response.status in (401, 403):
+            # The upstream refused Deputy's own credentials; that is not the client's to fix.
+            log.warning("upstream %s refused the gateway (%d)", self.server.name, response.status)
+            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream refused the gateway"))
+            return
+        out = [(k, v) for k, v in response.raw_headers if k.lower() not in DROP_RESPONSE_HEADERS]
+        upstream_session = response.headers.get("mcp-session-id")
+        if upstream_session is not None:
+            out.append((SESSION_HEADER, exchange.bind_session(upstream_session).encode("latin-1")))
+        content_type = response.headers.get("content-type", "")
+        length = response.content_length
+        if length is not None and length <= SMALL_BODY and not content_type.startswith("text/event-stream"):
+            body = await response.read()
+            await send({"type": "http.response.start", "status": response.status, "headers": out})
+            await send({"type": "http.response.body", "body": body})
+            return
+        await send({"type": "http.response.start", "status": response.status, "headers": out})
+        if content_type.startswith("text/event-stream"):
+            await relay_until_disconnect(response.content.iter_any(), exchange.receive, send)
+        else:
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
