@@ -102,8 +102,13 @@ def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP s
   Demo upstream (direct):      http://127.0.0.1:{upstream_port}/mcp
   Sign in as alice / {password}
 
-Connect with the MCP Python SDK (see README, "Connect a client") or:
+Connect a client, e.g. from a desktop host that speaks stdio:
   npx mcp-remote {url}
+or the MCP Python SDK (full example in README, "Connect a client"):
+  auth = OAuthClientProvider(server_url="{url}", client_metadata=..., storage=...,
+                             redirect_handler=open_browser, callback_handler=wait_for_callback)
+  async with httpx2.AsyncClient(auth=auth) as http, Client(streamable_http_client("{url}", http_client=http)) as c:
+      print(await c.call_tool("add", {{"a": 1, "b": 2}}))
 """)
 
     async def run() -> None:
