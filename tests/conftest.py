@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.databases import BACKENDS, database_url
-from tests.support.deputy_process import RunningDeputy, demo_upstream, running_deputy
+from tests.support.databases import BACKENDS
+from tests.support.deputy_process import RunningDeputy, demo_upstream, deputy_on
 
 
 @pytest.fixture(scope="session")
@@ -25,5 +25,5 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def deputy(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory: Path = tmp_path_factory.mktemp(f"deputy-{backend}")
-    with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url) as running:
+    with deputy_on(backend, upstream_url, directory) as running:
         yield running

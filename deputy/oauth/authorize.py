@@ -166,9 +166,10 @@ class AuthorizationEndpoint:
             return await self._issue_code(params, session)
         user = await self.services.users.get(session.user_id)
         redirect_host = urlsplit(params["redirect_uri"]).netloc or params["redirect_uri"]
-        csrf, response_cookie = self._csrf(request)
-        response = render(
+        return self._form_page(
+            request,
             "consent.html",
+            request_id,
             title="Allow access?",
             username=user.username if user else "?",
             client_name=client.client_name,
@@ -179,13 +180,8 @@ class AuthorizationEndpoint:
             server_title=self.settings.servers[params["server"]].title,
             resource=params["resource"],
             scopes=sorted(scopes),
-            csrf_token=csrf,
-            request_id=request_id,
             action="/authorize/consent",
         )
-        if response_cookie:
-            self.cookies.set(response, self.cookies.csrf, csrf, PENDING_REQUEST_TTL)
-        return response
 
     async def _issue_code(self, params: dict[str, Any], session: LoginSession) -> Response:
         code = await self.services.grants.create_with_code(
@@ -238,18 +234,23 @@ class AuthorizationEndpoint:
         error: str | None = None,
         status: int = 200,
     ) -> Response:
-        csrf, new_cookie = self._csrf(request)
-        response = render(
+        return self._form_page(
+            request,
             "login.html",
+            request_id,
             status=status,
             title="Sign in",
             client_name=client.client_name,
             server_title=self.settings.servers[params["server"]].title,
-            csrf_token=csrf,
-            request_id=request_id,
             error=error,
             action="/authorize/login",
         )
+
+    def _form_page(self, request: Request, template: str, request_id: str, status: int = 200,
+                   **context: Any) -> Response:
+        """A page with a form: carries the pending request id and the CSRF token its cookie holds."""
+        csrf, new_cookie = self._csrf(request)
+        response = render(template, status=status, csrf_token=csrf, request_id=request_id, **context)
         if new_cookie:
             self.cookies.set(response, self.cookies.csrf, csrf, PENDING_REQUEST_TTL)
         return response

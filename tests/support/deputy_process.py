@@ -135,3 +135,12 @@ def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+@contextmanager
+def deputy_on(backend: str, upstream_url: str, directory: Path) -> Iterator[RunningDeputy]:
+    """A running Deputy on a fresh database of the given backend (see tests.support.databases)."""
+    from tests.support.databases import database_url
+
+    with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url) as running:
+        yield running
