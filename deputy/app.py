@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -27,6 +29,8 @@ from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
 from deputy.oauth.token import TokenEndpoint
 from deputy.services import Services
+
+log = logging.getLogger(__name__)
 
 
 class DeputyApp:
@@ -80,6 +84,12 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def storage_unavailable(_request: Request, exc: Exception) -> Response:
+        # Fail closed with a clear answer: nothing is decided without the database.
+        log.error("storage unavailable: %s", type(exc).__name__)
+        return JSONResponse({"error": "temporarily_unavailable", "error_description": "storage is unavailable"},
+                            status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"})
+
     authorize = AuthorizationEndpoint(services)
     metadata = MetadataEndpoint(settings)
     resource_metadata = ResourceMetadataEndpoint(settings)
@@ -99,4 +109,6 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         routes.append(Route(WELL_KNOWN, resource_metadata.handle, methods=["GET"]))
     if settings.registration_mode != "off":
         routes.append(Route("/register", RegistrationEndpoint(services).handle, methods=["POST"]))
-    return DeputyApp(Starlette(routes=routes, lifespan=lifespan), gateway)
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={SQLAlchemyError: storage_unavailable, OSError: storage_unavailable})
+    return DeputyApp(app, gateway)

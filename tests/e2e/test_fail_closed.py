@@ -1,0 +1,58 @@
+"""When the database goes away, Deputy refuses instead of waving calls through.
+
+The gateway cannot check revocations without the database, so once its view is older
+than `gateway.revocation_max_staleness` every call gets 503; the token endpoint answers
+`temporarily_unavailable`. Nothing is forwarded, nothing crashes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+
+from tests.support.databases import PG_ADMIN, database_url
+from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.oauth_flow import mcp_post, tokens_for_alice
+
+
+@pytest.fixture(scope="module")
+def deputy_on_postgres(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
+    directory: Path = tmp_path_factory.mktemp("fail-closed")
+    with database_url("postgresql", directory) as url, running_deputy(
+            directory, url, upstream_url, "\n[gateway]\nrevocation_max_staleness = 1.0\n") as running:
+        yield running
+
+
+async def test_database_loss_closes_the_gate(deputy_on_postgres: RunningDeputy) -> None:
+    deputy = deputy_on_postgres
+    token, refresh_token = await tokens_for_alice(deputy)
+    assert (await mcp_post(deputy, token)).status_code == 200
+
+    name = deputy.database_url.rsplit("/", 1)[1]
+    admin = await asyncpg.connect(PG_ADMIN)
+    try:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+    status = None
+    for _ in range(100):  # bounded: the revocation view goes stale after about a second
+        status = (await mcp_post(deputy, token)).status_code
+        if status == 503:
+            break
+        await asyncio.sleep(0.1)
+    assert status == 503, "calls are refused once revocations cannot be checked"
+
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{deputy.url}/token", data={
+            "grant_type": "refresh_token", "refresh_token": refresh_token, "client_id": "test-public"})
+        assert response.status_code == 503
+        assert response.json()["error"] == "temporarily_unavailable"
+        page = await http.get(f"{deputy.url}/authorize", params={"client_id": "test-public"})
+        assert page.status_code == 503
+        assert (await http.get(f"{deputy.url}/healthz")).status_code == 200, "the process is still alive"
