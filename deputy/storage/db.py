@@ -41,6 +41,8 @@ class Database:
             if path and path != ":memory:":
                 self.sqlite_path = Path(path)
                 self.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
+                os.close(os.open(self.sqlite_path, os.O_RDWR | os.O_CREAT, 0o600))
             self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15})
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:

@@ -46,7 +46,8 @@ async def test_demo_prints_credentials_and_serves_the_sdk_client(tmp_path: Path)
         async with sdk_oauth_client(f"{base}/mcp/demo", "alice", password) as (client, _run):
             result = await client.call_tool("add", {"a": 1, "b": 2})
             assert result.structured_content == {"result": 3}
-        assert (tmp_path / "data" / "deputy.db").exists()
+        database = tmp_path / "data" / "deputy.db"
+        assert oct(database.stat().st_mode & 0o777) == "0o600", "the database is readable by its owner only"
         assert oct((tmp_path / "data" / "keys").stat().st_mode & 0o777) == "0o700"
     finally:
         process.terminate()
