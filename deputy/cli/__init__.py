@@ -1,0 +1,5 @@
+"""The ``deputy`` command."""
+
+from deputy.cli.main import app
+
+__all__ = ["app"]
