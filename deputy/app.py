@@ -107,7 +107,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     ]
     if len(settings.servers) == 1:
         routes.append(Route(WELL_KNOWN, resource_metadata.handle, methods=["GET"]))
-    if settings.registration_mode != "off":
+    if settings.registration.enabled:
         routes.append(Route("/register", RegistrationEndpoint(services).handle, methods=["POST"]))
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={SQLAlchemyError: storage_unavailable, OSError: storage_unavailable})

@@ -22,11 +22,18 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deputy.client_policies import (
+    ClientDocumentPolicy,
+    PolicyError,
+    RegistrationPolicy,
+    client_document_policy,
+    registration_policy,
+)
+
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
-REGISTRATION_MODES = ("off", "loopback")
 CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
@@ -81,7 +88,8 @@ class Settings:
     code_ttl: int = 60
     login_session_ttl: int = 8 * 3600
     clock_leeway: int = 30
-    registration_mode: str = "loopback"
+    registration: RegistrationPolicy = field(default_factory=RegistrationPolicy)
+    client_documents: ClientDocumentPolicy = field(default_factory=ClientDocumentPolicy)
     revocation_max_staleness: float = 5.0
     allowed_origins: tuple[str, ...] = ()
     demo_password: str | None = None
@@ -279,7 +287,7 @@ def load_settings(
 
 def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
-             "registration", "demo_password", "gateway"}
+             "registration", "client_documents", "demo_password", "gateway"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
@@ -306,9 +314,11 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
     gateway = raw.get("gateway", {})
     if not isinstance(tokens, dict) or not isinstance(registration, dict) or not isinstance(gateway, dict):
         raise ConfigError("tokens/registration/gateway", "must be tables")
-    mode = registration.get("mode", "loopback")
-    if mode not in REGISTRATION_MODES:
-        raise ConfigError("registration.mode", f"must be one of {', '.join(REGISTRATION_MODES)}")
+    try:
+        registration_rules = registration_policy(registration, environ)
+        document_rules = client_document_policy(raw.get("client_documents", {}))
+    except PolicyError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
     staleness = gateway.get("revocation_max_staleness", 5.0)
     if not isinstance(staleness, int | float) or not 0.5 <= staleness <= 300:
         raise ConfigError("gateway.revocation_max_staleness", "must be a number of seconds from 0.5 to 300")
@@ -329,7 +339,8 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         code_ttl=_int(tokens, "code_ttl", "tokens.", 60, 5, 60),
         login_session_ttl=_int(tokens, "login_session_ttl", "tokens.", 8 * 3600, 60, 30 * 24 * 3600),
         clock_leeway=_int(tokens, "clock_leeway", "tokens.", 30, 0, 300),
-        registration_mode=mode,
+        registration=registration_rules,
+        client_documents=document_rules,
         revocation_max_staleness=float(staleness),
         allowed_origins=tuple(origins),
         demo_password=raw.get("demo_password") or None,

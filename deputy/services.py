@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from deputy.config import Settings
 from deputy.keys import KeyRing
+from deputy.oauth.clients import ClientRegistry
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
 from deputy.storage.db import Database
@@ -24,20 +25,23 @@ class Services:
     sessions: SessionRepository
     grants: GrantRepository
     consents: ConsentRepository
+    registry: ClientRegistry
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         database = Database(settings.database_url)
         engine = database.engine
+        clients = ClientRepository(engine)
         return cls(
             settings=settings,
             database=database,
             keyring=KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl),
             users=UserRepository(engine),
-            clients=ClientRepository(engine),
+            clients=clients,
             sessions=SessionRepository(engine),
             grants=GrantRepository(engine, settings.access_token_ttl),
             consents=ConsentRepository(engine),
+            registry=ClientRegistry(clients),
         )
 
     async def start(self) -> None:

@@ -45,9 +45,11 @@ class AuthorizationEndpoint:
     async def authorize(self, request: Request) -> Response:
         query = request.query_params
         client_id = query.get("client_id")
-        client = await self.services.clients.get(client_id) if client_id else None
+        client = await self.services.registry.find(client_id) if client_id else None
         if client is None:
             return self._error_page("invalid_request", "unknown or missing client_id")
+        if not client.is_active:
+            return self._not_served(client)
         redirect_uri = query.get("redirect_uri")
         if redirect_uri is None and len(client.redirect_uris) == 1:
             redirect_uri = client.redirect_uris[0]
@@ -130,8 +132,8 @@ class AuthorizationEndpoint:
     async def consent_page(self, request: Request) -> Response:
         request_id = request.query_params.get("request_id", "")
         params = await self.services.sessions.load_request(request_id)
-        client = await self.services.clients.get(params["client_id"]) if params else None
-        if params is None or client is None:
+        client = await self.services.registry.find(params["client_id"]) if params else None
+        if params is None or client is None or not client.is_active:
             return self._error_page("invalid_request", "this sign-in request has expired; start again")
         session = await self._session(request)
         if session is None:
@@ -210,8 +212,8 @@ class AuthorizationEndpoint:
             return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
-        client = await self.services.clients.get(params["client_id"]) if params else None
-        if params is None or client is None:
+        client = await self.services.registry.find(params["client_id"]) if params else None
+        if params is None or client is None or not client.is_active:
             return self._error_page("invalid_request", "this sign-in request has expired; start again")
         return request_id, params, client
 
@@ -265,6 +267,12 @@ class AuthorizationEndpoint:
         if state is not None:
             answer["state"] = state
         return self._redirect(redirect_uri, answer)
+
+    def _not_served(self, client: Client) -> Response:
+        if client.status == "pending":
+            return render("pending.html", status=403, title="Waiting for approval", client_name=client.client_name,
+                          client_id=client.client_id)
+        return self._error_page("unauthorized_client", "an administrator has refused this client", status=403)
 
     def _error_page(self, code: str, description: str, status: int = 400) -> Response:
         return render("error.html", status=status, title="Sign-in failed", error=code, description=description)

@@ -14,11 +14,12 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 
+from deputy.oauth.clients import ClientRegistry
 from deputy.oauth.errors import InvalidClient, InvalidRequest
-from deputy.storage.clients import Client, ClientRepository
+from deputy.storage.clients import Client
 
 
-async def authenticate_client(request: Request, form: Mapping[str, str], clients: ClientRepository) -> Client:
+async def authenticate_client(request: Request, form: Mapping[str, str], registry: ClientRegistry) -> Client:
     basic = _basic_credentials(request.headers.get("authorization"))
     secret: str | None
     posted_secret = form.get("client_secret")
@@ -35,8 +36,8 @@ async def authenticate_client(request: Request, form: Mapping[str, str], clients
         method = "client_secret_post" if secret is not None else "none"
     if not client_id:
         raise InvalidClient("client authentication failed")
-    client = await clients.get(client_id)
-    if client is None:
+    client = await registry.find(client_id)
+    if client is None or not client.is_active:
         raise InvalidClient("client authentication failed")
     if client.token_endpoint_auth_method != method:
         raise InvalidClient(f"this client must authenticate with {client.token_endpoint_auth_method}")

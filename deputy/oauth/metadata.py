@@ -36,7 +36,7 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         "id_token_signing_alg_values_supported": [ALGORITHM],
         "resource_indicators_supported": True,
     }
-    if settings.registration_mode != "off":
+    if settings.registration.enabled:
         document["registration_endpoint"] = f"{issuer}/register"
     return document
 

@@ -66,7 +66,7 @@ class TokenEndpoint:
         grant = GRANTS.get(grant_type)
         if grant is None:
             raise UnsupportedGrantType(f"grant_type {grant_type} is not supported")
-        client = await authenticate_client(request, form, self.services.clients)
+        client = await authenticate_client(request, form, self.services.registry)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client is not registered for {grant_type}")
         return await grant(self.services, form, client)

@@ -1,20 +1,28 @@
-"""Registered OAuth clients (RFC 7591 §2 metadata subset); secrets stored as argon2id hashes."""
+"""Known OAuth clients (RFC 7591 §2 metadata), with their trust status.
+
+A client is ``active`` (served), ``pending`` (registered or first seen, waiting for an
+admin's approval) or ``denied``. Client secrets are stored as argon2id hashes and
+registration access tokens (RFC 7592) as SHA-256; neither can be read back.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.secrets import now
-from deputy.storage.tables import clients
+from deputy.secrets import handle_hash, now, same_secret
+from deputy.storage.tables import assertion_jtis, clients
 
 _hasher = PasswordHasher()
+STATUSES = ("active", "pending", "denied")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,10 +36,19 @@ class Client:
     source: str
     created_at: int
     client_secret_hash: str | None = None
+    status: str = "active"
+    jwks: Mapping[str, Any] | None = None
+    jwks_uri: str | None = None
+    registration_access_token_hash: str | None = None
+    client_metadata: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def is_public(self) -> bool:
         return self.token_endpoint_auth_method == "none"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == "active"
 
     def verify_secret(self, secret: str) -> bool:
         if self.client_secret_hash is None:
@@ -40,6 +57,10 @@ class Client:
             return _hasher.verify(self.client_secret_hash, secret)
         except (VerificationError, InvalidHashError):
             return False
+
+    def verify_registration_access_token(self, token: str) -> bool:
+        expected = self.registration_access_token_hash
+        return expected is not None and same_secret(handle_hash(token), expected)
 
 
 def hash_client_secret(secret: str) -> str:
@@ -55,9 +76,12 @@ class ClientRepository:
             row = (await conn.execute(select(clients).where(clients.c.client_id == client_id))).first()
         return _client(row) if row is not None else None
 
-    async def list(self) -> list[Client]:
+    async def list(self, status: str | None = None) -> list[Client]:
+        query = select(clients).order_by(clients.c.created_at)
+        if status is not None:
+            query = query.where(clients.c.status == status)
         async with self.engine.connect() as conn:
-            rows = (await conn.execute(select(clients).order_by(clients.c.created_at))).all()
+            rows = (await conn.execute(query)).all()
         return [_client(r) for r in rows]
 
     async def put(
@@ -71,8 +95,15 @@ class ClientRepository:
         application_type: str = "native",
         grant_types: Sequence[str] = ("authorization_code", "refresh_token"),
         client_secret: str | None = None,
+        status: str = "active",
+        jwks: Mapping[str, Any] | None = None,
+        jwks_uri: str | None = None,
+        registration_access_token: str | None = None,
+        client_metadata: Mapping[str, Any] | None = None,
     ) -> Client:
         """Create the client, or replace it when it exists (configuration is re-applied at start)."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown client status {status!r}")
         client = Client(
             client_id=client_id,
             client_name=client_name,
@@ -83,6 +114,12 @@ class ClientRepository:
             source=source,
             created_at=now(),
             client_secret_hash=hash_client_secret(client_secret) if client_secret else None,
+            status=status,
+            jwks=dict(jwks) if jwks is not None else None,
+            jwks_uri=jwks_uri,
+            registration_access_token_hash=(
+                handle_hash(registration_access_token) if registration_access_token else None),
+            client_metadata=dict(client_metadata or {}),
         )
         values = dataclasses.asdict(client)
         values["redirect_uris"] = list(client.redirect_uris)
@@ -92,14 +129,35 @@ class ClientRepository:
             await conn.execute(clients.insert().values(**values))
         return client
 
+    async def set_status(self, client_id: str, status: str) -> bool:
+        if status not in STATUSES:
+            raise ValueError(f"unknown client status {status!r}")
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(clients).where(clients.c.client_id == client_id).values(status=status))
+        return result.rowcount == 1
+
     async def remove(self, client_id: str) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(clients).where(clients.c.client_id == client_id))
         return result.rowcount == 1
 
+    async def remember_assertion(self, client_id: str, jti: str, expires_at: int) -> bool:
+        """Record a client assertion's ``jti``; False when it was seen before (a replay).
 
-def _client(row: object) -> Client:
-    m = row._mapping  # type: ignore[attr-defined]
+        The primary key decides, so two replicas racing with the same assertion cannot both win.
+        """
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(assertion_jtis).where(assertion_jtis.c.expires_at < now()))
+        try:
+            async with self.engine.begin() as conn:
+                await conn.execute(assertion_jtis.insert().values(client_id=client_id, jti=jti, expires_at=expires_at))
+        except IntegrityError:
+            return False
+        return True
+
+
+def _client(row: Any) -> Client:
+    m = row._mapping
     return Client(
         client_id=m["client_id"],
         client_name=m["client_name"],
@@ -110,4 +168,9 @@ def _client(row: object) -> Client:
         source=m["source"],
         created_at=m["created_at"],
         client_secret_hash=m["client_secret_hash"],
+        status=m["status"],
+        jwks=m["jwks"],
+        jwks_uri=m["jwks_uri"],
+        registration_access_token_hash=m["registration_access_token_hash"],
+        client_metadata=m["client_metadata"] or {},
     )

@@ -40,8 +40,13 @@ clients = Table(
     Column("grant_types", JSON, nullable=False),
     Column("token_endpoint_auth_method", String(64), nullable=False),
     Column("application_type", String(16), nullable=False),
-    Column("source", String(16), nullable=False),  # config | cli | registration
+    Column("source", String(16), nullable=False),  # config | cli | registration | document
     Column("created_at", BigInteger, nullable=False),
+    Column("status", String(16), nullable=False, server_default="active"),  # active | pending | denied
+    Column("jwks", JSON),
+    Column("jwks_uri", Text),
+    Column("registration_access_token_hash", String(64)),
+    Column("client_metadata", JSON),
 )
 
 login_sessions = Table(
@@ -116,4 +121,13 @@ consents = Table(
     Column("resource", String(512), primary_key=True),
     Column("scope", Text, nullable=False),
     Column("granted_at", BigInteger, nullable=False),
+)
+
+# private_key_jwt assertions seen (RFC 7523 §3 item 7): a jti is accepted once until the assertion expires.
+assertion_jtis = Table(
+    "assertion_jtis",
+    metadata,
+    Column("client_id", String(255), primary_key=True),
+    Column("jti", String(255), primary_key=True),
+    Column("expires_at", BigInteger, nullable=False),
 )

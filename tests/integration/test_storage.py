@@ -9,16 +9,22 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from alembic.config import Config as _AlembicConfig
+from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
-from deputy.storage.db import Database
+from deputy.storage.db import MIGRATIONS, Database
 from deputy.storage.grants import GrantRepository, HandleRefused, RedeemedCode
 from deputy.storage.sessions import SessionRepository
 from deputy.storage.users import UserExists, UserRepository
 from tests.support.databases import database_url
+
+_config = _AlembicConfig()
+_config.set_main_option("script_location", str(MIGRATIONS))
+HEAD = ScriptDirectory.from_config(_config).get_current_head()
 
 RESOURCE = "https://deputy.example.com/mcp/demo"
 CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
@@ -82,7 +88,7 @@ async def test_migrations_are_idempotent(fresh_url: str) -> None:
             names = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
         assert names >= TABLES
-        assert version == ["0001"]
+        assert version == [HEAD]
         users = UserRepository(database.engine)
         assert (await users.add("after-migrate", "pw")).username == "after-migrate"
     finally:
@@ -96,7 +102,7 @@ async def test_concurrent_migrations(backend: str, fresh_url: str) -> None:
         await asyncio.gather(first.migrate(), second.migrate())
         async with first.engine.connect() as conn:
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars().all()
-        assert version == ["0001"]
+        assert version == [HEAD]
     finally:
         await first.dispose()
         await second.dispose()

@@ -51,7 +51,7 @@ def test_defaults(tmp_path: Path) -> None:
     assert settings.refresh_token_ttl == 14 * 24 * 3600
     assert settings.code_ttl == 60
     assert settings.clock_leeway == 30
-    assert settings.registration_mode == "loopback"
+    assert settings.registration.mode == "loopback"
     assert settings.revocation_max_staleness == 5.0
     assert settings.allowed_origins == ()
     assert settings.clients == ()
@@ -92,7 +92,7 @@ client_secret = "s3cret"
     assert settings.secure_cookies is True
     assert settings.port == 9443
     assert settings.access_token_ttl == 300
-    assert settings.registration_mode == "off"
+    assert settings.registration.mode == "off"
     files = settings.servers["files"]
     assert files.command == ("python", "-m", "files")
     assert files.resource == "https://deputy.example.com/mcp/files"
