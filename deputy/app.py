@@ -25,8 +25,10 @@ from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
+from deputy.oauth.introspection import IntrospectionEndpoint
 from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
+from deputy.oauth.revocation import RevocationEndpoint
 from deputy.oauth.token import TokenEndpoint
 from deputy.services import Services
 
@@ -103,12 +105,16 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         Route("/authorize/consent", authorize.consent_page, methods=["GET"]),
         Route("/authorize/consent", authorize.consent, methods=["POST"]),
         Route("/token", TokenEndpoint(services).handle, methods=["POST"]),
+        Route("/revoke", RevocationEndpoint(services).handle, methods=["POST"]),
+        Route("/introspect", IntrospectionEndpoint(services).handle, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
     ]
     if len(settings.servers) == 1:
         routes.append(Route(WELL_KNOWN, resource_metadata.handle, methods=["GET"]))
     if settings.registration.enabled:
-        routes.append(Route("/register", RegistrationEndpoint(services).handle, methods=["POST"]))
+        registration = RegistrationEndpoint(services)
+        routes.append(Route("/register", registration.handle, methods=["POST"]))
+        routes.append(Route("/register/{client_id}", registration.manage, methods=["GET", "PUT", "DELETE"]))
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={SQLAlchemyError: storage_unavailable, OSError: storage_unavailable})
     return DeputyApp(app, gateway)

@@ -64,6 +64,7 @@ class ClientDocumentPolicy:
     cache_max_seconds: int = 24 * 3600
     max_bytes: int = 5 * 1024
     timeout_seconds: float = 3.0
+    ca_file: str | None = None  # CA bundle replacing the system's, for a development or test CA
 
     def domain_verdict(self, host: str) -> str:
         """``allowed``, ``denied`` or ``unknown`` for a document's host (suffix rules: ``*.example.com``)."""
@@ -153,6 +154,9 @@ def client_document_policy(raw: Any) -> ClientDocumentPolicy:
     for flag in ("enabled", "development_mode"):
         if not isinstance(raw.get(flag, False), bool):
             raise PolicyError(f"{path}{flag}", "must be true or false")
+    ca_file = raw.get("ca_file")
+    if ca_file is not None and (not isinstance(ca_file, str) or not Path(ca_file).is_file()):
+        raise PolicyError(f"{path}ca_file", "must be the path of a readable PEM file of CA certificates")
     low = int(_number(raw, "cache_min_seconds", path, 60, 0, 7 * 24 * 3600))
     high = int(_number(raw, "cache_max_seconds", path, 24 * 3600, 0, 30 * 24 * 3600))
     if low > high:
@@ -167,4 +171,5 @@ def client_document_policy(raw: Any) -> ClientDocumentPolicy:
         cache_max_seconds=high,
         max_bytes=int(_number(raw, "max_bytes", path, 5 * 1024, 256, 64 * 1024)),
         timeout_seconds=_number(raw, "timeout_seconds", path, 3.0, 0.1, 30.0),
+        ca_file=ca_file,
     )

@@ -13,6 +13,7 @@ MCP authorization "Canonical Server URI").
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -34,7 +35,8 @@ SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
-CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
+CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
+STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
 
@@ -72,6 +74,8 @@ class StaticClient:
     redirect_uris: tuple[str, ...]
     token_endpoint_auth_method: str = "none"
     client_secret: str | None = None
+    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
+    jwks: Mapping[str, Any] | None = None  # public keys for private_key_jwt (RFC 7523 §2.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +234,7 @@ def _secret_value(spec: Any, key: str, environ: Mapping[str, str]) -> str:
     raise ConfigError(key, 'must be a string or {env = "VARIABLE"}')
 
 
-def _client(index: int, raw: Any) -> StaticClient:
+def _client(index: int, raw: Any, base_dir: Path) -> StaticClient:
     path = f"clients[{index}]."
     if not isinstance(raw, dict):
         raise ConfigError(f"clients[{index}]", "must be a table")
@@ -238,18 +242,59 @@ def _client(index: int, raw: Any) -> StaticClient:
     if method not in CLIENT_AUTH_METHODS:
         raise ConfigError(f"{path}token_endpoint_auth_method", f"must be one of {', '.join(CLIENT_AUTH_METHODS)}")
     secret = raw.get("client_secret")
-    if (method == "none") != (secret is None):
-        raise ConfigError(f"{path}client_secret", "is required exactly when the client authenticates")
-    uris = raw.get("redirect_uris")
-    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
-        raise ConfigError(f"{path}redirect_uris", "must be a non-empty list of URLs")
+    if (method in ("client_secret_basic", "client_secret_post")) != (secret is not None):
+        raise ConfigError(f"{path}client_secret", "is required exactly when the client authenticates with a secret")
+    if secret is not None and (not isinstance(secret, str) or not secret):
+        raise ConfigError(f"{path}client_secret", "must be a non-empty string")
+    grant_types = raw.get("grant_types", ["authorization_code", "refresh_token"])
+    if (not isinstance(grant_types, list) or not grant_types
+            or not all(isinstance(g, str) and g in STATIC_GRANT_TYPES for g in grant_types)):
+        raise ConfigError(f"{path}grant_types", f"must be a non-empty list of {', '.join(STATIC_GRANT_TYPES)}")
+    if "client_credentials" in grant_types and method == "none":
+        raise ConfigError(f"{path}grant_types", "client_credentials needs a client that authenticates "
+                                                "(a client_secret method or private_key_jwt)")
+    uris = raw.get("redirect_uris", [])
+    needs_uris = "authorization_code" in grant_types
+    if not isinstance(uris, list) or (needs_uris and not uris) or not all(isinstance(u, str) for u in uris):
+        raise ConfigError(f"{path}redirect_uris", "must be a non-empty list of URLs (for authorization_code)")
     return StaticClient(
         client_id=_str(raw, "client_id", path),
         client_name=_str(raw, "client_name", path, raw.get("client_id")),
         redirect_uris=tuple(uris),
         token_endpoint_auth_method=method,
         client_secret=secret,
+        grant_types=tuple(dict.fromkeys(grant_types)),
+        jwks=_client_jwks(raw, path, method, base_dir),
     )
+
+
+def _client_jwks(raw: Mapping[str, Any], path: str, method: str, base_dir: Path) -> dict[str, Any] | None:
+    """The client's public keys: inline ``jwks`` or ``jwks_file`` (relative to the configuration file)."""
+    inline, file = raw.get("jwks"), raw.get("jwks_file")
+    if method != "private_key_jwt":
+        if inline is not None or file is not None:
+            raise ConfigError(f"{path}jwks", "is only used with token_endpoint_auth_method = \"private_key_jwt\"")
+        return None
+    if (inline is None) == (file is None):
+        raise ConfigError(f"{path}jwks", "private_key_jwt needs exactly one of 'jwks' or 'jwks_file'")
+    key = f"{path}jwks"
+    if file is not None:
+        key = f"{path}jwks_file"
+        if not isinstance(file, str) or not file:
+            raise ConfigError(key, "must be a path to a JWK Set file")
+        location = base_dir / Path(file).expanduser()
+        try:
+            inline = json.loads(location.read_text())
+        except OSError as exc:
+            raise ConfigError(key, f"cannot read {location}: {exc.strerror}") from None
+        except ValueError:
+            raise ConfigError(key, f"{location} is not JSON") from None
+    from deputy.oauth.client_assertions import JwksError, check_client_jwks
+
+    try:
+        return check_client_jwks(inline)
+    except JwksError as exc:
+        raise ConfigError(key, str(exc)) from None
 
 
 ENV_KEYS = {
@@ -282,10 +327,10 @@ def load_settings(
     for env_name, key in ENV_KEYS.items():
         if environ.get(env_name):
             raw[key] = environ[env_name]
-    return _validate(raw, environ)
+    return _validate(raw, environ, path.parent if path is not None else Path.cwd())
 
 
-def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
+def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path | None = None) -> Settings:
     known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
              "registration", "client_documents", "demo_password", "gateway"}
     for key in raw:
@@ -333,7 +378,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str]) -> Settings:
         data_dir=data_dir,
         database_url=database_url,
         servers=servers,
-        clients=tuple(_client(i, c) for i, c in enumerate(clients_raw)),
+        clients=tuple(_client(i, c, base_dir or Path.cwd()) for i, c in enumerate(clients_raw)),
         access_token_ttl=_int(tokens, "access_token_ttl", "tokens.", 600, 30, 3600),
         refresh_token_ttl=_int(tokens, "refresh_token_ttl", "tokens.", 14 * 24 * 3600, 60, 365 * 24 * 3600),
         code_ttl=_int(tokens, "code_ttl", "tokens.", 60, 5, 60),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from deputy.config import Settings
 from deputy.keys import KeyRing
+from deputy.oauth.client_documents import ClientDocumentResolver
 from deputy.oauth.clients import ClientRegistry
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
@@ -32,6 +33,7 @@ class Services:
         database = Database(settings.database_url)
         engine = database.engine
         clients = ClientRepository(engine)
+        grants = GrantRepository(engine, settings.access_token_ttl)
         return cls(
             settings=settings,
             database=database,
@@ -39,9 +41,10 @@ class Services:
             users=UserRepository(engine),
             clients=clients,
             sessions=SessionRepository(engine),
-            grants=GrantRepository(engine, settings.access_token_ttl),
-            consents=ConsentRepository(engine),
-            registry=ClientRegistry(clients),
+            grants=grants,
+            consents=ConsentRepository(engine, grants),
+            registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients)
+                                    if settings.client_documents.enabled else None),
         )
 
     async def start(self) -> None:
@@ -54,5 +57,7 @@ class Services:
                 redirect_uris=client.redirect_uris,
                 token_endpoint_auth_method=client.token_endpoint_auth_method,
                 client_secret=client.client_secret,
+                grant_types=client.grant_types,
+                jwks=client.jwks,
                 source="config",
             )

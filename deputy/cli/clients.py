@@ -1,16 +1,30 @@
-"""``deputy clients``: the OAuth clients Deputy knows."""
+"""``deputy clients``: the OAuth clients Deputy knows, and whether it serves them.
+
+``list`` and ``show`` never print a secret (only whether one is set); ``approve`` serves
+a pending client; ``deny`` and ``remove`` also revoke every refresh-token family the
+client holds, so what it was already given stops working too.
+"""
 
 from __future__ import annotations
 
+import json
 import secrets
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
 
 import typer
-from rich.table import Table
+from rich.markup import escape
+from rich.table import Column, Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.oauth.client_metadata import public_jwks
+from deputy.oauth.errors import InvalidClientMetadata
+from deputy.services import Services
+from deputy.storage.clients import STATUSES, Client
 
 clients_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
+ClientId = Annotated[str, typer.Argument(help="the client_id")]
+STATUS_STYLE = {"active": "green", "pending": "yellow", "denied": "red"}
 
 
 @clients_app.command("add")
@@ -20,32 +34,138 @@ def clients_add(
     config: ConfigOption = None,
     client_id: Annotated[str | None, typer.Option(help="default: random")] = None,
     confidential: Annotated[bool, typer.Option(help="issue a client secret (client_secret_basic)")] = False,
+    jwks_file: Annotated[Path | None, typer.Option(
+        "--jwks-file", help="JWK Set of the client's public keys: it authenticates with private_key_jwt")] = None,
 ) -> None:
     """Register a client by hand."""
+    if confidential and jwks_file is not None:
+        err.print("[red]choose one: --confidential (a secret) or --jwks-file (private_key_jwt)[/red]")
+        raise typer.Exit(2)
+    jwks: dict[str, Any] | None = None
+    if jwks_file is not None:
+        try:
+            jwks = public_jwks(json.loads(jwks_file.read_text()))
+        except (OSError, ValueError) as exc:
+            err.print(f"[red]{jwks_file}: not a JWK Set: {exc}[/red]")
+            raise typer.Exit(2) from None
+        except InvalidClientMetadata as exc:
+            err.print(f"[red]{jwks_file}: {exc.description}[/red]")
+            raise typer.Exit(2) from None
     settings = settings_or_exit(config)
     cid = client_id or secrets.token_hex(16)
     secret = secrets.token_urlsafe(32) if confidential else None
+    method = "client_secret_basic" if confidential else "private_key_jwt" if jwks else "none"
     with_services(settings, lambda s: s.clients.put(
         client_id=cid, client_name=name, redirect_uris=redirect_uri, source="cli",
-        token_endpoint_auth_method="client_secret_basic" if confidential else "none", client_secret=secret))
-    console.print(f"client_id: [bold]{cid}[/bold]")
+        token_endpoint_auth_method=method, client_secret=secret, jwks=jwks))
+    console.print(f"added client {escape(name)!r}: client_id [bold]{escape(cid)}[/bold] ({method})")
     if secret:
         console.print(f"client_secret (shown once): [bold]{secret}[/bold]")
 
 
 @clients_app.command("list")
-def clients_list(config: ConfigOption = None) -> None:
-    """List registered clients."""
-    table = Table("client id", "name", "auth", "source", "redirect URIs")
-    for c in with_services(settings_or_exit(config), lambda s: s.clients.list()):
-        table.add_row(c.client_id, c.client_name, c.token_endpoint_auth_method, c.source, "\n".join(c.redirect_uris))
+def clients_list(
+    config: ConfigOption = None,
+    status: Annotated[str | None, typer.Option(help="only clients in this status: active, pending or denied")] = None,
+) -> None:
+    """List the clients, with their status and where they came from."""
+    if status is not None and status not in STATUSES:
+        err.print(f"[red]--status must be one of {', '.join(STATUSES)}[/red]")
+        raise typer.Exit(2)
+    found = with_services(settings_or_exit(config), lambda s: s.clients.list(status))
+    if not found:
+        console.print("no clients" + (f" with status {status}" if status else ""))
+        return
+    # Ids are what an admin copies into the next command: never wrapped.
+    table = Table(Column("client id", no_wrap=True), "name", "status", "source", "auth", "redirect URIs")
+    for c in found:
+        table.add_row(escape(c.client_id), escape(c.client_name), _status(c.status), c.source,
+                      c.token_endpoint_auth_method, escape("\n".join(c.redirect_uris)))
     console.print(table)
 
 
+@clients_app.command("show")
+def clients_show(client_id: ClientId, config: ConfigOption = None) -> None:
+    """Everything Deputy holds about one client, except its secrets."""
+    client = with_services(settings_or_exit(config), lambda s: s.clients.get(client_id))
+    if client is None:
+        _unknown(client_id)
+    table = Table(Column("field", no_wrap=True), Column("value", overflow="fold"), show_header=False)
+    for field, value in _fields(client):
+        table.add_row(field, value if field == "status" else escape(value))
+    console.print(table)
+
+
+@clients_app.command("approve")
+def clients_approve(client_id: ClientId, config: ConfigOption = None) -> None:
+    """Serve a pending (or denied) client from now on."""
+    if not with_services(settings_or_exit(config), lambda s: s.clients.set_status(client_id, "active")):
+        _unknown(client_id)
+    console.print(f"approved {escape(client_id)}: it may sign users in now")
+
+
+@clients_app.command("deny")
+def clients_deny(client_id: ClientId, config: ConfigOption = None) -> None:
+    """Refuse a client; what it was already granted is revoked."""
+
+    async def deny(s: Services) -> int | None:
+        if not await s.clients.set_status(client_id, "denied"):
+            return None
+        return await s.grants.revoke_client(client_id, "client denied by an administrator")
+
+    revoked = with_services(settings_or_exit(config), deny)
+    if revoked is None:
+        _unknown(client_id)
+    console.print(f"denied {escape(client_id)}; revoked {revoked} grant(s)")
+
+
 @clients_app.command("remove")
-def clients_remove(client_id: str, config: ConfigOption = None) -> None:
-    """Remove a client."""
-    if not with_services(settings_or_exit(config), lambda s: s.clients.remove(client_id)):
-        err.print(f"[red]no client {client_id}[/red]")
-        raise typer.Exit(1)
-    console.print(f"removed {client_id}")
+def clients_remove(client_id: ClientId, config: ConfigOption = None) -> None:
+    """Remove a client; what it was granted is revoked."""
+
+    async def remove(s: Services) -> int | None:
+        if await s.clients.get(client_id) is None:
+            return None
+        revoked = await s.grants.revoke_client(client_id, "client removed by an administrator")
+        await s.clients.remove(client_id)
+        return revoked
+
+    revoked = with_services(settings_or_exit(config), remove)
+    if revoked is None:
+        _unknown(client_id)
+    console.print(f"removed {escape(client_id)}; revoked {revoked} grant(s)")
+
+
+def _unknown(client_id: str) -> NoReturn:
+    err.print(f"[red]no client {escape(client_id)}[/red]")
+    raise typer.Exit(1)
+
+
+def _status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+
+
+def _fields(client: Client) -> list[tuple[str, str]]:
+    rows = [
+        ("client_id", client.client_id),
+        ("client_name", client.client_name),
+        ("status", _status(client.status)),
+        ("source", client.source),
+        ("created_at", str(client.created_at)),
+        ("application_type", client.application_type),
+        ("token_endpoint_auth_method", client.token_endpoint_auth_method),
+        ("grant_types", ", ".join(client.grant_types)),
+        ("redirect_uris", "\n".join(client.redirect_uris)),
+        ("client secret", "set (hashed)" if client.client_secret_hash else "none"),
+        ("registration access token", "set (hashed)" if client.registration_access_token_hash else "none"),
+    ]
+    if client.jwks_uri:
+        rows.append(("jwks_uri", client.jwks_uri))
+    if client.jwks:
+        kids = [str(k.get("kid", "?")) + f" ({k.get('kty')})" for k in client.jwks.get("keys", [])]
+        rows.append(("jwks", ", ".join(kids)))
+    for key, value in sorted(client.client_metadata.items()):
+        if key == "software_statement":
+            value = "present (signed JWT)"
+        rows.append((key, value if isinstance(value, str) else json.dumps(value)))
+    return rows

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from deputy.cli.clients import clients_app
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.consents import consents_app
 from deputy.cli.users import users_app
 from deputy.services import Services
 from deputy.starter import DEMO_UPSTREAM_PORT, STARTER_CONFIG, demo_defaults
@@ -22,6 +23,7 @@ app = typer.Typer(help="Deputy: an authorization gateway for MCP servers.", no_a
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
 app.add_typer(clients_app, name="clients")
+app.add_typer(consents_app, name="consents")
 app.add_typer(keys_app, name="keys")
 
 def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:

@@ -119,6 +119,10 @@ class AccessTokenValidator:
             raise InvalidToken("revoked")
         return claims
 
+    def verify(self, token: str) -> AccessTokenClaims:
+        """Signature, ``typ``, ``iss`` and claim shapes; not expiry, audience or revocation (see ``validate``)."""
+        return self._verify(token)
+
     def _verify(self, token: str) -> AccessTokenClaims:
         try:
             decoded = jwt.decode(token, self.keyring.public_keys, algorithms=[ALGORITHM])

@@ -22,6 +22,7 @@ from starlette.responses import RedirectResponse, Response
 
 from deputy.config import is_loopback_http
 from deputy.oauth import pkce
+from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import OAuthError
 from deputy.secrets import same_secret
 from deputy.services import Services
@@ -45,9 +46,12 @@ class AuthorizationEndpoint:
     async def authorize(self, request: Request) -> Response:
         query = request.query_params
         client_id = query.get("client_id")
-        client = await self.services.registry.find(client_id) if client_id else None
-        if client is None:
-            return self._error_page("invalid_request", "unknown or missing client_id")
+        if not client_id:
+            return self._error_page("invalid_request", "missing client_id")
+        try:
+            client = await self.services.registry.resolve(client_id)
+        except UnknownClient as exc:
+            return self._error_page("invalid_request", str(exc))
         if not client.is_active:
             return self._not_served(client)
         redirect_uri = query.get("redirect_uri")

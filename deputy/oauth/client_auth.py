@@ -1,8 +1,11 @@
-"""Client authentication at the token endpoint (OAuth 2.1 §2.4, RFC 6749 §2.3.1).
+"""Client authentication at the token, revocation and introspection endpoints
+(OAuth 2.1 §2.4, RFC 6749 §2.3.1, RFC 7523 §2.2).
 
 Exactly one method per request. A client registered as confidential must
-authenticate with its registered method; a public client (``none``) identifies
-itself with ``client_id`` and proves possession through PKCE instead.
+authenticate with its registered method — ``client_secret_basic``,
+``client_secret_post`` or ``private_key_jwt`` (:mod:`deputy.oauth.client_assertions`);
+a public client (``none``) identifies itself with ``client_id`` and proves possession
+through PKCE instead.
 """
 
 from __future__ import annotations
@@ -14,34 +17,55 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 
-from deputy.oauth.clients import ClientRegistry
+from deputy.oauth.client_assertions import (
+    AssertionContext,
+    peek_client_id,
+    require_assertion_type,
+    verify_client_assertion,
+)
 from deputy.oauth.errors import InvalidClient, InvalidRequest
+from deputy.secrets import now
+from deputy.services import Services
 from deputy.storage.clients import Client
 
+SECRET_METHODS = ("client_secret_basic", "client_secret_post")
+METHODS = ("none", *SECRET_METHODS, "private_key_jwt")
 
-async def authenticate_client(request: Request, form: Mapping[str, str], registry: ClientRegistry) -> Client:
+
+async def authenticate_client(request: Request, form: Mapping[str, str], services: Services) -> Client:
     basic = _basic_credentials(request.headers.get("authorization"))
-    secret: str | None
     posted_secret = form.get("client_secret")
-    if basic is not None and (posted_secret is not None or form.get("client_assertion")):
+    uses_assertion = "client_assertion" in form or "client_assertion_type" in form
+    if sum((basic is not None, posted_secret is not None, uses_assertion)) > 1:
         raise InvalidRequest("use exactly one client authentication method")
+    secret: str | None = None
+    assertion: str | None = None
     if basic is not None:
         client_id, secret = basic
         method = "client_secret_basic"
-        if form.get("client_id") not in (None, client_id):
-            raise InvalidRequest("client_id in the body differs from the authenticated client")
+    elif uses_assertion:
+        assertion = require_assertion_type(form)
+        client_id = peek_client_id(assertion)
+        method = "private_key_jwt"
     else:
         client_id = form.get("client_id") or ""
         secret = posted_secret
         method = "client_secret_post" if secret is not None else "none"
+    if method != "none" and form.get("client_id") not in (None, client_id):
+        raise InvalidRequest("client_id in the body differs from the authenticated client")
     if not client_id:
         raise InvalidClient("client authentication failed")
-    client = await registry.find(client_id)
+    client = await services.registry.find(client_id)
     if client is None or not client.is_active:
         raise InvalidClient("client authentication failed")
     if client.token_endpoint_auth_method != method:
         raise InvalidClient(f"this client must authenticate with {client.token_endpoint_auth_method}")
-    if method != "none" and (secret is None or not client.verify_secret(secret)):
+    if assertion is not None:
+        settings = services.settings
+        context = AssertionContext(issuer=settings.issuer, token_endpoint=f"{settings.issuer}/token",
+                                   leeway=settings.clock_leeway, now=now())
+        await verify_client_assertion(assertion, client, context, services.clients.remember_assertion)
+    elif method != "none" and (secret is None or not client.verify_secret(secret)):
         raise InvalidClient("client authentication failed")
     return client
 

@@ -85,3 +85,23 @@ class InvalidClientMetadata(OAuthError):
 class TemporarilyUnavailable(OAuthError):
     code = "temporarily_unavailable"
     status = 503
+
+
+class InvalidSoftwareStatement(OAuthError):
+    code = "invalid_software_statement"
+
+
+class UnapprovedSoftwareStatement(OAuthError):
+    code = "unapproved_software_statement"
+
+
+class InvalidRegistrationToken(OAuthError):
+    """A missing or wrong initial or registration access token (RFC 7591 §3, RFC 7592 §2; RFC 6750 §3.1)."""
+
+    code = "invalid_token"
+    status = 401
+
+    def response(self) -> JSONResponse:
+        answer = super().response()
+        answer.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return answer

@@ -14,6 +14,8 @@ from starlette.responses import JSONResponse
 
 from deputy.config import Settings
 from deputy.keys import ALGORITHM
+from deputy.oauth.client_assertions import ALGORITHMS as ASSERTION_ALGORITHMS
+from deputy.oauth.client_auth import METHODS as CLIENT_AUTH_METHODS
 from deputy.oauth.token import GRANTS
 
 
@@ -28,7 +30,14 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         "response_modes_supported": ["query"],
         "grant_types_supported": sorted(GRANTS),
         "code_challenge_methods_supported": ["S256"],
-        "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "revocation_endpoint": f"{issuer}/revoke",
+        "revocation_endpoint_auth_methods_supported": list(CLIENT_AUTH_METHODS),
+        "revocation_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+        "introspection_endpoint": f"{issuer}/introspect",
+        "introspection_endpoint_auth_methods_supported": [m for m in CLIENT_AUTH_METHODS if m != "none"],
+        "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "scopes_supported": list(settings.all_scopes),
         "authorization_response_iss_parameter_supported": True,
         # OIDC Discovery requires these three; Deputy issues no ID tokens, but clients parse them.
@@ -38,6 +47,8 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     }
     if settings.registration.enabled:
         document["registration_endpoint"] = f"{issuer}/register"
+    if settings.client_documents.enabled:
+        document["client_id_metadata_document_supported"] = True
     return document
 
 

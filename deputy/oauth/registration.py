@@ -1,103 +1,199 @@
-"""Dynamic client registration (RFC 7591 §2, §3), open to loopback redirect URIs only.
+"""Dynamic client registration (RFC 7591 §3) and its management protocol (RFC 7592).
 
-This is the registration policy of the walking skeleton: anyone may register a
-client whose every redirect URI is an ``http`` loopback address (a native
-application, RFC 8252 §7.3 / OAuth 2.1 §8.4.2), so a code can only ever be
-delivered to the machine the user sits at. Everything else is refused with
-``invalid_redirect_uri``. Redirect URIs may not carry a fragment (RFC 6749 §3.1.2).
+``POST /register`` checks the metadata (:mod:`deputy.oauth.client_metadata`), verifies
+a ``software_statement`` if one is sent (:mod:`deputy.oauth.software_statements`), and
+lets the registration policy decide (:mod:`deputy.oauth.admission`). The response
+carries the client's metadata, a secret when its method needs one (stored hashed, shown
+once), and a registration access token with the client configuration endpoint
+``{issuer}/register/{client_id}`` (RFC 7592 §3).
+
+``GET``/``PUT``/``DELETE /register/{client_id}`` read, replace and delete a client
+registered here, with the registration access token as a Bearer token; a missing or
+wrong token, or a client this endpoint did not register, is ``401 invalid_token``
+(RFC 7592 §2: no hint whether the client exists). Deleting revokes every refresh-token
+family the client holds.
+
+Registration attempts are limited per peer address (``rate_limit_per_minute``): more
+is ``429`` with ``Retry-After``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import uuid
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from deputy.config import is_loopback_http
-from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRedirectUri, OAuthError
+from deputy.oauth.admission import admit
+from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
+from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken, OAuthError
+from deputy.oauth.rate_limit import SlidingWindowLimiter
+from deputy.oauth.software_statements import verify_software_statement
+from deputy.secrets import new_handle
 from deputy.services import Services
+from deputy.storage.clients import Client, hash_client_secret
 
-AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post")
-GRANT_TYPES = ("authorization_code", "refresh_token")
 MAX_BODY = 16 * 1024
+SOURCE = "registration"
+# RFC 7592 §2.2: read-only fields a client may echo back in an update; they are ignored.
+_ECHOED = ("registration_access_token", "registration_client_uri", "client_id_issued_at", "client_secret_expires_at")
 
 
 class RegistrationEndpoint:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.policy = services.settings.registration
+        self.limiter = SlidingWindowLimiter(self.policy.rate_limit_per_minute)
 
     async def handle(self, request: Request) -> Response:
+        """``POST /register``."""
+        address = request.client.host if request.client is not None else "unknown"
+        wait = self.limiter.admit(address)
+        if wait is not None:
+            return JSONResponse(
+                {"error": "too_many_requests", "error_description": "too many registrations from this address"},
+                status_code=429, headers={**NO_STORE, "Retry-After": SlidingWindowLimiter.retry_after(wait)})
         try:
             return await self._register(request)
         except OAuthError as exc:
             return exc.response()
 
-    async def _register(self, request: Request) -> Response:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-            raise InvalidClientMetadata("the body must be application/json")
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise InvalidClientMetadata("the registration request is too large")
+    async def manage(self, request: Request) -> Response:
+        """``GET``/``PUT``/``DELETE /register/{client_id}`` (RFC 7592 §2)."""
         try:
-            metadata = json.loads(body)
-        except ValueError:
-            raise InvalidClientMetadata("the body is not JSON") from None
-        if not isinstance(metadata, dict):
-            raise InvalidClientMetadata("the body must be a JSON object")
-        redirect_uris = _redirect_uris(metadata)
-        # RFC 7591 §2: an omitted method means client_secret_basic.
-        method = metadata.get("token_endpoint_auth_method", "client_secret_basic")
-        if method not in AUTH_METHODS:
-            raise InvalidClientMetadata(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
-        grant_types = metadata.get("grant_types", ["authorization_code"])
-        if not isinstance(grant_types, list) or not grant_types or not set(grant_types) <= set(GRANT_TYPES):
-            raise InvalidClientMetadata(f"grant_types may contain only {', '.join(GRANT_TYPES)}")
-        response_types = metadata.get("response_types", ["code"])
-        if response_types != ["code"]:
-            raise InvalidClientMetadata("response_types must be [\"code\"]")
-        application_type = metadata.get("application_type", "native")
-        if application_type != "native":
-            raise InvalidClientMetadata("only native clients (loopback redirect URIs) may register here")
-        name = metadata.get("client_name") or "Unnamed client"
-        if not isinstance(name, str) or len(name) > 200:
-            raise InvalidClientMetadata("client_name must be a string of at most 200 characters")
-        client_id = uuid.uuid4().hex
-        secret = secrets.token_urlsafe(32) if method != "none" else None
+            client, token = await self._authenticate(request)
+            if request.method == "GET":
+                return self._answer(client, token, status=200)
+            if request.method == "PUT":
+                return await self._update(request, client, token)
+            await self.services.grants.revoke_client(client.client_id, "client deleted its registration")
+            await self.services.clients.remove(client.client_id)
+            return Response(status_code=204, headers=NO_STORE)
+        except OAuthError as exc:
+            return exc.response()
+
+    async def _register(self, request: Request) -> Response:
+        raw = await _json_body(request)
+        metadata, publisher = self._metadata(raw)
+        # Only `allowlist` knows initial access tokens; elsewhere an Authorization header is not ours to judge.
+        bearer = _bearer(request) if self.policy.mode == "allowlist" else None
+        admission = admit(self.policy, metadata, publisher=publisher, initial_access_token=bearer)
+        secret = secrets.token_urlsafe(32) if metadata.token_endpoint_auth_method in SECRET_METHODS else None
+        token = new_handle()
         client = await self.services.clients.put(
-            client_id=client_id, client_name=name, redirect_uris=redirect_uris, token_endpoint_auth_method=method,
-            source="registration", application_type=application_type, grant_types=grant_types,
-            client_secret=secret)
+            client_id=uuid.uuid4().hex, client_name=metadata.client_name, redirect_uris=metadata.redirect_uris,
+            token_endpoint_auth_method=metadata.token_endpoint_auth_method, source=SOURCE,
+            application_type=metadata.application_type, grant_types=metadata.grant_types, client_secret=secret,
+            status=admission.status, jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
+            registration_access_token=token,
+            client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, publisher))
+        return self._answer(client, token, status=201, secret=secret)
+
+    async def _update(self, request: Request, client: Client, token: str) -> Response:
+        raw = await _json_body(request)
+        if raw.get("client_id") != client.client_id:  # RFC 7592 §2.2: MUST be included and match
+            raise InvalidClientMetadata("client_id must be present and equal to this client's id")
+        presented_secret = raw.get("client_secret")
+        if presented_secret is not None and not (
+                isinstance(presented_secret, str) and client.verify_secret(presented_secret)):
+            raise InvalidClientMetadata("client_secret does not match the secret issued to this client")
+        for key in ("client_id", "client_secret", *_ECHOED):
+            raw.pop(key, None)
+        metadata, publisher = self._metadata(raw)
+        admission = admit(self.policy, metadata, publisher=publisher, previous=client)
+        method = metadata.token_endpoint_auth_method
+        secret: str | None = None
+        secret_hash = client.client_secret_hash if method in SECRET_METHODS else None
+        if method in SECRET_METHODS and secret_hash is None:  # a secret only when one is newly needed
+            secret = secrets.token_urlsafe(32)
+            secret_hash = hash_client_secret(secret)
+        updated = dataclasses.replace(
+            client, client_name=metadata.client_name, redirect_uris=metadata.redirect_uris,
+            grant_types=metadata.grant_types, token_endpoint_auth_method=method,
+            application_type=metadata.application_type, client_secret_hash=secret_hash, status=admission.status,
+            jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
+            client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, publisher))
+        if not await self.services.clients.replace(updated):
+            raise InvalidRegistrationToken("the registration access token is not valid")
+        return self._answer(updated, token, status=200, secret=secret)
+
+    def _metadata(self, raw: dict[str, Any]) -> tuple[ClientMetadata, str | None]:
+        publisher = None
+        if "software_statement" in raw:
+            # RFC 7591 §3.1.1: the statement's claims take precedence over the plain fields.
+            publisher, claims = verify_software_statement(
+                raw["software_statement"], self.policy.trusted_publishers, self.services.settings.clock_leeway)
+            raw = {**raw, **claims}
+        return parse_client_metadata(raw), publisher
+
+    async def _authenticate(self, request: Request) -> tuple[Client, str]:
+        token = _bearer(request)
+        client = await self.services.clients.get(request.path_params["client_id"])
+        if (token is None or client is None or client.source != SOURCE
+                or not client.verify_registration_access_token(token)):
+            raise InvalidRegistrationToken("the registration access token is missing or not valid for this client")
+        return client, token
+
+    def _answer(self, client: Client, token: str, status: int, secret: str | None = None) -> JSONResponse:
+        issuer = self.services.settings.issuer
         answer: dict[str, Any] = {
-            "client_id": client_id,
+            "client_id": client.client_id,
             "client_id_issued_at": client.created_at,
-            "client_name": name,
-            "redirect_uris": redirect_uris,
-            "grant_types": grant_types,
+            "client_name": client.client_name,
+            "redirect_uris": list(client.redirect_uris),
+            "grant_types": list(client.grant_types),
             "response_types": ["code"],
-            "token_endpoint_auth_method": method,
-            "application_type": application_type,
+            "token_endpoint_auth_method": client.token_endpoint_auth_method,
+            "application_type": client.application_type,
+            **{k: v for k, v in client.client_metadata.items() if k != "admitted_by"},
+            # RFC 7592 §3: the token is presented again, not rotated; Deputy stores only its hash.
+            "registration_access_token": token,
+            "registration_client_uri": f"{issuer}/register/{client.client_id}",
         }
+        if client.jwks is not None:
+            answer["jwks"] = dict(client.jwks)
+        if client.jwks_uri is not None:
+            answer["jwks_uri"] = client.jwks_uri
         if secret is not None:
             answer["client_secret"] = secret
             answer["client_secret_expires_at"] = 0
-        return JSONResponse(answer, status_code=201, headers=NO_STORE)
+        return JSONResponse(answer, status_code=status, headers=NO_STORE)
 
 
-def _redirect_uris(metadata: dict[str, Any]) -> list[str]:
-    uris = metadata.get("redirect_uris")
-    if not isinstance(uris, list) or not uris or not all(isinstance(u, str) for u in uris):
-        raise InvalidRedirectUri("redirect_uris must be a non-empty list of URLs")
-    for uri in uris:
-        parts = urlsplit(uri)
-        if parts.fragment or "#" in uri:
-            raise InvalidRedirectUri(f"{uri}: a redirect URI must not have a fragment")
-        if "*" in uri:
-            raise InvalidRedirectUri(f"{uri}: wildcards are not allowed")
-        if not is_loopback_http(uri) or parts.username or parts.password:
-            raise InvalidRedirectUri(f"{uri}: only http loopback redirect URIs may register (native clients)")
-    return list(uris)
+def _stored_metadata(metadata: ClientMetadata, raw: dict[str, Any], admitted_by: str,
+                     publisher: str | None) -> dict[str, Any]:
+    stored: dict[str, Any] = dict(metadata.descriptive)
+    if "software_statement" in raw:
+        stored["software_statement"] = raw["software_statement"]  # RFC 7591 §3.2.1: returned unmodified
+    stored["admitted_by"] = f"{admitted_by}:{publisher}" if publisher else admitted_by
+    return stored
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+        raise InvalidClientMetadata("the body must be application/json")
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise InvalidClientMetadata("the registration request is too large")
+    try:
+        raw = json.loads(body)
+    except ValueError:
+        raise InvalidClientMetadata("the body is not JSON") from None
+    if not isinstance(raw, dict):
+        raise InvalidClientMetadata("the body must be a JSON object")
+    return raw
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header is None:
+        return None
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        raise InvalidRegistrationToken("send the token as Authorization: Bearer")
+    return value.strip()
+

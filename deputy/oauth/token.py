@@ -22,7 +22,9 @@ from deputy.oauth.errors import (
     UnauthorizedClient,
     UnsupportedGrantType,
 )
+from deputy.oauth.forms import read_form
 from deputy.oauth.grants.authorization_code import exchange_code
+from deputy.oauth.grants.client_credentials import client_credentials
 from deputy.oauth.grants.refresh_token import refresh
 from deputy.services import Services
 from deputy.storage.clients import Client
@@ -33,6 +35,7 @@ Grant = Callable[[Services, Mapping[str, str], Client], Awaitable[Response]]
 GRANTS: dict[str, Grant] = {
     "authorization_code": exchange_code,
     "refresh_token": refresh,
+    "client_credentials": client_credentials,
 }
 
 
@@ -50,23 +53,14 @@ class TokenEndpoint:
             return TemporarilyUnavailable("storage is unavailable; try again").response()
 
     async def _handle(self, request: Request) -> Response:
-        if request.headers.get("content-type", "").split(";")[0].strip() != "application/x-www-form-urlencoded":
-            raise InvalidRequest("the body must be application/x-www-form-urlencoded")
-        raw = await request.form()
-        form: dict[str, str] = {}
-        for key, value in raw.multi_items():
-            if key in form:
-                raise InvalidRequest(f"{key} is repeated")  # RFC 6749 §3.2
-            if not isinstance(value, str):
-                raise InvalidRequest("file uploads are not accepted")
-            form[key] = value
+        form = await read_form(request)
         grant_type = form.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")
         grant = GRANTS.get(grant_type)
         if grant is None:
             raise UnsupportedGrantType(f"grant_type {grant_type} is not supported")
-        client = await authenticate_client(request, form, self.services.registry)
+        client = await authenticate_client(request, form, self.services)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client is not registered for {grant_type}")
         return await grant(self.services, form, client)

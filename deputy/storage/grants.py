@@ -29,6 +29,19 @@ class Grant:
     resource: str
     scope: str
     auth_time: int
+    revoked_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshTokenState:
+    """A refresh token as stored: its grant, when it expires, and whether it was used (rotated)."""
+
+    grant: Grant
+    expires_at: int
+    used_at: int | None
+
+    def is_usable(self, at: int) -> bool:
+        return self.used_at is None and self.expires_at >= at and self.grant.revoked_at is None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +94,15 @@ class GrantRepository:
                 code_hash=handle_hash(code), grant_id=grant_id, client_id=client_id, redirect_uri=redirect_uri,
                 code_challenge=code_challenge, expires_at=t + code_ttl))
         return code
+
+    async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int) -> Grant:
+        """A grant without a code or refresh token (client credentials): only its access tokens carry it."""
+        grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time)
+        async with self.engine.begin() as conn:
+            await conn.execute(grants.insert().values(
+                grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
+                auth_time=auth_time, created_at=now()))
+        return grant
 
     async def redeem_code(self, code: str, client_id: str) -> RedeemedCode:
         """Consume a code exactly once; a second redemption revokes everything the first issued."""
@@ -162,9 +184,31 @@ class GrantRepository:
             raise HandleRefused("refresh token already used; the whole family is revoked")
         return _grant(row), successor
 
+    async def find_refresh_token(self, token: str) -> RefreshTokenState | None:
+        """Look a refresh token up without using it (introspection, revocation)."""
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(
+                select(refresh_tokens.c.expires_at, refresh_tokens.c.used_at, grants)
+                .join(grants, grants.c.grant_id == refresh_tokens.c.grant_id)
+                .where(refresh_tokens.c.token_hash == handle_hash(token)))).first()
+        return RefreshTokenState(_grant(row), row.expires_at, row.used_at) if row is not None else None
+
     async def revoke(self, grant_id: str, reason: str) -> bool:
         async with self.engine.begin() as conn:
             return await self._revoke(conn, grant_id, reason)
+
+    async def revoke_families(
+        self, conn: AsyncConnection, *, user_id: str, client_id: str, resource: str | None, reason: str
+    ) -> int:
+        """Revoke every live grant of a user for a client (and server), inside the caller's transaction."""
+        query = select(grants.c.grant_id).where(and_(
+            grants.c.user_id == user_id, grants.c.client_id == client_id, grants.c.revoked_at.is_(None)))
+        if resource is not None:
+            query = query.where(grants.c.resource == resource)
+        revoked = 0
+        for (grant_id,) in (await conn.execute(query)).all():
+            revoked += await self._revoke(conn, grant_id, reason)
+        return revoked
 
     async def _revoke(self, conn: AsyncConnection, grant_id: str, reason: str) -> bool:
         t = now()
@@ -194,7 +238,20 @@ class GrantRepository:
             row = (await conn.execute(select(grants).where(grants.c.grant_id == grant_id))).first()
         return _grant(row) if row is not None else None
 
+    # -- used by client removal (RFC 7592 §2.3 delete, `deputy clients remove|deny`) --------------
+
+    async def revoke_client(self, client_id: str, reason: str) -> int:
+        """Revoke every live grant (refresh-token family) of a client; the number revoked."""
+        async with self.engine.begin() as conn:
+            rows = (await conn.execute(select(grants.c.grant_id).where(
+                and_(grants.c.client_id == client_id, grants.c.revoked_at.is_(None))))).all()
+            revoked = 0
+            for (grant_id,) in rows:
+                revoked += await self._revoke(conn, grant_id, reason)
+        return revoked
+
 
 def _grant(row: object) -> Grant:
     m = row._mapping  # type: ignore[attr-defined]
-    return Grant(m["grant_id"], m["client_id"], m["user_id"], m["resource"], m["scope"], m["auth_time"])
+    return Grant(m["grant_id"], m["client_id"], m["user_id"], m["resource"], m["scope"], m["auth_time"],
+                 m.get("revoked_at"))

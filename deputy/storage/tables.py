@@ -72,7 +72,8 @@ grants = Table(
     metadata,
     Column("grant_id", String(64), primary_key=True),
     Column("client_id", String(255), nullable=False),
-    Column("user_id", String(64), nullable=False),
+    # A user id, or for the client credentials grant the client's own id (the token's ``sub``).
+    Column("user_id", String(255), nullable=False),
     Column("resource", Text, nullable=False),
     Column("scope", Text, nullable=False),
     Column("auth_time", BigInteger, nullable=False),
@@ -80,6 +81,7 @@ grants = Table(
     Column("revoked_at", BigInteger),
     Column("revoked_reason", String(64)),
 )
+Index("ix_grants_user_client", grants.c.user_id, grants.c.client_id)
 
 authorization_codes = Table(
     "authorization_codes",

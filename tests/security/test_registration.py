@@ -1,4 +1,7 @@
-"""Dynamic client registration policy (RFC 7591 §3.2.2; MCP AS-4, AS-8; RFC 8252 §7.3): loopback native clients only."""
+"""Dynamic client registration under the default `loopback` policy (RFC 7591 §3.2.2; MCP AS-4, AS-8; RFC 8252 §7.3).
+
+Other policies, software statements, RFC 7592 management and the rate limit: test_registration_policies.py.
+"""
 
 from __future__ import annotations
 
@@ -68,7 +71,7 @@ async def test_missing_or_malformed_redirect_uris_are_refused(deputy: RunningDep
 
 
 @pytest.mark.parametrize("metadata", [
-    {"application_type": "web"},
+    {"application_type": "web", "redirect_uris": ["https://app.example/cb"]},
     {"grant_types": ["client_credentials"]},
     {"grant_types": ["authorization_code", "implicit"]},
     {"grant_types": ["urn:ietf:params:oauth:grant-type:jwt-bearer"]},
@@ -76,7 +79,8 @@ async def test_missing_or_malformed_redirect_uris_are_refused(deputy: RunningDep
     {"token_endpoint_auth_method": "private_key_jwt"},
 ], ids=["web", "client_credentials", "implicit", "jwt-bearer", "response_type_token", "private_key_jwt"])
 async def test_disallowed_metadata_is_invalid_client_metadata(deputy: RunningDeputy, metadata: dict[str, Any]) -> None:
-    """MCP AS-4 / RFC 7591 §3.2.2: web apps, other grants, implicit, unsupported auth → 400 invalid_client_metadata."""
+    """MCP AS-4 / RFC 7591 §3.2.2: web apps, other grants, implicit, private_key_jwt without keys → 400
+    invalid_client_metadata."""
     response = await register(deputy, {"redirect_uris": ["http://127.0.0.1:8080/cb"], **metadata})
     assert response.status_code == 400
     assert oauth_error(response) == "invalid_client_metadata"

@@ -442,12 +442,15 @@ async def sdk_oauth_client(
     browser: httpx.AsyncClient | None = None,
     client_metadata: OAuthClientMetadata | None = None,
     mode: Literal["legacy", "auto"] | str = "legacy",
+    client_metadata_url: str | None = None,
 ) -> AsyncIterator[tuple[Client, OAuthRun]]:
     """A connected SDK `Client` for `mcp_url`, authorized through Deputy's OAuth flow.
 
     The SDK does discovery, dynamic registration, PKCE, the token exchange and refresh itself;
-    this only answers its redirect/callback hooks. `mode="legacy"` makes the SDK open with
-    `initialize`; `"auto"` lets it probe `server/discover` first as the SDK does by default.
+    this only answers its redirect/callback hooks. With `client_metadata_url` the SDK uses that URL as
+    its client_id (a client ID metadata document) instead of registering, when the server supports it.
+    `mode="legacy"` makes the SDK open with `initialize`; `"auto"` lets it probe `server/discover`
+    first as the SDK does by default.
     A failure inside the OAuth flow is re-raised as itself (not wrapped in task-group noise)
     where it can be found.
     """
@@ -489,6 +492,7 @@ async def sdk_oauth_client(
         storage=storage,
         redirect_handler=redirect_handler,
         callback_handler=callback_handler,
+        client_metadata_url=client_metadata_url,
     )
     errors_before_body = 0
     try:

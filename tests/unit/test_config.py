@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -307,8 +308,60 @@ def test_confidential_client_without_secret(tmp_path: Path) -> None:
 
 def test_client_with_unknown_auth_method(tmp_path: Path) -> None:
     text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
-                      'token_endpoint_auth_method = "private_key_jwt"\n')
+                      'token_endpoint_auth_method = "tls_client_auth"\n')
     assert config_error(tmp_path, text).key == "clients[0].token_endpoint_auth_method"
+
+
+def _public_jwk() -> str:
+    from joserfc.jwk import ECKey
+
+    key = ECKey.generate_key("P-256", parameters={"kid": "k1"}, private=True)
+    return json.dumps({"keys": [key.as_dict(private=False)]})
+
+
+def test_private_key_jwt_client_with_jwks_file_and_client_credentials(tmp_path: Path) -> None:
+    """An agent registered for client_credentials with private_key_jwt: keys from a file beside the config."""
+    (tmp_path / "agent.jwks.json").write_text(_public_jwk())
+    text = MINIMAL + ('[[clients]]\nclient_id = "agent"\ntoken_endpoint_auth_method = "private_key_jwt"\n'
+                      'jwks_file = "agent.jwks.json"\ngrant_types = ["client_credentials"]\n')
+    client = load(tmp_path, text).clients[0]
+    assert client.grant_types == ("client_credentials",)
+    assert client.redirect_uris == ()
+    assert client.jwks is not None and client.jwks["keys"][0]["kid"] == "k1"
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ("", "clients[0].jwks"),  # neither jwks nor jwks_file
+    ('jwks_file = "missing.json"\n', "clients[0].jwks_file"),
+    ('jwks = {keys = []}\n', "clients[0].jwks"),
+    ('jwks = {keys = [{kty = "oct", k = "c2VjcmV0"}]}\n', "clients[0].jwks"),
+    ('client_secret = "s"\njwks = {keys = [{kty = "oct", k = "c2VjcmV0"}]}\n', "clients[0].client_secret"),
+])
+def test_private_key_jwt_client_errors(tmp_path: Path, extra: str, key: str) -> None:
+    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
+                      'token_endpoint_auth_method = "private_key_jwt"\n' + extra)
+    assert config_error(tmp_path, text).key == key
+
+
+def test_private_key_jwt_refuses_private_key_material(tmp_path: Path) -> None:
+    from joserfc.jwk import ECKey
+
+    private = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+    (tmp_path / "k.json").write_text(json.dumps({"keys": [private]}))
+    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
+                      'token_endpoint_auth_method = "private_key_jwt"\njwks_file = "k.json"\n')
+    error = config_error(tmp_path, text)
+    assert error.key == "clients[0].jwks_file" and "private" in error.problem
+
+
+@pytest.mark.parametrize(("extra", "key"), [
+    ('grant_types = ["client_credentials"]\n', "clients[0].grant_types"),  # a public client
+    ('grant_types = ["password"]\n', "clients[0].grant_types"),
+    ('grant_types = []\n', "clients[0].grant_types"),
+])
+def test_client_grant_types_errors(tmp_path: Path, extra: str, key: str) -> None:
+    text = MINIMAL + '[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n' + extra
+    assert config_error(tmp_path, text).key == key
 
 
 def test_client_without_redirect_uris(tmp_path: Path) -> None:

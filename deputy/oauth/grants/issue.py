@@ -12,7 +12,10 @@ from deputy.services import Services
 from deputy.storage.grants import Grant
 
 
-def token_response(services: Services, grant: Grant, scope: str, refresh_token: str | None) -> JSONResponse:
+def token_response(
+    services: Services, grant: Grant, scope: str, refresh_token: str | None, *, user_authenticated: bool = True
+) -> JSONResponse:
+    """``user_authenticated`` is False when no user signed in (client credentials): no ``auth_time``."""
     settings = services.settings
     access_token, _claims = mint_access_token(
         services.keyring,
@@ -23,7 +26,7 @@ def token_response(services: Services, grant: Grant, scope: str, refresh_token: 
         scope=scope,
         ttl=settings.access_token_ttl,
         grant_id=grant.grant_id,
-        auth_time=grant.auth_time,
+        auth_time=grant.auth_time if user_authenticated else None,
     )
     body: dict[str, Any] = {
         "access_token": access_token,

@@ -1,0 +1,90 @@
+"""``deputy consents``: what each user has let each client do, and taking it back.
+
+Revoking a consent also revokes the refresh-token families it produced and their
+access tokens (the gateway refuses them within its revocation staleness bound);
+the client must ask the user again.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.config import SERVER_NAME, Settings
+from deputy.services import Services
+from deputy.storage.consents import Consent, ConsentRevocation
+from deputy.storage.users import User
+
+consents_app = typer.Typer(help="Consents users gave to clients.", no_args_is_help=True)
+
+UserOption = Annotated[str, typer.Option("--user", help="username")]
+
+
+def _server_name(settings: Settings, resource: str) -> str:
+    server = settings.server_for_resource(resource)
+    return server.name if server is not None else resource
+
+
+async def _user_named(services: Services, name: str) -> User | None:
+    return next((u for u in await services.users.list() if u.username == name), None)
+
+
+@consents_app.command("list")
+def consents_list(config: ConfigOption = None,
+                  user: Annotated[str | None, typer.Option("--user", help="only this user")] = None) -> None:
+    """List remembered consents: user, client, server, scopes."""
+    settings = settings_or_exit(config)
+
+    async def work(services: Services) -> tuple[dict[str, str], list[Consent]] | None:
+        names = {u.user_id: u.username for u in await services.users.list()}
+        if user is None:
+            return names, await services.consents.list()
+        found = await _user_named(services, user)
+        return (names, await services.consents.list(found.user_id)) if found is not None else None
+
+    result = with_services(settings, work)
+    if result is None:
+        err.print(f"[red]no user {user}[/red]")
+        raise typer.Exit(1)
+    names, consents = result
+    table = Table("user", "client id", "server", "scopes", "granted")
+    for c in consents:
+        table.add_row(names.get(c.user_id, c.user_id), c.client_id, _server_name(settings, c.resource), c.scope,
+                      time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.granted_at)) + "Z")
+    console.print(table)
+
+
+@consents_app.command("revoke")
+def consents_revoke(
+    user: UserOption,
+    client: Annotated[str, typer.Option("--client", help="client id")],
+    config: ConfigOption = None,
+    server: Annotated[str | None, typer.Option("--server", help="only for this server (default: all)")] = None,
+) -> None:
+    """Revoke a user's consent for a client, and every token it produced."""
+    settings = settings_or_exit(config)
+    if server is not None and not SERVER_NAME.match(server):
+        err.print(f"[red]{server!r} is not a server name[/red]")
+        raise typer.Exit(2)
+    resource = settings.resource_of(server) if server is not None else None
+
+    async def work(services: Services) -> ConsentRevocation | None:
+        found = await _user_named(services, user)
+        if found is None:
+            return None
+        return await services.consents.revoke(found.user_id, client, resource)
+
+    outcome = with_services(settings, work)
+    if outcome is None:
+        err.print(f"[red]no user {user}[/red]")
+        raise typer.Exit(1)
+    where = f" for server {server}" if server is not None else ""
+    if outcome.consents == 0 and outcome.grants == 0:
+        err.print(f"[red]{user} has no consent or tokens for client {client}{where}[/red]")
+        raise typer.Exit(1)
+    console.print(f"revoked {outcome.consents} consent(s) of {user} for client {client}{where}; "
+                  f"{outcome.grants} token family(ies) revoked")

@@ -1,0 +1,185 @@
+"""``private_key_jwt``: a client authenticates with a JWT it signed (RFC 7523 §2.2, §3; RFC 7521 §4.2).
+
+The assertion is checked against the keys the client registered (``jwks``):
+
+- ``client_assertion_type`` is exactly ``urn:ietf:params:oauth:client-assertion-type:jwt-bearer``;
+- the algorithm is on an asymmetric allow-list (never ``none`` or an HMAC, which a
+  public key would otherwise "verify"), and a key of the matching type signed it;
+- ``iss`` and ``sub`` are both the ``client_id`` (§3 items 1-2);
+- ``aud`` names this authorization server: its issuer or its token endpoint, as a
+  string or in a list, compared as plain strings (§3 item 3);
+- ``exp`` is required, in the future, and at most :data:`MAX_LIFETIME` away, so an
+  assertion cannot be minted once and used for a year; ``iat``/``nbf``, when present,
+  are not in the future (a small leeway for clock skew);
+- ``jti`` is required and accepted once (§3 item 7): it is remembered in the database
+  until the assertion expires, so a replay is refused on every replica.
+
+A client registered with a ``jwks_uri`` is refused for now: fetching it needs the
+SSRF-safe fetcher, and Deputy will not fetch keys from a client-named URL without one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeGuard
+
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
+
+from deputy.oauth.errors import InvalidClient, InvalidRequest
+from deputy.storage.clients import Client
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+MAX_LIFETIME = 300  # seconds an assertion may be valid for, counted from now
+MAX_JTI_LENGTH = 255  # the width of the replay cache's column
+MIN_RSA_BITS = 2048
+# Algorithm → (key type, curve); a key of another type never verifies (no algorithm confusion).
+ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
+    "ES256": ("EC", "P-256"),
+    "RS256": ("RSA", None),
+    "PS256": ("RSA", None),
+    "EdDSA": ("OKP", "Ed25519"),
+    "Ed25519": ("OKP", "Ed25519"),  # the fully specified name (RFC 9864)
+}
+
+RememberJti = Callable[[str, str, int], Awaitable[bool]]
+
+
+class JwksError(ValueError):
+    """A client's JWK Set is unusable; the message says why (for configuration and registration errors)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AssertionContext:
+    """What an assertion is checked against: this server's names and the clock."""
+
+    issuer: str
+    token_endpoint: str
+    leeway: int
+    now: int
+
+
+def check_client_jwks(value: Any) -> dict[str, Any]:
+    """Validate a client's JWK Set: public asymmetric signing keys only; returns it unchanged."""
+    if not isinstance(value, dict) or not isinstance(value.get("keys"), list) or not value["keys"]:
+        raise JwksError('must be a JWK Set: {"keys": [...]} with at least one key')
+    for index, data in enumerate(value["keys"]):
+        if not isinstance(data, dict):
+            raise JwksError(f"key {index} is not a JSON object")
+        if data.get("kty") not in ("EC", "RSA", "OKP"):
+            raise JwksError(f"key {index}: kty must be EC, RSA or OKP (no symmetric keys)")
+        if "d" in data or "p" in data:
+            raise JwksError(f"key {index} contains private key material; register only the public key")
+        try:
+            key = JWKRegistry.import_key(data)
+        except (JoseError, ValueError, TypeError, KeyError) as exc:
+            raise JwksError(f"key {index} is not a valid JWK ({type(exc).__name__})") from None
+        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
+            raise JwksError(f"key {index}: RSA keys must have at least {MIN_RSA_BITS} bits")
+    return value
+
+
+def peek_client_id(assertion: str) -> str:
+    """The ``sub`` of an unverified assertion: only to find whose keys to verify it with."""
+    try:
+        payload = json.loads(jws.extract_compact(assertion.encode("ascii")).payload)
+    except (JoseError, ValueError, UnicodeError) as exc:
+        raise InvalidClient(f"client_assertion is not a JWT ({type(exc).__name__})") from None
+    sub = payload.get("sub") if isinstance(payload, dict) else None
+    if not isinstance(sub, str) or not sub:
+        raise InvalidClient("client_assertion has no sub (the client_id)")
+    return sub
+
+
+async def verify_client_assertion(
+    assertion: str, client: Client, context: AssertionContext, remember_jti: RememberJti
+) -> None:
+    """Raise :class:`InvalidClient` unless ``assertion`` authenticates ``client``; consumes its ``jti``."""
+    if client.jwks is None:
+        if client.jwks_uri is not None:
+            raise InvalidClient("clients with a jwks_uri are not supported yet; register the keys inline (jwks)")
+        raise InvalidClient("this client has no registered keys")
+    claims = _verified_claims(assertion, client.jwks)
+    client_id = client.client_id
+    if claims.get("iss") != client_id or claims.get("sub") != client_id:
+        raise InvalidClient("client_assertion iss and sub must both be the client_id")
+    audience = claims.get("aud")
+    audiences = audience if isinstance(audience, list) else [audience]
+    if not ({context.issuer, context.token_endpoint} & {a for a in audiences if isinstance(a, str)}):
+        raise InvalidClient("client_assertion aud must be this authorization server's issuer or token endpoint")
+    exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
+    if not _is_time(exp):
+        raise InvalidClient("client_assertion exp is required")
+    if exp + context.leeway <= context.now:
+        raise InvalidClient("client_assertion has expired")
+    if exp > context.now + MAX_LIFETIME + context.leeway:
+        raise InvalidClient(f"client_assertion may be valid for at most {MAX_LIFETIME} seconds")
+    for name, value in (("iat", iat), ("nbf", nbf)):
+        if value is not None and (not _is_time(value) or value > context.now + context.leeway):
+            raise InvalidClient(f"client_assertion {name} is in the future or not a time")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
+        raise InvalidClient("client_assertion jti is required (at most 255 characters)")
+    if not await remember_jti(client_id, jti, int(exp) + context.leeway):
+        raise InvalidClient("client_assertion was already used (jti replay)")
+
+
+def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
+    try:
+        header = jws.extract_compact(assertion.encode("ascii")).headers()
+    except (JoseError, ValueError, UnicodeError):
+        raise InvalidClient("client_assertion is not a compact JWS") from None
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
+        raise InvalidClient(f"client_assertion alg must be one of {', '.join(ALGORITHMS)}")
+    if "crit" in header:
+        raise InvalidClient("client_assertion uses critical header parameters Deputy does not understand")
+    kid = header.get("kid")
+    for key in _candidate_keys(jwks, algorithm, kid if isinstance(kid, str) else None):
+        try:
+            claims = jwt.decode(assertion, key, algorithms=[algorithm]).claims
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+        return dict(claims)
+    raise InvalidClient("client_assertion is not signed by a key the client registered")
+
+
+def _candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> list[ECKey | RSAKey | OKPKey]:
+    """Registered keys that may have made a signature with ``algorithm`` (and ``kid``, when given)."""
+    key_type, curve = ALGORITHMS[algorithm]
+    found: list[ECKey | RSAKey | OKPKey] = []
+    for data in jwks.get("keys", []):
+        if not isinstance(data, dict) or data.get("kty") != key_type or "d" in data:
+            continue
+        if kid is not None and data.get("kid") != kid:
+            continue
+        if data.get("use", "sig") != "sig" or data.get("alg", algorithm) != algorithm:
+            continue
+        if curve is not None and data.get("crv") != curve:
+            continue
+        try:
+            key = JWKRegistry.import_key(data)
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
+            continue
+        if isinstance(key, ECKey | RSAKey | OKPKey):
+            found.append(key)
+    return found
+
+
+def require_assertion_type(form: Mapping[str, str]) -> str:
+    """The assertion from the form, when its type is the JWT bearer client assertion type (RFC 7523 §2.2)."""
+    assertion, assertion_type = form.get("client_assertion"), form.get("client_assertion_type")
+    if not assertion or not assertion_type:
+        raise InvalidRequest("client_assertion and client_assertion_type go together")
+    if assertion_type != ASSERTION_TYPE:
+        raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
+    return assertion
+
+
+def _is_time(value: Any) -> TypeGuard[int | float]:
+    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -1,0 +1,48 @@
+"""The client credentials grant (OAuth 2.1 §4.2; MCP extension ``io.modelcontextprotocol/oauth-client-credentials``).
+
+An agent with its own identity — no user — gets a token for one MCP server. Only a
+confidential client registered for the grant may use it (a secret or
+``private_key_jwt``, checked before this runs). ``resource`` is required and must be
+a server Deputy fronts (RFC 8707 §2); ``scope`` must stay within that server's
+scopes and defaults to its required ones. The token's ``sub`` and ``client_id`` are
+both the client. No refresh token is issued (OAuth 2.1 §4.2.3: the client can simply
+ask again); a grant row is kept so the token's ``sid`` can be revoked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from starlette.responses import Response
+
+from deputy.oauth.errors import InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from deputy.oauth.grants.issue import token_response
+from deputy.secrets import now
+from deputy.services import Services
+from deputy.storage.clients import Client
+
+
+async def client_credentials(services: Services, form: Mapping[str, str], client: Client) -> Response:
+    if client.is_public:
+        raise UnauthorizedClient("client_credentials is only for clients that authenticate")
+    resource = form.get("resource")
+    if not resource:
+        raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
+    parts = urlsplit(resource)
+    if not parts.scheme or not parts.netloc or parts.fragment:
+        raise InvalidTarget("resource must be an absolute URI without a fragment")
+    server = services.settings.server_for_resource(resource)
+    if server is None:
+        raise InvalidTarget("resource is not a server this authorization server protects")
+    if form.get("scope"):
+        requested = set(form["scope"].split())
+        unknown = requested - set(server.scopes)
+        if unknown:
+            raise InvalidScope(f"not a scope of {server.name}: {' '.join(sorted(unknown))}")
+    else:
+        requested = set(server.required_scopes)
+    scope = " ".join(sorted(requested))
+    grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
+                                         resource=server.resource, scope=scope, auth_time=now())
+    return token_response(services, grant, scope, None, user_authenticated=False)

@@ -1,0 +1,95 @@
+"""Which redirect URIs a client may register (RFC 7591 §2, RFC 8252 §7, OAuth 2.1 §2.3).
+
+The rules depend on ``application_type`` (OpenID Connect Dynamic Registration §2):
+
+- ``native`` — ``http`` on a loopback address, any port (RFC 8252 §7.3); ``https``
+  (claimed URLs, RFC 8252 §7.2); or a private-use scheme in reverse-domain form such
+  as ``com.example.app:/callback`` (RFC 8252 §7.1: the scheme must contain a period).
+- ``web`` — ``https`` only; never plain ``http``, not even on loopback.
+
+Always: an absolute URI, no fragment (RFC 6749 §3.1.2), no wildcard (redirect URIs are
+compared as exact strings, OAuth 2.1 §2.3.1), no user information, no whitespace or
+control characters, and none of the schemes a browser executes or reads locally.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from deputy.config import is_loopback_http
+from deputy.oauth.errors import InvalidRedirectUri
+
+APPLICATION_TYPES = ("native", "web")
+MAX_URIS = 20
+MAX_LENGTH = 2000
+# Refused by name even in reverse-domain clothing: they execute or read locally in a browser.
+DANGEROUS_SCHEMES = frozenset({"javascript", "data", "file", "vbscript", "about", "blob", "filesystem", "view-source"})
+_SCHEME = re.compile(r"^[a-z][a-z0-9+\-.]*$")
+_HOST = re.compile(r"^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+
+
+def check_redirect_uris(value: Any, application_type: str) -> list[str]:
+    """The redirect URIs, unchanged, when every one passes; else ``InvalidRedirectUri``."""
+    if not isinstance(value, list) or not value or not all(isinstance(u, str) for u in value):
+        raise InvalidRedirectUri("redirect_uris must be a non-empty list of URLs")
+    if len(value) > MAX_URIS:
+        raise InvalidRedirectUri(f"at most {MAX_URIS} redirect URIs may be registered")
+    for uri in value:
+        check_redirect_uri(uri, application_type)
+    return list(value)
+
+
+def check_redirect_uri(uri: str, application_type: str) -> None:
+    if len(uri) > MAX_LENGTH or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in uri):
+        raise InvalidRedirectUri(f"{uri[:100]!r}: too long, or contains whitespace or control characters")
+    if "#" in uri:  # RFC 6749 §3.1.2: the endpoint URI MUST NOT include a fragment component.
+        raise InvalidRedirectUri(f"{uri}: a redirect URI must not have a fragment")
+    if "*" in uri:  # exact matching only (OAuth 2.1 §2.3.1); a pattern is never a redirect URI.
+        raise InvalidRedirectUri(f"{uri}: wildcards are not allowed")
+    scheme, sep, _rest = uri.partition(":")
+    scheme = scheme.lower()
+    if not sep or not _SCHEME.match(scheme):
+        raise InvalidRedirectUri(f"{uri}: not an absolute URI")
+    if scheme in DANGEROUS_SCHEMES:
+        raise InvalidRedirectUri(f"{uri}: the {scheme}: scheme is never a redirect URI")
+    try:
+        parts = urlsplit(uri)
+        parts.port  # noqa: B018 — raises ValueError on a malformed port
+    except ValueError:
+        raise InvalidRedirectUri(f"{uri}: not a valid URI") from None
+    if "@" in parts.netloc:
+        raise InvalidRedirectUri(f"{uri}: a redirect URI must not carry user information")
+    if scheme == "https":
+        if not parts.hostname or not (_HOST.match(parts.hostname) or _is_ip(parts.hostname)):
+            raise InvalidRedirectUri(f"{uri}: an https redirect URI needs a valid host")
+        return
+    if application_type == "web":
+        raise InvalidRedirectUri(f"{uri}: web clients may register https redirect URIs only")
+    if scheme == "http":
+        # RFC 8252 §7.3 / §8.3: plain http only to the loopback interface, for native apps.
+        if not is_loopback_http(uri):
+            raise InvalidRedirectUri(f"{uri}: plain http is allowed only on a loopback address (native clients)")
+        return
+    if "." not in scheme:
+        # RFC 8252 §7.1: private-use schemes use reverse domain names, e.g. com.example.app.
+        raise InvalidRedirectUri(f"{uri}: a private-use scheme must be a reverse domain name (com.example.app:/cb)")
+
+
+
+def redirect_host(uri: str) -> str | None:
+    """The lower-case host of an http(s) redirect URI; None for private-use schemes."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() not in ("http", "https"):
+        return None
+    return parts.hostname
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
