@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 
@@ -15,8 +16,12 @@ from deputy.secrets import now
 from deputy.storage.tables import users
 
 _hasher = PasswordHasher()
-# Verified against when the user does not exist, so both paths cost one argon2 run.
-_DUMMY_HASH = _hasher.hash("deputy-no-such-user")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so both paths cost one argon2 run."""
+    return _hasher.hash("deputy-no-such-user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +58,7 @@ class UserRepository:
     async def authenticate(self, username: str, password: str) -> User | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.username == username))).first()
-        stored = row.password_hash if row is not None else _DUMMY_HASH
+        stored = row.password_hash if row is not None else _dummy_hash()
         try:
             _hasher.verify(stored, password)
         except (VerificationError, InvalidHashError):

@@ -1,21 +1,19 @@
-"""One Deputy per backend for the whole security package.
+"""The security package shares the session's Deputy per backend (see tests/conftest.py).
 
-The root ``deputy`` fixture is module-scoped; the security tests are split by concept
-over many modules, and a Deputy start costs seconds, so here the same fixture is
-package-scoped. Every test starts its own flows (fresh browser, fresh code, fresh
-grant), so tests do not depend on one another's state.
+``backend`` and ``deputy`` are package-scoped here so that the package-scoped ``browser``
+(alice signed in once) can depend on them.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
+from tests.conftest import DeputyPool
 from tests.support.databases import BACKENDS
-from tests.support.deputy_process import RunningDeputy, deputy_on
+from tests.support.deputy_process import RunningDeputy
 
 
 @pytest.fixture(scope="package", params=BACKENDS)
@@ -24,10 +22,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture(scope="package")
-def deputy(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
-    directory: Path = tmp_path_factory.mktemp(f"deputy-security-{backend}")
-    with deputy_on(backend, upstream_url, directory) as running:
-        yield running
+def deputy(backend: str, deputies: DeputyPool) -> RunningDeputy:
+    return deputies.get(backend)
 
 
 @pytest.fixture(scope="package")
