@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import cast
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
@@ -25,6 +26,7 @@ from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
+from deputy.oauth.errors import OAuthError
 from deputy.oauth.introspection import IntrospectionEndpoint
 from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
@@ -86,6 +88,10 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     async def health(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
+    async def oauth_error(_request: Request, exc: Exception) -> Response:
+        # One place maps the closed set of OAuth errors to the wire (see deputy.oauth.errors).
+        return cast(OAuthError, exc).response()
+
     async def storage_unavailable(_request: Request, exc: Exception) -> Response:
         # Fail closed with a clear answer: nothing is decided without the database.
         log.error("storage unavailable: %s", type(exc).__name__)
@@ -116,5 +122,6 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         routes.append(Route("/register", registration.handle, methods=["POST"]))
         routes.append(Route("/register/{client_id}", registration.manage, methods=["GET", "PUT", "DELETE"]))
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={SQLAlchemyError: storage_unavailable, OSError: storage_unavailable})
+                    exception_handlers={OAuthError: oauth_error, SQLAlchemyError: storage_unavailable,
+                                        OSError: storage_unavailable})
     return DeputyApp(app, gateway)

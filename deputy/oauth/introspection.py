@@ -17,12 +17,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from deputy.oauth.client_auth import authenticate_client
-from deputy.oauth.errors import NO_STORE, InvalidClient, InvalidRequest, OAuthError, TemporarilyUnavailable
+from deputy.oauth.errors import NO_STORE, InvalidClient, InvalidRequest
 from deputy.oauth.forms import read_form
 from deputy.oauth.presented_tokens import PresentedAccessToken, PresentedRefreshToken, TokenIdentifier
 from deputy.secrets import now
@@ -41,15 +40,6 @@ class IntrospectionEndpoint:
         self.tokens = TokenIdentifier(services)
 
     async def handle(self, request: Request) -> Response:
-        try:
-            return await self._handle(request)
-        except OAuthError as exc:
-            return exc.response()
-        except SQLAlchemyError:
-            log.exception("introspection endpoint: storage failure")
-            return TemporarilyUnavailable("storage is unavailable; try again").response()
-
-    async def _handle(self, request: Request) -> Response:
         form = await read_form(request)
         client = await authenticate_client(request, form, self.services)
         if client.is_public:

@@ -30,7 +30,7 @@ from starlette.responses import JSONResponse, Response
 
 from deputy.oauth.admission import admit
 from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
-from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken, OAuthError
+from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
 from deputy.oauth.rate_limit import SlidingWindowLimiter
 from deputy.oauth.software_statements import verify_software_statement
 from deputy.secrets import new_handle
@@ -57,24 +57,18 @@ class RegistrationEndpoint:
             return JSONResponse(
                 {"error": "too_many_requests", "error_description": "too many registrations from this address"},
                 status_code=429, headers={**NO_STORE, "Retry-After": SlidingWindowLimiter.retry_after(wait)})
-        try:
-            return await self._register(request)
-        except OAuthError as exc:
-            return exc.response()
+        return await self._register(request)
 
     async def manage(self, request: Request) -> Response:
         """``GET``/``PUT``/``DELETE /register/{client_id}`` (RFC 7592 §2)."""
-        try:
-            client, token = await self._authenticate(request)
-            if request.method == "GET":
-                return self._answer(client, token, status=200)
-            if request.method == "PUT":
-                return await self._update(request, client, token)
-            await self.services.grants.revoke_client(client.client_id, "client deleted its registration")
-            await self.services.clients.remove(client.client_id)
-            return Response(status_code=204, headers=NO_STORE)
-        except OAuthError as exc:
-            return exc.response()
+        client, token = await self._authenticate(request)
+        if request.method == "GET":
+            return self._answer(client, token, status=200)
+        if request.method == "PUT":
+            return await self._update(request, client, token)
+        await self.services.grants.revoke_client(client.client_id, "client deleted its registration")
+        await self.services.clients.remove(client.client_id)
+        return Response(status_code=204, headers=NO_STORE)
 
     async def _register(self, request: Request) -> Response:
         raw = await _json_body(request)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import logging
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deputy.oauth.client_auth import authenticate_client
-from deputy.oauth.errors import NO_STORE, InvalidRequest, OAuthError, TemporarilyUnavailable
+from deputy.oauth.errors import NO_STORE, InvalidRequest
 from deputy.oauth.forms import read_form
 from deputy.oauth.presented_tokens import PresentedAccessToken, TokenIdentifier
 from deputy.services import Services
@@ -32,15 +31,6 @@ class RevocationEndpoint:
         self.tokens = TokenIdentifier(services)
 
     async def handle(self, request: Request) -> Response:
-        try:
-            return await self._handle(request)
-        except OAuthError as exc:
-            return exc.response()
-        except SQLAlchemyError:
-            log.exception("revocation endpoint: storage failure")
-            return TemporarilyUnavailable("storage is unavailable; try again").response()
-
-    async def _handle(self, request: Request) -> Response:
         form = await read_form(request)
         client = await authenticate_client(request, form, self.services)
         token = form.get("token")

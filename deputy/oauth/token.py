@@ -10,15 +10,12 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
-from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
 from deputy.oauth.client_auth import authenticate_client
 from deputy.oauth.errors import (
     InvalidRequest,
-    OAuthError,
-    TemporarilyUnavailable,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
@@ -44,15 +41,6 @@ class TokenEndpoint:
         self.services = services
 
     async def handle(self, request: Request) -> Response:
-        try:
-            return await self._handle(request)
-        except OAuthError as exc:
-            return exc.response()
-        except SQLAlchemyError:
-            log.exception("token endpoint: storage failure")
-            return TemporarilyUnavailable("storage is unavailable; try again").response()
-
-    async def _handle(self, request: Request) -> Response:
         form = await read_form(request)
         grant_type = form.get("grant_type")
         if not grant_type:
