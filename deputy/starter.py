@@ -23,12 +23,25 @@ refresh_token_ttl = 1209600   # seconds; rotated on every use, reuse revokes the
 code_ttl = 60                 # seconds, at most 60
 clock_leeway = 30             # seconds of clock skew tolerated on exp/nbf/iat
 
-[registration]
-mode = "loopback"             # "off", or "loopback": RFC 7591 registration for native
-                              # clients whose redirect URIs are all http loopback
+[registration]                # RFC 7591 dynamic registration (deprecated by MCP 2026-07-28)
+mode = "loopback"             # "off"; "loopback": native clients with http loopback redirects;
+                              # "allowlist": listed redirect hosts, trusted software statements
+                              # or initial access tokens; "approval": pending until
+                              # `deputy clients approve ID`
+# allowed_redirect_hosts = ["app.example.com"]
+# initial_access_tokens = [{ env = "DEPUTY_INITIAL_ACCESS_TOKEN" }]
+# trusted_publishers = [{ issuer = "https://publisher.example", jwks_file = "publisher.jwks.json" }]
+rate_limit_per_minute = 10
+
+[client_documents]            # client ids that are https URLs (MCP 2026 preferred way)
+enabled = true
+allowed_domains = []          # e.g. ["*.example.com"]: served at once
+denied_domains = []
+unknown_domains = "refuse"    # or "approval": held pending until an admin approves
 
 [gateway]
 revocation_max_staleness = 5.0  # refuse calls when revocations could not be read for this long
+allowed_origins = []            # browser origins allowed besides Deputy's own (DNS rebinding guard)
 
 # Each upstream MCP server is protected at {public_url}/mcp/NAME.
 [servers.demo]
