@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from deputy.config import Settings
 from deputy.keys import KeyRing
+from deputy.oauth.client_assertions import check_client_jwks
 from deputy.oauth.client_documents import ClientDocumentResolver
+from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.clients import ClientRegistry
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
@@ -27,6 +29,7 @@ class Services:
     grants: GrantRepository
     consents: ConsentRepository
     registry: ClientRegistry
+    client_keys: ClientKeys
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -45,6 +48,7 @@ class Services:
             consents=ConsentRepository(engine, grants),
             registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients)
                                     if settings.client_documents.enabled else None),
+            client_keys=ClientKeys.from_policy(settings.client_documents, check_client_jwks),
         )
 
     async def start(self) -> None:

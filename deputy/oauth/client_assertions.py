@@ -14,8 +14,8 @@ The assertion is checked against the keys the client registered (``jwks``):
 - ``jti`` is required and accepted once (§3 item 7): it is remembered in the database
   until the assertion expires, so a replay is refused on every replica.
 
-A client registered with a ``jwks_uri`` is refused for now: fetching it needs the
-SSRF-safe fetcher, and Deputy will not fetch keys from a client-named URL without one.
+Keys come from the client's registration: inline ``jwks``, or its ``jwks_uri``
+fetched safely and cached (:mod:`deputy.oauth.client_keys`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
+from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.errors import InvalidClient, InvalidRequest
 from deputy.storage.clients import Client
 
@@ -46,6 +47,10 @@ ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
 }
 
 RememberJti = Callable[[str, str, int], Awaitable[bool]]
+
+
+class UnknownSigningKey(InvalidClient):
+    """No registered key verifies the assertion (a key set fetched from a jwks_uri may be refreshed)."""
 
 
 class JwksError(ValueError):
@@ -95,14 +100,18 @@ def peek_client_id(assertion: str) -> str:
 
 
 async def verify_client_assertion(
-    assertion: str, client: Client, context: AssertionContext, remember_jti: RememberJti
+    assertion: str, client: Client, context: AssertionContext, remember_jti: RememberJti, keys: ClientKeys
 ) -> None:
     """Raise :class:`InvalidClient` unless ``assertion`` authenticates ``client``; consumes its ``jti``."""
-    if client.jwks is None:
-        if client.jwks_uri is not None:
-            raise InvalidClient("clients with a jwks_uri are not supported yet; register the keys inline (jwks)")
-        raise InvalidClient("this client has no registered keys")
-    claims = _verified_claims(assertion, client.jwks)
+    jwks, refreshable = await keys.keys(client)
+    try:
+        claims = _verified_claims(assertion, jwks)
+    except UnknownSigningKey:
+        if not refreshable:
+            raise
+        # The client may have rotated its keys since the set was cached.
+        jwks, _ = await keys.keys(client, stale=True)
+        claims = _verified_claims(assertion, jwks)
     client_id = client.client_id
     if claims.get("iss") != client_id or claims.get("sub") != client_id:
         raise InvalidClient("client_assertion iss and sub must both be the client_id")
@@ -144,7 +153,7 @@ def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
         except (JoseError, ValueError, TypeError, KeyError):
             continue
         return dict(claims)
-    raise InvalidClient("client_assertion is not signed by a key the client registered")
+    raise UnknownSigningKey("client_assertion is not signed by a key the client registered")
 
 
 def _candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> list[ECKey | RSAKey | OKPKey]:

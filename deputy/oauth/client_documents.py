@@ -149,7 +149,9 @@ def parse_document(value: Any, client_id: str) -> ClientDocument:
     else:
         raise ClientDocumentRefused(f"token_endpoint_auth_method {method!r} is not supported")
     grant_types = _strings(value.get("grant_types", ["authorization_code"]), "grant_types")
-    unsupported = sorted(set(grant_types) - set(GRANTS))
+    # An agent acting as itself must prove it with a key: client_credentials only with private_key_jwt.
+    allowed = {*GRANTS, "client_credentials"} if method == "private_key_jwt" else set(GRANTS)
+    unsupported = sorted(set(grant_types) - allowed)
     if unsupported:
         raise ClientDocumentRefused(f"grant_types not available to metadata document clients: {unsupported}")
     return ClientDocument(
