@@ -7,50 +7,23 @@ domain; ``localhost`` is not, and unknown domains are held for approval.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from mcp.shared.auth import OAuthClientMetadata
 
-from tests.support.databases import database_url
-from tests.support.deputy_process import PASSWORD, RunningDeputy, running_deputy
-from tests.support.document_server import DocumentServer, document_server
+from tests.support.deputy_process import PASSWORD, RunningDeputy
+from tests.support.document_server import DocumentServer
 from tests.support.oauth_flow import authorize, exchange
 from tests.support.sdk_client import free_port, page_text, sdk_oauth_client
-from tests.support.tls import TlsFiles, make_test_tls
 
 CALLBACK = "http://127.0.0.1:9/callback"
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_test_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def docs(tls: TlsFiles) -> Iterator[DocumentServer]:
-    with document_server(tls) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def deputy(backend: str, upstream_url: str, tls: TlsFiles,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
-    directory: Path = tmp_path_factory.mktemp(f"deputy-cimd-{backend}")
-    extra = f'''
-[client_documents]
-development_mode = true
-ca_file = "{tls.ca_file}"
-allowed_domains = ["127.0.0.1"]
-unknown_domains = "approval"
-cache_min_seconds = 0
-'''
-    with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url, extra) as running:
-        yield running
+def deputy(documents_deputy: RunningDeputy) -> RunningDeputy:
+    return documents_deputy
 
 
 async def test_metadata_advertises_client_id_metadata_documents(deputy: RunningDeputy) -> None:

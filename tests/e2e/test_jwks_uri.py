@@ -7,46 +7,20 @@ on loopback (the test CA, Deputy in development mode).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import httpx
 import pytest
 from joserfc.jwk import ECKey
 
 from tests.support.agents import assertion
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
-from tests.support.document_server import DocumentServer, document_server
-from tests.support.tls import TlsFiles, make_test_tls
+from tests.support.deputy_process import RunningDeputy
+from tests.support.document_server import DocumentServer
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
 @pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_test_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def docs(tls: TlsFiles) -> Iterator[DocumentServer]:
-    with document_server(tls) as server:
-        yield server
-
-
-@pytest.fixture(scope="module")
-def deputy(backend: str, upstream_url: str, tls: TlsFiles,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
-    directory: Path = tmp_path_factory.mktemp(f"deputy-jwks-uri-{backend}")
-    extra = f'''
-[client_documents]
-development_mode = true
-ca_file = "{tls.ca_file}"
-allowed_domains = ["127.0.0.1"]
-cache_min_seconds = 0
-'''
-    with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url, extra) as running:
-        yield running
+def deputy(documents_deputy: RunningDeputy) -> RunningDeputy:
+    return documents_deputy
 
 
 def _publish(docs: DocumentServer, *keys: ECKey) -> str:
