@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import sys
 from pathlib import Path
@@ -82,7 +83,10 @@ or the MCP Python SDK (full example in README, "Connect a client"):
                              redirect_handler=open_browser, callback_handler=wait_for_callback)
   async with httpx2.AsyncClient(auth=auth) as http, Client(streamable_http_client("{url}", http_client=http)) as c:
       print(await c.call_tool("add", {{"a": 1, "b": 2}}))
-""")
+""", soft_wrap=True)  # keep URLs and code whole; a terminal wraps them itself
+
+    # The SDK's demo server logs every session at INFO; the demo's own output is what matters here.
+    logging.getLogger("mcp").setLevel(logging.WARNING)
 
     async def run() -> None:
         upstream = uvicorn.Server(_uvicorn_config(demo_asgi_app(), "127.0.0.1", upstream_port))
