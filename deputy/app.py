@@ -21,7 +21,7 @@ from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
-from deputy.gateway.revocations import RevocationList
+from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.oauth.access_tokens import AccessTokenValidator
@@ -86,7 +86,16 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         return JSONResponse(services.keyring.jwks(), headers={"Cache-Control": "public, max-age=60"})
 
     async def health(_request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok"})  # the process answers: liveness
+
+    async def ready(_request: Request) -> Response:
+        # Readiness: the database answers and the revocation view is fresh, i.e. calls would be served.
+        try:
+            await services.database.ping()
+            revocations.check_fresh()
+        except (SQLAlchemyError, OSError, RevocationsUnavailable):
+            return JSONResponse({"status": "unavailable"}, status_code=503, headers={"Cache-Control": "no-store"})
+        return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
 
     async def oauth_error(_request: Request, exc: Exception) -> Response:
         # One place maps the closed set of OAuth errors to the wire (see deputy.oauth.errors).
@@ -114,6 +123,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         Route("/revoke", RevocationEndpoint(services).handle, methods=["POST"]),
         Route("/introspect", IntrospectionEndpoint(services).handle, methods=["POST"]),
         Route("/healthz", health, methods=["GET"]),
+        Route("/readyz", ready, methods=["GET"]),
     ]
     if len(settings.servers) == 1:
         routes.append(Route(WELL_KNOWN, resource_metadata.handle, methods=["GET"]))

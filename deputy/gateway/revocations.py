@@ -35,9 +35,12 @@ class RevocationList:
         self._fresh_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
-    def is_revoked(self, grant_id: str) -> bool:
+    def check_fresh(self) -> None:
         if time.monotonic() - self._fresh_at > self.max_staleness:
             raise RevocationsUnavailable("revocation list is stale")
+
+    def is_revoked(self, grant_id: str) -> bool:
+        self.check_fresh()
         return grant_id in self._revoked
 
     async def refresh(self) -> None:

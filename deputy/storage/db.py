@@ -62,6 +62,11 @@ class Database:
             if lock is not None:
                 os.close(lock)  # closing the descriptor releases the lock
 
+    async def ping(self) -> None:
+        """Raise if the database does not answer."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 

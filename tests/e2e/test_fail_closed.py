@@ -32,6 +32,8 @@ async def test_database_loss_closes_the_gate(deputy_on_postgres: RunningDeputy) 
     deputy = deputy_on_postgres
     token, refresh_token = await tokens_for_alice(deputy)
     assert (await mcp_post(deputy, token)).status_code == 200
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{deputy.url}/readyz")).status_code == 200
 
     name = deputy.database_url.rsplit("/", 1)[1]
     admin = await asyncpg.connect(PG_ADMIN)
@@ -56,3 +58,4 @@ async def test_database_loss_closes_the_gate(deputy_on_postgres: RunningDeputy) 
         page = await http.get(f"{deputy.url}/authorize", params={"client_id": "test-public"})
         assert page.status_code == 503
         assert (await http.get(f"{deputy.url}/healthz")).status_code == 200, "the process is still alive"
+        assert (await http.get(f"{deputy.url}/readyz")).status_code == 503, "but not ready to serve calls"
