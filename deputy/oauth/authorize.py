@@ -24,6 +24,7 @@ from deputy.config import is_loopback_http
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import OAuthError
+from deputy.oauth.rate_limit import SlidingWindowLimiter
 from deputy.secrets import same_secret
 from deputy.services import Services
 from deputy.storage.clients import Client
@@ -31,6 +32,7 @@ from deputy.storage.sessions import LoginSession
 from deputy.web.pages import CookieNames, protect, render
 
 PENDING_REQUEST_TTL = 600
+FAILED_LOGINS_PER_MINUTE = 10  # per user name, per process
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
                  "code_challenge_method", "resource")
 
@@ -40,6 +42,7 @@ class AuthorizationEndpoint:
         self.services = services
         self.settings = services.settings
         self.cookies = CookieNames(self.settings.secure_cookies)
+        self.failed_logins = SlidingWindowLimiter(FAILED_LOGINS_PER_MINUTE)
 
     # -- GET /authorize ---------------------------------------------------------------------------
 
@@ -122,8 +125,17 @@ class AuthorizationEndpoint:
         if isinstance(pending, Response):
             return pending
         request_id, params, client = pending
-        user = await self.services.users.authenticate(str(form.get("username", "")), str(form.get("password", "")))
+        username = str(form.get("username", ""))
+        # Password guessing: after too many failures for a name, even the right password waits.
+        wait = self.failed_logins.blocked(username.lower())
+        if wait is not None:
+            response = self._login_page(request, request_id, client, params, status=429,
+                                        error="Too many failed sign-ins for this user; try again in a minute.")
+            response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+            return response
+        user = await self.services.users.authenticate(username, str(form.get("password", "")))
         if user is None:
+            self.failed_logins.record(username.lower())
             return self._login_page(request, request_id, client, params, error="Wrong username or password.",
                                     status=401)
         session_id = await self.services.sessions.start(user.user_id, self.settings.login_session_ttl)
