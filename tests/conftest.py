@@ -15,6 +15,8 @@ import pytest
 
 from tests.support.databases import BACKENDS
 from tests.support.deputy_process import RunningDeputy, demo_upstream, deputy_on
+from tests.support.document_server import DocumentServer, document_server
+from tests.support.tls import TlsFiles, make_test_tls
 
 
 class DeputyPool:
@@ -53,3 +55,16 @@ def backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="module")
 def deputy(backend: str, deputies: DeputyPool) -> RunningDeputy:
     return deputies.get(backend)
+
+
+@pytest.fixture(scope="module")
+def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    """A throwaway CA and a server certificate for 127.0.0.1 / localhost."""
+    return make_test_tls(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(scope="module")
+def docs(tls: TlsFiles) -> Iterator[DocumentServer]:
+    """An HTTPS server on loopback serving whatever documents a test configures."""
+    with document_server(tls) as server:
+        yield server

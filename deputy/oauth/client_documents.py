@@ -269,23 +269,19 @@ class ClientDocumentResolver:
             token_endpoint_auth_method=document.token_endpoint_auth_method,
             application_type=document.application_type,
             source="document",
-            created_at=stored.created_at if stored is not None else 0,
+            created_at=stored.created_at if stored is not None else int(time.time()),
             status=status,
             jwks=document.jwks,
             jwks_uri=document.jwks_uri,
             client_metadata=document.metadata,
         )
-        if stored is None or _differs(stored, client):
-            # The stored row is the administrator's view (and the status they set); the document's
-            # content is re-applied when it changes, the status only by the rule above.
-            saved = await self.clients.put(
-                client_id=client.client_id, client_name=client.client_name, redirect_uris=client.redirect_uris,
-                token_endpoint_auth_method=client.token_endpoint_auth_method, source="document",
-                application_type=client.application_type, grant_types=client.grant_types, status=status,
-                jwks=client.jwks, jwks_uri=client.jwks_uri, client_metadata=client.client_metadata)
-            if stored is None:
-                log.info("client document %s recorded as %s", client.client_id, status)
-            return saved
+        if stored is None:
+            log.info("client document %s recorded as %s", client.client_id, status)
+            return await self.clients.insert(client)
+        # The stored row is the administrator's view (and the status they set); the document's
+        # content is re-applied when it changes (an UPDATE, so nothing else of the row is lost).
+        if _differs(stored, client):
+            await self.clients.replace(client)
         return client
 
 

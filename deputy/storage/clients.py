@@ -121,11 +121,13 @@ class ClientRepository:
                 handle_hash(registration_access_token) if registration_access_token else None),
             client_metadata=dict(client_metadata or {}),
         )
-        values = dataclasses.asdict(client)
-        values["redirect_uris"] = list(client.redirect_uris)
-        values["grant_types"] = list(client.grant_types)
+        return await self.insert(client)
+
+    async def insert(self, client: Client) -> Client:
+        """Write ``client`` as given, replacing any row with its id."""
+        values = _row(client)
         async with self.engine.begin() as conn:
-            await conn.execute(delete(clients).where(clients.c.client_id == client_id))
+            await conn.execute(delete(clients).where(clients.c.client_id == client.client_id))
             await conn.execute(clients.insert().values(**values))
         return client
 
@@ -157,13 +159,18 @@ class ClientRepository:
 
     async def replace(self, client: Client) -> bool:
         """Write every field of an existing client as given (hashes kept as they are); False if it is gone."""
-        values = dataclasses.asdict(client)
-        values["redirect_uris"] = list(client.redirect_uris)
-        values["grant_types"] = list(client.grant_types)
+        values = _row(client)
         del values["client_id"]
         async with self.engine.begin() as conn:
             result = await conn.execute(update(clients).where(clients.c.client_id == client.client_id).values(**values))
         return result.rowcount == 1
+
+
+def _row(client: Client) -> dict[str, Any]:
+    values = dataclasses.asdict(client)
+    values["redirect_uris"] = list(client.redirect_uris)
+    values["grant_types"] = list(client.grant_types)
+    return values
 
 
 def _client(row: Any) -> Client:

@@ -1,4 +1,4 @@
-"""Fixtures for end-to-end tests that need HTTPS documents on loopback (client metadata, JWK Sets)."""
+"""A Deputy for end-to-end tests with HTTPS documents on loopback (client metadata, JWK Sets)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,7 @@ import pytest
 
 from tests.support.databases import database_url
 from tests.support.deputy_process import RunningDeputy, running_deputy
-from tests.support.document_server import DocumentServer, document_server
-from tests.support.tls import TlsFiles, make_test_tls
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_test_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def docs(tls: TlsFiles) -> Iterator[DocumentServer]:
-    with document_server(tls) as server:
-        yield server
+from tests.support.tls import TlsFiles
 
 
 @pytest.fixture(scope="module")

@@ -40,8 +40,8 @@ from deputy.oauth.document_fetcher import (
 from deputy.storage.clients import ClientRepository
 from deputy.storage.db import Database
 from tests.support.databases import database_url
-from tests.support.document_server import DocumentServer, document_server
-from tests.support.tls import TlsFiles, make_test_tls
+from tests.support.document_server import DocumentServer
+from tests.support.tls import TlsFiles
 
 
 class FakeResolver:
@@ -91,17 +91,6 @@ def connections(monkeypatch: pytest.MonkeyPatch) -> Connections:
     return seen
 
 
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
-    return make_test_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def server(tls: TlsFiles) -> Iterator[DocumentServer]:
-    with document_server(tls) as running:
-        yield running
-
-
 def fetcher(tls: TlsFiles | None, *, development_mode: bool = False, max_bytes: int = 5 * 1024,
             timeout: float = 3.0, resolver: FakeResolver | None = None) -> DocumentFetcher:
     return DocumentFetcher(max_bytes=max_bytes, timeout_seconds=timeout, development_mode=development_mode,
@@ -142,19 +131,19 @@ async def test_forbidden_ip_literals_are_refused_before_connecting(
 @pytest.mark.parametrize("url", ["https://127.0.0.1:{port}/ok.json", "https://[::1]:{port}/ok.json",
                                  "https://localhost:{port}/ok.json"])
 async def test_loopback_is_refused_outside_development_mode(
-        url: str, server: DocumentServer, tls: TlsFiles, connections: Connections) -> None:
-    server.serve("/ok.json", {"hello": "world"})
+        url: str, docs: DocumentServer, tls: TlsFiles, connections: Connections) -> None:
+    docs.serve("/ok.json", {"hello": "world"})
     with pytest.raises(AddressRefused) as refused:
-        await fetcher(tls).fetch(url.format(port=server.port))
+        await fetcher(tls).fetch(url.format(port=docs.port))
     assert refused.value.category == "loopback"
     assert connections.attempts == []
 
 
-async def test_loopback_is_fetched_in_development_mode(server: DocumentServer, tls: TlsFiles,
+async def test_loopback_is_fetched_in_development_mode(docs: DocumentServer, tls: TlsFiles,
                                                        connections: Connections) -> None:
     """The control for the loopback refusals: the very same server answers when loopback is allowed."""
-    server.serve("/ok.json", {"hello": "world"}, headers={"Cache-Control": "max-age=120"})
-    fetched = await fetcher(tls, development_mode=True).fetch(server.url("/ok.json"))
+    docs.serve("/ok.json", {"hello": "world"}, headers={"Cache-Control": "max-age=120"})
+    fetched = await fetcher(tls, development_mode=True).fetch(docs.url("/ok.json"))
     assert fetched.value == {"hello": "world"}
     assert fetched.cache_control == "max-age=120"
     assert connections.attempts and not connections.non_loopback
@@ -185,12 +174,12 @@ async def test_a_name_resolving_to_loopback_is_refused_outside_development_mode(
 
 
 async def test_the_connection_goes_to_the_checked_address_only(
-        server: DocumentServer, tls: TlsFiles, connections: Connections) -> None:
+        docs: DocumentServer, tls: TlsFiles, connections: Connections) -> None:
     """No second lookup: aiohttp connects where the injected resolver said, and TLS checks the URL's name."""
-    server.serve("/ok.json", {"ok": True})
+    docs.serve("/ok.json", {"ok": True})
     resolver = FakeResolver({"localhost": ["127.0.0.1"]})
     fetched = await fetcher(tls, development_mode=True, resolver=resolver).fetch(
-        f"https://localhost:{server.port}/ok.json")
+        f"https://localhost:{docs.port}/ok.json")
     assert fetched.value == {"ok": True}
     assert resolver.asked == ["localhost"]
     assert connections.attempts == ["127.0.0.1"]
@@ -216,76 +205,76 @@ async def test_urls_other_than_https_are_refused(url: str, connections: Connecti
 # -- what the server answers -----------------------------------------------------------------------
 
 
-async def test_a_redirect_is_refused_and_not_followed(server: DocumentServer, tls: TlsFiles,
+async def test_a_redirect_is_refused_and_not_followed(docs: DocumentServer, tls: TlsFiles,
                                                       connections: Connections) -> None:
     """A 302 to a private address: the one request goes to the loopback server, none to the target."""
-    server.serve("/moved.json", b"", status=302, headers={"Location": "https://10.0.0.1/client.json"})
-    before = server.hits.get("/moved.json", 0)
+    docs.serve("/moved.json", b"", status=302, headers={"Location": "https://10.0.0.1/client.json"})
+    before = docs.hits.get("/moved.json", 0)
     with pytest.raises(RedirectRefused) as refused:
-        await fetcher(tls, development_mode=True).fetch(server.url("/moved.json"))
+        await fetcher(tls, development_mode=True).fetch(docs.url("/moved.json"))
     assert "10.0.0.1" in str(refused.value) and "not followed" in str(refused.value)
-    assert server.hits["/moved.json"] == before + 1
+    assert docs.hits["/moved.json"] == before + 1
     assert connections.attempts and not connections.non_loopback
 
 
-async def test_a_redirect_to_metadata_by_name_is_refused_too(server: DocumentServer, tls: TlsFiles,
+async def test_a_redirect_to_metadata_by_name_is_refused_too(docs: DocumentServer, tls: TlsFiles,
                                                              connections: Connections) -> None:
-    server.serve("/moved2.json", b"", status=307, headers={"Location": "http://169.254.169.254/latest/meta-data"})
+    docs.serve("/moved2.json", b"", status=307, headers={"Location": "http://169.254.169.254/latest/meta-data"})
     with pytest.raises(RedirectRefused):
-        await fetcher(tls, development_mode=True).fetch(server.url("/moved2.json"))
+        await fetcher(tls, development_mode=True).fetch(docs.url("/moved2.json"))
     assert not connections.non_loopback
 
 
-async def test_an_oversized_document_is_refused(server: DocumentServer, tls: TlsFiles) -> None:
-    server.serve("/big.json", {"padding": "x" * 10_000})
+async def test_an_oversized_document_is_refused(docs: DocumentServer, tls: TlsFiles) -> None:
+    docs.serve("/big.json", {"padding": "x" * 10_000})
     with pytest.raises(TooLarge):
-        await fetcher(tls, development_mode=True, max_bytes=5 * 1024).fetch(server.url("/big.json"))
+        await fetcher(tls, development_mode=True, max_bytes=5 * 1024).fetch(docs.url("/big.json"))
 
 
-async def test_an_oversized_document_without_length_is_cut_off(server: DocumentServer, tls: TlsFiles) -> None:
-    server.serve("/big-stream.json", {"padding": "x" * 200_000}, chunked=True)
+async def test_an_oversized_document_without_length_is_cut_off(docs: DocumentServer, tls: TlsFiles) -> None:
+    docs.serve("/big-stream.json", {"padding": "x" * 200_000}, chunked=True)
     with pytest.raises(TooLarge) as refused:
-        await fetcher(tls, development_mode=True, max_bytes=5 * 1024).fetch(server.url("/big-stream.json"))
+        await fetcher(tls, development_mode=True, max_bytes=5 * 1024).fetch(docs.url("/big-stream.json"))
     assert "larger than 5120 bytes" in str(refused.value)
 
 
-async def test_a_slow_document_times_out(server: DocumentServer, tls: TlsFiles) -> None:
-    server.serve("/slow.json", {"late": True}, delay=3.0)
+async def test_a_slow_document_times_out(docs: DocumentServer, tls: TlsFiles) -> None:
+    docs.serve("/slow.json", {"late": True}, delay=3.0)
     started = time.monotonic()
     with pytest.raises(TimedOut):
-        await fetcher(tls, development_mode=True, timeout=0.5).fetch(server.url("/slow.json"))
+        await fetcher(tls, development_mode=True, timeout=0.5).fetch(docs.url("/slow.json"))
     assert time.monotonic() - started < 2.0
 
 
 @pytest.mark.parametrize("content_type", ["text/html", "text/plain", "application/octet-stream", ""])
 async def test_a_document_of_the_wrong_content_type_is_refused(
-        content_type: str, server: DocumentServer, tls: TlsFiles) -> None:
-    server.serve("/typed.json", {"client_id": "x"}, content_type=content_type)
+        content_type: str, docs: DocumentServer, tls: TlsFiles) -> None:
+    docs.serve("/typed.json", {"client_id": "x"}, content_type=content_type)
     with pytest.raises(ContentTypeRefused):
-        await fetcher(tls, development_mode=True).fetch(server.url("/typed.json"))
+        await fetcher(tls, development_mode=True).fetch(docs.url("/typed.json"))
 
 
-async def test_json_content_types_are_accepted(server: DocumentServer, tls: TlsFiles) -> None:
+async def test_json_content_types_are_accepted(docs: DocumentServer, tls: TlsFiles) -> None:
     for content_type in ("application/json; charset=utf-8", "application/oauth-client+json"):
-        server.serve("/typed-ok.json", {"ok": 1}, content_type=content_type)
-        assert (await fetcher(tls, development_mode=True).fetch(server.url("/typed-ok.json"))).value == {"ok": 1}
+        docs.serve("/typed-ok.json", {"ok": 1}, content_type=content_type)
+        assert (await fetcher(tls, development_mode=True).fetch(docs.url("/typed-ok.json"))).value == {"ok": 1}
 
 
-async def test_a_document_that_is_not_json_is_refused(server: DocumentServer, tls: TlsFiles) -> None:
-    server.serve("/broken.json", b"{\"client_id\": ", content_type="application/json")
+async def test_a_document_that_is_not_json_is_refused(docs: DocumentServer, tls: TlsFiles) -> None:
+    docs.serve("/broken.json", b"{\"client_id\": ", content_type="application/json")
     with pytest.raises(NotJson):
-        await fetcher(tls, development_mode=True).fetch(server.url("/broken.json"))
+        await fetcher(tls, development_mode=True).fetch(docs.url("/broken.json"))
 
 
-async def test_an_error_status_is_refused(server: DocumentServer, tls: TlsFiles) -> None:
+async def test_an_error_status_is_refused(docs: DocumentServer, tls: TlsFiles) -> None:
     with pytest.raises(StatusRefused):
-        await fetcher(tls, development_mode=True).fetch(server.url("/missing.json"))
+        await fetcher(tls, development_mode=True).fetch(docs.url("/missing.json"))
 
 
-async def test_a_certificate_from_an_untrusted_ca_is_refused(server: DocumentServer) -> None:
-    server.serve("/ok.json", {"ok": True})
+async def test_a_certificate_from_an_untrusted_ca_is_refused(docs: DocumentServer) -> None:
+    docs.serve("/ok.json", {"ok": True})
     with pytest.raises(ConnectionFailed):
-        await fetcher(None, development_mode=True).fetch(server.url("/ok.json"))
+        await fetcher(None, development_mode=True).fetch(docs.url("/ok.json"))
 
 
 # -- the document and the trust policy (storage: both backends) ------------------------------------
@@ -313,8 +302,8 @@ def resolver_for(repository: ClientRepository, tls: TlsFiles, **rules: Any) -> C
 
 
 async def test_a_valid_document_from_an_allowed_domain_is_an_active_client(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve_document("/valid.json", grant_types=["authorization_code", "refresh_token"])
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve_document("/valid.json", grant_types=["authorization_code", "refresh_token"])
     client = await resolver_for(repository, tls).resolve(url)
     assert (client.client_id, client.status, client.source) == (url, "active", "document")
     assert client.redirect_uris == ("http://127.0.0.1:9/callback",) and client.is_public
@@ -327,21 +316,21 @@ async def test_a_valid_document_from_an_allowed_domain_is_an_active_client(
     ("/case.json", "/CASE.json"),
 ])
 async def test_a_client_id_differing_from_the_url_is_refused(
-        served_as: str, claimed: str, repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.url(served_as)
-    server.serve_document(served_as, client_id=server.url(claimed))
+        served_as: str, claimed: str, repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.url(served_as)
+    docs.serve_document(served_as, client_id=docs.url(claimed))
     with pytest.raises(ClientDocumentRefused, match="not exactly its URL"):
         await resolver_for(repository, tls).resolve(url)
     assert await repository.get(url) is None
 
 
 async def test_a_client_id_differing_by_host_case_is_refused(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve_document("/hostcase.json", host="LOCALHOST")
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve_document("/hostcase.json", host="LOCALHOST")
     with pytest.raises(ClientDocumentRefused, match="not exactly its URL"):
         await resolver_for(repository, tls, allowed_domains=("localhost",)).resolve(
-            server.url("/hostcase.json", "localhost"))
-    assert url != server.url("/hostcase.json", "localhost")
+            docs.url("/hostcase.json", "localhost"))
+    assert url != docs.url("/hostcase.json", "localhost")
 
 
 @pytest.mark.parametrize(("fields", "problem"), [
@@ -362,24 +351,24 @@ async def test_a_client_id_differing_by_host_case_is_refused(
     ({"grant_types": ["authorization_code", "password"]}, "not available"),
 ])
 async def test_documents_breaking_the_rules_are_refused(
-        fields: dict[str, Any], problem: str, repository: ClientRepository, server: DocumentServer,
+        fields: dict[str, Any], problem: str, repository: ClientRepository, docs: DocumentServer,
         tls: TlsFiles) -> None:
-    url = server.serve_document("/rules.json", **fields)
+    url = docs.serve_document("/rules.json", **fields)
     with pytest.raises(ClientDocumentRefused, match=problem):
         await resolver_for(repository, tls).resolve(url)
 
 
 async def test_a_document_that_is_not_an_object_is_refused(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve("/array.json", [1, 2, 3])  # type: ignore[arg-type]
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve("/array.json", [1, 2, 3])  # type: ignore[arg-type]
     with pytest.raises(ClientDocumentRefused, match="not a JSON object"):
         await resolver_for(repository, tls).resolve(url)
 
 
 async def test_private_key_jwt_keys_are_kept_on_the_client(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
     jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}
-    url = server.serve_document("/pkjwt.json", token_endpoint_auth_method="private_key_jwt", jwks=jwks)
+    url = docs.serve_document("/pkjwt.json", token_endpoint_auth_method="private_key_jwt", jwks=jwks)
     client = await resolver_for(repository, tls).resolve(url)
     assert client.token_endpoint_auth_method == "private_key_jwt" and client.jwks == jwks
     stored = await repository.get(url)
@@ -401,73 +390,73 @@ def test_client_id_urls_breaking_the_rules_are_refused(client_id: str, problem: 
 
 
 async def test_a_denied_domain_is_refused_without_fetching(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve_document("/denied.json")
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve_document("/denied.json")
     with pytest.raises(ClientDocumentRefused, match="refused by this server"):
         await resolver_for(repository, tls, denied_domains=("127.0.0.1",)).resolve(url)
-    assert server.hits.get("/denied.json", 0) == 0
+    assert docs.hits.get("/denied.json", 0) == 0
 
 
 async def test_an_unknown_domain_is_refused_without_fetching_by_default(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve_document("/unknown.json")
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve_document("/unknown.json")
     with pytest.raises(ClientDocumentRefused, match="not a domain this server accepts"):
         await resolver_for(repository, tls, allowed_domains=()).resolve(url)
-    assert server.hits.get("/unknown.json", 0) == 0
+    assert docs.hits.get("/unknown.json", 0) == 0
 
 
 async def test_an_unknown_domain_under_approval_is_pending_and_the_admins_word_survives_refetches(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve_document("/approval.json")
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve_document("/approval.json")
     resolver = resolver_for(repository, tls, allowed_domains=(), unknown_domains="approval")
     first = await resolver.resolve(url)
     assert (first.status, first.source) == ("pending", "document")
     assert (await repository.get(url)).status == "pending"  # type: ignore[union-attr]
 
     assert await repository.set_status(url, "active")  # what `deputy clients approve URL` does
-    server.serve_document("/approval.json", client_name="Renamed client")  # no-store: fetched again
+    docs.serve_document("/approval.json", client_name="Renamed client")  # no-store: fetched again
     approved = await resolver.resolve(url)
     assert (approved.status, approved.client_name) == ("active", "Renamed client")
     assert (await repository.get(url)).status == "active"  # type: ignore[union-attr]
 
     assert await repository.set_status(url, "denied")
-    hits = server.hits["/approval.json"]
+    hits = docs.hits["/approval.json"]
     denied = await resolver.resolve(url)
     assert denied.status == "denied"
-    assert server.hits["/approval.json"] == hits, "a denied client's document is not fetched"
+    assert docs.hits["/approval.json"] == hits, "a denied client's document is not fetched"
 
 
 async def test_redirect_uris_always_come_from_the_document(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.serve_document("/moving.json", redirect_uris=["http://127.0.0.1:9/old"])
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.serve_document("/moving.json", redirect_uris=["http://127.0.0.1:9/old"])
     resolver = resolver_for(repository, tls)
     assert (await resolver.resolve(url)).redirect_uris == ("http://127.0.0.1:9/old",)
-    server.serve_document("/moving.json", redirect_uris=["http://127.0.0.1:9/new"])
+    docs.serve_document("/moving.json", redirect_uris=["http://127.0.0.1:9/new"])
     assert (await resolver.resolve(url)).redirect_uris == ("http://127.0.0.1:9/new",)
     assert (await repository.get(url)).redirect_uris == ("http://127.0.0.1:9/new",)  # type: ignore[union-attr]
 
 
 async def test_documents_are_cached_per_cache_control_within_bounds(
-        repository: ClientRepository, server: DocumentServer, tls: TlsFiles) -> None:
-    url = server.url("/cached.json")
+        repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
+    url = docs.url("/cached.json")
     document = {"client_id": url, "client_name": "Cached", "redirect_uris": ["http://127.0.0.1:9/callback"]}
-    server.serve("/cached.json", document, headers={"Cache-Control": "public, max-age=600"})
-    server.hits.pop("/cached.json", None)
+    docs.serve("/cached.json", document, headers={"Cache-Control": "public, max-age=600"})
+    docs.hits.pop("/cached.json", None)
     resolver = resolver_for(repository, tls, cache_max_seconds=300)
     now = [1000.0]
     resolver.clock = lambda: now[0]
     await resolver.resolve(url)
     await resolver.resolve(url)
-    assert server.hits["/cached.json"] == 1, "served from the cache"
+    assert docs.hits["/cached.json"] == 1, "served from the cache"
     now[0] += 301  # max-age=600 clamped to cache_max_seconds=300
     await resolver.resolve(url)
-    assert server.hits["/cached.json"] == 2
+    assert docs.hits["/cached.json"] == 2
 
-    server.serve("/cached.json", document, headers={"Cache-Control": "no-store"})
+    docs.serve("/cached.json", document, headers={"Cache-Control": "no-store"})
     now[0] += 1000
     await resolver.resolve(url)
     await resolver.resolve(url)
-    assert server.hits["/cached.json"] == 4, "no-store with cache_min_seconds=0: fetched every time"
+    assert docs.hits["/cached.json"] == 4, "no-store with cache_min_seconds=0: fetched every time"
 
 
 async def test_a_refused_fetch_names_the_reason_without_the_internal_address(
