@@ -30,13 +30,18 @@ from deputy.client_policies import (
     client_document_policy,
     registration_policy,
 )
+from deputy.delegation_policy import DelegationPolicy, TrustedIssuer, delegation_policy, trusted_issuers
 
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
 CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
-STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE, JWT_BEARER)
+# How Deputy authenticates to an upstream: minted tokens, configured headers, or nothing.
+UPSTREAM_CREDENTIALS = ("none", "static", "exchange")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
 
@@ -63,6 +68,9 @@ class UpstreamServer:
     command: tuple[str, ...] | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     headers: Mapping[str, str] = field(default_factory=dict)
+    credentials: str = "none"
+    # The upstream's own identifier, the ``aud`` of tokens Deputy mints for it (``exchange``).
+    upstream_audience: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +105,8 @@ class Settings:
     revocation_max_staleness: float = 5.0
     allowed_origins: tuple[str, ...] = ()
     demo_password: str | None = None
+    delegation: DelegationPolicy = field(default_factory=DelegationPolicy)
+    trusted_issuers: tuple[TrustedIssuer, ...] = ()
 
     @property
     def issuer(self) -> str:
@@ -210,6 +220,16 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) ->
     env = {var: environ[var] for var in INHERITED_ENV if var in environ} if command is not None else {}
     for var, spec in dict(raw.get("env", {})).items():
         env[str(var)] = _secret_value(spec, f"{path}env.{var}", environ)
+    credentials = raw.get("credentials", "static" if headers else "none")
+    if credentials not in UPSTREAM_CREDENTIALS:
+        raise ConfigError(f"{path}credentials", f"must be one of {', '.join(UPSTREAM_CREDENTIALS)}")
+    if (credentials == "static") != bool(headers):
+        raise ConfigError(f"{path}credentials", '"static" credentials are the configured headers: set both or neither')
+    if credentials == "exchange" and url is None:
+        raise ConfigError(f"{path}credentials", '"exchange" sends a bearer token, so the upstream must be HTTP (url)')
+    audience = raw.get("upstream_audience", str(url).rstrip("/") if credentials == "exchange" else None)
+    if audience is not None and (not isinstance(audience, str) or not audience or credentials != "exchange"):
+        raise ConfigError(f"{path}upstream_audience", 'is a non-empty string, used with credentials = "exchange"')
     return UpstreamServer(
         name=name,
         resource=f"{public_url}/mcp/{name}",
@@ -220,18 +240,29 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) ->
         command=tuple(command) if command is not None else None,
         env=env,
         headers=headers,
+        credentials=credentials,
+        upstream_audience=audience,
     )
 
 
 def _secret_value(spec: Any, key: str, environ: Mapping[str, str]) -> str:
-    """A literal string, or ``{env = "NAME"}`` read from the environment at start."""
+    """A literal string, ``{env = "NAME"}`` from the environment or ``{file = "PATH"}`` (trailing newline
+    dropped), read at start."""
     if isinstance(spec, str):
         return spec
     if isinstance(spec, dict) and set(spec) == {"env"} and isinstance(spec["env"], str):
         if spec["env"] not in environ:
             raise ConfigError(key, f"environment variable {spec['env']} is not set")
         return environ[spec["env"]]
-    raise ConfigError(key, 'must be a string or {env = "VARIABLE"}')
+    if isinstance(spec, dict) and set(spec) == {"file"} and isinstance(spec["file"], str):
+        try:
+            value = Path(spec["file"]).expanduser().read_text().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(key, f"cannot read secret file {spec['file']}: {exc}") from None
+        if not value or "\n" in value:
+            raise ConfigError(key, f"secret file {spec['file']} must hold one non-empty line")
+        return value
+    raise ConfigError(key, 'must be a string, {env = "VARIABLE"} or {file = "PATH"}')
 
 
 def _client(index: int, raw: Any, base_dir: Path) -> StaticClient:
@@ -250,9 +281,9 @@ def _client(index: int, raw: Any, base_dir: Path) -> StaticClient:
     if (not isinstance(grant_types, list) or not grant_types
             or not all(isinstance(g, str) and g in STATIC_GRANT_TYPES for g in grant_types)):
         raise ConfigError(f"{path}grant_types", f"must be a non-empty list of {', '.join(STATIC_GRANT_TYPES)}")
-    if "client_credentials" in grant_types and method == "none":
-        raise ConfigError(f"{path}grant_types", "client_credentials needs a client that authenticates "
-                                                "(a client_secret method or private_key_jwt)")
+    if {"client_credentials", TOKEN_EXCHANGE} & set(grant_types) and method == "none":
+        raise ConfigError(f"{path}grant_types", "client_credentials and token exchange need a client that "
+                                                "authenticates (a client_secret method or private_key_jwt)")
     uris = raw.get("redirect_uris", [])
     needs_uris = "authorization_code" in grant_types
     if not isinstance(uris, list) or (needs_uris and not uris) or not all(isinstance(u, str) for u in uris):
@@ -332,7 +363,7 @@ def load_settings(
 
 def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path | None = None) -> Settings:
     known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
-             "registration", "client_documents", "demo_password", "gateway"}
+             "registration", "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
@@ -362,6 +393,8 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
     try:
         registration_rules = registration_policy(registration, environ)
         document_rules = client_document_policy(raw.get("client_documents", {}))
+        delegation_rules = delegation_policy(raw.get("delegation", {}))
+        issuers = trusted_issuers(raw.get("trusted_issuers", []), public_url, base_dir or Path.cwd())
     except PolicyError as exc:
         raise ConfigError(exc.key, exc.problem) from None
     staleness = gateway.get("revocation_max_staleness", 5.0)
@@ -389,4 +422,6 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         revocation_max_staleness=float(staleness),
         allowed_origins=tuple(origins),
         demo_password=raw.get("demo_password") or None,
+        delegation=delegation_rules,
+        trusted_issuers=issuers,
     )

@@ -6,10 +6,12 @@ from dataclasses import dataclass
 
 from deputy.config import Settings
 from deputy.keys import KeyRing
+from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.client_assertions import check_client_jwks
 from deputy.oauth.client_documents import ClientDocumentResolver
 from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.clients import ClientRegistry
+from deputy.oauth.trusted_issuers import TrustedIssuers
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
 from deputy.storage.db import Database
@@ -30,17 +32,23 @@ class Services:
     consents: ConsentRepository
     registry: ClientRegistry
     client_keys: ClientKeys
+    # Deputy's own tokens presented to its endpoints (exchange, introspection): signature and claims only;
+    # expiry and revocation are judged by each endpoint.
+    token_verifier: AccessTokenValidator
+    trusted_issuers: TrustedIssuers
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
         database = Database(settings.database_url)
         engine = database.engine
         clients = ClientRepository(engine)
-        grants = GrantRepository(engine, settings.access_token_ttl)
+        # Revocations must outlive the longest-lived token a grant can carry.
+        grants = GrantRepository(engine, max(settings.access_token_ttl, settings.delegation.token_ttl))
+        keyring = KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl)
         return cls(
             settings=settings,
             database=database,
-            keyring=KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl),
+            keyring=keyring,
             users=UserRepository(engine),
             clients=clients,
             sessions=SessionRepository(engine),
@@ -49,6 +57,9 @@ class Services:
             registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients)
                                     if settings.client_documents.enabled else None),
             client_keys=ClientKeys.from_policy(settings.client_documents, check_client_jwks),
+            token_verifier=AccessTokenValidator(keyring, settings.issuer, settings.clock_leeway,
+                                                is_revoked=lambda _grant_id: False),
+            trusted_issuers=TrustedIssuers(settings.trusted_issuers, settings.clock_leeway),
         )
 
     async def start(self) -> None:

@@ -69,4 +69,8 @@ class BearerAuthenticator:
             scopes=claims.scopes,
             token_id=claims.token_id,
             server=server.name,
+            actors=claims.actors,
+            txn=claims.txn,
+            expires_at=claims.expires_at,
+            grant_id=claims.grant_id,
         )

@@ -2,7 +2,9 @@
 
 Minting: ``typ: at+jwt`` (RFC 9068 §2.1), ``kid`` of the current ES256 key, claims
 ``iss sub aud client_id scope jti iat exp auth_time`` (§2.2) plus ``sid``, the
-grant the token belongs to, which revocation works on.
+grant the token belongs to, which revocation works on, and the delegation claims
+``act``, ``may_act`` (RFC 8693 §4.1, §4.4) and ``txn`` (the task a chain of
+exchanges serves; draft-ietf-oauth-transaction-tokens) when there are any.
 
 Checking (RFC 9068 §4; OAuth 2.1 §5.2; MCP "Token Handling"): algorithm on an
 allow-list (ES256 only, so ``none`` and HS256-with-the-public-key fail), ``typ``,
@@ -25,6 +27,7 @@ from typing import Any, TypeGuard
 from joserfc import jwt
 from joserfc.errors import JoseError
 
+from deputy.act_chain import Actor, MalformedChain, parse_act
 from deputy.keys import ALGORITHM, KeyRing
 
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
@@ -43,6 +46,12 @@ class AccessTokenClaims:
     expires_at: int
     auth_time: int | None
     raw: Mapping[str, Any]
+    actors: tuple[Actor, ...] = ()  # the ``act`` chain, current actor first
+    txn: str | None = None
+
+    @property
+    def is_delegated(self) -> bool:
+        return bool(self.actors)
 
 
 class InvalidToken(Exception):
@@ -64,7 +73,12 @@ def mint_access_token(
     ttl: int,
     grant_id: str | None,
     auth_time: int | None,
+    expires_at: int | None = None,
+    act: Mapping[str, Any] | None = None,
+    may_act: Mapping[str, Any] | None = None,
+    txn: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
+    """``expires_at``, when given, caps the lifetime below ``ttl`` (a token never outlives what it came from)."""
     key = keyring.signing_key
     issued = int(time.time())
     claims: dict[str, Any] = {
@@ -75,12 +89,15 @@ def mint_access_token(
         "scope": scope,
         "jti": uuid.uuid4().hex,
         "iat": issued,
-        "exp": issued + ttl,
+        "exp": issued + ttl if expires_at is None else min(issued + ttl, expires_at),
     }
     if auth_time is not None:
         claims["auth_time"] = auth_time
     if grant_id is not None:
         claims["sid"] = grant_id
+    for name, value in (("act", act), ("may_act", may_act), ("txn", txn)):
+        if value is not None:
+            claims[name] = value
     header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid}
     return jwt.encode(header, claims, key, algorithms=[ALGORITHM]), claims
 
@@ -154,6 +171,13 @@ class AccessTokenValidator:
             raise InvalidToken("scope must be a string")
         sid = claims.get("sid")
         auth_time = claims.get("auth_time")
+        try:
+            actors = parse_act(claims.get("act"))
+        except MalformedChain as exc:
+            raise InvalidToken(f"act: {exc}") from None
+        txn = claims.get("txn")
+        if txn is not None and (not isinstance(txn, str) or not txn):
+            raise InvalidToken("txn must be a string")
         return AccessTokenClaims(
             subject=claims["sub"],
             client_id=claims["client_id"],
@@ -165,6 +189,8 @@ class AccessTokenValidator:
             expires_at=int(exp),
             auth_time=int(auth_time) if _is_time(auth_time) else None,
             raw=claims,
+            actors=actors,
+            txn=txn,
         )
 
 

@@ -120,14 +120,14 @@ async def verify_client_assertion(
     if not ({context.issuer, context.token_endpoint} & {a for a in audiences if isinstance(a, str)}):
         raise InvalidClient("client_assertion aud must be this authorization server's issuer or token endpoint")
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-    if not _is_time(exp):
+    if not is_time(exp):
         raise InvalidClient("client_assertion exp is required")
     if exp + context.leeway <= context.now:
         raise InvalidClient("client_assertion has expired")
     if exp > context.now + MAX_LIFETIME + context.leeway:
         raise InvalidClient(f"client_assertion may be valid for at most {MAX_LIFETIME} seconds")
     for name, value in (("iat", iat), ("nbf", nbf)):
-        if value is not None and (not _is_time(value) or value > context.now + context.leeway):
+        if value is not None and (not is_time(value) or value > context.now + context.leeway):
             raise InvalidClient(f"client_assertion {name} is in the future or not a time")
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
@@ -147,7 +147,7 @@ def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     if "crit" in header:
         raise InvalidClient("client_assertion uses critical header parameters Deputy does not understand")
     kid = header.get("kid")
-    for key in _candidate_keys(jwks, algorithm, kid if isinstance(kid, str) else None):
+    for key in candidate_keys(jwks, algorithm, kid if isinstance(kid, str) else None):
         try:
             claims = jwt.decode(assertion, key, algorithms=[algorithm]).claims
         except (JoseError, ValueError, TypeError, KeyError):
@@ -156,7 +156,7 @@ def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     raise UnknownSigningKey("client_assertion is not signed by a key the client registered")
 
 
-def _candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> list[ECKey | RSAKey | OKPKey]:
+def candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> list[ECKey | RSAKey | OKPKey]:
     """Registered keys that may have made a signature with ``algorithm`` (and ``kid``, when given)."""
     key_type, curve = ALGORITHMS[algorithm]
     found: list[ECKey | RSAKey | OKPKey] = []
@@ -190,5 +190,5 @@ def require_assertion_type(form: Mapping[str, str]) -> str:
     return assertion
 
 
-def _is_time(value: Any) -> TypeGuard[int | float]:
+def is_time(value: Any) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)

@@ -71,6 +71,12 @@ async def authenticate_client(request: Request, form: Mapping[str, str], service
     return client
 
 
+def presents_client(request: Request, form: Mapping[str, str]) -> bool:
+    """Whether the request carries any client identification or authentication."""
+    fields = ("client_id", "client_secret", "client_assertion", "client_assertion_type")
+    return request.headers.get("authorization", "").lower().startswith("basic ") or any(f in form for f in fields)
+
+
 def _basic_credentials(header: str | None) -> tuple[str, str] | None:
     if header is None or not header.lower().startswith("basic "):
         return None

@@ -16,6 +16,7 @@ from deputy.config import Settings
 from deputy.keys import ALGORITHM
 from deputy.oauth.client_assertions import ALGORITHMS as ASSERTION_ALGORITHMS
 from deputy.oauth.client_auth import METHODS as CLIENT_AUTH_METHODS
+from deputy.oauth.grants.jwt_bearer import GRANT_PROFILE_ID_JAG
 from deputy.oauth.token import GRANTS
 
 
@@ -47,6 +48,9 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
     }
     if settings.registration.enabled:
         document["registration_endpoint"] = f"{issuer}/register"
+    if any("id_jag" in issuer.purposes for issuer in settings.trusted_issuers):
+        # MCP enterprise-managed authorization: ID-JAGs are redeemed with the JWT bearer grant.
+        document["authorization_grant_profiles_supported"] = [GRANT_PROFILE_ID_JAG]
     if settings.client_documents.enabled:
         document["client_id_metadata_document_supported"] = True
     return document

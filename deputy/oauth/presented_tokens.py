@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deputy.oauth.access_tokens import AccessTokenClaims, AccessTokenValidator, InvalidToken
+from deputy.oauth.access_tokens import AccessTokenClaims, InvalidToken
 from deputy.services import Services
 from deputy.storage.grants import Grant, RefreshTokenState
 
@@ -35,10 +35,7 @@ Presented = PresentedAccessToken | PresentedRefreshToken
 class TokenIdentifier:
     def __init__(self, services: Services) -> None:
         self.services = services
-        settings = services.settings
-        # Only ``verify`` is used: expiry and revocation are judged by each endpoint.
-        self.validator = AccessTokenValidator(services.keyring, settings.issuer, settings.clock_leeway,
-                                              is_revoked=lambda _grant_id: False)
+        self.validator = services.token_verifier
 
     async def identify(self, token: str, hint: str | None) -> Presented | None:
         if not token or len(token) > MAX_TOKEN_LENGTH:

@@ -3,6 +3,8 @@
 Every answer, success or error, is JSON with ``Cache-Control: no-store``
 (OAuth 2.1 §3.2.3). A grant the client is not registered for is
 ``unauthorized_client``; a grant Deputy does not know is ``unsupported_grant_type``.
+The JWT bearer grant alone may come without a client (RFC 7523 §3.1: the assertion
+is the credential; MCP workload identity federation needs no registration).
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deputy.oauth.client_auth import authenticate_client
+from deputy.config import JWT_BEARER, TOKEN_EXCHANGE
+from deputy.oauth.client_auth import authenticate_client, presents_client
 from deputy.oauth.errors import (
     InvalidRequest,
     UnauthorizedClient,
@@ -22,7 +25,9 @@ from deputy.oauth.errors import (
 from deputy.oauth.forms import read_form
 from deputy.oauth.grants.authorization_code import exchange_code
 from deputy.oauth.grants.client_credentials import client_credentials
+from deputy.oauth.grants.jwt_bearer import jwt_bearer
 from deputy.oauth.grants.refresh_token import refresh
+from deputy.oauth.grants.token_exchange import token_exchange
 from deputy.services import Services
 from deputy.storage.clients import Client
 
@@ -33,6 +38,8 @@ GRANTS: dict[str, Grant] = {
     "authorization_code": exchange_code,
     "refresh_token": refresh,
     "client_credentials": client_credentials,
+    TOKEN_EXCHANGE: token_exchange,
+    JWT_BEARER: jwt_bearer,
 }
 
 
@@ -48,6 +55,8 @@ class TokenEndpoint:
         grant = GRANTS.get(grant_type)
         if grant is None:
             raise UnsupportedGrantType(f"grant_type {grant_type} is not supported")
+        if grant_type == JWT_BEARER and not presents_client(request, form):
+            return await jwt_bearer(self.services, form, None)
         client = await authenticate_client(request, form, self.services)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client is not registered for {grant_type}")

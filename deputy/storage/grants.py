@@ -6,6 +6,11 @@ tokens. Single-use handles are consumed by one conditional UPDATE, so a replay �
 even racing on another replica — finds nothing to consume, and then revokes the
 whole grant: OAuth 2.1 §4.1.3 (a reused code) and §4.3.1 / RFC 9700 §4.14.2
 (refresh token reuse detection).
+
+A token obtained by exchange (RFC 8693) gets a grant of its own whose
+``parent_grant_id`` is the grant of the token it came from; revoking a grant
+revokes its descendants, so withdrawing Alice's consent ends every agent's
+token that was derived from it.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ class Grant:
     scope: str
     auth_time: int
     revoked_at: int | None = None
+    parent_grant_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +101,24 @@ class GrantRepository:
                 code_challenge=code_challenge, expires_at=t + code_ttl))
         return code
 
-    async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int) -> Grant:
-        """A grant without a code or refresh token (client credentials): only its access tokens carry it."""
-        grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time)
+    async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int,
+                     parent_grant_id: str | None = None) -> Grant:
+        """A grant without a code or refresh token (client credentials, exchanges): only access tokens carry it.
+
+        With ``parent_grant_id`` the insert happens only while the parent is unrevoked, so an
+        exchange racing a revocation cannot leave a live child behind.
+        """
+        grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time, None, parent_grant_id)
+        values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
+                      auth_time=auth_time, created_at=now(), parent_grant_id=parent_grant_id)
         async with self.engine.begin() as conn:
-            await conn.execute(grants.insert().values(
-                grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
-                auth_time=auth_time, created_at=now()))
+            if parent_grant_id is not None:
+                live = await conn.execute(
+                    update(grants).where(and_(grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None)))
+                    .values(revoked_at=None))  # locks the parent row against a concurrent revocation
+                if live.rowcount != 1:
+                    raise HandleRefused("the grant this token came from is revoked or unknown")
+            await conn.execute(grants.insert().values(**values))
         return grant
 
     async def redeem_code(self, code: str, client_id: str) -> RedeemedCode:
@@ -211,18 +228,30 @@ class GrantRepository:
         return revoked
 
     async def _revoke(self, conn: AsyncConnection, grant_id: str, reason: str) -> bool:
+        """Revoke a grant and, breadth first, every grant exchanged from it; whether ``grant_id`` was live."""
         t = now()
         result = await conn.execute(
             update(grants).where(and_(grants.c.grant_id == grant_id, grants.c.revoked_at.is_(None)))
             .values(revoked_at=t, revoked_reason=reason))
         if result.rowcount != 1:
             return False
+        revoked = [grant_id]
+        frontier = [grant_id]
+        while frontier:
+            children = [row.grant_id for row in (await conn.execute(
+                select(grants.c.grant_id).where(and_(grants.c.parent_grant_id.in_(frontier),
+                                                     grants.c.revoked_at.is_(None))))).all()]
+            if children:
+                await conn.execute(update(grants).where(grants.c.grant_id.in_(children))
+                                   .values(revoked_at=t, revoked_reason="parent_revoked"))
+            revoked.extend(children)
+            frontier = children
         await conn.execute(update(refresh_tokens)
-                           .where(and_(refresh_tokens.c.grant_id == grant_id, refresh_tokens.c.used_at.is_(None)))
+                           .where(and_(refresh_tokens.c.grant_id.in_(revoked), refresh_tokens.c.used_at.is_(None)))
                            .values(used_at=t))
         # A revocation must outlive every access token of the grant; the +60 covers clock leeway.
-        await conn.execute(revocations.insert().values(
-            grant_id=grant_id, revoked_at=t, expires_at=t + self.access_token_ttl + 60))
+        await conn.execute(revocations.insert(), [
+            {"grant_id": g, "revoked_at": t, "expires_at": t + self.access_token_ttl + 60} for g in revoked])
         return True
 
     async def revocations_since(self, revocation_id: int) -> list[Revocation]:
@@ -254,4 +283,4 @@ class GrantRepository:
 def _grant(row: object) -> Grant:
     m = row._mapping  # type: ignore[attr-defined]
     return Grant(m["grant_id"], m["client_id"], m["user_id"], m["resource"], m["scope"], m["auth_time"],
-                 m.get("revoked_at"))
+                 m.get("revoked_at"), m.get("parent_grant_id"))

@@ -80,8 +80,11 @@ grants = Table(
     Column("created_at", BigInteger, nullable=False),
     Column("revoked_at", BigInteger),
     Column("revoked_reason", String(64)),
+    # The grant of the token this one was exchanged from (RFC 8693); revoking a parent revokes it.
+    Column("parent_grant_id", String(64)),
 )
 Index("ix_grants_user_client", grants.c.user_id, grants.c.client_id)
+Index("ix_grants_parent", grants.c.parent_grant_id)
 
 authorization_codes = Table(
     "authorization_codes",

@@ -1,4 +1,10 @@
-"""The token response every grant ends with (OAuth 2.1 §3.2.3)."""
+"""The token response every grant ends with (OAuth 2.1 §3.2.3; RFC 8693 §2.2.1 for exchanges).
+
+Every access token says who may act for its subject (``may_act``, RFC 8693 §4.4):
+the clients the ``[delegation]`` rules name for the client it was issued to, and —
+when a user signed in and consented — that client itself, which her consent made
+her agent.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ from typing import Any
 
 from starlette.responses import JSONResponse
 
+from deputy.act_chain import Actor, act_claim, may_act_claim
 from deputy.oauth.access_tokens import mint_access_token
 from deputy.oauth.errors import NO_STORE
 from deputy.services import Services
@@ -13,27 +20,51 @@ from deputy.storage.grants import Grant
 
 
 def token_response(
-    services: Services, grant: Grant, scope: str, refresh_token: str | None, *, user_authenticated: bool = True
+    services: Services,
+    grant: Grant,
+    scope: str,
+    refresh_token: str | None,
+    *,
+    user_authenticated: bool = True,
+    chain: tuple[Actor, ...] = (),
+    txn: str | None = None,
+    expires_at: int | None = None,
+    ttl: int | None = None,
+    issued_token_type: str | None = None,
 ) -> JSONResponse:
-    """``user_authenticated`` is False when no user signed in (client credentials): no ``auth_time``."""
+    """``user_authenticated`` is False when no user signed in (client credentials): no ``auth_time``.
+
+    ``chain``, ``txn`` and ``expires_at`` describe an exchanged token (RFC 8693): its
+    ``act`` chain, its task, and the moment it must end by; its answer names the
+    ``issued_token_type`` (RFC 8693 §2.2.1).
+    """
     settings = services.settings
-    access_token, _claims = mint_access_token(
+    may_act = list(settings.delegation.actors_for(grant.client_id))
+    if user_authenticated and not chain:
+        may_act.append(grant.client_id)
+    access_token, claims = mint_access_token(
         services.keyring,
         issuer=settings.issuer,
         subject=grant.user_id,
         client_id=grant.client_id,
         audience=grant.resource,
         scope=scope,
-        ttl=settings.access_token_ttl,
+        ttl=ttl or settings.access_token_ttl,
         grant_id=grant.grant_id,
         auth_time=grant.auth_time if user_authenticated else None,
+        expires_at=expires_at,
+        act=act_claim(chain),
+        may_act=may_act_claim(may_act),
+        txn=txn,
     )
     body: dict[str, Any] = {
         "access_token": access_token,
         "token_type": "Bearer",
-        "expires_in": settings.access_token_ttl,
+        "expires_in": claims["exp"] - claims["iat"],
         "scope": scope,
     }
+    if issued_token_type is not None:
+        body["issued_token_type"] = issued_token_type
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
     return JSONResponse(body, headers=NO_STORE)

@@ -1,0 +1,123 @@
+"""The JWT bearer grant (RFC 7523 §2.1, §3): identities Deputy did not sign in itself.
+
+``grant_type=urn:ietf:params:oauth:grant-type:jwt-bearer`` with an ``assertion`` from a
+``[[trusted_issuers]]`` entry (checked by :mod:`deputy.oauth.trusted_issuers`). Two profiles:
+
+- **ID-JAG** (``typ: oauth-id-jag+jwt``; draft-ietf-oauth-identity-assertion-authz-grant,
+  MCP enterprise-managed authorization): an enterprise IdP asserts a user for one
+  client and one MCP server. The client must authenticate and be the ``client_id``
+  the assertion names; ``aud`` is Deputy's issuer; ``resource`` names a configured
+  server and the token is for that server only; ``jti`` is accepted once; the scope
+  is the assertion's ∩ the server's ∩ the request's. No refresh token: the client
+  asks the IdP for a new ID-JAG.
+- **Workload identity** (MCP workload identity federation draft): a workload's JWT
+  from an issuer trusted for ``workload``, with ``resource`` required and no client
+  registration; the token's ``sub`` and ``client_id`` are the workload (or the
+  client, when one authenticates). It never outlives the workload's JWT.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from joserfc import jws
+from joserfc.errors import JoseError
+from starlette.responses import Response
+
+from deputy.config import UpstreamServer, canonical_resource
+from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from deputy.oauth.grants.issue import token_response
+from deputy.oauth.trusted_issuers import AssertionRefused, VerifiedAssertion
+from deputy.secrets import now
+from deputy.services import Services
+from deputy.storage.clients import Client
+
+ID_JAG_TYPE = "oauth-id-jag+jwt"
+GRANT_PROFILE_ID_JAG = "urn:ietf:params:oauth:grant-profile:id-jag"
+MAX_JTI_LENGTH = 255
+
+
+async def jwt_bearer(services: Services, form: Mapping[str, str], client: Client | None) -> Response:
+    assertion = form.get("assertion")
+    if not assertion:
+        raise InvalidRequest("assertion is required")
+    try:
+        typ = str(jws.extract_compact(assertion.encode("ascii")).headers().get("typ", "")).lower()
+    except (JoseError, ValueError, UnicodeError):
+        raise InvalidGrant("assertion is not a compact JWS") from None
+    if typ in (ID_JAG_TYPE, f"application/{ID_JAG_TYPE}"):
+        return await _id_jag(services, form, assertion, client)
+    return await _workload(services, form, assertion, client)
+
+
+async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, client: Client | None) -> Response:
+    if client is None or client.is_public:
+        raise UnauthorizedClient("an ID-JAG is redeemed by the client it names, which must authenticate")
+    verified = await _verified(services, assertion, "id_jag", ID_JAG_TYPE)
+    claims = verified.claims
+    if claims.get("client_id") != client.client_id:
+        raise InvalidGrant("the ID-JAG was issued to another client")
+    named = claims.get("resource")
+    if not isinstance(named, str):
+        raise InvalidGrant("the ID-JAG must name one resource")
+    server = services.settings.server_for_resource(named)
+    if server is None:
+        raise InvalidTarget("the ID-JAG's resource is not a server this authorization server protects")
+    resource = form.get("resource")
+    if resource is not None and canonical_resource(resource) != server.resource:
+        raise InvalidTarget("resource differs from the ID-JAG's resource")
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
+        raise InvalidGrant("the ID-JAG needs a jti")
+    leeway = services.settings.clock_leeway
+    if not await services.clients.remember_assertion(verified.issuer.issuer, jti, verified.expires_at + leeway):
+        raise InvalidGrant("the ID-JAG was already used (jti replay)")
+    granted = claims.get("scope")
+    scope = _scope(form, server, set(granted.split()) if isinstance(granted, str) else None)
+    auth_time = claims.get("auth_time", claims.get("iat"))
+    grant = await services.grants.create(
+        client_id=client.client_id, user_id=verified.subject, resource=server.resource, scope=scope,
+        auth_time=int(auth_time) if isinstance(auth_time, int) else now())
+    return token_response(services, grant, scope, None)
+
+
+async def _workload(services: Services, form: Mapping[str, str], assertion: str, client: Client | None) -> Response:
+    verified = await _verified(services, assertion, "workload", None)
+    resource = form.get("resource")
+    if not resource:
+        raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
+    parts = urlsplit(resource)
+    if not parts.scheme or not parts.netloc or parts.fragment:
+        raise InvalidTarget("resource must be an absolute URI without a fragment")
+    server = services.settings.server_for_resource(resource)
+    if server is None:
+        raise InvalidTarget("resource is not a server this authorization server protects")
+    scope = _scope(form, server, None)
+    grant = await services.grants.create(
+        client_id=client.client_id if client is not None else verified.subject, user_id=verified.subject,
+        resource=server.resource, scope=scope, auth_time=now())
+    return token_response(services, grant, scope, None, user_authenticated=False, expires_at=verified.expires_at)
+
+
+async def _verified(services: Services, assertion: str, purpose: str, typ: str | None) -> VerifiedAssertion:
+    try:
+        return await services.trusted_issuers.verify(assertion, purpose, typ=typ)
+    except AssertionRefused as exc:
+        raise InvalidGrant(f"assertion refused: {exc.reason}") from None
+
+
+def _scope(form: Mapping[str, str], server: UpstreamServer, granted: set[str] | None) -> str:
+    """Requested ∩ granted ∩ the server's scopes; without a request, what was granted (or the server's required)."""
+    available = set(server.scopes) if granted is None else granted & set(server.scopes)
+    if form.get("scope"):
+        requested = set(form["scope"].split())
+        wider = requested - available
+        if wider:
+            raise InvalidScope(f"not available: {' '.join(sorted(wider))}")
+        available = requested
+    elif granted is None:
+        available = set(server.required_scopes)
+    if not available:
+        raise InvalidScope("no scope of this server is available")
+    return " ".join(sorted(available))

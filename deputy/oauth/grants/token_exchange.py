@@ -1,0 +1,244 @@
+"""Token exchange: "this agent, acting for Alice, for this task" (RFC 8693 §2, §4.1, §4.4).
+
+``grant_type=urn:ietf:params:oauth:grant-type:token-exchange`` from a client that
+authenticates. The request names:
+
+- ``subject_token`` — whom the new token is for: a Deputy access token (its grant
+  must be live) or a JWT from a ``[[trusted_issuers]]`` entry that accepts
+  ``subject_token``;
+- ``actor_token`` — who will act: the requesting client's own Deputy token
+  (client credentials; ``sub`` and ``client_id`` both the client) or an assertion
+  it signed with its registered keys (RFC 7523 §3, ``jti`` used once). The actor
+  is always the authenticated client; ``may_act`` in the subject token must admit it.
+  Without an actor token only the client the subject token was issued to may
+  exchange it — to narrow it — and the chain it carries is kept as it is.
+
+The issued token (§2.2.1, ``issued_token_type`` access token, no refresh token):
+``sub`` of the subject; ``act`` = the new actor outermost, then the subject's chain
+(depth at most ``delegation.max_depth``; a chain is never dropped); ``aud`` exactly
+one server, which for a Deputy subject token must be the server it was issued for
+(``resource``/``audience`` may only narrow); ``scope`` = subject ∩ actor's
+allowance ∩ request, never wider; lifetime ≤ min(subject, actor token,
+``delegation.token_ttl``); ``txn`` kept from the subject, else the request's, else
+new. Its grant is a child of the subject's, so revoking the subject revokes it.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from starlette.responses import Response
+
+from deputy.act_chain import Actor, MalformedChain, may_act_allows, parse_act
+from deputy.config import UpstreamServer
+from deputy.oauth.access_tokens import AccessTokenClaims, InvalidToken
+from deputy.oauth.client_assertions import AssertionContext, verify_client_assertion
+from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from deputy.oauth.grants.issue import token_response
+from deputy.oauth.trusted_issuers import AssertionRefused
+from deputy.secrets import now
+from deputy.services import Services
+from deputy.storage.clients import Client
+from deputy.storage.grants import HandleRefused
+
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
+TOKEN_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
+TXN = re.compile(r"^[A-Za-z0-9._~:/+=-]{1,128}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """Whom the exchanged token is for, as its subject token describes them."""
+
+    sub: str
+    client_id: str | None  # the client the subject token was issued to
+    scopes: frozenset[str] | None  # None: the token set no scope of Deputy's servers
+    expires_at: int
+    chain: tuple[Actor, ...]
+    may_act: object
+    txn: str | None
+    grant_id: str | None
+    auth_time: int | None
+    resource: str | None  # the one server a Deputy token is for
+
+
+@dataclass(frozen=True, slots=True)
+class ActorProof:
+    actor: Actor
+    allowance: frozenset[str] | None  # scopes the actor may use; None: not limited by its proof
+    expires_at: int | None
+
+
+async def token_exchange(services: Services, form: Mapping[str, str], client: Client) -> Response:
+    if client.is_public:
+        raise UnauthorizedClient("token exchange is only for clients that authenticate")
+    requested_type = form.get("requested_token_type", ACCESS_TOKEN_TYPE)
+    if requested_type != ACCESS_TOKEN_TYPE:
+        raise InvalidRequest(f"requested_token_type must be {ACCESS_TOKEN_TYPE}")
+    subject = await _subject(services, form)
+    proof = await _actor(services, form, client)
+    server = _target(services, form, subject)
+    policy = services.settings.delegation
+    if proof is None:
+        if subject.client_id != client.client_id:
+            raise InvalidRequest("actor_token is required to act for a token issued to another client")
+        chain = subject.chain  # narrowing one's own token keeps its chain exactly
+    else:
+        if not may_act_allows(subject.may_act, proof.actor):
+            raise InvalidGrant("the subject token's may_act does not name this actor")
+        chain = (proof.actor, *subject.chain)
+        if len(chain) > policy.max_depth:
+            raise InvalidRequest(f"the delegation chain would exceed {policy.max_depth} actors")
+    scope = _scope(form, server, subject, proof)
+    t = now()
+    expires_at = min(e for e in (subject.expires_at, proof.expires_at if proof else None, t + policy.token_ttl)
+                     if e is not None)
+    if expires_at <= t:
+        raise InvalidGrant("the subject or actor token has expired")
+    txn = _txn(form, subject)
+    try:
+        grant = await services.grants.create(
+            client_id=client.client_id, user_id=subject.sub, resource=server.resource, scope=scope,
+            auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id)
+    except HandleRefused as exc:
+        raise InvalidGrant(exc.reason) from None
+    return token_response(services, grant, scope, None, user_authenticated=subject.auth_time is not None,
+                          chain=chain, txn=txn, expires_at=expires_at, ttl=policy.token_ttl,
+                          issued_token_type=ACCESS_TOKEN_TYPE)
+
+
+async def _subject(services: Services, form: Mapping[str, str]) -> Subject:
+    token, token_type = form.get("subject_token"), form.get("subject_token_type")
+    if not token or not token_type:
+        raise InvalidRequest("subject_token and subject_token_type are required")
+    if token_type not in TOKEN_TYPES:
+        raise InvalidRequest(f"subject_token_type must be one of {', '.join(TOKEN_TYPES)}")
+    if services.trusted_issuers.claims_issuer(token) == services.settings.issuer:
+        claims = await _live_deputy_token(services, token, "subject_token")
+        return Subject(
+            sub=claims.subject, client_id=claims.client_id, scopes=claims.scopes, expires_at=claims.expires_at,
+            chain=claims.actors, may_act=claims.raw.get("may_act"), txn=claims.txn, grant_id=claims.grant_id,
+            auth_time=claims.auth_time, resource=claims.audience)
+    try:
+        verified = await services.trusted_issuers.verify(token, "subject_token")
+    except AssertionRefused as exc:
+        raise InvalidGrant(f"subject_token: {exc.reason}") from None
+    claims_ = verified.claims
+    try:
+        chain = parse_act(claims_.get("act"))
+    except MalformedChain as exc:
+        raise InvalidGrant(f"subject_token act: {exc}") from None
+    issued_to = claims_.get("client_id") or claims_.get("azp")
+    issued_to = issued_to if isinstance(issued_to, str) else None
+    may_act = claims_.get("may_act")
+    if may_act is None:
+        actors = services.settings.delegation.actors_for(issued_to or "")
+        may_act = {"client_id": list(actors)} if actors else None
+    scope = claims_.get("scope")
+    txn = claims_.get("txn")
+    return Subject(
+        sub=verified.subject, client_id=issued_to,
+        scopes=frozenset(scope.split()) if isinstance(scope, str) else None,
+        expires_at=verified.expires_at, chain=chain, may_act=may_act,
+        txn=txn if isinstance(txn, str) and TXN.match(txn) else None, grant_id=None, auth_time=None, resource=None)
+
+
+async def _live_deputy_token(services: Services, token: str, name: str) -> AccessTokenClaims:
+    """A Deputy access token that is signed, unexpired and whose grant is not revoked."""
+    try:
+        claims = services.token_verifier.verify(token)
+    except InvalidToken as exc:
+        raise InvalidGrant(f"{name} is not a valid access token ({exc.reason})") from None
+    if claims.expires_at + services.settings.clock_leeway <= now():
+        raise InvalidGrant(f"{name} has expired")
+    if claims.grant_id is not None:
+        grant = await services.grants.get(claims.grant_id)
+        if grant is None or grant.revoked_at is not None:
+            raise InvalidGrant(f"{name} has been revoked")
+    return claims
+
+
+async def _actor(services: Services, form: Mapping[str, str], client: Client) -> ActorProof | None:
+    token, token_type = form.get("actor_token"), form.get("actor_token_type")
+    if token is None and token_type is None:
+        return None
+    if not token or not token_type:
+        raise InvalidRequest("actor_token and actor_token_type go together")
+    if token_type not in TOKEN_TYPES:
+        raise InvalidRequest(f"actor_token_type must be one of {', '.join(TOKEN_TYPES)}")
+    settings = services.settings
+    iss = services.trusted_issuers.claims_issuer(token)
+    if iss == settings.issuer:
+        claims = await _live_deputy_token(services, token, "actor_token")
+        if claims.client_id != client.client_id or claims.subject != client.client_id or claims.is_delegated:
+            raise InvalidGrant("actor_token must be the requesting client's own token (client credentials)")
+        return ActorProof(Actor(client.client_id, client.client_id, settings.issuer), claims.scopes,
+                          claims.expires_at)
+    if iss == client.client_id:
+        # An assertion the client signed about itself (RFC 7523 §3), as for private_key_jwt.
+        context = AssertionContext(issuer=settings.issuer, token_endpoint=f"{settings.issuer}/token",
+                                   leeway=settings.clock_leeway, now=now())
+        await verify_client_assertion(token, client, context, services.clients.remember_assertion,
+                                      services.client_keys)
+        return ActorProof(Actor(client.client_id, client.client_id, settings.issuer), None, None)
+    raise InvalidGrant("actor_token must be a Deputy token or an assertion signed by the requesting client")
+
+
+def _target(services: Services, form: Mapping[str, str], subject: Subject) -> UpstreamServer:
+    """The one server the token is for: named by ``resource`` or ``audience``, never wider than the subject's."""
+    settings = services.settings
+    resource, audience = form.get("resource"), form.get("audience")
+    named: list[UpstreamServer] = []
+    if resource is not None:
+        server = settings.server_for_resource(resource)
+        if server is None:
+            raise InvalidTarget("resource is not a server this authorization server protects")
+        named.append(server)
+    if audience is not None:
+        server = settings.servers.get(audience) or settings.server_for_resource(audience)
+        if server is None:
+            raise InvalidTarget("audience is not a server this authorization server protects")
+        named.append(server)
+    if subject.resource is not None:
+        own = settings.server_for_resource(subject.resource)
+        if own is None:
+            raise InvalidTarget("the subject token is for a server Deputy no longer protects")
+        if any(s.name != own.name for s in named):
+            raise InvalidTarget("an exchange may only narrow: the subject token is for another server")
+        return own
+    if not named:
+        raise InvalidRequest("resource or audience is required: the MCP server the token is for")
+    if len({s.name for s in named}) != 1:
+        raise InvalidTarget("resource and audience name different servers")
+    return named[0]
+
+
+def _scope(form: Mapping[str, str], server: UpstreamServer, subject: Subject, proof: ActorProof | None) -> str:
+    available = set(server.scopes)
+    available &= subject.scopes if subject.scopes is not None else set(server.required_scopes)
+    if proof is not None and proof.allowance is not None:
+        available &= proof.allowance
+    if form.get("scope"):
+        requested = set(form["scope"].split())
+        wider = requested - available
+        if wider:
+            raise InvalidScope(f"an exchange may only narrow the scope; not available: {' '.join(sorted(wider))}")
+        available = requested
+    if not available:
+        raise InvalidScope("the subject and actor share no scope of this server")
+    return " ".join(sorted(available))
+
+
+def _txn(form: Mapping[str, str], subject: Subject) -> str:
+    requested = form.get("txn")
+    if requested is not None and not TXN.match(requested):
+        raise InvalidRequest("txn must be 1-128 characters of letters, digits and ._~:/+=-")
+    if subject.txn is not None:
+        if requested is not None and requested != subject.txn:
+            raise InvalidRequest("txn differs from the task the subject token belongs to")
+        return subject.txn
+    return requested or uuid.uuid4().hex

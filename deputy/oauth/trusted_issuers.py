@@ -1,0 +1,160 @@
+"""JWTs from outside issuers Deputy is configured to trust (RFC 7519 §7.2, RFC 7523 §3, RFC 8725).
+
+Used for RFC 8693 subject tokens, RFC 7523 jwt-bearer workload assertions and
+ID-JAGs. An assertion is believed only when all of this holds:
+
+- its ``iss`` is a configured issuer that accepts JWTs for this purpose;
+- ``alg`` is on that issuer's asymmetric allow-list (so ``none`` and HMAC fail,
+  RFC 8725 §3.1-3.2), no ``crit`` header Deputy does not understand, and, where the
+  profile fixes one, the expected ``typ`` (RFC 8725 §3.11 explicit typing);
+- a key of the issuer's JWK Set of the matching type verifies the signature;
+- ``aud`` names the audience configured for the issuer (by default Deputy's issuer);
+- ``exp`` is present and not past, ``nbf``/``iat`` not in the future (with leeway);
+- ``sub`` is a non-empty string.
+
+Keys come from a file read at start or a ``jwks_uri`` fetched over HTTP (the
+operator configured it, so it is not an SSRF vector), cached for five minutes
+and fetched again — at most every 30 s — when a token names a key the cached set
+lacks, so an issuer's key rotation is picked up without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+
+from deputy.delegation_policy import TrustedIssuer
+from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks, is_time
+
+JWKS_TTL = 300.0
+JWKS_REFRESH_INTERVAL = 30.0
+JWKS_MAX_BYTES = 64 * 1024
+FETCH_TIMEOUT = 5.0
+
+
+class AssertionRefused(Exception):
+    """The JWT is not believed; ``reason`` says why (safe to return to the client)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedAssertion:
+    issuer: TrustedIssuer
+    header: Mapping[str, Any]
+    claims: Mapping[str, Any]
+
+    @property
+    def subject(self) -> str:
+        return str(self.claims["sub"])
+
+    @property
+    def expires_at(self) -> int:
+        return int(self.claims["exp"])
+
+
+@dataclass(slots=True)
+class _CachedKeys:
+    jwks: Mapping[str, Any]
+    fetched_at: float
+
+
+class TrustedIssuers:
+    def __init__(self, issuers: tuple[TrustedIssuer, ...], leeway: int,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.issuers = {issuer.issuer: issuer for issuer in issuers}
+        self.leeway = leeway
+        self.clock = clock
+        self._keys: dict[str, _CachedKeys] = {}
+
+    def claims_issuer(self, token: str) -> str | None:
+        """The unverified ``iss`` of a JWT, to route it; None when it is not a JWT with one."""
+        try:
+            payload = json.loads(jws.extract_compact(token.encode("ascii")).payload)
+        except (JoseError, ValueError, UnicodeError):
+            return None
+        iss = payload.get("iss") if isinstance(payload, dict) else None
+        return iss if isinstance(iss, str) else None
+
+    async def verify(self, token: str, purpose: str, *, typ: str | None = None) -> VerifiedAssertion:
+        iss = self.claims_issuer(token)
+        issuer = self.issuers.get(iss) if iss is not None else None
+        if issuer is None or purpose not in issuer.purposes:
+            raise AssertionRefused(f"the issuer is not trusted for a {purpose.replace('_', ' ')}")
+        try:
+            header = jws.extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError, UnicodeError):
+            raise AssertionRefused("not a compact JWS") from None
+        algorithm = header.get("alg")
+        if not isinstance(algorithm, str) or algorithm not in issuer.algorithms:
+            raise AssertionRefused(f"alg must be one of {', '.join(issuer.algorithms)}")
+        if "crit" in header:
+            raise AssertionRefused("critical header parameters are not understood")
+        if typ is not None and str(header.get("typ", "")).lower() not in (typ, f"application/{typ}"):
+            raise AssertionRefused(f"typ must be {typ}")
+        claims = await self._verified_claims(token, issuer, algorithm, header.get("kid"))
+        self._check_claims(claims, issuer)
+        return VerifiedAssertion(issuer, header, claims)
+
+    async def _verified_claims(self, token: str, issuer: TrustedIssuer, algorithm: str, kid: Any) -> dict[str, Any]:
+        kid = kid if isinstance(kid, str) else None
+        for refresh in (False, True):
+            if refresh and issuer.jwks_uri is None:
+                break
+            jwks = await self._jwks(issuer, refresh=refresh)
+            for key in candidate_keys(jwks, algorithm, kid):
+                try:
+                    return dict(jwt.decode(token, key, algorithms=[algorithm]).claims)
+                except (JoseError, ValueError, TypeError, KeyError):
+                    continue
+        raise AssertionRefused("the signature is not by a key of the issuer")
+
+    def _check_claims(self, claims: Mapping[str, Any], issuer: TrustedIssuer) -> None:
+        now = self.clock()
+        audience = claims.get("aud")
+        audiences = audience if isinstance(audience, list) else [audience]
+        if issuer.audience not in audiences:
+            raise AssertionRefused(f"aud must include {issuer.audience}")
+        exp = claims.get("exp")
+        if not is_time(exp):
+            raise AssertionRefused("exp is required")
+        if exp + self.leeway <= now:
+            raise AssertionRefused("expired")
+        for name in ("iat", "nbf"):
+            value = claims.get(name)
+            if value is not None and (not is_time(value) or value > now + self.leeway):
+                raise AssertionRefused(f"{name} is in the future or not a time")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise AssertionRefused("sub is required")
+
+    async def _jwks(self, issuer: TrustedIssuer, *, refresh: bool) -> Mapping[str, Any]:
+        if issuer.jwks is not None:
+            return issuer.jwks
+        assert issuer.jwks_uri is not None  # configuration sets exactly one of jwks_file or jwks_uri
+        cached = self._keys.get(issuer.issuer)
+        age = self.clock() - cached.fetched_at if cached is not None else None
+        if cached is not None and age is not None and (
+                (not refresh and age < JWKS_TTL) or (refresh and age < JWKS_REFRESH_INTERVAL)):
+            return cached.jwks
+        try:
+            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client:
+                response = await client.get(issuer.jwks_uri, headers={"Accept": "application/json"})
+            if response.status_code != 200 or len(response.content) > JWKS_MAX_BYTES:
+                raise AssertionRefused(f"the issuer's JWK Set could not be fetched (HTTP {response.status_code})")
+            jwks = check_client_jwks(response.json())
+        except (httpx.HTTPError, ValueError) as exc:
+            if cached is not None:
+                return cached.jwks  # keep using the keys we have while the issuer is unreachable
+            reason = str(exc) if isinstance(exc, JwksError) else type(exc).__name__
+            raise AssertionRefused(f"the issuer's JWK Set could not be fetched: {reason}") from None
+        self._keys[issuer.issuer] = _CachedKeys(jwks, self.clock())
+        return jwks
