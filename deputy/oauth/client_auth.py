@@ -66,7 +66,7 @@ async def authenticate_client(request: Request, form: Mapping[str, str], service
                                    leeway=settings.clock_leeway, now=now())
         await verify_client_assertion(assertion, client, context, services.clients.remember_assertion,
                                       services.client_keys)
-    elif method != "none" and (secret is None or not client.verify_secret(secret)):
+    elif method != "none" and (secret is None or not await client.verify_secret(secret)):
         raise InvalidClient("client authentication failed")
     return client
 

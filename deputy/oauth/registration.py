@@ -93,7 +93,7 @@ class RegistrationEndpoint:
             raise InvalidClientMetadata("client_id must be present and equal to this client's id")
         presented_secret = raw.get("client_secret")
         if presented_secret is not None and not (
-                isinstance(presented_secret, str) and client.verify_secret(presented_secret)):
+                isinstance(presented_secret, str) and await client.verify_secret(presented_secret)):
             raise InvalidClientMetadata("client_secret does not match the secret issued to this client")
         for key in ("client_id", "client_secret", *_ECHOED):
             raw.pop(key, None)

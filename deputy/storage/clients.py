@@ -12,16 +12,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deputy.hashing import hash_secret, verify_client_secret
 from deputy.secrets import handle_hash, now, same_secret
 from deputy.storage.tables import assertion_jtis, clients
 
-_hasher = PasswordHasher()
 STATUSES = ("active", "pending", "denied")
 
 
@@ -50,13 +48,10 @@ class Client:
     def is_active(self) -> bool:
         return self.status == "active"
 
-    def verify_secret(self, secret: str) -> bool:
+    async def verify_secret(self, secret: str) -> bool:
         if self.client_secret_hash is None:
             return False
-        try:
-            return _hasher.verify(self.client_secret_hash, secret)
-        except (VerificationError, InvalidHashError):
-            return False
+        return await verify_client_secret(self.client_secret_hash, secret)
 
     def verify_registration_access_token(self, token: str) -> bool:
         expected = self.registration_access_token_hash
@@ -64,7 +59,7 @@ class Client:
 
 
 def hash_client_secret(secret: str) -> str:
-    return _hasher.hash(secret)
+    return hash_secret(secret)
 
 
 class ClientRepository:

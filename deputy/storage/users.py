@@ -6,22 +6,19 @@ import functools
 import uuid
 from dataclasses import dataclass
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deputy.hashing import hash_secret, verify_password
 from deputy.secrets import now
 from deputy.storage.tables import users
-
-_hasher = PasswordHasher()
 
 
 @functools.cache
 def _dummy_hash() -> str:
     """Verified against when the user does not exist, so both paths cost one argon2 run."""
-    return _hasher.hash("deputy-no-such-user")
+    return hash_secret("deputy-no-such-user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +40,7 @@ class UserRepository:
         try:
             async with self.engine.begin() as conn:
                 await conn.execute(users.insert().values(
-                    user_id=user.user_id, username=username, password_hash=_hasher.hash(password),
+                    user_id=user.user_id, username=username, password_hash=hash_secret(password),
                     created_at=now()))
         except IntegrityError:
             raise UserExists(username) from None
@@ -52,16 +49,14 @@ class UserRepository:
     async def set_password(self, username: str, password: str) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(users.update().where(users.c.username == username)
-                                        .values(password_hash=_hasher.hash(password)))
+                                        .values(password_hash=hash_secret(password)))
         return result.rowcount == 1
 
     async def authenticate(self, username: str, password: str) -> User | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(users).where(users.c.username == username))).first()
         stored = row.password_hash if row is not None else _dummy_hash()
-        try:
-            _hasher.verify(stored, password)
-        except (VerificationError, InvalidHashError):
+        if not await verify_password(stored, password):
             return None
         return User(row.user_id, row.username) if row is not None else None
 

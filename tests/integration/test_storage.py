@@ -160,8 +160,8 @@ async def test_public_client(db: Database) -> None:
     assert got.grant_types == ("authorization_code", "refresh_token")
     assert got.is_public is True
     assert got.client_secret_hash is None
-    assert got.verify_secret("") is False
-    assert got.verify_secret("anything") is False
+    assert await got.verify_secret("") is False
+    assert await got.verify_secret("anything") is False
     assert await clients.get(unique("absent")) is None
 
 
@@ -175,8 +175,8 @@ async def test_confidential_client_replace_and_remove(db: Database) -> None:
     assert first.is_public is False
     assert first.client_secret_hash is not None
     assert "s1" not in first.client_secret_hash
-    assert first.verify_secret("s1") is True
-    assert first.verify_secret("s2") is False
+    assert await first.verify_secret("s1") is True
+    assert await first.verify_secret("s2") is False
     await clients.put(client_id=client_id, client_name="Second", redirect_uris=[REDIRECT, "http://127.0.0.1/b"],
                       token_endpoint_auth_method="client_secret_post", source="config", client_secret="s2")
     second = await clients.get(client_id)
@@ -184,8 +184,8 @@ async def test_confidential_client_replace_and_remove(db: Database) -> None:
     assert second.client_name == "Second"
     assert second.redirect_uris == (REDIRECT, "http://127.0.0.1/b")
     assert second.token_endpoint_auth_method == "client_secret_post"
-    assert second.verify_secret("s2") is True
-    assert second.verify_secret("s1") is False
+    assert await second.verify_secret("s2") is True
+    assert await second.verify_secret("s1") is False
     assert [c.client_id for c in await clients.list()].count(client_id) == 1
     assert await clients.remove(client_id) is True
     assert await clients.get(client_id) is None
@@ -343,6 +343,43 @@ async def test_revocations_since_is_incremental(grants: GrantRepository) -> None
 
 
 # --- consents ---------------------------------------------------------------------------------------
+
+
+async def test_revoking_a_grant_revokes_what_was_exchanged_from_it(grants: GrantRepository) -> None:
+    """Alice's grant → agent A's exchanged grant → agent B's: revoking Alice's revokes the chain."""
+    root = await new_grant(grants, unique("client"))
+    child = await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
+                                auth_time=int(time.time()), parent_grant_id=root)
+    grandchild = await grants.create(client_id="agent-b", user_id="alice", resource=RESOURCE, scope="demo:tools",
+                                     auth_time=int(time.time()), parent_grant_id=child.grant_id)
+    sibling = await new_grant(grants, unique("client"))
+    assert child.parent_grant_id == root
+    assert await grants.revoke(root, "user") is True
+    for grant_id in (root, child.grant_id, grandchild.grant_id):
+        stored = await grants.get(grant_id)
+        assert stored is not None and stored.revoked_at is not None, grant_id
+    sibling_row = await grants.get(sibling)
+    assert sibling_row is not None and sibling_row.revoked_at is None
+    assert {root, child.grant_id, grandchild.grant_id} <= await revoked_ids(grants)
+    assert sibling not in await revoked_ids(grants)
+
+
+async def test_revoking_an_exchanged_grant_leaves_its_parent(grants: GrantRepository) -> None:
+    root = await new_grant(grants, unique("client"))
+    child = await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
+                                auth_time=int(time.time()), parent_grant_id=root)
+    assert await grants.revoke(child.grant_id, "client") is True
+    parent = await grants.get(root)
+    assert parent is not None and parent.revoked_at is None
+
+
+async def test_no_exchange_from_a_revoked_or_unknown_grant(grants: GrantRepository) -> None:
+    root = await new_grant(grants, unique("client"))
+    await grants.revoke(root, "user")
+    for parent in (root, "no-such-grant"):
+        with pytest.raises(HandleRefused):
+            await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
+                                auth_time=int(time.time()), parent_grant_id=parent)
 
 
 async def test_consents(db: Database) -> None:
