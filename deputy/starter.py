@@ -49,8 +49,23 @@ title = "Demo server"
 url = "http://127.0.0.1:8001/mcp"       # or: command = ["python", "-m", "my_server"]
 scopes = ["demo:tools", "demo:admin"]   # every scope tokens for this server may carry
 required_scopes = ["demo:tools"]        # needed for any call; advertised in challenges
+# credentials = "exchange"              # mint a short-lived token for the upstream (aud below, act =
+# upstream_audience = "https://demo.internal/mcp"   # the gateway + the caller's chain); or "static":
 # [servers.demo.headers]                # static headers sent upstream (never the client's token)
-# X-Api-Key = { env = "DEMO_API_KEY" }
+# X-Api-Key = { env = "DEMO_API_KEY" }  # or { file = "/run/secrets/demo-api-key" }
+
+[delegation]                  # RFC 8693 token exchange: agents acting for users
+max_depth = 4                 # most actors in one act chain
+token_ttl = 300               # seconds an exchanged token may live, at most
+# [[delegation.may_act]]      # tokens issued to `client` may be exchanged by `actors`
+# client = "my-agent"         # or "*"
+# actors = ["helper-agent"]
+
+# Outside issuers whose JWTs Deputy believes: enterprise IdPs (ID-JAG), workload identity.
+# [[trusted_issuers]]
+# issuer = "https://idp.example.com"
+# jwks_uri = "https://idp.example.com/.well-known/jwks.json"   # or jwks_file = "idp.jwks.json"
+# accept = ["id_jag"]         # and/or "subject_token", "workload"
 
 # Pre-registered clients.
 # [[clients]]
@@ -58,6 +73,8 @@ required_scopes = ["demo:tools"]        # needed for any call; advertised in cha
 # client_name = "My agent"
 # redirect_uris = ["http://127.0.0.1:3000/callback"]
 # token_endpoint_auth_method = "none"   # or client_secret_basic / client_secret_post + client_secret
+# grant_types = ["authorization_code", "refresh_token"]  # + "client_credentials",
+#               "urn:ietf:params:oauth:grant-type:token-exchange" (confidential clients only)
 '''
 
 
