@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from deputy.client_policies import ClientDocumentPolicy
+from deputy.config import TOKEN_EXCHANGE
 from deputy.oauth.document_fetcher import (
     AddressRefused,
     DocumentFetcher,
@@ -149,8 +150,8 @@ def parse_document(value: Any, client_id: str) -> ClientDocument:
     else:
         raise ClientDocumentRefused(f"token_endpoint_auth_method {method!r} is not supported")
     grant_types = _strings(value.get("grant_types", ["authorization_code"]), "grant_types")
-    # An agent acting as itself must prove it with a key: client_credentials only with private_key_jwt.
-    allowed = {*GRANTS, "client_credentials"} if method == "private_key_jwt" else set(GRANTS)
+    # An agent acting as itself, or for others, must prove it with a key: only with private_key_jwt.
+    allowed = {*GRANTS, "client_credentials", TOKEN_EXCHANGE} if method == "private_key_jwt" else set(GRANTS)
     unsupported = sorted(set(grant_types) - allowed)
     if unsupported:
         raise ClientDocumentRefused(f"grant_types not available to metadata document clients: {unsupported}")

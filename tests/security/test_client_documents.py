@@ -349,6 +349,9 @@ async def test_a_client_id_differing_by_host_case_is_refused(
     ({"client_secret": "hunter2"}, "must not carry a client_secret"),
     ({"token_endpoint_auth_method": "private_key_jwt"}, "exactly one of jwks or jwks_uri"),
     ({"grant_types": ["authorization_code", "password"]}, "not available"),
+    # Acting for others needs a key, as acting as oneself does.
+    ({"grant_types": ["authorization_code", "urn:ietf:params:oauth:grant-type:token-exchange"]}, "not available"),
+    ({"grant_types": ["client_credentials"]}, "not available"),
 ])
 async def test_documents_breaking_the_rules_are_refused(
         fields: dict[str, Any], problem: str, repository: ClientRepository, docs: DocumentServer,
@@ -368,9 +371,12 @@ async def test_a_document_that_is_not_an_object_is_refused(
 async def test_private_key_jwt_keys_are_kept_on_the_client(
         repository: ClientRepository, docs: DocumentServer, tls: TlsFiles) -> None:
     jwks = {"keys": [{"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}
-    url = docs.serve_document("/pkjwt.json", token_endpoint_auth_method="private_key_jwt", jwks=jwks)
+    grants = ["authorization_code", "client_credentials", "urn:ietf:params:oauth:grant-type:token-exchange"]
+    url = docs.serve_document("/pkjwt.json", token_endpoint_auth_method="private_key_jwt", jwks=jwks,
+                              grant_types=grants)
     client = await resolver_for(repository, tls).resolve(url)
     assert client.token_endpoint_auth_method == "private_key_jwt" and client.jwks == jwks
+    assert client.grant_types == tuple(grants)
     stored = await repository.get(url)
     assert stored is not None and stored.jwks == jwks
 
