@@ -24,6 +24,7 @@ from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoin
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
+from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
 from deputy.oauth.errors import OAuthError
@@ -58,7 +59,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                                      revocations.is_revoked)
     pool = UpstreamPool()
     upstreams: dict[str, Upstream] = {
-        name: HttpUpstream(server, pool) if server.url is not None else StdioUpstream(server)
+        name: HttpUpstream(server, pool, upstream_credentials(server, services.keyring, settings.issuer))
+        if server.url is not None else StdioUpstream(server)
         for name, server in settings.servers.items()
     }
     gateway = Gateway(

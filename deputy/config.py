@@ -230,6 +230,10 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) ->
     audience = raw.get("upstream_audience", str(url).rstrip("/") if credentials == "exchange" else None)
     if audience is not None and (not isinstance(audience, str) or not audience or credentials != "exchange"):
         raise ConfigError(f"{path}upstream_audience", 'is a non-empty string, used with credentials = "exchange"')
+    if audience is not None and (canonical_resource(audience) == public_url
+                                 or canonical_resource(audience).startswith(f"{public_url}/")):
+        # A token minted for the upstream must never be accepted by Deputy itself.
+        raise ConfigError(f"{path}upstream_audience", "must not be Deputy's own issuer or one of its resources")
     return UpstreamServer(
         name=name,
         resource=f"{public_url}/mcp/{name}",

@@ -14,21 +14,43 @@ State (the user directory) lives in the server object returned by
 
 Run it with ``python -m deputy.demo`` (Streamable HTTP at ``http://HOST:PORT/mcp``) or
 ``python -m deputy.demo --stdio``.
+
+With ``--verify-issuer URL`` the server plays an upstream that trusts Deputy's
+``exchange`` credentials: every request needs ``Authorization: Bearer`` with an access
+token (RFC 9068: ``typ`` at+jwt, ES256 only) signed by a key in
+``URL/.well-known/jwks.json``, ``iss`` = URL, ``aud`` = ``--audience`` (default: this
+server's own URL) and an ``exp`` still ahead; anything else is answered 401 by the SDK's
+bearer middleware (`DeputyTokenVerifier` is its `TokenVerifier`). A further tool,
+``whoami()``, returns the verified claims (``sub``, ``client_id``, ``aud``, ``act``,
+``txn``, ...) as structured content.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import copy
+import logging
+import time
 from collections.abc import Sequence
 from typing import Any, Final
+from urllib.parse import urlsplit
 
+import httpx2
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import KeySet
 from mcp.server import MCPServer
+from mcp.server.auth.middleware.auth_context import get_access_token
+from mcp.server.auth.provider import AccessToken
+from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
 
-__all__ = ["DEMO_USERS", "README_TEXT", "build_demo_server", "demo_asgi_app", "main"]
+__all__ = ["DEMO_USERS", "README_TEXT", "DeputyTokenVerifier", "build_demo_server", "demo_asgi_app", "main"]
+
+log = logging.getLogger(__name__)
 
 SERVER_NAME: Final = "deputy-demo"
 
@@ -48,14 +70,106 @@ README_TEXT: Final = (
 )
 
 
-def build_demo_server() -> MCPServer:
-    """Return a fresh demo `MCPServer` with its own copy of the user directory."""
+# Claims `whoami` reports, when the token carries them.
+WHOAMI_CLAIMS: Final = ("iss", "sub", "client_id", "aud", "scope", "act", "txn", "jti", "iat", "exp", "auth_time")
+TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
+ALGORITHM: Final = "ES256"
+
+
+class DeputyTokenVerifier:
+    """The SDK's `TokenVerifier` for tokens Deputy minted for this server (RFC 9068 §4).
+
+    Keys come from ``{issuer}/.well-known/jwks.json``, fetched on first use and again
+    when a token names a key not seen yet (at most every ``refetch_interval`` seconds,
+    so a stream of bogus ``kid`` values cannot turn into a stream of fetches; requests
+    arriving during a fetch wait for it).
+    """
+
+    def __init__(self, issuer: str, audience: str, *, refetch_interval: float = 5.0) -> None:
+        self.issuer = issuer
+        self.audience = audience
+        self.jwks_uri = f"{issuer.rstrip('/')}/.well-known/jwks.json"
+        self.refetch_interval = refetch_interval
+        self._keys = KeySet([])
+        self._fetched_at: float | None = None
+        self._fetching = asyncio.Lock()
+
+    def _knows(self, kid: object) -> bool:
+        return isinstance(kid, str) and any(key.kid == kid for key in self._keys)
+
+    async def _fetch_for(self, kid: object) -> None:
+        async with self._fetching:
+            now = time.monotonic()
+            if self._knows(kid) or (self._fetched_at is not None and now - self._fetched_at < self.refetch_interval):
+                return
+            self._fetched_at = now
+            try:
+                async with httpx2.AsyncClient(timeout=10.0, follow_redirects=False, trust_env=False) as http:
+                    response = await http.get(self.jwks_uri)
+                    response.raise_for_status()
+                    self._keys = KeySet.import_key_set(response.json())
+            except (httpx2.HTTPError, ValueError, KeyError, TypeError, JoseError) as exc:
+                log.warning("cannot fetch %s: %s", self.jwks_uri, type(exc).__name__)
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        try:
+            header = jws.extract_compact(token.encode("ascii")).headers()
+        except (JoseError, ValueError, UnicodeError):
+            return None
+        if header.get("alg") != ALGORITHM or str(header.get("typ", "")).lower() not in TOKEN_TYPES:
+            return None
+        kid = header.get("kid")
+        if not self._knows(kid):
+            await self._fetch_for(kid)
+        try:
+            claims = jwt.decode(token, self._keys, algorithms=[ALGORITHM]).claims
+        except (JoseError, ValueError, TypeError, KeyError):
+            return None
+        aud = claims.get("aud")
+        audiences = aud if isinstance(aud, list) else [aud]
+        exp, sub, client_id = claims.get("exp"), claims.get("sub"), claims.get("client_id")
+        scope = claims.get("scope", "")
+        if (claims.get("iss") != self.issuer or self.audience not in audiences
+                or not isinstance(exp, int) or isinstance(exp, bool) or exp <= time.time()
+                or not isinstance(sub, str) or not isinstance(client_id, str) or not isinstance(scope, str)):
+            return None
+        return AccessToken(token=token, client_id=client_id, scopes=scope.split(), expires_at=exp,
+                           resource=self.audience, subject=sub, claims=dict(claims))
+
+
+def _verified_claims() -> dict[str, Any]:
+    token = get_access_token()  # the SDK's bearer middleware put it there for this request
+    if token is None or token.claims is None:
+        raise ToolError("no verified access token on this request")
+    return {name: token.claims[name] for name in WHOAMI_CLAIMS if name in token.claims}
+
+
+def build_demo_server(verifier: DeputyTokenVerifier | None = None) -> MCPServer:
+    """Return a fresh demo `MCPServer` with its own copy of the user directory.
+
+    With `verifier`, every request must carry a token it accepts, and ``whoami`` is offered.
+    """
     users: list[dict[str, Any]] = copy.deepcopy(list(DEMO_USERS))
+    auth: AuthSettings | None = None
+    if verifier is not None:
+        parts = urlsplit(verifier.audience)
+        auth = AuthSettings(
+            issuer_url=verifier.issuer,  # type: ignore[arg-type]
+            resource_server_url=verifier.audience if parts.scheme in ("http", "https") else None,  # type: ignore[arg-type]
+            validate_token_resource=False,  # the verifier checks aud itself, as a string, exactly
+        )
     server: MCPServer = MCPServer(
         SERVER_NAME,
         version="0.1.0",
         instructions="A demo server for Deputy: harmless tools plus a destructive delete_user.",
+        token_verifier=verifier,
+        auth=auth,
     )
+
+    if verifier is not None:
+        @server.tool(description="The claims of the access token this request was verified with.")
+        def whoami() -> dict[str, Any]:
+            return _verified_claims()
 
     @server.tool(description="Return the given text unchanged.")
     def echo(text: str) -> str:
@@ -126,9 +240,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--stdio", action="store_true", help="speak MCP over stdin/stdout instead of HTTP")
     parser.add_argument("--stateless", action="store_true", help="stateless Streamable HTTP (no sessions)")
     parser.add_argument("--json-response", action="store_true", help="answer POSTs with JSON, not SSE")
+    parser.add_argument("--verify-issuer", metavar="URL",
+                        help="require a bearer token from this issuer, checked with its JWKS, on every request")
+    parser.add_argument("--audience", metavar="AUD",
+                        help="the aud those tokens must carry (default: this server's URL, http://HOST:PORT/mcp)")
     args = parser.parse_args(argv)
+    if args.audience is not None and args.verify_issuer is None:
+        parser.error("--audience goes with --verify-issuer")
+    if args.verify_issuer is not None and args.stdio:
+        parser.error("--verify-issuer needs HTTP: a stdio server has no Authorization header")
 
-    server = build_demo_server()
+    verifier = None
+    if args.verify_issuer is not None:
+        audience = args.audience or f"http://{args.host}:{args.port}/mcp"
+        verifier = DeputyTokenVerifier(args.verify_issuer.rstrip("/"), audience)
+    server = build_demo_server(verifier)
     if args.stdio:
         server.run("stdio")
         return 0

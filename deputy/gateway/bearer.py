@@ -73,4 +73,5 @@ class BearerAuthenticator:
             txn=claims.txn,
             expires_at=claims.expires_at,
             grant_id=claims.grant_id,
+            auth_time=claims.auth_time,
         )

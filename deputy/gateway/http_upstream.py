@@ -9,8 +9,9 @@ stream, DELETE, ``MCP-Protocol-Version`` pass through, bodies are relayed chunk
 by chunk. What is *not* passed: the client's ``Authorization`` and cookies (MCP
 "Token Passthrough" is forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and
 the upstream's ``Set-Cookie``/``WWW-Authenticate``, which would speak for
-Deputy's origin. The only credentials sent are the server's configured static
-headers.
+Deputy's origin. The only credentials sent are Deputy's own for that server
+(:mod:`deputy.gateway.upstream_credentials`: a token minted for the upstream,
+configured headers, or none); a client header of the same name is dropped.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import aiohttp
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, jsonrpc_error, relay_until_disconnect, send_json
+from deputy.gateway.upstream_credentials import UpstreamCredentials
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,13 @@ class UpstreamPool:
 
 
 class HttpUpstream:
-    def __init__(self, server: UpstreamServer, pool: UpstreamPool) -> None:
+    def __init__(self, server: UpstreamServer, pool: UpstreamPool, credentials: UpstreamCredentials) -> None:
         assert server.url is not None  # config validation guarantees url for HTTP upstreams
         self.server = server
         self.url = server.url
         self.pool = pool
-        self.static_headers = [(k, v) for k, v in server.headers.items()]
+        self.credentials = credentials
+        self.drop_request_headers = DROP_REQUEST_HEADERS | {n.encode("latin-1") for n in credentials.header_names}
 
     async def close(self) -> None:
         return None  # the shared pool is closed by its owner
@@ -81,11 +84,11 @@ class HttpUpstream:
         scope, send = exchange.scope, exchange.send
         # RFC 9110 §5.5: a field value excludes surrounding whitespace.
         headers = [(k.decode("latin-1"), v.strip(b" \t").decode("latin-1"))
-                   for k, v in scope["headers"] if k not in DROP_REQUEST_HEADERS]
+                   for k, v in scope["headers"] if k not in self.drop_request_headers]
         headers.append(("Accept-Encoding", "identity"))
         if exchange.session is not None:
             headers.append(("Mcp-Session-Id", exchange.session))
-        headers.extend(self.static_headers)
+        headers.extend(self.credentials.headers(exchange.principal))
         url = self.url
         if scope["query_string"]:
             url = f"{url}?{scope['query_string'].decode('latin-1')}"

@@ -4,6 +4,8 @@
 (Alice, or the agent itself when no user is involved), ``agent`` the client that
 presented the token, ``actors`` the RFC 8693 ``act`` chain — current actor first,
 each hop vouched for by Deputy, which minted it — and ``txn`` the task.
+``expires_at`` and ``auth_time`` are the token's; a token Deputy mints for the
+upstream (:mod:`deputy.gateway.upstream_credentials`) never outlives it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Principal:
     txn: str | None = None
     expires_at: int = 0
     grant_id: str | None = None
+    auth_time: int | None = None  # when the user signed in (RFC 9068 §2.2.1); None without a user
 
     @property
     def is_delegated(self) -> bool:
