@@ -59,6 +59,8 @@ class TrustedIssuer:
     purposes: frozenset[str]
     jwks: Mapping[str, Any] | None = None
     jwks_uri: str | None = None
+    # A token naming a key the cached set lacks makes Deputy fetch the set again, at most this often.
+    jwks_refresh_seconds: float = 30.0
 
 
 def delegation_policy(raw: Any) -> DelegationPolicy:
@@ -104,13 +106,14 @@ def _trusted_issuer(index: int, raw: Any, default_audience: str, base_dir: Path)
     key = f"trusted_issuers[{index}]"
     if not isinstance(raw, dict):
         raise PolicyError(key, "must be a table")
-    known = {"issuer", "jwks_uri", "jwks_file", "audience", "algorithms", "accept"}
+    known = {"issuer", "jwks_uri", "jwks_file", "audience", "algorithms", "accept", "jwks_refresh_seconds"}
     for name in raw:
         if name not in known:
             raise PolicyError(f"{key}.{name}", "is not a known setting")
     issuer = raw.get("issuer")
-    if not isinstance(issuer, str) or not issuer:
-        raise PolicyError(f"{key}.issuer", "must be the issuer identifier exactly as its JWTs carry it")
+    if not isinstance(issuer, str) or not issuer or len(issuer) > 255:
+        raise PolicyError(f"{key}.issuer", "must be the issuer identifier exactly as its JWTs carry it "
+                                           "(at most 255 characters)")
     if ("jwks_uri" in raw) == ("jwks_file" in raw):
         raise PolicyError(key, "set exactly one of jwks_uri or jwks_file")
     jwks: Mapping[str, Any] | None = None
@@ -142,8 +145,12 @@ def _trusted_issuer(index: int, raw: Any, default_audience: str, base_dir: Path)
     audience = raw.get("audience", default_audience)
     if not isinstance(audience, str) or not audience:
         raise PolicyError(f"{key}.audience", "must be a string")
+    refresh = raw.get("jwks_refresh_seconds", 30)
+    if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 1 <= refresh <= 3600:
+        raise PolicyError(f"{key}.jwks_refresh_seconds", "must be a number of seconds from 1 to 3600")
     return TrustedIssuer(issuer=issuer, audience=audience, algorithms=tuple(algorithms),
-                         purposes=frozenset(purposes), jwks=jwks, jwks_uri=jwks_uri)
+                         purposes=frozenset(purposes), jwks=jwks, jwks_uri=jwks_uri,
+                         jwks_refresh_seconds=float(refresh))
 
 
 def _integer(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:

@@ -22,13 +22,14 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from joserfc import jwt
 from joserfc.errors import JoseError
 
 from deputy.act_chain import Actor, MalformedChain, parse_act
 from deputy.keys import ALGORITHM, KeyRing
+from deputy.numeric_date import is_time
 
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _CACHE_SIZE = 10_000
@@ -157,11 +158,11 @@ class AccessTokenValidator:
         if not isinstance(aud, str):
             raise InvalidToken("aud must name exactly one resource")
         exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-        if not _is_time(exp) or not _is_time(iat):
+        if not is_time(exp) or not is_time(iat):
             raise InvalidToken("exp and iat are required")
         if iat > now + self.leeway:
             raise InvalidToken("issued in the future")
-        if nbf is not None and (not _is_time(nbf) or nbf > now + self.leeway):
+        if nbf is not None and (not is_time(nbf) or nbf > now + self.leeway):
             raise InvalidToken("not yet valid")
         for name in ("sub", "client_id", "jti"):
             if not isinstance(claims.get(name), str) or not claims[name]:
@@ -187,12 +188,8 @@ class AccessTokenValidator:
             grant_id=sid if isinstance(sid, str) else None,
             issued_at=int(iat),
             expires_at=int(exp),
-            auth_time=int(auth_time) if _is_time(auth_time) else None,
+            auth_time=int(auth_time) if is_time(auth_time) else None,
             raw=claims,
             actors=actors,
             txn=txn,
         )
-
-
-def _is_time(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)

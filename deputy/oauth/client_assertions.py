@@ -23,12 +23,13 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeGuard
+from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
+from deputy.numeric_date import is_time
 from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.errors import InvalidClient, InvalidRequest
 from deputy.storage.clients import Client
@@ -188,7 +189,3 @@ def require_assertion_type(form: Mapping[str, str]) -> str:
     if assertion_type != ASSERTION_TYPE:
         raise InvalidClient(f"client_assertion_type must be {ASSERTION_TYPE}")
     return assertion
-
-
-def is_time(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)

@@ -14,8 +14,8 @@ ID-JAGs. An assertion is believed only when all of this holds:
 
 Keys come from a file read at start or a ``jwks_uri`` fetched over HTTP (the
 operator configured it, so it is not an SSRF vector), cached for five minutes
-and fetched again — at most every 30 s — when a token names a key the cached set
-lacks, so an issuer's key rotation is picked up without a restart.
+and fetched again — at most every ``jwks_refresh_seconds`` (default 30) — when a
+token names a key the cached set lacks, so an issuer's key rotation is picked up without a restart.
 """
 
 from __future__ import annotations
@@ -31,12 +31,14 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from deputy.delegation_policy import TrustedIssuer
-from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks, is_time
+from deputy.numeric_date import is_time
+from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks
 
 JWKS_TTL = 300.0
-JWKS_REFRESH_INTERVAL = 30.0
+JWKS_REFRESH_INTERVAL = 30.0  # the default of ``jwks_refresh_seconds``
 JWKS_MAX_BYTES = 64 * 1024
 FETCH_TIMEOUT = 5.0
+MAX_SUBJECT_LENGTH = 255  # the width of the columns a subject is stored in (grants.user_id, client_id)
 
 
 class AssertionRefused(Exception):
@@ -126,15 +128,16 @@ class TrustedIssuers:
             raise AssertionRefused(f"aud must include {issuer.audience}")
         exp = claims.get("exp")
         if not is_time(exp):
-            raise AssertionRefused("exp is required")
+            raise AssertionRefused("exp is required (a plausible time)")
         if exp + self.leeway <= now:
             raise AssertionRefused("expired")
         for name in ("iat", "nbf"):
             value = claims.get(name)
             if value is not None and (not is_time(value) or value > now + self.leeway):
                 raise AssertionRefused(f"{name} is in the future or not a time")
-        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
-            raise AssertionRefused("sub is required")
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_SUBJECT_LENGTH:
+            raise AssertionRefused(f"sub is required (at most {MAX_SUBJECT_LENGTH} characters)")
 
     async def _jwks(self, issuer: TrustedIssuer, *, refresh: bool) -> Mapping[str, Any]:
         if issuer.jwks is not None:
@@ -143,7 +146,7 @@ class TrustedIssuers:
         cached = self._keys.get(issuer.issuer)
         age = self.clock() - cached.fetched_at if cached is not None else None
         if cached is not None and age is not None and (
-                (not refresh and age < JWKS_TTL) or (refresh and age < JWKS_REFRESH_INTERVAL)):
+                (not refresh and age < JWKS_TTL) or (refresh and age < issuer.jwks_refresh_seconds)):
             return cached.jwks
         try:
             async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client:
@@ -151,9 +154,11 @@ class TrustedIssuers:
             if response.status_code != 200 or len(response.content) > JWKS_MAX_BYTES:
                 raise AssertionRefused(f"the issuer's JWK Set could not be fetched (HTTP {response.status_code})")
             jwks = check_client_jwks(response.json())
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, AssertionRefused) as exc:
             if cached is not None:
-                return cached.jwks  # keep using the keys we have while the issuer is unreachable
+                return cached.jwks  # keep using the keys we have while the issuer is unreachable or failing
+            if isinstance(exc, AssertionRefused):
+                raise
             reason = str(exc) if isinstance(exc, JwksError) else type(exc).__name__
             raise AssertionRefused(f"the issuer's JWK Set could not be fetched: {reason}") from None
         self._keys[issuer.issuer] = _CachedKeys(jwks, self.clock())

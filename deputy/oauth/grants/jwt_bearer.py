@@ -8,12 +8,15 @@
   client and one MCP server. The client must authenticate and be the ``client_id``
   the assertion names; ``aud`` is Deputy's issuer; ``resource`` names a configured
   server and the token is for that server only; ``jti`` is accepted once; the scope
-  is the assertion's ∩ the server's ∩ the request's. No refresh token: the client
+  is the assertion's (the server's required scopes when it names none) ∩ the
+  server's ∩ the request's. No refresh token: the client
   asks the IdP for a new ID-JAG.
 - **Workload identity** (MCP workload identity federation draft): a workload's JWT
   from an issuer trusted for ``workload``, with ``resource`` required and no client
   registration; the token's ``sub`` and ``client_id`` are the workload (or the
-  client, when one authenticates). It never outlives the workload's JWT.
+  client, when one authenticates) — never a registered client's id unless that
+  client authenticates — and it never outlives the workload's JWT. An access token
+  (``typ: at+jwt``) is not accepted as a workload assertion (RFC 8725 §3.11).
 """
 
 from __future__ import annotations
@@ -26,7 +29,15 @@ from joserfc.errors import JoseError
 from starlette.responses import Response
 
 from deputy.config import UpstreamServer, canonical_resource
-from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from deputy.numeric_date import is_time
+from deputy.oauth.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+)
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.trusted_issuers import AssertionRefused, VerifiedAssertion
 from deputy.secrets import now
@@ -34,6 +45,7 @@ from deputy.services import Services
 from deputy.storage.clients import Client
 
 ID_JAG_TYPE = "oauth-id-jag+jwt"
+ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
 GRANT_PROFILE_ID_JAG = "urn:ietf:params:oauth:grant-profile:id-jag"
 MAX_JTI_LENGTH = 255
 
@@ -52,7 +64,9 @@ async def jwt_bearer(services: Services, form: Mapping[str, str], client: Client
 
 
 async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, client: Client | None) -> Response:
-    if client is None or client.is_public:
+    if client is None:  # RFC 6749 §5.2: "no client authentication included" is invalid_client
+        raise InvalidClient("an ID-JAG is redeemed by the client it names, which must authenticate")
+    if client.is_public:
         raise UnauthorizedClient("an ID-JAG is redeemed by the client it names, which must authenticate")
     verified = await _verified(services, assertion, "id_jag", ID_JAG_TYPE)
     claims = verified.claims
@@ -71,19 +85,29 @@ async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, c
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise InvalidGrant("the ID-JAG needs a jti")
     leeway = services.settings.clock_leeway
+    auth_time = claims.get("auth_time", claims.get("iat"))
+    if auth_time is not None and not (is_time(auth_time) and 0 <= auth_time <= now() + leeway):
+        raise InvalidGrant("the ID-JAG's auth_time is in the future or not a time")
+    # The intersection with what the IdP granted; an ID-JAG granting nothing in particular gets the least.
+    granted = claims.get("scope")
+    scope = _scope(form, server, set(granted.split()) if isinstance(granted, str) else set(server.required_scopes))
+    # Last, once nothing else can refuse it: a refused request does not use up the ID-JAG.
     if not await services.clients.remember_assertion(verified.issuer.issuer, jti, verified.expires_at + leeway):
         raise InvalidGrant("the ID-JAG was already used (jti replay)")
-    granted = claims.get("scope")
-    scope = _scope(form, server, set(granted.split()) if isinstance(granted, str) else None)
-    auth_time = claims.get("auth_time", claims.get("iat"))
     grant = await services.grants.create(
         client_id=client.client_id, user_id=verified.subject, resource=server.resource, scope=scope,
-        auth_time=int(auth_time) if isinstance(auth_time, int) else now())
+        auth_time=int(auth_time) if auth_time is not None else now())
     return token_response(services, grant, scope, None)
 
 
 async def _workload(services: Services, form: Mapping[str, str], assertion: str, client: Client | None) -> Response:
     verified = await _verified(services, assertion, "workload", None)
+    if str(verified.header.get("typ", "")).lower() in ACCESS_TOKEN_TYPES:
+        # RFC 8725 §3.11: an access token the issuer minted for Deputy is not an assertion about a workload.
+        raise InvalidGrant("assertion refused: an access token (typ at+jwt) is not a workload assertion")
+    if client is None and await services.clients.get(verified.subject) is not None:
+        # Without registration the workload's sub becomes the token's client_id: it must not pose as a client.
+        raise InvalidGrant("the workload's sub is a registered client id; authenticate as that client instead")
     resource = form.get("resource")
     if not resource:
         raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
