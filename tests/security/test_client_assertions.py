@@ -151,6 +151,15 @@ async def test_issued_in_the_future_is_refused(agents: RunningDeputy) -> None:
     assert_invalid_client(await with_assertion(agents, assertion(agents, iat=int(time.time()) + 120)), "future")
 
 
+@pytest.mark.parametrize("times", [{"lifetime": float("nan")}, {"lifetime": float("inf")}, {"lifetime": 10**20},
+                                   {"iat": float("nan")}])
+async def test_times_that_are_not_plausible_numbers_are_refused(agents: RunningDeputy, times: dict[str, Any]) -> None:
+    """JSON parsers yield NaN and Infinity: they compare false against every bound, so they must be refused
+    as times (RFC 7519 §2 NumericDate), never reach int() or a database column."""
+    response = await with_assertion(agents, assertion(agents, **times))
+    assert_invalid_client(response, "exp" if "lifetime" in times else "iat")
+
+
 async def test_hs256_is_refused(agents: RunningDeputy) -> None:
     """Algorithm allow-list: HMAC keyed with the client's public key (algorithm confusion) → refused."""
     public_pem = ECKey.import_key(EC_KEY.as_dict(private=False)).as_pem()
