@@ -121,6 +121,14 @@ class Settings:
         return f"{self.public_url}/mcp/{name}"
 
     def server_for_resource(self, resource: str) -> UpstreamServer | None:
+        """The server ``resource`` names; None for anything else, including a URI that is not absolute,
+        has a fragment (RFC 8707 §2) or cannot be parsed at all."""
+        try:
+            parts = urlsplit(resource)
+        except ValueError:
+            return None
+        if not parts.scheme or not parts.netloc or parts.fragment:
+            return None
         canonical = canonical_resource(resource)
         for server in self.servers.values():
             if server.resource == canonical:
@@ -149,8 +157,13 @@ def is_loopback_http(url: str) -> bool:
 
 
 def canonical_resource(uri: str) -> str:
-    """Lower-case scheme and host, drop a trailing slash (MCP: Canonical Server URI)."""
-    parts = urlsplit(uri)
+    """Lower-case scheme and host, drop a trailing slash (MCP: Canonical Server URI).
+
+    A string that is not a URI at all is returned as it is: it then equals no resource."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return uri
     netloc = parts.netloc.lower()
     path = parts.path.rstrip("/")
     query = f"?{parts.query}" if parts.query else ""
@@ -191,7 +204,7 @@ def _scopes(raw: Mapping[str, Any], key: str, path: str, default: list[str]) -> 
     return tuple(value)
 
 
-def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) -> UpstreamServer:
+def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str], base_dir: Path) -> UpstreamServer:
     path = f"servers.{name}."
     if not SERVER_NAME.match(name):
         raise ConfigError(f"servers.{name}", "server names are lower-case letters, digits, '-' and '_'")
@@ -216,10 +229,10 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) ->
     for header, spec in dict(raw.get("headers", {})).items():
         if not HEADER_NAME.match(header) or header.lower() in FORBIDDEN_UPSTREAM_HEADERS:
             raise ConfigError(f"{path}headers.{header}", "is not a header Deputy may set upstream")
-        headers[header] = _secret_value(spec, f"{path}headers.{header}", environ)
+        headers[header] = _secret_value(spec, f"{path}headers.{header}", environ, base_dir)
     env = {var: environ[var] for var in INHERITED_ENV if var in environ} if command is not None else {}
     for var, spec in dict(raw.get("env", {})).items():
-        env[str(var)] = _secret_value(spec, f"{path}env.{var}", environ)
+        env[str(var)] = _secret_value(spec, f"{path}env.{var}", environ, base_dir)
     credentials = raw.get("credentials", "static" if headers else "none")
     if credentials not in UPSTREAM_CREDENTIALS:
         raise ConfigError(f"{path}credentials", f"must be one of {', '.join(UPSTREAM_CREDENTIALS)}")
@@ -249,9 +262,9 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str]) ->
     )
 
 
-def _secret_value(spec: Any, key: str, environ: Mapping[str, str]) -> str:
-    """A literal string, ``{env = "NAME"}`` from the environment or ``{file = "PATH"}`` (trailing newline
-    dropped), read at start."""
+def _secret_value(spec: Any, key: str, environ: Mapping[str, str], base_dir: Path) -> str:
+    """A literal string, ``{env = "NAME"}`` from the environment or ``{file = "PATH"}`` (relative to the
+    configuration file; trailing newline dropped), read at start."""
     if isinstance(spec, str):
         return spec
     if isinstance(spec, dict) and set(spec) == {"env"} and isinstance(spec["env"], str):
@@ -260,7 +273,7 @@ def _secret_value(spec: Any, key: str, environ: Mapping[str, str]) -> str:
         return environ[spec["env"]]
     if isinstance(spec, dict) and set(spec) == {"file"} and isinstance(spec["file"], str):
         try:
-            value = Path(spec["file"]).expanduser().read_text().rstrip("\r\n")
+            value = (base_dir / Path(spec["file"]).expanduser()).read_text().rstrip("\r\n")
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(key, f"cannot read secret file {spec['file']}: {exc}") from None
         if not value or "\n" in value:
@@ -385,7 +398,8 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
     servers_raw = raw.get("servers", {})
     if not isinstance(servers_raw, dict) or not servers_raw:
         raise ConfigError("servers", "configure at least one upstream server ([servers.NAME])")
-    servers = {name: _server(name, spec, public_url, environ) for name, spec in servers_raw.items()}
+    servers = {name: _server(name, spec, public_url, environ, base_dir or Path.cwd())
+               for name, spec in servers_raw.items()}
     clients_raw = raw.get("clients", [])
     if not isinstance(clients_raw, list):
         raise ConfigError("clients", "must be an array of tables ([[clients]])")

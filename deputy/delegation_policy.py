@@ -42,6 +42,10 @@ class DelegationPolicy:
     token_ttl: int = 300
     may_act: tuple[MayActRule, ...] = ()
 
+    def actors_for_any_client(self) -> tuple[str, ...]:
+        """The clients the ``client = "*"`` rules name (for tokens no Deputy client holds)."""
+        return tuple(dict.fromkeys(a for rule in self.may_act if rule.client == "*" for a in rule.actors))
+
     def actors_for(self, client_id: str) -> tuple[str, ...]:
         """The clients that may act for the subject of a token issued to ``client_id``."""
         found: dict[str, None] = {}

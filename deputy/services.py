@@ -62,6 +62,10 @@ class Services:
             trusted_issuers=TrustedIssuers(settings.trusted_issuers, settings.clock_leeway),
         )
 
+    async def names_local_identity(self, name: str) -> bool:
+        """Whether ``name`` is a local user's id or a registered client's: an outside issuer's ``sub`` must not be."""
+        return await self.users.get(name) is not None or await self.clients.get(name) is not None
+
     async def start(self) -> None:
         """Apply migrations and re-apply the clients the configuration file declares."""
         await self.database.migrate()

@@ -85,6 +85,8 @@ async def test_missing_resource_is_invalid_target(deputy: RunningDeputy, browser
     "{url}/mcp/demo/extra",
     "http://attacker.example/mcp/demo",
     "{url}",
+    "http://[",  # not parseable at all: still invalid_target, never a 500
+    "{url}/mcp/demo#fragment",  # RFC 8707 §2: no fragment
 ])
 async def test_unknown_resource_is_invalid_target(
         deputy: RunningDeputy, browser: httpx.AsyncClient, resource: str) -> None:

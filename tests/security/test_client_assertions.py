@@ -160,6 +160,16 @@ async def test_times_that_are_not_plausible_numbers_are_refused(agents: RunningD
     assert_invalid_client(response, "exp" if "lifetime" in times else "iat")
 
 
+@pytest.mark.parametrize("resource", ["http://[", "RESOURCE#fragment", "/mcp/demo"])
+async def test_client_credentials_for_a_malformed_resource_is_invalid_target(
+        agents: RunningDeputy, resource: str) -> None:
+    """RFC 8707 §2: an absolute URI without a fragment; anything else is invalid_target (never a 500)."""
+    value = resource.replace("RESOURCE", agents.resource("demo"))
+    response = await client_credentials(agents, auth=assertion_fields(assertion(agents)), resource=value)
+    assert response.status_code == 400, response.text
+    assert oauth_error(response) == "invalid_target"
+
+
 async def test_hs256_is_refused(agents: RunningDeputy) -> None:
     """Algorithm allow-list: HMAC keyed with the client's public key (algorithm confusion) → refused."""
     public_pem = ECKey.import_key(EC_KEY.as_dict(private=False)).as_pem()

@@ -496,6 +496,11 @@ async def test_workload_jwt_with_client_authentication_is_issued_to_the_client(e
     assert claims["scope"] == "demo:admin"
 
 
+async def test_id_jag_for_a_local_identity_is_refused(env: Env) -> None:
+    """The IdP speaks for its own users, never for Deputy's clients (or users, whose ids are UUIDs)."""
+    assert_refused(await redeem(env, id_jag(env, sub=AGENT_A)), "invalid_grant", "cannot speak for")
+
+
 async def test_workload_posing_as_a_registered_client_is_refused(env: Env) -> None:
     """Without client authentication the workload's sub would become the token's client_id: a sub equal to
     a registered client's id (here an agent that may act for users) must not yield that client's token."""

@@ -12,7 +12,6 @@ ask again); a grant row is kept so the token's ``sid`` can be revoked.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from starlette.responses import Response
 
@@ -29,12 +28,10 @@ async def client_credentials(services: Services, form: Mapping[str, str], client
     resource = form.get("resource")
     if not resource:
         raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
-    parts = urlsplit(resource)
-    if not parts.scheme or not parts.netloc or parts.fragment:
-        raise InvalidTarget("resource must be an absolute URI without a fragment")
     server = services.settings.server_for_resource(resource)
     if server is None:
-        raise InvalidTarget("resource is not a server this authorization server protects")
+        raise InvalidTarget("resource is not a server this authorization server protects "
+                            "(an absolute URI without a fragment)")
     if form.get("scope"):
         requested = set(form["scope"].split())
         unknown = requested - set(server.scopes)

@@ -22,7 +22,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from urllib.parse import urlsplit
 
 from joserfc import jws
 from joserfc.errors import JoseError
@@ -84,6 +83,8 @@ async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, c
     jti = claims.get("jti")
     if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_LENGTH:
         raise InvalidGrant("the ID-JAG needs a jti")
+    if await services.names_local_identity(verified.subject):
+        raise InvalidGrant("the ID-JAG's sub is the id of a Deputy user or client; the IdP cannot speak for them")
     leeway = services.settings.clock_leeway
     auth_time = claims.get("auth_time", claims.get("iat"))
     if auth_time is not None and not (is_time(auth_time) and 0 <= auth_time <= now() + leeway):
@@ -105,18 +106,17 @@ async def _workload(services: Services, form: Mapping[str, str], assertion: str,
     if str(verified.header.get("typ", "")).lower() in ACCESS_TOKEN_TYPES:
         # RFC 8725 §3.11: an access token the issuer minted for Deputy is not an assertion about a workload.
         raise InvalidGrant("assertion refused: an access token (typ at+jwt) is not a workload assertion")
-    if client is None and await services.clients.get(verified.subject) is not None:
-        # Without registration the workload's sub becomes the token's client_id: it must not pose as a client.
-        raise InvalidGrant("the workload's sub is a registered client id; authenticate as that client instead")
+    speaks_for_itself = client is not None and client.client_id == verified.subject
+    if not speaks_for_itself and await services.names_local_identity(verified.subject):
+        # The workload's sub becomes the token's sub (and, unregistered, its client_id): never a local name.
+        raise InvalidGrant("the workload's sub is the id of a Deputy user or registered client")
     resource = form.get("resource")
     if not resource:
         raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
-    parts = urlsplit(resource)
-    if not parts.scheme or not parts.netloc or parts.fragment:
-        raise InvalidTarget("resource must be an absolute URI without a fragment")
     server = services.settings.server_for_resource(resource)
     if server is None:
-        raise InvalidTarget("resource is not a server this authorization server protects")
+        raise InvalidTarget("resource is not a server this authorization server protects "
+                            "(an absolute URI without a fragment)")
     scope = _scope(form, server, None)
     grant = await services.grants.create(
         client_id=client.client_id if client is not None else verified.subject, user_id=verified.subject,

@@ -36,7 +36,14 @@ from deputy.act_chain import Actor, MalformedChain, may_act_allows, parse_act
 from deputy.config import UpstreamServer
 from deputy.oauth.access_tokens import AccessTokenClaims, InvalidToken
 from deputy.oauth.client_assertions import AssertionContext, verify_client_assertion
-from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from deputy.oauth.errors import (
+    InvalidClient,
+    InvalidGrant,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    UnauthorizedClient,
+)
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.trusted_issuers import AssertionRefused
 from deputy.secrets import now
@@ -55,7 +62,7 @@ class Subject:
     """Whom the exchanged token is for, as its subject token describes them."""
 
     sub: str
-    client_id: str | None  # the client the subject token was issued to
+    client_id: str | None  # the Deputy client the subject token was issued to; None for an outside token
     scopes: frozenset[str] | None  # None: the token set no scope of Deputy's servers
     expires_at: int
     chain: tuple[Actor, ...]
@@ -128,20 +135,24 @@ async def _subject(services: Services, form: Mapping[str, str]) -> Subject:
     except AssertionRefused as exc:
         raise InvalidGrant(f"subject_token: {exc.reason}") from None
     claims_ = verified.claims
+    if await services.names_local_identity(verified.subject):
+        raise InvalidGrant("subject_token: its sub is the id of a Deputy user or client; an outside issuer "
+                           "cannot speak for them")
     try:
-        chain = parse_act(claims_.get("act"))
+        # Hops another issuer recorded are vouched for by that issuer, and say so.
+        chain = tuple(a if a.iss else Actor(a.sub, a.client_id, verified.issuer.issuer)
+                      for a in parse_act(claims_.get("act")))
     except MalformedChain as exc:
         raise InvalidGrant(f"subject_token act: {exc}") from None
-    issued_to = claims_.get("client_id") or claims_.get("azp")
-    issued_to = issued_to if isinstance(issued_to, str) else None
+    # The outside token's own client ids mean nothing here: only its may_act, else the rules for any client.
     may_act = claims_.get("may_act")
     if may_act is None:
-        actors = services.settings.delegation.actors_for(issued_to or "")
+        actors = services.settings.delegation.actors_for_any_client()
         may_act = {"client_id": list(actors)} if actors else None
     scope = claims_.get("scope")
     txn = claims_.get("txn")
     return Subject(
-        sub=verified.subject, client_id=issued_to,
+        sub=verified.subject, client_id=None,
         scopes=frozenset(scope.split()) if isinstance(scope, str) else None,
         expires_at=verified.expires_at, chain=chain, may_act=may_act,
         txn=txn if isinstance(txn, str) and TXN.match(txn) else None, grant_id=None, auth_time=None, resource=None)
@@ -182,8 +193,12 @@ async def _actor(services: Services, form: Mapping[str, str], client: Client) ->
         # An assertion the client signed about itself (RFC 7523 §3), as for private_key_jwt.
         context = AssertionContext(issuer=settings.issuer, token_endpoint=f"{settings.issuer}/token",
                                    leeway=settings.clock_leeway, now=now())
-        await verify_client_assertion(token, client, context, services.clients.remember_assertion,
-                                      services.client_keys)
+        try:
+            await verify_client_assertion(token, client, context, services.clients.remember_assertion,
+                                          services.client_keys)
+        except InvalidClient as exc:
+            # The client authenticated; what failed is the actor_token (RFC 6749 §5.2), not a 401.
+            raise InvalidGrant(f"actor_token is not a valid assertion by this client ({exc.description})") from None
         return ActorProof(Actor(client.client_id, client.client_id, settings.issuer), None, None)
     raise InvalidGrant("actor_token must be a Deputy token or an assertion signed by the requesting client")
 
