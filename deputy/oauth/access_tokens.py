@@ -120,12 +120,7 @@ class AccessTokenValidator:
         self._verified: OrderedDict[str, AccessTokenClaims] = OrderedDict()
 
     def validate(self, token: str, audience: str) -> AccessTokenClaims:
-        claims = self._verified.get(token)
-        if claims is None:
-            claims = self._verify(token)
-            self._verified[token] = claims
-            if len(self._verified) > _CACHE_SIZE:
-                self._verified.popitem(last=False)
+        claims = self.verify(token)
         now = self.clock()
         if claims.expires_at + self.leeway <= now:
             self._verified.pop(token, None)
@@ -138,8 +133,16 @@ class AccessTokenValidator:
         return claims
 
     def verify(self, token: str) -> AccessTokenClaims:
-        """Signature, ``typ``, ``iss`` and claim shapes; not expiry, audience or revocation (see ``validate``)."""
-        return self._verify(token)
+        """Signature, ``typ``, ``iss`` and claim shapes; not expiry, audience or revocation (see ``validate``).
+
+        What was verified once is remembered (the claims of a signed token cannot change)."""
+        claims = self._verified.get(token)
+        if claims is None:
+            claims = self._verify(token)
+            self._verified[token] = claims
+            if len(self._verified) > _CACHE_SIZE:
+                self._verified.popitem(last=False)
+        return claims
 
     def _verify(self, token: str) -> AccessTokenClaims:
         try:

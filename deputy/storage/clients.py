@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import delete, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.hashing import hash_secret, verify_client_secret
@@ -21,6 +22,7 @@ from deputy.secrets import handle_hash, now, same_secret
 from deputy.storage.tables import assertion_jtis, clients
 
 STATUSES = ("active", "pending", "denied")
+PRUNE_INTERVAL = 60  # seconds between sweeps of expired assertion identifiers
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,7 @@ def hash_client_secret(secret: str) -> str:
 class ClientRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        self._pruned_at = 0
 
     async def get(self, client_id: str) -> Client | None:
         async with self.engine.connect() as conn:
@@ -142,15 +145,18 @@ class ClientRepository:
         """Record a client assertion's ``jti``; False when it was seen before (a replay).
 
         The primary key decides, so two replicas racing with the same assertion cannot both win.
+        Expired entries are swept at most every :data:`PRUNE_INTERVAL` seconds; one that is still
+        there only refuses an identifier its client should not have reused.
         """
+        t = now()
         async with self.engine.begin() as conn:
-            await conn.execute(delete(assertion_jtis).where(assertion_jtis.c.expires_at < now()))
-        try:
-            async with self.engine.begin() as conn:
-                await conn.execute(assertion_jtis.insert().values(client_id=client_id, jti=jti, expires_at=expires_at))
-        except IntegrityError:
-            return False
-        return True
+            if t - self._pruned_at >= PRUNE_INTERVAL:
+                self._pruned_at = t
+                await conn.execute(delete(assertion_jtis).where(assertion_jtis.c.expires_at < t))
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            result = await conn.execute(insert(assertion_jtis).values(
+                client_id=client_id, jti=jti, expires_at=expires_at).on_conflict_do_nothing())
+        return result.rowcount == 1
 
     async def replace(self, client: Client) -> bool:
         """Write every field of an existing client as given (hashes kept as they are); False if it is gone."""

@@ -102,22 +102,28 @@ class GrantRepository:
         return code
 
     async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int,
-                     parent_grant_id: str | None = None) -> Grant:
+                     parent_grant_id: str | None = None, requires_live: tuple[str, ...] = ()) -> Grant:
         """A grant without a code or refresh token (client credentials, exchanges): only access tokens carry it.
 
         With ``parent_grant_id`` the insert happens only while the parent is unrevoked, so an
-        exchange racing a revocation cannot leave a live child behind.
+        exchange racing a revocation cannot leave a live child behind; ``requires_live`` names
+        further grants (an actor token's) that must be unrevoked. One transaction does it all.
         """
         grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time, None, parent_grant_id)
         values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                       auth_time=auth_time, created_at=now(), parent_grant_id=parent_grant_id)
         async with self.engine.begin() as conn:
+            if requires_live:
+                live = {row.grant_id for row in (await conn.execute(select(grants.c.grant_id).where(and_(
+                    grants.c.grant_id.in_(requires_live), grants.c.revoked_at.is_(None))))).all()}
+                if live != set(requires_live):
+                    raise HandleRefused("a token this one comes from is revoked or unknown")
             if parent_grant_id is not None:
-                live = await conn.execute(
+                locked = await conn.execute(
                     update(grants).where(and_(grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None)))
                     .values(revoked_at=None))  # locks the parent row against a concurrent revocation
-                if live.rowcount != 1:
-                    raise HandleRefused("the grant this token came from is revoked or unknown")
+                if locked.rowcount != 1:
+                    raise HandleRefused("the token this one comes from is revoked or unknown")
             await conn.execute(grants.insert().values(**values))
         return grant
 

@@ -192,6 +192,19 @@ async def test_confidential_client_replace_and_remove(db: Database) -> None:
     assert await clients.remove(client_id) is False
 
 
+async def test_assertion_identifiers_are_accepted_once(db: Database) -> None:
+    """RFC 7523 §3 item 7 / ID-JAG replay: one jti per issuer once, even when two requests race."""
+    clients = ClientRepository(db.engine)
+    issuer, jti = unique("issuer"), unique("jti")
+    expires = int(time.time()) + 300
+    assert await clients.remember_assertion(issuer, jti, expires) is True
+    assert await clients.remember_assertion(issuer, jti, expires) is False
+    assert await clients.remember_assertion(unique("other-issuer"), jti, expires) is True  # per issuer
+    raced = unique("raced")
+    results = await asyncio.gather(*(clients.remember_assertion(issuer, raced, expires) for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+
+
 # --- authorization codes ----------------------------------------------------------------------------
 
 
@@ -380,6 +393,16 @@ async def test_no_exchange_from_a_revoked_or_unknown_grant(grants: GrantReposito
         with pytest.raises(HandleRefused):
             await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
                                 auth_time=int(time.time()), parent_grant_id=parent)
+    live_parent = await new_grant(grants, unique("client"))
+    actor = await new_grant(grants, unique("agent"))
+    await grants.revoke(actor, "client")
+    with pytest.raises(HandleRefused):  # the actor token's grant must be live too
+        await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
+                            auth_time=int(time.time()), parent_grant_id=live_parent, requires_live=(actor,))
+    live_actor = await new_grant(grants, unique("agent"))
+    made = await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
+                               auth_time=int(time.time()), parent_grant_id=live_parent, requires_live=(live_actor,))
+    assert (await grants.get(made.grant_id)) == made
 
 
 async def test_consents(db: Database) -> None:

@@ -78,6 +78,7 @@ class ActorProof:
     actor: Actor
     allowance: frozenset[str] | None  # scopes the actor may use; None: not limited by its proof
     expires_at: int | None
+    grant_id: str | None  # the actor token's grant, which must still be live
 
 
 async def token_exchange(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -110,7 +111,8 @@ async def token_exchange(services: Services, form: Mapping[str, str], client: Cl
     try:
         grant = await services.grants.create(
             client_id=client.client_id, user_id=subject.sub, resource=server.resource, scope=scope,
-            auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id)
+            auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id,
+            requires_live=(proof.grant_id,) if proof is not None and proof.grant_id is not None else ())
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     return token_response(services, grant, scope, None, user_authenticated=subject.auth_time is not None,
@@ -125,7 +127,7 @@ async def _subject(services: Services, form: Mapping[str, str]) -> Subject:
     if token_type not in TOKEN_TYPES:
         raise InvalidRequest(f"subject_token_type must be one of {', '.join(TOKEN_TYPES)}")
     if services.trusted_issuers.claims_issuer(token) == services.settings.issuer:
-        claims = await _live_deputy_token(services, token, "subject_token")
+        claims = _deputy_token(services, token, "subject_token")
         return Subject(
             sub=claims.subject, client_id=claims.client_id, scopes=claims.scopes, expires_at=claims.expires_at,
             chain=claims.actors, may_act=claims.raw.get("may_act"), txn=claims.txn, grant_id=claims.grant_id,
@@ -158,18 +160,15 @@ async def _subject(services: Services, form: Mapping[str, str]) -> Subject:
         txn=txn if isinstance(txn, str) and TXN.match(txn) else None, grant_id=None, auth_time=None, resource=None)
 
 
-async def _live_deputy_token(services: Services, token: str, name: str) -> AccessTokenClaims:
-    """A Deputy access token that is signed, unexpired and whose grant is not revoked."""
+def _deputy_token(services: Services, token: str, name: str) -> AccessTokenClaims:
+    """A Deputy access token that is signed and unexpired; that its grant is live is checked when the new
+    grant is written, in the same transaction (:meth:`GrantRepository.create`)."""
     try:
         claims = services.token_verifier.verify(token)
     except InvalidToken as exc:
         raise InvalidGrant(f"{name} is not a valid access token ({exc.reason})") from None
     if claims.expires_at + services.settings.clock_leeway <= now():
         raise InvalidGrant(f"{name} has expired")
-    if claims.grant_id is not None:
-        grant = await services.grants.get(claims.grant_id)
-        if grant is None or grant.revoked_at is not None:
-            raise InvalidGrant(f"{name} has been revoked")
     return claims
 
 
@@ -184,11 +183,11 @@ async def _actor(services: Services, form: Mapping[str, str], client: Client) ->
     settings = services.settings
     iss = services.trusted_issuers.claims_issuer(token)
     if iss == settings.issuer:
-        claims = await _live_deputy_token(services, token, "actor_token")
+        claims = _deputy_token(services, token, "actor_token")
         if claims.client_id != client.client_id or claims.subject != client.client_id or claims.is_delegated:
             raise InvalidGrant("actor_token must be the requesting client's own token (client credentials)")
         return ActorProof(Actor(client.client_id, client.client_id, settings.issuer), claims.scopes,
-                          claims.expires_at)
+                          claims.expires_at, claims.grant_id)
     if iss == client.client_id:
         # An assertion the client signed about itself (RFC 7523 §3), as for private_key_jwt.
         context = AssertionContext(issuer=settings.issuer, token_endpoint=f"{settings.issuer}/token",
@@ -199,7 +198,7 @@ async def _actor(services: Services, form: Mapping[str, str], client: Client) ->
         except InvalidClient as exc:
             # The client authenticated; what failed is the actor_token (RFC 6749 §5.2), not a 401.
             raise InvalidGrant(f"actor_token is not a valid assertion by this client ({exc.description})") from None
-        return ActorProof(Actor(client.client_id, client.client_id, settings.issuer), None, None)
+        return ActorProof(Actor(client.client_id, client.client_id, settings.issuer), None, None, None)
     raise InvalidGrant("actor_token must be a Deputy token or an assertion signed by the requesting client")
 
 
