@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.secrets import handle_hash, new_handle, now
@@ -112,18 +112,24 @@ class GrantRepository:
         grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time, None, parent_grant_id)
         values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                       auth_time=auth_time, created_at=now(), parent_grant_id=parent_grant_id)
+        others = set(requires_live) - {parent_grant_id}
+        source = grants.alias("source")
+        others_live = (select(func.count()).select_from(source)
+                       .where(and_(source.c.grant_id.in_(others), source.c.revoked_at.is_(None))).scalar_subquery())
         async with self.engine.begin() as conn:
-            if requires_live:
-                live = {row.grant_id for row in (await conn.execute(select(grants.c.grant_id).where(and_(
-                    grants.c.grant_id.in_(requires_live), grants.c.revoked_at.is_(None))))).all()}
-                if live != set(requires_live):
-                    raise HandleRefused("a token this one comes from is revoked or unknown")
             if parent_grant_id is not None:
-                locked = await conn.execute(
-                    update(grants).where(and_(grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None)))
-                    .values(revoked_at=None))  # locks the parent row against a concurrent revocation
-                if locked.rowcount != 1:
-                    raise HandleRefused("the token this one comes from is revoked or unknown")
+                # One statement: the parent is live (and locked against a concurrent revocation, so no live
+                # child of a revoked parent can exist) and the other sources are live (read, not locked:
+                # many exchanges share one actor token and must not queue on its row).
+                checked = await conn.execute(
+                    update(grants).where(and_(grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None),
+                                              others_live == len(others)))
+                    .values(revoked_at=None))
+                live = checked.rowcount == 1
+            else:
+                live = not others or (await conn.execute(select(others_live))).scalar_one() == len(others)
+            if not live:
+                raise HandleRefused("a token this one comes from is revoked or unknown")
             await conn.execute(grants.insert().values(**values))
         return grant
 

@@ -399,7 +399,12 @@ async def test_no_exchange_from_a_revoked_or_unknown_grant(grants: GrantReposito
     with pytest.raises(HandleRefused):  # the actor token's grant must be live too
         await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
                             auth_time=int(time.time()), parent_grant_id=live_parent, requires_live=(actor,))
+    with pytest.raises(HandleRefused):  # an outside subject (no parent grant) with a revoked actor
+        await grants.create(client_id="agent-a", user_id="ext-user", resource=RESOURCE, scope="demo:tools",
+                            auth_time=int(time.time()), requires_live=(actor,))
     live_actor = await new_grant(grants, unique("agent"))
+    assert (await grants.create(client_id="agent-a", user_id="ext-user", resource=RESOURCE, scope="demo:tools",
+                                auth_time=int(time.time()), requires_live=(live_actor,))).parent_grant_id is None
     made = await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
                                auth_time=int(time.time()), parent_grant_id=live_parent, requires_live=(live_actor,))
     assert (await grants.get(made.grant_id)) == made
