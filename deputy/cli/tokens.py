@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import math
 import os
 import sys
 import time
@@ -24,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeGuard
+from typing import Annotated, Any
 
 import typer
 from joserfc import jws
@@ -37,6 +36,7 @@ from deputy.act_chain import Actor, MalformedChain, parse_act
 from deputy.cli.common import ConfigOption, console, err
 from deputy.config import ConfigError, Settings, load_settings
 from deputy.keys import ALGORITHM, KeyRing
+from deputy.numeric_date import is_time
 from deputy.oauth.access_tokens import TOKEN_TYPES
 
 tokens_app = typer.Typer(help="Access tokens.", no_args_is_help=True)
@@ -175,18 +175,18 @@ def verify(token: str, decoded: Decoded, settings: Settings | None, now: float) 
         if not result.issuer_ok:
             result.problems.append(f"issuer {_text(claims.get('iss'))} is not this Deputy ({settings.issuer})")
     exp, iat, nbf = claims.get("exp"), claims.get("iat"), claims.get("nbf")
-    if _is_time(exp):
+    if is_time(exp):
         result.expires_in = int(exp - now)
         result.expired = exp <= now
         if result.expired:
             result.problems.append(f"expired {_relative(exp, now)}")
     else:
         result.problems.append("exp is missing or not a number")
-    if not _is_time(iat):
+    if not is_time(iat):
         result.problems.append("iat is missing or not a number")
     elif iat > now + 60:
         result.problems.append(f"issued in the future ({_relative(iat, now)})")
-    if nbf is not None and (not _is_time(nbf) or nbf > now):
+    if nbf is not None and (not is_time(nbf) or nbf > now):
         result.problems.append("not valid yet (nbf)")
     for name in REQUIRED_CLAIMS:
         if not isinstance(claims.get(name), str) or not claims[name]:
@@ -260,12 +260,9 @@ def may_act_words(may_act: Any) -> str:
 
 
 def _when(value: Any, now: float, expiry: bool = False) -> str:
-    if not _is_time(value):
+    if not is_time(value):
         return f"{_text(value)} (not a time)"
-    try:
-        absolute = datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-    except (OverflowError, ValueError, OSError):
-        absolute = f"{value:g} (out of range)"
+    absolute = datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")  # is_time bounds it
     relative = _relative(value, now)
     if expiry:
         relative = f"expired {relative}" if value <= now else f"expires {relative}"
@@ -287,10 +284,6 @@ def _span(seconds: int) -> str:
         hours, minutes = divmod(seconds // 60, 60)
         return f"{hours} h {minutes} min" if minutes else f"{hours} h"
     return f"{seconds // 86400} d"
-
-
-def _is_time(value: Any) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _text(value: Any) -> str:
