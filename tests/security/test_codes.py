@@ -88,9 +88,16 @@ async def test_unknown_code_is_invalid_grant(deputy: RunningDeputy, browser: htt
 
 async def test_repeated_parameter_at_token_is_invalid_request(
         deputy: RunningDeputy, browser: httpx.AsyncClient) -> None:
-    """OAuth 2.1 §3.2 / RFC 6749 §3.2: a token request parameter sent twice → invalid_request."""
+    """OAuth 2.1 §3.2 / RFC 6749 §3.2: a token request parameter sent twice → invalid_request. A second
+    ``resource`` is different: RFC 8707 §2 allows several, and a server that issues tokens for exactly one
+    answers invalid_target."""
+    auth = await authorize(deputy, browser=browser)
+    response = await exchange(deputy, auth.code, verifier=auth.verifier or "",
+                              extra=[("code_verifier", auth.verifier or "")])
+    assert response.status_code == 400
+    assert oauth_error(response) == "invalid_request"
     auth = await authorize(deputy, browser=browser)
     response = await exchange(deputy, auth.code, verifier=auth.verifier or "",
                               extra=[("resource", deputy.resource("other"))])
     assert response.status_code == 400
-    assert oauth_error(response) == "invalid_request"
+    assert oauth_error(response) == "invalid_target"
