@@ -113,21 +113,23 @@ class GrantRepository:
         values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                       auth_time=auth_time, created_at=now(), parent_grant_id=parent_grant_id)
         others = set(requires_live) - {parent_grant_id}
-        source = grants.alias("source")
-        others_live = (select(func.count()).select_from(source)
-                       .where(and_(source.c.grant_id.in_(others), source.c.revoked_at.is_(None))).scalar_subquery())
+        others_live = None
+        if others:
+            source = grants.alias("source")
+            others_live = (select(func.count()).select_from(source).where(
+                and_(source.c.grant_id.in_(others), source.c.revoked_at.is_(None))).scalar_subquery() == len(others))
         async with self.engine.begin() as conn:
             if parent_grant_id is not None:
                 # One statement: the parent is live (and locked against a concurrent revocation, so no live
                 # child of a revoked parent can exist) and the other sources are live (read, not locked:
                 # many exchanges share one actor token and must not queue on its row).
-                checked = await conn.execute(
-                    update(grants).where(and_(grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None),
-                                              others_live == len(others)))
-                    .values(revoked_at=None))
+                conditions = [grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None)]
+                if others_live is not None:
+                    conditions.append(others_live)
+                checked = await conn.execute(update(grants).where(and_(*conditions)).values(revoked_at=None))
                 live = checked.rowcount == 1
             else:
-                live = not others or (await conn.execute(select(others_live))).scalar_one() == len(others)
+                live = others_live is None or bool((await conn.execute(select(others_live))).scalar_one())
             if not live:
                 raise HandleRefused("a token this one comes from is revoked or unknown")
             await conn.execute(grants.insert().values(**values))
