@@ -8,6 +8,7 @@ from typing import Protocol
 
 from starlette.types import Receive, Scope, Send
 
+from deputy.gateway.jsonrpc import McpMessage
 from deputy.gateway.principal import Principal
 
 
@@ -23,6 +24,8 @@ class Exchange:
     session: str | None
     # Turns an upstream session id into the principal-bound id the client sees.
     bind_session: Callable[[str], str]
+    # A POST's body, parsed strictly and classified; None for GET and DELETE. Forward `body`, not this.
+    message: McpMessage | None = None
 
     @property
     def method(self) -> str:

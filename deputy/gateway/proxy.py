@@ -5,7 +5,11 @@ on one endpoint. Every request is authenticated first (:mod:`deputy.gateway.bear
 a presented ``Mcp-Session-Id`` must have been issued to the same principal
 (:mod:`deputy.gateway.sessions`), else it is answered like an unknown session
 (404). Request bodies are read whole (capped) so later stages can decide on
-them; responses are streamed by the upstream implementation.
+them: a POST body must be exactly one well-formed JSON-RPC message
+(:mod:`deputy.gateway.jsonrpc`), else it is answered 400 with the JSON-RPC error
+and nothing is forwarded; the parsed message travels on the :class:`Exchange`,
+while upstreams receive the original bytes. Responses are streamed by the
+upstream implementation.
 
 This is a raw ASGI application: the hot path allocates no framework objects.
 """
@@ -20,6 +24,7 @@ from starlette.types import Receive, Scope, Send
 from deputy.config import UpstreamServer
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.exchange import Exchange, Upstream
+from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
@@ -85,6 +90,13 @@ class Gateway:
         if body is None:
             await send_json(send, 413, jsonrpc_error(JSONRPC_INVALID_REQUEST, "request body too large"))
             return
+        message: McpMessage | None = None
+        if scope["method"] == "POST":
+            try:
+                message = parse_message(body)
+            except JsonRpcRefused as refused:
+                await send_json(send, refused.status, refused.response())
+                return
         await upstream.forward(Exchange(
             scope=scope,
             receive=receive,
@@ -93,6 +105,7 @@ class Gateway:
             body=body,
             session=upstream_session,
             bind_session=functools.partial(self.sessions.outward, principal),
+            message=message,
         ))
 
     async def _refuse(self, send: Send, refusal: Refusal) -> None:

@@ -25,11 +25,12 @@ async def send_json(send: Send, status: int, body: Any, headers: Iterable[tuple[
     await send({"type": "http.response.body", "body": payload})
 
 
-def jsonrpc_error(code: int, message: str, data: Any = None) -> dict[str, Any]:
+def jsonrpc_error(code: int, message: str, data: Any = None, request_id: str | int | None = None) -> dict[str, Any]:
+    """A JSON-RPC error response; ``request_id`` is the request's ``id`` when it could be read (else null)."""
     error: dict[str, Any] = {"code": code, "message": message}
     if data is not None:
         error["data"] = data
-    return {"jsonrpc": "2.0", "id": None, "error": error}
+    return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
 async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
