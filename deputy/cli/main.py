@@ -16,6 +16,7 @@ from rich.table import Table
 from deputy.cli.clients import clients_app
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.consents import consents_app
+from deputy.cli.policy import policy_app
 from deputy.cli.tokens import tokens_app
 from deputy.cli.users import users_app
 from deputy.services import Services
@@ -28,6 +29,7 @@ app.add_typer(clients_app, name="clients")
 app.add_typer(consents_app, name="consents")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="token")
+app.add_typer(policy_app, name="policy")
 
 def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",

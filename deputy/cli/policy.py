@@ -1,0 +1,155 @@
+"""``deputy policy``: tools for policy authors — validate, print the schema, run test cases.
+
+Until the gateway reads each upstream's tools itself for these commands, the tool list
+comes from a file (``--tools``): the JSON of a ``tools/list`` result (a list of tools,
+``{"tools": [...]}`` or the whole JSON-RPC response).
+
+Exit codes: 0 success; 1 the policies are invalid (``validate``, ``test``) or a test
+case failed (``test``); 2 the input could not be used (tools file missing or not a
+tool list, the schema could not be built, a malformed test file). Every policy
+problem is printed as ``file:line:col: message``.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from deputy.act_chain import Actor
+from deputy.cli.common import console, err
+from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
+from deputy.policy.schema import TOOLS_CALL
+
+policy_app = typer.Typer(help="Cedar policies: validate them, see the schema, test them.", no_args_is_help=True)
+
+ToolsOption = Annotated[Path, typer.Option("--tools", help="JSON of the server's tools/list result")]
+PoliciesOption = Annotated[Path, typer.Option("--policies", help="directory of *.cedar files")]
+DEFAULT_POLICIES = Path("policies")
+OUTCOMES = tuple(str(outcome) for outcome in Outcome)
+
+
+def _schema_or_exit(tools_file: Path) -> PolicySchema:
+    try:
+        schema = build_schema(load_tools(json.loads(tools_file.read_text(encoding="utf-8"))))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SchemaError) as exc:
+        err.print(f"[red]{escape(str(tools_file))}: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    for name, why in schema.skipped.items():
+        err.print(f"[yellow]warning: tool {escape(name)} has no action, calls to it are denied: {escape(why)}[/yellow]")
+    return schema
+
+
+def _engine_or_exit(policies: Path, schema: PolicySchema) -> PolicyEngine:
+    try:
+        return PolicyEngine(policies, schema)
+    except PolicyLoadError as exc:
+        for problem in exc.problems:
+            err.print(escape(str(problem if problem.line else f"{problem.file}: {problem.message}")), soft_wrap=True)
+        err.print(f"[red]{len(exc.problems)} problem(s); the policy set in {escape(str(policies))} is not valid[/red]")
+        raise typer.Exit(1) from None
+
+
+@policy_app.command("validate")
+def validate(tools: ToolsOption, policies: PoliciesOption = DEFAULT_POLICIES) -> None:
+    """Check every policy in the directory against the schema built from the tools."""
+    schema = _schema_or_exit(tools)
+    engine = _engine_or_exit(policies, schema)
+    loaded = engine.loaded
+    console.print(f"{len(loaded.sources)} policies in {len(loaded.files)} file(s) are valid against the schema of "
+                  f"{len(schema.tools)} tool(s)\npolicy set version {loaded.version}\nschema version {schema.version}",
+                  soft_wrap=True)
+
+
+@policy_app.command("schema")
+def schema_command(tools: ToolsOption,
+                   as_json: Annotated[bool, typer.Option("--json", help="the JSON form instead")] = False) -> None:
+    """Print the Cedar schema policies are validated and evaluated with."""
+    schema = _schema_or_exit(tools)
+    typer.echo(schema.json_text if as_json else schema.cedar_text)
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    user: str
+    agent: str
+    server: str
+    scopes: frozenset[str] = frozenset()
+    actors: tuple[Actor, ...] = ()
+    txn: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Case:
+    name: str
+    caller: _Caller
+    method: str
+    target: str
+    arguments: Any
+    expect: str
+    policies: tuple[str, ...] | None
+    approved: bool = False
+    registration: str = "unknown"
+    time: int | None = None
+
+
+def _cases(path: Path) -> list[_Case]:
+    document = tomllib.loads(path.read_text(encoding="utf-8"))
+    defaults = document.get("defaults", {})
+    cases = []
+    for index, raw in enumerate(document.get("case", []), start=1):
+        entry = {**defaults, **raw}
+        actors = tuple(Actor(a["sub"], a.get("client_id"), a.get("iss")) for a in entry.get("actors", []))
+        caller = _Caller(str(entry.get("user", "alice")), str(entry.get("agent", "test-agent")),
+                         str(entry.get("server", "demo")), frozenset(entry.get("scopes", [])), actors, entry.get("txn"))
+        method = str(entry.get("method", TOOLS_CALL))
+        target = entry.get("tool", entry.get("prompt", entry.get("uri")))
+        if not isinstance(target, str) or entry.get("expect") not in OUTCOMES:
+            raise ValueError(f"case {index}: needs tool, prompt or uri, and expect = " + "|".join(OUTCOMES))
+        policies = entry.get("policies")
+        cases.append(_Case(str(raw.get("name", f"case {index}")), caller, method, target,
+                           entry.get("arguments"), entry["expect"], None if policies is None else tuple(policies),
+                           bool(entry.get("approved", False)), str(entry.get("registration", "unknown")),
+                           entry.get("time")))
+    return cases
+
+
+@policy_app.command("test")
+def test_command(cases_file: Annotated[Path, typer.Argument(help="TOML test cases ([[case]] tables)")],
+                 tools: ToolsOption, policies: PoliciesOption = DEFAULT_POLICIES) -> None:
+    """Run test cases: each a request and the outcome (and optionally the determining policies) it must get.
+
+    A case: ``[[case]]`` with ``name``, ``tool`` (or ``prompt``/``uri`` for other methods), ``method`` (default
+    ``tools/call``), ``arguments``, ``user``, ``agent``, ``scopes``, ``actors`` (``[{sub, client_id, iss}]``,
+    current actor first), ``txn``, ``approved``, ``time``, ``expect`` and optional ``policies``; a ``[defaults]``
+    table applies to every case.
+    """
+    schema = _schema_or_exit(tools)
+    engine = _engine_or_exit(policies, schema)
+    try:
+        cases = _cases(cases_file)
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, KeyError, TypeError) as exc:
+        err.print(f"[red]{escape(str(cases_file))}: {escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
+    table = Table("case", "expected", "got", "determining policies", "")
+    failed = 0
+    for case in cases:
+        decision = engine.decide(case.caller, case.method, case.target, case.arguments, approved=case.approved,
+                                 registration=case.registration, now=case.time)
+        ok = str(decision.outcome) == case.expect and (case.policies is None
+                                                        or sorted(case.policies) == sorted(decision.determining))
+        failed += not ok
+        got = str(decision.outcome) + "".join(f"\n{e}" for e in decision.errors)
+        expected = case.expect + (f" {list(case.policies)}" if case.policies else "")
+        table.add_row(escape(case.name), escape(expected), escape(got), escape(", ".join(decision.determining)),
+                      "[green]ok[/green]" if ok else "[red]FAIL[/red]")
+    console.print(table)
+    console.print(f"{len(cases) - failed} passed, {failed} failed (policy set version {engine.version[:12]})")
+    if failed:
+        raise typer.Exit(1)

@@ -1,0 +1,119 @@
+"""What a decision says, and how Cedar's answer plus Deputy's annotations become one.
+
+Cedar answers Allow or Deny and names the policies that determined it. Deputy reads
+two annotations on ``permit`` policies on top of that:
+
+* ``@requires_scope("a b")``: the permit counts only when the token carries every
+  scope named (space-separated). When Cedar allows only through permits whose scopes
+  the token lacks, the outcome is ``step_up`` and :attr:`Decision.required_scopes` is
+  what is missing for the permit that lacks the fewest (ties: smallest policy id) —
+  a client that obtains them can retry. A satisfied ``forbid`` still wins: it is a
+  Cedar Deny, and no scope changes that.
+* ``@approval("required")``: the permit counts only with a human approval. When every
+  permit that counts carries it, the outcome is ``approval_required`` — or ``allow``
+  when the caller presents an approval (``approved=True``); one counting permit
+  without it is enough to allow outright (permits are alternatives, as in Cedar).
+  Permits the token's scopes satisfy are weighed first: when some of them need an
+  approval and others would need more scopes, the outcome is ``approval_required``.
+
+A scope condition written inside a policy (``context.scopes.contains("x")``) is an
+ordinary condition: when it fails the permit is simply not satisfied, and no step-up
+is offered — use the annotation for scopes a client may go and get.
+
+Fail closed: any error in Cedar's diagnostics — an evaluation error in any policy
+(Cedar itself would skip that policy, and a skipped ``forbid`` can leave an Allow), a
+request that does not match the schema — makes the outcome ``deny``, with the errors
+recorded and the erring policies named as determining.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Final, NamedTuple
+
+import cedarpy
+
+from deputy.policy.sources import PolicySource
+
+POLICY_DENIED: Final = -32003
+"""The JSON-RPC error code of a request denied by policy (implementation-defined server-error range)."""
+
+_ERRING = re.compile(r"policy `([^`]*)`")
+
+
+class Outcome(StrEnum):
+    ALLOW = "allow"
+    DENY = "deny"
+    STEP_UP = "step_up"
+    APPROVAL_REQUIRED = "approval_required"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    decision_id: str
+    outcome: Outcome
+    action: str
+    server: str
+    determining: tuple[str, ...]
+    errors: tuple[str, ...]
+    policy_version: str
+    schema_version: str
+    required_scopes: tuple[str, ...] = ()
+    approval_required: bool = False
+
+    @property
+    def allowed(self) -> bool:
+        return self.outcome is Outcome.ALLOW
+
+    def error_message(self) -> str:
+        if self.outcome is Outcome.STEP_UP:
+            return "denied by policy: needs scope " + " ".join(self.required_scopes)
+        if self.outcome is Outcome.APPROVAL_REQUIRED:
+            return "denied by policy: needs a human approval"
+        return "denied by policy"
+
+    def error_data(self) -> dict[str, Any]:
+        """``data`` of the JSON-RPC error for a request this decision does not allow (no error texts: see the log)."""
+        data: dict[str, Any] = {"decision_id": self.decision_id, "outcome": str(self.outcome),
+                                "policies": list(self.determining)}
+        if self.required_scopes:
+            data["required_scopes"] = list(self.required_scopes)
+        return data
+
+
+class Verdict(NamedTuple):
+    outcome: Outcome
+    determining: tuple[str, ...]
+    errors: tuple[str, ...] = ()
+    required_scopes: tuple[str, ...] = ()
+    approval_required: bool = False
+
+
+def verdict(result: cedarpy.AuthzResult, sources: Mapping[str, PolicySource], scopes: AbstractSet[str],
+            approved: bool) -> Verdict:
+    """Cedar's answer to one request, read with Deputy's annotations (see the module docstring)."""
+    diagnostics = result.diagnostics
+    reasons = tuple(sorted(diagnostics.reasons))
+    errors = tuple(diagnostics.errors)
+    denied = result.decision is not cedarpy.Decision.Allow
+    if errors:
+        erring = {name for error in errors for name in _ERRING.findall(error)}
+        return Verdict(Outcome.DENY, tuple(sorted(erring | set(reasons if denied else ()))), errors)
+    if denied:
+        return Verdict(Outcome.DENY, reasons)
+    permits = [sources[policy_id] for policy_id in reasons]
+    if not any(p.requires_scopes or p.approval for p in permits):
+        return Verdict(Outcome.ALLOW, reasons)
+    counting = [p for p in permits if p.requires_scopes <= scopes]
+    if not counting:
+        nearest = min(permits, key=lambda p: (len(p.requires_scopes - scopes), p.policy_id))
+        return Verdict(Outcome.STEP_UP, reasons, required_scopes=tuple(sorted(nearest.requires_scopes - scopes)))
+    outright = tuple(p.policy_id for p in counting if not p.approval)
+    if outright:
+        return Verdict(Outcome.ALLOW, outright)
+    needing = tuple(p.policy_id for p in counting)
+    return Verdict(Outcome.ALLOW if approved else Outcome.APPROVAL_REQUIRED, needing, approval_required=True)

@@ -1,0 +1,230 @@
+"""The policy engine of one upstream server: a validated, pre-parsed policy set and decisions.
+
+Start: :class:`PolicyEngine` reads ``*.cedar`` from its directory
+(:mod:`deputy.policy.sources`), validates the whole set against the server's schema
+(:mod:`deputy.policy.schema`) and parses it once into a ``cedarpy.PolicySet`` whose
+policy ids are Deputy's (``@id`` or ``file#n``); any problem raises
+:class:`~deputy.policy.sources.PolicyLoadError`, each line ``file:line:col: message``,
+and start-up stops. :meth:`PolicyEngine.reload` (policies edited) and
+:meth:`PolicyEngine.use_schema` (the server's tools changed) build a new set the same
+way and swap it in only when it is valid; otherwise the previous set stays active,
+the refusal is logged at ERROR with every problem, and the result says why.
+
+Decide: :meth:`PolicyEngine.decide` turns one MCP request (``tools/call`` with the
+tool's full arguments, ``resources/read``, ``prompts/get``) into a Cedar request —
+principal ``Deputy::User::<user>``, resource ``Deputy::Server::<server>``, the action
+for the tool or method, the arguments converted exactly as the schema types them
+(:mod:`deputy.policy.arguments`) plus the common context — and evaluates it always
+*with* the schema. :meth:`PolicyEngine.decide_each` does the same for the items of a
+``tools/list``, ``prompts/list``, ``resources/list`` or ``resources/templates/list``
+result through the list-time actions; an item stays listed unless its decision is
+``deny`` (step-up and approval are enforced when it is called). Annotations and fail-closed rules:
+:mod:`deputy.policy.decision`. Nothing here raises on a request: anything unexpected
+is a deny that records why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import cedarpy
+
+from deputy.act_chain import Actor
+from deputy.policy.arguments import ArgumentError, Entities
+from deputy.policy.decision import Decision, Outcome, Verdict, verdict
+from deputy.policy.schema import (
+    ACTION_TYPE,
+    LIST_ACTIONS,
+    SERVER_TYPE,
+    TOOLS_CALL,
+    USER_TYPE,
+    PolicySchema,
+    UnknownAction,
+)
+from deputy.policy.sources import (
+    PolicyLoadError,
+    PolicyProblem,
+    PolicySource,
+    parse_policy_files,
+    policy_set_version,
+    read_policy_files,
+    validation_problems,
+)
+
+log = logging.getLogger(__name__)
+
+
+class Caller(Protocol):
+    """Who asks: what :class:`deputy.gateway.principal.Principal` carries."""
+
+    @property
+    def user(self) -> str: ...
+    @property
+    def agent(self) -> str: ...
+    @property
+    def scopes(self) -> AbstractSet[str]: ...
+    @property
+    def server(self) -> str: ...
+    @property
+    def actors(self) -> Sequence[Actor]: ...
+    @property
+    def txn(self) -> str | None: ...
+
+
+@dataclass(frozen=True, eq=False)
+class LoadedPolicies:
+    """One validated policy set with the schema it was validated against; swapped as a whole."""
+
+    directory: Path
+    version: str
+    files: tuple[str, ...]
+    sources: Mapping[str, PolicySource]
+    policy_set: cedarpy.PolicySet
+    schema: PolicySchema
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadResult:
+    applied: bool
+    version: str
+    error: PolicyLoadError | None = None
+
+
+def load_policies(directory: Path, schema: PolicySchema) -> LoadedPolicies:
+    """Read, name, validate (with ``schema``) and parse the policies in ``directory``; raises PolicyLoadError."""
+    files = read_policy_files(directory)
+    sources = parse_policy_files(files)
+    if sources:
+        result = cedarpy.validate_policies("\n".join(file.text for file in files), schema.handle)
+        if not result.validation_passed:
+            raise PolicyLoadError(validation_problems(sources, result.errors))
+    document = {"staticPolicies": {s.policy_id: s.est for s in sources}, "templates": {}, "templateLinks": []}
+    try:
+        policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
+    except ValueError as exc:  # not expected after each policy parsed; still a load error, not a crash
+        raise PolicyLoadError([PolicyProblem(str(directory), 0, 0, f"Cedar refused the policy set: {exc}")]) from None
+    return LoadedPolicies(directory, policy_set_version(files), tuple(f.name for f in files),
+                          {s.policy_id: s for s in sources}, policy_set, schema)
+
+
+def common_context(caller: Caller, registration: str, now: int) -> dict[str, Any]:
+    actors = caller.actors
+    context: dict[str, Any] = {
+        "scopes": list(caller.scopes),
+        "agent": {"client_id": caller.agent, "registration": registration},
+        "actors": [{"index": i, "sub": a.sub, "client_id": a.client_id or "", "iss": a.iss or ""}
+                   for i, a in enumerate(actors)],
+        "actor_count": len(actors),
+        "actor_client_ids": [a.client_id for a in actors if a.client_id],
+        "time": now,
+    }
+    if caller.txn is not None:
+        context["txn"] = caller.txn
+    return context
+
+
+_Base = tuple[dict[str, str], dict[str, str], dict[str, Any]]
+
+
+def _base(caller: Caller, registration: str, now: int | None) -> _Base:
+    """What every request of ``caller`` shares: principal, resource, common context."""
+    return ({"type": USER_TYPE, "id": caller.user}, {"type": SERVER_TYPE, "id": caller.server},
+            common_context(caller, registration, int(time.time()) if now is None else now))
+
+
+def _request(schema: PolicySchema, base: _Base, method: str, name: str,
+             arguments: Any) -> tuple[str, dict[str, Any], Entities]:
+    action, context, entities = schema.request(method, name, arguments)
+    context.update(base[2])
+    request = {"principal": base[0], "action": {"type": ACTION_TYPE, "id": action}, "resource": base[1],
+               "context": context}
+    return action, request, entities
+
+
+class PolicyEngine:
+    def __init__(self, directory: Path, schema: PolicySchema) -> None:
+        self._loaded = load_policies(directory, schema)
+        self._no_entities = cedarpy.Entities.from_json_str("[]")
+        log.info("policies %s: %d policies from %s, version %s", directory, len(self._loaded.sources),
+                 ", ".join(self._loaded.files) or "no files", self._loaded.version[:12])
+
+    @property
+    def loaded(self) -> LoadedPolicies:
+        return self._loaded
+
+    @property
+    def version(self) -> str:
+        return self._loaded.version
+
+    def reload(self) -> ReloadResult:
+        """Re-read the policy directory; keep the active set unless the new one is valid."""
+        return self._replace(self._loaded.schema)
+
+    def use_schema(self, schema: PolicySchema) -> ReloadResult:
+        """Re-validate the policies against a new schema (the tools changed); keep the old pair on failure."""
+        return self._replace(schema)
+
+    def _replace(self, schema: PolicySchema) -> ReloadResult:
+        active = self._loaded
+        try:
+            loaded = load_policies(active.directory, schema)
+        except PolicyLoadError as exc:
+            log.error("policy reload REFUSED, version %s stays active:\n%s", active.version[:12], exc)
+            return ReloadResult(False, active.version, exc)
+        self._loaded = loaded
+        log.warning("policies reloaded: version %s → %s", active.version[:12], loaded.version[:12])
+        return ReloadResult(True, loaded.version)
+
+    def decide(self, caller: Caller, method: str, name: str, arguments: Any = None, *, approved: bool = False,
+               registration: str = "unknown", now: int | None = None) -> Decision:
+        """Decide one request; see the module docstring. Never raises."""
+        loaded = self._loaded
+        action = str(name) if method == TOOLS_CALL else method
+        try:
+            base = _base(caller, registration, now)
+            action, request, entities = _request(loaded.schema, base, method, name, arguments)
+            result = cedarpy.is_authorized(request, loaded.policy_set, entities or self._no_entities,
+                                           schema=loaded.schema.handle)
+            judged = verdict(result, loaded.sources, caller.scopes, approved)
+        except (ArgumentError, UnknownAction) as exc:
+            judged = Verdict(Outcome.DENY, (), (str(exc),))
+        except Exception as exc:  # fail closed on anything the caller, cedarpy or the reading of its answer throws
+            log.exception("policy evaluation failed")
+            judged = Verdict(Outcome.DENY, (), (f"evaluation failed: {type(exc).__name__}: {exc}",))
+        return self._decision(loaded, action, caller, judged)
+
+    def decide_each(self, caller: Caller, method: str, names: Sequence[str], *, registration: str = "unknown",
+                    now: int | None = None) -> list[Decision]:
+        """One list-time decision per item of a list result (``tools/list``, ``prompts/list``, ``resources/list``,
+        ``resources/templates/list``): ``names`` are the tools' or prompts' names, the resources' URIs or the
+        templates' URI templates; the decisions come in their order.
+        """
+        loaded = self._loaded
+        try:
+            if method not in LIST_ACTIONS:
+                raise UnknownAction(f"{method!r} is not a list-time action")
+            base = _base(caller, registration, now)
+            requests = [_request(loaded.schema, base, method, name, None)[1] for name in names]
+            results = cedarpy.is_authorized_batch(requests, loaded.policy_set, self._no_entities,
+                                                  schema=loaded.schema.handle) if requests else []
+            judged = [verdict(result, loaded.sources, caller.scopes, False) for result in results]
+        except (ArgumentError, UnknownAction) as exc:
+            judged = [Verdict(Outcome.DENY, (), (str(exc),))] * len(names)
+        except Exception as exc:  # fail closed, as in decide
+            log.exception("policy evaluation failed")
+            judged = [Verdict(Outcome.DENY, (), (f"evaluation failed: {type(exc).__name__}: {exc}",))] * len(names)
+        return [self._decision(loaded, method, caller, one) for one in judged]
+
+    @staticmethod
+    def _decision(loaded: LoadedPolicies, action: str, caller: Caller, judged: Verdict) -> Decision:
+        server = caller.server if isinstance(getattr(caller, "server", None), str) else ""
+        return Decision(uuid.uuid4().hex, judged.outcome, action, server, judged.determining, judged.errors,
+                        loaded.version, loaded.schema.version, judged.required_scopes, judged.approval_required)
