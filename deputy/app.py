@@ -19,6 +19,7 @@ from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
 from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
 from deputy.gateway.origin_check import OriginCheck
+from deputy.gateway.policy_stage import PolicyStage, ServerPolicy
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
@@ -58,17 +59,21 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     validator = AccessTokenValidator(services.keyring, settings.issuer, settings.clock_leeway,
                                      revocations.is_revoked)
     pool = UpstreamPool()
+    credentials = {name: upstream_credentials(server, services.keyring, settings.issuer)
+                   for name, server in settings.servers.items()}
     upstreams: dict[str, Upstream] = {
-        name: HttpUpstream(server, pool, upstream_credentials(server, services.keyring, settings.issuer))
-        if server.url is not None else StdioUpstream(server)
+        name: HttpUpstream(server, pool, credentials[name]) if server.url is not None else StdioUpstream(server)
         for name, server in settings.servers.items()
     }
+    policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)
+                          for name, server in settings.servers.items() if server.policies is not None})
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),
         upstreams=upstreams,
         sessions=SessionBinder.from_data_dir(settings.data_dir),
         origin_check=OriginCheck(settings.public_url, settings.allowed_origins),
+        policy=policy if policy.policies else None,
     )
 
     @contextlib.asynccontextmanager

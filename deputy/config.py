@@ -71,6 +71,8 @@ class UpstreamServer:
     credentials: str = "none"
     # The upstream's own identifier, the ``aud`` of tokens Deputy mints for it (``exchange``).
     upstream_audience: str | None = None
+    # The directory of this server's Cedar policies; None: its calls are not decided by policy (yet).
+    policies: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +261,21 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str], ba
         headers=headers,
         credentials=credentials,
         upstream_audience=audience,
+        policies=_policy_directory(raw, path, base_dir),
     )
+
+
+def _policy_directory(raw: Mapping[str, Any], path: str, base_dir: Path) -> Path | None:
+    """``policies``: a directory of ``*.cedar`` files, relative to the configuration file."""
+    value = raw.get("policies")
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{path}policies", "must be the path of a directory of .cedar files")
+    directory = (base_dir / Path(value).expanduser()).resolve()
+    if not directory.is_dir():
+        raise ConfigError(f"{path}policies", f"{directory} is not a directory")
+    return directory
 
 
 def _secret_value(spec: Any, key: str, environ: Mapping[str, str], base_dir: Path) -> str:

@@ -8,6 +8,7 @@ string"). Every refusal carries the challenge a client needs to recover:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -31,8 +32,11 @@ class BearerAuthenticator:
         self.validator = validator
         self._metadata = {name: metadata_url(settings, s) for name, s in settings.servers.items()}
 
-    def challenge(self, server: UpstreamServer, error: str | None = None, description: str | None = None) -> str:
-        parts = [f'resource_metadata="{self._metadata[server.name]}"', f'scope="{" ".join(server.required_scopes)}"']
+    def challenge(self, server: UpstreamServer, error: str | None = None, description: str | None = None,
+                  scopes: Iterable[str] | None = None) -> str:
+        """``scopes``: every scope the call needs (default: the server's required scopes)."""
+        needed = " ".join(scopes if scopes is not None else server.required_scopes)
+        parts = [f'resource_metadata="{self._metadata[server.name]}"', f'scope="{needed}"']
         if error is not None:
             parts.insert(0, f'error="{error}"')
             if description:

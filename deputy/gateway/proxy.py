@@ -26,8 +26,11 @@ from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.exchange import Exchange, Upstream
 from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
+from deputy.gateway.policy_stage import PolicyStage, Unavailable
+from deputy.gateway.principal import Principal
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
+from deputy.policy import POLICY_DENIED, Decision, Outcome
 
 PREFIX = "/mcp/"
 MAX_REQUEST_BODY = 4 * 1024 * 1024
@@ -43,8 +46,10 @@ class Gateway:
         upstreams: Mapping[str, Upstream],
         sessions: SessionBinder,
         origin_check: OriginCheck,
+        policy: PolicyStage | None = None,
     ) -> None:
         self.origin_check = origin_check
+        self.policy = policy
         self.servers = servers
         self.authenticator = authenticator
         self.upstreams = upstreams
@@ -97,6 +102,11 @@ class Gateway:
             except JsonRpcRefused as refused:
                 await send_json(send, refused.status, refused.response())
                 return
+            if self.policy is not None:
+                decided = await self.policy.decide(principal, message)
+                if decided is not None and not (isinstance(decided, Decision) and decided.allowed):
+                    await self._deny(send, server, principal, message, decided)
+                    return
         await upstream.forward(Exchange(
             scope=scope,
             receive=receive,
@@ -107,6 +117,22 @@ class Gateway:
             bind_session=functools.partial(self.sessions.outward, principal),
             message=message,
         ))
+
+    async def _deny(self, send: Send, server: UpstreamServer, principal: Principal, message: McpMessage,
+                    decided: Decision | Unavailable) -> None:
+        """Answer a call that will not be forwarded (:mod:`deputy.gateway.policy_stage`)."""
+        if isinstance(decided, Unavailable):
+            await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "policy decisions are unavailable for "
+                                                     "this server; try again later", request_id=message.id),
+                            [(b"retry-after", b"5")])
+            return
+        body = jsonrpc_error(POLICY_DENIED, decided.error_message(), decided.error_data(), request_id=message.id)
+        if decided.outcome is Outcome.STEP_UP:
+            needed = sorted(set(principal.scopes) | set(decided.required_scopes))
+            challenge = self.authenticator.challenge(server, "insufficient_scope", None, needed)
+            await send_json(send, 403, body, [(b"www-authenticate", challenge.encode())])
+            return
+        await send_json(send, 200 if message.id is not None else 403, body)
 
     async def _refuse(self, send: Send, refusal: Refusal) -> None:
         headers = []

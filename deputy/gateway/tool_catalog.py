@@ -68,8 +68,16 @@ async def fetch_tools(server: UpstreamServer, credentials: UpstreamCredentials, 
     except TimeoutError:
         raise CatalogUnavailable(f"{server.name}: tools/list did not finish within {TIMEOUT:g} s") from None
     except Exception as exc:  # any failure of the conversation means the same: no catalog
-        log.warning("cannot read the tools of %s: %s", server.name, exc)
-        raise CatalogUnavailable(f"{server.name}: tools/list failed ({type(exc).__name__}: {exc})") from None
+        cause = _first_leaf(exc)
+        log.warning("cannot read the tools of %s: %s: %s", server.name, type(cause).__name__, cause)
+        raise CatalogUnavailable(f"{server.name}: tools/list failed ({type(cause).__name__}: {cause})") from None
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real error inside task-group wrappers (what went wrong, not that a group failed)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _all_tools(client: Client) -> list[dict[str, Any]]:
