@@ -1,8 +1,10 @@
 """``deputy policy``: tools for policy authors — validate, print the schema, run test cases.
 
-Until the gateway reads each upstream's tools itself for these commands, the tool list
-comes from a file (``--tools``): the JSON of a ``tools/list`` result (a list of tools,
-``{"tools": [...]}`` or the whole JSON-RPC response).
+The tool list the schema is built from comes from the live upstream (``--server NAME``:
+Deputy reads its ``tools/list`` as the gateway does, with the server's credentials, and
+the server's configured ``policies`` directory is the default) or from a file
+(``--tools``): the JSON of a ``tools/list`` result (a list of tools, ``{"tools": [...]}``
+or the whole JSON-RPC response).
 
 Exit codes: 0 success; 1 the policies are invalid (``validate``, ``test``) or a test
 case failed (``test``); 2 the input could not be used (tools file missing or not a
@@ -12,6 +14,7 @@ problem is printed as ``file:line:col: message``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tomllib
 from dataclasses import dataclass
@@ -23,27 +26,63 @@ from rich.markup import escape
 from rich.table import Table
 
 from deputy.act_chain import Actor
-from deputy.cli.common import console, err
+from deputy.cli.common import ConfigOption, console, err, settings_or_exit
+from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
+from deputy.gateway.upstream_credentials import upstream_credentials
+from deputy.keys import KeyRing
 from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
 from deputy.policy.schema import TOOLS_CALL
 
 policy_app = typer.Typer(help="Cedar policies: validate them, see the schema, test them.", no_args_is_help=True)
 
-ToolsOption = Annotated[Path, typer.Option("--tools", help="JSON of the server's tools/list result")]
-PoliciesOption = Annotated[Path, typer.Option("--policies", help="directory of *.cedar files")]
+ToolsOption = Annotated[Path | None, typer.Option("--tools", help="JSON of the server's tools/list result")]
+ServerOption = Annotated[str | None, typer.Option("--server", help="read the tools of this configured server")]
+PoliciesOption = Annotated[Path | None, typer.Option("--policies", help="directory of *.cedar files "
+                                                                         "(default: the server's, else ./policies)")]
 DEFAULT_POLICIES = Path("policies")
 OUTCOMES = tuple(str(outcome) for outcome in Outcome)
 
 
-def _schema_or_exit(tools_file: Path) -> PolicySchema:
+def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Path | None,
+                    policies: Path | None) -> tuple[PolicySchema, Path]:
+    """The schema and the policy directory to use, from ``--tools FILE`` or ``--server NAME``."""
+    if (tools_file is None) == (server_name is None):
+        err.print("[red]give exactly one of --tools FILE or --server NAME[/red]")
+        raise typer.Exit(2)
+    if server_name is not None:
+        tools, directory = _live_tools(server_name, config)
+        source = f"server {server_name}"
+    else:
+        assert tools_file is not None
+        source, directory = str(tools_file), None
+        try:
+            tools = load_tools(json.loads(tools_file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, SchemaError) as exc:
+            err.print(f"[red]{escape(source)}: {escape(str(exc))}[/red]")
+            raise typer.Exit(2) from None
     try:
-        schema = build_schema(load_tools(json.loads(tools_file.read_text(encoding="utf-8"))))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SchemaError) as exc:
-        err.print(f"[red]{escape(str(tools_file))}: {escape(str(exc))}[/red]")
+        schema = build_schema(tools)
+    except SchemaError as exc:
+        err.print(f"[red]{escape(source)}: {escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
     for name, why in schema.skipped.items():
         err.print(f"[yellow]warning: tool {escape(name)} has no action, calls to it are denied: {escape(why)}[/yellow]")
-    return schema
+    return schema, policies or directory or DEFAULT_POLICIES
+
+
+def _live_tools(server_name: str, config: Path | None) -> tuple[list[dict[str, Any]], Path | None]:
+    settings = settings_or_exit(config)
+    server = settings.servers.get(server_name)
+    if server is None:
+        err.print(f"[red]no server {escape(server_name)} in the configuration[/red]")
+        raise typer.Exit(2)
+    credentials = upstream_credentials(server, KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl),
+                                       settings.issuer)
+    try:
+        return asyncio.run(fetch_tools(server, credentials, settings.issuer)), server.policies
+    except CatalogUnavailable as exc:
+        err.print(f"[red]{escape(str(exc))}[/red]")
+        raise typer.Exit(2) from None
 
 
 def _engine_or_exit(policies: Path, schema: PolicySchema) -> PolicyEngine:
@@ -57,10 +96,11 @@ def _engine_or_exit(policies: Path, schema: PolicySchema) -> PolicyEngine:
 
 
 @policy_app.command("validate")
-def validate(tools: ToolsOption, policies: PoliciesOption = DEFAULT_POLICIES) -> None:
+def validate(tools: ToolsOption = None, server: ServerOption = None, policies: PoliciesOption = None,
+             config: ConfigOption = None) -> None:
     """Check every policy in the directory against the schema built from the tools."""
-    schema = _schema_or_exit(tools)
-    engine = _engine_or_exit(policies, schema)
+    schema, directory = _schema_or_exit(tools, server, config, policies)
+    engine = _engine_or_exit(directory, schema)
     loaded = engine.loaded
     console.print(f"{len(loaded.sources)} policies in {len(loaded.files)} file(s) are valid against the schema of "
                   f"{len(schema.tools)} tool(s)\npolicy set version {loaded.version}\nschema version {schema.version}",
@@ -68,10 +108,10 @@ def validate(tools: ToolsOption, policies: PoliciesOption = DEFAULT_POLICIES) ->
 
 
 @policy_app.command("schema")
-def schema_command(tools: ToolsOption,
+def schema_command(tools: ToolsOption = None, server: ServerOption = None, config: ConfigOption = None,
                    as_json: Annotated[bool, typer.Option("--json", help="the JSON form instead")] = False) -> None:
     """Print the Cedar schema policies are validated and evaluated with."""
-    schema = _schema_or_exit(tools)
+    schema, _ = _schema_or_exit(tools, server, config, None)
     typer.echo(schema.json_text if as_json else schema.cedar_text)
 
 
@@ -122,7 +162,8 @@ def _cases(path: Path) -> list[_Case]:
 
 @policy_app.command("test")
 def test_command(cases_file: Annotated[Path, typer.Argument(help="TOML test cases ([[case]] tables)")],
-                 tools: ToolsOption, policies: PoliciesOption = DEFAULT_POLICIES) -> None:
+                 tools: ToolsOption = None, server: ServerOption = None, policies: PoliciesOption = None,
+                 config: ConfigOption = None) -> None:
     """Run test cases: each a request and the outcome (and optionally the determining policies) it must get.
 
     A case: ``[[case]]`` with ``name``, ``tool`` (or ``prompt``/``uri`` for other methods), ``method`` (default
@@ -130,8 +171,8 @@ def test_command(cases_file: Annotated[Path, typer.Argument(help="TOML test case
     current actor first), ``txn``, ``approved``, ``time``, ``expect`` and optional ``policies``; a ``[defaults]``
     table applies to every case.
     """
-    schema = _schema_or_exit(tools)
-    engine = _engine_or_exit(policies, schema)
+    schema, directory = _schema_or_exit(tools, server, config, policies)
+    engine = _engine_or_exit(directory, schema)
     try:
         cases = _cases(cases_file)
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError, KeyError, TypeError) as exc:

@@ -246,3 +246,18 @@ async def test_no_decision_means_no_call(setup: Setup, server: str) -> None:
         assert response.json()["error"]["code"] == -32603
         assert "policy decisions are unavailable" in response.json()["error"]["message"]
     assert forwarded_calls(setup, "echo") == before
+
+
+def test_policy_authors_check_against_the_live_server(setup: Setup) -> None:
+    """`deputy policy validate|schema --server NAME` read the server's tools as the gateway does."""
+    valid = setup.deputy.cli("policy", "validate", "--server", "guarded")
+    assert valid.returncode == 0, valid.stderr
+    assert "5 policies" in valid.stdout and "valid against the schema of 4 tool(s)" in valid.stdout
+    broken = setup.deputy.cli("policy", "validate", "--server", "broken")
+    assert broken.returncode == 1
+    assert "broken.cedar:4:22" in broken.stderr and "input.volume" in broken.stderr
+    schema = setup.deputy.cli("policy", "schema", "--server", "guarded")
+    assert schema.returncode == 0, schema.stderr
+    assert 'action "delete_user"' in schema.stdout
+    unreachable = setup.deputy.cli("policy", "schema", "--server", "unreachable")
+    assert unreachable.returncode == 2 and "unreachable: tools/list failed" in unreachable.stderr
