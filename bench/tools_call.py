@@ -96,7 +96,7 @@ class Servers:
     token: str
 
 
-def start_servers(work: Path, profile: Path | None) -> Servers:
+def start_servers(work: Path, profile: Path | None, policies: Path | None = None) -> Servers:
     upstream_port, deputy_port = free_port(), free_port()
     up_log = work / "upstream.log"
     # The upstream is the fixed reference: it does not inherit PYTHONPATH (which may hold a Deputy experiment).
@@ -124,6 +124,7 @@ mode = "off"
 title = "Demo"
 url = "http://{HOST}:{upstream_port}/mcp"
 scopes = ["demo:tools"]
+{f'policies = "{policies}"' if policies is not None else ""}
 ''')
     data_dir = work / "data"
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(data_dir)}
@@ -341,6 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--mem-seconds", type=float, default=None,
                    help="time cap of the memory phase; a block cut short says so (default 90)")
     p.add_argument("--quick", action="store_true", help="~30 s smoke run: fewer, smaller runs")
+    p.add_argument("--policies", type=Path, default=None,
+                   help="decide every call with the Cedar policies in this directory (e.g. policies/demo)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run Deputy under cProfile and write pstats here (figures are then slower)")
     args = p.parse_args(argv)
@@ -360,7 +363,8 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="deputy-bench-"))
     started = time.monotonic()
     try:
-        servers = start_servers(work, args.profile.resolve() if args.profile else None)
+        servers = start_servers(work, args.profile.resolve() if args.profile else None,
+                                args.policies.resolve() if args.policies else None)
         try:
             console.print(f"upstream pid {servers.upstream.pid} on :{servers.upstream_port}, "
                           f"Deputy pid {servers.deputy.pid} on :{servers.deputy_port}; "
