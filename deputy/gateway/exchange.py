@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from starlette.types import Receive, Scope, Send
 
@@ -26,6 +26,9 @@ class Exchange:
     bind_session: Callable[[str], str]
     # A POST's body, parsed strictly and classified; None for GET and DELETE. Forward `body`, not this.
     message: McpMessage | None = None
+    # Applied by the upstream to the result of the response to this request (list filtering,
+    # :mod:`deputy.gateway.response_rewrite`); None: the response passes as it is.
+    rewrite_result: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     @property
     def method(self) -> str:

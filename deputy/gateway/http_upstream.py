@@ -6,7 +6,10 @@ slow, ``shared/reference/performance.md``; httpx cost Deputy ~4 ms of CPU per
 call in ``bench/``, most of it in its connection pool, so the hot path uses
 aiohttp). Forwarding is faithful: POST answered with JSON or SSE, the GET
 stream, DELETE, ``MCP-Protocol-Version`` pass through, bodies are relayed chunk
-by chunk. What is *not* passed: the client's ``Authorization`` and cookies (MCP
+by chunk — except the answer to a request whose result Deputy rewrites (a list
+filtered by policy, :mod:`deputy.gateway.response_rewrite`): a JSON body is then
+read whole (at most ``MAX_REWRITTEN``; more is a 502), an SSE stream rewritten
+event by event. What is *not* passed: the client's ``Authorization`` and cookies (MCP
 "Token Passthrough" is forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and
 the upstream's ``Set-Cookie``/``WWW-Authenticate``, which would speak for
 Deputy's origin. The only credentials sent are Deputy's own for that server
@@ -17,11 +20,13 @@ configured headers, or none); a client header of the same name is dropped.
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 
 import aiohttp
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
+from deputy.gateway.response_rewrite import MAX_REWRITTEN, RewriteResult, rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, jsonrpc_error, relay_until_disconnect, send_json
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 
@@ -121,15 +126,61 @@ class HttpUpstream:
             out.append((SESSION_HEADER, exchange.bind_session(upstream_session).encode("latin-1")))
         content_type = response.headers.get("content-type", "")
         length = response.content_length
-        if length is not None and length <= SMALL_BODY and not content_type.startswith("text/event-stream"):
+        event_stream = content_type.startswith("text/event-stream")
+        rewrite = exchange.rewrite_result
+        if rewrite is not None:
+            if not event_stream:
+                await self._relay_rewritten(exchange, response, out, rewrite)
+                return
+            out = [(k, v) for k, v in out if k.lower() != b"content-length"]
+        if length is not None and length <= SMALL_BODY and not event_stream:
             body = await response.read()
             await send({"type": "http.response.start", "status": response.status, "headers": out})
             await send({"type": "http.response.body", "body": body})
             return
         await send({"type": "http.response.start", "status": response.status, "headers": out})
-        if content_type.startswith("text/event-stream"):
-            await relay_until_disconnect(response.content.iter_any(), exchange.receive, send)
+        if event_stream:
+            chunks: AsyncIterator[bytes] = response.content.iter_any()
+            if rewrite is not None:
+                chunks = rewrite_sse(chunks, exchange.message.id if exchange.message else None, rewrite)
+            await relay_until_disconnect(chunks, exchange.receive, send)
         else:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _relay_rewritten(self, exchange: Exchange, response: aiohttp.ClientResponse,
+                               headers: list[tuple[bytes, bytes]], rewrite: RewriteResult) -> None:
+        """A JSON answer whose result is rewritten: read whole (capped; over the cap nothing passes)."""
+        request_id = exchange.message.id if exchange.message is not None else None
+        chunks: list[bytes] = []
+        received = 0
+        too_large = (response.content_length or 0) > MAX_REWRITTEN
+        try:
+            if not too_large:
+                async for chunk in response.content.iter_any():
+                    received += len(chunk)
+                    if received > MAX_REWRITTEN:
+                        too_large = True
+                        break
+                    chunks.append(chunk)
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
+            await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response broke off",
+                                                              request_id=request_id))
+            return
+        if too_large:
+            log.warning("upstream %s answered a filtered request with more than %d bytes", self.server.name,
+                        MAX_REWRITTEN)
+            await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response too large",
+                                                              request_id=request_id))
+            return
+        original = b"".join(chunks)
+        body = await rewrite_json_body(original, request_id, rewrite)
+        drop = {b"content-length"} if body is original else {b"content-length", b"content-type", b"content-encoding"}
+        headers = [(k, v) for k, v in headers if k.lower() not in drop]
+        if body is not original:
+            headers.append((b"content-type", b"application/json"))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await exchange.send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await exchange.send({"type": "http.response.body", "body": body})

@@ -4,8 +4,14 @@ For a server configured with ``policies``, every ``tools/call`` (the tool and it
 arguments), ``resources/read`` and ``prompts/get`` is decided by that server's
 :class:`~deputy.policy.engine.PolicyEngine`, and so is any method Deputy does not
 recognise (denied unless a policy permits it). Protocol housekeeping (``initialize``,
-``ping``, notifications, ``logging/setLevel``, completion), list requests and the
-client's responses pass; list results are not filtered yet.
+``ping``, notifications, ``logging/setLevel``, completion) and the client's
+responses pass. List requests (``tools/list``, ``resources/list``,
+``resources/templates/list``, ``prompts/list``) are forwarded with a hook
+(:meth:`PolicyStage.list_filter`) that filters their result: one list-time decision
+per item (:meth:`~deputy.policy.engine.PolicyEngine.decide_each` — its own action, so a
+rule on a tool's arguments never empties a list), an item dropped when that decision
+is deny, everything else in the result (cursor, ``_meta``) kept. When no decision can
+be made the list request is refused like a call.
 
 The engine needs the server's schema, which comes from its tools: Deputy reads them
 itself (:mod:`deputy.gateway.tool_catalog`) on the first call that needs a decision —
@@ -31,19 +37,24 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from deputy.config import UpstreamServer
 from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
+from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
 from deputy.gateway.upstream_credentials import UpstreamCredentials
-from deputy.policy import Decision, PolicyEngine, PolicyLoadError, SchemaError, build_schema
+from deputy.policy import Decision, Outcome, PolicyEngine, PolicyLoadError, SchemaError, build_schema
 
 log = logging.getLogger(__name__)
 
 RETRY_SECONDS = 5.0
 DECIDED = {Category.TOOL_CALL: "tools/call", Category.RESOURCE_READ: "resources/read",
            Category.PROMPT_GET: "prompts/get"}
+# Per list method: the key of the item list in its result, and the field of an item that names it.
+LIST_ITEMS = {"tools/list": ("tools", "name"), "prompts/list": ("prompts", "name"),
+              "resources/list": ("resources", "uri"), "resources/templates/list": ("resourceTemplates", "uriTemplate")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,3 +119,39 @@ class PolicyStage:
             return engine.decide(principal, str(message.method), str(message.method))
         name = operation.uri if category is Category.RESOURCE_READ else operation.name
         return engine.decide(principal, DECIDED[category], str(name), operation.arguments)
+
+    async def list_filter(self, principal: Principal, message: McpMessage) -> RewriteResult | Unavailable | None:
+        """The rewrite of a list request's result, Unavailable when none can be made, None when not filtered."""
+        policy = self.policies.get(principal.server)
+        if policy is None or message.operation.category is not Category.LIST or message.method not in LIST_ITEMS:
+            return None
+        engine = await policy.ready_engine()
+        if isinstance(engine, Unavailable):
+            return engine
+        method = message.method
+        key, field = LIST_ITEMS[method]
+
+        async def rewrite(result: dict[str, Any]) -> dict[str, Any]:
+            return filter_items(engine, principal, method, key, field, result)
+
+        return rewrite
+
+
+def filter_items(engine: PolicyEngine, principal: Principal, method: str, key: str, field: str,
+                 result: dict[str, Any]) -> dict[str, Any]:
+    """``result`` without the items of ``result[key]`` the principal's list-time decision denies.
+
+    An item without a string ``field`` cannot be decided and is dropped; a ``result[key]`` that
+    is not a list raises (the caller answers with an error: fail closed).
+    """
+    if key not in result:
+        return result
+    items = result[key]
+    if not isinstance(items, list):
+        raise ValueError(f"{method}: {key!r} is not a list")
+    named = [item for item in items if isinstance(item, dict) and isinstance(item.get(field), str)]
+    decisions = engine.decide_each(principal, method, [item[field] for item in named])
+    kept = [item for item, decision in zip(named, decisions, strict=True) if decision.outcome is not Outcome.DENY]
+    if len(kept) < len(items):
+        log.debug("%s for %s: %d of %d items withheld", method, principal.user, len(items) - len(kept), len(items))
+    return {**result, key: kept}

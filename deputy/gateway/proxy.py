@@ -9,7 +9,8 @@ them: a POST body must be exactly one well-formed JSON-RPC message
 (:mod:`deputy.gateway.jsonrpc`), else it is answered 400 with the JSON-RPC error
 and nothing is forwarded; the parsed message travels on the :class:`Exchange`,
 while upstreams receive the original bytes. Responses are streamed by the
-upstream implementation.
+upstream implementation; the result of a list request to a server with policies is
+filtered on its way back (:meth:`PolicyStage.list_filter`).
 
 This is a raw ASGI application: the hot path allocates no framework objects.
 """
@@ -28,6 +29,7 @@ from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.policy_stage import PolicyStage, Unavailable
 from deputy.gateway.principal import Principal
+from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
 from deputy.policy import POLICY_DENIED, Decision, Outcome
@@ -96,6 +98,7 @@ class Gateway:
             await send_json(send, 413, jsonrpc_error(JSONRPC_INVALID_REQUEST, "request body too large"))
             return
         message: McpMessage | None = None
+        rewrite: RewriteResult | None = None
         if scope["method"] == "POST":
             try:
                 message = parse_message(body)
@@ -107,6 +110,11 @@ class Gateway:
                 if decided is not None and not (isinstance(decided, Decision) and decided.allowed):
                     await self._deny(send, server, principal, message, decided)
                     return
+                filtered = await self.policy.list_filter(principal, message)
+                if isinstance(filtered, Unavailable):
+                    await self._deny(send, server, principal, message, filtered)
+                    return
+                rewrite = filtered
         await upstream.forward(Exchange(
             scope=scope,
             receive=receive,
@@ -116,6 +124,7 @@ class Gateway:
             session=upstream_session,
             bind_session=functools.partial(self.sessions.outward, principal),
             message=message,
+            rewrite_result=rewrite,
         ))
 
     async def _deny(self, send: Send, server: UpstreamServer, principal: Principal, message: McpMessage,

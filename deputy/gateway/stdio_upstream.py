@@ -6,8 +6,9 @@ process per MCP session: ``initialize`` without a session starts a process and
 mints the session id; later requests carry it. Each client request is answered
 with an SSE stream carrying whatever the server sends while it works
 (progress, logging, elicitation and sampling requests) and ends with the
-response; messages unrelated to any open request go to the session's GET
-stream. Credentials come from the environment configured for the server,
+response (its result rewritten when the exchange asks for it,
+:mod:`deputy.gateway.response_rewrite`); messages unrelated to any open request
+go to the session's GET stream. Credentials come from the environment configured for the server,
 never from the client. Deputy supervises the processes: a process that exits
 ends its session (the client gets 404 and re-initializes), idle sessions are
 stopped, and the number of sessions per server is capped.
@@ -26,6 +27,7 @@ from typing import Any
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
+from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
     JSONRPC_INVALID_REQUEST,
@@ -223,7 +225,10 @@ class StdioUpstream:
             accept = exchange.header(b"accept") or b""
             if b"text/event-stream" in accept or b"application/json" not in accept:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
-                await relay_until_disconnect(_sse(queue, until_final=True), exchange.receive, send)
+                events = _sse(queue, until_final=True)
+                if exchange.rewrite_result is not None:
+                    events = rewrite_sse(events, message["id"], exchange.rewrite_result)
+                await relay_until_disconnect(events, exchange.receive, send)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
                 await self._answer_json(exchange, queue, headers)
@@ -235,6 +240,9 @@ class StdioUpstream:
         while (item := await queue.get()) is not None:
             line, final = item
             if final:
+                if exchange.rewrite_result is not None:
+                    line = await rewrite_json_body(line, exchange.message.id if exchange.message else None,
+                                                   exchange.rewrite_result)
                 await exchange.send({"type": "http.response.start", "status": 200,
                                      "headers": [(b"content-type", b"application/json"), *headers]})
                 await exchange.send({"type": "http.response.body", "body": line})

@@ -1,0 +1,208 @@
+"""List results filtered by policy through a running Deputy, over an HTTP upstream and a stdio one.
+
+Each transport gets two servers with policies written here: `*-lists` lists every tool but
+`delete_user`, the `demo://readme` resource and no prompt; `*-args` lists every tool and has a
+rule on `delete_user`'s arguments, which must not take it off the list. The HTTP upstream is the
+demo app behind a recorder (JSON responses); the stdio one is the demo over stdio, answered by
+Deputy as SSE streams.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.databases import database_url
+from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.oauth_flow import tokens_for_alice
+from tests.support.recording_upstream import RequestRecorder, recording_upstream
+
+LISTS_POLICY = '''
+@id("list-all-but-delete")
+permit (principal, action == Deputy::Action::"tools/list", resource)
+unless { context.name == "delete_user" };
+
+@id("list-the-readme")
+permit (principal, action == Deputy::Action::"resources/list", resource)
+when { context.uri == "demo://readme" };
+
+@id("call-harmless")
+permit (principal, action in [Deputy::Action::"echo", Deputy::Action::"add"], resource);
+'''
+
+ARGS_POLICY = '''
+@id("list-everything")
+permit (principal, action in [Deputy::Action::"tools/list", Deputy::Action::"prompts/list"], resource);
+
+@id("protect-low-ids")
+forbid (principal, action == Deputy::Action::"delete_user", resource)
+when { context.input.id < 100 };
+
+@id("delete-others")
+permit (principal, action == Deputy::Action::"delete_user", resource);
+'''
+
+BROKEN_POLICY = '''
+@id("broken-reads-a-missing-attribute")
+permit (principal, action == Deputy::Action::"echo", resource)
+when { context.input.volume > 3 };
+'''
+
+TRANSPORTS = ["http", "stdio"]
+STDIO_COMMAND = json.dumps([sys.executable, "-m", "deputy.demo", "--stdio"])
+
+
+@dataclass
+class Setup:
+    deputy: RunningDeputy
+    recorder: RequestRecorder
+
+
+@pytest.fixture(scope="module")
+def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    directory = tmp_path_factory.mktemp(f"deputy-lists-{backend}")
+    for name, policy in (("lists", LISTS_POLICY), ("args", ARGS_POLICY), ("broken", BROKEN_POLICY)):
+        (directory / name).mkdir()
+        (directory / name / f"{name}.cedar").write_text(policy)
+    with recording_upstream() as (recorded_url, recorder):
+        extra = ""
+        for policies in ("lists", "args"):
+            extra += f'''
+[servers.http-{policies}]
+url = "{recorded_url}"
+scopes = ["http-{policies}:tools"]
+policies = "{policies}"
+
+[servers.stdio-{policies}]
+command = {STDIO_COMMAND}
+scopes = ["stdio-{policies}:tools"]
+policies = "{policies}"
+'''
+        extra += f'''
+[servers.http-broken]
+url = "{recorded_url}"
+scopes = ["http-broken:tools"]
+policies = "broken"
+'''
+        with (database_url(backend, directory) as db_url,
+              running_deputy(directory, db_url, upstream_url, extra) as deputy):
+            yield Setup(deputy, recorder)
+
+
+class Client:
+    """One MCP client of one server: a token, and a session when the server is stdio."""
+
+    def __init__(self, deputy: RunningDeputy, server: str, token: str) -> None:
+        self.deputy = deputy
+        self.server = server
+        self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+                        "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18",
+                        "X-Test-Client": "lists"}  # forwarded: tells the client's requests from Deputy's own
+
+    async def post(self, body: dict[str, Any]) -> httpx.Response:
+        async with httpx.AsyncClient(timeout=30) as http:
+            return await http.post(self.deputy.resource(self.server), content=json.dumps(body), headers=self.headers)
+
+    async def open(self) -> None:
+        initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "lists", "version": "1"}}}
+        response = await self.post(initialize)
+        assert response.status_code == 200, response.text
+        assert "result" in answers(response)[-1]
+        if "mcp-session-id" in response.headers:
+            self.headers["Mcp-Session-Id"] = response.headers["mcp-session-id"]
+        initialized = await self.post({"jsonrpc": "2.0", "method": "notifications/initialized"})
+        assert initialized.status_code == 202, initialized.text
+
+    async def request(self, method: str, request_id: int = 1) -> dict[str, Any]:
+        response = await self.post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": {}})
+        assert response.status_code == 200, response.text
+        answer = answers(response)[-1]
+        assert answer["id"] == request_id, answer
+        return answer
+
+
+def answers(response: httpx.Response) -> list[dict[str, Any]]:
+    """The JSON-RPC messages of a response, whether a JSON body or an SSE stream."""
+    if response.headers["content-type"].startswith("text/event-stream"):
+        return [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
+    return [response.json()]
+
+
+async def client(setup: Setup, server: str) -> Client:
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource(server))
+    opened = Client(setup.deputy, server, token)
+    await opened.open()
+    return opened
+
+
+def names(answer: dict[str, Any], key: str, field: str = "name") -> list[str]:
+    assert "error" not in answer, answer
+    return [item[field] for item in answer["result"][key]]
+
+
+def list_requests_forwarded(setup: Setup, method: str) -> int:
+    """How many `method` requests of the test's clients reached the HTTP upstream (not Deputy's catalog reads)."""
+    count = 0
+    for seen in setup.recorder.seen:
+        try:
+            message = json.loads(seen.body or b"null")
+        except ValueError:
+            continue
+        if seen.headers.get("x-test-client") == "lists" and isinstance(message, dict) and \
+                message.get("method") == method:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_tool_denied_at_list_time_is_absent_the_others_present(setup: Setup, transport: str) -> None:
+    lists = await client(setup, f"{transport}-lists")
+    before = list_requests_forwarded(setup, "tools/list")
+    tools = names(await lists.request("tools/list"), "tools")
+    assert "delete_user" not in tools
+    assert sorted(tools) == ["add", "echo", "list_users"]
+    if transport == "http":  # the upstream answered in full; Deputy took the item out
+        assert list_requests_forwarded(setup, "tools/list") == before + 1
+    # What stays listed keeps the upstream's whole description of it.
+    echo = next(tool for tool in (await lists.request("tools/list", 2))["result"]["tools"] if tool["name"] == "echo")
+    assert echo["inputSchema"]["properties"]["text"]["type"] == "string"
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_rule_on_arguments_does_not_take_a_tool_off_the_list(setup: Setup, transport: str) -> None:
+    args = await client(setup, f"{transport}-args")
+    assert sorted(names(await args.request("tools/list"), "tools")) == ["add", "delete_user", "echo", "list_users"]
+    # The rule still decides the call itself.
+    denied = await args.post({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                              "params": {"name": "delete_user", "arguments": {"id": 1, "reason": "x"}}})
+    error = answers(denied)[-1]["error"]
+    assert error["code"] == -32003 and error["data"]["policies"] == ["protect-low-ids"], error
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_prompts_and_resources_are_filtered_likewise(setup: Setup, transport: str) -> None:
+    lists = await client(setup, f"{transport}-lists")
+    assert names(await lists.request("resources/list"), "resources", "uri") == ["demo://readme"]
+    assert names(await lists.request("prompts/list"), "prompts") == [], "no permit for prompts/list: none listed"
+    args = await client(setup, f"{transport}-args")
+    assert names(await args.request("prompts/list"), "prompts") == ["greet"]
+    assert names(await args.request("resources/list"), "resources", "uri") == []
+
+
+async def test_no_decision_means_no_list(setup: Setup) -> None:
+    """Policies that do not validate: the list request is refused (503) and never forwarded."""
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("http-broken"))
+    broken = Client(setup.deputy, "http-broken", token)
+    before = list_requests_forwarded(setup, "tools/list")
+    response = await broken.post({"jsonrpc": "2.0", "id": 4, "method": "tools/list"})
+    assert response.status_code == 503, response.text
+    assert response.json()["id"] == 4
+    assert "policy decisions are unavailable" in response.json()["error"]["message"]
+    assert list_requests_forwarded(setup, "tools/list") == before

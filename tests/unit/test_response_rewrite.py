@@ -1,0 +1,131 @@
+"""Rewriting the response to one request in a JSON body or an SSE stream, and failing closed."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from deputy.gateway.response_rewrite import FAILED, MAX_REWRITTEN, rewrite_json_body, rewrite_sse
+
+
+async def drop_secret(result: dict[str, Any]) -> dict[str, Any]:
+    if not isinstance(result.get("tools"), list):
+        raise ValueError("no tool list")
+    return {**result, "tools": [tool for tool in result["tools"] if tool["name"] != "secret"]}
+
+
+LISTED = {"tools": [{"name": "echo"}, {"name": "secret"}], "nextCursor": "page-2"}
+RESPONSE = {"jsonrpc": "2.0", "id": 5, "result": LISTED}
+PROGRESS = b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/progress","params":{"progress":1}}\n\n'
+LOGGED = (b': a comment\nevent: message\nid: 7\ndata: {"jsonrpc":"2.0","method":"notifications/message",\n'
+          b'data: "params":{}}\n\n')
+
+
+async def stream(chunks: list[bytes]) -> AsyncIterator[bytes]:
+    for chunk in chunks:
+        yield chunk
+
+
+async def rewritten(chunks: list[bytes], request_id: int = 5) -> bytes:
+    return b"".join([out async for out in rewrite_sse(stream(chunks), request_id, drop_secret)])
+
+
+def sse_data(raw: bytes) -> list[Any]:
+    """The JSON of each event, as a client reads it (any line ending, data lines joined by LF)."""
+    events = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n\n")
+    messages = []
+    for event in events:
+        data = [line[5:].removeprefix(b" ") for line in event.split(b"\n") if line.startswith(b"data:")]
+        if data:
+            messages.append(json.loads(b"\n".join(data)))
+    return messages
+
+
+def split_everywhere(raw: bytes) -> list[bytes]:
+    """The stream cut into pieces of 1 to 7 bytes: every event and line end is split somewhere."""
+    pieces, at, size = [], 0, 1
+    while at < len(raw):
+        pieces.append(raw[at:at + size])
+        at += size
+        size = size % 7 + 1
+    return pieces
+
+
+async def test_the_response_event_split_across_chunks_is_rewritten_the_others_are_untouched() -> None:
+    response = b"event: message\ndata: " + json.dumps(RESPONSE).encode() + b"\n\n"
+    raw = PROGRESS + response + LOGGED
+    out = await rewritten(split_everywhere(raw))
+    assert out.startswith(PROGRESS)
+    assert out.endswith(LOGGED)
+    assert sse_data(out)[1] == {"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "echo"}],
+                                                                       "nextCursor": "page-2"}}
+    assert b"secret" not in out
+
+
+async def test_crlf_line_endings_and_a_multi_line_data_field() -> None:
+    text = json.dumps(RESPONSE, indent=1).replace("\n", "\r\ndata: ")
+    raw = (PROGRESS.replace(b"\n", b"\r\n") + b"event: message\r\nid: 42\r\ndata: " + text.encode() + b"\r\n\r\n"
+           + LOGGED.replace(b"\n", b"\r\n"))
+    out = await rewritten(split_everywhere(raw))
+    assert out.startswith(PROGRESS.replace(b"\n", b"\r\n"))
+    assert out.endswith(LOGGED.replace(b"\n", b"\r\n"))
+    assert b"event: message\r\nid: 42\r\ndata: {" in out, "the event's other fields and its line ends are kept"
+    assert sse_data(out)[1]["result"] == {"tools": [{"name": "echo"}], "nextCursor": "page-2"}
+    assert b"secret" not in out
+
+
+async def test_an_unparseable_response_event_becomes_an_error_for_that_id() -> None:
+    raw = PROGRESS + b'event: message\ndata: {"jsonrpc":"2.0","id":5,"result":{"tools":[{"name":"secret"}\n\n'
+    out = await rewritten([raw[:30], raw[30:]])
+    assert out.startswith(PROGRESS)
+    error = sse_data(out)[1]
+    assert error == {"jsonrpc": "2.0", "id": 5, "error": {"code": -32603, "message": FAILED}}
+    assert b"secret" not in out
+
+
+async def test_a_result_the_hook_cannot_rewrite_becomes_an_error() -> None:
+    raw = b'data: {"jsonrpc":"2.0","id":"a","result":{"tools":"everything"}}\n\n'
+    out = await rewritten([raw])
+    assert sse_data(out) == [{"jsonrpc": "2.0", "id": "a", "error": {"code": -32603, "message": FAILED}}]
+
+
+async def test_a_response_under_another_id_is_filtered_all_the_same() -> None:
+    raw = b"data: " + json.dumps({**RESPONSE, "id": 6}).encode() + b"\n\n"
+    out = await rewritten([raw])
+    assert sse_data(out) == [{"jsonrpc": "2.0", "id": 6, "result": {"tools": [{"name": "echo"}],
+                                                                    "nextCursor": "page-2"}}]
+
+
+async def test_an_error_response_and_an_unended_last_event() -> None:
+    error = b'data: {"jsonrpc":"2.0","id":5,"error":{"code":-32601,"message":"no"}}\n\n'
+    assert await rewritten([error]) == error
+    unended = b"data: " + json.dumps(RESPONSE).encode()
+    out = await rewritten([unended[:20], unended[20:]])
+    assert b"secret" not in out
+    assert sse_data(out)[0]["result"]["tools"] == [{"name": "echo"}]
+
+
+async def test_an_oversized_event_ends_the_stream_with_an_error() -> None:
+    chunks = [PROGRESS, b'data: {"jsonrpc":"2.0","id":5,"result":{"tools":[' + b" " * MAX_REWRITTEN, b"]}}\n\n",
+              LOGGED]
+    out = await rewritten(chunks)
+    assert out.startswith(PROGRESS)
+    assert sse_data(out)[1:] == [{"jsonrpc": "2.0", "id": 5, "error": {"code": -32603, "message": FAILED}}]
+
+
+async def test_json_body() -> None:
+    body = json.dumps(RESPONSE).encode()
+    assert json.loads(await rewrite_json_body(body, 5, drop_secret))["result"]["tools"] == [{"name": "echo"}]
+    error = b'{"jsonrpc":"2.0","id":5,"error":{"code":-32601,"message":"no"}}'
+    assert await rewrite_json_body(error, 5, drop_secret) is error
+    failed = json.loads(await rewrite_json_body(body[:-3], 5, drop_secret))
+    assert failed == {"jsonrpc": "2.0", "id": 5, "error": {"code": -32603, "message": FAILED}}
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r", b"\r\n"])
+async def test_events_without_a_response_pass_byte_for_byte(ending: bytes) -> None:
+    raw = (PROGRESS + b"retry: 10\n\n" + LOGGED + b"\n").replace(b"\n", ending)
+    assert await rewritten(split_everywhere(raw)) == raw
