@@ -66,7 +66,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         for name, server in settings.servers.items()
     }
     policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)
-                          for name, server in settings.servers.items() if server.policies is not None})
+                          for name, server in settings.servers.items() if server.policies is not None},
+                         services.approvals)
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),

@@ -12,6 +12,7 @@ from deputy.oauth.client_documents import ClientDocumentResolver
 from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.clients import ClientRegistry
 from deputy.oauth.trusted_issuers import TrustedIssuers
+from deputy.storage.approvals import ApprovalRepository
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
 from deputy.storage.db import Database
@@ -30,6 +31,7 @@ class Services:
     sessions: SessionRepository
     grants: GrantRepository
     consents: ConsentRepository
+    approvals: ApprovalRepository
     registry: ClientRegistry
     client_keys: ClientKeys
     # Deputy's own tokens presented to its endpoints (exchange, introspection): signature and claims only;
@@ -54,6 +56,7 @@ class Services:
             sessions=SessionRepository(engine),
             grants=grants,
             consents=ConsentRepository(engine, grants),
+            approvals=ApprovalRepository(engine),
             registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients)
                                     if settings.client_documents.enabled else None),
             client_keys=ClientKeys.from_policy(settings.client_documents, check_client_jwks),

@@ -13,6 +13,7 @@ import typer
 import uvicorn
 from rich.table import Table
 
+from deputy.cli.approvals import approvals_app
 from deputy.cli.clients import clients_app
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.consents import consents_app
@@ -30,6 +31,7 @@ app.add_typer(consents_app, name="consents")
 app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="token")
 app.add_typer(policy_app, name="policy")
+app.add_typer(approvals_app, name="approvals")
 
 def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",

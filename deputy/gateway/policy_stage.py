@@ -28,6 +28,17 @@ policies — never "tool not found", never a silent drop. A step-up (a permit an
 ``@requires_scope`` the token lacks) is HTTP 403 with ``WWW-Authenticate: Bearer
 error="insufficient_scope"`` naming every scope needed, so a client that follows the
 MCP authorization spec re-authorizes and retries.
+
+Approvals: a ``tools/call`` whose outcome is ``approval_required`` (a permit annotated
+``@approval("required")``) is held. When an approver has approved that exact call —
+same server, tool and arguments (:func:`~deputy.storage.approvals.call_hash`), same user
+and agent — and the call, decided again as approved, is allowed (a ``forbid`` still
+wins), the approval is used up (:meth:`~deputy.storage.approvals.ApprovalRepository.consume`,
+once, even across replicas) and the call proceeds. Otherwise a pending approval is created
+(or the live one for the same call reused) and the client gets the denial with
+``approval_id`` and ``expires_at`` in its ``data``; an approver decides with ``deputy approvals
+approve|deny ID --as NAME``. (There is no approval web page yet, so no ``approval_url`` is
+handed out: a link that leads nowhere would be worse than none.)
 """
 
 from __future__ import annotations
@@ -39,6 +50,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from deputy.config import UpstreamServer
 from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
@@ -46,6 +59,7 @@ from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 from deputy.policy import Decision, Outcome, PolicyEngine, PolicyLoadError, SchemaError, build_schema
+from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +76,18 @@ class Unavailable:
     """No decision can be made for the server right now; ``reason`` is for the log and the error message."""
 
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A call that waits for a human approval: the decision that held it and the approval to ask for."""
+
+    decision: Decision
+    approval: Approval
+
+    def error_data(self) -> dict[str, Any]:
+        return {**self.decision.error_data(), "approval_id": self.approval.approval_id,
+                "expires_at": self.approval.expires_at}
 
 
 class ServerPolicy:
@@ -102,11 +128,13 @@ class ServerPolicy:
 
 
 class PolicyStage:
-    def __init__(self, policies: Mapping[str, ServerPolicy]) -> None:
+    def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository | None = None) -> None:
         self.policies = policies
+        self.approvals = approvals
 
-    async def decide(self, principal: Principal, message: McpMessage) -> Decision | Unavailable | None:
-        """The decision on ``message``, Unavailable when none can be made, None when it is not decided."""
+    async def decide(self, principal: Principal, message: McpMessage) -> Decision | Held | Unavailable | None:
+        """The decision on ``message`` (Held when it waits for an approval), Unavailable when none can be made,
+        None when it is not decided."""
         policy = self.policies.get(principal.server)
         operation = message.operation
         category = operation.category
@@ -118,7 +146,36 @@ class PolicyStage:
         if category is Category.UNKNOWN:
             return engine.decide(principal, str(message.method), str(message.method))
         name = operation.uri if category is Category.RESOURCE_READ else operation.name
-        return engine.decide(principal, DECIDED[category], str(name), operation.arguments)
+        decision = engine.decide(principal, DECIDED[category], str(name), operation.arguments)
+        if decision.outcome is not Outcome.APPROVAL_REQUIRED or category is not Category.TOOL_CALL \
+                or self.approvals is None:
+            return decision
+        try:
+            return await self._approval(engine, self.approvals, principal, str(name), operation.arguments, decision)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("approvals unavailable: %s", type(exc).__name__)
+            return Unavailable("approvals are unavailable")
+
+    async def _approval(self, engine: PolicyEngine, approvals: ApprovalRepository, principal: Principal,
+                        tool: str, arguments: dict[str, Any], decision: Decision) -> Decision | Held:
+        """The call proceeds on an approval of exactly it (used up here), or is held for one."""
+        try:
+            digest = call_hash(principal.server, tool, arguments)
+        except (ValueError, TypeError) as exc:  # not canonical JSON (RFC 8785: e.g. an integer beyond 2**53)
+            log.info("no approval possible for %s on %s: %s", tool, principal.server, exc)
+            return decision
+        approved = engine.decide(principal, DECIDED[Category.TOOL_CALL], tool, arguments, approved=True)
+        if not approved.allowed:
+            return approved  # an approval would not help: a forbid wins
+        used = await approvals.consume(digest, principal.user, principal.agent)
+        if used is not None:
+            log.info("%s on %s proceeds on approval %s", tool, principal.server, used)
+            return approved
+        approval = await approvals.create(server=principal.server, tool=tool, arguments=arguments,
+                                          user_id=principal.user, agent=principal.agent,
+                                          actors=[actor.claim() for actor in principal.actors] or None,
+                                          decision_id=decision.decision_id)
+        return Held(decision, approval)
 
     async def list_filter(self, principal: Principal, message: McpMessage) -> RewriteResult | Unavailable | None:
         """The rewrite of a list request's result, Unavailable when none can be made, None when not filtered."""

@@ -27,7 +27,7 @@ from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.exchange import Exchange, Upstream
 from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
-from deputy.gateway.policy_stage import PolicyStage, Unavailable
+from deputy.gateway.policy_stage import Held, PolicyStage, Unavailable
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
@@ -128,12 +128,16 @@ class Gateway:
         ))
 
     async def _deny(self, send: Send, server: UpstreamServer, principal: Principal, message: McpMessage,
-                    decided: Decision | Unavailable) -> None:
+                    decided: Decision | Held | Unavailable) -> None:
         """Answer a call that will not be forwarded (:mod:`deputy.gateway.policy_stage`)."""
         if isinstance(decided, Unavailable):
             await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "policy decisions are unavailable for "
                                                      "this server; try again later", request_id=message.id),
                             [(b"retry-after", b"5")])
+            return
+        if isinstance(decided, Held):  # waits for a human approval: the client is told where to ask for it
+            await send_json(send, 200 if message.id is not None else 403, jsonrpc_error(
+                POLICY_DENIED, decided.decision.error_message(), decided.error_data(), request_id=message.id))
             return
         body = jsonrpc_error(POLICY_DENIED, decided.error_message(), decided.error_data(), request_id=message.id)
         if decided.outcome is Outcome.STEP_UP:

@@ -136,3 +136,26 @@ assertion_jtis = Table(
     Column("jti", String(255), primary_key=True),
     Column("expires_at", BigInteger, nullable=False),
 )
+
+# Human approvals of one exact call (deputy.storage.approvals): bound to the SHA-256 of the call's canonical JSON,
+# the user and the agent; used at most once.
+approvals = Table(
+    "approvals",
+    metadata,
+    Column("approval_id", String(64), primary_key=True),
+    Column("server", String(255), nullable=False),
+    Column("tool", String(255), nullable=False),
+    Column("call_hash", String(64), nullable=False),
+    Column("arguments", JSON, nullable=False),
+    Column("user_id", String(255), nullable=False),
+    Column("agent", String(255), nullable=False),
+    Column("actors", JSON),
+    Column("decision_id", String(64)),
+    Column("status", String(16), nullable=False),  # pending | approved | denied | used (expiry: expires_at)
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("decided_by", String(255)),
+    Column("decided_at", BigInteger),
+    Column("used_at", BigInteger),
+)
+Index("ix_approvals_call", approvals.c.call_hash, approvals.c.user_id, approvals.c.agent)

@@ -1,0 +1,98 @@
+"""``deputy approvals``: calls held for a human approval, and approving or denying them.
+
+An approval covers one exact call (server, tool, arguments) by one user through one
+agent, and is used once; the approver must be another user than the one whose call it is.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated
+
+import typer
+from rich.table import Column, Table
+
+from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.services import Services
+from deputy.storage.approvals import Approval, ApprovalRefused, Status
+from deputy.storage.users import User
+
+approvals_app = typer.Typer(help="Calls held for a human approval.", no_args_is_help=True)
+
+ApproverOption = Annotated[str, typer.Option("--as", help="the approver's username")]
+ARGUMENTS_SHOWN = 60
+
+REFUSALS = {
+    "unknown": "no approval {id}",
+    "expired": "approval {id} has expired; the call must be made again for a new approval",
+    "own_request": "{name} cannot decide on their own request; another user must",
+    "decided": "approval {id} is already {status}",
+}
+
+
+def _when(seconds: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(seconds)) + "Z"
+
+
+def _arguments(approval: Approval) -> str:
+    text = json.dumps(approval.arguments, ensure_ascii=False, separators=(",", ":"))
+    return text if len(text) <= ARGUMENTS_SHOWN else text[:ARGUMENTS_SHOWN - 1] + "…"
+
+
+@approvals_app.command("list")
+def approvals_list(config: ConfigOption = None,
+                   status: Annotated[Status | None, typer.Option("--status", help="only these")] = None) -> None:
+    """List approvals, newest first: the call, whose it is, its status and expiry."""
+    settings = settings_or_exit(config)
+
+    async def work(services: Services) -> tuple[dict[str, str], list[Approval]]:
+        names = {u.user_id: u.username for u in await services.users.list()}
+        return names, await services.approvals.list(status)
+
+    names, approvals = with_services(settings, work)
+    table = Table(Column("id", no_wrap=True), "server", "tool", "arguments", "user", "agent", "status",
+                  Column("expires", no_wrap=True))
+    for a in approvals:
+        table.add_row(a.approval_id, a.server, a.tool, _arguments(a), names.get(a.user_id, a.user_id), a.agent,
+                      str(a.status), _when(a.expires_at))
+    console.print(table, soft_wrap=True)
+
+
+def _decide(config: ConfigOption, approval_id: str, approver: str, approve: bool) -> None:
+    settings = settings_or_exit(config)
+
+    async def work(services: Services) -> Approval | ApprovalRefused | None:
+        user: User | None = next((u for u in await services.users.list() if u.username == approver), None)
+        if user is None:
+            return None
+        decide = services.approvals.approve if approve else services.approvals.deny
+        try:
+            return await decide(approval_id, user.user_id)
+        except ApprovalRefused as refused:
+            return refused
+
+    outcome = with_services(settings, work)
+    if outcome is None:
+        err.print(f"[red]no user {approver}[/red]")
+        raise typer.Exit(1)
+    if isinstance(outcome, ApprovalRefused):
+        status = outcome.approval.status if outcome.approval is not None else ""
+        err.print("[red]" + REFUSALS[outcome.reason].format(id=approval_id, name=approver, status=status) + "[/red]")
+        raise typer.Exit(1)
+    console.print(f"{outcome.status} {outcome.tool} on {outcome.server} with {_arguments(outcome)} "
+                  f"(approval {outcome.approval_id}, by {approver})", soft_wrap=True)
+
+
+@approvals_app.command("approve")
+def approvals_approve(approval_id: Annotated[str, typer.Argument(metavar="ID")], approver: ApproverOption,
+                      config: ConfigOption = None) -> None:
+    """Approve a held call: the identical call may then proceed, once, before the approval expires."""
+    _decide(config, approval_id, approver, approve=True)
+
+
+@approvals_app.command("deny")
+def approvals_deny(approval_id: Annotated[str, typer.Argument(metavar="ID")], approver: ApproverOption,
+                   config: ConfigOption = None) -> None:
+    """Deny a held call: it stays held, and calling it again asks for a new approval."""
+    _decide(config, approval_id, approver, approve=False)

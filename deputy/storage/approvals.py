@@ -1,0 +1,170 @@
+"""Human approvals bound to one exact call, a user and an agent; each used at most once.
+
+A call is identified by :func:`call_hash`: the hex SHA-256 of the canonical JSON (RFC 8785)
+of ``{"server", "tool", "arguments"}`` — the same call, however its JSON was spelled,
+has the same hash; any change to an argument gives another. An approval moves
+``pending`` → ``approved`` | ``denied`` (by someone other than the requesting user,
+before it expires) and ``approved`` → ``used`` (by :meth:`ApprovalRepository.consume`,
+one conditional UPDATE, so two gateways racing on the same approval grant one use).
+A pending or approved approval past ``expires_at`` reads as ``expired``; it can no
+longer be decided or used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import rfc8785
+from sqlalchemy import and_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from deputy.secrets import now
+from deputy.storage.tables import approvals
+
+APPROVAL_TTL = 15 * 60
+"""Seconds an approval stays valid from its creation: to be decided and then used."""
+
+
+class Status(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    USED = "used"
+    EXPIRED = "expired"
+
+
+_LIVE = (Status.PENDING, Status.APPROVED)
+
+
+def call_hash(server: str, tool: str, arguments: Any) -> str:
+    """The hex SHA-256 of the RFC 8785 canonical JSON of the call."""
+    return hashlib.sha256(rfc8785.dumps({"server": server, "tool": tool, "arguments": arguments})).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    approval_id: str
+    server: str
+    tool: str
+    call_hash: str
+    arguments: Any
+    user_id: str
+    agent: str
+    actors: list[Any] | None
+    decision_id: str | None
+    status: Status  # as of reading: pending or approved past expires_at reads as expired
+    created_at: int
+    expires_at: int
+    decided_by: str | None
+    decided_at: int | None
+    used_at: int | None
+
+
+class ApprovalRefused(ValueError):
+    """An approval that cannot be decided; ``reason`` is ``unknown``, ``expired``, ``own_request`` or ``decided``."""
+
+    def __init__(self, reason: str, approval: Approval | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.approval = approval
+
+
+def _approval(row: Any, at: int) -> Approval:
+    status = Status(row.status)
+    if status in _LIVE and row.expires_at < at:
+        status = Status.EXPIRED
+    return Approval(row.approval_id, row.server, row.tool, row.call_hash, row.arguments, row.user_id, row.agent,
+                    row.actors, row.decision_id, status, row.created_at, row.expires_at, row.decided_by,
+                    row.decided_at, row.used_at)
+
+
+class ApprovalRepository:
+    def __init__(self, engine: AsyncEngine, ttl: int = APPROVAL_TTL) -> None:
+        self.engine = engine
+        self.ttl = ttl
+
+    async def create(self, *, server: str, tool: str, arguments: Any, user_id: str, agent: str,
+                     actors: list[Any] | None = None, decision_id: str | None = None) -> Approval:
+        """A new pending approval for the call, or the live (pending or approved, unexpired) one it already has."""
+        digest = call_hash(server, tool, arguments)
+        at = now()
+        async with self.engine.begin() as conn:
+            existing = (await conn.execute(select(approvals).where(and_(
+                approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
+                approvals.c.status.in_([s.value for s in _LIVE]), approvals.c.expires_at >= at,
+            )).order_by(approvals.c.created_at.desc()).limit(1))).first()
+            if existing is not None:
+                return _approval(existing, at)
+            values: dict[str, Any] = {
+                "approval_id": secrets.token_hex(16),  # hex: never read as a CLI option
+                "server": server, "tool": tool, "call_hash": digest,
+                "arguments": arguments, "user_id": user_id, "agent": agent, "actors": actors,
+                "decision_id": decision_id, "status": Status.PENDING.value, "created_at": at,
+                "expires_at": at + self.ttl, "decided_by": None, "decided_at": None, "used_at": None}
+            await conn.execute(approvals.insert().values(**values))
+        return Approval(**{**values, "status": Status.PENDING})
+
+    async def get(self, approval_id: str) -> Approval | None:
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(approvals).where(approvals.c.approval_id == approval_id))).first()
+        return _approval(row, now()) if row is not None else None
+
+    async def list(self, status: Status | None = None) -> list[Approval]:
+        """All approvals, newest first; with ``status``, only those that read as it (expiry included)."""
+        at = now()
+        query = select(approvals).order_by(approvals.c.created_at.desc(), approvals.c.approval_id)
+        if status is Status.EXPIRED:
+            query = query.where(and_(approvals.c.status.in_([s.value for s in _LIVE]), approvals.c.expires_at < at))
+        elif status in _LIVE:
+            query = query.where(and_(approvals.c.status == str(status), approvals.c.expires_at >= at))
+        elif status is not None:
+            query = query.where(approvals.c.status == str(status))
+        async with self.engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_approval(row, at) for row in rows]
+
+    async def approve(self, approval_id: str, approver: str) -> Approval:
+        """Approve a pending, unexpired approval; ``approver`` (a user id) must not be the requesting user."""
+        return await self._decide(approval_id, approver, Status.APPROVED)
+
+    async def deny(self, approval_id: str, approver: str) -> Approval:
+        """Deny a pending, unexpired approval; ``approver`` (a user id) must not be the requesting user."""
+        return await self._decide(approval_id, approver, Status.DENIED)
+
+    async def _decide(self, approval_id: str, approver: str, status: Status) -> Approval:
+        at = now()
+        async with self.engine.begin() as conn:
+            result = await conn.execute(update(approvals).where(and_(
+                approvals.c.approval_id == approval_id, approvals.c.status == Status.PENDING.value,
+                approvals.c.expires_at >= at, approvals.c.user_id != approver,
+            )).values(status=status.value, decided_by=approver, decided_at=at))
+            row = (await conn.execute(select(approvals).where(approvals.c.approval_id == approval_id))).first()
+        if row is None:
+            raise ApprovalRefused("unknown")
+        approval = _approval(row, at)
+        if result.rowcount == 1:
+            return approval
+        if approval.status is Status.EXPIRED:
+            raise ApprovalRefused("expired", approval)
+        if approval.status is Status.PENDING and approval.user_id == approver:
+            raise ApprovalRefused("own_request", approval)
+        raise ApprovalRefused("decided", approval)
+
+    async def consume(self, digest: str, user_id: str, agent: str) -> str | None:
+        """Use one approved, unexpired approval of the call for this user and agent: its id, or None.
+
+        One conditional UPDATE: of two callers racing (in one process or two), one gets the use.
+        """
+        at = now()
+        live = and_(approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
+                    approvals.c.status == Status.APPROVED.value, approvals.c.expires_at >= at)
+        one = select(approvals.c.approval_id).where(live).order_by(approvals.c.created_at).limit(1).scalar_subquery()
+        async with self.engine.begin() as conn:
+            used = (await conn.execute(update(approvals).where(and_(approvals.c.approval_id == one, live))
+                                       .values(status=Status.USED.value, used_at=at)
+                                       .returning(approvals.c.approval_id))).first()
+        return used.approval_id if used is not None else None

@@ -1,0 +1,221 @@
+"""Human approval bound to the exact call, through a running Deputy with the demo policies.
+
+`delete_user` with an id ≥ 100 needs an approval (`policies/demo`). Each test asserts what the
+client got AND how many times the upstream (a recorder in front of the demo server) saw the call:
+held → approved by another user (`deputy approvals approve`) → the identical call proceeds exactly
+once → a replay is held again; changed arguments, an expired or a denied approval never let it through.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import update
+
+from deputy.secrets import now
+from deputy.storage.db import Database
+from deputy.storage.tables import approvals
+from tests.support.databases import database_url
+from tests.support.delegation import delegation_config
+from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.oauth_flow import tokens_for_alice
+from tests.support.recording_upstream import RequestRecorder, recording_upstream
+
+DEMO_POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
+POLICY_DENIED = -32003
+BOB_PASSWORD = "bob's own long passphrase"
+
+
+@dataclass
+class Setup:
+    deputy: RunningDeputy
+    recorder: RequestRecorder
+
+
+@pytest.fixture(scope="module")
+def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    directory = tmp_path_factory.mktemp(f"deputy-approvals-{backend}")
+    with recording_upstream() as (recorded_url, recorder):
+        extra = f'''
+[servers.guarded]
+url = "{recorded_url}"
+scopes = ["demo:tools", "demo:admin"]
+policies = "{DEMO_POLICIES}"
+'''
+        with (database_url(backend, directory) as db_url,
+              running_deputy(directory, db_url, upstream_url, delegation_config(extra=extra)) as deputy):
+            added = deputy.cli("users", "add", "bob", "--password", BOB_PASSWORD)
+            assert added.returncode == 0, added.stderr
+            yield Setup(deputy, recorder)
+
+
+@pytest.fixture(scope="module")
+async def alice(setup: Setup) -> str:
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("guarded"))
+    return token
+
+
+async def delete_user(setup: Setup, token: str, arguments: dict[str, Any], request_id: int = 1) -> dict[str, Any]:
+    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+            "params": {"name": "delete_user", "arguments": arguments}}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(setup.deputy.resource("guarded"), content=json.dumps(body), headers=headers)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    assert answer["id"] == request_id, answer
+    return answer
+
+
+def held(setup: Setup, answer: dict[str, Any]) -> dict[str, Any]:
+    """The approval a held call names, checked for its stable shape."""
+    error = answer["error"]
+    assert error["code"] == POLICY_DENIED, answer
+    assert error["message"] == "denied by policy: needs a human approval", answer
+    data: dict[str, Any] = error["data"]
+    assert data["outcome"] == "approval_required"
+    assert data["policies"] == ["demo-delete-needs-approval"]
+    assert "approval_url" not in data  # no approval page yet: no link that leads nowhere
+    assert data["expires_at"] > now()
+    return data
+
+
+def forwarded(setup: Setup, user_id: int) -> int:
+    """How many tools/call delete_user requests for `user_id` the upstream received."""
+    count = 0
+    for request in setup.recorder.seen:
+        try:
+            message = json.loads(request.body or b"null")
+        except ValueError:
+            continue
+        if isinstance(message, dict) and message.get("method") == "tools/call":
+            params = message.get("params", {})
+            if params.get("name") == "delete_user" and params.get("arguments", {}).get("id") == user_id:
+                count += 1
+    return count
+
+
+def decide(setup: Setup, verb: str, approval_id: str, approver: str) -> None:
+    result = setup.deputy.cli("approvals", verb, approval_id, "--as", approver)
+    assert result.returncode == 0, result.stderr
+
+
+def listed(setup: Setup, status: str) -> str:
+    """`deputy approvals list --status STATUS` on a terminal wide enough for every column."""
+    result = subprocess.run([sys.executable, "-m", "deputy", "approvals", "list", "--status", status],
+                            env={**setup.deputy.env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def proceeded(answer: dict[str, Any]) -> bool:
+    """The upstream answered the call itself (the demo has no such user: a tool result, not Deputy's error)."""
+    return "error" not in answer and "result" in answer
+
+
+async def test_approved_call_proceeds_once_then_is_held_again(setup: Setup, alice: str) -> None:
+    arguments = {"id": 4242, "reason": "left the company"}
+    first = held(setup, await delete_user(setup, alice, arguments))
+    assert forwarded(setup, 4242) == 0
+    retried = held(setup, await delete_user(setup, alice, arguments))
+    assert retried["approval_id"] == first["approval_id"]  # a retry does not pile up approvals
+
+    pending = listed(setup, "pending")
+    assert first["approval_id"] in pending and "delete_user" in pending and "alice" in pending
+    assert '{"id":4242,"reason":"left the company"}' in pending
+
+    decide(setup, "approve", first["approval_id"], "bob")
+    # The same call, its keys in another order: the same canonical JSON, so the approval covers it.
+    answer = await delete_user(setup, alice, {"reason": "left the company", "id": 4242}, request_id=2)
+    assert proceeded(answer), answer
+    assert forwarded(setup, 4242) == 1
+
+    replay = held(setup, await delete_user(setup, alice, arguments, request_id=3))
+    assert replay["approval_id"] != first["approval_id"]
+    assert forwarded(setup, 4242) == 1
+    assert first["approval_id"] in listed(setup, "used")
+    assert first["approval_id"] not in listed(setup, "pending")
+
+
+async def test_changed_arguments_need_their_own_approval(setup: Setup, alice: str) -> None:
+    approved = held(setup, await delete_user(setup, alice, {"id": 5000, "reason": "x"}))
+    decide(setup, "approve", approved["approval_id"], "bob")
+    for changed in ({"id": 5001, "reason": "x"}, {"id": 5000, "reason": "y"}):
+        other = held(setup, await delete_user(setup, alice, changed))
+        assert other["approval_id"] != approved["approval_id"]
+    assert forwarded(setup, 5000) == 0 and forwarded(setup, 5001) == 0
+    assert proceeded(await delete_user(setup, alice, {"id": 5000, "reason": "x"}))
+    assert forwarded(setup, 5000) == 1
+
+
+async def test_the_requesting_user_cannot_approve(setup: Setup, alice: str) -> None:
+    data = held(setup, await delete_user(setup, alice, {"id": 6000, "reason": "mine"}))
+    own = setup.deputy.cli("approvals", "approve", data["approval_id"], "--as", "alice")
+    assert own.returncode == 1
+    assert "own request" in own.stderr
+    again = held(setup, await delete_user(setup, alice, {"id": 6000, "reason": "mine"}))
+    assert again["approval_id"] == data["approval_id"]  # still pending
+    assert forwarded(setup, 6000) == 0
+
+
+async def test_unknown_approval_or_approver(setup: Setup) -> None:
+    unknown = setup.deputy.cli("approvals", "approve", "no-such-approval", "--as", "bob")
+    assert unknown.returncode == 1 and "no approval no-such-approval" in unknown.stderr
+    nobody = setup.deputy.cli("approvals", "approve", "no-such-approval", "--as", "nobody")
+    assert nobody.returncode == 1 and "no user nobody" in nobody.stderr
+
+
+async def expire(setup: Setup, approval_id: str) -> None:
+    database = Database(setup.deputy.database_url)
+    try:
+        async with database.engine.begin() as conn:
+            await conn.execute(update(approvals).where(approvals.c.approval_id == approval_id)
+                               .values(expires_at=now() - 1))
+    finally:
+        await database.dispose()
+
+
+async def test_an_expired_approval_fails(setup: Setup, alice: str) -> None:
+    arguments = {"id": 7000, "reason": "too late"}
+    # Expired before it was decided: it can no longer be approved.
+    late = held(setup, await delete_user(setup, alice, arguments))
+    await expire(setup, late["approval_id"])
+    refused = setup.deputy.cli("approvals", "approve", late["approval_id"], "--as", "bob")
+    assert refused.returncode == 1 and "expired" in refused.stderr
+    fresh = held(setup, await delete_user(setup, alice, arguments))
+    assert fresh["approval_id"] != late["approval_id"]
+    # Approved, then expired before use: the call stays held.
+    decide(setup, "approve", fresh["approval_id"], "bob")
+    await expire(setup, fresh["approval_id"])
+    after = held(setup, await delete_user(setup, alice, arguments))
+    assert after["approval_id"] not in (late["approval_id"], fresh["approval_id"])
+    assert forwarded(setup, 7000) == 0
+
+
+async def test_a_denied_call_stays_held(setup: Setup, alice: str) -> None:
+    arguments = {"id": 8000, "reason": "no"}
+    data = held(setup, await delete_user(setup, alice, arguments))
+    decide(setup, "deny", data["approval_id"], "bob")
+    again = held(setup, await delete_user(setup, alice, arguments))
+    assert again["approval_id"] != data["approval_id"]
+    assert forwarded(setup, 8000) == 0
+    decided = setup.deputy.cli("approvals", "approve", data["approval_id"], "--as", "bob")
+    assert decided.returncode == 1 and "already denied" in decided.stderr
+
+
+async def test_a_forbid_wins_over_any_approval(setup: Setup, alice: str) -> None:
+    """A protected id is denied outright: no approval is offered, nothing is forwarded."""
+    answer = await delete_user(setup, alice, {"id": 42, "reason": "x"})
+    data = answer["error"]["data"]
+    assert data["outcome"] == "deny" and "approval_id" not in data
+    assert forwarded(setup, 42) == 0
