@@ -15,8 +15,9 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from deputy.oauth.errors import InvalidRequest, InvalidScope, InvalidTarget, UnauthorizedClient
+from deputy.oauth.errors import UnauthorizedClient
 from deputy.oauth.grants.issue import token_response
+from deputy.oauth.grants.targets import granted_scope, requested_server
 from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
@@ -25,21 +26,8 @@ from deputy.storage.clients import Client
 async def client_credentials(services: Services, form: Mapping[str, str], client: Client) -> Response:
     if client.is_public:
         raise UnauthorizedClient("client_credentials is only for clients that authenticate")
-    resource = form.get("resource")
-    if not resource:
-        raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
-    server = services.settings.server_for_resource(resource)
-    if server is None:
-        raise InvalidTarget("resource is not a server this authorization server protects "
-                            "(an absolute URI without a fragment)")
-    if form.get("scope"):
-        requested = set(form["scope"].split())
-        unknown = requested - set(server.scopes)
-        if unknown:
-            raise InvalidScope(f"not a scope of {server.name}: {' '.join(sorted(unknown))}")
-    else:
-        requested = set(server.required_scopes)
-    scope = " ".join(sorted(requested))
+    server = requested_server(services.settings, form)
+    scope = granted_scope(form, server)
     grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
                                          resource=server.resource, scope=scope, auth_time=now())
     return token_response(services, grant, scope, None, user_authenticated=False)

@@ -27,17 +27,17 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from starlette.responses import Response
 
-from deputy.config import UpstreamServer, canonical_resource
+from deputy.config import canonical_resource
 from deputy.numeric_date import is_time
 from deputy.oauth.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
-    InvalidScope,
     InvalidTarget,
     UnauthorizedClient,
 )
 from deputy.oauth.grants.issue import token_response
+from deputy.oauth.grants.targets import granted_scope, requested_server
 from deputy.oauth.trusted_issuers import AssertionRefused, VerifiedAssertion
 from deputy.secrets import now
 from deputy.services import Services
@@ -91,7 +91,8 @@ async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, c
         raise InvalidGrant("the ID-JAG's auth_time is in the future or not a time")
     # The intersection with what the IdP granted; an ID-JAG granting nothing in particular gets the least.
     granted = claims.get("scope")
-    scope = _scope(form, server, set(granted.split()) if isinstance(granted, str) else set(server.required_scopes))
+    scope = granted_scope(form, server,
+                          set(granted.split()) if isinstance(granted, str) else set(server.required_scopes))
     # Last, once nothing else can refuse it: a refused request does not use up the ID-JAG.
     if not await services.clients.remember_assertion(verified.issuer.issuer, jti, verified.expires_at + leeway):
         raise InvalidGrant("the ID-JAG was already used (jti replay)")
@@ -110,14 +111,8 @@ async def _workload(services: Services, form: Mapping[str, str], assertion: str,
     if not speaks_for_itself and await services.names_local_identity(verified.subject):
         # The workload's sub becomes the token's sub (and, unregistered, its client_id): never a local name.
         raise InvalidGrant("the workload's sub is the id of a Deputy user or registered client")
-    resource = form.get("resource")
-    if not resource:
-        raise InvalidRequest("resource is required: the URL of the MCP server (RFC 8707)")
-    server = services.settings.server_for_resource(resource)
-    if server is None:
-        raise InvalidTarget("resource is not a server this authorization server protects "
-                            "(an absolute URI without a fragment)")
-    scope = _scope(form, server, None)
+    server = requested_server(services.settings, form)
+    scope = granted_scope(form, server)
     grant = await services.grants.create(
         client_id=client.client_id if client is not None else verified.subject, user_id=verified.subject,
         resource=server.resource, scope=scope, auth_time=now())
@@ -129,19 +124,3 @@ async def _verified(services: Services, assertion: str, purpose: str, typ: str |
         return await services.trusted_issuers.verify(assertion, purpose, typ=typ)
     except AssertionRefused as exc:
         raise InvalidGrant(f"assertion refused: {exc.reason}") from None
-
-
-def _scope(form: Mapping[str, str], server: UpstreamServer, granted: set[str] | None) -> str:
-    """Requested ∩ granted ∩ the server's scopes; without a request, what was granted (or the server's required)."""
-    available = set(server.scopes) if granted is None else granted & set(server.scopes)
-    if form.get("scope"):
-        requested = set(form["scope"].split())
-        wider = requested - available
-        if wider:
-            raise InvalidScope(f"not available: {' '.join(sorted(wider))}")
-        available = requested
-    elif granted is None:
-        available = set(server.required_scopes)
-    if not available:
-        raise InvalidScope("no scope of this server is available")
-    return " ".join(sorted(available))
