@@ -13,7 +13,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -25,11 +24,11 @@ from deputy.storage.db import Database
 from deputy.storage.tables import approvals
 from tests.support.databases import database_url
 from tests.support.delegation import delegation_config
+from tests.support.demo_policies import DEMO_POLICIES
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
-DEMO_POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
 POLICY_DENIED = -32003
 BOB_PASSWORD = "bob's own long passphrase"
 

@@ -7,7 +7,7 @@ upstream — the demo server in ``--verify-issuer`` mode, a real process — acc
 Deputy signed for its own audience, verified with Deputy's published JWKS, and answers with
 the claims it verified: the whole chain, gateway first, must be there.
 
-Beside it, a recording upstream (the demo server's app, run here behind a header recorder)
+Beside it, a recording upstream (the demo server's app, run here behind a request recorder)
 shows what reaches an upstream configured with ``static`` headers from a file, with
 ``none``, and with ``exchange`` and an explicit ``upstream_audience``.
 """
@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,56 +26,20 @@ from typing import Any
 import httpx
 import httpx2
 import pytest
-import uvicorn
 from joserfc import jwt
 from joserfc.jwk import KeySet
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull
-from starlette.types import ASGIApp, Receive, Scope, Send
 
-from deputy.demo.server import demo_asgi_app
 from tests.support.delegation import AGENT_A, AGENT_B, agent_own_token, claims_of, delegation_deputy, exchange_token
 from tests.support.deputy_process import PASSWORD, PUBLIC_CLIENT, REDIRECT_URI, RunningDeputy
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
+from tests.support.recording_upstream import RequestRecorder, recording_upstream
 from tests.support.sdk_client import InMemoryTokenStorage, free_port, sdk_oauth_client
 
 STATIC_VALUE = "upstream-key-from-a-secret-file"
 RECORDED_AUDIENCE = "urn:example:recording-upstream"
-
-
-class HeaderRecorder:
-    """An ASGI wrapper that notes the headers of every HTTP request before passing it on."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.seen: list[dict[str, str]] = []
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            self.seen.append({k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]})
-        await self.app(scope, receive, send)
-
-
-@contextmanager
-def recording_upstream() -> Iterator[tuple[str, HeaderRecorder]]:
-    """The demo upstream (no auth of its own) on a loopback port, in a thread, recording headers."""
-    port = free_port()
-    recorder = HeaderRecorder(demo_asgi_app(stateless=True, json_response=True))
-    server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning",
-                                           http="h11", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("recording upstream did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp", recorder
-    finally:
-        server.should_exit = True
-        thread.join(10)
 
 
 @contextmanager
@@ -108,7 +71,7 @@ def verifying_upstream(port: int, issuer: str, log: Path) -> Iterator[str]:
 class Setup:
     deputy: RunningDeputy
     verified_url: str  # the verifying upstream; also its audience (the default upstream_audience)
-    recorder: HeaderRecorder
+    recorder: RequestRecorder
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +216,7 @@ async def test_static_credentials_come_from_the_secret_file(setup: Setup) -> Non
     setup.recorder.seen.clear()
     response = await mcp_post(deputy, token, server="keyed", headers={"X-Upstream-Key": "forged-by-the-client"})
     assert response.status_code == 200, response.text
-    (seen,) = setup.recorder.seen
+    (seen,) = [request.headers for request in setup.recorder.seen]
     assert seen["x-upstream-key"] == STATIC_VALUE, "the configured header, not the client's"
     assert "authorization" not in seen
 
@@ -264,7 +227,7 @@ async def test_no_credentials_send_no_authorization(setup: Setup) -> None:
     setup.recorder.seen.clear()
     response = await mcp_post(deputy, token, server="plain")
     assert response.status_code == 200, response.text
-    (seen,) = setup.recorder.seen
+    (seen,) = [request.headers for request in setup.recorder.seen]
     assert "authorization" not in seen
     assert token not in " ".join(seen.values()), "the client's token is never forwarded"
 
@@ -275,7 +238,7 @@ async def test_exchange_credentials_use_the_configured_upstream_audience(setup: 
     setup.recorder.seen.clear()
     response = await mcp_post(deputy, token, server="minted")
     assert response.status_code == 200, response.text
-    (seen,) = setup.recorder.seen
+    (seen,) = [request.headers for request in setup.recorder.seen]
     scheme, _, upstream_token = seen["authorization"].partition(" ")
     assert scheme == "Bearer"
     assert upstream_token != token

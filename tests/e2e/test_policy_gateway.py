@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,11 +17,11 @@ import pytest
 
 from tests.support.databases import database_url
 from tests.support.delegation import AGENT_A, AGENT_B, AGENT_C, agent_own_token, delegation_config, exchange_token
+from tests.support.demo_policies import DEMO_POLICIES
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import OMIT, mcp_post, tokens_for_alice
 from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
-DEMO_POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
 POLICY_DENIED = -32003
 STEP_UP_POLICY = '''
 @id("stepup-tools")

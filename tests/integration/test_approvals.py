@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
@@ -15,25 +13,7 @@ from deputy.secrets import now
 from deputy.storage.approvals import APPROVAL_TTL, Approval, ApprovalRefused, ApprovalRepository, Status, call_hash
 from deputy.storage.db import Database
 from deputy.storage.tables import approvals as approvals_table
-from tests.support.databases import database_url
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with database_url(backend, tmp_path_factory.mktemp(f"approvals-{backend}")) as value:
-        yield value
-
-
-@pytest.fixture(scope="module")
-async def db(url: str) -> AsyncIterator[Database]:
-    database = Database(url)
-    await database.migrate()
-    yield database
-    await database.dispose()
+from tests.integration.conftest import unique
 
 
 @pytest.fixture

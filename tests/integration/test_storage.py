@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ from deputy.storage.db import MIGRATIONS, Database
 from deputy.storage.grants import GrantRepository, HandleRefused, RedeemedCode
 from deputy.storage.sessions import SessionRepository
 from deputy.storage.users import UserExists, UserRepository
+from tests.integration.conftest import unique
 from tests.support.databases import database_url
 
 _config = _AlembicConfig()
@@ -31,24 +31,6 @@ CHALLENGE = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 REDIRECT = "http://127.0.0.1:33418/callback"
 TABLES = {"users", "clients", "login_sessions", "authorization_requests", "grants", "authorization_codes",
           "refresh_tokens", "revocations", "consents"}
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-@pytest.fixture(scope="module")
-def url(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with database_url(backend, tmp_path_factory.mktemp(f"storage-{backend}")) as value:
-        yield value
-
-
-@pytest.fixture(scope="module")
-async def db(url: str) -> AsyncIterator[Database]:
-    database = Database(url)
-    await database.migrate()
-    yield database
-    await database.dispose()
 
 
 @pytest.fixture

@@ -11,15 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from deputy.cli import app
-from deputy.demo.server import build_demo_server
-
-DEMO_POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
-
-
-@pytest.fixture(scope="module")
-async def demo_tools() -> list[dict[str, Any]]:
-    tools = await build_demo_server().list_tools()
-    return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]
+from tests.support.demo_policies import DEMO_POLICIES
 
 
 @pytest.fixture

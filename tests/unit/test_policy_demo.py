@@ -7,23 +7,14 @@ demo's tools that breaks the policies fails here.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from deputy.act_chain import Actor
-from deputy.demo.server import build_demo_server
 from deputy.gateway.principal import Principal
 from deputy.policy import Outcome, PolicyEngine, PolicySchema, build_schema
-
-DEMO_POLICIES = Path(__file__).resolve().parents[2] / "policies" / "demo"
-
-
-@pytest.fixture(scope="module")
-async def demo_tools() -> list[dict[str, Any]]:
-    tools = await build_demo_server().list_tools()
-    return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in tools]
+from tests.support.demo_policies import DEMO_POLICIES
 
 
 @pytest.fixture
