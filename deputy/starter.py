@@ -49,6 +49,8 @@ title = "Demo server"
 url = "http://127.0.0.1:8001/mcp"       # or: command = ["python", "-m", "my_server"]
 scopes = ["demo:tools", "demo:admin"]   # every scope tokens for this server may carry
 required_scopes = ["demo:tools"]        # needed for any call; advertised in challenges
+# policies = "policies/demo"           # Cedar policies deciding every call to this server
+                                        # (check them: deputy policy validate --server demo)
 # credentials = "exchange"              # mint a short-lived token for the upstream (aud below, act =
 # upstream_audience = "https://demo.internal/mcp"   # the gateway + the caller's chain); or "static":
 # [servers.demo.headers]                # static headers sent upstream (never the client's token)
