@@ -12,7 +12,6 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -24,19 +23,16 @@ from deputy.storage.db import Database
 from deputy.storage.tables import approvals
 from tests.support.databases import database_url
 from tests.support.delegation import delegation_config
-from tests.support.demo_policies import DEMO_POLICIES
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import DEMO_POLICIES, GuardedDeputy
+from tests.support.deputy_process import running_deputy
 from tests.support.oauth_flow import tokens_for_alice
-from tests.support.recording_upstream import RequestRecorder, recording_upstream
+from tests.support.recording_upstream import recording_upstream
 
 POLICY_DENIED = -32003
 BOB_PASSWORD = "bob's own long passphrase"
 
 
-@dataclass
-class Setup:
-    deputy: RunningDeputy
-    recorder: RequestRecorder
+Setup = GuardedDeputy
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -17,10 +16,10 @@ import pytest
 
 from tests.support.databases import database_url
 from tests.support.delegation import AGENT_A, AGENT_B, AGENT_C, agent_own_token, delegation_config, exchange_token
-from tests.support.demo_policies import DEMO_POLICIES
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import BROKEN_POLICY, DEMO_POLICIES, GuardedDeputy
+from tests.support.deputy_process import running_deputy
 from tests.support.oauth_flow import OMIT, mcp_post, tokens_for_alice
-from tests.support.recording_upstream import RequestRecorder, recording_upstream
+from tests.support.recording_upstream import recording_upstream
 
 POLICY_DENIED = -32003
 STEP_UP_POLICY = '''
@@ -32,18 +31,9 @@ permit (principal, action in [Deputy::Action::"echo", Deputy::Action::"add"], re
 permit (principal, action == Deputy::Action::"delete_user", resource);
 '''
 
-# `echo` takes `text`; a policy reading an attribute the schema does not have never validates.
-BROKEN_POLICY = '''
-@id("broken-reads-a-missing-attribute")
-permit (principal, action == Deputy::Action::"echo", resource)
-when { context.input.volume > 3 };
-'''
 
 
-@dataclass
-class Setup:
-    deputy: RunningDeputy
-    recorder: RequestRecorder
+Setup = GuardedDeputy
 
 
 @pytest.fixture(scope="module")

@@ -12,16 +12,16 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
 from tests.support.databases import database_url
+from tests.support.demo_policies import BROKEN_POLICY, GuardedDeputy
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import tokens_for_alice
-from tests.support.recording_upstream import RequestRecorder, recording_upstream
+from tests.support.recording_upstream import recording_upstream
 
 LISTS_POLICY = '''
 @id("list-all-but-delete")
@@ -48,20 +48,12 @@ when { context.input.id < 100 };
 permit (principal, action == Deputy::Action::"delete_user", resource);
 '''
 
-BROKEN_POLICY = '''
-@id("broken-reads-a-missing-attribute")
-permit (principal, action == Deputy::Action::"echo", resource)
-when { context.input.volume > 3 };
-'''
 
 TRANSPORTS = ["http", "stdio"]
 STDIO_COMMAND = json.dumps([sys.executable, "-m", "deputy.demo", "--stdio"])
 
 
-@dataclass
-class Setup:
-    deputy: RunningDeputy
-    recorder: RequestRecorder
+Setup = GuardedDeputy
 
 
 @pytest.fixture(scope="module")
