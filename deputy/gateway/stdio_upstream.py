@@ -27,11 +27,11 @@ from typing import Any
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
+from deputy.gateway.jsonrpc import Kind, McpMessage
 from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
     JSONRPC_INVALID_REQUEST,
-    JSONRPC_PARSE_ERROR,
     jsonrpc_error,
     relay_until_disconnect,
     send_json,
@@ -70,24 +70,27 @@ class StdioSession:
     def busy(self) -> bool:
         return bool(self.pending)
 
-    async def write(self, message: Any) -> None:
-        line = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+    async def write(self, body: bytes) -> None:
+        """Send one message, as the client wrote it, on one line (MCP stdio: newline-delimited)."""
+        # A JSON text can hold a line break only as insignificant whitespace (never inside a string).
+        line = body.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n"
         assert self.process.stdin is not None  # started with stdin=PIPE
         async with self._write_lock:
             self.process.stdin.write(line)
             await self.process.stdin.drain()
 
-    def open_request(self, message: dict[str, Any]) -> asyncio.Queue[Item]:
+    def open_request(self, message: McpMessage) -> asyncio.Queue[Item]:
         queue: asyncio.Queue[Item] = asyncio.Queue()
-        key = _key(message["id"])
+        key = _key(message.id)
         self.pending[key] = queue
-        token = (message.get("params") or {}).get("_meta", {}).get("progressToken")
+        meta = message.params.get("_meta") if isinstance(message.params, dict) else None
+        token = meta.get("progressToken") if isinstance(meta, dict) else None
         if token is not None:
             self.progress[_key(token)] = key
         return queue
 
-    def close_request(self, message: dict[str, Any]) -> None:
-        key = _key(message["id"])
+    def close_request(self, message: McpMessage) -> None:
+        key = _key(message.id)
         self.pending.pop(key, None)
         self.progress = {t: k for t, k in self.progress.items() if k != key}
 
@@ -194,17 +197,14 @@ class StdioUpstream:
 
     async def _post(self, exchange: Exchange, session: StdioSession | None) -> None:
         send = exchange.send
-        try:
-            message = json.loads(exchange.body)
-        except ValueError:
-            await send_json(send, 400, jsonrpc_error(JSONRPC_PARSE_ERROR, "body is not JSON"))
-            return
-        if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
+        # The gateway parsed the body strictly (deputy.gateway.jsonrpc) before handing it over.
+        message = exchange.message
+        if message is None:
             await send_json(send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "expected one JSON-RPC 2.0 message"))
             return
         headers: list[tuple[bytes, bytes]] = []
         if session is None:
-            if message.get("method") != "initialize":
+            if message.method != "initialize":
                 await send_json(send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Mcp-Session-Id required"))
                 return
             session = await self._start_session()
@@ -213,21 +213,21 @@ class StdioUpstream:
                                 [(b"retry-after", b"5")])
                 return
             headers.append((b"mcp-session-id", exchange.bind_session(session.session_id).encode()))
-        if "method" not in message or "id" not in message:
+        if message.kind is not Kind.REQUEST:
             # A notification, or the client's answer to a server request: nothing comes back.
-            await session.write(message)
+            await session.write(exchange.body)
             await send({"type": "http.response.start", "status": 202, "headers": headers})
             await send({"type": "http.response.body", "body": b""})
             return
         queue = session.open_request(message)
         try:
-            await session.write(message)
+            await session.write(exchange.body)
             accept = exchange.header(b"accept") or b""
             if b"text/event-stream" in accept or b"application/json" not in accept:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
                 events = _sse(queue, until_final=True)
                 if exchange.rewrite_result is not None:
-                    events = rewrite_sse(events, message["id"], exchange.rewrite_result)
+                    events = rewrite_sse(events, message.id, exchange.rewrite_result)
                 await relay_until_disconnect(events, exchange.receive, send)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:

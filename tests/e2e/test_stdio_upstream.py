@@ -67,3 +67,21 @@ async def test_requests_without_a_session_are_refused(deputy: RunningDeputy) -> 
     malformed = await mcp_post(deputy, token, server=SERVER, headers={"Content-Type": "application/json"},
                            body={"not": "json-rpc"})
     assert malformed.status_code == 400
+
+
+async def test_a_body_spread_over_lines_reaches_the_process_as_one_line(deputy: RunningDeputy) -> None:
+    """Stdio is newline-delimited: a pretty-printed body (its line breaks only whitespace, string escapes
+    kept) is sent as the one message it is, not as several broken lines."""
+    token, _ = await tokens_for_alice(deputy, deputy.resource(SERVER))
+    session = await _open_session(deputy, token)
+    call = {"jsonrpc": "2.0", "id": 5, "method": "tools/call",
+            "params": {"name": "echo", "arguments": {"text": "two\nlines"}}}
+    pretty = json.dumps(call, indent=2).replace("\n", "\r\n")
+    async with httpx.AsyncClient(timeout=30) as http:
+        response = await http.post(deputy.resource(SERVER), content=pretty, headers={
+            "Authorization": f"Bearer {token}", "Mcp-Session-Id": session, "Content-Type": "application/json",
+            "Accept": "application/json", "MCP-Protocol-Version": "2025-06-18"})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["id"] == 5
+    assert answer["result"]["content"][0]["text"] == "two\nlines"  # the escaped newline arrived intact
