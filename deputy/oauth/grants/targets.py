@@ -1,7 +1,7 @@
 """What a token is for, as the request asks: one server (RFC 8707 §2) and scopes within it (RFC 6749 §3.3).
 
 Shared by the grants that take ``resource`` and ``scope`` from the token request itself
-(client credentials, jwt-bearer).
+(client credentials, jwt-bearer), and the scope rule by token exchange: never wider.
 """
 
 from __future__ import annotations

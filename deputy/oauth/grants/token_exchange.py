@@ -40,11 +40,11 @@ from deputy.oauth.errors import (
     InvalidClient,
     InvalidGrant,
     InvalidRequest,
-    InvalidScope,
     InvalidTarget,
     UnauthorizedClient,
 )
 from deputy.oauth.grants.issue import token_response
+from deputy.oauth.grants.targets import granted_scope
 from deputy.oauth.trusted_issuers import AssertionRefused
 from deputy.secrets import now
 from deputy.services import Services
@@ -232,19 +232,11 @@ def _target(services: Services, form: Mapping[str, str], subject: Subject) -> Up
 
 
 def _scope(form: Mapping[str, str], server: UpstreamServer, subject: Subject, proof: ActorProof | None) -> str:
-    available = set(server.scopes)
-    available &= subject.scopes if subject.scopes is not None else set(server.required_scopes)
+    """Subject ∩ actor's allowance ∩ request: an exchange only ever narrows."""
+    granted = set(subject.scopes) if subject.scopes is not None else set(server.required_scopes)
     if proof is not None and proof.allowance is not None:
-        available &= proof.allowance
-    if form.get("scope"):
-        requested = set(form["scope"].split())
-        wider = requested - available
-        if wider:
-            raise InvalidScope(f"an exchange may only narrow the scope; not available: {' '.join(sorted(wider))}")
-        available = requested
-    if not available:
-        raise InvalidScope("the subject and actor share no scope of this server")
-    return " ".join(sorted(available))
+        granted &= proof.allowance
+    return granted_scope(form, server, granted)
 
 
 def _txn(form: Mapping[str, str], subject: Subject) -> str:
