@@ -20,6 +20,7 @@ from deputy.cli.consents import consents_app
 from deputy.cli.policy import policy_app
 from deputy.cli.tokens import tokens_app
 from deputy.cli.users import users_app
+from deputy.cli.witness import witness_app_cli
 from deputy.services import Services
 from deputy.starter import DEMO_UPSTREAM_PORT, STARTER_CONFIG, demo_defaults
 
@@ -32,6 +33,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(tokens_app, name="token")
 app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
+app.add_typer(witness_app_cli, name="witness")
 
 def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",
