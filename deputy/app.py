@@ -35,6 +35,8 @@ from deputy.oauth.registration import RegistrationEndpoint
 from deputy.oauth.revocation import RevocationEndpoint
 from deputy.oauth.token import TokenEndpoint
 from deputy.services import Services
+from deputy.web.approvals import APPROVAL_PAGE, ApprovalPages
+from deputy.web.sign_in import SignIn
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +69,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     }
     policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)
                           for name, server in settings.servers.items() if server.policies is not None},
-                         services.approvals)
+                         services.approvals, settings.public_url)
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),
@@ -115,7 +117,9 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         return JSONResponse({"error": "temporarily_unavailable", "error_description": "storage is unavailable"},
                             status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"})
 
-    authorize = AuthorizationEndpoint(services)
+    sign_in = SignIn(services)
+    authorize = AuthorizationEndpoint(services, sign_in)
+    approval_pages = ApprovalPages(services, sign_in)
     metadata = MetadataEndpoint(settings)
     resource_metadata = ResourceMetadataEndpoint(settings)
     routes = [
@@ -127,6 +131,9 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         Route("/authorize/login", authorize.login, methods=["POST"]),
         Route("/authorize/consent", authorize.consent_page, methods=["GET"]),
         Route("/authorize/consent", authorize.consent, methods=["POST"]),
+        Route(APPROVAL_PAGE + "{approval_id}", approval_pages.page, methods=["GET"]),
+        Route(APPROVAL_PAGE + "{approval_id}", approval_pages.decide, methods=["POST"]),
+        Route(APPROVAL_PAGE + "{approval_id}/sign-in", approval_pages.sign_in_form, methods=["POST"]),
         Route("/token", TokenEndpoint(services).handle, methods=["POST"]),
         Route("/revoke", RevocationEndpoint(services).handle, methods=["POST"]),
         Route("/introspect", IntrospectionEndpoint(services).handle, methods=["POST"]),

@@ -89,6 +89,17 @@ class StaticClient:
 
 
 @dataclass(frozen=True, slots=True)
+class ApprovalSettings:
+    """``[approvals]``: how long a held call's approval lives, and who may give one."""
+
+    ttl: int = 15 * 60  # seconds from the call being held: to be decided and then used
+    approvers: tuple[str, ...] = ()  # usernames; empty: any user (never the requesting one, unless policy says)
+
+    def may_decide(self, username: str) -> bool:
+        return not self.approvers or username in self.approvers
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     public_url: str
     host: str
@@ -109,6 +120,7 @@ class Settings:
     demo_password: str | None = None
     delegation: DelegationPolicy = field(default_factory=DelegationPolicy)
     trusted_issuers: tuple[TrustedIssuer, ...] = ()
+    approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
 
     @property
     def issuer(self) -> str:
@@ -278,6 +290,19 @@ def _policy_directory(raw: Mapping[str, Any], path: str, base_dir: Path) -> Path
     return directory
 
 
+def _approvals(raw: Any) -> ApprovalSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("approvals", "must be a table")
+    for key in raw:
+        if key not in ("ttl", "approvers"):
+            raise ConfigError(f"approvals.{key}", "is not a known setting (ttl, approvers)")
+    approvers = raw.get("approvers", [])
+    if not isinstance(approvers, list) or not all(isinstance(a, str) and a for a in approvers):
+        raise ConfigError("approvals.approvers", "must be a list of usernames")
+    return ApprovalSettings(ttl=_int(raw, "ttl", "approvals.", 15 * 60, 30, 7 * 24 * 3600),
+                            approvers=tuple(approvers))
+
+
 def _secret_value(spec: Any, key: str, environ: Mapping[str, str], base_dir: Path) -> str:
     """A literal string, ``{env = "NAME"}`` from the environment or ``{file = "PATH"}`` (relative to the
     configuration file; trailing newline dropped), read at start."""
@@ -396,7 +421,8 @@ def load_settings(
 
 def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path | None = None) -> Settings:
     known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
-             "registration", "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers"}
+             "registration", "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers",
+             "approvals"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
@@ -439,6 +465,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
             isinstance(o, str) and urlsplit(o).scheme in ("http", "https") and urlsplit(o).netloc for o in origins):
         raise ConfigError("gateway.allowed_origins", "must be a list of origins like https://app.example.com")
     return Settings(
+        approvals=_approvals(raw.get("approvals", {})),
         public_url=public_url,
         host=host,
         port=port,

@@ -56,7 +56,7 @@ class Services:
             sessions=SessionRepository(engine),
             grants=grants,
             consents=ConsentRepository(engine, grants),
-            approvals=ApprovalRepository(engine),
+            approvals=ApprovalRepository(engine, settings.approvals),
             registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients)
                                     if settings.client_documents.enabled else None),
             client_keys=ClientKeys.from_policy(settings.client_documents, check_client_jwks),

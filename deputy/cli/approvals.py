@@ -1,7 +1,8 @@
 """``deputy approvals``: calls held for a human approval, and approving or denying them.
 
 An approval covers one exact call (server, tool, arguments) by one user through one
-agent, and is used once; the approver must be another user than the one whose call it is.
+agent, and is used once; the approver must be another user than the one whose call it is
+(unless the policy said ``@approval("self")``) and, when ``[approvals] approvers`` is set, one of them.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ REFUSALS = {
     "expired": "approval {id} has expired; the call must be made again for a new approval",
     "own_request": "{name} cannot decide on their own request; another user must",
     "decided": "approval {id} is already {status}",
+    "not_approver": "{name} is not one of the configured approvers ([approvals] approvers)",
 }
 
 
@@ -68,7 +70,7 @@ def _decide(config: ConfigOption, approval_id: str, approver: str, approve: bool
             return None
         decide = services.approvals.approve if approve else services.approvals.deny
         try:
-            return await decide(approval_id, user.user_id)
+            return await decide(approval_id, user)
         except ApprovalRefused as refused:
             return refused
 

@@ -35,10 +35,11 @@ same server, tool and arguments (:func:`~deputy.storage.approvals.call_hash`), s
 and agent — and the call, decided again as approved, is allowed (a ``forbid`` still
 wins), the approval is used up (:meth:`~deputy.storage.approvals.ApprovalRepository.consume`,
 once, even across replicas) and the call proceeds. Otherwise a pending approval is created
-(or the live one for the same call reused) and the client gets the denial with
-``approval_id`` and ``expires_at`` in its ``data``; an approver decides with ``deputy approvals
-approve|deny ID --as NAME``. (There is no approval web page yet, so no ``approval_url`` is
-handed out: a link that leads nowhere would be worse than none.)
+(or the live one for the same call reused, recording whether the policy lets the requesting
+user approve it: ``@approval("self")``) and the call is answered as held
+(:mod:`deputy.gateway.held_calls`: URL-mode elicitation of the approval page, or an error naming
+it); an approver decides on that page (:mod:`deputy.web.approvals`) or with ``deputy approvals
+approve|deny ID --as NAME``.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 from deputy.policy import Decision, Outcome, PolicyEngine, PolicyLoadError, SchemaError, build_schema
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
+from deputy.web.approvals import APPROVAL_PAGE
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +86,7 @@ class Held:
 
     decision: Decision
     approval: Approval
-
-    def error_data(self) -> dict[str, Any]:
-        return {**self.decision.error_data(), "approval_id": self.approval.approval_id,
-                "expires_at": self.approval.expires_at}
+    approval_url: str
 
 
 class ServerPolicy:
@@ -128,9 +127,11 @@ class ServerPolicy:
 
 
 class PolicyStage:
-    def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository | None = None) -> None:
+    def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository | None = None,
+                 public_url: str = "") -> None:
         self.policies = policies
         self.approvals = approvals
+        self.public_url = public_url
 
     async def decide(self, principal: Principal, message: McpMessage) -> Decision | Held | Unavailable | None:
         """The decision on ``message`` (Held when it waits for an approval), Unavailable when none can be made,
@@ -174,8 +175,8 @@ class PolicyStage:
         approval = await approvals.create(server=principal.server, tool=tool, arguments=arguments,
                                           user_id=principal.user, agent=principal.agent,
                                           actors=[actor.claim() for actor in principal.actors] or None,
-                                          decision_id=decision.decision_id)
-        return Held(decision, approval)
+                                          decision_id=decision.decision_id, self_approval=decision.self_approval)
+        return Held(decision, approval, f"{self.public_url}{APPROVAL_PAGE}{approval.approval_id}")
 
     async def list_filter(self, principal: Principal, message: McpMessage) -> RewriteResult | Unavailable | None:
         """The rewrite of a list request's result, Unavailable when none can be made, None when not filtered."""

@@ -25,6 +25,13 @@ from starlette.types import Receive, Scope, Send
 from deputy.config import UpstreamServer
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.exchange import Exchange, Upstream
+from deputy.gateway.held_calls import (
+    declares_url_elicitation,
+    declined_approval,
+    denial_data,
+    input_required,
+    without_own_input,
+)
 from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.policy_stage import Held, PolicyStage, Unavailable
@@ -115,6 +122,7 @@ class Gateway:
                     await self._deny(send, server, principal, message, filtered)
                     return
                 rewrite = filtered
+            body = without_own_input(message) or body
         await upstream.forward(Exchange(
             scope=scope,
             receive=receive,
@@ -136,8 +144,14 @@ class Gateway:
                             [(b"retry-after", b"5")])
             return
         if isinstance(decided, Held):  # waits for a human approval: the client is told where to ask for it
+            approval = decided.approval
+            if message.id is not None and declares_url_elicitation(message) and not declined_approval(message):
+                await send_json(send, 200, input_required(message, approval.approval_id, decided.approval_url,
+                                                          approval.tool))
+                return
+            data = denial_data(decided.decision, approval.approval_id, decided.approval_url, approval.expires_at)
             await send_json(send, 200 if message.id is not None else 403, jsonrpc_error(
-                POLICY_DENIED, decided.decision.error_message(), decided.error_data(), request_id=message.id))
+                POLICY_DENIED, decided.decision.error_message(), data, request_id=message.id))
             return
         body = jsonrpc_error(POLICY_DENIED, decided.error_message(), decided.error_data(), request_id=message.id)
         if decided.outcome is Outcome.STEP_UP:

@@ -12,7 +12,6 @@ browser sends later can change what was authorized.
 
 from __future__ import annotations
 
-import secrets
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -24,25 +23,22 @@ from deputy.config import is_loopback_http
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import OAuthError
-from deputy.oauth.rate_limit import SlidingWindowLimiter
-from deputy.secrets import same_secret
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.sessions import LoginSession
-from deputy.web.pages import CookieNames, protect, render
+from deputy.web.pages import protect, render
+from deputy.web.sign_in import SignIn, SignInRefused
 
 PENDING_REQUEST_TTL = 600
-FAILED_LOGINS_PER_MINUTE = 10  # per user name, per process
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
                  "code_challenge_method", "resource")
 
 
 class AuthorizationEndpoint:
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, sign_in: SignIn | None = None) -> None:
         self.services = services
         self.settings = services.settings
-        self.cookies = CookieNames(self.settings.secure_cookies)
-        self.failed_logins = SlidingWindowLimiter(FAILED_LOGINS_PER_MINUTE)
+        self.sign_in = sign_in or SignIn(services)
 
     # -- GET /authorize ---------------------------------------------------------------------------
 
@@ -125,22 +121,14 @@ class AuthorizationEndpoint:
         if isinstance(pending, Response):
             return pending
         request_id, params, client = pending
-        username = str(form.get("username", ""))
-        # Password guessing: after too many failures for a name, even the right password waits.
-        wait = self.failed_logins.blocked(username.lower())
-        if wait is not None:
-            response = self._login_page(request, request_id, client, params, status=429,
-                                        error="Too many failed sign-ins for this user; try again in a minute.")
-            response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+        user = await self.sign_in.attempt(form)
+        if isinstance(user, SignInRefused):
+            response = self._login_page(request, request_id, client, params, status=user.status, error=user.message)
+            if user.retry_after is not None:
+                response.headers["Retry-After"] = user.retry_after
             return response
-        user = await self.services.users.authenticate(username, str(form.get("password", "")))
-        if user is None:
-            self.failed_logins.record(username.lower())
-            return self._login_page(request, request_id, client, params, error="Wrong username or password.",
-                                    status=401)
-        session_id = await self.services.sessions.start(user.user_id, self.settings.login_session_ttl)
         response = protect(RedirectResponse(f"/authorize/consent?{urlencode({'request_id': request_id})}", 303))
-        self.cookies.set(response, self.cookies.session, session_id, self.settings.login_session_ttl)
+        await self.sign_in.start_session(response, user)
         return response
 
     # -- consent ----------------------------------------------------------------------------------
@@ -222,9 +210,7 @@ class AuthorizationEndpoint:
     async def _pending_from_form(
         self, request: Request, form: FormData
     ) -> tuple[str, dict[str, Any], Client] | Response:
-        cookie = request.cookies.get(self.cookies.csrf, "")
-        submitted = str(form.get("csrf_token", ""))
-        if not cookie or not submitted or not same_secret(cookie, submitted):
+        if not self.sign_in.csrf_ok(request, form):
             return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
@@ -234,14 +220,7 @@ class AuthorizationEndpoint:
         return request_id, params, client
 
     async def _session(self, request: Request) -> LoginSession | None:
-        session_id = request.cookies.get(self.cookies.session)
-        return await self.services.sessions.find(session_id) if session_id else None
-
-    def _csrf(self, request: Request) -> tuple[str, bool]:
-        existing = request.cookies.get(self.cookies.csrf)
-        if existing and len(existing) >= 32:
-            return existing, False
-        return secrets.token_urlsafe(32), True
+        return await self.sign_in.session(request)
 
     def _login_page(
         self,
@@ -267,10 +246,10 @@ class AuthorizationEndpoint:
     def _form_page(self, request: Request, template: str, request_id: str, status: int = 200,
                    **context: Any) -> Response:
         """A page with a form: carries the pending request id and the CSRF token its cookie holds."""
-        csrf, new_cookie = self._csrf(request)
+        csrf, new_cookie = self.sign_in.csrf_token(request)
         response = render(template, status=status, csrf_token=csrf, request_id=request_id, **context)
         if new_cookie:
-            self.cookies.set(response, self.cookies.csrf, csrf, PENDING_REQUEST_TTL)
+            self.sign_in.set_csrf(response, csrf)
         return response
 
     def _redirect(self, redirect_uri: str, answer: dict[str, str]) -> Response:

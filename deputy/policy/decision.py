@@ -9,7 +9,9 @@ two annotations on ``permit`` policies on top of that:
   what is missing for the permit that lacks the fewest (ties: smallest policy id) —
   a client that obtains them can retry. A satisfied ``forbid`` still wins: it is a
   Cedar Deny, and no scope changes that.
-* ``@approval("required")``: the permit counts only with a human approval. When every
+* ``@approval("required")``: the permit counts only with a human approval, given by
+  another user than the one whose call it is; ``@approval("self")`` lets that user
+  approve it too (a deliberate second step, not a second person). When every
   permit that counts carries it, the outcome is ``approval_required`` — or ``allow``
   when the caller presents an approval (``approved=True``); one counting permit
   without it is enough to allow outright (permits are alternatives, as in Cedar).
@@ -64,6 +66,7 @@ class Decision:
     schema_version: str
     required_scopes: tuple[str, ...] = ()
     approval_required: bool = False
+    self_approval: bool = False
 
     @property
     def allowed(self) -> bool:
@@ -91,6 +94,7 @@ class Verdict(NamedTuple):
     errors: tuple[str, ...] = ()
     required_scopes: tuple[str, ...] = ()
     approval_required: bool = False
+    self_approval: bool = False
 
 
 def verdict(result: cedarpy.AuthzResult, sources: Mapping[str, PolicySource], scopes: AbstractSet[str],
@@ -116,4 +120,6 @@ def verdict(result: cedarpy.AuthzResult, sources: Mapping[str, PolicySource], sc
     if outright:
         return Verdict(Outcome.ALLOW, outright)
     needing = tuple(p.policy_id for p in counting)
-    return Verdict(Outcome.ALLOW if approved else Outcome.APPROVAL_REQUIRED, needing, approval_required=True)
+    # Permits are alternatives: one that accepts the user's own approval is enough for it to do.
+    return Verdict(Outcome.ALLOW if approved else Outcome.APPROVAL_REQUIRED, needing, approval_required=True,
+                   self_approval=any(p.self_approval for p in counting))

@@ -227,4 +227,5 @@ class PolicyEngine:
     def _decision(loaded: LoadedPolicies, action: str, caller: Caller, judged: Verdict) -> Decision:
         server = caller.server if isinstance(getattr(caller, "server", None), str) else ""
         return Decision(uuid.uuid4().hex, judged.outcome, action, server, judged.determining, judged.errors,
-                        loaded.version, loaded.schema.version, judged.required_scopes, judged.approval_required)
+                        loaded.version, loaded.schema.version, judged.required_scopes, judged.approval_required,
+                        judged.self_approval)

@@ -11,7 +11,7 @@ longer be the start of a policy (Cedar's "unexpected end of input" marks a text 
 is fine so far); other errors point at the name they quote, else at the policy.
 
 Annotations Deputy reads (only on ``permit``): ``@requires_scope("a b")`` and
-``@approval("required")`` (see :mod:`deputy.policy.engine`); ``@id`` and
+``@approval("required")`` or ``@approval("self")`` (see :mod:`deputy.policy.decision`); ``@id`` and
 ``@description`` are also allowed. Any other annotation is an error, so a misspelt
 ``@aproval`` cannot silently turn into an unconditional permit.
 """
@@ -30,6 +30,7 @@ from typing import Any
 import cedarpy
 
 KNOWN_ANNOTATIONS = ("id", "requires_scope", "approval", "description")
+APPROVAL_KINDS = ("required", "self")
 _TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"?|::|==|!=|<=|>=|&&|\|\||[A-Za-z0-9_]+|\S')
 _QUOTED = re.compile(r"`([^`]+)`")
 _END_OF_INPUT = "unexpected end of input"
@@ -65,6 +66,7 @@ class PolicySource:
     est: dict[str, Any]
     requires_scopes: frozenset[str]
     approval: bool
+    self_approval: bool  # @approval("self"): the requesting user may approve their own call
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,8 +231,9 @@ def _source(file: PolicyFile, index: int, start: int, statement: str, est: dict[
                                               + ", ".join(f"@{k}" for k in KNOWN_ANNOTATIONS) + ")"))
         elif name in ("requires_scope", "approval") and effect != "permit":
             problems.append(file.problem(at, f"@{name} only applies to permit policies"))
-        elif name == "approval" and value != "required":
-            problems.append(file.problem(at, '@approval takes exactly "required"'))
+        elif name == "approval" and value not in APPROVAL_KINDS:
+            problems.append(file.problem(at, '@approval takes "required" (another user approves) or "self" '
+                                             '(the requesting user may approve too)'))
         elif name in ("id", "requires_scope") and not (value or "").strip():
             problems.append(file.problem(at, f"@{name} needs a non-empty value"))
     if len(problems) > count:
@@ -240,7 +243,7 @@ def _source(file: PolicyFile, index: int, start: int, statement: str, est: dict[
         policy_id=annotations.get("id") or f"{file.name}#{index + 1}", file=file.name, line=line, column=column,
         effect=effect, text=statement, est=est,
         requires_scopes=frozenset((annotations.get("requires_scope") or "").split()),
-        approval=annotations.get("approval") == "required")
+        approval=annotations.get("approval") in APPROVAL_KINDS, self_approval=annotations.get("approval") == "self")
 
 
 def validation_problems(sources: Sequence[PolicySource], errors: Sequence[Any]) -> list[PolicyProblem]:

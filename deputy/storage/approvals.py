@@ -3,9 +3,11 @@
 A call is identified by :func:`call_hash`: the hex SHA-256 of the canonical JSON (RFC 8785)
 of ``{"server", "tool", "arguments"}`` — the same call, however its JSON was spelled,
 has the same hash; any change to an argument gives another. An approval moves
-``pending`` → ``approved`` | ``denied`` (by someone other than the requesting user,
-before it expires) and ``approved`` → ``used`` (by :meth:`ApprovalRepository.consume`,
-one conditional UPDATE, so two gateways racing on the same approval grant one use).
+``pending`` → ``approved`` | ``denied`` before it expires, decided by an approver
+(``[approvals] approvers``, or any user when that is empty) other than the requesting
+user — unless the policy that held the call said ``@approval("self")`` — and
+``approved`` → ``used`` (by :meth:`ApprovalRepository.consume`, one conditional UPDATE,
+so two gateways racing on the same approval grant one use).
 A pending or approved approval past ``expires_at`` reads as ``expired``; it can no
 longer be decided or used.
 """
@@ -19,14 +21,13 @@ from enum import StrEnum
 from typing import Any
 
 import rfc8785
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deputy.config import ApprovalSettings
 from deputy.secrets import now
 from deputy.storage.tables import approvals
-
-APPROVAL_TTL = 15 * 60
-"""Seconds an approval stays valid from its creation: to be decided and then used."""
+from deputy.storage.users import User
 
 
 class Status(StrEnum):
@@ -56,6 +57,7 @@ class Approval:
     agent: str
     actors: list[Any] | None
     decision_id: str | None
+    self_approval: bool
     status: Status  # as of reading: pending or approved past expires_at reads as expired
     created_at: int
     expires_at: int
@@ -65,7 +67,8 @@ class Approval:
 
 
 class ApprovalRefused(ValueError):
-    """An approval that cannot be decided; ``reason`` is ``unknown``, ``expired``, ``own_request`` or ``decided``."""
+    """An approval that cannot be decided; ``reason`` is ``unknown``, ``expired``, ``own_request``, ``decided``
+    or ``not_approver`` (the user is not among ``[approvals] approvers``)."""
 
     def __init__(self, reason: str, approval: Approval | None = None) -> None:
         super().__init__(reason)
@@ -78,17 +81,18 @@ def _approval(row: Any, at: int) -> Approval:
     if status in _LIVE and row.expires_at < at:
         status = Status.EXPIRED
     return Approval(row.approval_id, row.server, row.tool, row.call_hash, row.arguments, row.user_id, row.agent,
-                    row.actors, row.decision_id, status, row.created_at, row.expires_at, row.decided_by,
-                    row.decided_at, row.used_at)
+                    row.actors, row.decision_id, row.self_approval, status, row.created_at, row.expires_at,
+                    row.decided_by, row.decided_at, row.used_at)
 
 
 class ApprovalRepository:
-    def __init__(self, engine: AsyncEngine, ttl: int = APPROVAL_TTL) -> None:
+    def __init__(self, engine: AsyncEngine, settings: ApprovalSettings | None = None) -> None:
         self.engine = engine
-        self.ttl = ttl
+        self.settings = settings or ApprovalSettings()
 
     async def create(self, *, server: str, tool: str, arguments: Any, user_id: str, agent: str,
-                     actors: list[Any] | None = None, decision_id: str | None = None) -> Approval:
+                     actors: list[Any] | None = None, decision_id: str | None = None,
+                     self_approval: bool = False) -> Approval:
         """A new pending approval for the call, or the live (pending or approved, unexpired) one it already has."""
         digest = call_hash(server, tool, arguments)
         at = now()
@@ -103,8 +107,9 @@ class ApprovalRepository:
                 "approval_id": secrets.token_hex(16),  # hex: never read as a CLI option
                 "server": server, "tool": tool, "call_hash": digest,
                 "arguments": arguments, "user_id": user_id, "agent": agent, "actors": actors,
-                "decision_id": decision_id, "status": Status.PENDING.value, "created_at": at,
-                "expires_at": at + self.ttl, "decided_by": None, "decided_at": None, "used_at": None}
+                "decision_id": decision_id, "self_approval": self_approval, "status": Status.PENDING.value,
+                "created_at": at,
+                "expires_at": at + self.settings.ttl, "decided_by": None, "decided_at": None, "used_at": None}
             await conn.execute(approvals.insert().values(**values))
         return Approval(**{**values, "status": Status.PENDING})
 
@@ -127,20 +132,25 @@ class ApprovalRepository:
             rows = (await conn.execute(query)).all()
         return [_approval(row, at) for row in rows]
 
-    async def approve(self, approval_id: str, approver: str) -> Approval:
-        """Approve a pending, unexpired approval; ``approver`` (a user id) must not be the requesting user."""
+    async def approve(self, approval_id: str, approver: User) -> Approval:
+        """Approve a pending, unexpired approval; ``approver`` must not be the requesting user
+        unless the approval allows self-approval."""
         return await self._decide(approval_id, approver, Status.APPROVED)
 
-    async def deny(self, approval_id: str, approver: str) -> Approval:
-        """Deny a pending, unexpired approval; ``approver`` (a user id) must not be the requesting user."""
+    async def deny(self, approval_id: str, approver: User) -> Approval:
+        """Deny a pending, unexpired approval; ``approver`` must not be the requesting user
+        unless the approval allows self-approval."""
         return await self._decide(approval_id, approver, Status.DENIED)
 
-    async def _decide(self, approval_id: str, approver: str, status: Status) -> Approval:
+    async def _decide(self, approval_id: str, user: User, status: Status) -> Approval:
+        if not self.settings.may_decide(user.username):
+            raise ApprovalRefused("not_approver", await self.get(approval_id))
+        approver = user.user_id
         at = now()
         async with self.engine.begin() as conn:
             result = await conn.execute(update(approvals).where(and_(
                 approvals.c.approval_id == approval_id, approvals.c.status == Status.PENDING.value,
-                approvals.c.expires_at >= at, approvals.c.user_id != approver,
+                approvals.c.expires_at >= at, or_(approvals.c.user_id != approver, approvals.c.self_approval),
             )).values(status=status.value, decided_by=approver, decided_at=at))
             row = (await conn.execute(select(approvals).where(approvals.c.approval_id == approval_id))).first()
         if row is None:
@@ -150,7 +160,7 @@ class ApprovalRepository:
             return approval
         if approval.status is Status.EXPIRED:
             raise ApprovalRefused("expired", approval)
-        if approval.status is Status.PENDING and approval.user_id == approver:
+        if approval.status is Status.PENDING and approval.user_id == approver and not approval.self_approval:
             raise ApprovalRefused("own_request", approval)
         raise ApprovalRefused("decided", approval)
 

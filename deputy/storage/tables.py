@@ -9,6 +9,7 @@ from __future__ import annotations
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Column,
     ForeignKey,
     Index,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -151,6 +153,7 @@ approvals = Table(
     Column("agent", String(255), nullable=False),
     Column("actors", JSON),
     Column("decision_id", String(64)),
+    Column("self_approval", Boolean, nullable=False, server_default=false()),  # @approval("self")
     Column("status", String(16), nullable=False),  # pending | approved | denied | used (expiry: expires_at)
     Column("created_at", BigInteger, nullable=False),
     Column("expires_at", BigInteger, nullable=False),

@@ -11,11 +11,19 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 import httpx
+import httpx2
 import pytest
+from mcp.client import Client
+from mcp.client.session import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared.exceptions import MCPError
+from mcp_types import CallToolResult, ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
 from sqlalchemy import update
 
 from deputy.secrets import now
@@ -24,9 +32,10 @@ from deputy.storage.tables import approvals
 from tests.support.databases import database_url
 from tests.support.delegation import delegation_config
 from tests.support.demo_policies import DEMO_POLICIES, GuardedDeputy
-from tests.support.deputy_process import running_deputy
+from tests.support.deputy_process import PASSWORD, running_deputy
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import recording_upstream
+from tests.support.sdk_client import page_text, parse_form, parse_forms
 
 POLICY_DENIED = -32003
 BOB_PASSWORD = "bob's own long passphrase"
@@ -79,7 +88,7 @@ def held(setup: Setup, answer: dict[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = error["data"]
     assert data["outcome"] == "approval_required"
     assert data["policies"] == ["demo-delete-needs-approval"]
-    assert "approval_url" not in data  # no approval page yet: no link that leads nowhere
+    assert data["approval_url"] == f"{setup.deputy.url}/approvals/{data['approval_id']}"
     assert data["expires_at"] > now()
     return data
 
@@ -214,3 +223,125 @@ async def test_a_forbid_wins_over_any_approval(setup: Setup, alice: str) -> None
     data = answer["error"]["data"]
     assert data["outcome"] == "deny" and "approval_id" not in data
     assert forwarded(setup, 42) == 0
+
+
+# -- the approval page ------------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def signed_in(approval_url: str, username: str, password: str) -> AsyncIterator[httpx.AsyncClient]:
+    """A cookie-keeping client signed in through the approval page's own sign-in form."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        first = await http.get(approval_url)
+        assert first.status_code == 200 and "Sign in" in first.text
+        form = parse_form(first.text)
+        assert "request_id" not in form.fields
+        answer = await http.post(urljoin(approval_url, form.action),
+                                 data={**form.fields, "username": username, "password": password})
+        assert answer.status_code == 303, answer.text
+        assert answer.headers["location"] == urlsplit(approval_url).path
+        yield http
+
+
+async def test_an_approver_approves_on_the_page_and_the_call_proceeds_once(setup: Setup, alice: str) -> None:
+    arguments = {"id": 9100, "reason": "<b>OPS-1</b> approved on the page"}
+    data = held(setup, await delete_user(setup, alice, arguments))
+    async with signed_in(data["approval_url"], "bob", BOB_PASSWORD) as bob:
+        page = await bob.get(data["approval_url"])
+        assert page.status_code == 200
+        text = page_text(page.text)
+        assert "delete_user" in text and "alice" in text and "pending" in text
+        assert "<b>OPS-1</b>" not in page.text and "&lt;b&gt;OPS-1&lt;/b&gt;" in page.text  # escaped
+        assert '"id": 9100' in text
+        form = parse_form(page.text)
+        assert ("decision", "approve") in form.buttons and ("decision", "deny") in form.buttons
+        decided = await bob.post(urljoin(data["approval_url"], form.action),
+                                 data={**form.fields, "decision": "approve"})
+        assert decided.status_code == 303
+        assert "approved" in page_text((await bob.get(data["approval_url"])).text)
+    assert proceeded(await delete_user(setup, alice, arguments))
+    assert forwarded(setup, 9100) == 1
+    again = held(setup, await delete_user(setup, alice, arguments))
+    assert again["approval_id"] != data["approval_id"]
+    assert forwarded(setup, 9100) == 1
+
+
+async def test_the_page_refuses_the_requesting_user_and_forged_forms(setup: Setup, alice: str) -> None:
+    data = held(setup, await delete_user(setup, alice, {"id": 9200, "reason": "mine"}))
+    async with signed_in(data["approval_url"], "alice", PASSWORD) as own:
+        page = await own.get(data["approval_url"])
+        assert page.status_code == 200 and "another user has to approve it" in page_text(page.text)
+        assert not any(form.buttons for form in parse_forms(page.text))  # no buttons to press
+        csrf = own.cookies.get("deputy_csrf")
+        assert csrf
+        forced = await own.post(data["approval_url"], data={"csrf_token": csrf, "decision": "approve"})
+        assert forced.status_code == 409 and "another user has to approve it" in page_text(forced.text)
+    async with signed_in(data["approval_url"], "bob", BOB_PASSWORD) as bob:
+        no_csrf = await bob.post(data["approval_url"], data={"decision": "approve"})
+        assert no_csrf.status_code == 403
+        wrong = await bob.post(data["approval_url"], data={"csrf_token": "x" * 43, "decision": "approve"})
+        assert wrong.status_code == 403
+    async with httpx.AsyncClient(timeout=30) as anonymous:  # not signed in: the sign-in form, no call details
+        page = await anonymous.get(data["approval_url"])
+        assert "9200" not in page.text and "delete_user" not in page.text
+    again = held(setup, await delete_user(setup, alice, {"id": 9200, "reason": "mine"}))
+    assert again["approval_id"] == data["approval_id"]  # still pending
+    assert forwarded(setup, 9200) == 0
+
+
+# -- URL-mode elicitation (MCP 2026-07-28 multi round-trip requests) ---------------------------
+
+
+async def call_with_elicitation(setup: Setup, token: str, arguments: dict[str, Any],
+                                answer: Callable[[ElicitRequestURLParams], Awaitable[str]]) -> CallToolResult:
+    """``delete_user`` through the SDK client (2026-07-28) whose elicitation callback runs `answer`."""
+
+    async def on_elicitation(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        assert isinstance(params, ElicitRequestURLParams), params
+        return ElicitResult(action=await answer(params))  # type: ignore[arg-type]
+
+    async with (
+        httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as http,
+        Client(streamable_http_client(setup.deputy.resource("guarded"), http_client=http), mode="2026-07-28",
+               elicitation_callback=on_elicitation) as client,
+    ):
+        return await client.call_tool("delete_user", arguments)
+
+
+async def test_a_client_with_url_elicitation_is_sent_to_the_page(setup: Setup, alice: str) -> None:
+    """The SDK shows the approval page's URL; once approved there, its retry of the same call proceeds."""
+    shown: list[ElicitRequestURLParams] = []
+
+    async def approve_on_the_page(params: ElicitRequestURLParams) -> str:
+        shown.append(params)
+        if len(shown) == 1:  # the user opens the page; the approver acts there before the client retries
+            async with signed_in(params.url, "bob", BOB_PASSWORD) as bob:
+                form = parse_form((await bob.get(params.url)).text)
+                decided = await bob.post(urljoin(params.url, form.action),
+                                         data={**form.fields, "decision": "approve"})
+                assert decided.status_code == 303
+        return "accept"
+
+    result = await call_with_elicitation(setup, alice, {"id": 9300, "reason": "elicited"}, approve_on_the_page)
+    # The demo's own answer (it has no such user): the call reached the upstream, not a denial.
+    assert "No user with id 9300" in str(result.content), result
+    assert len(shown) == 1
+    assert urlsplit(shown[0].url).path.startswith("/approvals/") and shown[0].url.startswith(setup.deputy.url)
+    assert "approval" in shown[0].message
+    assert forwarded(setup, 9300) == 1
+
+
+async def test_a_declined_elicitation_is_the_denial(setup: Setup, alice: str) -> None:
+    async def decline(_params: ElicitRequestURLParams) -> str:
+        return "decline"
+
+    with pytest.raises((MCPError, ExceptionGroup)) as raised:  # the SDK's task group may wrap it
+        await call_with_elicitation(setup, alice, {"id": 9400, "reason": "declined"}, decline)
+    denied = raised.value
+    while isinstance(denied, ExceptionGroup) and len(denied.exceptions) == 1:
+        denied = denied.exceptions[0]
+    assert isinstance(denied, MCPError), raised.value
+    assert denied.error.code == POLICY_DENIED
+    data = denied.error.data
+    assert isinstance(data, dict) and data["outcome"] == "approval_required" and data["approval_url"]
+    assert forwarded(setup, 9400) == 0

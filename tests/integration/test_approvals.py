@@ -9,11 +9,16 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from deputy.config import ApprovalSettings
 from deputy.secrets import now
-from deputy.storage.approvals import APPROVAL_TTL, Approval, ApprovalRefused, ApprovalRepository, Status, call_hash
+from deputy.storage.approvals import Approval, ApprovalRefused, ApprovalRepository, Status, call_hash
 from deputy.storage.db import Database
 from deputy.storage.tables import approvals as approvals_table
+from deputy.storage.users import User
 from tests.integration.conftest import unique
+
+bob = User("bob", "bob")
+carol = User("carol", "carol")
 
 
 @pytest.fixture
@@ -50,13 +55,13 @@ async def test_held_approved_used_once(repo: ApprovalRepository) -> None:
     approval = await held(repo)
     assert re.fullmatch("[0-9a-f]{32}", approval.approval_id)  # url-safe, and never read as a CLI option
     assert approval.status is Status.PENDING
-    assert approval.expires_at - approval.created_at == APPROVAL_TTL
+    assert approval.expires_at - approval.created_at == ApprovalSettings().ttl
     assert approval.arguments == {"id": 4242, "reason": "left"}
     assert approval.actors == [{"sub": "agent-1"}]
     digest = approval.call_hash
     assert digest == call_hash("demo", "delete_user", {"id": 4242, "reason": "left"})
     assert await repo.consume(digest, approval.user_id, "agent-1") is None  # pending: no use
-    approved = await repo.approve(approval.approval_id, "bob")
+    approved = await repo.approve(approval.approval_id, bob)
     assert approved.status is Status.APPROVED and approved.decided_by == "bob" and approved.decided_at is not None
     assert await repo.consume(digest, approval.user_id, "agent-2") is None  # another agent
     assert await repo.consume(digest, "mallory", "agent-1") is None  # another user
@@ -74,7 +79,7 @@ async def test_a_retry_reuses_the_live_approval(repo: ApprovalRepository) -> Non
     assert other_arguments.approval_id != first.approval_id
     other_agent = await held(repo, user=first.user_id, agent="agent-2")
     assert other_agent.approval_id != first.approval_id
-    await repo.approve(first.approval_id, "bob")
+    await repo.approve(first.approval_id, bob)
     assert (await held(repo, user=first.user_id)).approval_id == first.approval_id  # approved, not yet used
     assert await repo.consume(first.call_hash, first.user_id, "agent-1") == first.approval_id
     after_use = await held(repo, user=first.user_id)
@@ -85,18 +90,43 @@ async def test_the_requesting_user_cannot_decide(repo: ApprovalRepository) -> No
     approval = await held(repo)
     for decide in (repo.approve, repo.deny):
         with pytest.raises(ApprovalRefused) as refused:
-            await decide(approval.approval_id, approval.user_id)
+            await decide(approval.approval_id, User(approval.user_id, "alice"))
         assert refused.value.reason == "own_request"
     still = await repo.get(approval.approval_id)
     assert still is not None and still.status is Status.PENDING
 
 
+async def test_self_approval_only_when_policy_said_so(repo: ApprovalRepository) -> None:
+    """@approval("self") lets the requesting user decide; the approval records it, so nothing else can."""
+    own = await repo.create(server="demo", tool="delete_user", arguments={"id": 4242}, user_id=unique("alice"),
+                            agent="agent-1", self_approval=True)
+    assert own.self_approval is True
+    approved = await repo.approve(own.approval_id, User(own.user_id, "alice"))
+    assert approved.status is Status.APPROVED and approved.decided_by == own.user_id
+
+
+async def test_only_configured_approvers_decide(db: Database) -> None:
+    strict = ApprovalRepository(db.engine, ApprovalSettings(approvers=("carol",)))
+    approval = await held(strict)
+    with pytest.raises(ApprovalRefused) as refused:
+        await strict.approve(approval.approval_id, bob)
+    assert refused.value.reason == "not_approver"
+    assert (await strict.get(approval.approval_id)).status is Status.PENDING  # type: ignore[union-attr]
+    assert (await strict.approve(approval.approval_id, carol)).status is Status.APPROVED
+
+
+async def test_ttl_comes_from_settings(db: Database) -> None:
+    short = ApprovalRepository(db.engine, ApprovalSettings(ttl=45))
+    approval = await held(short)
+    assert approval.expires_at - approval.created_at == 45
+
+
 async def test_denied_is_final_and_never_used(repo: ApprovalRepository) -> None:
     approval = await held(repo)
-    denied = await repo.deny(approval.approval_id, "bob")
+    denied = await repo.deny(approval.approval_id, bob)
     assert denied.status is Status.DENIED
     with pytest.raises(ApprovalRefused) as refused:
-        await repo.approve(approval.approval_id, "carol")
+        await repo.approve(approval.approval_id, carol)
     assert refused.value.reason == "decided"
     assert await repo.consume(approval.call_hash, approval.user_id, "agent-1") is None
     assert (await held(repo, user=approval.user_id)).approval_id != approval.approval_id
@@ -104,7 +134,7 @@ async def test_denied_is_final_and_never_used(repo: ApprovalRepository) -> None:
 
 async def test_unknown_approval(repo: ApprovalRepository) -> None:
     with pytest.raises(ApprovalRefused) as refused:
-        await repo.approve("no-such-approval", "bob")
+        await repo.approve("no-such-approval", bob)
     assert refused.value.reason == "unknown"
     assert await repo.get("no-such-approval") is None
 
@@ -113,7 +143,7 @@ async def test_expired_cannot_be_decided(db: Database, repo: ApprovalRepository)
     approval = await held(repo)
     await expire(db, approval.approval_id)
     with pytest.raises(ApprovalRefused) as refused:
-        await repo.approve(approval.approval_id, "bob")
+        await repo.approve(approval.approval_id, bob)
     assert refused.value.reason == "expired"
     read = await repo.get(approval.approval_id)
     assert read is not None and read.status is Status.EXPIRED
@@ -124,7 +154,7 @@ async def test_expired_cannot_be_decided(db: Database, repo: ApprovalRepository)
 
 async def test_expired_after_approval_cannot_be_used(db: Database, repo: ApprovalRepository) -> None:
     approval = await held(repo)
-    await repo.approve(approval.approval_id, "bob")
+    await repo.approve(approval.approval_id, bob)
     await expire(db, approval.approval_id)
     assert await repo.consume(approval.call_hash, approval.user_id, "agent-1") is None
     read = await repo.get(approval.approval_id)
@@ -134,7 +164,7 @@ async def test_expired_after_approval_cannot_be_used(db: Database, repo: Approva
 async def test_list_by_status(repo: ApprovalRepository) -> None:
     pending = await held(repo)
     approved = await held(repo)
-    await repo.approve(approved.approval_id, "bob")
+    await repo.approve(approved.approval_id, bob)
     pending_ids = {a.approval_id for a in await repo.list(Status.PENDING)}
     approved_ids = {a.approval_id for a in await repo.list(Status.APPROVED)}
     all_ids = {a.approval_id for a in await repo.list()}
@@ -150,7 +180,7 @@ async def test_racing_consumers_get_one_use(url: str, repo: ApprovalRepository) 
         replica = ApprovalRepository(other.engine)
         for _ in range(3):
             approval = await held(repo)
-            await repo.approve(approval.approval_id, "bob")
+            await repo.approve(approval.approval_id, bob)
             results = await asyncio.gather(*(
                 (repo if n % 2 else replica).consume(approval.call_hash, approval.user_id, "agent-1")
                 for n in range(8)))
