@@ -19,10 +19,11 @@ from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
 from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
 from deputy.gateway.origin_check import OriginCheck
-from deputy.gateway.policy_stage import PolicyStage, ServerPolicy
+from deputy.gateway.policy_stage import PolicyStage
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
+from deputy.gateway.server_policy import ServerPolicy
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.gateway.upstream_credentials import upstream_credentials
@@ -69,7 +70,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     }
     policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)
                           for name, server in settings.servers.items() if server.policies is not None},
-                         services.approvals, settings.public_url)
+                         services.approvals, settings.public_url, settings.policy_watch_seconds)
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),
@@ -82,11 +83,15 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
         await services.start()
+        if gateway.policy is not None:
+            await gateway.policy.start()  # an unusable policy set stops start-up here
         await revocations.start()
         try:
             yield
         finally:
             await revocations.stop()
+            if gateway.policy is not None:
+                await gateway.policy.stop()
             for upstream in upstreams.values():
                 await upstream.close()
             await pool.close()

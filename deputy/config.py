@@ -121,6 +121,7 @@ class Settings:
     delegation: DelegationPolicy = field(default_factory=DelegationPolicy)
     trusted_issuers: tuple[TrustedIssuer, ...] = ()
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
+    policy_watch_seconds: float = 2.0  # how often policy directories are checked for changes; 0: only SIGHUP
 
     @property
     def issuer(self) -> str:
@@ -460,6 +461,9 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
     staleness = gateway.get("revocation_max_staleness", 5.0)
     if not isinstance(staleness, int | float) or not 0.5 <= staleness <= 300:
         raise ConfigError("gateway.revocation_max_staleness", "must be a number of seconds from 0.5 to 300")
+    watch = gateway.get("policy_watch_seconds", 2.0)
+    if not isinstance(watch, int | float) or isinstance(watch, bool) or not (watch == 0 or 0.2 <= watch <= 3600):
+        raise ConfigError("gateway.policy_watch_seconds", "must be 0 (reload on SIGHUP only) or 0.2 to 3600 seconds")
     origins = gateway.get("allowed_origins", [])
     if not isinstance(origins, list) or not all(
             isinstance(o, str) and urlsplit(o).scheme in ("http", "https") and urlsplit(o).netloc for o in origins):
@@ -482,6 +486,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         client_documents=document_rules,
         revocation_max_staleness=float(staleness),
         allowed_origins=tuple(origins),
+        policy_watch_seconds=float(watch),
         demo_password=raw.get("demo_password") or None,
         delegation=delegation_rules,
         trusted_issuers=issuers,

@@ -13,14 +13,11 @@ rule on a tool's arguments never empties a list), an item dropped when that deci
 is deny, everything else in the result (cursor, ``_meta``) kept. When no decision can
 be made the list request is refused like a call.
 
-The engine needs the server's schema, which comes from its tools: Deputy reads them
-itself (:mod:`deputy.gateway.tool_catalog`) on the first call that needs a decision —
-not at start, because an upstream that verifies Deputy's tokens fetches Deputy's JWKS
-from the very process that is starting. Until the tools are read and the policies
+The engine needs the server's schema, which comes from its tools; how each server's
+engine is checked at start, built and kept current (reloads, changed tools) is
+:mod:`deputy.gateway.server_policy`. Until the tools are read and the policies
 validated against them, nothing is decided and every such call is refused (fail
-closed): a catalog that cannot be read is tried again after :data:`RETRY_SECONDS`; a
-policy set that does not validate is logged with every ``file:line:col`` and keeps the
-server closed until the policies are fixed (``deputy policy validate`` says why).
+closed).
 
 Answers: a denial is a JSON-RPC error with code :data:`~deputy.policy.decision.POLICY_DENIED`,
 the message "denied by policy…" and ``data`` naming the decision id and the deciding
@@ -45,39 +42,30 @@ approve|deny ID --as NAME``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import time
+import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from deputy.config import UpstreamServer
 from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import RewriteResult
-from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
-from deputy.gateway.upstream_credentials import UpstreamCredentials
-from deputy.policy import Decision, Outcome, PolicyEngine, PolicyLoadError, SchemaError, build_schema
+from deputy.gateway.server_policy import PolicyWatcher, ServerPolicy, Unavailable
+from deputy.policy import Decision, Outcome, PolicyEngine
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
 from deputy.web.approvals import APPROVAL_PAGE
 
 log = logging.getLogger(__name__)
 
-RETRY_SECONDS = 5.0
 DECIDED = {Category.TOOL_CALL: "tools/call", Category.RESOURCE_READ: "resources/read",
            Category.PROMPT_GET: "prompts/get"}
 # Per list method: the key of the item list in its result, and the field of an item that names it.
 LIST_ITEMS = {"tools/list": ("tools", "name"), "prompts/list": ("prompts", "name"),
               "resources/list": ("resources", "uri"), "resources/templates/list": ("resourceTemplates", "uriTemplate")}
-
-
-@dataclass(frozen=True, slots=True)
-class Unavailable:
-    """No decision can be made for the server right now; ``reason`` is for the log and the error message."""
-
-    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,49 +77,43 @@ class Held:
     approval_url: str
 
 
-class ServerPolicy:
-    """One server's engine, made on first need from its live tool list."""
-
-    def __init__(self, server: UpstreamServer, credentials: UpstreamCredentials, issuer: str) -> None:
-        assert server.policies is not None
-        self.server = server
-        self.directory = server.policies
-        self.credentials = credentials
-        self.issuer = issuer
-        self.engine: PolicyEngine | None = None
-        self._failure: tuple[float, str] | None = None
-        self._lock = asyncio.Lock()
-
-    async def ready_engine(self) -> PolicyEngine | Unavailable:
-        if self.engine is not None:
-            return self.engine
-        async with self._lock:
-            if self.engine is not None:
-                return self.engine
-            if self._failure is not None and time.monotonic() - self._failure[0] < RETRY_SECONDS:
-                return Unavailable(self._failure[1])
-            try:
-                tools = await fetch_tools(self.server, self.credentials, self.issuer)
-                self.engine = PolicyEngine(self.directory, build_schema(tools))
-            except CatalogUnavailable as exc:
-                return self._failed(f"the server's tools could not be read: {exc}")
-            except (PolicyLoadError, SchemaError) as exc:
-                return self._failed(f"the policies of {self.server.name} do not validate:\n{exc}")
-            log.info("policies of %s active: version %s", self.server.name, self.engine.version[:12])
-            return self.engine
-
-    def _failed(self, reason: str) -> Unavailable:
-        log.error("no policy decisions for %s: %s", self.server.name, reason)
-        self._failure = (time.monotonic(), reason)
-        return Unavailable(reason)
-
-
 class PolicyStage:
     def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository | None = None,
-                 public_url: str = "") -> None:
+                 public_url: str = "", watch_seconds: float = 0.0) -> None:
         self.policies = policies
         self.approvals = approvals
         self.public_url = public_url
+        self.watcher = PolicyWatcher(policies.values(), watch_seconds)
+
+    async def start(self) -> None:
+        """Check every server's policies (raises PolicyLoadError: start-up stops), then watch for changes:
+        the policy directories, and SIGHUP (reload every server's policies and re-read its tools)."""
+        for policy in self.policies.values():
+            await policy.check_at_start()
+        self.watcher.start()
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self.reload)
+        except (NotImplementedError, RuntimeError, ValueError):  # no signals here (not the main thread, Windows)
+            log.info("SIGHUP does not reload policies in this process")
+
+    def reload(self) -> None:
+        log.warning("reloading policies and tools of %s", ", ".join(self.policies) or "no server")
+        for policy in self.policies.values():
+            policy.reload()
+            policy.tools_changed()
+
+    async def stop(self) -> None:
+        await self.watcher.stop()
+        for policy in self.policies.values():
+            await policy.close()
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+
+    def tools_changed(self, server: str) -> None:
+        """The upstream said its tools changed (``notifications/tools/list_changed``)."""
+        policy = self.policies.get(server)
+        if policy is not None:
+            policy.tools_changed()
 
     async def decide(self, principal: Principal, message: McpMessage) -> Decision | Held | Unavailable | None:
         """The decision on ``message`` (Held when it waits for an approval), Unavailable when none can be made,

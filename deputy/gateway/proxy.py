@@ -18,9 +18,9 @@ This is a raw ASGI application: the hot path allocates no framework objects.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from deputy.config import UpstreamServer
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
@@ -34,10 +34,11 @@ from deputy.gateway.held_calls import (
 )
 from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
-from deputy.gateway.policy_stage import Held, PolicyStage, Unavailable
+from deputy.gateway.policy_stage import Held, PolicyStage
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
+from deputy.gateway.server_policy import Unavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.policy import POLICY_DENIED, Decision, Outcome
 
@@ -45,6 +46,7 @@ PREFIX = "/mcp/"
 MAX_REQUEST_BODY = 4 * 1024 * 1024
 ALLOWED_METHODS = frozenset({"POST", "GET", "DELETE"})
 SESSION_HEADER = b"mcp-session-id"
+TOOLS_LIST_CHANGED = b"notifications/tools/list_changed"
 
 
 class Gateway:
@@ -123,6 +125,8 @@ class Gateway:
                     return
                 rewrite = filtered
             body = without_own_input(message) or body
+        if self.policy is not None and server.name in self.policy.policies:
+            send = _watching_tools(send, functools.partial(self.policy.tools_changed, server.name))
         await upstream.forward(Exchange(
             scope=scope,
             receive=receive,
@@ -167,6 +171,27 @@ class Gateway:
             headers.append((b"www-authenticate", refusal.www_authenticate.encode()))
         body = {"error": refusal.error or "unauthorized", "error_description": refusal.description}
         await send_json(send, refusal.status, body, headers)
+
+
+def _watching_tools(send: Send, tools_changed: Callable[[], None]) -> Send:
+    """``send`` that calls ``tools_changed`` when the upstream's answer carries ``notifications/tools/list_changed``.
+
+    A plain byte search over what streams past (a notification split across two chunks is
+    still seen); a false match only costs a re-read of the tools.
+    """
+    tail = b""
+
+    async def watching(message: Message) -> None:
+        nonlocal tail
+        if message["type"] == "http.response.body":
+            window = tail + message.get("body", b"")
+            if TOOLS_LIST_CHANGED in window:
+                tools_changed()
+                window = b""
+            tail = window[-len(TOOLS_LIST_CHANGED) + 1:]
+        await send(message)
+
+    return watching
 
 
 async def _read_body(receive: Receive) -> bytes | None:

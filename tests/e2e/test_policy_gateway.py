@@ -59,8 +59,11 @@ url = "{recorded_url}"
 scopes = ["stepup:tools", "stepup:admin"]
 policies = "stepup-policies"
 
+# Its upstream tokens are minted by Deputy (exchange), so its policies are validated on first need, not at
+# start (an invalid set on a server readable at start stops start-up: tests/e2e/test_policy_lifecycle.py).
 [servers.broken]
 url = "{recorded_url}"
+credentials = "exchange"
 scopes = ["broken:tools"]
 policies = "broken-policies"
 
@@ -224,8 +227,8 @@ async def test_servers_without_policies_are_not_decided(setup: Setup) -> None:
 
 @pytest.mark.parametrize("server", ["broken", "unreachable"])
 async def test_no_decision_means_no_call(setup: Setup, server: str) -> None:
-    """Policies that do not validate against the server's tools, or tools that cannot be read: every call
-    to that server is refused (503, retry later) and nothing is forwarded — fail closed, not open."""
+    """Policies that do not validate against the server's tools (found on first need), or tools that cannot
+    be read: every call to that server is refused (503, retry later) and nothing is forwarded — fail closed, not open."""
     token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource(server))
     before = forwarded_calls(setup, "echo")
     for _ in range(2):  # the second try is answered from the remembered failure

@@ -79,6 +79,7 @@ policies = "{policies}"
         extra += f'''
 [servers.http-broken]
 url = "{recorded_url}"
+credentials = "exchange"  # validated on first need, not at start (where an invalid set stops start-up)
 scopes = ["http-broken:tools"]
 policies = "broken"
 '''
