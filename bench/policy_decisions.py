@@ -2,7 +2,7 @@
 
 The schema is generated from the demo server's real ``tools/list`` (its ``MCPServer``
 built in process) exactly as Deputy does it; the policy set is the demo policies
-(``policies/demo``: 5) plus 15 realistic others (:data:`EXTRA`) — 20 policies,
+(``deputy/demo/policies``: 5) plus 15 realistic others (:data:`EXTRA`) — 20 policies,
 validated, pre-parsed once. Each decision is ``PolicyEngine.decide(principal,
 "tools/call", tool, arguments)``: argument conversion by the schema, the common
 context (scopes, agent, the actor chain, txn, time), ``cedarpy.is_authorized``
@@ -44,8 +44,9 @@ from deputy.gateway.principal import Principal
 from deputy.policy import PolicyEngine, build_schema
 from deputy.policy.engine import common_context
 from deputy.policy.schema import ACTION_TYPE, SERVER_TYPE, USER_TYPE
+from deputy.starter import DEMO_POLICY_DIR
 
-DEMO_POLICIES = Path(__file__).resolve().parent.parent / "policies" / "demo"
+DEMO_POLICIES = DEMO_POLICY_DIR
 
 EXTRA = """
 @id("no-secrets-echoed")

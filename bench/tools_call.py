@@ -343,7 +343,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time cap of the memory phase; a block cut short says so (default 90)")
     p.add_argument("--quick", action="store_true", help="~30 s smoke run: fewer, smaller runs")
     p.add_argument("--policies", type=Path, default=None,
-                   help="decide every call with the Cedar policies in this directory (e.g. policies/demo)")
+                   help="decide every call with the Cedar policies in this directory (e.g. deputy/demo/policies)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run Deputy under cProfile and write pstats here (figures are then slower)")
     args = p.parse_args(argv)

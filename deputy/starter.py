@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 DEMO_UPSTREAM_PORT = 8001
+DEMO_POLICY_DIR = Path(__file__).resolve().parent / "demo" / "policies"
 
 STARTER_CONFIG = '''\
 # Deputy configuration. Every key can also be set by environment variable where noted.
@@ -42,6 +44,11 @@ unknown_domains = "refuse"    # or "approval": held pending until an admin appro
 [gateway]
 revocation_max_staleness = 5.0  # refuse calls when revocations could not be read for this long
 allowed_origins = []            # browser origins allowed besides Deputy's own (DNS rebinding guard)
+policy_watch_seconds = 2.0      # reload policies when their files change; 0: only on SIGHUP
+
+[approvals]                   # calls held by a permit annotated @approval("required")
+ttl = 900                     # seconds an approval lives: to be decided, then used once
+approvers = []                # usernames who may approve; empty: any user but the requester
 
 # Each upstream MCP server is protected at {public_url}/mcp/NAME.
 [servers.demo]
@@ -49,7 +56,7 @@ title = "Demo server"
 url = "http://127.0.0.1:8001/mcp"       # or: command = ["python", "-m", "my_server"]
 scopes = ["demo:tools", "demo:admin"]   # every scope tokens for this server may carry
 required_scopes = ["demo:tools"]        # needed for any call; advertised in challenges
-# policies = "policies/demo"           # Cedar policies deciding every call to this server
+# policies = "policies/demo"           # a directory of Cedar policies deciding every call to this server
                                         # (check them: deputy policy validate --server demo)
 # credentials = "exchange"              # mint a short-lived token for the upstream (aud below, act =
 # upstream_audience = "https://demo.internal/mcp"   # the gateway + the caller's chain); or "static":
@@ -88,6 +95,7 @@ def demo_defaults(upstream_port: int = DEMO_UPSTREAM_PORT) -> dict[str, Any]:
                 "url": f"http://127.0.0.1:{upstream_port}/mcp",
                 "scopes": ["demo:tools", "demo:admin"],
                 "required_scopes": ["demo:tools"],
+                "policies": str(DEMO_POLICY_DIR),
             }
         }
     }

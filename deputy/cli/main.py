@@ -72,17 +72,23 @@ def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP s
     settings = settings_or_exit(None, demo_defaults(upstream_port))
     password = settings.demo_password or secrets.token_urlsafe(12)
 
-    async def ensure_alice(services: Services) -> None:
-        if not await services.users.set_password("alice", password):
-            await services.users.add("alice", password)
+    approver_password = secrets.token_urlsafe(12)
 
-    with_services(settings, ensure_alice)
+    async def ensure_users(services: Services) -> None:
+        for username, secret in (("alice", password), ("bob", approver_password)):
+            if not await services.users.set_password(username, secret):
+                await services.users.add(username, secret)
+
+    with_services(settings, ensure_users)
     url = settings.resource_of("demo")
     console.print(f"""[bold]Deputy demo[/bold]
   MCP server (through Deputy): [cyan]{url}[/cyan]
   Issuer:                      {settings.issuer}
   Demo upstream (direct):      http://127.0.0.1:{upstream_port}/mcp
   Sign in as alice / {password}
+  Policies:                    {settings.servers["demo"].policies}
+    (delete_user with id < 100 is forbidden; other deletions wait for a human approval:
+     bob / {approver_password} approves at the link the client is given, or `deputy approvals`)
 
 Connect a client, e.g. from a desktop host that speaks stdio:
   npx mcp-remote {url}
@@ -99,7 +105,11 @@ or the MCP Python SDK (full example in README, "Connect a client"):
     async def run() -> None:
         upstream = uvicorn.Server(_uvicorn_config(demo_asgi_app(), "127.0.0.1", upstream_port))
         deputy = uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port))
-        await asyncio.gather(upstream.serve(), deputy.serve())
+        serving = asyncio.create_task(upstream.serve())
+        # Deputy checks its policies against the upstream's tools at start; uvicorn offers a flag, not an event.
+        while not upstream.started and not serving.done():  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await asyncio.gather(serving, deputy.serve())
 
     asyncio.run(run())
 

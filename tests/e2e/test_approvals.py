@@ -1,6 +1,6 @@
 """Human approval bound to the exact call, through a running Deputy with the demo policies.
 
-`delete_user` with an id ≥ 100 needs an approval (`policies/demo`). Each test asserts what the
+`delete_user` with an id ≥ 100 needs an approval (`deputy/demo/policies`). Each test asserts what the
 client got AND how many times the upstream (a recorder in front of the demo server) saw the call:
 held → approved by another user (`deputy approvals approve`) → the identical call proceeds exactly
 once → a replay is held again; changed arguments, an expired or a denied approval never let it through.

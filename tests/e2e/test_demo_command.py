@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
+from mcp.shared.exceptions import MCPError
 
 from tests.support.sdk_client import free_port, sdk_oauth_client
 
@@ -46,6 +48,13 @@ async def test_demo_prints_credentials_and_serves_the_sdk_client(tmp_path: Path)
         async with sdk_oauth_client(f"{base}/mcp/demo", "alice", password) as (client, _run):
             result = await client.call_tool("add", {"a": 1, "b": 2})
             assert result.structured_content == {"result": 3}
+            # The demo runs with its policies: a protected id is an explicit denial naming the rule.
+            with pytest.raises(MCPError) as denied:
+                await client.call_tool("delete_user", {"id": 5, "reason": "demo"})
+            assert denied.value.error.code == -32003
+            assert isinstance(denied.value.error.data, dict)
+            assert denied.value.error.data["policies"] == ["demo-protect-low-ids"]
+        assert re.search(r"bob / \S{12,}", printed), "the demo names an approver"
         database = tmp_path / "data" / "deputy.db"
         assert oct(database.stat().st_mode & 0o777) == "0o600", "the database is readable by its owner only"
         assert oct((tmp_path / "data" / "keys").stat().st_mode & 0o777) == "0o700"

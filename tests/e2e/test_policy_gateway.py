@@ -1,6 +1,6 @@
 """Cedar decides each call on the real request path: the demo policies through a running Deputy.
 
-A server `guarded` (the demo app behind a recorder) uses `policies/demo`; a server `stepup` uses a
+A server `guarded` (the demo app behind a recorder) uses `deputy/demo/policies`; a server `stepup` uses a
 policy that needs `stepup:admin` for `delete_user`. Each test asserts what the client got AND
 whether the upstream saw the call — a denied call is never forwarded.
 """
@@ -227,8 +227,9 @@ async def test_servers_without_policies_are_not_decided(setup: Setup) -> None:
 
 @pytest.mark.parametrize("server", ["broken", "unreachable"])
 async def test_no_decision_means_no_call(setup: Setup, server: str) -> None:
-    """Policies that do not validate against the server's tools (found on first need), or tools that cannot
-    be read: every call to that server is refused (503, retry later) and nothing is forwarded — fail closed, not open."""
+    """Policies that do not validate against the server's tools (found on first need), or tools that
+    cannot be read: every call to that server is refused (503, retry later) and nothing is forwarded —
+    fail closed, not open."""
     token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource(server))
     before = forwarded_calls(setup, "echo")
     for _ in range(2):  # the second try is answered from the remembered failure

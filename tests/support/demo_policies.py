@@ -1,17 +1,17 @@
-"""The demo server's policies (`policies/demo/`) and its real tool list, as the policy tests use them;
+"""The demo server's policies (`deputy/demo/policies/`) and its real tool list, as the policy tests use them;
 a policy that never validates against the demo's tools; and what the end-to-end policy tests share."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final
 
 from deputy.demo.server import build_demo_server
+from deputy.starter import DEMO_POLICY_DIR
 from tests.support.deputy_process import RunningDeputy
 from tests.support.recording_upstream import RequestRecorder
 
-DEMO_POLICIES: Final = Path(__file__).resolve().parents[2] / "policies" / "demo"
+DEMO_POLICIES: Final = DEMO_POLICY_DIR
 
 # `echo` takes `text`; a policy reading an attribute the schema does not have never validates.
 BROKEN_POLICY: Final = '''

@@ -1,4 +1,4 @@
-"""The demo policies (policies/demo) against the schema of the demo server's real tools/list.
+"""The demo policies (deputy/demo/policies) against the schema of the demo server's real tools/list.
 
 The tools come from the demo server itself, built in process with the SDK's ``MCPServer``
 (``build_demo_server().list_tools()``), not from a captured fixture, so a change to the
