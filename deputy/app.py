@@ -70,7 +70,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     }
     policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)
                           for name, server in settings.servers.items() if server.policies is not None},
-                         services.approvals, settings.public_url, settings.policy_watch_seconds)
+                         services.approvals, settings.public_url, settings.policy_watch_seconds,
+                         services.clients.get)
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),

@@ -45,9 +45,10 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -57,10 +58,12 @@ from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.server_policy import PolicyWatcher, ServerPolicy, Unavailable
 from deputy.policy import Decision, Outcome, PolicyEngine
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
+from deputy.storage.clients import Client
 from deputy.web.approvals import APPROVAL_PAGE
 
 log = logging.getLogger(__name__)
 
+REGISTRATION_TTL = 60.0
 DECIDED = {Category.TOOL_CALL: "tools/call", Category.RESOURCE_READ: "resources/read",
            Category.PROMPT_GET: "prompts/get"}
 # Per list method: the key of the item list in its result, and the field of an item that names it.
@@ -77,11 +80,39 @@ class Held:
     approval_url: str
 
 
+class RegistrationKinds:
+    """How each agent was registered (``context.agent.registration``), read from the client store and
+    remembered for :data:`REGISTRATION_TTL` seconds: ``config``, ``cli``, ``document`` (a Client ID Metadata
+    Document), ``dynamic`` (RFC 7591) or ``none`` (no registration: a workload identity). A store that cannot
+    be read raises, and the call is refused."""
+
+    NAMES: Final = {"config": "config", "cli": "cli", "document": "document", "registration": "dynamic"}
+
+    def __init__(self, find: Callable[[str], Awaitable[Client | None]] | None) -> None:
+        self.find = find
+        self._known: dict[str, tuple[float, str]] = {}
+
+    async def of(self, client_id: str) -> str:
+        if self.find is None:
+            return "unknown"
+        known = self._known.get(client_id)
+        if known is not None and time.monotonic() - known[0] < REGISTRATION_TTL:
+            return known[1]
+        client = await self.find(client_id)
+        kind = "none" if client is None else self.NAMES.get(client.source, "unknown")
+        if len(self._known) >= 10_000:
+            self._known.clear()
+        self._known[client_id] = (time.monotonic(), kind)
+        return kind
+
+
 class PolicyStage:
     def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository | None = None,
-                 public_url: str = "", watch_seconds: float = 0.0) -> None:
+                 public_url: str = "", watch_seconds: float = 0.0,
+                 find_client: Callable[[str], Awaitable[Client | None]] | None = None) -> None:
         self.policies = policies
         self.approvals = approvals
+        self.registrations = RegistrationKinds(find_client)
         self.public_url = public_url
         self.watcher = PolicyWatcher(policies.values(), watch_seconds)
 
@@ -126,28 +157,36 @@ class PolicyStage:
         engine = await policy.ready_engine()
         if isinstance(engine, Unavailable):
             return engine
+        try:
+            registration = await self.registrations.of(principal.agent)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("client registrations unavailable: %s", type(exc).__name__)
+            return Unavailable("the client store is unavailable")
         if category is Category.UNKNOWN:
-            return engine.decide(principal, str(message.method), str(message.method))
+            return engine.decide(principal, str(message.method), str(message.method), registration=registration)
         name = operation.uri if category is Category.RESOURCE_READ else operation.name
-        decision = engine.decide(principal, DECIDED[category], str(name), operation.arguments)
+        decision = engine.decide(principal, DECIDED[category], str(name), operation.arguments,
+                                 registration=registration)
         if decision.outcome is not Outcome.APPROVAL_REQUIRED or category is not Category.TOOL_CALL \
                 or self.approvals is None:
             return decision
         try:
-            return await self._approval(engine, self.approvals, principal, str(name), operation.arguments, decision)
+            return await self._approval(engine, self.approvals, principal, str(name), operation.arguments, decision,
+                                        registration)
         except (SQLAlchemyError, OSError) as exc:
             log.error("approvals unavailable: %s", type(exc).__name__)
             return Unavailable("approvals are unavailable")
 
     async def _approval(self, engine: PolicyEngine, approvals: ApprovalRepository, principal: Principal,
-                        tool: str, arguments: dict[str, Any], decision: Decision) -> Decision | Held:
+                        tool: str, arguments: dict[str, Any], decision: Decision, registration: str) -> Decision | Held:
         """The call proceeds on an approval of exactly it (used up here), or is held for one."""
         try:
             digest = call_hash(principal.server, tool, arguments)
         except (ValueError, TypeError) as exc:  # not canonical JSON (RFC 8785: e.g. an integer beyond 2**53)
             log.info("no approval possible for %s on %s: %s", tool, principal.server, exc)
             return decision
-        approved = engine.decide(principal, DECIDED[Category.TOOL_CALL], tool, arguments, approved=True)
+        approved = engine.decide(principal, DECIDED[Category.TOOL_CALL], tool, arguments, approved=True,
+                                 registration=registration)
         if not approved.allowed:
             return approved  # an approval would not help: a forbid wins
         used = await approvals.consume(digest, principal.user, principal.agent)
@@ -171,14 +210,20 @@ class PolicyStage:
         method = message.method
         key, field = LIST_ITEMS[method]
 
+        try:
+            registration = await self.registrations.of(principal.agent)
+        except (SQLAlchemyError, OSError) as exc:
+            log.error("client registrations unavailable: %s", type(exc).__name__)
+            return Unavailable("the client store is unavailable")
+
         async def rewrite(result: dict[str, Any]) -> dict[str, Any]:
-            return filter_items(engine, principal, method, key, field, result)
+            return filter_items(engine, principal, method, key, field, result, registration)
 
         return rewrite
 
 
 def filter_items(engine: PolicyEngine, principal: Principal, method: str, key: str, field: str,
-                 result: dict[str, Any]) -> dict[str, Any]:
+                 result: dict[str, Any], registration: str = "unknown") -> dict[str, Any]:
     """``result`` without the items of ``result[key]`` the principal's list-time decision denies.
 
     An item without a string ``field`` cannot be decided and is dropped; a ``result[key]`` that
@@ -190,7 +235,7 @@ def filter_items(engine: PolicyEngine, principal: Principal, method: str, key: s
     if not isinstance(items, list):
         raise ValueError(f"{method}: {key!r} is not a list")
     named = [item for item in items if isinstance(item, dict) and isinstance(item.get(field), str)]
-    decisions = engine.decide_each(principal, method, [item[field] for item in named])
+    decisions = engine.decide_each(principal, method, [item[field] for item in named], registration=registration)
     kept = [item for item, decision in zip(named, decisions, strict=True) if decision.outcome is not Outcome.DENY]
     if len(kept) < len(items):
         log.debug("%s for %s: %d of %d items withheld", method, principal.user, len(items) - len(kept), len(items))

@@ -24,7 +24,8 @@ JSON form. Everything lives in the namespace ``Deputy``:
   (:attr:`PolicySchema.skipped`) and calls to it are denied.
 * Common context, on every action: ``scopes: Set<String>``, ``agent: {client_id,
   registration}`` (the client that presented the token and how it was registered:
-  ``config``, ``cli``, ``document``, ``dynamic`` or ``unknown``), ``actors:
+  ``config``, ``cli``, ``document``, ``dynamic``, ``none`` — no registration, a workload
+  identity — or ``unknown``), ``actors:
   Set<{index, sub, client_id, iss}>`` — the RFC 8693 ``act`` chain; Cedar has no
   ordered list, so each hop carries its position (0 = current actor) and an absent
   ``client_id``/``iss`` is ``""`` —, ``actor_count: Long``, ``actor_client_ids:

@@ -24,7 +24,11 @@ from tests.support.recording_upstream import recording_upstream
 POLICY_DENIED = -32003
 STEP_UP_POLICY = '''
 @id("stepup-tools")
-permit (principal, action in [Deputy::Action::"echo", Deputy::Action::"add"], resource);
+permit (principal, action == Deputy::Action::"echo", resource);
+
+@id("stepup-add-for-configured-agents")
+permit (principal, action == Deputy::Action::"add", resource)
+when { context.agent.registration == "config" };
 
 @id("stepup-delete-needs-admin")
 @requires_scope("stepup:admin")
@@ -188,6 +192,15 @@ async def test_a_call_through_three_agents_is_denied_by_the_chain_rule(setup: Se
     data = denial(await call(setup, token, "echo", {"text": "via three"}))
     assert data["policies"] == ["demo-at-most-two-agents"]
     assert forwarded_calls(setup, "echo") == before
+
+
+async def test_policy_sees_how_the_agent_was_registered(setup: Setup) -> None:
+    """`add` on `stepup` is permitted only to agents registered in the configuration — as alice's client is."""
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("stepup"), scope="stepup:tools")
+    before = forwarded_calls(setup, "add")
+    response = await call(setup, token, "add", {"a": 2, "b": 3}, server="stepup")
+    assert response.status_code == 200 and "error" not in response.json(), response.text
+    assert forwarded_calls(setup, "add") == before + 1
 
 
 async def test_step_up_is_an_insufficient_scope_challenge_then_the_call_passes(setup: Setup) -> None:
