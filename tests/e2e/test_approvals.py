@@ -9,6 +9,7 @@ once → a replay is held again; changed arguments, an expired or a denied appro
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -29,7 +30,8 @@ from sqlalchemy import update
 from deputy.secrets import now
 from deputy.storage.db import Database
 from deputy.storage.tables import approvals
-from tests.support.databases import database_url
+from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.support.databases import database_url, require
 from tests.support.delegation import delegation_config
 from tests.support.demo_policies import DEMO_POLICIES, GuardedDeputy
 from tests.support.deputy_process import PASSWORD, running_deputy
@@ -345,3 +347,32 @@ async def test_a_declined_elicitation_is_the_denial(setup: Setup, alice: str) ->
     data = denied.error.data
     assert isinstance(data, dict) and data["outcome"] == "approval_required" and data["approval_url"]
     assert forwarded(setup, 9400) == 0
+
+
+@pytest.mark.browser
+async def test_an_approver_approves_in_chromium(setup: Setup, alice: str,
+                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The approval page in a real browser: sign in, read the exact call, press Approve; the call then runs once."""
+    require("Debian's chromium (apt-get install chromium)", shutil.which("chromium") is not None)
+    from playwright.async_api import async_playwright
+
+    arguments = {"id": 9500, "reason": "approved in a browser"}
+    data = held(setup, await delete_user(setup, alice, arguments))
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        page = await browser.new_page()
+        await page.goto(data["approval_url"])
+        assert "Sign in" in await page.title()
+        await page.fill("#username", "bob")
+        await page.fill("#password", BOB_PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_selector("text=Approve this call?")
+        shown = await page.inner_text("main")
+        assert "delete_user" in shown and "alice" in shown and "approved in a browser" in shown
+        assert await page.inner_text("#status") == "pending"
+        await page.screenshot(path=str(tmp_path_factory.mktemp("screens") / "approval.png"))
+        await page.click("button[value=approve]")
+        await page.wait_for_selector("#status:has-text('approved')")
+        await browser.close()
+    assert proceeded(await delete_user(setup, alice, arguments))
+    assert forwarded(setup, 9500) == 1
