@@ -66,6 +66,7 @@ class ServerPolicy:
         self._lock = asyncio.Lock()
         self._refresh: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
+        self._stale = False  # a tools change was announced and not yet read
 
     @property
     def readable_before_serving(self) -> bool:
@@ -119,16 +120,25 @@ class ServerPolicy:
         self.engine.reload()
 
     def tools_changed(self) -> None:
-        """Schedule a re-read of the server's tools and a re-validation against them."""
-        if self._refresh is not None and not self._refresh.done():
-            return
-        self._refresh = asyncio.get_running_loop().create_task(self._refresh_tools())
+        """Schedule a re-read of the server's tools and a re-validation against them.
+
+        A change announced while a re-read is under way is read again after it: the running
+        one may already have fetched the list from before that change.
+        """
+        self._stale = True
+        if self._refresh is None or self._refresh.done():
+            self._refresh = asyncio.get_running_loop().create_task(self._refresh_tools())
 
     async def _refresh_tools(self) -> None:
-        wait = self._refreshed_at + REFRESH_MIN_SECONDS - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        self._refreshed_at = time.monotonic()
+        while self._stale:
+            wait = self._refreshed_at + REFRESH_MIN_SECONDS - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._stale = False
+            self._refreshed_at = time.monotonic()
+            await self._refresh_once()
+
+    async def _refresh_once(self) -> None:
         if self.engine is None:
             self._failure = None
             return
