@@ -14,7 +14,9 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -162,3 +164,41 @@ approvals = Table(
     Column("used_at", BigInteger),
 )
 Index("ix_approvals_call", approvals.c.call_hash, approvals.c.user_id, approvals.c.agent)
+
+# The audit log (deputy.audit.log): an RFC 9162 Merkle tree over canonical JSON records.
+# audit_leaves holds the exact bytes that were hashed; audit_nodes the hashes of completed perfect subtrees of
+# 2**level leaves (level >= 1) starting at leaf idx * 2**level; audit_head the sequencer's compact range (the
+# right edge of the whole tree), updated in the same transaction as the leaves; audit_checkpoints the signed
+# C2SP checkpoints, one per tree size.
+audit_leaves = Table(
+    "audit_leaves",
+    metadata,
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("record", LargeBinary, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+audit_nodes = Table(
+    "audit_nodes",
+    metadata,
+    Column("level", SmallInteger, primary_key=True, autoincrement=False),
+    Column("idx", BigInteger, primary_key=True, autoincrement=False),
+    Column("hash", LargeBinary(32), nullable=False),
+)
+
+audit_checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("root", LargeBinary(32), nullable=False),
+    Column("note", Text, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+)
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", SmallInteger, primary_key=True, autoincrement=False),  # always 1: one log per database
+    Column("size", BigInteger, nullable=False),
+    Column("compact", LargeBinary, nullable=False),
+)

@@ -1,0 +1,421 @@
+"""The audit log: records appended as leaves of an RFC 9162 Merkle tree in SQL, with signed C2SP checkpoints.
+
+Tree (RFC 9162 §2.1.1): leaf ``i`` is the canonical record bytes in ``audit_leaves``; its leaf hash is
+``SHA-256(0x00 || record)``. ``audit_nodes`` keeps the hash of every *completed perfect subtree* of ``2**level``
+leaves (``level >= 1``), starting at leaf ``idx * 2**level``: appending leaf ``n - 1`` completes exactly the
+subtrees of the trailing zero bits of ``n``, so writes are ~1 node per record (n/2 + n/4 + ... < n), and such a
+node never changes. Level 0 is not stored: a leaf's hash is recomputed from its ``audit_leaves`` row (1.5 µs per
+KiB), which halves the node rows and their index, and a proof needs at most two level-0 hashes. Every RFC 9162
+subtree ``[start, end)`` (``start`` a multiple of the smallest power of two >= ``end - start``; the only ranges
+the §2.1.3 and §2.1.4 proofs ask for) is the fold of the perfect subtrees of the binary decomposition of
+``end - start``, so a root or a proof reads O(log n) rows, fetched in one query per table.
+
+Sequencing: one log per database, shared by every replica. An append transaction first takes the sequencer
+lock — ``pg_advisory_xact_lock(SEQUENCER_LOCK)`` on PostgreSQL, ``BEGIN IMMEDIATE`` (the database's one write
+lock) on SQLite — then reads ``audit_head`` (size and the ``CompactRange`` right edge), inserts the leaves and
+the nodes they complete, and writes the new head, all in that one transaction: a failure leaves nothing, and two
+processes on two engines interleave into one contiguous log whose head is always the root of all its leaves.
+``audit_leaves.idx`` is the primary key, so even a corrupted head could not overwrite a leaf.
+
+Group commit: :meth:`AuditLog.append` canonicalises the record in the caller's task, queues it and waits; one
+writer task commits up to ``batch_max`` queued records per transaction and then resolves their futures, so a
+receipt means the record is committed, and under load one commit serves many appends. If the transaction fails,
+every append of that batch raises :class:`AuditUnavailable` and the writer goes on with the next batch (a
+database that comes back works again). Durability is the database's: on SQLite, Deputy's ``synchronous=NORMAL``
+in WAL mode survives a process crash, while a power loss may lose the last commits.
+
+Checkpoints (C2SP tlog-checkpoint): a background task signs ``origin / size / base64(root)`` every
+``checkpoint_every`` records or ``checkpoint_interval_ms``, whichever comes first, and once more on
+:meth:`AuditLog.stop`, only when the log grew since the latest stored checkpoint. The size and root are read from
+``audit_head`` inside a transaction holding the sequencer lock, and stored (one row per size) in that same
+transaction, so the log can never sign two heads that are not one the prefix of the other. A tree size alone
+proves nothing (RFC 9162 §2.1.3 and §2.1.4 proofs are relative to a size): verifiers take sizes from signed checkpoints.
+
+Measured (``bench/audit_append.py``, a shared 2-core VM, ~0.4 kB records, batch_max 512, medians of 3 runs):
+8,200 durable appends/s on SQLite and 9,600/s on PostgreSQL with 128 concurrent appenders (p50 13 ms / 12 ms,
+~127 records per commit); 3,200/s and 1,700/s with 16; 360/s and 120/s for one appender, which waits for its own
+commit every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, insert, select, text, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
+from deputy.audit.merkle import (
+    EMPTY_ROOT,
+    CompactRange,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+)
+from deputy.audit.note import NoteSigner
+from deputy.audit.records import canonical
+from deputy.audit.settings import AuditSettings
+from deputy.secrets import now
+from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
+
+log = logging.getLogger(__name__)
+
+SEQUENCER_LOCK = 0x6465707574790002  # 'deputy' + 2 (migrations use + 1)
+HEAD_ID = 1
+READ_BATCH = 1000
+
+
+class AuditUnavailable(RuntimeError):
+    """The record could not be made durable; the caller must not go on as if it had been (fail closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """A committed record: its leaf index and RFC 9162 leaf hash."""
+
+    index: int
+    leaf_hash: bytes
+
+
+@dataclass(slots=True)
+class _Queued:
+    entry: bytes
+    leaf: bytes
+    future: asyncio.Future[Receipt]
+
+
+Node = tuple[int, int]  # (level, idx): the perfect subtree of 2**level leaves from leaf idx * 2**level
+
+
+def _extend(compact: CompactRange, leaf: bytes) -> list[tuple[int, int, bytes]]:
+    """Append ``leaf`` to ``compact`` (as ``CompactRange.append``) and return the nodes it completes, level >= 1."""
+    completed: list[tuple[int, int, bytes]] = []
+    compact.hashes.append(leaf)
+    position, level, carry = compact.size, 0, compact.size
+    # Each trailing one bit of the old size is a subtree the size of the one just completed: merge them.
+    while carry & 1:
+        right = compact.hashes.pop()
+        compact.hashes[-1] = node_hash(compact.hashes[-1], right)
+        position, level, carry = position >> 1, level + 1, carry >> 1
+        completed.append((level, position, compact.hashes[-1]))
+    compact.size += 1
+    return completed
+
+
+def _decompose(start: int, end: int) -> list[Node]:
+    """The perfect subtrees, largest first, whose fold is the MTH of the RFC 9162 subtree ``[start, end)``."""
+    n = end - start
+    if not 0 <= start < end:
+        raise ValueError(f"no subtree [{start}, {end})")
+    # A tree node covers an aligned range: start is a multiple of the smallest power of two >= n.
+    if start % (1 << (n - 1).bit_length()):
+        raise ValueError(f"[{start}, {end}) is not an RFC 9162 subtree (its start is not aligned to its size)")
+    nodes: list[Node] = []
+    position = start
+    for level in range(n.bit_length() - 1, -1, -1):
+        if n >> level & 1:
+            nodes.append((level, position >> level))
+            position += 1 << level
+    return nodes
+
+
+def _fold(hashes: list[bytes]) -> bytes:
+    # MTH nests the smaller subtrees on the right, so fold from the smallest.
+    root = hashes[-1]
+    for h in reversed(hashes[:-1]):
+        root = node_hash(h, root)
+    return root
+
+
+class AuditLog:
+    """One process's handle on the database's audit log; see the module docstring."""
+
+    def __init__(self, engine: AsyncEngine, settings: AuditSettings, signer: NoteSigner) -> None:
+        if signer.name != settings.origin:
+            raise ValueError(f"signer key {signer.name!r} is not named after the log origin {settings.origin!r}")
+        self.engine = engine
+        self.settings = settings
+        self.signer = signer
+        self.verifier = signer.verifier()
+        self.is_sqlite = engine.dialect.name == "sqlite"
+        self.commits = 0  # successful append transactions: under load, fewer than appends
+        self._queue: deque[_Queued] = deque()
+        self._wake = asyncio.Event()
+        self._writer: asyncio.Task[None] | None = None
+        self._checkpointer: asyncio.Task[None] | None = None
+        self._checkpoint_due = asyncio.Event()
+        self._checkpointed_size = 0  # the latest checkpoint this process knows of
+        self._stopped = False
+
+    # Appending
+
+    async def append(self, record: Mapping[str, Any]) -> Receipt:
+        """Append ``record``; returns once it is committed. Raises ``RecordError`` (not serialisable, nothing
+        queued) or ``AuditUnavailable`` (the transaction failed; nothing of it is stored)."""
+        entry = canonical(record)
+        if self._stopped:
+            raise AuditUnavailable("the audit log is stopped")
+        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Queued(entry, leaf_hash(entry), future))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_loop(), name="audit-log-writer")
+        self._wake.set()
+        # A cancelled caller leaves its record queued: it is written anyway, which errs on the side of the record.
+        return await future
+
+    async def _write_loop(self) -> None:
+        batch: list[_Queued] = []
+        try:
+            while True:
+                if not self._queue:
+                    self._wake.clear()
+                    if self._stopped:
+                        return
+                    await self._wake.wait()
+                    continue
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.settings.batch_max))]
+                try:
+                    start, size = await self._commit(batch)
+                except Exception as exc:
+                    log.error("audit append of %d records failed: %r", len(batch), exc)
+                    _fail(batch, exc)
+                else:
+                    for offset, queued in enumerate(batch):
+                        if not queued.future.done():
+                            queued.future.set_result(Receipt(start + offset, queued.leaf))
+                    if size - self._checkpointed_size >= self.settings.checkpoint_every:
+                        self._checkpoint_due.set()
+                batch = []
+        finally:
+            # Cancelled (loop shutdown) mid-batch or with appends queued: none of them is known durable.
+            _fail([*batch, *self._queue], None)
+            self._queue.clear()
+
+    async def _lock(self, conn: AsyncConnection) -> None:
+        """Take the sequencer lock as the transaction's first statement; held until it ends."""
+        if self.is_sqlite:
+            # The pysqlite driver begins transactions lazily, deferred; BEGIN IMMEDIATE takes the write lock now,
+            # before the head is read, so no other writer can commit between our read and our write.
+            await conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
+
+    async def _head(self, conn: AsyncConnection) -> CompactRange | None:
+        row = (
+            await conn.execute(select(audit_head.c.size, audit_head.c.compact).where(audit_head.c.id == HEAD_ID))
+        ).first()
+        if row is None:
+            return None
+        compact = CompactRange.from_bytes(bytes(row.compact))
+        if compact.size != row.size:
+            raise RuntimeError(f"audit head size {row.size} does not match its compact range ({compact.size})")
+        return compact
+
+    async def _commit(self, batch: list[_Queued]) -> tuple[int, int]:
+        """Write one batch in one transaction; returns (index of its first record, new tree size)."""
+        created_at = now()
+        async with self.engine.begin() as conn:
+            await self._lock(conn)
+            compact = await self._head(conn)
+            is_new = compact is None
+            compact = compact or CompactRange.empty()
+            start = compact.size
+            nodes: list[dict[str, Any]] = []
+            for queued in batch:
+                for level, idx, h in _extend(compact, queued.leaf):
+                    nodes.append({"level": level, "idx": idx, "hash": h})
+            await conn.execute(
+                insert(audit_leaves),
+                [
+                    {"idx": start + offset, "record": queued.entry, "created_at": created_at}
+                    for offset, queued in enumerate(batch)
+                ],
+            )
+            if nodes:
+                await conn.execute(insert(audit_nodes), nodes)
+            head = {"size": compact.size, "compact": compact.to_bytes()}
+            if is_new:  # the lock makes this first insert race-free
+                await conn.execute(insert(audit_head).values(id=HEAD_ID, **head))
+            else:
+                await conn.execute(update(audit_head).where(audit_head.c.id == HEAD_ID).values(**head))
+        self.commits += 1
+        return start, compact.size
+
+    # Checkpoints
+
+    async def start(self) -> None:
+        """Start signing checkpoints in the background (appends work without it; this appends nothing)."""
+        if self._checkpointer is not None:
+            return
+        self._stopped = False
+        latest = await self.latest_checkpoint()
+        self._checkpointed_size = latest.checkpoint.size if latest is not None else 0
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="audit-log-checkpointer")
+
+    async def stop(self) -> None:
+        """Commit what is queued, stop the background task and sign a last checkpoint if the log grew."""
+        self._stopped = True
+        self._wake.set()
+        if self._writer is not None:
+            await self._writer
+            self._writer = None
+        if self._checkpointer is not None:
+            self._checkpointer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._checkpointer
+            self._checkpointer = None
+        try:
+            await self.sign_checkpoint()
+        except Exception as exc:
+            log.error("audit checkpoint on stop failed: %r", exc)
+
+    async def _checkpoint_loop(self) -> None:
+        interval = self.settings.checkpoint_interval_ms / 1000
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._checkpoint_due.wait(), interval)
+            self._checkpoint_due.clear()
+            try:
+                await self.sign_checkpoint()
+            except Exception as exc:  # the next round retries; appends do not depend on checkpoints
+                log.error("audit checkpoint failed: %r", exc)
+
+    async def sign_checkpoint(self) -> SignedCheckpoint | None:
+        """Sign and store a checkpoint of the current head, unless it is empty or already checkpointed."""
+        async with self.engine.begin() as conn:
+            await self._lock(conn)
+            compact = await self._head(conn)
+            latest = (await conn.execute(select(func.max(audit_checkpoints.c.size)))).scalar()
+            if compact is None or compact.size == 0 or (latest is not None and latest >= compact.size):
+                if latest is not None:
+                    self._checkpointed_size = max(self._checkpointed_size, int(latest))
+                return None
+            signed = SignedCheckpoint.sign(Checkpoint(self.settings.origin, compact.size, compact.root()), self.signer)
+            await conn.execute(
+                insert(audit_checkpoints).values(
+                    size=compact.size, root=compact.root(), note=signed.note, created_at=now()
+                )
+            )
+        self._checkpointed_size = max(self._checkpointed_size, compact.size)
+        return signed
+
+    async def latest_checkpoint(self) -> SignedCheckpoint | None:
+        return await self._checkpoint(
+            select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.size.desc()).limit(1)
+        )
+
+    async def checkpoint(self, size: int) -> SignedCheckpoint | None:
+        return await self._checkpoint(select(audit_checkpoints.c.note).where(audit_checkpoints.c.size == size))
+
+    async def _checkpoint(self, query: Any) -> SignedCheckpoint | None:
+        async with self.engine.connect() as conn:
+            note = (await conn.execute(query)).scalar()
+        # Opened with the log's own key: a stored note that does not verify is corruption, not a checkpoint.
+        return SignedCheckpoint.open(note, [self.verifier]) if note is not None else None
+
+    # Reading and proofs
+
+    async def size(self) -> int:
+        """The committed tree size (the head; it may be ahead of the latest checkpoint)."""
+        async with self.engine.connect() as conn:
+            compact = await self._head(conn)
+        return compact.size if compact is not None else 0
+
+    async def root(self) -> tuple[int, bytes]:
+        """The committed (size, root) of the head."""
+        async with self.engine.connect() as conn:
+            compact = await self._head(conn)
+        return (compact.size, compact.root()) if compact is not None else (0, EMPTY_ROOT)
+
+    async def subtree_root(self, start: int, end: int) -> bytes:
+        """The MTH of the RFC 9162 subtree ``[start, end)`` (aligned; see ``_decompose``), from O(log n) rows."""
+        return (await self._subtree_roots([(start, end)]))[(start, end)]
+
+    async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        """RFC 9162 §2.1.3.1 PATH for leaf ``index`` in the tree of ``size`` leaves (``size`` <= the head)."""
+        ranges = _ranges(lambda fetch: inclusion_proof(index, size, fetch))
+        hashes = await self._subtree_roots(ranges, size)
+        return inclusion_proof(index, size, lambda s, e: hashes[(s, e)])
+
+    async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        """RFC 9162 §2.1.4.1 PROOF from ``old_size`` to ``new_size`` (``0 < old_size <= new_size`` <= the head)."""
+        ranges = _ranges(lambda fetch: consistency_proof(old_size, new_size, fetch))
+        hashes = await self._subtree_roots(ranges, new_size)
+        return consistency_proof(old_size, new_size, lambda s, e: hashes[(s, e)])
+
+    async def _subtree_roots(
+        self, ranges: Iterable[tuple[int, int]], size: int | None = None
+    ) -> dict[tuple[int, int], bytes]:
+        ranges = list(ranges)
+        plans = {r: _decompose(*r) for r in ranges}
+        wanted = {node for nodes in plans.values() for node in nodes}
+        upper = {node for node in wanted if node[0] > 0}
+        leaves = sorted(idx for level, idx in wanted if level == 0)
+        hashes: dict[Node, bytes] = {}
+        async with self.engine.connect() as conn:
+            compact = await self._head(conn)
+            committed = compact.size if compact is not None else 0
+            limit = max([end for _, end in ranges] + ([size] if size is not None else []), default=0)
+            if limit > committed:
+                raise ValueError(f"tree size {limit} is beyond the log's size {committed}")
+            if upper:
+                rows = await conn.execute(
+                    select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(
+                        tuple_(audit_nodes.c.level, audit_nodes.c.idx).in_(sorted(upper))
+                    )
+                )
+                hashes.update({(int(r.level), int(r.idx)): bytes(r.hash) for r in rows})
+            if leaves:
+                rows = await conn.execute(
+                    select(audit_leaves.c.idx, audit_leaves.c.record).where(audit_leaves.c.idx.in_(leaves))
+                )
+                hashes.update({(0, int(r.idx)): leaf_hash(bytes(r.record)) for r in rows})
+        missing = wanted - hashes.keys()
+        if missing:
+            raise RuntimeError(f"audit log is missing tree nodes {sorted(missing)[:4]} below its head")
+        return {r: _fold([hashes[node] for node in nodes]) for r, nodes in plans.items()}
+
+    async def leaves(
+        self, start: int = 0, end: int | None = None, batch: int = READ_BATCH
+    ) -> AsyncIterator[tuple[int, bytes]]:
+        """Stream ``(index, canonical record bytes)`` for ``start <= index < end`` (to the head), ``batch`` rows per
+        query; no connection is held while the caller consumes a batch."""
+        position = start
+        while end is None or position < end:
+            query = select(audit_leaves.c.idx, audit_leaves.c.record).where(audit_leaves.c.idx >= position)
+            if end is not None:
+                query = query.where(audit_leaves.c.idx < end)
+            async with self.engine.connect() as conn:
+                rows = (await conn.execute(query.order_by(audit_leaves.c.idx).limit(batch))).all()
+            if not rows:
+                return
+            for row in rows:
+                yield int(row.idx), bytes(row.record)
+            position = int(rows[-1].idx) + 1
+
+
+def _ranges(proof: Any) -> list[tuple[int, int]]:
+    """The subtree ranges a proof generator asks for: its shape depends only on the sizes."""
+    asked: list[tuple[int, int]] = []
+
+    def record(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        return b""
+
+    proof(record)
+    return asked
+
+
+def _fail(batch: Iterable[_Queued], cause: BaseException | None) -> None:
+    for queued in batch:
+        if not queued.future.done():
+            error = AuditUnavailable("the audit log could not commit the record")
+            error.__cause__ = cause
+            queued.future.set_exception(error)

@@ -1,0 +1,165 @@
+"""The ``[audit]`` settings and the audit log's signing key.
+
+``origin`` is the log's identity: the first line of every checkpoint (C2SP tlog-checkpoint, "Note text") and the
+name of the key that signs them (C2SP signed-note, "Signatures": a key is identified by name and key ID). It
+defaults to ``<host[:port] of public_url>/deputy-audit``, the schema-less URL form tlog-checkpoint recommends.
+
+The key file holds the Ed25519 signer key in the ``PRIVATE+KEY+name+id+key`` encoding read by
+:meth:`deputy.audit.note.NoteSigner.from_key`. It is created on first use (mode 0600, written to a temporary
+file and hard-linked into place, so a concurrent starter either creates it whole or reads the one that won), and
+loaded after. A key whose name is not the origin is refused: checkpoints signed under another name would not
+verify against the log's published verifier key. Replicas sharing one PostgreSQL database must share the key
+file too (the same key signs every checkpoint of the one log).
+
+``witnesses`` are kept as (url, vkey) pairs, each vkey a C2SP tlog-cosignature (type 0x04) verifier key.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from deputy.audit.cosignature import CosignatureVerifier
+from deputy.audit.note import NoteError, NoteSigner, check_name, generate_signer_key
+from deputy.audit.records import ARGUMENTS_MODES, ArgumentsMode
+
+ORIGIN_SUFFIX = "/deputy-audit"
+KNOWN_KEYS = frozenset(
+    {"origin", "key_file", "checkpoint_every", "checkpoint_interval_ms", "arguments", "witnesses", "batch_max"}
+)
+# (min, max) of each integer setting: below the minimum a checkpoint or a commit per record would swamp the log;
+# above the maximum a verifier waits too long for a checkpoint, or one transaction grows too large.
+RANGES = {
+    "checkpoint_every": (1, 10_000_000),
+    "checkpoint_interval_ms": (10, 3_600_000),
+    "batch_max": (1, 10_000),
+}
+MAX_WITNESSES = 32
+
+
+@dataclass(frozen=True)
+class AuditSettings:
+    origin: str
+    key_file: Path
+    checkpoint_every: int = 1000
+    checkpoint_interval_ms: int = 1000
+    arguments: ArgumentsMode = "store"
+    witnesses: tuple[tuple[str, str], ...] = ()  # (url, cosigner vkey)
+    batch_max: int = 512
+
+
+def default_origin(public_url: str) -> str:
+    parts = urlsplit(public_url)
+    if not parts.hostname:
+        raise ValueError(f"audit.origin: cannot derive a default from public_url {public_url!r}")
+    host = parts.hostname
+    if ":" in host:  # an IPv6 literal keeps its brackets
+        host = f"[{host}]"
+    return f"{host}:{parts.port}{ORIGIN_SUFFIX}" if parts.port is not None else f"{host}{ORIGIN_SUFFIX}"
+
+
+def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
+    value = raw.get(key, default)
+    low, high = RANGES[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"audit.{key}: must be an integer, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"audit.{key}: must be from {low} to {high}, got {value}")
+    return value
+
+
+def _witnesses(value: Any) -> tuple[tuple[str, str], ...]:
+    if not isinstance(value, list):
+        raise ValueError("audit.witnesses: must be a list of tables with url and vkey")
+    if len(value) > MAX_WITNESSES:
+        raise ValueError(f"audit.witnesses: at most {MAX_WITNESSES} witnesses")
+    result: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for i, entry in enumerate(value):
+        where = f"audit.witnesses[{i}]"
+        if not isinstance(entry, Mapping) or set(entry) != {"url", "vkey"}:
+            raise ValueError(f"{where}: must be a table with exactly url and vkey")
+        url, vkey = entry["url"], entry["vkey"]
+        if not isinstance(url, str) or urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
+            raise ValueError(f"{where}: url must be an absolute http(s) URL, got {url!r}")
+        if not isinstance(vkey, str):
+            raise ValueError(f"{where}: vkey must be a string")
+        try:
+            verifier = CosignatureVerifier.from_vkey(vkey)
+        except NoteError as exc:
+            raise ValueError(f"{where}: vkey is not a cosignature (type 0x04) verifier key: {exc}") from None
+        if verifier.name in names:
+            raise ValueError(f"{where}: two witnesses are named {verifier.name}")
+        names.add(verifier.name)
+        result.append((url, vkey))
+    return tuple(result)
+
+
+def audit_settings(raw: Mapping[str, Any], data_dir: Path, public_url: str) -> AuditSettings:
+    """Validate an ``[audit]`` table; errors are ``ValueError("audit.<key>: <problem>")``."""
+    unknown = sorted(set(raw) - KNOWN_KEYS)
+    if unknown:
+        raise ValueError(f"audit.{unknown[0]}: unknown setting (known: {', '.join(sorted(KNOWN_KEYS))})")
+    origin = raw.get("origin", None)
+    if origin is None:
+        origin = default_origin(public_url)
+    if not isinstance(origin, str):
+        raise ValueError(f"audit.origin: must be a string, got {origin!r}")
+    try:
+        check_name(origin)  # the origin names the signing key, so it must be a valid note key name
+    except NoteError as exc:
+        raise ValueError(f"audit.origin: {exc}") from None
+    key_file = raw.get("key_file", "audit.key")
+    if not isinstance(key_file, str) or not key_file:
+        raise ValueError(f"audit.key_file: must be a non-empty path, got {key_file!r}")
+    arguments = raw.get("arguments", "store")
+    if arguments not in ARGUMENTS_MODES:
+        raise ValueError(f"audit.arguments: must be one of {', '.join(ARGUMENTS_MODES)}, got {arguments!r}")
+    return AuditSettings(
+        origin=origin,
+        key_file=data_dir / Path(key_file).expanduser(),  # an absolute key_file replaces data_dir
+        checkpoint_every=_int(raw, "checkpoint_every", 1000),
+        checkpoint_interval_ms=_int(raw, "checkpoint_interval_ms", 1000),
+        arguments=arguments,
+        witnesses=_witnesses(raw.get("witnesses", [])),
+        batch_max=_int(raw, "batch_max", 512),
+    )
+
+
+def load_or_create_signer(settings: AuditSettings) -> NoteSigner:
+    """The log's checkpoint signer: read from ``key_file``, which is created (0600) on first use."""
+    path = settings.key_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _create_key_file(path, generate_signer_key(settings.origin))
+    try:
+        signer = NoteSigner.from_key(path.read_text(encoding="utf-8").strip())
+    except (OSError, UnicodeDecodeError, NoteError) as exc:
+        raise ValueError(f"audit.key_file: cannot read the signer key in {path}: {exc}") from None
+    if signer.name != settings.origin:
+        raise ValueError(
+            f"audit.key_file: the key in {path} is named {signer.name!r} but the origin is {settings.origin!r}"
+        )
+    return signer
+
+
+def _create_key_file(path: Path, key: str) -> None:
+    # Written whole to a private temporary name, then linked into place: link() fails if the name exists, so
+    # two processes starting together never see a half-written key, and the first one's key wins.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(key + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
