@@ -14,7 +14,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deputy.audit.log import AuditUnavailable
 from deputy.config import Settings
+from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
 from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
@@ -79,6 +81,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         sessions=SessionBinder.from_data_dir(settings.data_dir),
         origin_check=OriginCheck(settings.public_url, settings.allowed_origins),
         policy=policy if policy.policies else None,
+        audit=AuditStage(services.audit, settings.audit.arguments),
     )
 
     @contextlib.asynccontextmanager
@@ -96,7 +99,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
             for upstream in upstreams.values():
                 await upstream.close()
             await pool.close()
-            await services.database.dispose()
+            await services.close()
 
     async def jwks(_request: Request) -> Response:
         return JSONResponse(services.keyring.jwks(), headers={"Cache-Control": "public, max-age=60"})
@@ -154,5 +157,5 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         routes.append(Route("/register/{client_id}", registration.manage, methods=["GET", "PUT", "DELETE"]))
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={OAuthError: oauth_error, SQLAlchemyError: storage_unavailable,
-                                        OSError: storage_unavailable})
+                                        OSError: storage_unavailable, AuditUnavailable: storage_unavailable})
     return DeputyApp(app, gateway)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deputy.audit.settings import AuditSettings, audit_settings
 from deputy.client_policies import (
     ClientDocumentPolicy,
     PolicyError,
@@ -107,6 +108,7 @@ class Settings:
     data_dir: Path
     database_url: str
     servers: Mapping[str, UpstreamServer]
+    audit: AuditSettings
     clients: tuple[StaticClient, ...] = ()
     access_token_ttl: int = 600
     refresh_token_ttl: int = 14 * 24 * 3600
@@ -423,7 +425,7 @@ def load_settings(
 def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path | None = None) -> Settings:
     known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
              "registration", "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers",
-             "approvals"}
+             "approvals", "audit"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
@@ -458,6 +460,14 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         issuers = trusted_issuers(raw.get("trusted_issuers", []), public_url, base_dir or Path.cwd())
     except PolicyError as exc:
         raise ConfigError(exc.key, exc.problem) from None
+    audit_raw = raw.get("audit", {})
+    if not isinstance(audit_raw, dict):
+        raise ConfigError("audit", "must be a table")
+    try:
+        audit = audit_settings(audit_raw, data_dir, public_url)
+    except ValueError as exc:
+        key, _, problem = str(exc).partition(": ")
+        raise ConfigError(key, problem or str(exc)) from None
     staleness = gateway.get("revocation_max_staleness", 5.0)
     if not isinstance(staleness, int | float) or not 0.5 <= staleness <= 300:
         raise ConfigError("gateway.revocation_max_staleness", "must be a number of seconds from 0.5 to 300")
@@ -487,6 +497,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         revocation_max_staleness=float(staleness),
         allowed_origins=tuple(origins),
         policy_watch_seconds=float(watch),
+        audit=audit,
         demo_password=raw.get("demo_password") or None,
         delegation=delegation_rules,
         trusted_issuers=issuers,

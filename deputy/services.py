@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+from typing import Any
 
+from deputy.audit.log import AuditLog, AuditUnavailable
+from deputy.audit.records import new_record
+from deputy.audit.settings import load_or_create_signer
 from deputy.config import Settings
 from deputy.keys import KeyRing
 from deputy.oauth.access_tokens import AccessTokenValidator
@@ -12,13 +17,15 @@ from deputy.oauth.client_documents import ClientDocumentResolver
 from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.clients import ClientRegistry
 from deputy.oauth.trusted_issuers import TrustedIssuers
-from deputy.storage.approvals import ApprovalRepository
+from deputy.storage.approvals import Approval, ApprovalRepository
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
 from deputy.storage.db import Database
 from deputy.storage.grants import GrantRepository
 from deputy.storage.sessions import SessionRepository
-from deputy.storage.users import UserRepository
+from deputy.storage.users import User, UserRepository
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +45,7 @@ class Services:
     # expiry and revocation are judged by each endpoint.
     token_verifier: AccessTokenValidator
     trusted_issuers: TrustedIssuers
+    audit: AuditLog
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -47,6 +55,16 @@ class Services:
         # Revocations must outlive the longest-lived token a grant can carry.
         grants = GrantRepository(engine, max(settings.access_token_ttl, settings.delegation.token_ttl))
         keyring = KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl)
+        audit = AuditLog(engine, settings.audit, load_or_create_signer(settings.audit))
+
+        async def record_revocation(grant_id: str, reason: str) -> None:
+            # The revocation has committed and stands; a record that cannot be written is an error to see.
+            try:
+                await audit.append(new_record("token.revoked", grant_id=grant_id, reason=reason))
+            except AuditUnavailable as exc:
+                log.error("revocation of grant %s (%s) not recorded: %s", grant_id, reason, exc)
+
+        grants.on_revoked = record_revocation
         return cls(
             settings=settings,
             database=database,
@@ -63,15 +81,30 @@ class Services:
             token_verifier=AccessTokenValidator(keyring, settings.issuer, settings.clock_leeway,
                                                 is_revoked=lambda _grant_id: False),
             trusted_issuers=TrustedIssuers(settings.trusted_issuers, settings.clock_leeway),
+            audit=audit,
         )
+
+    async def record(self, record_type: str, **fields: Any) -> None:
+        """Append an audit record of a security event; raises AuditUnavailable when it cannot be made durable."""
+        await self.audit.append(new_record(record_type, **fields))
+
+    async def decide_approval(self, approval_id: str, approver: User, approve: bool) -> Approval:
+        """Approve or deny a held call (the rules: :class:`ApprovalRepository`) and record the decision."""
+        decided = await (self.approvals.approve if approve else self.approvals.deny)(approval_id, approver)
+        await self.record("approval.decided", approval_id=approval_id, status=str(decided.status),
+                          by=approver.user_id, user=decided.user_id, agent=decided.agent, server=decided.server,
+                          tool=decided.tool, call_hash=decided.call_hash, decision_id=decided.decision_id)
+        return decided
 
     async def names_local_identity(self, name: str) -> bool:
         """Whether ``name`` is a local user's id or a registered client's: an outside issuer's ``sub`` must not be."""
         return await self.users.get(name) is not None or await self.clients.get(name) is not None
 
     async def start(self) -> None:
-        """Apply migrations and re-apply the clients the configuration file declares."""
+        """Apply migrations, re-apply the clients the configuration file declares, start the audit log's
+        checkpointer."""
         await self.database.migrate()
+        await self.audit.start()
         for client in self.settings.clients:
             await self.clients.put(
                 client_id=client.client_id,
@@ -83,3 +116,10 @@ class Services:
                 jwks=client.jwks,
                 source="config",
             )
+
+    async def close(self) -> None:
+        """Sign a last checkpoint of what this process appended, then let the database go."""
+        try:
+            await self.audit.stop()
+        finally:
+            await self.database.dispose()

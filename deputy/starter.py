@@ -46,6 +46,14 @@ revocation_max_staleness = 5.0  # refuse calls when revocations could not be rea
 allowed_origins = []            # browser origins allowed besides Deputy's own (DNS rebinding guard)
 policy_watch_seconds = 2.0      # reload policies when their files change; 0: only on SIGHUP
 
+[audit]                       # the signed, tamper-evident log of every security event
+# origin = "deputy.example.com/deputy-audit"   # default: <host of public_url>/deputy-audit
+# key_file = "audit.key"      # Ed25519 checkpoint key, under data_dir; created on first start
+arguments = "store"           # "store" call arguments in decision records, or only their "digest"
+checkpoint_every = 1000       # sign a checkpoint every N records ...
+checkpoint_interval_ms = 1000 # ... or every T ms, whichever comes first (and at shutdown)
+# witnesses = [{ url = "https://witness.example/", vkey = "witness.example+1234abcd+BASE64" }]
+
 [approvals]                   # calls held by a permit annotated @approval("required")
 ttl = 900                     # seconds an approval lives: to be decided, then used once
 approvers = []                # usernames who may approve; empty: any user but the requester

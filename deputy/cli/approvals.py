@@ -68,9 +68,8 @@ def _decide(config: ConfigOption, approval_id: str, approver: str, approve: bool
         user: User | None = next((u for u in await services.users.list() if u.username == approver), None)
         if user is None:
             return None
-        decide = services.approvals.approve if approve else services.approvals.deny
         try:
-            return await decide(approval_id, user)
+            return await services.decide_approval(approval_id, user, approve)
         except ApprovalRefused as refused:
             return refused
 

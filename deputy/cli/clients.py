@@ -55,9 +55,13 @@ def clients_add(
     cid = client_id or secrets.token_hex(16)
     secret = secrets.token_urlsafe(32) if confidential else None
     method = "client_secret_basic" if confidential else "private_key_jwt" if jwks else "none"
-    with_services(settings, lambda s: s.clients.put(
-        client_id=cid, client_name=name, redirect_uris=redirect_uri, source="cli",
-        token_endpoint_auth_method=method, client_secret=secret, jwks=jwks))
+    async def add(s: Services) -> None:
+        await s.clients.put(client_id=cid, client_name=name, redirect_uris=redirect_uri, source="cli",
+                            token_endpoint_auth_method=method, client_secret=secret, jwks=jwks)
+        await s.record("client.registered", client_id=cid, source="cli", status="active",
+                       redirect_uris=list(redirect_uri), token_endpoint_auth_method=method)
+
+    with_services(settings, add)
     console.print(f"added client {escape(name)!r}: client_id [bold]{escape(cid)}[/bold] ({method})")
     if secret:
         console.print(f"client_secret (shown once): [bold]{secret}[/bold]")
@@ -99,7 +103,13 @@ def clients_show(client_id: ClientId, config: ConfigOption = None) -> None:
 @clients_app.command("approve")
 def clients_approve(client_id: ClientId, config: ConfigOption = None) -> None:
     """Serve a pending (or denied) client from now on."""
-    if not with_services(settings_or_exit(config), lambda s: s.clients.set_status(client_id, "active")):
+    async def approve(s: Services) -> bool:
+        if not await s.clients.set_status(client_id, "active"):
+            return False
+        await s.record("client.approved", client_id=client_id, by="cli")
+        return True
+
+    if not with_services(settings_or_exit(config), approve):
         _unknown(client_id)
     console.print(f"approved {escape(client_id)}: it may sign users in now")
 
@@ -111,7 +121,9 @@ def clients_deny(client_id: ClientId, config: ConfigOption = None) -> None:
     async def deny(s: Services) -> int | None:
         if not await s.clients.set_status(client_id, "denied"):
             return None
-        return await s.grants.revoke_client(client_id, "client denied by an administrator")
+        revoked = await s.grants.revoke_client(client_id, "client denied by an administrator")
+        await s.record("admin.action", action="clients.deny", client_id=client_id, grants_revoked=revoked)
+        return revoked
 
     revoked = with_services(settings_or_exit(config), deny)
     if revoked is None:
@@ -128,6 +140,7 @@ def clients_remove(client_id: ClientId, config: ConfigOption = None) -> None:
             return None
         revoked = await s.grants.revoke_client(client_id, "client removed by an administrator")
         await s.clients.remove(client_id)
+        await s.record("client.removed", client_id=client_id, by="cli", grants_revoked=revoked)
         return revoked
 
     revoked = with_services(settings_or_exit(config), remove)

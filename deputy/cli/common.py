@@ -36,6 +36,6 @@ def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) 
             await services.start()
             return await work(services)
         finally:
-            await services.database.dispose()
+            await services.close()
 
     return asyncio.run(run())

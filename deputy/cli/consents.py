@@ -76,7 +76,10 @@ def consents_revoke(
         found = await _user_named(services, user)
         if found is None:
             return None
-        return await services.consents.revoke(found.user_id, client, resource)
+        revoked = await services.consents.revoke(found.user_id, client, resource)
+        await services.record("consent.revoked", user=found.user_id, client_id=client, resource=resource,
+                              consents=revoked.consents, grants_revoked=revoked.grants, by="cli")
+        return revoked
 
     outcome = with_services(settings, work)
     if outcome is None:

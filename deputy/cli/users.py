@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.services import Services
 
 users_app = typer.Typer(help="Local users who sign in on the login page.", no_args_is_help=True)
 
@@ -16,12 +17,17 @@ users_app = typer.Typer(help="Local users who sign in on the login page.", no_ar
 def users_add(name: str, config: ConfigOption = None,
               password: Annotated[str | None, typer.Option(help="default: prompt")] = None) -> None:
     """Add a local user (password hashed with argon2id)."""
-    from deputy.storage.users import UserExists
+    from deputy.storage.users import User, UserExists
 
     settings = settings_or_exit(config)
     secret = password or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    async def add(services: Services) -> User:
+        added = await services.users.add(name, secret)
+        await services.record("admin.action", action="users.add", username=added.username, user_id=added.user_id)
+        return added
+
     try:
-        user = with_services(settings, lambda s: s.users.add(name, secret))
+        user = with_services(settings, add)
     except UserExists:
         err.print(f"[red]user {name} already exists[/red]")
         raise typer.Exit(1) from None

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -192,7 +193,7 @@ class PolicyStage:
         used = await approvals.consume(digest, principal.user, principal.agent)
         if used is not None:
             log.info("%s on %s proceeds on approval %s", tool, principal.server, used)
-            return approved
+            return dataclasses.replace(approved, approval_id=used)
         approval = await approvals.create(server=principal.server, tool=tool, arguments=arguments,
                                           user_id=principal.user, agent=principal.agent,
                                           actors=[actor.claim() for actor in principal.actors] or None,

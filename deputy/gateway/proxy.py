@@ -8,7 +8,9 @@ a presented ``Mcp-Session-Id`` must have been issued to the same principal
 them: a POST body must be exactly one well-formed JSON-RPC message
 (:mod:`deputy.gateway.jsonrpc`), else it is answered 400 with the JSON-RPC error
 and nothing is forwarded; the parsed message travels on the :class:`Exchange`,
-while upstreams receive the original bytes. Responses are streamed by the
+while upstreams receive the original bytes. A call to be forwarded is first
+decided (:mod:`deputy.gateway.policy_stage`) and its decision committed to the audit
+log (:mod:`deputy.gateway.audit_stage`): no record, no call. Responses are streamed by the
 upstream implementation; the result of a list request to a server with policies is
 filtered on its way back (:meth:`PolicyStage.list_filter`).
 
@@ -18,11 +20,13 @@ This is a raw ASGI application: the hot path allocates no framework objects.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from starlette.types import Message, Receive, Scope, Send
 
+from deputy.audit.log import AuditUnavailable
 from deputy.config import UpstreamServer
+from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.exchange import Exchange, Upstream
 from deputy.gateway.held_calls import (
@@ -58,9 +62,11 @@ class Gateway:
         sessions: SessionBinder,
         origin_check: OriginCheck,
         policy: PolicyStage | None = None,
+        audit: AuditStage | None = None,
     ) -> None:
         self.origin_check = origin_check
         self.policy = policy
+        self.audit = audit
         self.servers = servers
         self.authenticator = authenticator
         self.upstreams = upstreams
@@ -108,15 +114,18 @@ class Gateway:
             return
         message: McpMessage | None = None
         rewrite: RewriteResult | None = None
+        finish: Callable[[], Awaitable[None]] | None = None
         if scope["method"] == "POST":
             try:
                 message = parse_message(body)
             except JsonRpcRefused as refused:
                 await send_json(send, refused.status, refused.response())
                 return
+            decided: Decision | Held | Unavailable | None = None
             if self.policy is not None:
                 decided = await self.policy.decide(principal, message)
                 if decided is not None and not (isinstance(decided, Decision) and decided.allowed):
+                    await self._record_refusal(principal, message, decided)
                     await self._deny(send, server, principal, message, decided)
                     return
                 filtered = await self.policy.list_filter(principal, message)
@@ -124,20 +133,47 @@ class Gateway:
                     await self._deny(send, server, principal, message, filtered)
                     return
                 rewrite = filtered
+            if self.audit is not None and self.audit.records(message):
+                # Durable before forwarding: no record, no call.
+                allowed = decided if isinstance(decided, Decision) else None
+                try:
+                    decision_id = await self.audit.decision(principal, message, allowed, "allow")
+                except AuditUnavailable:
+                    await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "the audit log is unavailable; "
+                                                             "try again later", request_id=message.id),
+                                    [(b"retry-after", b"5")])
+                    return
+                send, finish = self.audit.outcome_recorder(send, principal, message, decision_id)
             body = without_own_input(message) or body
         if self.policy is not None and server.name in self.policy.policies:
             send = _watching_tools(send, functools.partial(self.policy.tools_changed, server.name))
-        await upstream.forward(Exchange(
-            scope=scope,
-            receive=receive,
-            send=send,
-            principal=principal,
-            body=body,
-            session=upstream_session,
-            bind_session=functools.partial(self.sessions.outward, principal),
-            message=message,
-            rewrite_result=rewrite,
-        ))
+        try:
+            await upstream.forward(Exchange(
+                scope=scope,
+                receive=receive,
+                send=send,
+                principal=principal,
+                body=body,
+                session=upstream_session,
+                bind_session=functools.partial(self.sessions.outward, principal),
+                message=message,
+                rewrite_result=rewrite,
+            ))
+        finally:
+            if finish is not None:
+                await finish()
+
+    async def _record_refusal(self, principal: Principal, message: McpMessage,
+                              decided: Decision | Held | Unavailable) -> None:
+        if self.audit is None or not self.audit.records(message):
+            return
+        if isinstance(decided, Held):
+            await self.audit.refusal(principal, message, decided.decision, str(decided.decision.outcome),
+                                     approval_id=decided.approval.approval_id)
+        elif isinstance(decided, Unavailable):
+            await self.audit.refusal(principal, message, None, "unavailable", reason=decided.reason)
+        else:
+            await self.audit.refusal(principal, message, decided, str(decided.outcome))
 
     async def _deny(self, send: Send, server: UpstreamServer, principal: Principal, message: McpMessage,
                     decided: Decision | Held | Unavailable) -> None:

@@ -160,6 +160,8 @@ class AuthorizationEndpoint:
                                         "the user denied the request")
         scopes = set(params["scope"].split())
         await self.services.consents.grant(session.user_id, client.client_id, params["resource"], scopes)
+        await self.services.record("consent.granted", user=session.user_id, client_id=client.client_id,
+                                   resource=params["resource"], scope=" ".join(sorted(scopes)))
         return await self._issue_code(params, session)
 
     async def _consent_or_code(

@@ -68,6 +68,7 @@ class RegistrationEndpoint:
             return await self._update(request, client, token)
         await self.services.grants.revoke_client(client.client_id, "client deleted its registration")
         await self.services.clients.remove(client.client_id)
+        await self.services.record("client.removed", client_id=client.client_id, by="the client (RFC 7592)")
         return Response(status_code=204, headers=NO_STORE)
 
     async def _register(self, request: Request) -> Response:
@@ -85,6 +86,10 @@ class RegistrationEndpoint:
             status=admission.status, jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
             registration_access_token=token,
             client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, publisher))
+        await self.services.record("client.registered", client_id=client.client_id, source=SOURCE,
+                                   status=client.status, admitted_by=admission.admitted_by,
+                                   redirect_uris=list(client.redirect_uris), grant_types=list(client.grant_types),
+                                   token_endpoint_auth_method=client.token_endpoint_auth_method)
         return self._answer(client, token, status=201, secret=secret)
 
     async def _update(self, request: Request, client: Client, token: str) -> Response:
@@ -113,6 +118,10 @@ class RegistrationEndpoint:
             client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, publisher))
         if not await self.services.clients.replace(updated):
             raise InvalidRegistrationToken("the registration access token is not valid")
+        await self.services.record("client.registered", client_id=updated.client_id, source=SOURCE, updated=True,
+                                   status=updated.status, admitted_by=admission.admitted_by,
+                                   redirect_uris=list(updated.redirect_uris), grant_types=list(updated.grant_types),
+                                   token_endpoint_auth_method=updated.token_endpoint_auth_method)
         return self._answer(updated, token, status=200, secret=secret)
 
     def _metadata(self, raw: dict[str, Any]) -> tuple[ClientMetadata, str | None]:

@@ -67,6 +67,7 @@ class Decision:
     required_scopes: tuple[str, ...] = ()
     approval_required: bool = False
     self_approval: bool = False
+    approval_id: str | None = None  # the approval this call proceeds on (used up), if any
 
     @property
     def allowed(self) -> bool:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.secrets import now
-from deputy.storage.grants import GrantRepository
+from deputy.storage.grants import GrantRepository, Revoked
 from deputy.storage.tables import consents
 
 # Revocations made here must outlive any access token; this is the longest lifetime configuration allows.
@@ -74,8 +74,11 @@ class ConsentRepository:
         key = and_(consents.c.user_id == user_id, consents.c.client_id == client_id)
         if resource is not None:
             key = and_(key, consents.c.resource == resource)
+        revoked_log: Revoked = []
         async with self.engine.begin() as conn:
             deleted = await conn.execute(delete(consents).where(key))
-            revoked = await self.grants.revoke_families(
-                conn, user_id=user_id, client_id=client_id, resource=resource, reason="consent_revoked")
+            revoked = await self.grants.revoke_families(conn, user_id=user_id, client_id=client_id,
+                                                        resource=resource, reason="consent_revoked",
+                                                        revoked_log=revoked_log)
+        await self.grants.report(revoked_log)
         return ConsentRevocation(consents=deleted.rowcount, grants=revoked)

@@ -16,7 +16,7 @@ token that was derived from it.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from sqlalchemy import and_, func, select, update
@@ -72,10 +72,22 @@ class Revocation:
     expires_at: int
 
 
+Revoked = list[tuple[str, str]]
+"""Grants revoked in one transaction, as (grant id, reason): reported once it has committed."""
+
+
 class GrantRepository:
     def __init__(self, engine: AsyncEngine, access_token_ttl: int) -> None:
         self.engine = engine
         self.access_token_ttl = access_token_ttl
+        # Told of every revocation once it is committed (the audit log); never part of the transaction.
+        self.on_revoked: Callable[[str, str], Awaitable[None]] | None = None
+
+    async def report(self, revoked: Revoked) -> None:
+        """Tell :attr:`on_revoked` about revocations whose transaction has committed."""
+        if self.on_revoked is not None:
+            for grant_id, reason in revoked:
+                await self.on_revoked(grant_id, reason)
 
     async def create_with_code(
         self,
@@ -139,6 +151,7 @@ class GrantRepository:
         """Consume a code exactly once; a second redemption revokes everything the first issued."""
         code_hash = handle_hash(code)
         t = now()
+        revoked: Revoked = []
         async with self.engine.begin() as conn:
             row = (await conn.execute(
                 select(authorization_codes, grants)
@@ -153,9 +166,10 @@ class GrantRepository:
                 .values(consumed_at=t))
             replayed = consumed.rowcount != 1
             if replayed:
-                await self._revoke(conn, row.grant_id, "code_reuse")
+                await self._revoke(conn, row.grant_id, "code_reuse", revoked)
         # Raised after the transaction has committed, so the revocation stands.
         if replayed:
+            await self.report(revoked)
             raise HandleRefused("code already used; its tokens are revoked")
         if row.client_id != client_id:
             raise HandleRefused("code was issued to another client")
@@ -182,6 +196,7 @@ class GrantRepository:
         """
         token_hash = handle_hash(token)
         t = now()
+        revoked: Revoked = []
         successor = new_handle()
         async with self.engine.begin() as conn:
             row = (await conn.execute(
@@ -206,12 +221,13 @@ class GrantRepository:
                     .values(used_at=t))
                 replayed = used.rowcount != 1  # lost a race with another use of the same token
             if replayed:
-                await self._revoke(conn, row.grant_id, "refresh_reuse")
+                await self._revoke(conn, row.grant_id, "refresh_reuse", revoked)
             else:
                 await conn.execute(refresh_tokens.insert().values(
                     token_hash=handle_hash(successor), grant_id=row.grant_id, expires_at=t + ttl))
         # Raised after the transaction has committed, so the revocation stands.
         if replayed:
+            await self.report(revoked)
             raise HandleRefused("refresh token already used; the whole family is revoked")
         return _grant(row), successor
 
@@ -225,30 +241,37 @@ class GrantRepository:
         return RefreshTokenState(_grant(row), row.expires_at, row.used_at) if row is not None else None
 
     async def revoke(self, grant_id: str, reason: str) -> bool:
+        revoked: Revoked = []
         async with self.engine.begin() as conn:
-            return await self._revoke(conn, grant_id, reason)
+            live = await self._revoke(conn, grant_id, reason, revoked)
+        await self.report(revoked)
+        return live
 
     async def revoke_families(
-        self, conn: AsyncConnection, *, user_id: str, client_id: str, resource: str | None, reason: str
+        self, conn: AsyncConnection, *, user_id: str, client_id: str, resource: str | None, reason: str,
+        revoked_log: Revoked,
     ) -> int:
-        """Revoke every live grant of a user for a client (and server), inside the caller's transaction."""
+        """Revoke every live grant of a user for a client (and server), inside the caller's transaction; the
+        caller :meth:`report` s ``revoked_log`` once it has committed."""
         query = select(grants.c.grant_id).where(and_(
             grants.c.user_id == user_id, grants.c.client_id == client_id, grants.c.revoked_at.is_(None)))
         if resource is not None:
             query = query.where(grants.c.resource == resource)
         revoked = 0
         for (grant_id,) in (await conn.execute(query)).all():
-            revoked += await self._revoke(conn, grant_id, reason)
+            revoked += await self._revoke(conn, grant_id, reason, revoked_log)
         return revoked
 
-    async def _revoke(self, conn: AsyncConnection, grant_id: str, reason: str) -> bool:
-        """Revoke a grant and, breadth first, every grant exchanged from it; whether ``grant_id`` was live."""
+    async def _revoke(self, conn: AsyncConnection, grant_id: str, reason: str, revoked_log: Revoked) -> bool:
+        """Revoke a grant and, breadth first, every grant exchanged from it; whether ``grant_id`` was live.
+        The grant (not its descendants, whose reason is ``parent_revoked``) is added to ``revoked_log``."""
         t = now()
         result = await conn.execute(
             update(grants).where(and_(grants.c.grant_id == grant_id, grants.c.revoked_at.is_(None)))
             .values(revoked_at=t, revoked_reason=reason))
         if result.rowcount != 1:
             return False
+        revoked_log.append((grant_id, reason))
         revoked = [grant_id]
         frontier = [grant_id]
         while frontier:
@@ -289,8 +312,10 @@ class GrantRepository:
             rows = (await conn.execute(select(grants.c.grant_id).where(
                 and_(grants.c.client_id == client_id, grants.c.revoked_at.is_(None))))).all()
             revoked = 0
+            revoked_log: Revoked = []
             for (grant_id,) in rows:
-                revoked += await self._revoke(conn, grant_id, reason)
+                revoked += await self._revoke(conn, grant_id, reason, revoked_log)
+        await self.report(revoked_log)
         return revoked
 
 

@@ -82,10 +82,7 @@ class ApprovalPages:
         if user is None or choice not in ("approve", "deny"):
             return self._error(400, "The form did not say approve or deny.")
         try:
-            if choice == "approve":
-                await self.services.approvals.approve(approval_id, user)
-            else:
-                await self.services.approvals.deny(approval_id, user)
+            await self.services.decide_approval(approval_id, user, approve=choice == "approve")
         except ApprovalRefused as refused:
             return await self._approval_page(request, approval_id, session, REFUSALS[refused.reason], 409)
         return protect(RedirectResponse(self._path(approval_id), 303))

@@ -49,4 +49,4 @@ async def exchange_code(services: Services, form: Mapping[str, str], client: Cli
     refresh = None
     if "refresh_token" in client.grant_types:
         refresh = await services.grants.issue_refresh_token(grant.grant_id, services.settings.refresh_token_ttl)
-    return token_response(services, grant, grant.scope, refresh)
+    return await token_response(services, grant, grant.scope, refresh, grant_type="authorization_code")

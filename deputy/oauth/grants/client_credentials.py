@@ -30,4 +30,5 @@ async def client_credentials(services: Services, form: Mapping[str, str], client
     scope = granted_scope(form, server)
     grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
                                          resource=server.resource, scope=scope, auth_time=now())
-    return token_response(services, grant, scope, None, user_authenticated=False)
+    return await token_response(services, grant, scope, None, user_authenticated=False,
+                                grant_type="client_credentials")

@@ -13,13 +13,17 @@ from typing import Any
 from starlette.responses import JSONResponse
 
 from deputy.act_chain import Actor, act_claim, may_act_claim
+from deputy.audit.records import new_record
+from deputy.config import TOKEN_EXCHANGE
 from deputy.oauth.access_tokens import mint_access_token
 from deputy.oauth.errors import NO_STORE
 from deputy.services import Services
 from deputy.storage.grants import Grant
 
+RECORD_TYPES = {"refresh_token": "token.refreshed", TOKEN_EXCHANGE: "token.exchanged"}
 
-def token_response(
+
+async def token_response(
     services: Services,
     grant: Grant,
     scope: str,
@@ -31,12 +35,17 @@ def token_response(
     expires_at: int | None = None,
     ttl: int | None = None,
     issued_token_type: str | None = None,
+    grant_type: str,
 ) -> JSONResponse:
     """``user_authenticated`` is False when no user signed in (client credentials): no ``auth_time``.
 
     ``chain``, ``txn`` and ``expires_at`` describe an exchanged token (RFC 8693): its
     ``act`` chain, its task, and the moment it must end by; its answer names the
     ``issued_token_type`` (RFC 8693 §2.2.1).
+
+    The issue is an audit record (``token.issued``, ``token.refreshed`` or ``token.exchanged``)
+    committed before the token is handed out: a token the log does not know is never issued
+    (the audit log failing makes this raise AuditUnavailable, answered 503).
     """
     settings = services.settings
     may_act = list(settings.delegation.actors_for(grant.client_id))
@@ -67,4 +76,8 @@ def token_response(
         body["issued_token_type"] = issued_token_type
     if refresh_token is not None:
         body["refresh_token"] = refresh_token
+    await services.audit.append(new_record(
+        RECORD_TYPES.get(grant_type, "token.issued"), grant_type=grant_type, jti=claims["jti"], sub=grant.user_id,
+        client_id=grant.client_id, aud=grant.resource, scope=scope, exp=claims["exp"], grant_id=grant.grant_id,
+        actors=[actor.claim() for actor in chain], txn=txn, refresh_token_issued=refresh_token is not None))
     return JSONResponse(body, headers=NO_STORE)

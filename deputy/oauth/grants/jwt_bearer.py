@@ -27,7 +27,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from starlette.responses import Response
 
-from deputy.config import canonical_resource
+from deputy.config import JWT_BEARER, canonical_resource
 from deputy.numeric_date import is_time
 from deputy.oauth.errors import (
     InvalidClient,
@@ -99,7 +99,7 @@ async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, c
     grant = await services.grants.create(
         client_id=client.client_id, user_id=verified.subject, resource=server.resource, scope=scope,
         auth_time=int(auth_time) if auth_time is not None else now())
-    return token_response(services, grant, scope, None)
+    return await token_response(services, grant, scope, None, grant_type=JWT_BEARER)
 
 
 async def _workload(services: Services, form: Mapping[str, str], assertion: str, client: Client | None) -> Response:
@@ -116,7 +116,8 @@ async def _workload(services: Services, form: Mapping[str, str], assertion: str,
     grant = await services.grants.create(
         client_id=client.client_id if client is not None else verified.subject, user_id=verified.subject,
         resource=server.resource, scope=scope, auth_time=now())
-    return token_response(services, grant, scope, None, user_authenticated=False, expires_at=verified.expires_at)
+    return await token_response(services, grant, scope, None, user_authenticated=False,
+                                expires_at=verified.expires_at, grant_type=JWT_BEARER)
 
 
 async def _verified(services: Services, assertion: str, purpose: str, typ: str | None) -> VerifiedAssertion:

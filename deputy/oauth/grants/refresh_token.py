@@ -40,4 +40,4 @@ async def refresh(services: Services, form: Mapping[str, str], client: Client) -
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     scope = " ".join(sorted(requested)) if requested is not None else grant.scope
-    return token_response(services, grant, scope, successor)
+    return await token_response(services, grant, scope, successor, grant_type="refresh_token")

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from starlette.responses import Response
 
 from deputy.act_chain import Actor, MalformedChain, may_act_allows, parse_act
-from deputy.config import UpstreamServer
+from deputy.config import TOKEN_EXCHANGE, UpstreamServer
 from deputy.oauth.access_tokens import AccessTokenClaims, InvalidToken
 from deputy.oauth.client_assertions import AssertionContext, verify_client_assertion
 from deputy.oauth.errors import (
@@ -115,9 +115,9 @@ async def token_exchange(services: Services, form: Mapping[str, str], client: Cl
             requires_live=(proof.grant_id,) if proof is not None and proof.grant_id is not None else ())
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
-    return token_response(services, grant, scope, None, user_authenticated=subject.auth_time is not None,
-                          chain=chain, txn=txn, expires_at=expires_at, ttl=policy.token_ttl,
-                          issued_token_type=ACCESS_TOKEN_TYPE)
+    return await token_response(services, grant, scope, None, user_authenticated=subject.auth_time is not None,
+                                chain=chain, txn=txn, expires_at=expires_at, ttl=policy.token_ttl,
+                                issued_token_type=ACCESS_TOKEN_TYPE, grant_type=TOKEN_EXCHANGE)
 
 
 async def _subject(services: Services, form: Mapping[str, str]) -> Subject:

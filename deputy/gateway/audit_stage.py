@@ -1,0 +1,122 @@
+"""The audit stage of the gateway: every call's decision is a log record, durable before the call goes upstream.
+
+What is recorded (:mod:`deputy.audit.records`): for each ``tools/call``, ``resources/read``,
+``prompts/get`` and any method Deputy does not recognise — whether a policy decided it or the
+server has none — a ``decision`` record with who (user, agent, the ordered actor chain, txn,
+the token's ``jti``), what (server, method, tool or URI, the arguments as ``[audit] arguments``
+says: stored, or their SHA-256), and the answer (outcome, the deciding policies, the policy-set
+and schema versions, errors, the approval used or asked for). A call that is forwarded is
+forwarded only after its record is committed: when the append fails the call is refused
+(HTTP 503) and nothing reaches the upstream. A refusal's record is appended too; when that
+append fails the refusal stands (refusing is already the safe answer).
+
+After the upstream answered, a ``call.outcome`` record ties the decision to what came back: the
+HTTP status, the size and SHA-256 of the relayed body (JSON or the SSE stream as relayed), and
+the duration. It is appended without holding the client (the answer has already been sent);
+a failure to append it is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.types import Message, Send
+
+from deputy.audit.log import AuditLog, AuditUnavailable
+from deputy.audit.records import ArgumentsMode, RecordError, arguments_field, new_record
+from deputy.gateway.jsonrpc import Category, McpMessage
+from deputy.gateway.principal import Principal
+from deputy.policy import Decision
+
+log = logging.getLogger(__name__)
+
+RECORDED = frozenset({Category.TOOL_CALL, Category.RESOURCE_READ, Category.PROMPT_GET, Category.UNKNOWN})
+
+
+def who(principal: Principal) -> dict[str, Any]:
+    """The fields that say who made a request: the same in every record about one."""
+    return {"user": principal.user, "agent": principal.agent, "actors": [actor.claim() for actor in principal.actors],
+            "txn": principal.txn, "jti": principal.token_id, "server": principal.server}
+
+
+class AuditStage:
+    def __init__(self, audit_log: AuditLog, arguments: ArgumentsMode) -> None:
+        self.log = audit_log
+        self.arguments = arguments
+        self._pending: set[asyncio.Task[Any]] = set()
+
+    @staticmethod
+    def records(message: McpMessage) -> bool:
+        return message.operation.category in RECORDED
+
+    async def decision(self, principal: Principal, message: McpMessage, decision: Decision | None,
+                       outcome: str, *, approval_id: str | None = None, reason: str | None = None) -> str:
+        """Append the decision on ``message`` and return its id (``decision`` None: the server has no policies,
+        or none could be made — ``outcome`` and ``reason`` say which); raises AuditUnavailable when the
+        record could not be made durable."""
+        operation = message.operation
+        fields: dict[str, Any] = {
+            **who(principal), "decision_id": decision.decision_id if decision else uuid.uuid4().hex,
+            "outcome": outcome, "method": message.method,
+            "tool": operation.uri if operation.category is Category.RESOURCE_READ else operation.name,
+            "policies": list(decision.determining) if decision else [],
+            "policy_version": decision.policy_version if decision else None,
+            "schema_version": decision.schema_version if decision else None,
+            "errors": list(decision.errors) if decision else ([reason] if reason else []),
+            "approval_id": approval_id or (decision.approval_id if decision else None),
+        }
+        try:
+            fields["arguments"] = arguments_field(operation.arguments, self.arguments)
+            await self.log.append(new_record("decision", **fields))
+        except RecordError as exc:  # an argument JSON allows but JCS does not (an integer beyond 2**53)
+            log.warning("decision record kept without its arguments: %s", exc)
+            fields["arguments"] = {"unrepresentable": str(exc)}
+            await self.log.append(new_record("decision", **fields))
+        return str(fields["decision_id"])
+
+    async def refusal(self, principal: Principal, message: McpMessage, decision: Decision | None, outcome: str,
+                      *, approval_id: str | None = None, reason: str | None = None) -> None:
+        """Append the decision on a request that is refused; the refusal stands whether or not this succeeds."""
+        try:
+            await self.decision(principal, message, decision, outcome, approval_id=approval_id, reason=reason)
+        except AuditUnavailable as exc:
+            log.error("refusal not recorded: %s", exc)
+
+    def outcome_recorder(self, send: Send, principal: Principal, message: McpMessage,
+                         decision_id: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
+        """``send`` that measures the answer as it streams past, and the coroutine that records it once done."""
+        digest = hashlib.sha256()
+        state = {"status": 0, "size": 0}
+        started = time.perf_counter()
+
+        async def measuring(message_out: Message) -> None:
+            if message_out["type"] == "http.response.start":
+                state["status"] = message_out["status"]
+            elif message_out["type"] == "http.response.body":
+                body = message_out.get("body", b"")
+                digest.update(body)
+                state["size"] += len(body)
+            await send(message_out)
+
+        async def finish() -> None:
+            record = new_record("call.outcome", **who(principal), decision_id=decision_id, method=message.method,
+                                status=state["status"], response_bytes=state["size"],
+                                response_sha256=digest.hexdigest(),
+                                duration_us=int((time.perf_counter() - started) * 1_000_000))
+            task = asyncio.get_running_loop().create_task(self._append_quietly(record))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+
+        return measuring, finish
+
+    async def _append_quietly(self, record: dict[str, Any]) -> None:
+        try:
+            await self.log.append(record)
+        except (AuditUnavailable, RecordError) as exc:
+            log.error("call outcome not recorded: %s", exc)
