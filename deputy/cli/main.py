@@ -14,6 +14,7 @@ import uvicorn
 from rich.table import Table
 
 from deputy.cli.approvals import approvals_app
+from deputy.cli.audit import audit_app
 from deputy.cli.clients import clients_app
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.consents import consents_app
@@ -34,6 +35,7 @@ app.add_typer(tokens_app, name="token")
 app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(witness_app_cli, name="witness")
+app.add_typer(audit_app, name="audit")
 
 def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:
     return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",
@@ -117,11 +119,13 @@ or the MCP Python SDK (full example in README, "Connect a client"):
 @keys_app.command("rotate")
 def keys_rotate(config: ConfigOption = None) -> None:
     """Add a new signing key; old public keys stay published until their tokens expire."""
-    from deputy.keys import KeyRing
 
-    settings = settings_or_exit(config)
-    ring = KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl)
-    console.print(f"new signing key [bold]{ring.rotate()}[/bold]")
+    async def rotate(services: Services) -> str:
+        kid = services.keyring.rotate()
+        await services.record("key.rotated", kid=kid, keys="token signing (ES256)")
+        return kid
+
+    console.print(f"new signing key [bold]{with_services(settings_or_exit(config), rotate)}[/bold]")
 
 
 @keys_app.command("list")

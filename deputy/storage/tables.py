@@ -202,3 +202,13 @@ audit_head = Table(
     Column("size", BigInteger, nullable=False),
     Column("compact", LargeBinary, nullable=False),
 )
+
+# Witness cosignatures (deputy.audit.witness_push): one C2SP tlog-cosignature line per (checkpoint size, witness),
+# as returned by the witness's add-checkpoint and verified with its key before it is stored.
+audit_cosignatures = Table(
+    "audit_cosignatures",
+    metadata,
+    Column("size", BigInteger, primary_key=True, autoincrement=False),
+    Column("witness_name", String(1024), primary_key=True),
+    Column("line", Text, nullable=False),
+)

@@ -1,0 +1,536 @@
+"""Whole-log verification on both backends: a clean log verifies; each way of tampering with the stored log (an
+edited record, a deleted, inserted or swapped row, a truncated tail, a rewritten and re-signed log) is caught and
+located; proofs and exports verify offline and fail when tampered; witnesses cosign through the real witness app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import delete, insert, select, update
+from typer.testing import CliRunner
+
+from deputy.audit.bundle import BundleError, check_bundle, check_consistency, consistency, make_bundle
+from deputy.audit.cosignature import CosignatureSigner
+from deputy.audit.export import export_jsonl
+from deputy.audit.log import AuditLog
+from deputy.audit.merkle import CompactRange, leaf_hash
+from deputy.audit.note import NoteSigner, generate_signer_key
+from deputy.audit.records import canonical, new_record
+from deputy.audit.settings import AuditSettings
+from deputy.audit.verify import VerifyReport, verify_database, verify_file
+from deputy.audit.witness import WitnessStore, witness_app
+from deputy.audit.witness_push import WitnessPusher, stored_cosignatures
+from deputy.cli import app
+from deputy.storage.db import Database
+from deputy.storage.tables import audit_checkpoints, audit_cosignatures, audit_head, audit_leaves, audit_nodes
+
+ORIGIN = "deputy.test/deputy-audit"
+SIGNER = NoteSigner.from_key(generate_signer_key(ORIGIN))
+VKEY = SIGNER.verifier().vkey()
+N = 50
+EVERY = 10
+WITNESS_URL = "http://witness.test"
+
+
+def make_settings(key_file: Path = Path("/nonexistent/audit.key")) -> AuditSettings:
+    return AuditSettings(origin=ORIGIN, key_file=key_file, checkpoint_every=1000, checkpoint_interval_ms=3_600_000)
+
+
+async def clear(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        for table in (audit_leaves, audit_nodes, audit_checkpoints, audit_head, audit_cosignatures):
+            await conn.execute(delete(table))
+
+
+@pytest.fixture
+async def fresh(db: Database) -> AsyncIterator[Database]:
+    await clear(db)
+    yield db
+
+
+def record(i: int, user: str = "alice") -> dict[str, Any]:
+    return new_record(
+        "decision",
+        user=user,
+        agent="agent-7",
+        tool="delete_user" if i % 3 else "add",
+        n=i,
+        outcome="allow" if i % 4 else "deny",
+        decision_id=f"d{i:04d}",
+        txn=f"txn-{i // 10}",
+    )
+
+
+async def build(db: Database, n: int = N, user: str = "alice", log: AuditLog | None = None) -> AuditLog:
+    """``n`` records in groups of EVERY, a signed checkpoint after each group (sizes 10, 20, ..., n)."""
+    log = log or AuditLog(db.engine, make_settings(), SIGNER)
+    for start in range(0, n, EVERY):
+        await asyncio.gather(*(log.append(record(i, user)) for i in range(start, min(n, start + EVERY))))
+        assert await log.sign_checkpoint() is not None
+    return log
+
+
+async def entry(db: Database, index: int) -> bytes:
+    async with db.engine.connect() as conn:
+        value = (await conn.execute(select(audit_leaves.c.record).where(audit_leaves.c.idx == index))).scalar()
+    assert value is not None
+    return bytes(value)
+
+
+async def set_entry(db: Database, index: int, value: bytes) -> None:
+    async with db.engine.begin() as conn:
+        await conn.execute(update(audit_leaves).where(audit_leaves.c.idx == index).values(record=value))
+
+
+async def verify(db: Database, **kwargs: Any) -> VerifyReport:
+    return await verify_database(db.engine, SIGNER.verifier(), **kwargs)
+
+
+def messages(report: VerifyReport) -> str:
+    return "\n".join(p.message for p in report.problems)
+
+
+# The clean log
+
+
+async def test_a_clean_log_verifies(fresh: Database) -> None:
+    await build(fresh)
+    report = await verify(fresh)
+    assert report.ok, messages(report)
+    assert (report.leaves, report.head_size, report.checkpoints, report.checkpoints_ok) == (N, N, 5, 5)
+    assert report.latest_checkpoint == N
+    assert report.nodes_checked == sum(N >> level for level in range(1, 6))
+    # The same through worker processes, in small batches (several batches, node ranges across their edges).
+    parallel = await verify(fresh, workers=2, batch=8)
+    assert parallel.ok, messages(parallel)
+    assert (parallel.workers, parallel.leaves, parallel.checkpoints_ok, parallel.nodes_checked) == (
+        2,
+        N,
+        5,
+        report.nodes_checked,
+    )
+    assert parallel.root == report.root
+
+
+async def test_a_wrong_key_fails_every_checkpoint(fresh: Database) -> None:
+    await build(fresh)
+    other = NoteSigner.from_key(generate_signer_key(ORIGIN))
+    report = await verify_database(fresh.engine, other.verifier())
+    assert not report.ok
+    assert sum("signature does not verify" in p.message for p in report.problems) == 5
+
+
+# Tampering in the database
+
+
+async def test_an_edited_field_is_located(fresh: Database) -> None:
+    await build(fresh)
+    original = await entry(fresh, 23)
+    tampered = original.replace(b'"alice"', b'"mallory"')
+    assert tampered != original
+    await set_entry(fresh, 23, tampered)  # still a canonical record: only the tree can tell
+    report = await verify(fresh)
+    assert not report.ok
+    first = report.first_problem
+    assert first is not None and first.kind == "record" and (first.index, first.end) == (22, 24)
+    assert "leaf 22 or 23: record bytes do not match" in first.message
+    assert report.first_bad_index == 22
+    assert (
+        "checkpoint at size 30: root differs from the records (first divergence at or before leaf 23, after "
+        "leaf 19)" in messages(report)
+    )
+    assert report.checkpoints_ok == 2  # 10 and 20 are before the edit
+
+
+async def test_a_non_canonical_edit_names_the_leaf(fresh: Database) -> None:
+    await build(fresh)
+    await set_entry(fresh, 7, (await entry(fresh, 7)).replace(b'"n":7', b'"n": 7'))
+    report = await verify(fresh)
+    problems = [p for p in report.problems if p.index == 7 and p.end == 8]
+    assert problems and "leaf 7: audit entry is not in canonical form" in problems[0].message
+    assert report.first_bad_index == 6 or report.first_bad_index == 7
+
+
+async def test_a_deleted_row_is_named(fresh: Database) -> None:
+    await build(fresh)
+    async with fresh.engine.begin() as conn:
+        await conn.execute(delete(audit_leaves).where(audit_leaves.c.idx == 17))
+    report = await verify(fresh)
+    first = report.first_problem
+    assert first is not None and first.kind == "missing" and first.message == "leaf index 17 missing"
+    assert report.first_bad_index == 17
+    assert "head says size 50, only 49 leaves" in messages(report)
+
+
+async def test_an_inserted_row_is_caught(fresh: Database) -> None:
+    await build(fresh)
+    # Insert a record at index 31, moving the later ones up by one.
+    async with fresh.engine.begin() as conn:
+        rows = (await conn.execute(select(audit_leaves).where(audit_leaves.c.idx >= 31))).all()
+        await conn.execute(delete(audit_leaves).where(audit_leaves.c.idx >= 31))
+        await conn.execute(
+            insert(audit_leaves),
+            [{"idx": r.idx + 1, "record": r.record, "created_at": r.created_at} for r in rows]
+            + [{"idx": 31, "record": canonical(record(999, "mallory")), "created_at": 0}],
+        )
+    report = await verify(fresh)
+    assert report.first_bad_index == 30  # the level-1 node over leaves 30 and 31
+    assert report.leaves == N + 1
+    text = messages(report)
+    assert "leaf 30 or 31: record bytes do not match" in text
+    assert "head says size 50, but there are 51 leaves" in text
+    assert "checkpoint at size 40: root differs from the records" in text
+
+
+async def test_a_row_appended_beyond_the_head_is_caught(fresh: Database) -> None:
+    await build(fresh)
+    async with fresh.engine.begin() as conn:
+        await conn.execute(insert(audit_leaves).values(idx=N, record=canonical(record(N)), created_at=0))
+    report = await verify(fresh)
+    first = report.first_problem
+    assert first is not None and first.kind == "extra" and first.index == N
+    assert "head says size 50, but there are 51 leaves (leaf 50 and on are beyond the head)" in first.message
+
+
+async def test_two_swapped_rows_are_located(fresh: Database) -> None:
+    await build(fresh)
+    a, b = await entry(fresh, 11), await entry(fresh, 36)
+    await set_entry(fresh, 11, b)
+    await set_entry(fresh, 36, a)
+    report = await verify(fresh)
+    located = sorted((p.index, p.end) for p in report.problems if p.kind == "record")
+    assert located == [(10, 12), (36, 38)]
+    assert report.first_bad_index == 10
+    assert (
+        "checkpoint at size 20: root differs from the records (first divergence at or before leaf 11, after leaf "
+        "9)" in messages(report)
+    )
+    assert report.checkpoints_ok == 1
+
+
+async def test_a_truncated_tail_is_caught(fresh: Database) -> None:
+    await build(fresh)
+    async with fresh.engine.begin() as conn:
+        await conn.execute(delete(audit_leaves).where(audit_leaves.c.idx >= 45))
+    report = await verify(fresh)
+    assert report.leaves == 45
+    text = messages(report)
+    assert "head says size 50, only 45 leaves" in text
+    assert "checkpoint at size 50 is beyond the last leaf (45 leaves)" in text
+    assert "tree nodes are stored beyond the last leaf (45 leaves)" in text
+
+
+async def test_a_truncation_that_rewrites_the_head_is_still_caught(fresh: Database) -> None:
+    """Leaves, nodes and head all cut back consistently: the signed checkpoint at 50 still gives it away."""
+    await build(fresh)
+    compact = CompactRange()
+    for i in range(45):
+        compact.append(leaf_hash(await entry(fresh, i)))
+    async with fresh.engine.begin() as conn:
+        await conn.execute(delete(audit_leaves).where(audit_leaves.c.idx >= 45))
+        for level in range(1, 7):
+            await conn.execute(
+                delete(audit_nodes).where(audit_nodes.c.level == level, audit_nodes.c.idx >= 45 >> level)
+            )
+        await conn.execute(update(audit_head).values(size=45, compact=compact.to_bytes()))
+    report = await verify(fresh)
+    assert [p.message for p in report.problems] == ["checkpoint at size 50 is beyond the last leaf (45 leaves)"]
+
+
+# Witnesses
+
+
+@pytest.fixture
+async def witness(url: str) -> AsyncIterator[tuple[CosignatureSigner, httpx.ASGITransport, WitnessStore]]:
+    store = await WitnessStore.open(url)
+    cosigner = CosignatureSigner.generate("witness.test/w1")
+    async with store.engine.begin() as conn:
+        await conn.exec_driver_sql("DELETE FROM witness_heads")
+    app_ = witness_app(store, cosigner, {ORIGIN: [SIGNER.verifier()]}, clock=lambda: 1_700_000_000)
+    yield cosigner, httpx.ASGITransport(app=app_), store
+    await store.close()
+
+
+async def test_witness_push_stores_cosignatures_and_a_rewritten_log_is_caught(
+    fresh: Database, witness: tuple[CosignatureSigner, httpx.ASGITransport, WitnessStore]
+) -> None:
+    cosigner, transport, store = witness
+    wvkey = cosigner.verifier().vkey()
+    log = AuditLog(fresh.engine, make_settings(), SIGNER)
+    pusher = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=transport)
+    log.after_checkpoint.append(pusher)  # as AuditLog.start does when [audit] witnesses are configured
+    await build(fresh, log=log)
+    await log.stop()  # waits for the pushes in flight
+    assert await store.head(ORIGIN) == (N, (await log.root())[1])
+    lines = await stored_cosignatures(fresh.engine, N)
+    assert [name for name, _ in lines] == [cosigner.name]
+    signed = await log.checkpoint(N)
+    assert signed is not None
+    assert cosigner.verifier().verify_line(signed.checkpoint.body(), lines[0][1]) == 1_700_000_000
+
+    report = await verify(fresh, witnesses=[cosigner.verifier()])
+    assert report.ok, messages(report)
+    assert (report.cosigned_by, report.quorum) == ((cosigner.name,), 1)
+    # A bundle carries the cosignature; offline checking can then require it.
+    bundle = (await make_bundle(log, 42)).text()
+    assert check_bundle(bundle, VKEY, [wvkey], quorum=1).cosigners == (cosigner.name,)
+
+    # The key holder rewrites the whole log (other records, same key), re-signs it and grows it.
+    await clear_log_keep_cosignatures(fresh)
+    forged = await build(fresh, n=N + EVERY, user="mallory")
+    alone = await verify(fresh)
+    assert alone.ok, "without witnesses a re-signed rewrite is self-consistent: " + messages(alone)
+    # The witness refuses the rewritten log: not consistent with the head it cosigned.
+    latest = await forged.latest_checkpoint()
+    assert latest is not None
+    results = await WitnessPusher(forged, [(WITNESS_URL, wvkey)], transport=transport).push(latest)
+    assert [r.status for r in results] == [422] and results[0].line is None
+    head = await store.head(ORIGIN)
+    assert head is not None and head[0] == N  # the witness still holds the genuine head
+    report = await verify(fresh, witnesses=[cosigner.verifier()])
+    assert not report.ok
+    kinds = {p.kind for p in report.problems}
+    assert kinds == {"cosignature", "quorum"}, messages(report)
+    text = messages(report)
+    assert f"witness {cosigner.name}'s cosignature on checkpoint 50 does not verify over the stored checkpoint" in text
+    assert "latest checkpoint (size 60) has 0 valid cosignatures from the given witnesses, 1 required" in text
+    # Dropping the witness's rows too only leaves the quorum failure.
+    async with fresh.engine.begin() as conn:
+        await conn.execute(delete(audit_cosignatures))
+    report = await verify(fresh, witnesses=[cosigner.verifier()], quorum=1)
+    assert [p.kind for p in report.problems] == ["quorum"]
+
+
+async def clear_log_keep_cosignatures(db: Database) -> None:
+    async with db.engine.begin() as conn:
+        for table in (audit_leaves, audit_nodes, audit_checkpoints, audit_head):
+            await conn.execute(delete(table))
+
+
+async def test_a_witness_that_is_down_does_not_block_and_is_retried(
+    fresh: Database, witness: tuple[CosignatureSigner, httpx.ASGITransport, WitnessStore]
+) -> None:
+    cosigner, transport, store = witness
+    wvkey = cosigner.verifier().vkey()
+    log = AuditLog(fresh.engine, make_settings(), SIGNER)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("witness down", request=request)
+
+    down = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=httpx.MockTransport(refuse))
+    await build(fresh, n=20, log=log)
+    first = await log.latest_checkpoint()
+    assert first is not None
+    results = await down.push(first)
+    assert results[0].status is None and "witness down" in (results[0].error or "")
+    assert await stored_cosignatures(fresh.engine, 20) == []
+    # Back up: the next checkpoint is pushed from old 0 (nothing cosigned yet) and stored.
+    await build(fresh, n=10, log=log)
+    up = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=transport)
+    latest = await log.latest_checkpoint()
+    assert latest is not None and latest.checkpoint.size == 30
+    assert [r.status for r in await up.push(latest)] == [200]
+    assert [n for n, _ in await stored_cosignatures(fresh.engine, 30)] == [cosigner.name]
+    # A second pusher (a restart) learns the witness's size from the 409 and continues from it.
+    await build(fresh, n=10, log=log)
+    again = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=transport)
+    async with fresh.engine.begin() as conn:
+        await conn.execute(delete(audit_cosignatures))  # forget what was cosigned: old will be 0, the witness has 30
+    latest = await log.latest_checkpoint()
+    assert latest is not None
+    assert [r.status for r in await again.push(latest)] == [200]
+    assert await store.head(ORIGIN) == (40, latest.checkpoint.root)
+
+
+# Offline proofs
+
+
+async def test_a_bundle_verifies_offline_and_fails_when_tampered(fresh: Database) -> None:
+    log = await build(fresh)
+    bundle = (await make_bundle(log, 23)).text()
+    assert bundle.startswith("c2sp.org/tlog-proof@v1\nextra ")
+    checked = check_bundle(bundle, VKEY)
+    assert checked.index == 23 and checked.record["decision_id"] == "d0023" and checked.checkpoint.size == N
+    lines = bundle.split("\n")
+    # Another record in the extra line.
+    other = base64.b64encode(await entry(fresh, 24)).decode()
+    with pytest.raises(BundleError, match="not included"):
+        check_bundle("\n".join([lines[0], f"extra {other}", *lines[2:]]), VKEY)
+    # Another index.
+    with pytest.raises(BundleError, match="not included"):
+        check_bundle("\n".join([lines[0], lines[1], "index 22", *lines[3:]]), VKEY)
+    # A changed proof hash.
+    forged = base64.b64encode(b"\x00" * 32).decode()
+    with pytest.raises(BundleError, match="not included"):
+        check_bundle("\n".join([*lines[:3], forged, *lines[4:]]), VKEY)
+    # Another log's key, and a quorum the bundle cannot meet.
+    with pytest.raises(BundleError, match="not signed by the log"):
+        check_bundle(bundle, NoteSigner.from_key(generate_signer_key(ORIGIN)).verifier().vkey())
+    with pytest.raises(BundleError, match="0 valid cosignatures"):
+        check_bundle(bundle, VKEY, [CosignatureSigner.generate("w.test/x").verifier().vkey()], quorum=1)
+    with pytest.raises(BundleError, match="not in the checkpoint"):
+        await make_bundle(log, N)
+
+
+async def test_consistency_between_checkpoints(fresh: Database) -> None:
+    log = await build(fresh)
+    proof = await consistency(log, 10, 40)
+    old, new = check_consistency(proof.text(), VKEY)
+    assert (old.size, new.size) == (10, 40)
+    lines = proof.text().split("\n")
+    lines[3] = base64.b64encode(b"\x01" * 32).decode()
+    with pytest.raises(BundleError, match="not consistent"):
+        check_consistency("\n".join(lines), VKEY)
+    with pytest.raises(BundleError, match="no checkpoint of size 15"):
+        await consistency(log, 15, 40)
+
+
+# Export
+
+
+async def export_to(log: AuditLog, path: Path) -> None:
+    with path.open("w", encoding="utf-8") as handle:
+        await export_jsonl(log, handle.write, batch=7)
+
+
+async def test_export_verifies_offline_and_tampering_fails(fresh: Database, tmp_path: Path) -> None:
+    log = await build(fresh)
+    path = tmp_path / "audit.jsonl"
+    await export_to(log, path)
+    lines = path.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header == {"format": "deputy-audit-export/v1", "origin": ORIGIN, "vkey": VKEY, "size": N}
+    assert len(lines) == 1 + N + 5
+    report = verify_file(path, SIGNER.verifier())
+    assert report.ok, messages(report)
+    assert (report.leaves, report.checkpoints_ok, report.consistency_proofs) == (N, 5, 4)
+    assert verify_file(path, SIGNER.verifier(), workers=2, batch=9).ok
+
+    def tampered(change: Any) -> Path:
+        out = tmp_path / "tampered.jsonl"
+        out.write_text("\n".join(change(list(lines))) + "\n")
+        return out
+
+    def edit_record(ls: list[str]) -> list[str]:
+        position = next(i for i, line in enumerate(ls) if line.startswith('{"index":23,'))
+        item = json.loads(ls[position])
+        item["record"]["user"] = "mallory"
+        ls[position] = json.dumps(item)  # respelled, too: only the canonical bytes count
+        return ls
+
+    report = verify_file(tampered(edit_record), SIGNER.verifier())
+    assert (
+        "checkpoint at size 30: root differs from the records (first divergence at or before leaf 29, after leaf "
+        "19)" in messages(report)
+    )
+    assert report.checkpoints_ok == 4 - 2  # 10 and 20
+
+    report = verify_file(
+        tampered(lambda ls: [line for line in ls if not line.startswith('{"index":17,')]), SIGNER.verifier()
+    )
+    assert report.first_problem is not None and report.first_problem.message == "leaf index 17 missing"
+    assert "header says size 50, the file has 49 leaves" in messages(report)
+
+    def break_proof(ls: list[str]) -> list[str]:
+        position = max(i for i, line in enumerate(ls) if line.startswith('{"checkpoint"'))
+        item = json.loads(ls[position])
+        item["consistency"]["proof"][0] = base64.b64encode(b"\x02" * 32).decode()
+        ls[position] = json.dumps(item)
+        return ls
+
+    report = verify_file(tampered(break_proof), SIGNER.verifier())
+    assert [p.kind for p in report.problems] == ["consistency"]
+    assert "checkpoints at sizes 40 and 50 are not consistent" in report.problems[0].message
+
+    report = verify_file(tampered(lambda ls: ls[:-6]), SIGNER.verifier())  # the tail cut off (and checkpoint 50)
+    assert [p.message for p in report.problems] == ["header says size 50, the file has 45 leaves"]
+
+
+# The command line
+
+
+@pytest.fixture
+def config(fresh: Database, tmp_path: Path) -> Path:
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(SIGNER.key_string() + "\n")
+    path = tmp_path / "deputy.toml"
+    path.write_text(f'''public_url = "http://127.0.0.1:8000"
+data_dir = "{tmp_path / "data"}"
+database_url = "{fresh.url}"
+
+[servers.demo]
+url = "http://127.0.0.1:9000/mcp"
+
+[audit]
+origin = "{ORIGIN}"
+key_file = "{key_file}"
+''')
+    return path
+
+
+async def cli(*args: str) -> Any:
+    # In a thread: the commands run their own event loop.
+    return await asyncio.to_thread(CliRunner().invoke, app, ["audit", *args])
+
+
+async def test_cli_verify_prove_check_proof_export(fresh: Database, config: Path, tmp_path: Path) -> None:
+    log = await build(fresh)
+    result = await cli("key", "-c", str(config))
+    assert result.exit_code == 0 and result.output.strip() == VKEY
+
+    result = await cli("verify", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert "OK" in result.output and "5 of 5 match the records" in result.output
+
+    result = await cli("prove", "23", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    proof = tmp_path / "23.tlog-proof"
+    proof.write_text(result.output)
+    result = await cli("check-proof", str(proof), "--key", VKEY)
+    assert result.exit_code == 0, result.output
+    assert "proof OK: record 23 (decision" in result.output and f"checkpoint 50 of {ORIGIN}" in result.output
+    proof.write_text((await make_bundle(log, 23)).text().replace("index 23", "index 24"))
+    result = await cli("check-proof", str(proof), "--key", VKEY)
+    assert result.exit_code == 1 and "proof FAILED: record 24 is not included" in result.output
+
+    result = await cli("consistency", "10", "30", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    assert "deputy.audit/consistency@v1\nold 10\nnew 30\n" in result.output
+    assert "consistent: checkpoint 10 is a prefix of checkpoint 30" in result.output
+
+    exported = tmp_path / "audit.jsonl"
+    result = await cli("export", "--format", "jsonl", "--output", str(exported), "-c", str(config))
+    assert result.exit_code == 0, result.output
+    result = await cli("verify", "--file", str(exported), "--key", VKEY)
+    assert result.exit_code == 0, result.output
+    assert "50" in result.output and "OK" in result.output
+    result = await cli(
+        "verify",
+        "--file",
+        str(exported),
+        "--key",
+        VKEY,
+        "--witness",
+        CosignatureSigner.generate("w.test/x").verifier().vkey(),
+    )
+    assert result.exit_code == 1 and "0 valid cosignatures from the given witnesses, 1 required" in result.output
+
+    result = await cli("tail", "-n", "3", "--tool", "add", "-c", str(config))
+    assert result.exit_code == 0, result.output
+    shown = result.output.strip().splitlines()
+    assert len(shown) == 3 and all("tool=add" in line and "decision" in line for line in shown)
+    assert "decision=d0048" in shown[-1] and "#48" in shown[-1]
+
+    # Tampered: exit 1, naming the first bad index.
+    await set_entry(fresh, 23, (await entry(fresh, 23)).replace(b'"alice"', b'"mallory"'))
+    result = await cli("verify", "-c", str(config))
+    assert result.exit_code == 1
+    assert "first bad index 22: leaf 22 or 23: record bytes do not match" in result.output
