@@ -1,4 +1,5 @@
-"""``deputy policy``: tools for policy authors — validate, print the schema, run test cases.
+"""``deputy policy``: tools for policy authors — validate, print the schema, run test cases, explain a decision
+(:mod:`deputy.cli.policy_explain`).
 
 The tool list the schema is built from comes from the live upstream (``--server NAME``:
 Deputy reads its ``tools/list`` as the gateway does, with the server's credentials, and
@@ -27,13 +28,15 @@ from rich.table import Table
 
 from deputy.act_chain import Actor
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
+from deputy.cli.policy_explain import explain
 from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
 from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.keys import KeyRing
 from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
 from deputy.policy.schema import TOOLS_CALL
 
-policy_app = typer.Typer(help="Cedar policies: validate them, see the schema, test them.", no_args_is_help=True)
+policy_app = typer.Typer(help="Cedar policies: validate them, see the schema, test them, explain a decision.",
+                         no_args_is_help=True)
 
 ToolsOption = Annotated[Path | None, typer.Option("--tools", help="JSON of the server's tools/list result")]
 ServerOption = Annotated[str | None, typer.Option("--server", help="read the tools of this configured server")]
@@ -194,3 +197,6 @@ def test_command(cases_file: Annotated[Path, typer.Argument(help="TOML test case
     console.print(f"{len(cases) - failed} passed, {failed} failed (policy set version {engine.version[:12]})")
     if failed:
         raise typer.Exit(1)
+
+
+policy_app.command("explain")(explain)

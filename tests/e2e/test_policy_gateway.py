@@ -145,6 +145,24 @@ async def test_a_forbid_on_a_nested_argument_is_an_explicit_denial(setup: Setup,
     assert forwarded_calls(setup, "delete_user") == 0
 
 
+def test_policy_explain_of_an_unknown_decision_fails(setup: Setup) -> None:
+    unknown = setup.deputy.cli("policy", "explain", "0" * 32)
+    assert unknown.returncode == 1 and "no decision" in unknown.stderr
+
+
+async def test_a_denial_can_be_explained(setup: Setup, alice: str) -> None:
+    """`deputy policy explain` finds a denial in the audit log by its id: who, what, and the forbid that decided."""
+    response = await call(setup, alice, "delete_user", {"id": 17, "reason": "explain me"}, request_id=8)
+    data = denial(response, 8)
+    explained = setup.deputy.cli("policy", "explain", data["decision_id"])
+    assert explained.returncode == 0, explained.stderr
+    text = " ".join(explained.stdout.split())
+    assert data["decision_id"] in text and "deny" in text
+    assert "tools/call delete_user on guarded" in text and '"id": 17' in text and "explain me" in text
+    assert "demo-protect-low-ids tools.cedar:" in text and "context.input.id < 100" in text
+    assert "still the active files" in text
+
+
 async def test_other_deletions_need_an_approval(setup: Setup, alice: str) -> None:
     data = denial(await call(setup, alice, "delete_user", {"id": 4242, "reason": "left the company"}))
     assert data["outcome"] == "approval_required"

@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
+import anyio
 from mcp import types
 from mcp.server import MCPServer
 from mcp.server.mcpserver import Context
@@ -28,12 +29,37 @@ from mcp.server.mcpserver import Context
 from deputy.demo.server import demo_asgi_app
 
 
-def build_changing_server() -> MCPServer:
-    server: MCPServer = MCPServer("changing-upstream", version="0.1.0")
+class SlowListing(MCPServer):
+    """Answers ``tools/list`` ``delay`` seconds after it has read its tools: a change made meanwhile is not in it."""
+
+    def __init__(self, delay: float) -> None:
+        super().__init__("changing-upstream", version="0.1.0")
+        self.delay = delay
+
+    async def list_tools(self) -> list[types.Tool]:
+        tools = await super().list_tools()
+        if self.delay:
+            await anyio.sleep(self.delay)
+        return tools
+
+
+def build_changing_server(list_delay: float = 0.0) -> MCPServer:
+    server = SlowListing(list_delay)
 
     def extra(n: int) -> int:
         """Return n doubled (offered only after grow)."""
         return 2 * n
+
+    def extra2(n: int) -> int:
+        """Return n tripled (offered only after grow2)."""
+        return 3 * n
+
+    @server.tool(description="Offer the tool `extra2` from now on, and tell the caller the tool list changed.")
+    async def grow2(ctx: Context) -> str:
+        if "extra2" not in {tool.name for tool in await MCPServer.list_tools(server)}:
+            server.add_tool(extra2, description="Return n tripled.")
+        await ctx.session.send_notification(types.ToolListChangedNotification(), related_request_id=ctx.request_id)
+        return "grown2"
 
     @server.tool(description="Return the given text unchanged.")
     def echo(text: str) -> str:
@@ -41,7 +67,7 @@ def build_changing_server() -> MCPServer:
 
     @server.tool(description="Offer the tool `extra` from now on, and tell the caller the tool list changed.")
     async def grow(ctx: Context) -> str:
-        if "extra" not in {tool.name for tool in await server.list_tools()}:
+        if "extra" not in {tool.name for tool in await MCPServer.list_tools(server)}:
             server.add_tool(extra, description="Return n doubled.")
         await ctx.session.send_notification(types.ToolListChangedNotification(), related_request_id=ctx.request_id)
         return "grown"
@@ -50,13 +76,14 @@ def build_changing_server() -> MCPServer:
 
 
 @contextmanager
-def changing_upstream() -> Iterator[str]:
+def changing_upstream(list_delay: float = 0.0) -> Iterator[str]:
     """The changing upstream as a subprocess on a free loopback port; yields its MCP URL."""
     from tests.support.sdk_client import free_port
 
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.support.changing_upstream", "--port", str(port)],
+        [sys.executable, "-m", "tests.support.changing_upstream", "--port", str(port), "--list-delay",
+         str(list_delay)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -85,11 +112,12 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.changing_upstream")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--list-delay", type=float, default=0.0, help="seconds tools/list waits before answering")
     args = parser.parse_args(argv)
 
     import uvicorn
 
-    app = demo_asgi_app(build_changing_server(), stateless=True, json_response=False)
+    app = demo_asgi_app(build_changing_server(args.list_delay), stateless=True, json_response=False)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", http="h11")
     return 0
 
