@@ -22,7 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
-from deputy.audit.merkle import CompactRange, leaf_hash, node_hash
+from deputy.audit.merkle import CompactRange, leaf_hash
 from deputy.audit.note import NoteSigner, generate_signer_key
 from deputy.audit.verify import verify_database
 from deputy.storage.db import Database
@@ -67,14 +67,7 @@ def build(path: Path, records: int, every: int, signer: NoteSigner) -> None:
         for i in range(start, min(records, start + chunk)):
             e = entry(i)
             leaves.append((i, e, 0))
-            compact.hashes.append(leaf_hash(e))
-            position, level, carry = compact.size, 0, compact.size
-            while carry & 1:
-                right = compact.hashes.pop()
-                compact.hashes[-1] = node_hash(compact.hashes[-1], right)
-                position, level, carry = position >> 1, level + 1, carry >> 1
-                nodes.append((level, position, compact.hashes[-1]))
-            compact.size += 1
+            nodes.extend(compact.append(leaf_hash(e)))
             if compact.size % every == 0 or compact.size == records:
                 root = compact.root()
                 note = SignedCheckpoint.sign(Checkpoint(ORIGIN, compact.size, root), signer).note

@@ -18,23 +18,21 @@ tlog-witness suggests clients do.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from deputy.audit.checkpoint import Checkpoint
 from deputy.audit.note import (
+    Ed25519PublicKeyName,
     NoteError,
     NoteFormatError,
     NoteVerificationError,
     check_name,
-    compute_key_id,
     format_signer_key,
-    format_vkey,
     parse_signature_line,
     parse_signer_key,
-    parse_vkey,
-    public_bytes,
     signature_line,
 )
 
@@ -54,25 +52,10 @@ def _check_timestamp(timestamp: int) -> None:
 
 
 @dataclass(frozen=True)
-class CosignatureVerifier:
+class CosignatureVerifier(Ed25519PublicKeyName):
     """A cosigner's public key, identified by (name, key ID) with signature type 0x04."""
 
-    name: str
-    key_id: bytes
-    public_key: Ed25519PublicKey
-
-    @classmethod
-    def from_vkey(cls, vkey: str) -> CosignatureVerifier:
-        name, key_id, material = parse_vkey(vkey, SIG_TYPE_COSIGNATURE)
-        return cls(name, key_id, Ed25519PublicKey.from_public_bytes(material))
-
-    @classmethod
-    def from_public_key(cls, name: str, public_key: Ed25519PublicKey) -> CosignatureVerifier:
-        check_name(name)
-        return cls(name, compute_key_id(name, SIG_TYPE_COSIGNATURE, public_bytes(public_key)), public_key)
-
-    def vkey(self) -> str:
-        return format_vkey(self.name, self.key_id, SIG_TYPE_COSIGNATURE, public_bytes(self.public_key))
+    SIGNATURE_TYPE: ClassVar[int] = SIG_TYPE_COSIGNATURE
 
     def timestamp_of(self, text: bytes, signature: bytes) -> int | None:
         """The timestamp of a valid ``timestamped_signature`` over ``text``, else None."""

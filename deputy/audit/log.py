@@ -103,21 +103,6 @@ class _Queued:
 Node = tuple[int, int]  # (level, idx): the perfect subtree of 2**level leaves from leaf idx * 2**level
 
 
-def _extend(compact: CompactRange, leaf: bytes) -> list[tuple[int, int, bytes]]:
-    """Append ``leaf`` to ``compact`` (as ``CompactRange.append``) and return the nodes it completes, level >= 1."""
-    completed: list[tuple[int, int, bytes]] = []
-    compact.hashes.append(leaf)
-    position, level, carry = compact.size, 0, compact.size
-    # Each trailing one bit of the old size is a subtree the size of the one just completed: merge them.
-    while carry & 1:
-        right = compact.hashes.pop()
-        compact.hashes[-1] = node_hash(compact.hashes[-1], right)
-        position, level, carry = position >> 1, level + 1, carry >> 1
-        completed.append((level, position, compact.hashes[-1]))
-    compact.size += 1
-    return completed
-
-
 @dataclass(frozen=True, slots=True)
 class BatchPlan:
     """What one append transaction writes: the leaves (index, bytes), the nodes they complete, the new head."""
@@ -141,7 +126,7 @@ def plan_batch(head: tuple[int, bytes] | None, batch: list[_Queued]) -> BatchPla
     """Extend the head read under the sequencer lock (size, compact range bytes; None: empty log) by ``batch``."""
     compact = _compact_of(head) if head is not None else CompactRange.empty()
     start = compact.size
-    nodes = [node for queued in batch for node in _extend(compact, queued.leaf)]
+    nodes = [node for queued in batch for node in compact.append(queued.leaf)]
     leaves = [(start + offset, queued.entry) for offset, queued in enumerate(batch)]
     return BatchPlan(start, compact.size, head is None, leaves, nodes, compact.to_bytes())
 

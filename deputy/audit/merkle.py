@@ -224,17 +224,23 @@ class CompactRange:
     def empty(cls) -> CompactRange:
         return cls()
 
-    def append(self, leaf: bytes) -> None:
+    def append(self, leaf: bytes) -> list[tuple[int, int, bytes]]:
+        """Append a leaf hash; returns the perfect subtrees it completes, as (level >= 1, index at that level,
+        hash): what a store of the tree's nodes keeps (:mod:`deputy.audit.log`) or checks (:mod:`deputy.audit.verify`).
+        """
         if len(leaf) != HASH_SIZE:
             raise ValueError(f"leaf hash is {len(leaf)} bytes, expected {HASH_SIZE}")
         self.hashes.append(leaf)
+        completed: list[tuple[int, int, bytes]] = []
         # Each trailing one bit of the old size is a subtree the same size as the one just completed: merge.
-        carry = self.size
+        position, level, carry = self.size, 0, self.size
         while carry & 1:
             right = self.hashes.pop()
             self.hashes[-1] = node_hash(self.hashes[-1], right)
-            carry >>= 1
+            position, level, carry = position >> 1, level + 1, carry >> 1
+            completed.append((level, position, self.hashes[-1]))
         self.size += 1
+        return completed
 
     def root(self) -> bytes:
         if not self.hashes:

@@ -28,7 +28,7 @@ import hashlib
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import ClassVar, NamedTuple, Protocol, Self
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
@@ -169,25 +169,33 @@ def signature_line(name: str, key_id: bytes, signature: bytes) -> str:
 
 
 @dataclass(frozen=True)
-class NoteVerifier:
-    """An Ed25519 (type 0x01) note verifier key."""
+class Ed25519PublicKeyName:
+    """A named Ed25519 public key of one signature type (:attr:`SIGNATURE_TYPE`), read from and printed as a vkey."""
 
+    SIGNATURE_TYPE: ClassVar[int]
     name: str
     key_id: bytes
     public_key: Ed25519PublicKey
 
     @classmethod
-    def from_vkey(cls, vkey: str) -> NoteVerifier:
-        name, key_id, material = parse_vkey(vkey, SIG_TYPE_ED25519)
+    def from_vkey(cls, vkey: str) -> Self:
+        name, key_id, material = parse_vkey(vkey, cls.SIGNATURE_TYPE)
         return cls(name, key_id, Ed25519PublicKey.from_public_bytes(material))
 
     @classmethod
-    def from_public_key(cls, name: str, public_key: Ed25519PublicKey) -> NoteVerifier:
+    def from_public_key(cls, name: str, public_key: Ed25519PublicKey) -> Self:
         check_name(name)
-        return cls(name, compute_key_id(name, SIG_TYPE_ED25519, public_bytes(public_key)), public_key)
+        return cls(name, compute_key_id(name, cls.SIGNATURE_TYPE, public_bytes(public_key)), public_key)
 
     def vkey(self) -> str:
-        return format_vkey(self.name, self.key_id, SIG_TYPE_ED25519, public_bytes(self.public_key))
+        return format_vkey(self.name, self.key_id, self.SIGNATURE_TYPE, public_bytes(self.public_key))
+
+
+@dataclass(frozen=True)
+class NoteVerifier(Ed25519PublicKeyName):
+    """An Ed25519 (type 0x01) note verifier key."""
+
+    SIGNATURE_TYPE: ClassVar[int] = SIG_TYPE_ED25519
 
     def verify(self, text: bytes, signature: bytes) -> bool:
         if len(signature) != 64:

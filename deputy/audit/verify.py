@@ -45,7 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.audit.checkpoint import Checkpoint, CheckpointError
 from deputy.audit.cosignature import CosignatureVerifier
-from deputy.audit.merkle import EMPTY_ROOT, CompactRange, ProofError, leaf_hash, node_hash, verify_consistency
+from deputy.audit.merkle import EMPTY_ROOT, CompactRange, ProofError, leaf_hash, verify_consistency
 from deputy.audit.note import NoteError, NoteVerifier, parse_note, verify_note
 from deputy.audit.records import INT_MAX, INT_MIN, RECORD_TYPES, RECORD_VERSION, RecordError, canonical, parse_record
 from deputy.storage.tables import audit_checkpoints, audit_cosignatures, audit_head, audit_leaves, audit_nodes
@@ -270,15 +270,9 @@ class _Tree:
 
     def append(self, leaf: bytes) -> None:
         compact = self.compact
-        compact.hashes.append(leaf)
-        position, level, carry = compact.size, 0, compact.size
-        while carry & 1:
-            right = compact.hashes.pop()
-            compact.hashes[-1] = node_hash(compact.hashes[-1], right)
-            position, level, carry = position >> 1, level + 1, carry >> 1
-            if self.collect_nodes:
-                self.completed.append((level, position, compact.hashes[-1]))
-        compact.size += 1
+        completed = compact.append(leaf)
+        if self.collect_nodes and completed:
+            self.completed.extend(completed)
         if self.waiting and self.waiting[0][0] == compact.size:
             self._check_due()
 

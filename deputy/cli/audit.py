@@ -30,10 +30,11 @@ from deputy.audit.bundle import BundleError, check_bundle, check_consistency, co
 from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.export import export_jsonl
 from deputy.audit.log import AuditLog
-from deputy.audit.note import NoteError, NoteVerifier
+from deputy.audit.note import NoteError, NoteSigner, NoteVerifier
 from deputy.audit.settings import load_or_create_signer
 from deputy.audit.verify import VerifyError, VerifyReport, verify_database, verify_file
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
+from deputy.config import Settings
 from deputy.storage.db import Database
 from deputy.storage.tables import audit_leaves
 
@@ -48,14 +49,19 @@ QuorumOption = Annotated[
 PROGRESS_FROM = 50_000  # leaves; below this a progress bar only flickers
 
 
-def _run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
-    """Run ``work`` with the configured database's audit log (migrated; its checkpointer not started)."""
-    settings = settings_or_exit(config)
+def _signer_or_exit(settings: Settings) -> NoteSigner:
+    """The log's signing key (created on first use), or exit 2 saying why it cannot be used."""
     try:
-        signer = load_or_create_signer(settings.audit)
+        return load_or_create_signer(settings.audit)
     except ValueError as exc:
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
+
+
+def _run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
+    """Run ``work`` with the configured database's audit log (migrated; its checkpointer not started)."""
+    settings = settings_or_exit(config)
+    signer = _signer_or_exit(settings)
 
     async def run() -> T:
         database = Database(settings.database_url)
@@ -397,9 +403,5 @@ def export(
 def key(config: ConfigOption = None) -> None:
     """Print the log's verifier key (vkey): publish it so others can verify exports and proofs."""
     settings = settings_or_exit(config)
-    try:
-        signer = load_or_create_signer(settings.audit)
-    except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from None
+    signer = _signer_or_exit(settings)
     console.print(signer.verifier().vkey(), soft_wrap=True, highlight=False)
