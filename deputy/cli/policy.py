@@ -29,8 +29,6 @@ from rich.table import Table
 from deputy.act_chain import Actor
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.policy_explain import explain
-from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
-from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.keys import KeyRing
 from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
 from deputy.policy.schema import TOOLS_CALL
@@ -74,6 +72,10 @@ def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Pa
 
 
 def _live_tools(server_name: str, config: Path | None) -> tuple[list[dict[str, Any]], Path | None]:
+    # Imported here: the MCP client costs about a second at start, and only this command needs it.
+    from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
+    from deputy.gateway.upstream_credentials import upstream_credentials
+
     settings = settings_or_exit(config)
     server = settings.servers.get(server_name)
     if server is None:
