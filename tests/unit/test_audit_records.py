@@ -52,7 +52,7 @@ def _jcs(value: Any) -> bytes:
     return bytes(rfc8785.dumps(value))
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(fast_records)
 def test_fast_path_is_byte_identical_to_rfc8785(record: dict[str, Any]) -> None:
     """The claim the fast path rests on: in its domain, compact sorted json.dumps is RFC 8785."""
@@ -81,15 +81,15 @@ def _random_value(rng: random.Random, depth: int = 0) -> Any:
 
 
 def test_fast_path_matches_rfc8785_on_many_random_records() -> None:
-    """A cheaper, wider sweep of the same claim: 20,000 seeded random records in the fast path's domain."""
+    """A cheaper, wider sweep of the same claim: 5,000 seeded random records in the fast path's domain."""
     rng = random.Random(8785)
-    for _ in range(20_000):
+    for _ in range(5_000):
         record = new_record("call.outcome", body=_random_value(rng), extra=_random_value(rng))
         assert records._fast_path_ok(record)
         assert canonical(record) == _jcs(record)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(
     st.dictionaries(st.text(min_size=1).filter(lambda k: not k.isascii()), _ints, min_size=2, max_size=6)
     | st.dictionaries(_ascii_keys, st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=6)
