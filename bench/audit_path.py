@@ -28,10 +28,19 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import build_post, run_load
-from tools_call import BENCH_DIR, HOST, OK_MARKER, PROTOCOL_VERSION, TOOL_CALL, cpu_seconds, free_port, stop, wait_http
-
-from deputy.keys import KeyRing
-from deputy.oauth.access_tokens import mint_access_token
+from tools_call import (
+    BENCH_DIR,
+    HOST,
+    OK_MARKER,
+    PROTOCOL_VERSION,
+    TOOL_CALL,
+    bench_token,
+    cpu_seconds,
+    free_port,
+    stop,
+    wait_http,
+    write_config,
+)
 
 console = Console(width=None if sys.stdout.isatty() else 150)
 
@@ -55,30 +64,13 @@ def start_deputy(work: Path, name: str, upstream_port: int, command: list[str]) 
     home = work / name
     home.mkdir()
     config = home / "deputy.toml"
-    config.write_text(f'''
-public_url = "{public_url}"
-port = {port}
-
-[tokens]
-access_token_ttl = 3600
-
-[registration]
-mode = "off"
-
-[servers.demo]
-title = "Demo"
-url = "http://{HOST}:{upstream_port}/mcp"
-scopes = ["demo:tools"]
-''')
+    write_config(config, public_url, port, upstream_port)
     data_dir = home / "data"
     env = {"PATH": "/usr/bin:/bin", "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(data_dir)}
     log = home / "deputy.log"
     process = subprocess.Popen(command, env=env, cwd=home, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     wait_http(f"{public_url}/healthz", process, f"deputy ({name})", log)
-    ring = KeyRing.open(data_dir / "keys", 3600)
-    token, _ = mint_access_token(ring, issuer=public_url, subject="bench-user", client_id="bench-client",
-                                 audience=f"{public_url}/mcp/demo", scope="demo:tools", ttl=3600,
-                                 grant_id="bench-grant", auth_time=None)
+    token = bench_token(data_dir, public_url)
     headers = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
                "MCP-Protocol-Version": PROTOCOL_VERSION, "Authorization": f"Bearer {token}"}
     return Target(name, process, port, data_dir, build_post(HOST, port, "/mcp/demo", TOOL_CALL, headers))

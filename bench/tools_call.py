@@ -96,6 +96,37 @@ class Servers:
     token: str
 
 
+def write_config(path: Path, public_url: str, port: int, upstream_port: int, policies: Path | None = None) -> None:
+    """The configuration of a Deputy on ``port`` in front of the demo upstream (also used by audit_path.py)."""
+    path.write_text(f'''
+public_url = "{public_url}"
+port = {port}
+
+[tokens]
+access_token_ttl = 3600
+
+[registration]
+mode = "off"
+
+[servers.demo]
+title = "Demo"
+url = "http://{HOST}:{upstream_port}/mcp"
+scopes = ["demo:tools"]
+{f'policies = "{policies}"' if policies is not None else ""}
+''')
+
+
+def bench_token(data_dir: Path, public_url: str) -> str:
+    """An access token for /mcp/demo minted with the Deputy's own signing key (created at its start): the bench
+    measures the call path, not the OAuth flow. A grant id (sid) makes every call run the revocation check, as
+    real tokens do."""
+    ring = KeyRing.open(data_dir / "keys", 3600)
+    token, _ = mint_access_token(ring, issuer=public_url, subject="bench-user", client_id="bench-client",
+                                 audience=f"{public_url}/mcp/demo", scope="demo:tools", ttl=3600,
+                                 grant_id="bench-grant", auth_time=None)
+    return token
+
+
 def start_servers(work: Path, profile: Path | None, policies: Path | None = None) -> Servers:
     upstream_port, deputy_port = free_port(), free_port()
     up_log = work / "upstream.log"
@@ -110,22 +141,7 @@ def start_servers(work: Path, profile: Path | None, policies: Path | None = None
         raise
     public_url = f"http://{HOST}:{deputy_port}"
     config = work / "deputy.toml"
-    config.write_text(f'''
-public_url = "{public_url}"
-port = {deputy_port}
-
-[tokens]
-access_token_ttl = 3600
-
-[registration]
-mode = "off"
-
-[servers.demo]
-title = "Demo"
-url = "http://{HOST}:{upstream_port}/mcp"
-scopes = ["demo:tools"]
-{f'policies = "{policies}"' if policies is not None else ""}
-''')
+    write_config(config, public_url, deputy_port, upstream_port, policies)
     data_dir = work / "data"
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(data_dir)}
     env.pop("DEPUTY_DATABASE_URL", None)  # default: SQLite in the data dir
@@ -136,12 +152,7 @@ scopes = ["demo:tools"]
     deputy = subprocess.Popen(command, env=env, cwd=work, stdout=dep_log.open("wb"), stderr=subprocess.STDOUT)
     try:
         wait_http(f"{public_url}/healthz", deputy, "deputy serve", dep_log)
-        # Deputy created its signing key at start; mint with that key (the bench measures the call path,
-        # not the OAuth flow). A grant id (sid) makes every call run the revocation check, as real tokens do.
-        ring = KeyRing.open(data_dir / "keys", 3600)
-        token, _ = mint_access_token(ring, issuer=public_url, subject="bench-user", client_id="bench-client",
-                                     audience=f"{public_url}/mcp/demo", scope="demo:tools", ttl=3600,
-                                     grant_id="bench-grant", auth_time=None)
+        token = bench_token(data_dir, public_url)
     except BaseException:
         stop(deputy)
         stop(upstream)
