@@ -89,13 +89,11 @@ class RegistrationKinds:
 
     NAMES: Final = {"config": "config", "cli": "cli", "document": "document", "registration": "dynamic"}
 
-    def __init__(self, find: Callable[[str], Awaitable[Client | None]] | None) -> None:
+    def __init__(self, find: Callable[[str], Awaitable[Client | None]]) -> None:
         self.find = find
         self._known: dict[str, tuple[float, str]] = {}
 
     async def of(self, client_id: str) -> str:
-        if self.find is None:
-            return "unknown"
         known = self._known.get(client_id)
         if known is not None and time.monotonic() - known[0] < REGISTRATION_TTL:
             return known[1]
@@ -108,9 +106,8 @@ class RegistrationKinds:
 
 
 class PolicyStage:
-    def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository | None = None,
-                 public_url: str = "", watch_seconds: float = 0.0,
-                 find_client: Callable[[str], Awaitable[Client | None]] | None = None) -> None:
+    def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository, public_url: str,
+                 watch_seconds: float, find_client: Callable[[str], Awaitable[Client | None]]) -> None:
         self.policies = policies
         self.approvals = approvals
         self.registrations = RegistrationKinds(find_client)
@@ -168,8 +165,7 @@ class PolicyStage:
         name = operation.uri if category is Category.RESOURCE_READ else operation.name
         decision = engine.decide(principal, DECIDED[category], str(name), operation.arguments,
                                  registration=registration)
-        if decision.outcome is not Outcome.APPROVAL_REQUIRED or category is not Category.TOOL_CALL \
-                or self.approvals is None:
+        if decision.outcome is not Outcome.APPROVAL_REQUIRED or category is not Category.TOOL_CALL:
             return decision
         try:
             return await self._approval(engine, self.approvals, principal, str(name), operation.arguments, decision,

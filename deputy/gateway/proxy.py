@@ -51,6 +51,7 @@ MAX_REQUEST_BODY = 4 * 1024 * 1024
 ALLOWED_METHODS = frozenset({"POST", "GET", "DELETE"})
 SESSION_HEADER = b"mcp-session-id"
 TOOLS_LIST_CHANGED = b"notifications/tools/list_changed"
+SEAM = len(TOOLS_LIST_CHANGED) - 1
 
 
 class Gateway:
@@ -220,11 +221,13 @@ def _watching_tools(send: Send, tools_changed: Callable[[], None]) -> Send:
     async def watching(message: Message) -> None:
         nonlocal tail
         if message["type"] == "http.response.body":
-            window = tail + message.get("body", b"")
-            if TOOLS_LIST_CHANGED in window:
+            body = message.get("body", b"")
+            # Searched in the chunk and across the seam with the previous one; only the seam is copied.
+            if TOOLS_LIST_CHANGED in body or TOOLS_LIST_CHANGED in tail + body[:SEAM]:
                 tools_changed()
-                window = b""
-            tail = window[-len(TOOLS_LIST_CHANGED) + 1:]
+                tail = b""
+            else:
+                tail = (tail + body[-SEAM:])[-SEAM:]
         await send(message)
 
     return watching
