@@ -32,6 +32,7 @@ from deputy.client_policies import (
     registration_policy,
 )
 from deputy.delegation_policy import DelegationPolicy, TrustedIssuer, delegation_policy, trusted_issuers
+from deputy.limits import LimitsError, LimitSettings, limit_settings
 
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
@@ -124,6 +125,7 @@ class Settings:
     trusted_issuers: tuple[TrustedIssuer, ...] = ()
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     policy_watch_seconds: float = 2.0  # how often policy directories are checked for changes; 0: only SIGHUP
+    limits: LimitSettings = field(default_factory=LimitSettings)
 
     @property
     def issuer(self) -> str:
@@ -425,7 +427,7 @@ def load_settings(
 def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path | None = None) -> Settings:
     known = {"public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens",
              "registration", "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers",
-             "approvals", "audit"}
+             "approvals", "audit", "limits"}
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
@@ -468,6 +470,10 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
     except ValueError as exc:
         key, _, problem = str(exc).partition(": ")
         raise ConfigError(key, problem or str(exc)) from None
+    try:
+        limits = limit_settings(raw.get("limits", {}))
+    except LimitsError as exc:
+        raise ConfigError(exc.key, exc.problem) from None
     staleness = gateway.get("revocation_max_staleness", 5.0)
     if not isinstance(staleness, int | float) or not 0.5 <= staleness <= 300:
         raise ConfigError("gateway.revocation_max_staleness", "must be a number of seconds from 0.5 to 300")
@@ -501,4 +507,5 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         demo_password=raw.get("demo_password") or None,
         delegation=delegation_rules,
         trusted_issuers=issuers,
+        limits=limits,
     )
