@@ -1,10 +1,16 @@
 """The gateway's view of revoked grants, kept fresh from the database.
 
-Every replica polls the ``revocations`` table (new rows only) about once a
-second; checking a token is then a set lookup. If the list cannot be refreshed
-for longer than the configured staleness, the check cannot be made and
-:class:`RevocationsUnavailable` is raised: the gateway refuses the call rather
-than accept a token it cannot vouch for.
+Every replica polls the ``revocations`` table about once a second for the rows
+committed since its last read — by commit horizon, not by id, so a revocation
+whose transaction commits after a later one was read is still seen
+(deputy.storage.revocations explains why that holds under any commit order).
+Checking a token is then a set lookup. A revocation made by this process is
+applied before the request that made it is answered: the grant repository
+calls :meth:`RevocationList.catch_up` once the revocation has committed.
+
+If the list cannot be refreshed for longer than the configured staleness, the
+check cannot be made and :class:`RevocationsUnavailable` is raised: the gateway
+refuses the call rather than accept a token it cannot vouch for.
 """
 
 from __future__ import annotations
@@ -31,9 +37,11 @@ class RevocationList:
         self.max_staleness = max_staleness
         self.interval = interval
         self._revoked: dict[str, int] = {}
-        self._last_id = 0
+        self._horizon: int | None = None
         self._fresh_at = 0.0
         self._task: asyncio.Task[None] | None = None
+        # One read at a time: a read's horizon is only safe to keep once its rows are applied.
+        self._reading = asyncio.Lock()
 
     def check_fresh(self) -> None:
         if time.monotonic() - self._fresh_at > self.max_staleness:
@@ -44,19 +52,33 @@ class RevocationList:
         return grant_id in self._revoked
 
     async def refresh(self) -> None:
-        for revocation in await self.grants.revocations_since(self._last_id):
-            self._revoked[revocation.grant_id] = revocation.expires_at
-            self._last_id = max(self._last_id, revocation.revocation_id)
-        now = int(time.time())
-        if len(self._revoked) > 1000:
-            self._revoked = {g: exp for g, exp in self._revoked.items() if exp >= now}
-        self._fresh_at = time.monotonic()
+        async with self._reading:
+            started = time.monotonic()
+            found, self._horizon = await self.grants.revocations_after(self._horizon)
+            for revocation in found:
+                self._revoked[revocation.grant_id] = revocation.expires_at
+            now = int(time.time())
+            if len(self._revoked) > 1000:
+                self._revoked = {g: exp for g, exp in self._revoked.items() if exp >= now}
+            self._fresh_at = started
+
+    async def catch_up(self) -> None:
+        """Apply revocations this process has just committed (called by the grant repository)."""
+        try:
+            await self.refresh()
+        except (SQLAlchemyError, OSError) as exc:
+            # The revocation stands in the database; the next poll applies it, or the view goes stale and
+            # the gateway refuses every call.
+            log.warning("revocation list catch-up failed: %s", type(exc).__name__)
 
     async def start(self) -> None:
         await self.refresh()
+        self.grants.revocation_views.append(self.catch_up)
         self._task = asyncio.create_task(self._poll(), name="deputy-revocations")
 
     async def stop(self) -> None:
+        if self.catch_up in self.grants.revocation_views:
+            self.grants.revocation_views.remove(self.catch_up)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -7,6 +7,16 @@ even racing on another replica — finds nothing to consume, and then revokes th
 whole grant: OAuth 2.1 §4.1.3 (a reused code) and §4.3.1 / RFC 9700 §4.14.2
 (refresh token reuse detection).
 
+Loading a handle is apart from consuming it (``load_code`` / ``consume_code``,
+``load_refresh_token`` / ``use_refresh_token``): the token endpoint writes the
+audit record of the token it is about to issue *between* the two (write-ahead),
+so an audit log that cannot be written leaves the code or refresh token usable
+instead of used up with nothing issued. One transaction could not hold both: the
+audit log commits through its own writer (group commit), and SQLite has one writer.
+
+Revocations reach every replica through the ``revocations`` table, read from a
+horizon that is correct under any commit order (:mod:`deputy.storage.revocations`).
+
 A token obtained by exchange (RFC 8693) gets a grant of its own whose
 ``parent_grant_id`` is the grant of the token it came from; revoking a grant
 revokes its descendants, so withdrawing Alice's consent ends every agent's
@@ -19,10 +29,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, exists, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.secrets import handle_hash, new_handle, now
+from deputy.storage.revocations import Revocation, revocations_after, revocations_since
 from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
 
 
@@ -65,13 +76,6 @@ class HandleRefused(Exception):
         self.reason = reason
 
 
-@dataclass(frozen=True, slots=True)
-class Revocation:
-    revocation_id: int
-    grant_id: str
-    expires_at: int
-
-
 Revoked = list[tuple[str, str]]
 """Grants revoked in one transaction, as (grant id, reason): reported once it has committed."""
 
@@ -82,9 +86,15 @@ class GrantRepository:
         self.access_token_ttl = access_token_ttl
         # Told of every revocation once it is committed (the audit log); never part of the transaction.
         self.on_revoked: Callable[[str, str], Awaitable[None]] | None = None
+        # This process's views of the revocations (the gateway's), brought up to date before anyone is told.
+        self.revocation_views: list[Callable[[], Awaitable[None]]] = []
 
     async def report(self, revoked: Revoked) -> None:
-        """Tell :attr:`on_revoked` about revocations whose transaction has committed."""
+        """Bring this process's revocation views up to date, then tell :attr:`on_revoked`, about revocations
+        whose transaction has committed."""
+        if revoked:
+            for catch_up in self.revocation_views:
+                await catch_up()
         if self.on_revoked is not None:
             for grant_id, reason in revoked:
                 await self.on_revoked(grant_id, reason)
@@ -147,37 +157,59 @@ class GrantRepository:
             await conn.execute(grants.insert().values(**values))
         return grant
 
-    async def redeem_code(self, code: str, client_id: str) -> RedeemedCode:
-        """Consume a code exactly once; a second redemption revokes everything the first issued."""
-        code_hash = handle_hash(code)
-        t = now()
-        revoked: Revoked = []
-        async with self.engine.begin() as conn:
+    async def load_code(self, code: str, client_id: str) -> RedeemedCode:
+        """Look a code up without consuming it. A code already consumed is a replay: its grant is revoked
+        (OAuth 2.1 §4.1.3). A code presented by another client is refused and left alone."""
+        async with self.engine.connect() as conn:
             row = (await conn.execute(
                 select(authorization_codes, grants)
                 .join(grants, grants.c.grant_id == authorization_codes.c.grant_id)
-                .where(authorization_codes.c.code_hash == code_hash))).first()
-            if row is None:
-                raise HandleRefused("unknown code")
-            consumed = await conn.execute(
-                update(authorization_codes)
-                .where(and_(authorization_codes.c.code_hash == code_hash,
-                            authorization_codes.c.consumed_at.is_(None)))
-                .values(consumed_at=t))
-            replayed = consumed.rowcount != 1
-            if replayed:
-                await self._revoke(conn, row.grant_id, "code_reuse", revoked)
-        # Raised after the transaction has committed, so the revocation stands.
-        if replayed:
-            await self.report(revoked)
+                .where(authorization_codes.c.code_hash == handle_hash(code)))).first()
+        if row is None:
+            raise HandleRefused("unknown code")
+        if row.consumed_at is not None:
+            await self.revoke(row.grant_id, "code_reuse")
             raise HandleRefused("code already used; its tokens are revoked")
         if row.client_id != client_id:
             raise HandleRefused("code was issued to another client")
-        if row.expires_at < t:
+        if row.expires_at < now():
             raise HandleRefused("code expired")
         if row.revoked_at is not None:
             raise HandleRefused("grant revoked")
         return RedeemedCode(_grant(row), row.redirect_uri, row.code_challenge)
+
+    async def consume_code(self, code: str, grant: Grant, refresh_token: str | None = None,
+                           refresh_ttl: int = 0) -> None:
+        """Consume a loaded code exactly once and store the refresh token its answer carries, in one
+        transaction. Losing to another redemption, or to a revocation of the grant, is a replay: the grant is
+        revoked and nothing is stored."""
+        code_hash = handle_hash(code)
+        t = now()
+        revoked: Revoked = []
+        async with self.engine.begin() as conn:
+            live_grant = exists().where(and_(grants.c.grant_id == grant.grant_id, grants.c.revoked_at.is_(None)))
+            consumed = await conn.execute(
+                update(authorization_codes)
+                .where(and_(authorization_codes.c.code_hash == code_hash,
+                            authorization_codes.c.grant_id == grant.grant_id,
+                            authorization_codes.c.consumed_at.is_(None), live_grant))
+                .values(consumed_at=t))
+            replayed = consumed.rowcount != 1
+            if replayed:
+                await self._revoke(conn, grant.grant_id, "code_reuse", revoked)
+            elif refresh_token is not None:
+                await conn.execute(refresh_tokens.insert().values(
+                    token_hash=handle_hash(refresh_token), grant_id=grant.grant_id, expires_at=t + refresh_ttl))
+        # Raised after the transaction has committed, so the revocation stands.
+        if replayed:
+            await self.report(revoked)
+            raise HandleRefused("code already used; its tokens are revoked")
+
+    async def redeem_code(self, code: str, client_id: str) -> RedeemedCode:
+        """Load and consume a code at once (for callers with nothing to record in between)."""
+        redeemed = await self.load_code(code, client_id)
+        await self.consume_code(code, redeemed.grant)
+        return redeemed
 
     async def issue_refresh_token(self, grant_id: str, ttl: int) -> str:
         token = new_handle()
@@ -186,50 +218,57 @@ class GrantRepository:
                 token_hash=handle_hash(token), grant_id=grant_id, expires_at=now() + ttl))
         return token
 
-    async def rotate_refresh_token(
-        self, token: str, client_id: str, ttl: int, check: Callable[[Grant], None] = lambda _grant: None
-    ) -> tuple[Grant, str]:
-        """Use a refresh token once and hand out its successor; reuse revokes the family.
+    async def load_refresh_token(self, token: str, client_id: str) -> Grant:
+        """Look a refresh token up without using it. A used one is a replay: its family (grant) is revoked
+        (OAuth 2.1 §4.3.1, RFC 9700 §4.14.2). One presented by another client is refused and left alone."""
+        state = await self.find_refresh_token(token)
+        if state is None:
+            raise HandleRefused("unknown refresh token")
+        if state.grant.client_id != client_id:
+            # Not a replay by the holder: do not consume someone else's token.
+            raise HandleRefused("refresh token was issued to another client")
+        if state.grant.revoked_at is not None:
+            raise HandleRefused("grant revoked")
+        if state.expires_at < now():
+            raise HandleRefused("refresh token expired")
+        if state.used_at is not None:
+            await self.revoke(state.grant.grant_id, "refresh_reuse")
+            raise HandleRefused("refresh token already used; the whole family is revoked")
+        return state.grant
 
-        ``check`` vets the request against the grant before anything is consumed, so a
-        refused request (wider scope, another resource) leaves the token usable.
-        """
+    async def use_refresh_token(self, token: str, grant: Grant, successor: str, ttl: int) -> None:
+        """Use a loaded refresh token once and store its successor, in one transaction. Losing to another use
+        (a revocation also marks the family's tokens used) is a replay: the family is revoked."""
         token_hash = handle_hash(token)
         t = now()
         revoked: Revoked = []
-        successor = new_handle()
         async with self.engine.begin() as conn:
-            row = (await conn.execute(
-                select(refresh_tokens.c.expires_at, refresh_tokens.c.used_at, grants)
-                .join(grants, grants.c.grant_id == refresh_tokens.c.grant_id)
-                .where(refresh_tokens.c.token_hash == token_hash))).first()
-            if row is None:
-                raise HandleRefused("unknown refresh token")
-            if row.client_id != client_id:
-                # Not a replay by the holder: do not consume someone else's token.
-                raise HandleRefused("refresh token was issued to another client")
-            if row.revoked_at is not None:
-                raise HandleRefused("grant revoked")
-            if row.expires_at < t:
-                raise HandleRefused("refresh token expired")
-            replayed = row.used_at is not None
-            if not replayed:
-                check(_grant(row))
-                used = await conn.execute(
-                    update(refresh_tokens)
-                    .where(and_(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.used_at.is_(None)))
-                    .values(used_at=t))
-                replayed = used.rowcount != 1  # lost a race with another use of the same token
+            used = await conn.execute(
+                update(refresh_tokens)
+                .where(and_(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.grant_id == grant.grant_id,
+                            refresh_tokens.c.used_at.is_(None)))
+                .values(used_at=t))
+            replayed = used.rowcount != 1
             if replayed:
-                await self._revoke(conn, row.grant_id, "refresh_reuse", revoked)
+                await self._revoke(conn, grant.grant_id, "refresh_reuse", revoked)
             else:
                 await conn.execute(refresh_tokens.insert().values(
-                    token_hash=handle_hash(successor), grant_id=row.grant_id, expires_at=t + ttl))
+                    token_hash=handle_hash(successor), grant_id=grant.grant_id, expires_at=t + ttl))
         # Raised after the transaction has committed, so the revocation stands.
         if replayed:
             await self.report(revoked)
             raise HandleRefused("refresh token already used; the whole family is revoked")
-        return _grant(row), successor
+
+    async def rotate_refresh_token(
+        self, token: str, client_id: str, ttl: int, check: Callable[[Grant], None] = lambda _grant: None
+    ) -> tuple[Grant, str]:
+        """Load, vet with ``check`` (a refused request leaves the token usable) and use a refresh token at once;
+        the grant and the successor."""
+        grant = await self.load_refresh_token(token, client_id)
+        check(grant)
+        successor = new_handle()
+        await self.use_refresh_token(token, grant, successor, ttl)
+        return grant, successor
 
     async def find_refresh_token(self, token: str) -> RefreshTokenState | None:
         """Look a refresh token up without using it (introspection, revocation)."""
@@ -292,12 +331,14 @@ class GrantRepository:
         return True
 
     async def revocations_since(self, revocation_id: int) -> list[Revocation]:
-        async with self.engine.connect() as conn:
-            rows = (await conn.execute(
-                select(revocations).where(and_(revocations.c.revocation_id > revocation_id,
-                                               revocations.c.expires_at >= now()))
-                .order_by(revocations.c.revocation_id))).all()
-        return [Revocation(r.revocation_id, r.grant_id, r.expires_at) for r in rows]
+        """Unexpired revocations with an id above ``revocation_id``: a listing, not a feed (see
+        :mod:`deputy.storage.revocations`)."""
+        return await revocations_since(self.engine, revocation_id)
+
+    async def revocations_after(self, horizon: int | None) -> tuple[list[Revocation], int]:
+        """Every unexpired revocation committed since the read that returned ``horizon`` (``None``: all), and
+        the horizon for the next read; correct under any commit order (:mod:`deputy.storage.revocations`)."""
+        return await revocations_after(self.engine, horizon)
 
     async def get(self, grant_id: str) -> Grant | None:
         async with self.engine.connect() as conn:

@@ -120,7 +120,10 @@ revocations = Table(
     Column("revoked_at", BigInteger, nullable=False),
     # After this moment no access token of the grant can still be valid.
     Column("expires_at", BigInteger, nullable=False),
+    # PostgreSQL only (set by the server): the writing transaction, read by commit horizon (migration 0010).
+    Column("writer_xid", BigInteger),
 )
+Index("ix_revocations_writer_xid", revocations.c.writer_xid)
 
 consents = Table(
     "consents",
