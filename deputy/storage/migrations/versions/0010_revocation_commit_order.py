@@ -5,14 +5,14 @@ transactions commit out of id order). See deputy.storage.grants.GrantRepository.
 SQLite serialises writers, so there ids are in commit order and the column stays empty.
 
 Revision ID: 0010
-Revises: 0008
+Revises: 0009
 """
 
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0010"
-down_revision = "0008"
+down_revision = "0009"
 
 # pg_current_xact_id() (PostgreSQL 13+) is the 64-bit id of the writing transaction; its text form is a
 # decimal that fits a BIGINT (epoch << 32 | xid).
