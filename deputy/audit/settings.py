@@ -11,6 +11,11 @@ loaded after. A key whose name is not the origin is refused: checkpoints signed 
 verify against the log's published verifier key. Replicas sharing one PostgreSQL database must share the key
 file too (the same key signs every checkpoint of the one log).
 
+After a rotation (:mod:`deputy.audit.rotation`) the log's earlier verifier keys are listed, oldest first, one vkey
+a line, in ``<key_file>.history``; :func:`load_log_keys` starts the key chain from the oldest one. Reading the keys
+for a verifier (:func:`load_signer`, :func:`load_log_keys`) never creates a key: a verifier that made itself a new
+key would verify nothing.
+
 ``witnesses`` are kept as (url, vkey) pairs, each vkey a C2SP tlog-cosignature (type 0x04) verifier key.
 """
 
@@ -26,7 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deputy.audit.cosignature import CosignatureVerifier
-from deputy.audit.note import NoteError, NoteSigner, check_name, generate_signer_key
+from deputy.audit.log_keys import LogKeys
+from deputy.audit.note import NoteError, NoteSigner, NoteVerifier, check_name, generate_signer_key
 from deputy.audit.records import ARGUMENTS_MODES, ArgumentsMode
 
 ORIGIN_SUFFIX = "/deputy-audit"
@@ -138,6 +144,14 @@ def load_or_create_signer(settings: AuditSettings) -> NoteSigner:
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         _create_key_file(path, generate_signer_key(settings.origin))
+    return load_signer(settings)
+
+
+def load_signer(settings: AuditSettings) -> NoteSigner:
+    """The log's checkpoint signer, read from ``key_file``; raises ``ValueError`` if it is missing or not valid."""
+    path = settings.key_file
+    if not path.exists():
+        raise ValueError(f"audit.key_file: there is no audit signing key at {path}")
     try:
         signer = NoteSigner.from_key(path.read_text(encoding="utf-8").strip())
     except (OSError, UnicodeDecodeError, NoteError) as exc:
@@ -147,6 +161,26 @@ def load_or_create_signer(settings: AuditSettings) -> NoteSigner:
             f"audit.key_file: the key in {path} is named {signer.name!r} but the origin is {settings.origin!r}"
         )
     return signer
+
+
+def history_file(settings: AuditSettings) -> Path:
+    return settings.key_file.with_name(settings.key_file.name + ".history")
+
+
+def load_log_keys(settings: AuditSettings) -> LogKeys:
+    """The key chain's start: the oldest key in the history file, else the current key's verifier key."""
+    path = history_file(settings)
+    if path.exists():
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+            if lines:
+                first = NoteVerifier.from_vkey(lines[0])
+                if first.name != settings.origin:
+                    raise ValueError(f"audit.key_file: the first key in {path} is not named {settings.origin!r}")
+                return LogKeys([first])
+        except (OSError, UnicodeDecodeError, NoteError) as exc:
+            raise ValueError(f"audit.key_file: cannot read the key history {path}: {exc}") from None
+    return LogKeys([load_signer(settings).verifier()])
 
 
 def _create_key_file(path: Path, key: str) -> None:

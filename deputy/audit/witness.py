@@ -15,15 +15,19 @@ base64 consistency proof lines, an empty line and a checkpoint note
 - 200: the cosignature line(s) (c2sp.org/tlog-cosignature, cosignature/v1), sent only
   after the new tree head is stored.
 
-The spec requires checking ``old`` against the stored size and storing the new head
-atomically. ``WitnessStore.advance`` reads the head, runs the caller's checks, then writes
-with a conditional ``UPDATE ... WHERE origin = ? AND size = ? AND root = ?`` (or an
-``INSERT`` relying on the primary key for a first checkpoint); a writer that lost a race
-changes no row (or hits the key) and gets a 409, so two requests from one old size can
-never both be cosigned.
+A checkpoint that hands the log over to a new key (:mod:`deputy.audit.log_keys`: an extension
+line naming the new vkey, signed by a trusted key and by the new one) is cosigned like any
+other; from then on only the new key is trusted for that origin (kept in the store, so a
+restart keeps it). A hand-over without a valid signature from the new key is a 403.
 
-Not implemented: ``sign-subtree`` (OPTIONAL) and the monitoring ``GET
-<origin hash>/checkpoint`` (SHOULD), which would need the whole cosigned note stored.
+``GET /checkpoint?origin=ORIGIN`` (Deputy's read endpoint, for verifiers and monitors) answers
+the latest checkpoint it cosigned for the origin, as a note carrying the log's signatures and
+this witness's cosignature line; 404 if none.
+
+The spec requires checking ``old`` against the stored size and storing the new head
+atomically (:class:`deputy.audit.witness_store.WitnessStore`).
+
+Not implemented: ``sign-subtree`` (OPTIONAL).
 """
 
 from __future__ import annotations
@@ -34,9 +38,6 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, String, Table, insert, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
@@ -44,9 +45,12 @@ from starlette.routing import Route
 
 from deputy.audit.checkpoint import Checkpoint, CheckpointError, parse_decimal
 from deputy.audit.cosignature import CosignatureSigner
+from deputy.audit.log_keys import open_checkpoint
 from deputy.audit.merkle import EMPTY_ROOT, ProofError, verify_consistency
-from deputy.audit.note import NoteError, NoteFormatError, Verifier, b64decode_strict, parse_note, verify_note
-from deputy.storage.db import Database
+from deputy.audit.note import NoteError, NoteFormatError, NoteVerifier, Verifier, b64decode_strict, parse_note
+from deputy.audit.witness_store import Check, Conflict, WitnessStore
+
+__all__ = ["SIZE_CONTENT_TYPE", "Check", "Conflict", "WitnessStore", "witness_app"]
 
 log = logging.getLogger(__name__)
 
@@ -55,105 +59,8 @@ MAX_PROOF_LINES = 63  # "The client MUST NOT send more than 63 consistency proof
 MAX_BODY = 256 * 1024
 SIZE_CONTENT_TYPE = "text/x.tlog.size"
 
-metadata = MetaData()
-witness_heads = Table(
-    "witness_heads",
-    metadata,
-    Column("origin", String(1024), primary_key=True),
-    Column("size", BigInteger, nullable=False),
-    Column("root", LargeBinary(32), nullable=False),
-)
-
-
-class Conflict(Exception):
-    """``old`` is not the stored size; carries the stored size for the 409 body."""
-
-    def __init__(self, stored_size: int) -> None:
-        super().__init__(f"stored size is {stored_size}")
-        self.stored_size = stored_size
-
-
 class Inconsistent(Exception):
     """The new checkpoint is not consistent with the stored one (422)."""
-
-
-Check = Callable[[int, bytes | None], None]
-"""``check(stored_size, stored_root)``: raise ``Conflict`` or ``Inconsistent`` to refuse."""
-
-
-class WitnessStore:
-    """The latest cosigned tree head per origin, in ``witness_heads`` (SQLite or PostgreSQL)."""
-
-    def __init__(self, url: str) -> None:
-        # Database gives SQLite its WAL mode and busy timeout, PostgreSQL its pool.
-        self.database = Database(url)
-        self.engine = self.database.engine
-        self._created = False
-
-    @classmethod
-    async def open(cls, url: str) -> WitnessStore:
-        store = cls(url)
-        await store.create()
-        return store
-
-    async def create(self) -> None:
-        """Create the table if missing (idempotent)."""
-        if not self._created:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
-            self._created = True
-
-    async def close(self) -> None:
-        await self.database.dispose()
-
-    async def head(self, origin: str) -> tuple[int, bytes] | None:
-        async with self.engine.connect() as conn:
-            return await self._read(conn, origin)
-
-    async def _read(self, conn: AsyncConnection, origin: str) -> tuple[int, bytes] | None:
-        row = (
-            await conn.execute(
-                select(witness_heads.c.size, witness_heads.c.root).where(witness_heads.c.origin == origin)
-            )
-        ).first()
-        return None if row is None else (int(row.size), bytes(row.root))
-
-    async def advance(self, origin: str, old_size: int, new_size: int, new_root: bytes, check: Check) -> None:
-        """Store (new_size, new_root) if the head is still what ``check`` approved.
-
-        Raises ``Conflict`` when the stored size is not ``old_size`` — including when a
-        concurrent request changed it between the read and the write.
-        """
-        try:
-            async with self.engine.begin() as conn:
-                current = await self._read(conn, origin)
-                stored_size, stored_root = current if current is not None else (0, None)
-                if stored_size != old_size:
-                    raise Conflict(stored_size)
-                check(stored_size, stored_root)
-                if current is None:
-                    # The primary key makes a concurrent first insert for this origin fail.
-                    await conn.execute(insert(witness_heads).values(origin=origin, size=new_size, root=new_root))
-                    return
-                result = await conn.execute(
-                    update(witness_heads)
-                    .where(
-                        witness_heads.c.origin == origin,
-                        witness_heads.c.size == stored_size,
-                        witness_heads.c.root == stored_root,
-                    )
-                    .values(size=new_size, root=new_root)
-                )
-                if result.rowcount != 1:
-                    raise _LostRace
-        except (_LostRace, IntegrityError):
-            # Another request moved the head after our read; report what is stored now.
-            now = await self.head(origin)
-            raise Conflict(now[0] if now is not None else 0) from None
-
-
-class _LostRace(Exception):
-    pass
 
 
 class BadRequest(Exception):
@@ -255,7 +162,10 @@ def witness_app(
         if keys is None:
             return _text(404, "unknown log origin")
         try:
-            verify_note(parsed, keys)
+            learned = [NoteVerifier.from_vkey(v) for v in await store.log_keys(checkpoint.origin)]
+            _, new_key = open_checkpoint(parsed, learned or keys)
+        except NoteFormatError as exc:
+            return _text(400, f"malformed checkpoint: {exc}")
         except NoteError as exc:
             return _text(403, f"checkpoint not signed by the log: {exc}")
         if req.old_size > checkpoint.size:
@@ -273,8 +183,18 @@ def witness_app(
             except ProofError as exc:
                 raise Inconsistent(str(exc)) from None
 
+        # Signed now, sent only once the head is stored: the cosigned note is kept in the same transaction.
+        line = signer.cosign(parsed.text, max(1, int(clock())))
         try:
-            await store.advance(checkpoint.origin, req.old_size, checkpoint.size, checkpoint.root, check)
+            await store.advance(
+                checkpoint.origin,
+                req.old_size,
+                checkpoint.size,
+                checkpoint.root,
+                check,
+                note=req.note + line,
+                keys=[new_key.vkey()] if new_key is not None else [],
+            )
         except Conflict as exc:
             # Exactly the spec's media type: Starlette would append "; charset=utf-8" to a text/* media_type.
             return Response(
@@ -283,9 +203,17 @@ def witness_app(
         except Inconsistent as exc:
             log.warning("inconsistent checkpoint for %s at size %d: %s", checkpoint.origin, checkpoint.size, exc)
             return _text(422, f"checkpoint is not consistent with the stored one: {exc}")
+        if new_key is not None:
+            log.warning("log %s handed over to key %s at size %d", checkpoint.origin, new_key.vkey(), checkpoint.size)
         # Stored and committed: only now may the cosignature leave the witness.
-        line = signer.cosign(parsed.text, max(1, int(clock())))
         return PlainTextResponse(line)
+
+    async def latest_checkpoint(request: Request) -> Response:
+        origin = request.query_params.get("origin", "")
+        note = await store.latest_note(origin) if origin in trusted else None
+        if note is None:
+            return _text(404, "no checkpoint cosigned for this origin")
+        return PlainTextResponse(note)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -295,4 +223,8 @@ def witness_app(
         finally:
             await store.close()
 
-    return Starlette(routes=[Route("/add-checkpoint", add_checkpoint, methods=["POST"])], lifespan=lifespan)
+    routes = [
+        Route("/add-checkpoint", add_checkpoint, methods=["POST"]),
+        Route("/checkpoint", latest_checkpoint, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

@@ -451,7 +451,9 @@ async def test_export_verifies_offline_and_tampering_fails(fresh: Database, tmp_
     assert "checkpoints at sizes 40 and 50 are not consistent" in report.problems[0].message
 
     report = verify_file(tampered(lambda ls: ls[:-6]), SIGNER.verifier())  # the tail cut off (and checkpoint 50)
-    assert [p.message for p in report.problems] == ["header says size 50, the file has 45 leaves"]
+    assert [p.kind for p in report.problems] == ["unsigned", "head"]
+    assert report.problems[0].message.startswith("leaves 40..44 (5 records) are not covered by a signed checkpoint")
+    assert report.problems[1].message == "header says size 50, the file has 45 leaves"
 
 
 # The command line
