@@ -1,7 +1,13 @@
 """The authorization code grant at the token endpoint (OAuth 2.1 §4.1.3, RFC 7636 §4.6, RFC 8707 §2.2).
 
-The code is consumed before anything else is checked, so a stolen code used
-twice — by the thief or the client — revokes the grant either way.
+A code presented again after it was consumed revokes its grant, and a request
+that fails a check (PKCE, redirect URI, resource) revokes it too, so a stolen
+code used twice — by the thief or the client — revokes the grant either way.
+
+The code is consumed only after the audit record of the token it buys is durable
+(write-ahead, deputy.oauth.grants.issue): if the log cannot be written the answer
+is 503 and the code stays usable. Losing the race to consume it (a concurrent
+redemption) revokes the grant, so the token recorded but never handed out dies with it.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from deputy.config import canonical_resource
 from deputy.oauth import pkce
 from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidTarget
 from deputy.oauth.grants.issue import token_response
+from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.grants import HandleRefused
@@ -27,7 +34,7 @@ async def exchange_code(services: Services, form: Mapping[str, str], client: Cli
     if not verifier:
         raise InvalidRequest("code_verifier is required (PKCE)")
     try:
-        redeemed = await services.grants.redeem_code(code, client.client_id)
+        redeemed = await services.grants.load_code(code, client.client_id)
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     grant = redeemed.grant
@@ -46,7 +53,10 @@ async def exchange_code(services: Services, form: Mapping[str, str], client: Cli
     if canonical_resource(resource) != grant.resource:
         await services.grants.revoke(grant.grant_id, "resource_mismatch")
         raise InvalidTarget("resource differs from the one that was authorized")
-    refresh = None
-    if "refresh_token" in client.grant_types:
-        refresh = await services.grants.issue_refresh_token(grant.grant_id, services.settings.refresh_token_ttl)
-    return await token_response(services, grant, grant.scope, refresh, grant_type="authorization_code")
+    refresh = new_handle() if "refresh_token" in client.grant_types else None
+    response = await token_response(services, grant, grant.scope, refresh, grant_type="authorization_code")
+    try:
+        await services.grants.consume_code(code, grant, refresh, services.settings.refresh_token_ttl)
+    except HandleRefused as exc:
+        raise InvalidGrant(exc.reason) from None
+    return response

@@ -45,7 +45,9 @@ async def token_response(
 
     The issue is an audit record (``token.issued``, ``token.refreshed`` or ``token.exchanged``)
     committed before the token is handed out: a token the log does not know is never issued
-    (the audit log failing makes this raise AuditUnavailable, answered 503).
+    (the audit log failing makes this raise AuditUnavailable, answered 503). Grants that use up a
+    handle (a code, a refresh token) call this *before* they consume it (write-ahead), so a failed
+    record leaves the handle usable; the refresh token handed out is stored by that consumption.
     """
     settings = services.settings
     may_act = list(settings.delegation.actors_for(grant.client_id))

@@ -5,6 +5,10 @@ token. Presenting a used one revokes the whole family (its grant), including
 the access tokens already out, because one of the two holders is an attacker.
 ``scope`` may only narrow (OAuth 2.1 §4.3.1); ``resource`` may only repeat the
 granted one (RFC 8707 §2.2).
+
+The token is used only after the audit record of its successor's issue is
+durable (write-ahead, deputy.oauth.grants.issue): a refused request or an audit
+log that cannot be written (503) leaves it usable.
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ from starlette.responses import Response
 from deputy.config import canonical_resource
 from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from deputy.oauth.grants.issue import token_response
+from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import Grant, HandleRefused
+from deputy.storage.grants import HandleRefused
 
 
 async def refresh(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -28,16 +33,19 @@ async def refresh(services: Services, form: Mapping[str, str], client: Client) -
     resource = form.get("resource")
     requested = set(form["scope"].split()) if form.get("scope") else None
 
-    def check(grant: Grant) -> None:
-        if resource is not None and canonical_resource(resource) != grant.resource:
-            raise InvalidTarget("a refresh token is bound to the resource it was issued for")
-        if requested is not None and not requested <= set(grant.scope.split()):
-            raise InvalidScope("a refresh may only narrow the granted scope")
-
     try:
-        grant, successor = await services.grants.rotate_refresh_token(
-            token, client.client_id, services.settings.refresh_token_ttl, check)
+        grant = await services.grants.load_refresh_token(token, client.client_id)
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
+    if resource is not None and canonical_resource(resource) != grant.resource:
+        raise InvalidTarget("a refresh token is bound to the resource it was issued for")
+    if requested is not None and not requested <= set(grant.scope.split()):
+        raise InvalidScope("a refresh may only narrow the granted scope")
     scope = " ".join(sorted(requested)) if requested is not None else grant.scope
-    return await token_response(services, grant, scope, successor, grant_type="refresh_token")
+    successor = new_handle()
+    response = await token_response(services, grant, scope, successor, grant_type="refresh_token")
+    try:
+        await services.grants.use_refresh_token(token, grant, successor, services.settings.refresh_token_ttl)
+    except HandleRefused as exc:
+        raise InvalidGrant(exc.reason) from None
+    return response
