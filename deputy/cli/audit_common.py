@@ -38,7 +38,7 @@ def signer_or_exit(settings: Settings) -> NoteSigner:
     try:
         return load_or_create_signer(settings.audit)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -47,7 +47,7 @@ def log_keys_or_exit(settings: Settings) -> LogKeys:
     try:
         return load_log_keys(settings.audit)
     except ValueError as exc:
-        err.print(f"[red]{exc}; give the log's verifier key with --key[/red]")
+        err.print(f"[red]{exc}; give the log's verifier key with --key[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -72,7 +72,7 @@ def run_readonly(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
     try:
         engine = open_readonly(settings.database_url)
     except DatabaseMissing as exc:
-        err.print(f"[red]{exc}: no audit log to read[/red]")
+        err.print(f"[red]{exc}: no audit log to read[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
 
     async def main() -> T:
@@ -84,7 +84,9 @@ def run_readonly(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
     try:
         return asyncio.run(main())
     except SQLAlchemyError as exc:
-        err.print(f"[red]cannot read the audit log (is this Deputy's database?): {type(exc).__name__}[/red]")
+        err.print(
+            f"[red]cannot read the audit log (is this Deputy's database?): {type(exc).__name__}[/red]", soft_wrap=True
+        )
         raise typer.Exit(1) from None
 
 
@@ -92,7 +94,7 @@ def log_key(vkey: str) -> NoteVerifier:
     try:
         return NoteVerifier.from_vkey(vkey)
     except NoteError as exc:
-        err.print(f"[red]--key is not the log's verifier key: {exc}[/red]")
+        err.print(f"[red]--key is not the log's verifier key: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -104,7 +106,7 @@ def witness_keys(values: list[str] | None, quorum: int | None) -> list[tuple[str
         try:
             witnesses.append((url.strip() or None, CosignatureVerifier.from_vkey(vkey)))
         except NoteError as exc:
-            err.print(f"[red]--witness is not a cosigner (type 0x04) vkey: {exc}[/red]")
+            err.print(f"[red]--witness is not a cosigner (type 0x04) vkey: {exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
     if quorum is not None and not 0 <= quorum <= len(witnesses):
         err.print(f"[red]--quorum must be from 0 to the number of --witness given ({len(witnesses)})[/red]")

@@ -49,10 +49,10 @@ def _known_keys(settings: Settings) -> list[NoteVerifier]:
         current = load_signer(settings.audit).verifier().vkey() if settings.audit.key_file.exists() else None
         keys = [NoteVerifier.from_vkey(v) for v in vkeys + ([current] if current and current not in vkeys else [])]
     except (OSError, UnicodeDecodeError, NoteError, ValueError) as exc:
-        err.print(f"[red]cannot read the log's keys: {exc}[/red]")
+        err.print(f"[red]cannot read the log's keys: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(2) from None
     if not keys:
-        err.print(f"[red]there is no audit signing key at {settings.audit.key_file}[/red]")
+        err.print(f"[red]there is no audit signing key at {settings.audit.key_file}[/red]", soft_wrap=True)
         raise typer.Exit(2)
     return keys
 
@@ -88,7 +88,7 @@ def key_rotate(config: ConfigOption = None) -> None:
     try:
         asyncio.run(work())
     except RotationError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(f"[red]{exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -119,12 +119,12 @@ def checkpoint(config: ConfigOption = None) -> None:
 
     note = run_readonly(settings, work)
     if note is None:
-        err.print("[red]the log has no signed checkpoint yet[/red]")
+        err.print("[red]the log has no signed checkpoint yet[/red]", soft_wrap=True)
         raise typer.Exit(1)
     try:
         open_note(note, keys)
     except NoteError as exc:
-        err.print(f"[red]the latest stored checkpoint is not signed by the log's key: {exc}[/red]")
+        err.print(f"[red]the latest stored checkpoint is not signed by the log's key: {exc}[/red]", soft_wrap=True)
         raise typer.Exit(1) from None
     sys.stdout.write(note)
 

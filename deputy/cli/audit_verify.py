@@ -127,12 +127,12 @@ def _read_trusted(paths: list[Path] | None) -> list[Anchor]:
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            err.print(f"[red]cannot read {path}: {exc}[/red]")
+            err.print(f"[red]cannot read {path}: {exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None
         try:
             anchors.append(trusted_checkpoint(text, f"trusted checkpoint {path}"))
         except AnchorError as exc:
-            err.print(f"[red]{exc}[/red]")
+            err.print(f"[red]{exc}[/red]", soft_wrap=True)
             raise typer.Exit(1) from None
     return anchors
 
@@ -186,10 +186,10 @@ def verify(
                     workers=workers,
                 )
             except OSError as exc:
-                err.print(f"[red]cannot read {file}: {exc.strerror}[/red]")
+                err.print(f"[red]cannot read {file}: {exc.strerror}[/red]", soft_wrap=True)
                 raise typer.Exit(2) from None
             except VerifyError as exc:
-                err.print(f"[red]{exc}[/red]")
+                err.print(f"[red]{exc}[/red]", soft_wrap=True)
                 raise typer.Exit(1) from None
         else:
             settings = settings_or_exit(config)
