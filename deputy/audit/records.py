@@ -22,12 +22,22 @@ Records never fail to serialise by surprise: what JCS cannot represent (an integ
 infinity, a lone surrogate, a non-string key, an unknown type) makes :func:`canonical` raise :class:`RecordError`
 naming the problem, in the caller's coroutine and before anything is queued for the log, so one bad record never
 fails another's append. Callers write values that may exceed 2^53 (byte counts, foreign ids) as strings.
+
+A call's arguments are recorded exactly (:func:`arguments_fields`): the gateway accepts integers up to signed 64
+bits (:mod:`deputy.gateway.strict_json`), and those beyond ±(2^53 - 1) are written as their decimal digits, a string,
+with the RFC 6901 pointers to them (relative to the arguments, sorted) in the record's ``arguments_big_integers``
+field. That optional field extends the version-1 decision record compatibly: it appears only when there are such
+integers, and :func:`recorded_arguments` reads the exact arguments back. In digest mode the digest is over the same
+canonical value and the pointers stay beside it (they name arguments, never their values), so the digest binds the
+exact integers too.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Mapping
@@ -124,16 +134,80 @@ def canonical(value: Any) -> bytes:
         raise RecordError("record is nested too deeply (or circular)") from None
 
 
-def arguments_field(arguments: Any, mode: ArgumentsMode) -> Any:
-    """What a record keeps of a call's arguments: the arguments (``store``) or ``{"sha256": hex}`` (``digest``).
+BIG_INTEGERS_FIELD = "arguments_big_integers"
 
-    The digest is over the canonical JSON, so anyone holding the arguments can show they are the ones audited.
+
+def arguments_fields(arguments: Any, mode: ArgumentsMode) -> dict[str, Any]:
+    """What a decision record keeps of a call's arguments, exactly (see the module docstring).
+
+    ``{"arguments": <the arguments>}`` (``store``) or ``{"arguments": {"sha256": hex}}`` (``digest``, over the
+    canonical JSON, so anyone holding the arguments can show they are the ones audited), plus
+    ``{"arguments_big_integers": [pointer, ...]}`` when integers beyond ±(2^53 - 1) are written as digits.
     """
-    if mode == "store":
-        return arguments
-    if mode == "digest":
-        return {"sha256": hashlib.sha256(canonical(arguments)).hexdigest()}
-    raise RecordError(f"arguments mode must be one of {ARGUMENTS_MODES}, got {mode!r}")
+    if mode not in ARGUMENTS_MODES:
+        raise RecordError(f"arguments mode must be one of {ARGUMENTS_MODES}, got {mode!r}")
+    pointers: list[str] = []
+    try:
+        representable = _big_integers_as_digits(arguments, [], pointers)
+    except RecursionError:
+        raise RecordError("arguments nested too deeply (or circular)") from None
+    kept = representable if mode == "store" else {"sha256": hashlib.sha256(canonical(representable)).hexdigest()}
+    return {"arguments": kept, BIG_INTEGERS_FIELD: sorted(pointers)} if pointers else {"arguments": kept}
+
+
+def recorded_arguments(record: Mapping[str, Any]) -> Any:
+    """The arguments a ``store``-mode decision record holds, its big integers read back as the integers they were."""
+    arguments: Any = copy.deepcopy(record.get("arguments"))
+    for pointer in record.get(BIG_INTEGERS_FIELD) or []:
+        tokens = [token.replace("~1", "/").replace("~0", "~") for token in str(pointer).split("/")[1:]]
+        if not pointer or not tokens:
+            raise RecordError(f"{BIG_INTEGERS_FIELD}: {pointer!r} does not point inside the arguments")
+        parent: Any = arguments
+        try:
+            for token in tokens[:-1]:
+                parent = parent[int(token)] if type(parent) is list else parent[token]
+            last: Any = int(tokens[-1]) if type(parent) is list else tokens[-1]
+            digits = parent[last]
+        except (KeyError, IndexError, ValueError, TypeError):
+            raise RecordError(f"{BIG_INTEGERS_FIELD}: nothing at {pointer!r} in the arguments") from None
+        if type(digits) is not str or not _DIGITS.fullmatch(digits) or INT_MIN <= int(digits) <= INT_MAX:
+            raise RecordError(f"{BIG_INTEGERS_FIELD}: {pointer!r} is not an integer beyond ±(2^53 - 1) in digits")
+        parent[last] = int(digits)
+    return arguments
+
+
+_DIGITS = re.compile(r"-?[1-9][0-9]{15,}")
+
+
+def _big_integers_as_digits(value: Any, path: list[str], pointers: list[str]) -> Any:
+    """``value`` with each integer beyond ±(2^53 - 1) as its digits, their pointers appended; unchanged parts shared."""
+    kind = type(value)
+    if kind is int:
+        if INT_MIN <= value <= INT_MAX:
+            return value
+        pointers.append("".join(f"/{token}" for token in path))
+        return str(value)
+    if kind is dict:
+        copied: dict[str, Any] | None = None
+        for key, item in value.items():
+            path.append(str(key).replace("~", "~0").replace("/", "~1"))
+            kept = _big_integers_as_digits(item, path, pointers)
+            path.pop()
+            if kept is not item:
+                copied = dict(value) if copied is None else copied
+                copied[key] = kept
+        return value if copied is None else copied
+    if kind is list:
+        items: list[Any] | None = None
+        for index, item in enumerate(value):
+            path.append(str(index))
+            kept = _big_integers_as_digits(item, path, pointers)
+            path.pop()
+            if kept is not item:
+                items = list(value) if items is None else items
+                items[index] = kept
+        return value if items is None else items
+    return value
 
 
 def parse_record(entry: bytes) -> Mapping[str, Any]:

@@ -4,11 +4,13 @@ What is recorded (:mod:`deputy.audit.records`): for each ``tools/call``, ``resou
 ``prompts/get`` and any method Deputy does not recognise — whether a policy decided it or the
 server has none — a ``decision`` record with who (user, agent, the ordered actor chain, txn,
 the token's ``jti``), what (server, method, tool or URI, the arguments as ``[audit] arguments``
-says: stored, or their SHA-256), and the answer (outcome, the deciding policies, the policy-set
-and schema versions, errors, the approval used or asked for). A call that is forwarded is
-forwarded only after its record is committed: when the append fails the call is refused
-(HTTP 503) and nothing reaches the upstream. A refusal's record is appended too; when that
-append fails the refusal stands (refusing is already the safe answer).
+says: stored, or their SHA-256; exactly, integers beyond 2^53 included, see
+:func:`~deputy.audit.records.arguments_fields`), and the answer (outcome, the deciding
+policies, the policy-set and schema versions, errors, the approval used or asked for). A call
+that is forwarded is forwarded only after its record is committed: when the append fails, or
+the decision cannot be recorded exactly, the call is refused (HTTP 503) and nothing reaches
+the upstream. A refusal's record is appended too; when that append fails the refusal stands
+(refusing is already the safe answer).
 
 After the upstream answered, a ``call.outcome`` record ties the decision to what came back: the
 HTTP status, the size and SHA-256 of the relayed body (JSON or the SSE stream as relayed), and
@@ -29,7 +31,7 @@ from typing import Any
 from starlette.types import Message, Send
 
 from deputy.audit.log import AuditLog, AuditUnavailable
-from deputy.audit.records import ArgumentsMode, RecordError, arguments_field, new_record
+from deputy.audit.records import ArgumentsMode, RecordError, arguments_fields, new_record
 from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
 from deputy.policy import Decision
@@ -72,12 +74,13 @@ class AuditStage:
             "approval_id": approval_id or (decision.approval_id if decision else None),
         }
         try:
-            fields["arguments"] = arguments_field(operation.arguments, self.arguments)
+            fields.update(arguments_fields(operation.arguments, self.arguments))
             await self.log.append(new_record("decision", **fields))
-        except RecordError as exc:  # an argument JSON allows but JCS does not (an integer beyond 2**53)
-            log.warning("decision record kept without its arguments: %s", exc)
-            fields["arguments"] = {"unrepresentable": str(exc)}
-            await self.log.append(new_record("decision", **fields))
+        except RecordError as exc:
+            # The parser admits only what a record holds exactly; should anything else get here, the record would
+            # not say what was decided, so there is no record and no call.
+            log.error("decision not recorded, call refused: %s", exc)
+            raise AuditUnavailable(f"the decision cannot be recorded exactly: {exc}") from None
         return str(fields["decision_id"])
 
     async def refusal(self, principal: Principal, message: McpMessage, decision: Decision | None, outcome: str,

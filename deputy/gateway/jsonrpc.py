@@ -3,47 +3,36 @@
 MCP Streamable HTTP (2026-07-28): a POST carries exactly one JSON-RPC 2.0 message —
 a request, a notification or a response (batching was removed in 2025-06-18). Before
 anything is forwarded, the gateway parses that message here, and parses it so that no
-later reader can see something else in the same bytes:
+later reader can see something else in the same bytes (:mod:`deputy.gateway.strict_json`):
+bytes that are not UTF-8 JSON, or JSON whose reading differs between readers (duplicate
+keys, lone surrogates, nesting beyond :data:`MAX_DEPTH`), are a parse error (-32700). A
+number Deputy cannot hold exactly as its digits say (an integer beyond signed 64 bits, a
+fraction whose double is another number, negative zero) is invalid params (-32602) inside
+``params`` and an invalid request (-32600) elsewhere, with the id echoed.
 
-- UTF-8 only: invalid UTF-8 and a byte order mark are refused, and so are escaped lone
-  surrogates (``"\\ud800"``), which are not Unicode text at all;
-- duplicate object keys are refused at any depth (RFC 8259 §4 leaves their meaning to
-  the parser; one reader keeps the first, another the last, so a policy could see one
-  value and the upstream another);
-- ``NaN``/``Infinity``, numbers that become infinite, and integers outside the signed
-  64-bit range (what a policy engine can hold exactly) are refused;
-- nesting is capped at :data:`MAX_DEPTH` levels.
-
-All of that is a parse error (-32700). A well-formed document that is not one JSON-RPC
+A well-formed document that is not one JSON-RPC
 2.0 message — an array (a batch), ``"jsonrpc"`` other than ``"2.0"``, a request id that
 is null, boolean or fractional, a response with both or neither of ``result`` and
 ``error`` — is an invalid request (-32600). A known MCP method whose params do not
 have the shape MCP defines (``tools/call`` without a tool name, non-object
 ``arguments``, ...) is invalid params (-32602).
 
-The happy path is one ``json`` decode (the C scanner, calling back only per object and
-per number) plus a few dict lookups; the walk that checks depth and surrogates runs only
-when two cheap scans of the text say they could matter (more than MAX_DEPTH opening
-brackets, or an escape that starts like a surrogate).
+The happy path is one ``json`` decode plus a few dict lookups.
 """
 
 from __future__ import annotations
 
 import enum
-import json
-import math
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from deputy.gateway.responses import JSONRPC_INVALID_REQUEST, JSONRPC_PARSE_ERROR, jsonrpc_error
+from deputy.gateway.strict_json import MAX_DEPTH, InexactNumber, NotJson, read_json
 
 JSONRPC_INVALID_PARAMS = -32602
 
-MAX_DEPTH = 64
-INT64_MIN = -(2**63)
-INT64_MAX = 2**63 - 1
-UTF8_BOM = b"\xef\xbb\xbf"
-
+__all__ = ["MAX_DEPTH", "Category", "JsonRpcRefused", "Kind", "McpMessage", "Operation", "classify",
+           "parse_message"]
 
 
 class Kind(enum.StrEnum):
@@ -113,6 +102,19 @@ class McpMessage:
     params: dict[str, Any] | list[Any] | None
     raw: bytes
     operation: Operation
+
+
+def _decode(body: bytes) -> Any:
+    try:
+        return read_json(body)
+    except NotJson as refused:
+        _refuse(JSONRPC_PARSE_ERROR, refused.message)
+    except InexactNumber as number:
+        document = number.document
+        message_id = document.get("id") if type(document) is dict else None
+        echo = message_id if type(message_id) is str or type(message_id) is int else None
+        in_params = number.pointer.startswith("/params/") and type(document) is dict and "method" in document
+        _refuse(JSONRPC_INVALID_PARAMS if in_params else JSONRPC_INVALID_REQUEST, number.message, echo)
 
 
 def parse_message(body: bytes) -> McpMessage:
@@ -234,93 +236,3 @@ def _arguments(method: str, fields: dict[str, Any], request_id: str | int | None
 
 def _refuse(code: int, message: str, request_id: str | int | None = None) -> NoReturn:
     raise JsonRpcRefused(code, message, request_id)
-
-
-# --- bytes to a JSON value ---
-
-
-def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    document = dict(pairs)
-    if len(document) != len(pairs):
-        seen: set[str] = set()
-        for key, _value in pairs:
-            if key in seen:
-                _refuse(JSONRPC_PARSE_ERROR, f"duplicate key {json.dumps(key[:64])} in a JSON object")
-            seen.add(key)
-    return document
-
-
-def _constant(name: str) -> NoReturn:
-    _refuse(JSONRPC_PARSE_ERROR, f"{name} is not a JSON number")
-
-
-def _integer(text: str) -> int:
-    if len(text) < 19:  # 18 digits, or a sign and 17, always fit
-        return int(text)
-    value = int(text) if len(text) <= 20 else None  # never convert thousands of digits
-    if value is None or value < INT64_MIN or value > INT64_MAX:
-        _refuse(JSONRPC_PARSE_ERROR, "integer out of the signed 64-bit range")
-    return value
-
-
-def _float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        _refuse(JSONRPC_PARSE_ERROR, "number too large to represent")
-    return value
-
-
-_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer,
-                            parse_float=_float)
-
-
-def _decode(body: bytes) -> Any:
-    if body.startswith(UTF8_BOM):
-        _refuse(JSONRPC_PARSE_ERROR, "the body must be UTF-8 without a byte order mark")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        _refuse(JSONRPC_PARSE_ERROR, "the body is not valid UTF-8")
-    try:
-        document = _DECODER.decode(text)
-    except RecursionError:
-        _refuse(JSONRPC_PARSE_ERROR, f"JSON nested deeper than {MAX_DEPTH} levels")
-    except ValueError:  # json.JSONDecodeError, and int() refusing thousands of digits
-        _refuse(JSONRPC_PARSE_ERROR, "the body is not valid JSON")
-    if type(document) is dict or type(document) is list:
-        if text.count("{") + text.count("[") > MAX_DEPTH:
-            _check_depth(document)
-        if "\\ud" in text or "\\uD" in text:
-            _check_surrogates(document)
-    return document
-
-
-def _check_depth(document: dict[str, Any] | list[Any]) -> None:
-    """Refuse nesting beyond MAX_DEPTH, one level at a time (no recursion)."""
-    level: list[Any] = [document]
-    depth = 1
-    while level:
-        if depth > MAX_DEPTH:
-            _refuse(JSONRPC_PARSE_ERROR, f"JSON nested deeper than {MAX_DEPTH} levels")
-        level = [child for node in level for child in (node.values() if type(node) is dict else node)
-                 if type(child) is dict or type(child) is list]
-        depth += 1
-
-
-def _check_surrogates(document: dict[str, Any] | list[Any]) -> None:
-    """Refuse strings holding a lone surrogate (escaped in the JSON text, so valid UTF-8 but not Unicode)."""
-    stack: list[Any] = [document]
-    while stack:
-        node = stack.pop()
-        if type(node) is dict:
-            texts = [*node, *(value for value in node.values() if type(value) is str)]
-            stack.extend(value for value in node.values() if type(value) is dict or type(value) is list)
-        else:
-            texts = [value for value in node if type(value) is str]
-            stack.extend(value for value in node if type(value) is dict or type(value) is list)
-        for text in texts:
-            if not text.isascii():
-                try:
-                    text.encode("utf-8")
-                except UnicodeEncodeError:
-                    _refuse(JSONRPC_PARSE_ERROR, "a string holds a lone surrogate (not Unicode text)")

@@ -25,6 +25,7 @@ import pytest
 import rfc8785
 from sqlalchemy import select
 
+from deputy.audit.records import recorded_arguments
 from deputy.storage.db import Database
 from deputy.storage.tables import users
 from tests.support.audit_log import (
@@ -80,6 +81,27 @@ class CrashSetup:
         return self.killable.deputy
 
 
+# Permits `add` only when Cedar sees exactly 2^53 + 1 as `a`: a double would hold 2^53 there.
+EXACT_POLICY = """
+@id("exact-add")
+permit (principal, action == Deputy::Action::"add", resource)
+when { context.input.a == 9007199254740993 };
+"""
+
+
+def exact_server(recorded_url: str, directory: Path) -> str:
+    """A server whose one policy tells 2^53 + 1 from 2^53."""
+    policies = directory / "exact-policies"
+    policies.mkdir()
+    (policies / "exact.cedar").write_text(EXACT_POLICY, encoding="utf-8")
+    return f'''
+[servers.exact]
+url = "{recorded_url}"
+scopes = ["exact:tools"]
+policies = "{policies}"
+'''
+
+
 def servers(recorded_url: str) -> str:
     return f'''
 [servers.guarded]
@@ -103,7 +125,7 @@ def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFact
             directory,
             db_url,
             upstream_url,
-            servers(recorded_url) + AUDIT_CONFIG,
+            servers(recorded_url) + exact_server(recorded_url, directory) + AUDIT_CONFIG,
             users={"alice": PASSWORD, "bob": BOB_PASSWORD},
         ) as killable:
             yield AuditSetup(killable.deputy, recorder, probe)
@@ -130,6 +152,12 @@ async def alice(setup: AuditSetup) -> str:
 @pytest.fixture(scope="module")
 async def alice_plain(setup: AuditSetup) -> str:
     token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("plain"))
+    return token
+
+
+@pytest.fixture(scope="module")
+async def alice_exact(setup: AuditSetup) -> str:
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("exact"))
     return token
 
 
@@ -369,6 +397,95 @@ async def test_digest_mode_keeps_the_arguments_hash_never_the_arguments(
     assert decision.record["outcome"] == "allow" and decision.record["jti"] == claims_of(crash_alice)["jti"]
     assert not [leaf.index for leaf in snapshot.leaves if tag.encode() in leaf.entry]
     assert crash_setup.probe.calls[-1].arguments == arguments and crash_setup.probe.calls[-1].recorded
+
+
+# Issue 11, finding 7: {"a": 9007199254740993} was recorded as {"unrepresentable": ...} in both modes, and forwarded.
+
+def add_call(tag: str, a: str, request_id: int = 1) -> bytes:
+    """A tools/call of `add` whose `a` is the exact JSON number text `a` (never through a float)."""
+    return (f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call","params":{{"name":"add",'
+            f'"arguments":{{"a":{a},"b":1}},"_meta":{{"tag":"{tag}"}}}}}}').encode()
+
+
+async def post_bytes(deputy: RunningDeputy, token: str, server: str, body: bytes) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
+    async with httpx.AsyncClient(timeout=30) as client:
+        return await client.post(deputy.resource(server), content=body, headers=headers)
+
+
+def forwarded_bodies(recorder: RequestRecorder, tag: str) -> list[bytes]:
+    return [request.body for request in list(recorder.seen) if tag.encode() in request.body]
+
+
+async def test_an_integer_beyond_2_53_is_decided_forwarded_and_recorded_exactly(
+    setup: AuditSetup, alice_exact: str
+) -> None:
+    """Cedar decides on 9007199254740993 itself (the policy permits only that value, so 2^53 is denied), the upstream
+    gets the bytes as sent, and the record holds those digits, marked as an integer by its pointer."""
+    deputy, tag = setup.deputy, marker()
+    body = add_call(tag, "9007199254740993")
+    response = await post_bytes(deputy, alice_exact, "exact", body)
+    succeeded(response)
+    assert response.json()["result"]["structuredContent"] == {"result": 9007199254740994}
+    assert forwarded_bodies(setup.recorder, tag) == [body]
+    control_tag = marker()
+    denied = await post_bytes(deputy, alice_exact, "exact", add_call(control_tag, "9007199254740992", 2))
+    assert denied.json()["error"]["code"] == POLICY_DENIED, denied.text
+    assert forwarded_bodies(setup.recorder, control_tag) == []
+
+    async def logged() -> list[Any]:
+        snapshot = await read_log(deputy.database_url)
+        found = [leaf.record for leaf in snapshot.decisions(server="exact", tool="add")]
+        assert {r["outcome"] for r in found if r["arguments"]["a"] in ("9007199254740993", "9007199254740992")} == \
+            {"allow", "deny"}
+        return found
+
+    found = await eventually(logged)
+    allowed = one([r for r in found if r["outcome"] == "allow" and r["arguments"]["a"] == "9007199254740993"],
+                  "allowed decision")
+    assert allowed["arguments"] == {"a": "9007199254740993", "b": 1}
+    assert allowed["arguments_big_integers"] == ["/a"]
+    assert allowed["policies"] == ["exact-add"]
+    assert recorded_arguments(allowed) == {"a": 9007199254740993, "b": 1}
+    assert json.loads(forwarded_bodies(setup.recorder, tag)[0])["params"]["arguments"] == recorded_arguments(allowed)
+    assert setup.probe.calls[-1].recorded
+
+
+async def test_digest_mode_digests_an_integer_beyond_2_53_exactly(crash_setup: CrashSetup, crash_alice: str) -> None:
+    deputy, tag = crash_setup.deputy, marker()
+    body = add_call(tag, "9007199254740993").replace(b'"b":1', b'"b":-9223372036854775808')
+    succeeded(await post_bytes(deputy, crash_alice, "plain", body))
+    assert forwarded_bodies(crash_setup.recorder, tag) == [body]
+    snapshot = await read_log(deputy.database_url)
+    digest = hashlib.sha256(b'{"a":"9007199254740993","b":"-9223372036854775808"}').hexdigest()
+    decision = one(snapshot.decisions(tool="add", arguments={"sha256": digest}), "decision")
+    assert decision.record["arguments_big_integers"] == ["/a", "/b"]
+    assert decision.record["outcome"] == "allow"
+    assert crash_setup.probe.calls[-1].recorded
+
+
+@pytest.mark.parametrize("number", ["-0", "-0.0", "1e-400", "0.10000000000000001", "9007199254740993.0", "1e400",
+                                    "9223372036854775808"])
+async def test_numbers_that_cannot_be_held_exactly_are_refused_before_any_decision(
+    setup: AuditSetup, alice_plain: str, number: str
+) -> None:
+    """Their digits say one number and a double another (or the record cannot tell -0 from 0): -32602 with the id,
+    nothing decided, nothing recorded, nothing forwarded."""
+    deputy, tag = setup.deputy, marker()
+    before = len((await read_log(deputy.database_url)).decisions(server="plain", tool="add"))
+    refused = await post_bytes(deputy, alice_plain, "plain", add_call(tag, number, 41))
+    assert refused.status_code == 400, refused.text
+    error = refused.json()
+    assert error["id"] == 41 and error["error"]["code"] == -32602, refused.text
+    assert error["error"]["message"].startswith("the number at /params/arguments/a ")
+    assert forwarded_bodies(setup.recorder, tag) == []
+    # A later call's record is a barrier: a record of the refused one would be before it.
+    barrier = {"text": f"barrier {tag}"}
+    succeeded(await call(deputy, alice_plain, "plain", "echo", barrier))
+    snapshot = await read_log(deputy.database_url)
+    one(snapshot.decisions(tool="echo", arguments=barrier), "barrier decision")
+    assert len(snapshot.decisions(server="plain", tool="add")) == before
 
 
 async def test_unwritable_audit_storage_refuses_calls_and_forwards_nothing(

@@ -45,9 +45,20 @@ from tests.support.sdk_client import free_port
 TRIGGER = "deputy_test_block_audit"
 
 
+def recorded_form(arguments: Any) -> Any:
+    """Arguments as a record stores them: each integer beyond ±(2^53 - 1) as its digits (RFC 8785 holds no more)."""
+    if type(arguments) is int and abs(arguments) > 2**53 - 1:
+        return str(arguments)
+    if isinstance(arguments, dict):
+        return {key: recorded_form(value) for key, value in arguments.items()}
+    if isinstance(arguments, list):
+        return [recorded_form(value) for value in arguments]
+    return arguments
+
+
 def arguments_digest(arguments: Any) -> dict[str, str]:
-    """What ``[audit] arguments = "digest"`` should store: SHA-256 of the RFC 8785 canonical JSON."""
-    return {"sha256": hashlib.sha256(rfc8785.dumps(arguments)).hexdigest()}
+    """What ``[audit] arguments = "digest"`` should store: SHA-256 of the RFC 8785 canonical JSON (recorded form)."""
+    return {"sha256": hashlib.sha256(rfc8785.dumps(recorded_form(arguments))).hexdigest()}
 
 
 @dataclass(frozen=True)
@@ -256,7 +267,7 @@ class AuditProbe:
         await self.app(scope, replay, send)
 
     async def _recorded(self, tool: Any, arguments: Any) -> bool:
-        candidates = [arguments, arguments_digest(arguments)]
+        candidates = [recorded_form(arguments), arguments_digest(arguments)]
         for needle in (rfc8785.dumps(candidate) for candidate in candidates):
             if self.database_url.startswith("sqlite"):
                 rows = await asyncio.to_thread(self._sqlite_search, needle)

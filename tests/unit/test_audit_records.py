@@ -21,14 +21,16 @@ from deputy.audit import records
 from deputy.audit.cosignature import CosignatureSigner
 from deputy.audit.note import NoteSigner, generate_signer_key, open_note
 from deputy.audit.records import (
+    BIG_INTEGERS_FIELD,
     INT_MAX,
     INT_MIN,
     RECORD_TYPES,
     RecordError,
-    arguments_field,
+    arguments_fields,
     canonical,
     new_record,
     parse_record,
+    recorded_arguments,
 )
 from deputy.audit.settings import AuditSettings, audit_settings, load_or_create_signer
 
@@ -143,15 +145,71 @@ def test_new_record_header_and_closed_type_set() -> None:
             new_record("decision", **{reserved: 1})
 
 
-def test_arguments_field_store_and_digest() -> None:
+def test_arguments_fields_store_and_digest() -> None:
     arguments = {"b": [1, 2], "a": "x"}
-    assert arguments_field(arguments, "store") is arguments
-    digest = arguments_field({"a": "x", "b": [1, 2]}, "digest")
-    assert digest == {"sha256": hashlib.sha256(b'{"a":"x","b":[1,2]}').hexdigest()}
-    assert arguments_field(arguments, "digest") == digest  # key order does not matter
-    assert arguments_field({"a": "y", "b": [1, 2]}, "digest") != digest
+    assert arguments_fields(arguments, "store") == {"arguments": arguments}
+    assert arguments_fields(arguments, "store")["arguments"] is arguments  # nothing to rewrite: nothing copied
+    digest = arguments_fields({"a": "x", "b": [1, 2]}, "digest")
+    assert digest == {"arguments": {"sha256": hashlib.sha256(b'{"a":"x","b":[1,2]}').hexdigest()}}
+    assert arguments_fields(arguments, "digest") == digest  # key order does not matter
+    assert arguments_fields({"a": "y", "b": [1, 2]}, "digest") != digest
     with pytest.raises(RecordError):
-        arguments_field(arguments, "drop")  # type: ignore[arg-type]
+        arguments_fields(arguments, "drop")  # type: ignore[arg-type]
+
+
+# Issue 11, finding 7: {"a": 9007199254740993} was recorded as {"unrepresentable": ...} while the call went on.
+
+def test_integers_beyond_2_53_are_recorded_as_their_digits_with_pointers() -> None:
+    arguments = {"a": 2**53 + 1, "n": {"x/y": [1, -(2**63)], "~": 2**63 - 1}, "small": INT_MAX, "s": "2"}
+    fields = arguments_fields(arguments, "store")
+    assert fields == {
+        "arguments": {"a": "9007199254740993", "n": {"x/y": [1, "-9223372036854775808"], "~": "9223372036854775807"},
+                      "small": INT_MAX, "s": "2"},
+        BIG_INTEGERS_FIELD: ["/a", "/n/x~1y/1", "/n/~0"],
+    }
+    assert arguments["a"] == 2**53 + 1, "the parsed arguments are not changed"
+    record = new_record("decision", **fields)
+    entry = canonical(record)
+    assert entry == _jcs(record), "still RFC 8785 canonical JSON"
+    assert b'"9007199254740993"' in entry
+    assert recorded_arguments(parse_record(entry)) == arguments
+
+
+def test_digest_mode_digests_the_exact_integers() -> None:
+    exact = arguments_fields({"a": 2**53 + 1}, "digest")
+    assert exact == {"arguments": {"sha256": hashlib.sha256(b'{"a":"9007199254740993"}').hexdigest()},
+                     BIG_INTEGERS_FIELD: ["/a"]}
+    assert arguments_fields({"a": 2**53 + 2}, "digest") != exact, "the next integer digests differently"
+    assert arguments_fields({"a": "9007199254740993"}, "digest")["arguments"] == exact["arguments"]
+    assert BIG_INTEGERS_FIELD not in arguments_fields({"a": "9007199254740993"}, "digest"), \
+        "the string and the integer are told apart by the pointers"
+
+
+def test_big_integer_field_order_does_not_depend_on_key_order() -> None:
+    one = arguments_fields({"b": 2**60, "a": 2**60}, "store")
+    other = arguments_fields({"a": 2**60, "b": 2**60}, "store")
+    assert canonical(new_record("decision", **one) | {"id": "x", "time": 1}) == \
+        canonical(new_record("decision", **other) | {"id": "x", "time": 1})
+
+
+@pytest.mark.parametrize("pointers", [["/a"], ["/b"], [""], ["/a/0"], ["/c"], ["/d"], ["/e"]])
+def test_recorded_arguments_refuses_pointers_that_do_not_name_big_integers(pointers: list[str]) -> None:
+    record = {"arguments": {"a": "x", "b": "12", "c": "9007199254740991", "d": "09007199254740993",
+                            "e": 9007199254740993}, BIG_INTEGERS_FIELD: pointers}
+    with pytest.raises(RecordError, match=BIG_INTEGERS_FIELD):
+        recorded_arguments(record)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1) | st.text(),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+                    max_leaves=16), st.sampled_from(["store", "digest"]))
+def test_any_int64_arguments_are_recorded_and_read_back_exactly(arguments: Any, mode: str) -> None:
+    fields = arguments_fields(arguments, mode)  # type: ignore[arg-type]
+    entry = canonical(new_record("decision", **fields))
+    assert entry == _jcs(json.loads(entry))
+    if mode == "store":
+        assert recorded_arguments(parse_record(entry)) == arguments
 
 
 def test_parse_record_refuses_non_canonical_entries() -> None:

@@ -71,13 +71,6 @@ def nested(depth: int) -> str:
     pytest.param(call('{"n":NaN}'), id="NaN"),
     pytest.param(call('{"n":Infinity}'), id="Infinity"),
     pytest.param(call('{"n":-Infinity}'), id="-Infinity"),
-    pytest.param(call('{"n":1e400}'), id="float overflowing to infinity"),
-    pytest.param(call('{"n":-1E+999}'), id="negative float overflowing"),
-    pytest.param(call('{"n":' + "9" * 400 + ".5}"), id="400-digit float"),
-    pytest.param(call('{"n":9223372036854775808}'), id="int64 max + 1"),
-    pytest.param(call('{"n":-9223372036854775809}'), id="int64 min - 1"),
-    pytest.param(call('{"n":' + "1" * 5000 + "}"), id="5000-digit integer"),
-    pytest.param(call("{}", "18446744073709551616"), id="huge id"),
     pytest.param(call('{"text":"\\ud800"}'), id="lone high surrogate"),
     pytest.param(call('{"text":"\\uDC00x"}'), id="lone low surrogate"),
     pytest.param(call('{"\\ud83d":"key with lone surrogate"}'), id="surrogate in a key"),
@@ -133,14 +126,76 @@ def test_many_brackets_without_depth_are_fine() -> None:
 @pytest.mark.parametrize(("text", "value"), [
     ("9223372036854775807", 2**63 - 1),
     ("-9223372036854775808", -(2**63)),
+    ("9007199254740993", 2**53 + 1),
     ("123456789012345678", 123456789012345678),
+    ("0", 0),
+    ("0.0", 0.0),
+    ("0e7", 0.0),
     ("1e308", 1e308),
-    ("1e-400", 0.0),
-    ("0.1000000000000000000000000001", 0.1),
-    ("-0", 0),
+    ("1E+2", 100.0),
+    ("1.50", 1.5),
+    ("0.1", 0.1),
+    ("5e-324", 5e-324),
+    ("1.7976931348623157e308", 1.7976931348623157e308),
+    ("100000000000000000000.0", 1e20),
 ])
-def test_numbers_at_the_limits_parse(text: str, value: float) -> None:
-    assert parse_message(call(f'{{"n":{text}}}')).operation.arguments["n"] == value
+def test_numbers_held_exactly_parse(text: str, value: float) -> None:
+    """Each of these is held as exactly the number its digits say (1.50 is the decimal 1.5; 1e20 is a double)."""
+    number = parse_message(call(f'{{"n":{text}}}')).operation.arguments["n"]
+    assert number == value
+    assert type(number) is type(value)
+
+
+# --- numbers Deputy cannot hold as their digits say: -32602 in params, -32600 elsewhere, id echoed ---
+
+@pytest.mark.parametrize(("text", "reason"), [
+    pytest.param("1e400", "too large for a double", id="float overflowing to infinity"),
+    pytest.param("-1E+999", "too large for a double", id="negative float overflowing"),
+    pytest.param("9" * 400 + ".5", "too large for a double", id="400-digit float"),
+    pytest.param("9223372036854775808", "64-bit", id="int64 max + 1"),
+    pytest.param("-9223372036854775809", "64-bit", id="int64 min - 1"),
+    pytest.param("1" * 5000, "64-bit", id="5000-digit integer"),
+    pytest.param("1e-400", "reads as the double 0.0", id="underflow to zero"),
+    pytest.param("0.10000000000000001", "reads as the double 0.1", id="more digits than a double holds"),
+    pytest.param("0.1000000000000000000000000001", "reads as the double 0.1", id="28 digits"),
+    pytest.param("9007199254740993.0", "reads as the double 9007199254740992.0", id="2^53 + 1 as a fraction"),
+    pytest.param("9007199254740993e0", "reads as the double 9007199254740992.0", id="2^53 + 1 with an exponent"),
+    pytest.param("1e-99999999999999999999", "reads as the double 0.0", id="exponent beyond Decimal"),
+    pytest.param("-0", "negative zero", id="negative zero integer"),
+    pytest.param("-0.0", "negative zero", id="negative zero float"),
+    pytest.param("-0e5", "negative zero", id="negative zero with an exponent"),
+    pytest.param("-1e-400", "reads as the double -0.0", id="negative underflow"),
+])
+def test_numbers_not_held_exactly_are_invalid_params(text: str, reason: str) -> None:
+    refused = refusal(call(f'{{"ok":1.5,"list":[0,{{"n":{text}}}]}}', request_id='"r-1"'))
+    assert refused.code == INVALID_PARAMS, refused.message
+    assert refused.request_id == "r-1"
+    assert refused.message.startswith("the number at /params/arguments/list/1/n ")
+    assert reason in refused.message
+
+
+def test_the_first_inexact_number_is_named_by_its_json_pointer() -> None:
+    refused = refusal(call('{"a/b":{"~c":[1,-0]},"z":1e400}', request_id="7"))
+    assert (refused.code, refused.request_id) == (INVALID_PARAMS, 7)
+    assert refused.message.startswith("the number at /params/arguments/a~1b/~0c/1 (-0) is negative zero")
+
+
+@pytest.mark.parametrize(("body", "echoed"), [
+    pytest.param(call("{}", "18446744073709551616"), None, id="huge id"),
+    pytest.param(call("{}", "-0"), None, id="negative zero id"),
+    pytest.param(b'{"jsonrpc":"2.0","id":3,"result":{"n":1e-400}}', 3, id="in a response result"),
+    pytest.param(b'{"jsonrpc":"2.0","id":"x","method":"ping","extra":-0.0}', "x", id="outside params"),
+    pytest.param(b"1e400", None, id="the whole body"),
+])
+def test_numbers_not_held_exactly_outside_params_are_invalid_requests(body: bytes, echoed: str | int | None) -> None:
+    refused = refusal(body)
+    assert (refused.code, refused.request_id) == (INVALID_REQUEST, echoed), refused.message
+    assert refused.message.startswith("the number at ")
+
+
+def test_a_parse_error_after_an_inexact_number_is_still_a_parse_error() -> None:
+    assert refusal(call('{"n":1e400,"m":1,"m":2}')).code == PARSE_ERROR
+    assert refusal(call('{"n":1e400,') + b"garbage").code == PARSE_ERROR
 
 
 def test_escaped_surrogate_pairs_and_utf8_text_parse() -> None:
@@ -369,7 +424,8 @@ def test_unknown_top_level_members_are_tolerated() -> None:
 
 _keys = st.text(max_size=8)
 _scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-            | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=12))
+            | st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != 0 or str(x)[0] != "-")
+            | st.text(max_size=12))
 _values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
                        max_leaves=24)
 
