@@ -52,22 +52,21 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import func, insert, select, text, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
+from deputy.audit.log_plan import Node, Queued, Receipt, compact_of, decompose, fold, plan_batch
 from deputy.audit.merkle import (
     EMPTY_ROOT,
     CompactRange,
     consistency_proof,
     inclusion_proof,
     leaf_hash,
-    node_hash,
 )
-from deputy.audit.note import NoteSigner
+from deputy.audit.note import NoteSigner, NoteVerifier
 from deputy.audit.records import canonical
 from deputy.audit.settings import AuditSettings
 from deputy.audit.sqlite_writer import SqliteBatchWriter, sqlite_path
@@ -85,92 +84,25 @@ class AuditUnavailable(RuntimeError):
     """The record could not be made durable; the caller must not go on as if it had been (fail closed)."""
 
 
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """A committed record: its leaf index and RFC 9162 leaf hash."""
-
-    index: int
-    leaf_hash: bytes
-
-
-@dataclass(slots=True)
-class _Queued:
-    entry: bytes
-    leaf: bytes
-    future: asyncio.Future[Receipt]
-
-
-Node = tuple[int, int]  # (level, idx): the perfect subtree of 2**level leaves from leaf idx * 2**level
-
-
-@dataclass(frozen=True, slots=True)
-class BatchPlan:
-    """What one append transaction writes: the leaves (index, bytes), the nodes they complete, the new head."""
-
-    start: int
-    size: int
-    is_new: bool
-    leaves: list[tuple[int, bytes]]
-    nodes: list[tuple[int, int, bytes]]
-    compact: bytes
-
-
-def _compact_of(head: tuple[int, bytes]) -> CompactRange:
-    compact = CompactRange.from_bytes(head[1])
-    if compact.size != head[0]:
-        raise RuntimeError(f"audit head size {head[0]} does not match its compact range ({compact.size})")
-    return compact
-
-
-def plan_batch(head: tuple[int, bytes] | None, batch: list[_Queued]) -> BatchPlan:
-    """Extend the head read under the sequencer lock (size, compact range bytes; None: empty log) by ``batch``."""
-    compact = _compact_of(head) if head is not None else CompactRange.empty()
-    start = compact.size
-    nodes = [node for queued in batch for node in compact.append(queued.leaf)]
-    leaves = [(start + offset, queued.entry) for offset, queued in enumerate(batch)]
-    return BatchPlan(start, compact.size, head is None, leaves, nodes, compact.to_bytes())
-
-
-def _decompose(start: int, end: int) -> list[Node]:
-    """The perfect subtrees, largest first, whose fold is the MTH of the RFC 9162 subtree ``[start, end)``."""
-    n = end - start
-    if not 0 <= start < end:
-        raise ValueError(f"no subtree [{start}, {end})")
-    # A tree node covers an aligned range: start is a multiple of the smallest power of two >= n.
-    if start % (1 << (n - 1).bit_length()):
-        raise ValueError(f"[{start}, {end}) is not an RFC 9162 subtree (its start is not aligned to its size)")
-    nodes: list[Node] = []
-    position = start
-    for level in range(n.bit_length() - 1, -1, -1):
-        if n >> level & 1:
-            nodes.append((level, position >> level))
-            position += 1 << level
-    return nodes
-
-
-def _fold(hashes: list[bytes]) -> bytes:
-    # MTH nests the smaller subtrees on the right, so fold from the smallest.
-    root = hashes[-1]
-    for h in reversed(hashes[:-1]):
-        root = node_hash(h, root)
-    return root
-
-
 class AuditLog:
     """One process's handle on the database's audit log; see the module docstring."""
 
-    def __init__(self, engine: AsyncEngine, settings: AuditSettings, signer: NoteSigner) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: AuditSettings, signer: NoteSigner, retired: Iterable[NoteVerifier] = ()
+    ) -> None:
         if signer.name != settings.origin:
             raise ValueError(f"signer key {signer.name!r} is not named after the log origin {settings.origin!r}")
         self.engine = engine
         self.settings = settings
         self.signer = signer
         self.verifier = signer.verifier()
+        # Keys the log had before a rotation (deputy.audit.rotation): they still open the checkpoints they signed.
+        self.verifiers = [self.verifier, *(k for k in retired if k != self.verifier)]
         self.is_sqlite = engine.dialect.name == "sqlite"
         path = sqlite_path(engine.url) if self.is_sqlite else None
         self._sqlite_writer = SqliteBatchWriter(path) if path is not None else None
         self.commits = 0  # successful append transactions: under load, fewer than appends
-        self._queue: deque[_Queued] = deque()
+        self._queue: deque[Queued] = deque()
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -192,7 +124,7 @@ class AuditLog:
         if self._stopped:
             raise AuditUnavailable("the audit log is stopped")
         future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Queued(entry, leaf_hash(entry), future))
+        self._queue.append(Queued(entry, leaf_hash(entry), future))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write_loop(), name="audit-log-writer")
         self._wake.set()
@@ -200,7 +132,7 @@ class AuditLog:
         return await future
 
     async def _write_loop(self) -> None:
-        batch: list[_Queued] = []
+        batch: list[Queued] = []
         try:
             while True:
                 if not self._queue:
@@ -244,9 +176,9 @@ class AuditLog:
 
     async def _compact(self, conn: AsyncConnection) -> CompactRange | None:
         head = await self._head(conn)
-        return _compact_of(head) if head is not None else None
+        return compact_of(head) if head is not None else None
 
-    async def _commit(self, batch: list[_Queued]) -> tuple[int, int]:
+    async def _commit(self, batch: list[Queued]) -> tuple[int, int]:
         """Write one batch in one transaction; returns (index of its first record, new tree size)."""
         created_at = now()
         if self._sqlite_writer is not None:
@@ -352,7 +284,7 @@ class AuditLog:
         async with self.engine.connect() as conn:
             note = (await conn.execute(query)).scalar()
         # Opened with the log's own key: a stored note that does not verify is corruption, not a checkpoint.
-        return SignedCheckpoint.open(note, [self.verifier]) if note is not None else None
+        return SignedCheckpoint.open(note, self.verifiers) if note is not None else None
 
     # Reading and proofs
 
@@ -388,7 +320,7 @@ class AuditLog:
         self, ranges: Iterable[tuple[int, int]], size: int | None = None
     ) -> dict[tuple[int, int], bytes]:
         ranges = list(ranges)
-        plans = {r: _decompose(*r) for r in ranges}
+        plans = {r: decompose(*r) for r in ranges}
         wanted = {node for nodes in plans.values() for node in nodes}
         upper = {node for node in wanted if node[0] > 0}
         leaves = sorted(idx for level, idx in wanted if level == 0)
@@ -414,7 +346,7 @@ class AuditLog:
         missing = wanted - hashes.keys()
         if missing:
             raise RuntimeError(f"audit log is missing tree nodes {sorted(missing)[:4]} below its head")
-        return {r: _fold([hashes[node] for node in nodes]) for r, nodes in plans.items()}
+        return {r: fold([hashes[node] for node in nodes]) for r, nodes in plans.items()}
 
     async def leaves(
         self, start: int = 0, end: int | None = None, batch: int = READ_BATCH
@@ -454,7 +386,7 @@ async def _after_checkpoint(callback: Callable[[SignedCheckpoint], Awaitable[Non
         log.error("after-checkpoint callback for size %d failed: %r", signed.checkpoint.size, exc)
 
 
-def _fail(batch: Iterable[_Queued], cause: BaseException | None) -> None:
+def _fail(batch: Iterable[Queued], cause: BaseException | None) -> None:
     for queued in batch:
         if not queued.future.done():
             error = AuditUnavailable("the audit log could not commit the record")

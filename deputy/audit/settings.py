@@ -167,6 +167,15 @@ def history_file(settings: AuditSettings) -> Path:
     return settings.key_file.with_name(settings.key_file.name + ".history")
 
 
+def retired_keys(settings: AuditSettings) -> list[NoteVerifier]:
+    """The verifier keys in the history file (the log's keys before its rotations, and the current one)."""
+    path = history_file(settings)
+    try:
+        return [NoteVerifier.from_vkey(v) for v in path.read_text(encoding="utf-8").split()] if path.exists() else []
+    except (OSError, UnicodeDecodeError, NoteError) as exc:
+        raise ValueError(f"audit.key_file: cannot read the key history {path}: {exc}") from None
+
+
 def load_log_keys(settings: AuditSettings) -> LogKeys:
     """The key chain's start: the oldest key in the history file, else the current key's verifier key."""
     path = history_file(settings)

@@ -5,7 +5,7 @@ read the head, insert the leaves, insert the nodes, write the head, ``COMMIT``) 
 driver's thread and back, about a millisecond of CPU per batch on a small machine — most of what
 auditing a call cost. The writer keeps its own ``sqlite3`` connection to the same database file
 (WAL, the pragmas of :mod:`deputy.storage.db`) in its own thread and runs the whole transaction
-there in one go; the transaction is the same one (:func:`deputy.audit.log.plan_batch` decides
+there in one go; the transaction is the same one (:func:`deputy.audit.log_plan.plan_batch` decides
 what it writes), and ``BEGIN IMMEDIATE`` still makes it the only writer between reading the head
 and committing, across connections and processes.
 """

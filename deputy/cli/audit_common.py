@@ -16,7 +16,7 @@ from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.log import AuditLog
 from deputy.audit.log_keys import LogKeys
 from deputy.audit.note import NoteError, NoteSigner, NoteVerifier
-from deputy.audit.settings import load_log_keys, load_or_create_signer
+from deputy.audit.settings import load_log_keys, load_or_create_signer, retired_keys
 from deputy.audit.verify.readonly import DatabaseMissing, open_readonly
 from deputy.cli.common import err, settings_or_exit
 from deputy.config import Settings
@@ -55,12 +55,17 @@ def run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
     """Run ``work`` with the configured database's audit log (migrated; its checkpointer not started)."""
     settings = settings_or_exit(config)
     signer = signer_or_exit(settings)
+    try:
+        retired = retired_keys(settings.audit)
+    except ValueError as exc:
+        err.print(f"[red]{exc}[/red]", soft_wrap=True)
+        raise typer.Exit(2) from None
 
     async def main() -> T:
         database = Database(settings.database_url)
         try:
             await database.migrate()
-            return await work(AuditLog(database.engine, settings.audit, signer))
+            return await work(AuditLog(database.engine, settings.audit, signer, retired))
         finally:
             await database.dispose()
 

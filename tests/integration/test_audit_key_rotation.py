@@ -187,6 +187,16 @@ key_file = "{key_file}"
     assert "2 (followed through 1 hand-overs)" in result.output
     result = await cli("verify", "-c", str(config), "--key", old.verifier().vkey())
     assert result.exit_code == 0, result.output
+    # Checkpoints from before the rotation still serve proofs; an export verifies offline from the first key.
+    result = await cli("prove", "5", "--size", "10", "-c", str(config))
+    assert result.exit_code == 0 and f"{ORIGIN}\n10\n" in result.output, result.output
+    exported = tmp_path / "audit.jsonl"
+    result = await cli("export", "-o", str(exported), "-c", str(config))
+    assert result.exit_code == 0, result.output
+    result = await cli("verify", "--file", str(exported), "--key", old.verifier().vkey())
+    assert result.exit_code == 0 and "followed through 1 hand-overs" in result.output, result.output
+    result = await cli("verify", "--file", str(exported), "--key", new_vkey)
+    assert result.exit_code == 1 and "signature does not verify" in result.output
     checkpoint = await cli("checkpoint", "-c", str(config))
     assert checkpoint.exit_code == 0 and checkpoint.output.startswith(f"{ORIGIN}\n21\n")
     assert HANDOVER in checkpoint.output
