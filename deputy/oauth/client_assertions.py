@@ -4,7 +4,11 @@ The assertion is checked against the keys the client registered (``jwks``):
 
 - ``client_assertion_type`` is exactly ``urn:ietf:params:oauth:client-assertion-type:jwt-bearer``;
 - the algorithm is on an asymmetric allow-list (never ``none`` or an HMAC, which a
-  public key would otherwise "verify"), and a key of the matching type signed it;
+  public key would otherwise "verify"), and a key of the matching type signed it.
+  Ed25519 signatures go by their fully specified name ``Ed25519`` (RFC 9864),
+  which is what the metadata advertises; the polymorphic ``EdDSA``, deprecated by
+  RFC 9864, is still accepted from clients that send it, with Ed25519 keys
+  only, and a key registered for one name verifies the other (the same signature);
 - ``iss`` and ``sub`` are both the ``client_id`` (§3 items 1-2);
 - ``aud`` names this authorization server: its issuer or its token endpoint, as a
   string or in a list, compared as plain strings (§3 item 3);
@@ -21,12 +25,13 @@ fetched safely and cached (:mod:`deputy.oauth.client_keys`).
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws, jwt
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from deputy.numeric_date import is_time
@@ -43,9 +48,14 @@ ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
     "ES256": ("EC", "P-256"),
     "RS256": ("RSA", None),
     "PS256": ("RSA", None),
-    "EdDSA": ("OKP", "Ed25519"),
     "Ed25519": ("OKP", "Ed25519"),  # the fully specified name (RFC 9864)
+    "EdDSA": ("OKP", "Ed25519"),  # deprecated by RFC 9864: accepted, never advertised, never Ed448
 }
+DEPRECATED_ALGORITHMS = frozenset({"EdDSA"})
+# What the metadata advertises (RFC 8414 §2 token_endpoint_auth_signing_alg_values_supported).
+ADVERTISED_ALGORITHMS = tuple(alg for alg in ALGORITHMS if alg not in DEPRECATED_ALGORITHMS)
+# Names of one signature algorithm: a key registered with ``"alg": "EdDSA"`` verifies ``Ed25519`` and back.
+SAME_SIGNATURE = {"EdDSA": "Ed25519"}
 
 RememberJti = Callable[[str, str, int], Awaitable[bool]]
 
@@ -150,7 +160,10 @@ def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     kid = header.get("kid")
     for key in candidate_keys(jwks, algorithm, kid if isinstance(kid, str) else None):
         try:
-            claims = jwt.decode(assertion, key, algorithms=[algorithm]).claims
+            with warnings.catch_warnings():
+                # Accepting the deprecated name is a choice made above; the library's warning would be noise.
+                warnings.simplefilter("ignore", SecurityWarning)
+                claims = jwt.decode(assertion, key, algorithms=[algorithm]).claims
         except (JoseError, ValueError, TypeError, KeyError):
             continue
         return dict(claims)
@@ -166,12 +179,13 @@ def candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> 
             continue
         if kid is not None and data.get("kid") != kid:
             continue
-        if data.get("use", "sig") != "sig" or data.get("alg", algorithm) != algorithm:
+        if data.get("use", "sig") != "sig" or _signature(data.get("alg", algorithm)) != _signature(algorithm):
             continue
         if curve is not None and data.get("crv") != curve:
             continue
         try:
-            key = JWKRegistry.import_key(data)
+            # "alg" was matched above, by signature; left in, the library would compare the names again.
+            key = JWKRegistry.import_key({name: value for name, value in data.items() if name != "alg"})
         except (JoseError, ValueError, TypeError, KeyError):
             continue
         if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
@@ -179,6 +193,10 @@ def candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> 
         if isinstance(key, ECKey | RSAKey | OKPKey):
             found.append(key)
     return found
+
+
+def _signature(algorithm: object) -> object:
+    return SAME_SIGNATURE.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm
 
 
 def require_assertion_type(form: Mapping[str, str]) -> str:

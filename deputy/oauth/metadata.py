@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 
 from deputy.config import Settings
 from deputy.keys import ALGORITHM
-from deputy.oauth.client_assertions import ALGORITHMS as ASSERTION_ALGORITHMS
+from deputy.oauth.client_assertions import ADVERTISED_ALGORITHMS as ASSERTION_ALGORITHMS
 from deputy.oauth.client_auth import METHODS as CLIENT_AUTH_METHODS
 from deputy.oauth.grants.jwt_bearer import GRANT_PROFILE_ID_JAG
 from deputy.oauth.token import GRANTS
