@@ -75,7 +75,8 @@ class Services:
             grants=grants,
             consents=ConsentRepository(engine, grants),
             approvals=ApprovalRepository(engine, settings.approvals),
-            registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients)
+            registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients,
+                                                                                   settings.public_url)
                                     if settings.client_documents.enabled else None),
             client_keys=ClientKeys.from_policy(settings.client_documents, check_client_jwks),
             token_verifier=AccessTokenValidator(keyring, settings.issuer, settings.clock_leeway,

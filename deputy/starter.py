@@ -88,7 +88,7 @@ token_ttl = 300               # seconds an exchanged token may live, at most
 # [[clients]]
 # client_id = "my-agent"
 # client_name = "My agent"
-# redirect_uris = ["http://127.0.0.1:3000/callback"]
+# redirect_uris = ["http://localhost:3000/callback"]  # never on public_url's host: it would get Deputy's cookies
 # token_endpoint_auth_method = "none"   # or client_secret_basic / client_secret_post + client_secret
 # grant_types = ["authorization_code", "refresh_token"]  # + "client_credentials",
 #               "urn:ietf:params:oauth:grant-type:token-exchange" (confidential clients only)

@@ -18,7 +18,8 @@ from rich.table import Column, Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.oauth.client_metadata import public_jwks
-from deputy.oauth.errors import InvalidClientMetadata
+from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri
+from deputy.oauth.redirect_uris import check_redirect_uris, refuse_deputy_host
 from deputy.services import Services
 from deputy.storage.clients import STATUSES, Client
 
@@ -52,6 +53,11 @@ def clients_add(
             err.print(f"[red]{jwks_file}: {exc.description}[/red]")
             raise typer.Exit(2) from None
     settings = settings_or_exit(config)
+    try:  # the rules dynamic registration applies, including: never on Deputy's own host
+        refuse_deputy_host(check_redirect_uris(redirect_uri, "native"), settings.public_url)
+    except InvalidRedirectUri as exc:
+        err.print(f"[red]--redirect-uri {escape(exc.description)}[/red]")
+        raise typer.Exit(2) from None
     cid = client_id or secrets.token_hex(16)
     secret = secrets.token_urlsafe(32) if confidential else None
     method = "client_secret_basic" if confidential else "private_key_jwt" if jwks else "none"

@@ -6,8 +6,13 @@ is how codes leak). Once both are known, every error goes back to the client
 with ``error``, ``state`` and ``iss`` (RFC 9207 §2).
 
 The validated request is stored server-side; the login and consent forms carry
-only its opaque id and a CSRF token (double-submit cookie), so nothing the
-browser sends later can change what was authorized.
+only its opaque id and a CSRF token bound to the browser and the form
+(:mod:`deputy.web.csrf`), so nothing the browser sends later can change what was
+authorized.
+
+A redirect URI on Deputy's own host is refused here too, for clients registered
+before that rule (:func:`deputy.config.redirect_shares_cookies`): the browser would
+send Deputy's cookies along with the code.
 """
 
 from __future__ import annotations
@@ -19,13 +24,14 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from deputy.config import is_loopback_http
+from deputy.config import is_loopback_http, redirect_shares_cookies
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import OAuthError
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.sessions import LoginSession
+from deputy.web.csrf import Purpose
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
 
@@ -59,6 +65,9 @@ class AuthorizationEndpoint:
         # OAuth 2.1 §2.3.1 / MCP: exact string match against a registered redirect URI.
         if redirect_uri is None or redirect_uri not in client.redirect_uris or len(query.getlist("redirect_uri")) > 1:
             return self._error_page("invalid_request", "redirect_uri is missing or not registered for this client")
+        cookie_problem = redirect_shares_cookies(redirect_uri, self.settings.public_url)
+        if cookie_problem is not None:  # RFC 6749 §4.1.2.1: an unusable redirect URI is shown, never followed
+            return self._error_page("invalid_redirect_uri", cookie_problem)
         state = query.get("state")
         try:
             params = self._validate(query.multi_items(), client)
@@ -116,19 +125,19 @@ class AuthorizationEndpoint:
     # -- login ------------------------------------------------------------------------------------
 
     async def login(self, request: Request) -> Response:
-        form = await request.form()
-        pending = await self._pending_from_form(request, form)
+        form = await self.sign_in.read_form(request)
+        pending = await self._pending_from_form(request, form, "login")
         if isinstance(pending, Response):
             return pending
         request_id, params, client = pending
-        user = await self.sign_in.attempt(form)
+        user = await self.sign_in.attempt(request, form)
         if isinstance(user, SignInRefused):
             response = self._login_page(request, request_id, client, params, status=user.status, error=user.message)
             if user.retry_after is not None:
                 response.headers["Retry-After"] = user.retry_after
             return response
         response = protect(RedirectResponse(f"/authorize/consent?{urlencode({'request_id': request_id})}", 303))
-        await self.sign_in.start_session(response, user)
+        await self.sign_in.start_session(request, response, user)
         return response
 
     # -- consent ----------------------------------------------------------------------------------
@@ -145,13 +154,13 @@ class AuthorizationEndpoint:
         return await self._consent_or_code(request, request_id, params, client, session)
 
     async def consent(self, request: Request) -> Response:
-        form = await request.form()
-        pending = await self._pending_from_form(request, form)
+        form = await self.sign_in.read_form(request)
+        session = await self._session(request)
+        pending = await self._pending_from_form(request, form, "consent")
         if isinstance(pending, Response):
             return pending
         request_id, params, client = pending
-        session = await self._session(request)
-        if session is None:
+        if session is None:  # the token verified against a session cookie that has since expired
             return self._login_page(request, request_id, client, params)
         if not await self.services.sessions.consume_request(request_id):
             return self._error_page("invalid_request", "this sign-in request was already answered")
@@ -178,6 +187,7 @@ class AuthorizationEndpoint:
             request,
             "consent.html",
             request_id,
+            "consent",
             title="Allow access?",
             username=user.username if user else "?",
             client_name=client.client_name,
@@ -210,9 +220,9 @@ class AuthorizationEndpoint:
     # -- shared pieces ----------------------------------------------------------------------------
 
     async def _pending_from_form(
-        self, request: Request, form: FormData
+        self, request: Request, form: FormData, purpose: Purpose
     ) -> tuple[str, dict[str, Any], Client] | Response:
-        if not self.sign_in.csrf_ok(request, form):
+        if not self.sign_in.csrf_ok(request, form, purpose):
             return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
@@ -237,6 +247,7 @@ class AuthorizationEndpoint:
             request,
             "login.html",
             request_id,
+            "login",
             status=status,
             title="Sign in",
             client_name=client.client_name,
@@ -245,13 +256,12 @@ class AuthorizationEndpoint:
             action="/authorize/login",
         )
 
-    def _form_page(self, request: Request, template: str, request_id: str, status: int = 200,
+    def _form_page(self, request: Request, template: str, request_id: str, purpose: Purpose, status: int = 200,
                    **context: Any) -> Response:
-        """A page with a form: carries the pending request id and the CSRF token its cookie holds."""
-        csrf, new_cookie = self.sign_in.csrf_token(request)
+        """A page with a form: carries the pending request id and the CSRF token for this browser and form."""
+        csrf, pre_session = self.sign_in.csrf_token(request, purpose)
         response = render(template, status=status, csrf_token=csrf, request_id=request_id, **context)
-        if new_cookie:
-            self.sign_in.set_csrf(response, csrf)
+        self.sign_in.set_pre_session(response, pre_session)
         return response
 
     def _redirect(self, redirect_uri: str, answer: dict[str, str]) -> Response:

@@ -40,7 +40,7 @@ from deputy.oauth.document_fetcher import (
     is_loopback_host,
 )
 from deputy.oauth.errors import InvalidRedirectUri
-from deputy.oauth.redirect_uris import APPLICATION_TYPES, check_redirect_uris
+from deputy.oauth.redirect_uris import APPLICATION_TYPES, check_redirect_uris, refuse_deputy_host
 from deputy.storage.clients import Client, ClientRepository
 
 log = logging.getLogger(__name__)
@@ -110,8 +110,10 @@ def _strings(value: Any, key: str) -> tuple[str, ...]:
     return tuple(value)
 
 
-def parse_document(value: Any, client_id: str) -> ClientDocument:
-    """Validate a fetched document against the URL it came from (draft §4.1)."""
+def parse_document(value: Any, client_id: str, deputy_url: str | None = None) -> ClientDocument:
+    """Validate a fetched document against the URL it came from (draft §4.1).
+
+    With ``deputy_url``, a redirect URI on Deputy's own host is refused (it would receive Deputy's cookies)."""
     if not isinstance(value, dict):
         raise ClientDocumentRefused("the metadata document is not a JSON object")
     if value.get("client_id") != client_id:
@@ -128,6 +130,8 @@ def parse_document(value: Any, client_id: str) -> ClientDocument:
         raise ClientDocumentRefused(f"application_type must be one of {', '.join(APPLICATION_TYPES)}")
     try:
         redirect_uris = tuple(check_redirect_uris(value["redirect_uris"], application_type))
+        if deputy_url is not None:
+            refuse_deputy_host(redirect_uris, deputy_url)
     except InvalidRedirectUri as exc:
         raise ClientDocumentRefused(f"redirect_uris: {exc.description}") from None
     if "client_secret" in value or "client_secret_expires_at" in value:
@@ -194,18 +198,20 @@ class ClientDocumentResolver:
     """Resolves URL client ids to clients: domain policy, fetch, validation, cache, the stored row."""
 
     def __init__(self, policy: ClientDocumentPolicy, clients: ClientRepository, fetcher: DocumentFetcher,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, deputy_url: str | None = None) -> None:
         self.policy = policy
+        self.deputy_url = deputy_url
         self.clients = clients
         self.fetcher = fetcher
         self.clock = clock
         self._cache: dict[str, tuple[float, ClientDocument]] = {}
 
     @classmethod
-    def from_policy(cls, policy: ClientDocumentPolicy, clients: ClientRepository) -> ClientDocumentResolver:
+    def from_policy(cls, policy: ClientDocumentPolicy, clients: ClientRepository,
+                    deputy_url: str | None = None) -> ClientDocumentResolver:
         fetcher = DocumentFetcher(max_bytes=policy.max_bytes, timeout_seconds=policy.timeout_seconds,
                                   development_mode=policy.development_mode, ca_file=policy.ca_file)
-        return cls(policy, clients, fetcher)
+        return cls(policy, clients, fetcher, deputy_url=deputy_url)
 
     def handles(self, client_id: str) -> bool:
         return self.policy.enabled and is_document_client_id(client_id, self.policy.development_mode)
@@ -248,7 +254,7 @@ class ClientDocumentResolver:
             log.warning("client document %s refused (%s): %s", client_id, exc.reason, exc.message)
             raise ClientDocumentRefused(exc.message) from None
         try:
-            document = parse_document(fetched.value, client_id)
+            document = parse_document(fetched.value, client_id, self.deputy_url)
         except ClientDocumentRefused as exc:
             log.warning("client document %s refused: %s", client_id, exc)
             raise

@@ -1,4 +1,4 @@
-"""Sliding-window limits: registrations per address, failed sign-ins per user name.
+"""Sliding-window limits (registrations per address) and the back-off after failed sign-ins.
 
 In process, so each replica counts on its own (N replicas admit up to N times the limit).
 The address is the TCP peer from the ASGI scope: behind a reverse proxy that is the
@@ -54,3 +54,55 @@ class SlidingWindowLimiter:
     @staticmethod
     def retry_after(seconds: float) -> str:
         return str(max(1, math.ceil(seconds)))
+
+
+class FailureBackoff:
+    """Failed sign-ins per (client address, user name): a growing wait, never a lock-out.
+
+    The first ``free`` failures cost nothing; from the next one on, each failure doubles the
+    wait before the next attempt from that address for that name (1 s, 2 s, 4 s … up to
+    ``max_wait``); attempts made while waiting are refused unheard and count for nothing.
+    Keyed by address *and* name, so a guesser slows only themself: the owner of the name,
+    from another address, signs in at once with the right password. A success clears the
+    record; a record is forgotten once ``forget_after`` seconds pass without a failure.
+    """
+
+    def __init__(self, free: int = 5, max_wait: float = 300.0, forget_after: float = 900.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free = free
+        self.max_wait = max_wait
+        self.forget_after = forget_after
+        self.clock = clock
+        self._failures: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+
+    def wait(self, address: str, name: str) -> float | None:
+        """Seconds until an attempt for ``name`` from ``address`` is heard, or None when it is now."""
+        record = self._current((address, name))
+        if record is None:
+            return None
+        count, last = record
+        remaining = last + self.delay(count) - self.clock()
+        return remaining if remaining > 0 else None
+
+    def delay(self, failures: int) -> float:
+        if failures <= self.free:
+            return 0.0
+        return float(min(2.0 ** (failures - self.free - 1), self.max_wait))
+
+    def failed(self, address: str, name: str) -> None:
+        key = (address, name)
+        record = self._current(key)
+        self._failures[key] = ((record[0] if record else 0) + 1, self.clock())
+        self._failures.move_to_end(key)
+        while len(self._failures) > MAX_ADDRESSES:
+            self._failures.popitem(last=False)
+
+    def succeeded(self, address: str, name: str) -> None:
+        self._failures.pop((address, name), None)
+
+    def _current(self, key: tuple[str, str]) -> tuple[int, float] | None:
+        record = self._failures.get(key)
+        if record is not None and self.clock() - record[1] > self.forget_after:
+            del self._failures[key]
+            return None
+        return record

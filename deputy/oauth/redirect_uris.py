@@ -10,16 +10,23 @@ The rules depend on ``application_type`` (OpenID Connect Dynamic Registration §
 Always: an absolute URI, no fragment (RFC 6749 §3.1.2), no wildcard (redirect URIs are
 compared as exact strings, OAuth 2.1 §2.3.1), no user information, no whitespace or
 control characters, and none of the schemes a browser executes or reads locally.
+
+And never on Deputy's own host (:func:`refuse_deputy_host`): browsers share cookies
+across ports (RFC 6265 §8.5), so a loopback listener on the host Deputy runs on would
+receive Deputy's session cookie. On a loopback Deputy at ``127.0.0.1`` native clients
+therefore use ``localhost`` or ``[::1]``; a Deputy at ``localhost`` admits the IP
+literals RFC 8252 §7.3 recommends.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from deputy.config import is_loopback_http
+from deputy.config import is_loopback_http, redirect_shares_cookies
 from deputy.oauth.errors import InvalidRedirectUri
 
 APPLICATION_TYPES = ("native", "web")
@@ -77,6 +84,13 @@ def check_redirect_uri(uri: str, application_type: str) -> None:
         # RFC 8252 §7.1: private-use schemes use reverse domain names, e.g. com.example.app.
         raise InvalidRedirectUri(f"{uri}: a private-use scheme must be a reverse domain name (com.example.app:/cb)")
 
+
+def refuse_deputy_host(uris: Iterable[str], public_url: str) -> None:
+    """``InvalidRedirectUri`` when a redirect URI is on the host Deputy serves its pages from."""
+    for uri in uris:
+        problem = redirect_shares_cookies(uri, public_url)
+        if problem is not None:
+            raise InvalidRedirectUri(problem)
 
 
 def redirect_host(uri: str) -> str | None:

@@ -32,6 +32,7 @@ from deputy.oauth.admission import admit
 from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
 from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
 from deputy.oauth.rate_limit import SlidingWindowLimiter
+from deputy.oauth.redirect_uris import refuse_deputy_host
 from deputy.oauth.software_statements import verify_software_statement
 from deputy.secrets import new_handle
 from deputy.services import Services
@@ -131,7 +132,9 @@ class RegistrationEndpoint:
             publisher, claims = verify_software_statement(
                 raw["software_statement"], self.policy.trusted_publishers, self.services.settings.clock_leeway)
             raw = {**raw, **claims}
-        return parse_client_metadata(raw), publisher
+        metadata = parse_client_metadata(raw)
+        refuse_deputy_host(metadata.redirect_uris, self.services.settings.public_url)
+        return metadata, publisher
 
     async def _authenticate(self, request: Request) -> tuple[Client, str]:
         token = _bearer(request)

@@ -42,6 +42,11 @@ class SessionRepository:
                 login_sessions.c.expires_at >= now())))).first()
         return LoginSession(row.user_id, row.auth_time) if row is not None else None
 
+    async def end(self, session_id: str) -> None:
+        """Forget a session (at a new sign-in in the same browser): its id stops working at once."""
+        async with self.engine.begin() as conn:
+            await conn.execute(delete(login_sessions).where(login_sessions.c.session_hash == handle_hash(session_id)))
+
     async def save_request(self, client_id: str, params: dict[str, Any], ttl: int) -> str:
         request_id = new_handle(24)
         async with self.engine.begin() as conn:

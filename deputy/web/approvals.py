@@ -6,7 +6,8 @@ whose call it is and through which agents, when the approval expires — and, to
 may decide, Approve and Deny buttons. Only the requesting user and those who may decide
 (``[approvals] approvers``, or every user when that is empty) see the call at all; the
 requesting user decides only when the policy said ``@approval("self")``. ``POST
-/approvals/{id}`` carries the decision and the CSRF token; the rules themselves live in
+/approvals/{id}`` carries the decision and a CSRF token bound to the session and to this
+form (:mod:`deputy.web.csrf`); the rules themselves live in
 :class:`~deputy.storage.approvals.ApprovalRepository`, which the CLI uses too. Answers
 follow post/redirect/get, so reloading never decides twice.
 """
@@ -56,26 +57,26 @@ class ApprovalPages:
 
     async def sign_in_form(self, request: Request) -> Response:
         approval_id = request.path_params["approval_id"]
-        form = await request.form()
-        if not self.sign_in.csrf_ok(request, form):
+        form = await self.sign_in.read_form(request)
+        if not self.sign_in.csrf_ok(request, form, "login"):
             return self._error(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
-        user = await self.sign_in.attempt(form)
+        user = await self.sign_in.attempt(request, form)
         if isinstance(user, SignInRefused):
             response = self._sign_in_page(request, approval_id, user.message, user.status)
             if user.retry_after is not None:
                 response.headers["Retry-After"] = user.retry_after
             return response
         response = protect(RedirectResponse(self._path(approval_id), 303))
-        await self.sign_in.start_session(response, user)
+        await self.sign_in.start_session(request, response, user)
         return response
 
     async def decide(self, request: Request) -> Response:
         approval_id = request.path_params["approval_id"]
-        form = await request.form()
-        if not self.sign_in.csrf_ok(request, form):
-            return self._error(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
+        form = await self.sign_in.read_form(request)
         session = await self.sign_in.session(request)
-        if session is None:
+        if not self.sign_in.csrf_ok(request, form, "approval"):
+            return self._error(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
+        if session is None:  # the token verified against a session cookie that has since expired
             return self._sign_in_page(request, approval_id)
         user = await self.services.users.get(session.user_id)
         choice = form.get("decision")
@@ -102,12 +103,10 @@ class ApprovalPages:
         note = problem
         if note is None and approval.status is Status.PENDING and not may_decide:
             note = REFUSALS["own_request"] if own and approver else REFUSALS["not_approver"]
-        csrf, new_cookie = self.sign_in.csrf_token(request)
+        csrf, _ = self.sign_in.csrf_token(request, "approval")
         response = render("approval.html", status=status, title="Approve this call?", csrf_token=csrf,
                           action=self._path(approval.approval_id), note=note, may_decide=may_decide,
                           viewer=viewer.username, **self._call(approval, requester))
-        if new_cookie:
-            self.sign_in.set_csrf(response, csrf)
         return response
 
     def _call(self, approval: Approval, requester: User | None) -> dict[str, Any]:
@@ -126,12 +125,11 @@ class ApprovalPages:
 
     def _sign_in_page(self, request: Request, approval_id: str, error: str | None = None,
                       status: int = 200) -> Response:
-        csrf, new_cookie = self.sign_in.csrf_token(request)
+        csrf, pre_session = self.sign_in.csrf_token(request, "login")
         response = render("login.html", status=status, title="Sign in", csrf_token=csrf, request_id=None,
                           purpose="Sign in to see a call that waits for approval.", error=error,
                           action=self._path(approval_id) + "/sign-in")
-        if new_cookie:
-            self.sign_in.set_csrf(response, csrf)
+        self.sign_in.set_pre_session(response, pre_session)
         return response
 
     @staticmethod

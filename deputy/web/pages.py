@@ -2,7 +2,8 @@
 
 Framing is forbidden on every page (``frame-ancestors 'none'`` and
 ``X-Frame-Options: DENY``, MCP Security Best Practices on consent pages;
-RFC 9700 §4.16 clickjacking). Cookies are HttpOnly, SameSite=Lax, and
+RFC 9700 §4.16 clickjacking); no page leaks its URL to another origin (``Referrer-Policy:
+same-origin``). Cookies are HttpOnly, SameSite=Lax, and
 ``__Host-``-prefixed and Secure on an https deployment. On a loopback ``http``
 deployment they are neither: browsers reject a ``__Host-`` cookie that is not
 Secure (RFC 6265bis §4.1.3.2), and clients do not send Secure cookies over http.
@@ -26,7 +27,10 @@ SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": under it browsers send "Origin: null" on the pages' own form POSTs (Fetch
+    # §3.2.5, serializing a request origin), and those POSTs must carry Deputy's origin to be accepted.
+    # "same-origin" still sends nothing to any other origin (the redirect URI included).
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
 

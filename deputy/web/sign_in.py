@@ -1,30 +1,37 @@
-"""Signing a person in on Deputy's own pages, and the CSRF token their forms carry.
+"""Signing a person in on Deputy's own pages, and the CSRF checks of their forms.
 
 One instance serves every page that signs people in (the authorization flow and the
-approval pages), so a password guesser meets one budget of failures per user name, not
-one per page. A signed-in person holds a login session (database-backed, so any replica
-knows it) in an HttpOnly cookie; forms carry a CSRF token that must equal the one in
-the CSRF cookie (double-submit), and SameSite=Lax keeps both off cross-site POSTs.
+approval pages), so a password guesser meets one back-off, not one per page. The back-off
+is kept per client address *and* user name (:class:`~deputy.oauth.rate_limit.FailureBackoff`):
+guessing slows the guesser, never locks the name's owner out.
+
+A signed-in person holds a login session (database-backed, so any replica knows it) in
+an HttpOnly cookie. Signing in always starts a new session and ends the one the browser
+held before, so a session id known before sign-in is worth nothing after it (no session
+fixation, OWASP Session Management). Forms carry a token bound to the session (or, on
+the sign-in form, to a random pre-session cookie) and to the form's purpose
+(:mod:`deputy.web.csrf`); a POST from a foreign ``Origin`` is refused.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deputy.oauth.rate_limit import SlidingWindowLimiter
-from deputy.secrets import same_secret
+from deputy.oauth.rate_limit import FailureBackoff, SlidingWindowLimiter
+from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.sessions import LoginSession
 from deputy.storage.users import User
+from deputy.web.csrf import CsrfTokens, Purpose, same_origin
 from deputy.web.pages import CookieNames
 
-FAILED_LOGINS_PER_MINUTE = 10  # per user name, per process
-CSRF_COOKIE_TTL = 600
+PRE_SESSION_TTL = 600
+MIN_PRE_SESSION = 32
+MAX_FORM_FIELDS = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,42 +47,65 @@ class SignIn:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.cookies = CookieNames(services.settings.secure_cookies)
-        self.failed_logins = SlidingWindowLimiter(FAILED_LOGINS_PER_MINUTE)
+        self.failed_logins = FailureBackoff()
+        self.tokens = CsrfTokens.from_data_dir(services.settings.data_dir)
 
-    async def attempt(self, form: FormData) -> User | SignInRefused:
+    async def attempt(self, request: Request, form: FormData) -> User | SignInRefused:
         """The user the form's ``username`` and ``password`` name, or why not."""
         username = str(form.get("username", ""))
-        # Password guessing: after too many failures for a name, even the right password waits.
-        wait = self.failed_logins.blocked(username.lower())
+        address = request.client.host if request.client is not None else "unknown"
+        name = username.lower()  # one budget whatever the case the guesser types
+        wait = self.failed_logins.wait(address, name)
         if wait is not None:
-            return SignInRefused(429, "Too many failed sign-ins for this user; try again in a minute.",
-                                 SlidingWindowLimiter.retry_after(wait))
+            return SignInRefused(429, "Too many failed sign-ins for this user from here; wait a little and try "
+                                      "again.", SlidingWindowLimiter.retry_after(wait))
         user = await self.services.users.authenticate(username, str(form.get("password", "")))
         if user is None:
-            self.failed_logins.record(username.lower())
+            self.failed_logins.failed(address, name)
             return SignInRefused(401, "Wrong username or password.")
+        self.failed_logins.succeeded(address, name)
         return user
 
-    async def start_session(self, response: Response, user: User) -> None:
+    async def start_session(self, request: Request, response: Response, user: User) -> None:
+        """A new session for ``user``; the one this browser held before ends, and its pre-session cookie changes."""
+        previous = request.cookies.get(self.cookies.session)
+        if previous:
+            await self.services.sessions.end(previous)
         ttl = self.services.settings.login_session_ttl
         session_id = await self.services.sessions.start(user.user_id, ttl)
         self.cookies.set(response, self.cookies.session, session_id, ttl)
+        self.cookies.set(response, self.cookies.csrf, new_handle(), PRE_SESSION_TTL)
 
     async def session(self, request: Request) -> LoginSession | None:
         session_id = request.cookies.get(self.cookies.session)
         return await self.services.sessions.find(session_id) if session_id else None
 
-    def csrf_token(self, request: Request) -> tuple[str, bool]:
-        """The CSRF token for a form, and whether it is new (then :meth:`set_csrf` must send its cookie)."""
+    async def read_form(self, request: Request) -> FormData:
+        return await request.form(max_fields=MAX_FORM_FIELDS)
+
+    def csrf_token(self, request: Request, purpose: Purpose) -> tuple[str, str | None]:
+        """The token for a form, and a new pre-session cookie value to send (:meth:`set_pre_session`) or None.
+
+        A ``login`` form is bound to the pre-session cookie; every other form to the session cookie,
+        so call it for those only once :meth:`session` found the session."""
+        if purpose != "login":
+            return self.tokens.token(purpose, request.cookies.get(self.cookies.session, "")), None
         existing = request.cookies.get(self.cookies.csrf)
-        if existing and len(existing) >= 32:
-            return existing, False
-        return secrets.token_urlsafe(32), True
+        if existing and len(existing) >= MIN_PRE_SESSION:
+            return self.tokens.token(purpose, existing), None
+        fresh = new_handle()
+        return self.tokens.token(purpose, fresh), fresh
 
-    def set_csrf(self, response: Response, token: str) -> None:
-        self.cookies.set(response, self.cookies.csrf, token, CSRF_COOKIE_TTL)
+    def set_pre_session(self, response: Response, value: str | None) -> None:
+        if value is not None:
+            self.cookies.set(response, self.cookies.csrf, value, PRE_SESSION_TTL)
 
-    def csrf_ok(self, request: Request, form: FormData) -> bool:
-        cookie = request.cookies.get(self.cookies.csrf, "")
-        submitted = str(form.get("csrf_token", ""))
-        return bool(cookie and submitted and same_secret(cookie, submitted))
+    def csrf_ok(self, request: Request, form: FormData, purpose: Purpose) -> bool:
+        """Whether a POSTed form comes from Deputy's own page, rendered for this browser, for this purpose."""
+        if not same_origin(request.headers.get("origin"), self.services.settings.public_url):
+            return False
+        cookie = self.cookies.csrf if purpose == "login" else self.cookies.session
+        binding = request.cookies.get(cookie)
+        if purpose == "login" and binding is not None and len(binding) < MIN_PRE_SESSION:
+            return False
+        return self.tokens.verify(purpose, binding, str(form.get("csrf_token", "")))

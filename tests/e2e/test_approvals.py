@@ -30,6 +30,7 @@ from sqlalchemy import update
 from deputy.secrets import now
 from deputy.storage.db import Database
 from deputy.storage.tables import approvals
+from deputy.web.csrf import CsrfTokens
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.databases import database_url, require
 from tests.support.delegation import delegation_config
@@ -274,8 +275,9 @@ async def test_the_page_refuses_the_requesting_user_and_forged_forms(setup: Setu
         page = await own.get(data["approval_url"])
         assert page.status_code == 200 and "another user has to approve it" in page_text(page.text)
         assert not any(form.buttons for form in parse_forms(page.text))  # no buttons to press
-        csrf = own.cookies.get("deputy_csrf")
-        assert csrf
+        # The token Deputy would put in alice's form if she could decide (its own key, her session):
+        # what refuses the forced POST is the approval rule, not the CSRF check.
+        csrf = CsrfTokens.from_data_dir(setup.deputy.data_dir).token("approval", own.cookies["deputy_session"])
         forced = await own.post(data["approval_url"], data={"csrf_token": csrf, "decision": "approve"})
         assert forced.status_code == 409 and "another user has to approve it" in page_text(forced.text)
     async with signed_in(data["approval_url"], "bob", BOB_PASSWORD) as bob:

@@ -58,7 +58,7 @@ async def test_person_signs_in_and_consents_in_chromium(deputy: RunningDeputy, t
         await page.wait_for_selector("text=Allow access?")
         consent = await page.inner_text("main")
         assert "Test public client" in consent
-        assert "127.0.0.1:9" in consent, "the consent page names the redirect host"
+        assert "localhost:9" in consent, "the consent page names the redirect host"
         assert "demo:tools" in consent
         assert "runs on your own computer" in consent, "loopback redirect warning"
         shots = tmp_path_factory.mktemp("screens")

@@ -18,7 +18,7 @@ from tests.support.document_server import DocumentServer
 from tests.support.oauth_flow import authorize, exchange
 from tests.support.sdk_client import free_port, page_text, sdk_oauth_client
 
-CALLBACK = "http://127.0.0.1:9/callback"
+CALLBACK = "http://localhost:9/callback"
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ async def test_metadata_advertises_client_id_metadata_documents(deputy: RunningD
 
 
 async def test_sdk_client_signs_in_with_its_metadata_document(deputy: RunningDeputy, docs: DocumentServer) -> None:
-    redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
+    redirect_uri = f"http://localhost:{free_port()}/callback"
     grants = ["authorization_code", "refresh_token"]
     url = docs.serve_document("/clients/sdk.json", client_name="SDK through a metadata document",
                               redirect_uris=[redirect_uri], grant_types=grants)
@@ -102,7 +102,7 @@ async def test_a_redirecting_document_is_refused(deputy: RunningDeputy, docs: Do
 
 async def test_a_redirect_uri_not_in_the_document_is_refused_on_a_page(
         deputy: RunningDeputy, docs: DocumentServer) -> None:
-    url = docs.serve_document("/clients/other-redirect.json", redirect_uris=["http://127.0.0.1:9/elsewhere"])
+    url = docs.serve_document("/clients/other-redirect.json", redirect_uris=["http://localhost:9/elsewhere"])
     auth = await authorize(deputy, client_id=url, redirect_uri=CALLBACK)
     assert auth.redirect is None and auth.page is not None and auth.page.status_code == 400
     assert "not registered for this client" in page_text(auth.page.text)

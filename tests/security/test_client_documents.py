@@ -306,7 +306,7 @@ async def test_a_valid_document_from_an_allowed_domain_is_an_active_client(
     url = docs.serve_document("/valid.json", grant_types=["authorization_code", "refresh_token"])
     client = await resolver_for(repository, tls).resolve(url)
     assert (client.client_id, client.status, client.source) == (url, "active", "document")
-    assert client.redirect_uris == ("http://127.0.0.1:9/callback",) and client.is_public
+    assert client.redirect_uris == ("http://localhost:9/callback",) and client.is_public
     stored = await repository.get(url)
     assert stored is not None and stored.status == "active" and stored.source == "document"
 

@@ -1,6 +1,9 @@
-"""Login and consent pages: CSRF, framing, cookies.
+"""Login and consent pages: CSRF, Origin, session renewal, framing, cookies.
 
-MCP RS-11 and Security Best Practices; RFC 9700 §4.16; OAuth 2.1 §7.12.
+MCP RS-11 and Security Best Practices; RFC 9700 §4.16; OAuth 2.1 §7.12. CSRF tokens are
+bound to the browser (its session, or on the sign-in form its pre-session cookie) and to
+the form's purpose (issue 11, finding 2): tokens from another session or another form,
+attacker-chosen cookie/form pairs and foreign origins are refused.
 
 Each test registers its own client (dynamic registration, loopback redirect URI), so
 alice has never consented to it and the consent page is always shown.
@@ -10,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
@@ -54,23 +57,26 @@ def authorization_url(deputy: RunningDeputy, client_id: str, state: str) -> str:
     return str(request.url)
 
 
+async def walk_to_consent(deputy: RunningDeputy, browser: httpx.AsyncClient, state: str = "st-pages") -> Walk:
+    client_id = await register(deputy)
+    url = authorization_url(deputy, client_id, state)
+    login_page = await browser.get(url)
+    assert login_page.status_code == 200, login_page.text
+    form = parse_form(login_page.text)
+    login_answer = await browser.post(form.resolve_action(url), data=form.data(username="alice", password=PASSWORD))
+    assert login_answer.status_code == 303, login_answer.text
+    consent_url = urljoin(url, login_answer.headers["location"])
+    consent_page = await browser.get(consent_url)
+    assert consent_page.status_code == 200, consent_page.text
+    consent_form = parse_form(consent_page.text)
+    assert consent_form.button_values("decision") == ["approve", "deny"]
+    return Walk(browser, client_id, login_page, login_answer, consent_page, consent_form, state)
+
+
 @pytest.fixture
 async def walk(deputy: RunningDeputy) -> AsyncIterator[Walk]:
-    client_id = await register(deputy)
     async with httpx.AsyncClient(timeout=30) as browser:
-        url = authorization_url(deputy, client_id, "st-pages")
-        login_page = await browser.get(url)
-        assert login_page.status_code == 200, login_page.text
-        form = parse_form(login_page.text)
-        login_answer = await browser.post(form.resolve_action(url),
-                                          data=form.data(username="alice", password=PASSWORD))
-        assert login_answer.status_code == 303, login_answer.text
-        consent_url = urljoin(url, login_answer.headers["location"])
-        consent_page = await browser.get(consent_url)
-        assert consent_page.status_code == 200, consent_page.text
-        consent_form = parse_form(consent_page.text)
-        assert consent_form.button_values("decision") == ["approve", "deny"]
-        yield Walk(browser, client_id, login_page, login_answer, consent_page, consent_form, "st-pages")
+        yield await walk_to_consent(deputy, browser)
 
 
 def assert_forbidden_page(response: httpx.Response) -> None:
@@ -95,14 +101,82 @@ async def test_consent_with_mismatched_csrf_token_is_403(deputy: RunningDeputy, 
     await _legitimate_consent_still_works(deputy, walk)
 
 
-async def test_consent_from_a_browser_without_the_csrf_cookie_is_403(deputy: RunningDeputy, walk: Walk) -> None:
-    """MCP RS-11: a cross-site POST carries the session cookie but cannot plant the CSRF cookie → 403."""
-    session = walk.browser.cookies.get("deputy_session")
-    assert session
-    data = walk.consent_form.data(("decision", "approve"))
-    async with httpx.AsyncClient(cookies={"deputy_session": session}) as attacker_page:
-        assert_forbidden_page(await attacker_page.post(f"{deputy.url}/authorize/consent", data=data))
+async def test_consent_with_a_token_from_another_session_is_403(deputy: RunningDeputy, walk: Walk) -> None:
+    """Finding 2: the attacker's own valid consent token (their session) posted with the victim's session → 403."""
+    async with httpx.AsyncClient(timeout=30) as attacker:
+        attackers_walk = await walk_to_consent(deputy, attacker, "st-attacker")
+        attackers_token = attackers_walk.consent_form.fields["csrf_token"]
+    assert attackers_token != walk.consent_form.fields["csrf_token"]
+    data = walk.consent_form.data(("decision", "approve"), csrf_token=attackers_token)
+    assert_forbidden_page(await walk.browser.post(f"{deputy.url}/authorize/consent", data=data))
     await _legitimate_consent_still_works(deputy, walk)
+
+
+async def test_consent_with_an_attacker_chosen_cookie_and_form_pair_is_403(deputy: RunningDeputy, walk: Walk) -> None:
+    """Finding 2: a planted deputy_csrf cookie and the same value in the form (double submit) do not pass → 403."""
+    chosen = "attacker-chosen-" + "c" * 40
+    walk.browser.cookies.set("deputy_csrf", chosen, domain=urlsplit(deputy.url).hostname or "")
+    data = walk.consent_form.data(("decision", "approve"), csrf_token=chosen)
+    assert_forbidden_page(await walk.browser.post(f"{deputy.url}/authorize/consent", data=data))
+    await _legitimate_consent_still_works(deputy, walk)
+
+
+async def test_login_with_an_attacker_chosen_cookie_and_form_pair_is_403(deputy: RunningDeputy) -> None:
+    """Finding 2 / OAuth 2.1 §7.12 (login CSRF): a planted pre-session cookie and the same value as token → 403."""
+    client_id = await register(deputy)
+    chosen = "attacker-chosen-" + "p" * 40
+    async with httpx.AsyncClient(timeout=30, cookies={"deputy_csrf": chosen}) as victim:
+        url = authorization_url(deputy, client_id, "st-login-pair")
+        page = await victim.get(url)
+        assert page.status_code == 200, page.text
+        data = parse_form(page.text).data(username="alice", password=PASSWORD, csrf_token=chosen)
+        assert_forbidden_page(await victim.post(f"{deputy.url}/authorize/login", data=data))
+        assert victim.cookies.get("deputy_session") is None
+
+
+async def test_a_consent_token_is_refused_on_another_form(deputy: RunningDeputy, walk: Walk) -> None:
+    """Finding 2: tokens are bound to the form's purpose; the consent token on the approval form, same session → 403.
+
+    (Without the purpose binding the CSRF check passes and the page answers 404, no such approval.)"""
+    token = walk.consent_form.fields["csrf_token"]
+    answer = await walk.browser.post(f"{deputy.url}/approvals/no-such-approval",
+                                     data={"csrf_token": token, "decision": "approve"})
+    assert answer.status_code == 403, answer.text
+    login_form = parse_form(walk.login_page.text)  # the sign-in token of this browser, on the consent form
+    data = walk.consent_form.data(("decision", "approve"), csrf_token=login_form.fields["csrf_token"])
+    assert_forbidden_page(await walk.browser.post(f"{deputy.url}/authorize/consent", data=data))
+    await _legitimate_consent_still_works(deputy, walk)
+
+
+@pytest.mark.parametrize("origin", ["https://attacker.example", "null", "http://localhost:9"])
+async def test_a_post_from_a_foreign_origin_is_403(deputy: RunningDeputy, walk: Walk, origin: str) -> None:
+    """Finding 2: a form POST whose Origin is present and not Deputy's → 403, even with the right token."""
+    data = walk.consent_form.data(("decision", "approve"))
+    answer = await walk.browser.post(f"{deputy.url}/authorize/consent", data=data, headers={"Origin": origin})
+    assert_forbidden_page(answer)
+    same_origin = await walk.browser.post(f"{deputy.url}/authorize/consent", data=data,
+                                          headers={"Origin": deputy.url})
+    assert same_origin.status_code == 303, same_origin.text
+
+
+async def test_sign_in_starts_a_new_session_and_ends_the_old_one(deputy: RunningDeputy, walk: Walk) -> None:
+    """No session fixation: signing in again in a browser gives a new session id, and the old id stops working."""
+    old_session = walk.browser.cookies.get("deputy_session")
+    assert old_session
+    client_id = await register(deputy)
+    url = authorization_url(deputy, client_id, "st-again")
+    walk.browser.cookies.delete("deputy_session")  # another tab shows the sign-in form …
+    page = await walk.browser.get(url)
+    assert page.status_code == 200 and "Sign in" in page.text
+    walk.browser.cookies.set("deputy_session", old_session, domain=urlsplit(deputy.url).hostname or "")
+    form = parse_form(page.text)  # … and is submitted while the browser holds the old session
+    answer = await walk.browser.post(form.resolve_action(url), data=form.data(username="alice", password=PASSWORD))
+    assert answer.status_code == 303, answer.text
+    new_session = walk.browser.cookies.get("deputy_session")
+    assert new_session and new_session != old_session
+    async with httpx.AsyncClient(timeout=30, cookies={"deputy_session": old_session}) as replay:
+        replayed = await replay.get(urljoin(url, answer.headers["location"]))
+    assert replayed.status_code == 200 and "Sign in to Deputy" in replayed.text, "the old session id still works"
 
 
 async def _legitimate_consent_still_works(deputy: RunningDeputy, walk: Walk) -> None:

@@ -40,7 +40,7 @@ async def test_non_loopback_redirect_uri_is_refused(deputy: RunningDeputy, uri: 
 
 async def test_one_bad_uri_among_good_ones_is_refused(deputy: RunningDeputy) -> None:
     """MCP AS-4: every redirect URI must pass; a loopback URI does not smuggle in an attacker one."""
-    response = await register(deputy, {"redirect_uris": ["http://127.0.0.1:8080/cb", "https://attacker.example/cb"]})
+    response = await register(deputy, {"redirect_uris": ["http://localhost:8080/cb", "https://attacker.example/cb"]})
     assert response.status_code == 400
     assert oauth_error(response) == "invalid_redirect_uri"
 
@@ -81,7 +81,7 @@ async def test_missing_or_malformed_redirect_uris_are_refused(deputy: RunningDep
 async def test_disallowed_metadata_is_invalid_client_metadata(deputy: RunningDeputy, metadata: dict[str, Any]) -> None:
     """MCP AS-4 / RFC 7591 §3.2.2: web apps, other grants, implicit, private_key_jwt without keys → 400
     invalid_client_metadata."""
-    response = await register(deputy, {"redirect_uris": ["http://127.0.0.1:8080/cb"], **metadata})
+    response = await register(deputy, {"redirect_uris": ["http://localhost:8080/cb"], **metadata})
     assert response.status_code == 400
     assert oauth_error(response) == "invalid_client_metadata"
 
@@ -96,7 +96,7 @@ async def test_non_json_body_is_invalid_client_metadata(deputy: RunningDeputy) -
 
 async def test_loopback_native_client_registers(deputy: RunningDeputy) -> None:
     """MCP AS-4 / RFC 7591 §3.2.1: a native loopback client → 201 with client_id, no secret, Cache-Control no-store."""
-    uris = ["http://127.0.0.1:33418/callback", "http://localhost:33418/callback", "http://[::1]:33418/callback"]
+    uris = ["http://localhost:33418/callback", "http://[::1]:33418/callback", "com.example.app:/callback"]
     response = await register(deputy, {"redirect_uris": uris, "application_type": "native"})
     assert response.status_code == 201, response.text
     body = response.json()

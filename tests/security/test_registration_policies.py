@@ -46,7 +46,7 @@ def registration_deputy(backend: str, upstream_url: str, directory: Path, table:
 def allowlist(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory = tmp_path_factory.mktemp(f"registration-allowlist-{backend}")
     table = f'''mode = "allowlist"
-allowed_redirect_hosts = ["{ALLOWED_HOST}", "127.0.0.1"]
+allowed_redirect_hosts = ["{ALLOWED_HOST}", "localhost"]
 initial_access_tokens = ["{INITIAL_TOKEN}"]
 rate_limit_per_minute = 10000
 
@@ -119,7 +119,7 @@ async def test_native_non_loopback_http_is_refused(allowlist: RunningDeputy) -> 
     assert_refused(response, "invalid_redirect_uri")
 
 
-@pytest.mark.parametrize("uri", ["http://127.0.0.1:8080/cb", f"http://{ALLOWED_HOST}/cb", "com.example.app:/cb"])
+@pytest.mark.parametrize("uri", ["http://localhost:8080/cb", f"http://{ALLOWED_HOST}/cb", "com.example.app:/cb"])
 async def test_web_client_may_use_https_only(allowlist: RunningDeputy, uri: str) -> None:
     """Web clients: https only — never http, not even on loopback, and no private-use schemes."""
     response = await register(allowlist, {"redirect_uris": [uri], "application_type": "web"}, token=INITIAL_TOKEN)
@@ -293,7 +293,7 @@ async def test_update_replaces_metadata_without_a_new_secret(allowlist: RunningD
     """RFC 7592 §2.2: full replacement; a confidential client keeps its secret (none is issued again)."""
     client = await registered(allowlist, token_endpoint_auth_method="client_secret_basic")
     update = {"client_id": client["client_id"], "client_name": "Renamed",
-              "redirect_uris": [*client["redirect_uris"], "http://127.0.0.1:5555/cb"],
+              "redirect_uris": [*client["redirect_uris"], "http://localhost:5555/cb"],
               "token_endpoint_auth_method": "client_secret_basic", "client_secret": client["client_secret"]}
     response = await manage("PUT", client["registration_client_uri"], client["registration_access_token"], update)
     assert response.status_code == 200, response.text
@@ -335,7 +335,7 @@ async def test_update_with_another_client_id_is_refused(allowlist: RunningDeputy
 
 async def test_delete_removes_the_client_and_revokes_its_grants(allowlist: RunningDeputy) -> None:
     """RFC 7592 §2.3: 204; the token stops working, and so do the access and refresh tokens issued to it."""
-    redirect = "http://127.0.0.1:9/registered"
+    redirect = "http://localhost:9/registered"
     client = await registered(allowlist, [redirect], grant_types=["authorization_code", "refresh_token"])
     auth = await authorize(allowlist, client_id=client["client_id"], redirect_uri=redirect)
     tokens = await exchange(allowlist, auth.code, verifier=auth.verifier or "", client_id=client["client_id"],
@@ -357,7 +357,7 @@ async def test_delete_removes_the_client_and_revokes_its_grants(allowlist: Runni
 
 async def test_approval_client_is_pending_until_approved_then_denied(approval: RunningDeputy) -> None:
     """Under `approval` anyone registers, nobody is served until `deputy clients approve`; `deny` stops it again."""
-    redirect = "http://127.0.0.1:9/pending"
+    redirect = "http://localhost:9/pending"
     response = await register(approval, {"redirect_uris": [redirect], "client_name": "Awaiting"})
     assert response.status_code == 201, response.text
     client_id = response.json()["client_id"]
@@ -382,10 +382,10 @@ async def test_approval_client_is_pending_until_approved_then_denied(approval: R
 
 
 async def test_approved_client_that_adds_a_redirect_uri_is_pending_again(approval: RunningDeputy) -> None:
-    client = await registered(approval, ["http://127.0.0.1:9/a"])
+    client = await registered(approval, ["http://localhost:9/a"])
     assert approval.cli("clients", "approve", client["client_id"]).returncode == 0
     update = {"client_id": client["client_id"], "token_endpoint_auth_method": "none",
-              "redirect_uris": ["http://127.0.0.1:9/a", "https://elsewhere.example/cb"]}
+              "redirect_uris": ["http://localhost:9/a", "https://elsewhere.example/cb"]}
     response = await manage("PUT", client["registration_client_uri"], client["registration_access_token"], update)
     assert response.status_code == 200, response.text
     shown = approval.cli("clients", "show", client["client_id"])
@@ -393,7 +393,7 @@ async def test_approved_client_that_adds_a_redirect_uri_is_pending_again(approva
 
 
 async def test_cli_show_never_prints_secrets_and_unknown_ids_fail(approval: RunningDeputy) -> None:
-    client = await registered(approval, ["http://127.0.0.1:9/s"], token_endpoint_auth_method="client_secret_post")
+    client = await registered(approval, ["http://localhost:9/s"], token_endpoint_auth_method="client_secret_post")
     shown = approval.cli("clients", "show", client["client_id"])
     assert shown.returncode == 0, shown.stderr
     assert client["client_secret"] not in shown.stdout
@@ -411,7 +411,7 @@ async def test_cli_show_never_prints_secrets_and_unknown_ids_fail(approval: Runn
 
 def test_registration_rate_limit_is_429_with_retry_after(upstream_url: str, tmp_path: Path) -> None:
     with registration_deputy("sqlite", upstream_url, tmp_path, 'mode = "loopback"\nrate_limit_per_minute = 3') as d:
-        body = {"redirect_uris": ["http://127.0.0.1:9/cb"], "token_endpoint_auth_method": "none"}
+        body = {"redirect_uris": ["http://localhost:9/cb"], "token_endpoint_auth_method": "none"}
         answers = [httpx.post(f"{d.url}/register", json=body).status_code for _ in range(3)]
         assert answers == [201, 201, 201]
         limited = httpx.post(f"{d.url}/register", json=body)
@@ -424,5 +424,5 @@ def test_registration_rate_limit_is_429_with_retry_after(upstream_url: str, tmp_
 def test_registration_off_has_no_endpoint_and_is_not_advertised(upstream_url: str, tmp_path: Path) -> None:
     with registration_deputy("sqlite", upstream_url, tmp_path, 'mode = "off"') as d:
         assert "registration_endpoint" not in httpx.get(f"{d.url}/.well-known/oauth-authorization-server").json()
-        response = httpx.post(f"{d.url}/register", json={"redirect_uris": ["http://127.0.0.1:9/cb"]})
+        response = httpx.post(f"{d.url}/register", json={"redirect_uris": ["http://localhost:9/cb"]})
         assert response.status_code in (404, 405)

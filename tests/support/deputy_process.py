@@ -24,7 +24,7 @@ PASSWORD = "correct horse battery staple"
 PUBLIC_CLIENT = "test-public"
 CONFIDENTIAL_CLIENT = "test-confidential"
 CONFIDENTIAL_SECRET = "s3cret-for-tests-only-0123456789"
-REDIRECT_URI = "http://127.0.0.1:9/callback"
+REDIRECT_URI = "http://localhost:9/callback"
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ class DocumentServer:
         """A valid client metadata document at ``path`` whose client_id is its own URL (override with fields)."""
         url = self.url(path, host)
         document = {"client_id": url, "client_name": "Test CIMD client",
-                    "redirect_uris": ["http://127.0.0.1:9/callback"], **fields}
+                    "redirect_uris": ["http://localhost:9/callback"], **fields}
         self.serve(path, {k: v for k, v in document.items() if v is not None},
                    headers={"Cache-Control": "no-store"})
         return url

@@ -459,7 +459,7 @@ async def sdk_oauth_client(
     if redirect_uri is None and storage.client_info is not None and storage.client_info.redirect_uris:
         redirect_uri = str(storage.client_info.redirect_uris[0])  # keep matching the registration
     if redirect_uri is None:
-        redirect_uri = f"http://127.0.0.1:{free_port()}/callback"
+        redirect_uri = f"http://localhost:{free_port()}/callback"
     if client_metadata is None:
         client_metadata = OAuthClientMetadata(
             client_name="Deputy SDK test client",

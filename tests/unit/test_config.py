@@ -85,7 +85,7 @@ url = "https://upstream.example.com/mcp/"
 headers = { X-Api-Key = { env = "WEB_KEY" } }
 [[clients]]
 client_id = "cli"
-redirect_uris = ["http://127.0.0.1/cb"]
+redirect_uris = ["http://localhost/cb"]
 token_endpoint_auth_method = "client_secret_basic"
 client_secret = "s3cret"
 """, {"FILES_TOKEN": "ft", "WEB_KEY": "wk", "PATH": "/bin", "UNRELATED": "no"})
@@ -296,18 +296,18 @@ def test_bad_gateway_settings(tmp_path: Path, key: str, value: str) -> None:
 
 
 def test_client_with_secret_but_method_none(tmp_path: Path) -> None:
-    text = MINIMAL + '[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\nclient_secret = "s"\n'
+    text = MINIMAL + '[[clients]]\nclient_id = "c"\nredirect_uris = ["http://localhost/cb"]\nclient_secret = "s"\n'
     assert config_error(tmp_path, text).key == "clients[0].client_secret"
 
 
 def test_confidential_client_without_secret(tmp_path: Path) -> None:
-    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
+    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://localhost/cb"]\n'
                       'token_endpoint_auth_method = "client_secret_post"\n')
     assert config_error(tmp_path, text).key == "clients[0].client_secret"
 
 
 def test_client_with_unknown_auth_method(tmp_path: Path) -> None:
-    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
+    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://localhost/cb"]\n'
                       'token_endpoint_auth_method = "tls_client_auth"\n')
     assert config_error(tmp_path, text).key == "clients[0].token_endpoint_auth_method"
 
@@ -338,7 +338,7 @@ def test_private_key_jwt_client_with_jwks_file_and_client_credentials(tmp_path: 
     ('client_secret = "s"\njwks = {keys = [{kty = "oct", k = "c2VjcmV0"}]}\n', "clients[0].client_secret"),
 ])
 def test_private_key_jwt_client_errors(tmp_path: Path, extra: str, key: str) -> None:
-    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
+    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://localhost/cb"]\n'
                       'token_endpoint_auth_method = "private_key_jwt"\n' + extra)
     assert config_error(tmp_path, text).key == key
 
@@ -348,7 +348,7 @@ def test_private_key_jwt_refuses_private_key_material(tmp_path: Path) -> None:
 
     private = ECKey.generate_key("P-256", private=True).as_dict(private=True)
     (tmp_path / "k.json").write_text(json.dumps({"keys": [private]}))
-    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n'
+    text = MINIMAL + ('[[clients]]\nclient_id = "c"\nredirect_uris = ["http://localhost/cb"]\n'
                       'token_endpoint_auth_method = "private_key_jwt"\njwks_file = "k.json"\n')
     error = config_error(tmp_path, text)
     assert error.key == "clients[0].jwks_file" and "private" in error.problem
@@ -360,12 +360,12 @@ def test_private_key_jwt_refuses_private_key_material(tmp_path: Path) -> None:
     ('grant_types = []\n', "clients[0].grant_types"),
 ])
 def test_client_grant_types_errors(tmp_path: Path, extra: str, key: str) -> None:
-    text = MINIMAL + '[[clients]]\nclient_id = "c"\nredirect_uris = ["http://127.0.0.1/cb"]\n' + extra
+    text = MINIMAL + '[[clients]]\nclient_id = "c"\nredirect_uris = ["http://localhost/cb"]\n' + extra
     assert config_error(tmp_path, text).key == key
 
 
 def test_client_without_redirect_uris(tmp_path: Path) -> None:
-    text = MINIMAL + '[[clients]]\nclient_id = "a"\nredirect_uris = ["http://127.0.0.1/cb"]\n' \
+    text = MINIMAL + '[[clients]]\nclient_id = "a"\nredirect_uris = ["http://localhost/cb"]\n' \
         '[[clients]]\nclient_id = "b"\nredirect_uris = []\n'
     assert config_error(tmp_path, text).key == "clients[1].redirect_uris"
 
