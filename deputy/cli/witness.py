@@ -8,6 +8,11 @@ everything before the last space is the origin). Repeat ``--log`` for more keys 
 
 The key file holds one ``PRIVATE+KEY+name+keyid+base64(0x04 || seed)`` line, as written
 by ``deputy witness keygen NAME --out FILE``.
+
+Besides ``POST /add-checkpoint`` the witness serves ``GET /checkpoint?origin=ORIGIN``: the
+latest checkpoint it cosigned for a log, which ``deputy audit verify --witness 'URL VKEY'``
+fetches as an anchor. A log's key hand-over is followed without changing ``--log``
+(:mod:`deputy.audit.witness`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ def serve(
     host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
 ) -> None:
-    """Serve POST /add-checkpoint."""
+    """Serve POST /add-checkpoint and GET /checkpoint?origin=ORIGIN."""
     from deputy.audit.witness import WitnessStore, witness_app
 
     try:
@@ -66,7 +71,8 @@ def serve(
         err.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from None
     console.print(
-        f"witness {signer.verifier().vkey()} on http://{host}:{port}/add-checkpoint for " + ", ".join(sorted(logs)),
+        f"witness {signer.verifier().vkey()} on http://{host}:{port} (/add-checkpoint, /checkpoint) for "
+        + ", ".join(sorted(logs)),
         soft_wrap=True,
     )
     config = uvicorn.Config(

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from collections.abc import AsyncIterator
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +19,15 @@ import pytest
 from sqlalchemy import MetaData, select
 from typer.testing import CliRunner
 
+from deputy.audit.cosignature import CosignatureSigner
+from deputy.audit.log import AuditLog
+from deputy.audit.witness_push import WitnessPusher
 from deputy.cli import app
 from deputy.storage.db import Database
-from tests.integration.test_audit_verify import ORIGIN, SIGNER, N, build, clear
+from tests.integration.test_audit_verify import ORIGIN, SIGNER, N, build, clear, make_settings
 from tests.support.audit_tamper import edit, truncate
+from tests.support.deputy_process import _wait_http
+from tests.support.sdk_client import free_port
 
 
 @pytest.fixture
@@ -132,3 +140,63 @@ async def test_the_printed_checkpoint_is_a_trusted_anchor(fresh: Database, tmp_p
     trusted.write_text(result.output)  # not a checkpoint
     result = await cli("verify", "-c", str(config), "--trusted", str(trusted))
     assert result.exit_code == 1 and "is not a signed checkpoint" in result.output
+
+
+@contextmanager
+def running_witness(tmp_path: Path, cosigner: CosignatureSigner) -> Iterator[str]:
+    """A real ``deputy witness serve`` process trusting the test log's key; yields its URL. A free port can be
+    taken by another process before the witness binds it (tests run in parallel): then it starts on another."""
+    key = tmp_path / "witness.key"
+    key.write_text(cosigner.key_string() + "\n")
+    for attempt in range(3):
+        port = free_port()
+        command = ["-m", "deputy", "witness", "serve", "--db", f"sqlite+aiosqlite:///{tmp_path / 'w.db'}"]
+        command += ["--key", str(key), "--log", SIGNER.verifier().vkey(), "--port", str(port)]
+        with (tmp_path / f"witness-{attempt}.log").open("wb") as output:
+            process = subprocess.Popen([sys.executable, *command], stdout=output, stderr=subprocess.STDOUT)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                try:
+                    _wait_http(f"{url}/checkpoint", process, "deputy witness serve")
+                except RuntimeError:
+                    if "address already in use" in (tmp_path / f"witness-{attempt}.log").read_text():
+                        continue
+                    raise
+                yield url
+                return
+            finally:
+                process.terminate()
+                process.wait(timeout=30)
+    raise RuntimeError("deputy witness serve found no free port in 3 attempts")
+
+
+async def test_verify_fetches_each_witness_latest_checkpoint(fresh: Database, tmp_path: Path) -> None:
+    """Truncated to a size the witness cosigned, with the later checkpoint and cosignature deleted: the log's own
+    copy of the cosignatures still meets the quorum, but the witness's latest does not fit."""
+    cosigner = CosignatureSigner.generate("witness.test/w1")
+    wvkey = cosigner.verifier().vkey()
+    key_file = tmp_path / "audit.key"
+    key_file.write_text(SIGNER.key_string() + "\n")
+    config = write_config(tmp_path, fresh.url, key_file)
+    with running_witness(tmp_path, cosigner) as witness_url:
+        log = AuditLog(fresh.engine, make_settings(), SIGNER)
+        log.after_checkpoint.append(WitnessPusher(log, [(witness_url, wvkey)]))
+        await build(fresh, n=N + 10, log=log)
+        await log.stop()
+
+        named = ["--witness", f"{witness_url} {wvkey}", "--quorum", "1"]
+        result = await cli("verify", "-c", str(config), *named)
+        assert result.exit_code == 0, result.output
+        assert "1 of 1 are a prefix of the log" in result.output
+
+        await truncate(fresh, N)
+        result = await cli("verify", "-c", str(config), "--witness", wvkey, "--quorum", "1")
+        assert result.exit_code == 0, "without the witness's URL only the stored cosignatures count"
+        result = await cli("verify", "-c", str(config), *named)
+        assert result.exit_code == 1
+        assert (
+            f"first bad index {N}: witness {cosigner.name}'s latest cosigned checkpoint has size {N + 10}, but the "
+            f"log has only {N} leaves" in result.output
+        )
+    result = await cli("verify", "-c", str(config), *named)  # the witness is gone: fail closed
+    assert result.exit_code == 1 and "cannot reach" in result.output
