@@ -330,3 +330,25 @@ def test_witness_app_refuses_bad_configuration(store: WitnessStore, cosigner: Co
         witness_app(store, cosigner, {"o": []})
     with pytest.raises(ValueError, match="same name"):
         witness_app(store, cosigner, {"o": [verifier, NoteVerifier.from_vkey(verifier.vkey())]})
+
+
+async def test_the_latest_cosigned_checkpoint_is_served(
+    client: httpx.AsyncClient, log: Log, cosigner: CosignatureSigner
+) -> None:
+    assert (await client.get("/checkpoint", params={"origin": log.origin})).status_code == 404  # nothing yet
+    log.grow(5)
+    await post(client, log.body(0))
+    log.grow(3)
+    first = await post(client, log.body(5))
+    await post(client, log.body(5))  # a 409: the stored one stays
+    served = await client.get("/checkpoint", params={"origin": log.origin})
+    assert served.status_code == 200
+    assert served.text == log.note(8) + first.text
+    assert open_note(served.text, [log.signer.verifier()]).text == log.checkpoint(8).body()
+    assert open_note(served.text, [cosigner.verifier()]).names == (cosigner.name,)
+    log.grow(1)
+    refused = await post(client, log.body(8, proof=[bytes(32)]))  # not consistent: not stored
+    assert refused.status_code == 422
+    assert (await client.get("/checkpoint", params={"origin": log.origin})).text == served.text
+    for params in ({"origin": "example.com/unknown"}, {}):
+        assert (await client.get("/checkpoint", params=params)).status_code == 404
