@@ -110,7 +110,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     async def ready(_request: Request) -> Response:
         # Readiness: the database answers and the revocation view is fresh, i.e. calls would be served.
         try:
-            await services.database.ping()
+            await services.database.check_writable()
             revocations.check_fresh()
         except (SQLAlchemyError, OSError, RevocationsUnavailable):
             return JSONResponse({"status": "unavailable"}, status_code=503, headers={"Cache-Control": "no-store"})

@@ -62,10 +62,20 @@ class Database:
             if lock is not None:
                 os.close(lock)  # closing the descriptor releases the lock
 
-    async def ping(self) -> None:
-        """Raise if the database does not answer."""
+    async def check_writable(self) -> None:
+        """Raise unless the database takes a write. The one row of ``alembic_version`` is rewritten in a
+        transaction that is then rolled back, so nothing changes: a read-only database (a standby after a
+        failover, ``default_transaction_read_only``, a read-only or locked SQLite file) fails this where a
+        SELECT would pass."""
         async with self.engine.connect() as conn:
-            await conn.execute(text("SELECT 1"))
+            transaction = await conn.begin()
+            try:
+                if not self.is_sqlite:
+                    # A migration holding the row is not a reason to hang the probe.
+                    await conn.execute(text("SET LOCAL lock_timeout = '2s'"))
+                await conn.execute(text("UPDATE alembic_version SET version_num = version_num"))
+            finally:
+                await transaction.rollback()
 
     async def dispose(self) -> None:
         await self.engine.dispose()
