@@ -108,7 +108,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         return JSONResponse({"status": "ok"})  # the process answers: liveness
 
     async def ready(_request: Request) -> Response:
-        # Readiness: the database answers and the revocation view is fresh, i.e. calls would be served.
+        # Readiness: the database takes writes (every call's audit record is one) and the revocation view is
+        # fresh, i.e. calls would be served.
         try:
             await services.database.check_writable()
             revocations.check_fresh()
