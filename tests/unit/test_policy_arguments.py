@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from deputy.gateway.jsonrpc import parse_message
 from deputy.gateway.principal import Principal
 from deputy.policy import ArgumentError, Outcome, PolicyEngine, build_schema
 
@@ -114,6 +115,8 @@ permit (principal, action, resource);
   when { context.input has mode && context.input.mode == Deputy::kinds::Input::mode::"slow" };
 @id("not-late") forbid (principal, action == Deputy::Action::"kinds", resource)
   when { context.input has when && context.input.when > datetime("2030-01-01") };
+@id("not-2-53-plus-1") forbid (principal, action == Deputy::Action::"kinds", resource)
+  when { context.input has count && context.input.count == 9007199254740993 };
 """
 
 
@@ -125,6 +128,10 @@ permit (principal, action, resource);
     ({"mode": "fast"}, None),
     ({"mode": "slow"}, "not-slow"),
     ({"when": "2031-01-01T00:00:00Z"}, "not-late"),
+    ({"count": 2**53 + 1}, "not-2-53-plus-1"),
+    ({"count": 2**53}, None),
+    ({"count": 2**63 - 1}, None),
+    ({"count": -(2**63)}, None),
 ])
 def test_cedar_sees_the_converted_values(tmp_path: Path, arguments: dict[str, Any], denied_by: str | None) -> None:
     (tmp_path / "p.cedar").write_text(POLICIES)
@@ -135,3 +142,19 @@ def test_cedar_sees_the_converted_values(tmp_path: Path, arguments: dict[str, An
         assert decision.outcome is Outcome.ALLOW, decision
     else:
         assert decision.outcome is Outcome.DENY and decision.determining == (denied_by,)
+
+
+@pytest.mark.parametrize(("digits", "denied_by"), [("9007199254740993", "not-2-53-plus-1"), ("9007199254740992", None)])
+def test_cedar_decides_on_the_integer_the_gateway_parsed_digit_for_digit(tmp_path: Path, digits: str,
+                                                                         denied_by: str | None) -> None:
+    """Issue 11, finding 7: the value Cedar decides on is the one the forwarded bytes carry, beyond 2^53 too."""
+    body = ('{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"kinds","arguments":{"count":'
+            + digits + "}}}")
+    arguments = parse_message(body.encode()).operation.arguments
+    assert str(arguments["count"]) == digits
+    (tmp_path / "p.cedar").write_text(POLICIES)
+    caller = Principal(user="u", agent="a", scopes=frozenset(), token_id="t", server="s")
+    decision = PolicyEngine(tmp_path, SCHEMA).decide(caller, "tools/call", "kinds", arguments)
+    assert decision.outcome is (Outcome.DENY if denied_by else Outcome.ALLOW), decision
+    if denied_by:
+        assert decision.determining == (denied_by,)
