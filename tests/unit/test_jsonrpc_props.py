@@ -111,9 +111,9 @@ def test_a_number_is_accepted_exactly_when_its_digits_are_what_is_held_and_recor
         assert isinstance(result, McpMessage), f"{text}: {getattr(result, 'message', '')}"
         held = result.operation.arguments["n"]
         assert Decimal(repr(held) if type(held) is float else held) == Decimal(text)
-        recorded = json.loads(canonical(arguments_fields(result.operation.arguments, "store")["arguments"]))["n"]
-        assert Decimal(str(recorded) if type(recorded) is int else repr(recorded) if type(recorded) is float
-                       else recorded) == Decimal(text), "the record holds the same number"
+        record = canonical(arguments_fields(result.operation.arguments, "store")["arguments"])
+        recorded = json.loads(record, parse_float=Decimal, parse_int=Decimal)["n"]  # the record's digits, exactly
+        assert Decimal(recorded) == Decimal(text), f"the record says {record!r}"
     else:
         assert isinstance(result, JsonRpcRefused), f"{text} was accepted"
         assert (result.code, result.request_id) == (INVALID_PARAMS, 1)
