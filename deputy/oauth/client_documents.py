@@ -33,7 +33,6 @@ from urllib.parse import SplitResult, urlsplit
 from deputy.client_policies import ClientDocumentPolicy
 from deputy.config import TOKEN_EXCHANGE
 from deputy.oauth.document_fetcher import (
-    AddressRefused,
     DocumentFetcher,
     FetchedDocument,
     FetchRefused,
@@ -44,6 +43,8 @@ from deputy.oauth.redirect_uris import APPLICATION_TYPES, check_redirect_uris, r
 from deputy.storage.clients import Client, ClientRepository
 
 log = logging.getLogger(__name__)
+# The one reason a client is told when its document could not be fetched, whatever the cause.
+NOT_FETCHED = "it could not be fetched"
 
 MAX_CLIENT_ID_LENGTH = 255
 MAX_CACHED = 1024
@@ -245,14 +246,11 @@ class ClientDocumentResolver:
             return cached[1]
         try:
             fetched = await self.fetcher.fetch(client_id)
-        except AddressRefused as exc:
-            log.warning("client document %s refused: %s", client_id, exc.message)
-            raise ClientDocumentRefused(
-                f"the document's host resolves to a {exc.category} address, which this server does not "
-                "fetch from") from None
         except FetchRefused as exc:
-            log.warning("client document %s refused (%s): %s", client_id, exc.reason, exc.message)
-            raise ClientDocumentRefused(exc.message) from None
+            # Whoever chose the URL learns only that it failed: which addresses a name resolves to, or why a
+            # resolver or a connection failed, would map the network from outside. The operator gets the details.
+            log.info("client document %s not fetched (%s): %s", client_id, exc.reason, exc.message)
+            raise ClientDocumentRefused(NOT_FETCHED) from None
         try:
             document = parse_document(fetched.value, client_id, self.deputy_url)
         except ClientDocumentRefused as exc:

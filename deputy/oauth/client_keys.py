@@ -4,13 +4,15 @@ RFC 7591 §2 lets a client publish its keys at a URL so it can rotate them witho
 re-registering. The URL is the client's choice, so it is fetched like a client
 metadata document — through the SSRF-safe :class:`~deputy.oauth.document_fetcher.DocumentFetcher`
 (same development-mode and CA settings as ``[client_documents]``) — and the set is
-checked like an inline one (public, asymmetric keys only). It is cached as its
+checked like an inline one (public, asymmetric keys only). Why a fetch failed is
+logged for the operator, never told to the client. It is cached as its
 HTTP headers say, within the ``[client_documents]`` cache bounds; when an assertion
 names a key the cached set lacks, the set is fetched again, at most once a minute.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from deputy.oauth.document_fetcher import DocumentFetcher, FetchRefused
 from deputy.oauth.errors import InvalidClient
 from deputy.storage.clients import Client
 
+log = logging.getLogger(__name__)
 JWKS_MAX_BYTES = 32 * 1024
 REFRESH_INTERVAL = 60.0
 MAX_CACHED = 1000
@@ -67,7 +70,9 @@ class ClientKeys:
         try:
             fetched = await self.fetcher.fetch(uri)
         except FetchRefused as exc:
-            raise InvalidClient(f"the client's jwks_uri could not be used: {exc.message}") from None
+            # As for metadata documents: the details (addresses, resolver text) are for the operator only.
+            log.info("jwks_uri %s of client %s not fetched (%s): %s", uri, client.client_id, exc.reason, exc.message)
+            raise InvalidClient("the client's jwks_uri could not be fetched") from None
         try:
             jwks = self.check(fetched.value)
         except ValueError as exc:

@@ -9,6 +9,7 @@ but loopback, and each test asserts the fetcher refused *before* any connection 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -18,18 +19,23 @@ from typing import Any
 import pytest
 
 from deputy.client_policies import ClientDocumentPolicy, PolicyError, client_document_policy
+from deputy.oauth.client_assertions import check_client_jwks
 from deputy.oauth.client_documents import (
+    NOT_FETCHED,
     ClientDocumentRefused,
     ClientDocumentResolver,
     cache_lifetime,
     check_client_id_url,
 )
+from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.document_fetcher import (
     AddressRefused,
     ConnectionFailed,
     ContentTypeRefused,
     DocumentFetcher,
     FetchedDocument,
+    HostResolver,
+    NameNotResolved,
     NotJson,
     RedirectRefused,
     StatusRefused,
@@ -37,7 +43,8 @@ from deputy.oauth.document_fetcher import (
     TooLarge,
     UrlRefused,
 )
-from deputy.storage.clients import ClientRepository
+from deputy.oauth.errors import InvalidClient
+from deputy.storage.clients import Client, ClientRepository
 from deputy.storage.db import Database
 from tests.support.databases import database_url
 from tests.support.document_server import DocumentServer
@@ -473,8 +480,59 @@ async def test_a_refused_fetch_names_the_reason_without_the_internal_address(
         max_bytes=policy.max_bytes, timeout_seconds=1, resolver=fake))
     with pytest.raises(ClientDocumentRefused) as refused:
         await resolver.resolve("https://internal.example.com/app.json")
-    assert "private address" in str(refused.value) and "10.9.8.7" not in str(refused.value)
+    assert str(refused.value) == NOT_FETCHED, "neither the address nor that it is private"
     assert connections.attempts == []
+
+
+class FailingResolver:
+    """A name service that fails as getaddrinfo does, with the resolver's own words."""
+
+    async def resolve(self, host: str, port: int) -> Sequence[str]:
+        raise NameNotResolved(f"{host} could not be resolved: [Errno -3] Temporary failure in name resolution")
+
+
+LEAKS = ("10.9.8.7", "10.", "private", "resolv", "errno", "name or service", "gaierror", "temporary failure",
+         "address")
+
+
+@pytest.mark.parametrize("name_service", ["private address", "no such name (system resolver)", "resolver failure"])
+async def test_a_document_that_cannot_be_fetched_is_refused_with_a_generic_reason(
+        repository: ClientRepository, connections: Connections, caplog: pytest.LogCaptureFixture,
+        name_service: str) -> None:
+    """Issue 11 (finding 8): the answer about a fetched document must not map the network (addresses, resolver
+    text); the details go to the log at INFO at most."""
+    host = "no-such-client.invalid" if name_service.startswith("no such") else "internal.example.com"
+    policy = ClientDocumentPolicy(allowed_domains=(host,))
+    name_services: dict[str, HostResolver | None] = {
+        "private address": FakeResolver({host: ["10.9.8.7"]}), "no such name (system resolver)": None,
+        "resolver failure": FailingResolver()}
+    resolver = ClientDocumentResolver(policy, repository, DocumentFetcher(
+        max_bytes=policy.max_bytes, timeout_seconds=5, resolver=name_services[name_service]))
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(ClientDocumentRefused) as refused:
+        await resolver.resolve(f"https://{host}/app.json")
+    assert str(refused.value) == NOT_FETCHED
+    assert not [leak for leak in LEAKS if leak in str(refused.value).lower()]
+    assert connections.attempts == []
+    details = [r for r in caplog.records if r.name == "deputy.oauth.client_documents"]
+    assert details and all(r.levelno <= logging.INFO for r in details)
+
+
+async def test_a_jwks_uri_that_cannot_be_fetched_is_refused_with_a_generic_reason(
+        connections: Connections, caplog: pytest.LogCaptureFixture) -> None:
+    policy = ClientDocumentPolicy()
+    keys = ClientKeys(policy, DocumentFetcher(
+        max_bytes=policy.max_bytes, timeout_seconds=5, resolver=FakeResolver({"keys.example.com": ["10.9.8.7"]})),
+        check_client_jwks)
+    client = Client(client_id="https://app.example.com/client.json", client_name="app", redirect_uris=(),
+                    grant_types=("client_credentials",), token_endpoint_auth_method="private_key_jwt",
+                    application_type="web", source="document", created_at=0,
+                    jwks_uri="https://keys.example.com/jwks.json")
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(InvalidClient) as refused:
+        await keys.keys(client)
+    assert not [leak for leak in LEAKS if leak in refused.value.description.lower()]
+    assert all(r.levelno <= logging.INFO for r in caplog.records if r.name.startswith("deputy.oauth"))
 
 
 @pytest.mark.parametrize(("cache_control", "expires", "date", "lifetime"), [
