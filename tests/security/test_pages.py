@@ -102,11 +102,14 @@ async def test_consent_with_mismatched_csrf_token_is_403(deputy: RunningDeputy, 
 
 
 async def test_consent_with_a_token_from_another_session_is_403(deputy: RunningDeputy, walk: Walk) -> None:
-    """Finding 2: the attacker's own valid consent token (their session) posted with the victim's session → 403."""
+    """Finding 2: the attacker's own genuine cookie and token (their session), planted in the victim's browser,
+    posted with the victim's session → 403."""
     async with httpx.AsyncClient(timeout=30) as attacker:
         attackers_walk = await walk_to_consent(deputy, attacker, "st-attacker")
         attackers_token = attackers_walk.consent_form.fields["csrf_token"]
-    assert attackers_token != walk.consent_form.fields["csrf_token"]
+        attackers_cookie = attacker.cookies.get("deputy_csrf")
+    assert attackers_token != walk.consent_form.fields["csrf_token"] and attackers_cookie
+    walk.browser.cookies.set("deputy_csrf", attackers_cookie, domain=urlsplit(deputy.url).hostname or "")
     data = walk.consent_form.data(("decision", "approve"), csrf_token=attackers_token)
     assert_forbidden_page(await walk.browser.post(f"{deputy.url}/authorize/consent", data=data))
     await _legitimate_consent_still_works(deputy, walk)
