@@ -1,8 +1,11 @@
-"""Human approvals bound to one exact call, a user and an agent; each used at most once.
+"""Human approvals bound to one exact call, a user, an agent and an actor chain; each used at most once.
 
 A call is identified by :func:`call_hash`: the hex SHA-256 of the canonical JSON (RFC 8785)
 of ``{"server", "tool", "arguments"}`` — the same call, however its JSON was spelled,
-has the same hash; any change to an argument gives another. An approval moves
+has the same hash; any change to an argument gives another. Who makes it is the user, the
+agent and the whole ordered delegation chain (RFC 8693 §4.1 ``act``, current actor first),
+identified by :func:`chain_hash`: an approval given to a call that came through agents A→B is
+not usable by the same user and agent through another chain (C→B), nor without one. An approval moves
 ``pending`` → ``approved`` | ``denied`` before it expires, decided by an approver
 (``[approvals] approvers``, or any user when that is empty) other than the requesting
 user — unless the policy that held the call said ``@approval("self")`` — and
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -46,6 +50,11 @@ def call_hash(server: str, tool: str, arguments: Any) -> str:
     return hashlib.sha256(rfc8785.dumps({"server": server, "tool": tool, "arguments": arguments})).hexdigest()
 
 
+def chain_hash(actors: Sequence[Any] | None) -> str:
+    """The hex SHA-256 of the RFC 8785 canonical JSON of the ordered actor chain (``[]`` without delegation)."""
+    return hashlib.sha256(rfc8785.dumps(list(actors or []))).hexdigest()
+
+
 @dataclass(frozen=True, slots=True)
 class Approval:
     approval_id: str
@@ -56,6 +65,7 @@ class Approval:
     user_id: str
     agent: str
     actors: list[Any] | None
+    chain_hash: str | None  # None: written before chains were bound (migration 0009); usable by none
     decision_id: str | None
     self_approval: bool
     status: Status  # as of reading: pending or approved past expires_at reads as expired
@@ -81,8 +91,8 @@ def _approval(row: Any, at: int) -> Approval:
     if status in _LIVE and row.expires_at < at:
         status = Status.EXPIRED
     return Approval(row.approval_id, row.server, row.tool, row.call_hash, row.arguments, row.user_id, row.agent,
-                    row.actors, row.decision_id, row.self_approval, status, row.created_at, row.expires_at,
-                    row.decided_by, row.decided_at, row.used_at)
+                    row.actors, row.chain_hash, row.decision_id, row.self_approval, status, row.created_at,
+                    row.expires_at, row.decided_by, row.decided_at, row.used_at)
 
 
 class ApprovalRepository:
@@ -93,20 +103,23 @@ class ApprovalRepository:
     async def create(self, *, server: str, tool: str, arguments: Any, user_id: str, agent: str,
                      actors: list[Any] | None = None, decision_id: str | None = None,
                      self_approval: bool = False) -> Approval:
-        """A new pending approval for the call, or the live (pending or approved, unexpired) one it already has."""
+        """A new pending approval for the call made through ``actors`` (current actor first), or the live
+        (pending or approved, unexpired) one it already has."""
         digest = call_hash(server, tool, arguments)
+        chain = chain_hash(actors)
         at = now()
         async with self.engine.begin() as conn:
             existing = (await conn.execute(select(approvals).where(and_(
                 approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
-                approvals.c.status.in_([s.value for s in _LIVE]), approvals.c.expires_at >= at,
+                approvals.c.chain_hash == chain, approvals.c.status.in_([s.value for s in _LIVE]),
+                approvals.c.expires_at >= at,
             )).order_by(approvals.c.created_at.desc()).limit(1))).first()
             if existing is not None:
                 return _approval(existing, at)
             values: dict[str, Any] = {
                 "approval_id": secrets.token_hex(16),  # hex: never read as a CLI option
                 "server": server, "tool": tool, "call_hash": digest,
-                "arguments": arguments, "user_id": user_id, "agent": agent, "actors": actors,
+                "arguments": arguments, "user_id": user_id, "agent": agent, "actors": actors, "chain_hash": chain,
                 "decision_id": decision_id, "self_approval": self_approval, "status": Status.PENDING.value,
                 "created_at": at,
                 "expires_at": at + self.settings.ttl, "decided_by": None, "decided_at": None, "used_at": None}
@@ -164,14 +177,17 @@ class ApprovalRepository:
             raise ApprovalRefused("own_request", approval)
         raise ApprovalRefused("decided", approval)
 
-    async def consume(self, digest: str, user_id: str, agent: str) -> str | None:
-        """Use one approved, unexpired approval of the call for this user and agent: its id, or None.
+    async def consume(self, digest: str, user_id: str, agent: str,
+                      actors: Sequence[Any] | None = None) -> str | None:
+        """Use one approved, unexpired approval of the call for this user, agent and actor chain (``actors``,
+        current actor first; None or empty: a call made without delegation): its id, or None.
 
         One conditional UPDATE: of two callers racing (in one process or two), one gets the use.
         """
         at = now()
         live = and_(approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
-                    approvals.c.status == Status.APPROVED.value, approvals.c.expires_at >= at)
+                    approvals.c.chain_hash == chain_hash(actors), approvals.c.status == Status.APPROVED.value,
+                    approvals.c.expires_at >= at)
         one = select(approvals.c.approval_id).where(live).order_by(approvals.c.created_at).limit(1).scalar_subquery()
         async with self.engine.begin() as conn:
             used = (await conn.execute(update(approvals).where(and_(approvals.c.approval_id == one, live))

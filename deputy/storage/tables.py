@@ -145,7 +145,7 @@ assertion_jtis = Table(
 )
 
 # Human approvals of one exact call (deputy.storage.approvals): bound to the SHA-256 of the call's canonical JSON,
-# the user and the agent; used at most once.
+# the user, the agent and the whole actor chain (chain_hash, migration 0009; NULL never matches); used at most once.
 approvals = Table(
     "approvals",
     metadata,
@@ -157,6 +157,7 @@ approvals = Table(
     Column("user_id", String(255), nullable=False),
     Column("agent", String(255), nullable=False),
     Column("actors", JSON),
+    Column("chain_hash", String(64)),
     Column("decision_id", String(64)),
     Column("self_approval", Boolean, nullable=False, server_default=false()),  # @approval("self")
     Column("status", String(16), nullable=False),  # pending | approved | denied | used (expiry: expires_at)

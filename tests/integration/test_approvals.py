@@ -11,7 +11,14 @@ from sqlalchemy import update
 
 from deputy.config import ApprovalSettings
 from deputy.secrets import now
-from deputy.storage.approvals import Approval, ApprovalRefused, ApprovalRepository, Status, call_hash
+from deputy.storage.approvals import (
+    Approval,
+    ApprovalRefused,
+    ApprovalRepository,
+    Status,
+    call_hash,
+    chain_hash,
+)
 from deputy.storage.db import Database
 from deputy.storage.tables import approvals as approvals_table
 from deputy.storage.users import User
@@ -19,6 +26,7 @@ from tests.integration.conftest import unique
 
 bob = User("bob", "bob")
 carol = User("carol", "carol")
+ONE_HOP = [{"sub": "agent-1"}]  # the chain `held` records for agent-1
 
 
 @pytest.fixture
@@ -60,13 +68,13 @@ async def test_held_approved_used_once(repo: ApprovalRepository) -> None:
     assert approval.actors == [{"sub": "agent-1"}]
     digest = approval.call_hash
     assert digest == call_hash("demo", "delete_user", {"id": 4242, "reason": "left"})
-    assert await repo.consume(digest, approval.user_id, "agent-1") is None  # pending: no use
+    assert await repo.consume(digest, approval.user_id, "agent-1", ONE_HOP) is None  # pending: no use
     approved = await repo.approve(approval.approval_id, bob)
     assert approved.status is Status.APPROVED and approved.decided_by == "bob" and approved.decided_at is not None
-    assert await repo.consume(digest, approval.user_id, "agent-2") is None  # another agent
-    assert await repo.consume(digest, "mallory", "agent-1") is None  # another user
-    assert await repo.consume(digest, approval.user_id, "agent-1") == approval.approval_id
-    assert await repo.consume(digest, approval.user_id, "agent-1") is None  # replay
+    assert await repo.consume(digest, approval.user_id, "agent-2", ONE_HOP) is None  # another agent
+    assert await repo.consume(digest, "mallory", "agent-1", ONE_HOP) is None  # another user
+    assert await repo.consume(digest, approval.user_id, "agent-1", ONE_HOP) == approval.approval_id
+    assert await repo.consume(digest, approval.user_id, "agent-1", ONE_HOP) is None  # replay
     used = await repo.get(approval.approval_id)
     assert used is not None and used.status is Status.USED and used.used_at is not None
 
@@ -81,7 +89,7 @@ async def test_a_retry_reuses_the_live_approval(repo: ApprovalRepository) -> Non
     assert other_agent.approval_id != first.approval_id
     await repo.approve(first.approval_id, bob)
     assert (await held(repo, user=first.user_id)).approval_id == first.approval_id  # approved, not yet used
-    assert await repo.consume(first.call_hash, first.user_id, "agent-1") == first.approval_id
+    assert await repo.consume(first.call_hash, first.user_id, "agent-1", ONE_HOP) == first.approval_id
     after_use = await held(repo, user=first.user_id)
     assert after_use.approval_id != first.approval_id and after_use.status is Status.PENDING
 
@@ -128,7 +136,7 @@ async def test_denied_is_final_and_never_used(repo: ApprovalRepository) -> None:
     with pytest.raises(ApprovalRefused) as refused:
         await repo.approve(approval.approval_id, carol)
     assert refused.value.reason == "decided"
-    assert await repo.consume(approval.call_hash, approval.user_id, "agent-1") is None
+    assert await repo.consume(approval.call_hash, approval.user_id, "agent-1", ONE_HOP) is None
     assert (await held(repo, user=approval.user_id)).approval_id != approval.approval_id
 
 
@@ -156,7 +164,7 @@ async def test_expired_after_approval_cannot_be_used(db: Database, repo: Approva
     approval = await held(repo)
     await repo.approve(approval.approval_id, bob)
     await expire(db, approval.approval_id)
-    assert await repo.consume(approval.call_hash, approval.user_id, "agent-1") is None
+    assert await repo.consume(approval.call_hash, approval.user_id, "agent-1", ONE_HOP) is None
     read = await repo.get(approval.approval_id)
     assert read is not None and read.status is Status.EXPIRED and read.used_at is None
 
@@ -182,9 +190,29 @@ async def test_racing_consumers_get_one_use(url: str, repo: ApprovalRepository) 
             approval = await held(repo)
             await repo.approve(approval.approval_id, bob)
             results = await asyncio.gather(*(
-                (repo if n % 2 else replica).consume(approval.call_hash, approval.user_id, "agent-1")
+                (repo if n % 2 else replica).consume(approval.call_hash, approval.user_id, "agent-1", ONE_HOP)
                 for n in range(8)))
             assert results.count(approval.approval_id) == 1, results
             assert results.count(None) == 7, results
     finally:
         await other.dispose()
+
+
+async def test_an_approval_is_bound_to_the_whole_actor_chain(repo: ApprovalRepository) -> None:
+    """Issue 11 finding 8: approved for the chain A→B (current actor first), usable by that chain only — not by
+    C→B, A alone, B→A, a longer chain, or no chain — for the same user, agent and call."""
+    user = unique("alice")
+    a_then_b = [{"sub": user, "client_id": "agent-b"}, {"sub": user, "client_id": "agent-a"}]
+    c_then_b = [{"sub": user, "client_id": "agent-b"}, {"sub": user, "client_id": "agent-c"}]
+    approval = await repo.create(server="demo", tool="delete_user", arguments={"id": 4242, "reason": "chain"},
+                                 user_id=user, agent="agent-b", actors=a_then_b)
+    assert approval.chain_hash == chain_hash(a_then_b) != chain_hash(c_then_b)
+    # Another chain asking for the same call gets its own approval, not this one.
+    other = await repo.create(server="demo", tool="delete_user", arguments={"id": 4242, "reason": "chain"},
+                              user_id=user, agent="agent-b", actors=c_then_b)
+    assert other.approval_id != approval.approval_id
+    await repo.approve(approval.approval_id, bob)
+    digest = approval.call_hash
+    for chain in (c_then_b, a_then_b[:1], a_then_b[::-1], [*a_then_b, {"sub": user}], [], None):
+        assert await repo.consume(digest, user, "agent-b", chain) is None, chain
+    assert await repo.consume(digest, user, "agent-b", a_then_b) == approval.approval_id
