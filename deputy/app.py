@@ -67,7 +67,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     credentials = {name: upstream_credentials(server, services.keyring, settings.issuer)
                    for name, server in settings.servers.items()}
     upstreams: dict[str, Upstream] = {
-        name: HttpUpstream(server, pool, credentials[name]) if server.url is not None else StdioUpstream(server)
+        name: HttpUpstream(server, pool, credentials[name]) if server.url is not None
+        else StdioUpstream(server, settings.limits)
         for name, server in settings.servers.items()
     }
     policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)

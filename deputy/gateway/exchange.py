@@ -26,9 +26,16 @@ class Exchange:
     bind_session: Callable[[str], str]
     # A POST's body, parsed strictly and classified; None for GET and DELETE. Forward `body`, not this.
     message: McpMessage | None = None
-    # Applied by the upstream to the result of the response to this request (list filtering,
-    # :mod:`deputy.gateway.response_rewrite`); None: the response passes as it is.
+    # Applied by the upstream to every answer it relays for this request (list filtering,
+    # :mod:`deputy.gateway.response_rewrite`); None: answers pass as they are (a server without policies).
     rewrite_result: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
+    # This is a list request: its answer is the list (filtered whatever its id, fail closed on any doubt).
+    answers_list: bool = False
+
+    @property
+    def request_id(self) -> str | int | None:
+        """The id of the POSTed request, for an error Deputy answers in its stead; None otherwise."""
+        return self.message.id if self.message is not None else None
 
     @property
     def method(self) -> str:

@@ -6,13 +6,16 @@ slow, ``shared/reference/performance.md``; httpx cost Deputy ~4 ms of CPU per
 call in ``bench/``, most of it in its connection pool, so the hot path uses
 aiohttp). Forwarding is faithful: POST answered with JSON or SSE, the GET
 stream, DELETE, ``MCP-Protocol-Version`` pass through, bodies are relayed chunk
-by chunk — except the answer to a request whose result Deputy rewrites (a list
-filtered by policy, :mod:`deputy.gateway.response_rewrite`): a JSON body is then
-read whole (at most ``MAX_REWRITTEN``; more is a 502), an SSE stream rewritten
-event by event. What is *not* passed: the client's ``Authorization`` and cookies (MCP
-"Token Passthrough" is forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and
-the upstream's ``Set-Cookie``/``WWW-Authenticate``, which would speak for
-Deputy's origin. The only credentials sent are Deputy's own for that server
+by chunk — except the answers of a server with policies, which pass the list filter
+(:mod:`deputy.gateway.response_rewrite`): a JSON body is then read whole (at most
+``MAX_REWRITTEN``; beyond, the answer to a list request is a 502 and any other passes
+on only while it cannot hold a list), an SSE stream — a POST's, the GET stream, a stream
+resumed with ``Last-Event-ID`` — is rewritten event by event. An error Deputy answers
+itself (an unreachable upstream, 502) carries the request's id. What is *not*
+passed: the client's ``Authorization`` and cookies (MCP "Token Passthrough" is
+forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and the upstream's
+``Set-Cookie``/``WWW-Authenticate``, which would speak for Deputy's origin. The
+only credentials sent are Deputy's own for that server
 (:mod:`deputy.gateway.upstream_credentials`: a token minted for the upstream,
 configured headers, or none); a client header of the same name is dropped.
 """
@@ -26,7 +29,14 @@ import aiohttp
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
-from deputy.gateway.response_rewrite import MAX_REWRITTEN, RewriteResult, rewrite_json_body, rewrite_sse
+from deputy.gateway.response_rewrite import (
+    MAX_REWRITTEN,
+    ListKeyScanner,
+    RewriteResult,
+    may_hold_list,
+    rewrite_json_body,
+    rewrite_sse,
+)
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, jsonrpc_error, relay_until_disconnect, send_json
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 
@@ -102,7 +112,8 @@ class HttpUpstream:
                 exchange.method, url, headers=headers, data=exchange.body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.warning("upstream %s unreachable: %s", self.server.name, type(exc).__name__)
-            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable"))
+            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable",
+                                                     request_id=exchange.request_id))
             return
         try:
             await self._relay(exchange, response)
@@ -118,7 +129,8 @@ class HttpUpstream:
         if response.status in (401, 403):
             # The upstream refused Deputy's own credentials; that is not the client's to fix.
             log.warning("upstream %s refused the gateway (%d)", self.server.name, response.status)
-            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream refused the gateway"))
+            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream refused the gateway",
+                                                     request_id=exchange.request_id))
             return
         out = [(k, v) for k, v in response.raw_headers if k.lower() not in DROP_RESPONSE_HEADERS]
         upstream_session = response.headers.get("mcp-session-id")
@@ -142,7 +154,7 @@ class HttpUpstream:
         if event_stream:
             chunks: AsyncIterator[bytes] = response.content.iter_any()
             if rewrite is not None:
-                chunks = rewrite_sse(chunks, exchange.message.id if exchange.message else None, rewrite)
+                chunks = rewrite_sse(chunks, exchange.request_id, rewrite, answers_list=exchange.answers_list)
             await relay_until_disconnect(chunks, exchange.receive, send)
         else:
             async for chunk in response.content.iter_any():
@@ -151,8 +163,8 @@ class HttpUpstream:
 
     async def _relay_rewritten(self, exchange: Exchange, response: aiohttp.ClientResponse,
                                headers: list[tuple[bytes, bytes]], rewrite: RewriteResult) -> None:
-        """A JSON answer whose result is rewritten: read whole (capped; over the cap nothing passes)."""
-        request_id = exchange.message.id if exchange.message is not None else None
+        """A JSON answer that passes the list filter: read whole (capped; see the module docstring)."""
+        request_id = exchange.request_id
         chunks: list[bytes] = []
         received = 0
         too_large = (response.content_length or 0) > MAX_REWRITTEN
@@ -160,23 +172,27 @@ class HttpUpstream:
             if not too_large:
                 async for chunk in response.content.iter_any():
                     received += len(chunk)
+                    chunks.append(chunk)
                     if received > MAX_REWRITTEN:
                         too_large = True
                         break
-                    chunks.append(chunk)
         except (TimeoutError, aiohttp.ClientError) as exc:
             log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
             await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response broke off",
                                                               request_id=request_id))
             return
         if too_large:
+            held = b"".join(chunks)
+            if not exchange.answers_list and not may_hold_list(held):
+                await self._pass_unless_list(exchange, response, headers, held)
+                return
             log.warning("upstream %s answered a filtered request with more than %d bytes", self.server.name,
                         MAX_REWRITTEN)
             await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response too large",
                                                               request_id=request_id))
             return
         original = b"".join(chunks)
-        body = await rewrite_json_body(original, request_id, rewrite)
+        body = await rewrite_json_body(original, request_id, rewrite, answers_list=exchange.answers_list)
         drop = {b"content-length"} if body is original else {b"content-length", b"content-type", b"content-encoding"}
         headers = [(k, v) for k, v in headers if k.lower() not in drop]
         if body is not original:
@@ -184,3 +200,18 @@ class HttpUpstream:
         headers.append((b"content-length", str(len(body)).encode()))
         await exchange.send({"type": "http.response.start", "status": response.status, "headers": headers})
         await exchange.send({"type": "http.response.body", "body": body})
+
+    async def _pass_unless_list(self, exchange: Exchange, response: aiohttp.ClientResponse,
+                                headers: list[tuple[bytes, bytes]], held: bytes) -> None:
+        """An answer too large to parse that is not a list request's: relayed as it comes while none of it
+        could hold a list; cut short (unparseable for the client) where a list key appears."""
+        scanner = ListKeyScanner()
+        scanner.clean(held)
+        await exchange.send({"type": "http.response.start", "status": response.status, "headers": headers})
+        await exchange.send({"type": "http.response.body", "body": held, "more_body": True})
+        async for chunk in response.content.iter_any():
+            if not scanner.clean(chunk):
+                log.warning("upstream %s: a list key in an oversized answer; body cut short", self.server.name)
+                break
+            await exchange.send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -28,15 +28,15 @@ MCP authorization spec re-authorizes and retries.
 
 Approvals: a ``tools/call`` whose outcome is ``approval_required`` (a permit annotated
 ``@approval("required")``) is held. When an approver has approved that exact call —
-same server, tool and arguments (:func:`~deputy.storage.approvals.call_hash`), same user
-and agent — and the call, decided again as approved, is allowed (a ``forbid`` still
-wins), the approval is used up (:meth:`~deputy.storage.approvals.ApprovalRepository.consume`,
-once, even across replicas) and the call proceeds. Otherwise a pending approval is created
-(or the live one for the same call reused, recording whether the policy lets the requesting
-user approve it: ``@approval("self")``) and the call is answered as held
-(:mod:`deputy.gateway.held_calls`: URL-mode elicitation of the approval page, or an error naming
-it); an approver decides on that page (:mod:`deputy.web.approvals`) or with ``deputy approvals
-approve|deny ID --as NAME``.
+same server, tool and arguments (:func:`~deputy.storage.approvals.call_hash`), same user,
+agent and whole actor chain (:func:`~deputy.storage.approvals.chain_hash`) — and the call,
+decided again as approved, is allowed (a ``forbid`` still wins), the approval is used up
+(:meth:`~deputy.storage.approvals.ApprovalRepository.consume`, once, even across replicas)
+and the call proceeds. Otherwise a pending approval is created (or the live one for the same
+call reused, recording whether the policy lets the requesting user approve it:
+``@approval("self")``) and the call is answered as held (:mod:`deputy.gateway.held_calls`:
+URL-mode elicitation of the approval page, or an error naming it); an approver decides on
+that page (:mod:`deputy.web.approvals`) or with ``deputy approvals approve|deny ID --as NAME``.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
-from deputy.gateway.response_rewrite import RewriteResult
+from deputy.gateway.response_rewrite import LIST_ITEMS, RewriteRefused, RewriteResult
 from deputy.gateway.server_policy import PolicyWatcher, ServerPolicy, Unavailable
 from deputy.policy import Decision, Outcome, PolicyEngine
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
@@ -67,9 +67,6 @@ log = logging.getLogger(__name__)
 REGISTRATION_TTL = 60.0
 DECIDED = {Category.TOOL_CALL: "tools/call", Category.RESOURCE_READ: "resources/read",
            Category.PROMPT_GET: "prompts/get"}
-# Per list method: the key of the item list in its result, and the field of an item that names it.
-LIST_ITEMS = {"tools/list": ("tools", "name"), "prompts/list": ("prompts", "name"),
-              "resources/list": ("resources", "uri"), "resources/templates/list": ("resourceTemplates", "uriTemplate")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,27 +183,26 @@ class PolicyStage:
                                  registration=registration)
         if not approved.allowed:
             return approved  # an approval would not help: a forbid wins
-        used = await approvals.consume(digest, principal.user, principal.agent)
+        actors = [actor.claim() for actor in principal.actors] or None
+        used = await approvals.consume(digest, principal.user, principal.agent, actors)
         if used is not None:
             log.info("%s on %s proceeds on approval %s", tool, principal.server, used)
             return dataclasses.replace(approved, approval_id=used)
         approval = await approvals.create(server=principal.server, tool=tool, arguments=arguments,
-                                          user_id=principal.user, agent=principal.agent,
-                                          actors=[actor.claim() for actor in principal.actors] or None,
+                                          user_id=principal.user, agent=principal.agent, actors=actors,
                                           decision_id=decision.decision_id, self_approval=decision.self_approval)
         return Held(decision, approval, f"{self.public_url}{APPROVAL_PAGE}{approval.approval_id}")
 
     async def list_filter(self, principal: Principal, message: McpMessage) -> RewriteResult | Unavailable | None:
-        """The rewrite of a list request's result, Unavailable when none can be made, None when not filtered."""
+        """The rewrite of a list request's result, Unavailable when none can be made, None when not filtered.
+
+        Asked before the request is forwarded: a list that could not be filtered is not asked for."""
         policy = self.policies.get(principal.server)
         if policy is None or message.operation.category is not Category.LIST or message.method not in LIST_ITEMS:
             return None
         engine = await policy.ready_engine()
         if isinstance(engine, Unavailable):
             return engine
-        method = message.method
-        key, field = LIST_ITEMS[method]
-
         try:
             registration = await self.registrations.of(principal.agent)
         except (SQLAlchemyError, OSError) as exc:
@@ -214,9 +210,39 @@ class PolicyStage:
             return Unavailable("the client store is unavailable")
 
         async def rewrite(result: dict[str, Any]) -> dict[str, Any]:
-            return filter_items(engine, principal, method, key, field, result, registration)
+            return filter_lists(engine, principal, result, registration)
 
         return rewrite
+
+    def answer_filter(self, principal: Principal) -> RewriteResult | None:
+        """The rewrite of any list in any answer relayed to ``principal`` (a GET stream, a replay, another
+        request's stream: :mod:`deputy.gateway.response_rewrite`); None when the server has no policies.
+
+        The engine is asked for only when a list shows up; when none can be had the rewrite raises, and
+        the list is replaced by an error (fail closed)."""
+        policy = self.policies.get(principal.server)
+        if policy is None:
+            return None
+
+        async def rewrite(result: dict[str, Any]) -> dict[str, Any]:
+            engine = await policy.ready_engine()
+            if isinstance(engine, Unavailable):
+                raise RewriteRefused(f"no policy decisions for {principal.server}: {engine.reason}")
+            try:
+                registration = await self.registrations.of(principal.agent)
+            except (SQLAlchemyError, OSError) as exc:
+                raise RewriteRefused(f"client registrations unavailable: {type(exc).__name__}") from None
+            return filter_lists(engine, principal, result, registration)
+
+        return rewrite
+
+
+def filter_lists(engine: PolicyEngine, principal: Principal, result: dict[str, Any],
+                 registration: str = "unknown") -> dict[str, Any]:
+    """``result`` with every list in it (:data:`LIST_ITEMS`, by its items key) filtered by its list-time decisions."""
+    for method, (key, field) in LIST_ITEMS.items():
+        result = filter_items(engine, principal, method, key, field, result, registration)
+    return result
 
 
 def filter_items(engine: PolicyEngine, principal: Principal, method: str, key: str, field: str,

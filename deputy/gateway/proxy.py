@@ -11,8 +11,10 @@ and nothing is forwarded; the parsed message travels on the :class:`Exchange`,
 while upstreams receive the original bytes. A call to be forwarded is first
 decided (:mod:`deputy.gateway.policy_stage`) and its decision committed to the audit
 log (:mod:`deputy.gateway.audit_stage`): no record, no call. Responses are streamed by the
-upstream implementation; the result of a list request to a server with policies is
-filtered on its way back (:meth:`PolicyStage.list_filter`).
+upstream implementation; for a server with policies every answer relayed — to a POST, on a
+GET stream, replayed on a resumed one — passes the one list filter on its way back
+(:mod:`deputy.gateway.response_rewrite`, :meth:`PolicyStage.answer_filter`; a list request's
+filter is made before it is forwarded, :meth:`PolicyStage.list_filter`).
 
 This is a raw ASGI application: the hot path allocates no framework objects.
 """
@@ -105,10 +107,6 @@ class Gateway:
             if upstream_session is None:
                 await send_json(send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
                 return
-        upstream = self.upstreams.get(server.name)
-        if upstream is None:
-            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream not available"))
-            return
         body = await _read_body(receive)
         if body is None:
             await send_json(send, 413, jsonrpc_error(JSONRPC_INVALID_REQUEST, "request body too large"))
@@ -122,6 +120,12 @@ class Gateway:
             except JsonRpcRefused as refused:
                 await send_json(send, refused.status, refused.response())
                 return
+        upstream = self.upstreams.get(server.name)
+        if upstream is None:
+            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream not available",
+                                                     request_id=message.id if message is not None else None))
+            return
+        if message is not None:
             decided: Decision | Held | Unavailable | None = None
             if self.policy is not None:
                 decided = await self.policy.decide(principal, message)
@@ -146,8 +150,11 @@ class Gateway:
                     return
                 send, finish = self.audit.outcome_recorder(send, principal, message, decision_id)
             body = without_own_input(message) or body
+        answers_list = rewrite is not None
         if self.policy is not None and server.name in self.policy.policies:
             send = _watching_tools(send, functools.partial(self.policy.tools_changed, server.name))
+            if rewrite is None:  # whatever answers this request may still carry a list: filtered all the same
+                rewrite = self.policy.answer_filter(principal)
         try:
             await upstream.forward(Exchange(
                 scope=scope,
@@ -159,6 +166,7 @@ class Gateway:
                 bind_session=functools.partial(self.sessions.outward, principal),
                 message=message,
                 rewrite_result=rewrite,
+                answers_list=answers_list,
             ))
         finally:
             if finish is not None:

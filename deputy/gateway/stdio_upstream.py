@@ -8,10 +8,14 @@ with an SSE stream carrying whatever the server sends while it works
 (progress, logging, elicitation and sampling requests) and ends with the
 response (its result rewritten when the exchange asks for it,
 :mod:`deputy.gateway.response_rewrite`); messages unrelated to any open request
-go to the session's GET stream. Credentials come from the environment configured for the server,
-never from the client. Deputy supervises the processes: a process that exits
-ends its session (the client gets 404 and re-initializes), idle sessions are
-stopped, and the number of sessions per server is capped.
+go to the session's GET stream. Every answer of a server with policies — a request's stream, its
+JSON answer, the GET stream — passes the same list filter as over HTTP. Credentials come from the
+environment configured for the server, never from the client. Deputy supervises the processes: a
+process that exits ends its session (the client gets 404 and re-initializes), sessions idle for
+``[limits] stdio_idle_timeout`` are stopped, and sessions are capped per server, per user and per
+client (``stdio_sessions_per_server|user|client``, :mod:`deputy.limits`): one user or one agent
+cannot take every process. Past a user's or a client's cap ``initialize`` is answered 429, past the
+server's 503, both with ``Retry-After`` and a JSON-RPC error naming the limit.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -28,6 +33,7 @@ from typing import Any
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
 from deputy.gateway.jsonrpc import Kind, McpMessage
+from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
@@ -36,12 +42,12 @@ from deputy.gateway.responses import (
     relay_until_disconnect,
     send_json,
 )
+from deputy.limits import LimitSettings
 
 log = logging.getLogger(__name__)
 
 MAX_LINE = 4 * 1024 * 1024
-MAX_SESSIONS = 64
-IDLE_TIMEOUT = 600.0
+REAP_EVERY = 30.0  # seconds between sweeps for idle sessions (at most; less for a short idle timeout)
 UNSOLICITED_BACKLOG = 1000
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
 
@@ -54,10 +60,13 @@ def _key(value: Any) -> str:
 
 
 class StdioSession:
-    def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process) -> None:
+    def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process,
+                 user: str = "", agent: str = "") -> None:
         self.session_id = session_id
         self.server = server
         self.process = process
+        self.user = user  # who opened it, counted against their caps
+        self.agent = agent
         self.pending: dict[str, asyncio.Queue[Item]] = {}
         self.progress: dict[str, str] = {}
         self.unsolicited: asyncio.Queue[Item] = asyncio.Queue(UNSOLICITED_BACKLOG)
@@ -159,12 +168,27 @@ class StdioSession:
             task.cancel()
 
 
+class SessionCapReached(Exception):
+    """No new session: ``setting`` (``limits.stdio_sessions_per_…``) is reached; 429 for a user's or a
+    client's own cap, 503 for the server's."""
+
+    def __init__(self, setting: str, cap: int, status: int, whose: str) -> None:
+        super().__init__(f"{setting} = {cap} reached")
+        self.setting = setting
+        self.cap = cap
+        self.status = status
+        self.whose = whose
+
+
 class StdioUpstream:
-    def __init__(self, server: UpstreamServer) -> None:
+    def __init__(self, server: UpstreamServer, limits: LimitSettings | None = None) -> None:
         assert server.command is not None  # config validation guarantees command for stdio upstreams
         self.server = server
+        self.limits = limits or LimitSettings()
         self.sessions: dict[str, StdioSession] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._starting = asyncio.Lock()  # counting and starting is one step: concurrent starts cannot overshoot
+        self.reap_every = min(REAP_EVERY, self.limits.stdio_idle_timeout / 2)
 
     async def close(self) -> None:
         if self._reaper is not None:
@@ -186,8 +210,10 @@ class StdioUpstream:
             await send_json(exchange.send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Mcp-Session-Id required"))
         elif exchange.method == "GET":
             await exchange.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            await relay_until_disconnect(_sse(session.unsolicited, until_final=False), exchange.receive,
-                                         exchange.send)
+            events = _sse(session.unsolicited, until_final=False)
+            if exchange.rewrite_result is not None:
+                events = rewrite_sse(events, None, exchange.rewrite_result, answers_list=False)
+            await relay_until_disconnect(events, exchange.receive, exchange.send)
             await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
         else:  # DELETE
             self.sessions.pop(session.session_id, None)
@@ -207,10 +233,15 @@ class StdioUpstream:
             if message.method != "initialize":
                 await send_json(send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Mcp-Session-Id required"))
                 return
-            session = await self._start_session()
-            if session is None:
-                await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "too many sessions"),
-                                [(b"retry-after", b"5")])
+            try:
+                session = await self._start_session(exchange.principal)
+            except SessionCapReached as cap:
+                log.warning("stdio server %s: %s for %s", self.server.name, cap, cap.whose)
+                retry_after = str(math.ceil(self.reap_every)).encode()
+                await send_json(send, cap.status, jsonrpc_error(
+                    JSONRPC_INTERNAL_ERROR, f"too many stdio sessions ({cap.setting} = {cap.cap}); end one "
+                    "(DELETE) or try again later", {"limit": cap.setting, "value": cap.cap}, request_id=message.id),
+                    [(b"retry-after", retry_after)])
                 return
             headers.append((b"mcp-session-id", exchange.bind_session(session.session_id).encode()))
         if message.kind is not Kind.REQUEST:
@@ -227,7 +258,8 @@ class StdioUpstream:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
                 events = _sse(queue, until_final=True)
                 if exchange.rewrite_result is not None:
-                    events = rewrite_sse(events, message.id, exchange.rewrite_result)
+                    events = rewrite_sse(events, message.id, exchange.rewrite_result,
+                                         answers_list=exchange.answers_list)
                 await relay_until_disconnect(events, exchange.receive, send)
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
             else:
@@ -241,35 +273,51 @@ class StdioUpstream:
             line, final = item
             if final:
                 if exchange.rewrite_result is not None:
-                    line = await rewrite_json_body(line, exchange.message.id if exchange.message else None,
-                                                   exchange.rewrite_result)
+                    line = await rewrite_json_body(line, exchange.request_id, exchange.rewrite_result,
+                                                   answers_list=exchange.answers_list)
                 await exchange.send({"type": "http.response.start", "status": 200,
                                      "headers": [(b"content-type", b"application/json"), *headers]})
                 await exchange.send({"type": "http.response.body", "body": line})
                 return
-        await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server exited"))
+        await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server exited",
+                                                          request_id=exchange.request_id))
 
-    async def _start_session(self) -> StdioSession | None:
-        self._reap()
-        if len(self.sessions) >= MAX_SESSIONS:
-            return None
-        assert self.server.command is not None
-        process = await asyncio.create_subprocess_exec(
-            *self.server.command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=dict(self.server.env),
-            limit=MAX_LINE,
-        )
-        session = StdioSession(secrets.token_urlsafe(24), self.server.name, process)
-        self.sessions[session.session_id] = session
+    async def _start_session(self, principal: Principal) -> StdioSession:
+        """A new session (and process) for ``principal``; raises :class:`SessionCapReached` past a cap."""
+        async with self._starting:
+            self._reap()
+            self._check_caps(principal)
+            assert self.server.command is not None
+            process = await asyncio.create_subprocess_exec(
+                *self.server.command,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=dict(self.server.env),
+                limit=MAX_LINE,
+            )
+            session = StdioSession(secrets.token_urlsafe(24), self.server.name, process, principal.user,
+                                   principal.agent)
+            self.sessions[session.session_id] = session
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever())
         return session
 
+    def _check_caps(self, principal: Principal) -> None:
+        limits = self.limits
+        # A principal's own caps first: a user at their cap is told so even when the server is full too.
+        if sum(s.user == principal.user for s in self.sessions.values()) >= limits.stdio_sessions_per_user:
+            raise SessionCapReached("limits.stdio_sessions_per_user", limits.stdio_sessions_per_user, 429,
+                                    f"user {principal.user}")
+        if sum(s.agent == principal.agent for s in self.sessions.values()) >= limits.stdio_sessions_per_client:
+            raise SessionCapReached("limits.stdio_sessions_per_client", limits.stdio_sessions_per_client, 429,
+                                    f"client {principal.agent}")
+        if len(self.sessions) >= limits.stdio_sessions_per_server:
+            raise SessionCapReached("limits.stdio_sessions_per_server", limits.stdio_sessions_per_server, 503,
+                                    "everyone")
+
     def _reap(self) -> None:
-        cutoff = time.monotonic() - IDLE_TIMEOUT
+        cutoff = time.monotonic() - self.limits.stdio_idle_timeout
         for session in list(self.sessions.values()):
             if not session.alive or (session.last_used < cutoff and not session.busy):
                 self.sessions.pop(session.session_id, None)
@@ -277,7 +325,7 @@ class StdioUpstream:
 
     async def _reap_forever(self) -> None:
         while True:
-            await asyncio.sleep(30)
+            await asyncio.sleep(self.reap_every)
             self._reap()
 
 

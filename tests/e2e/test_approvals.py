@@ -33,9 +33,9 @@ from deputy.storage.tables import approvals
 from deputy.web.csrf import CsrfTokens
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.databases import database_url, require
-from tests.support.delegation import delegation_config
+from tests.support.delegation import AGENT_A, AGENT_B, AGENT_C, agent_own_token, delegation_config, exchange_token
 from tests.support.demo_policies import DEMO_POLICIES, GuardedDeputy
-from tests.support.deputy_process import PASSWORD, running_deputy
+from tests.support.deputy_process import PASSWORD, PUBLIC_CLIENT, running_deputy
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import recording_upstream
 from tests.support.sdk_client import page_text, parse_form, parse_forms
@@ -56,6 +56,15 @@ def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFact
 url = "{recorded_url}"
 scopes = ["demo:tools", "demo:admin"]
 policies = "{DEMO_POLICIES}"
+
+# Besides A then B (delegation_config): C may act for Alice, and B for C, so B's calls come by two chains.
+[[delegation.may_act]]
+client = "{PUBLIC_CLIENT}"
+actors = ["{AGENT_C}"]
+
+[[delegation.may_act]]
+client = "{AGENT_C}"
+actors = ["{AGENT_B}"]
 '''
         with (database_url(backend, directory) as db_url,
               running_deputy(directory, db_url, upstream_url, delegation_config(extra=extra)) as deputy):
@@ -163,6 +172,37 @@ async def test_changed_arguments_need_their_own_approval(setup: Setup, alice: st
     assert forwarded(setup, 5000) == 0 and forwarded(setup, 5001) == 0
     assert proceeded(await delete_user(setup, alice, {"id": 5000, "reason": "x"}))
     assert forwarded(setup, 5000) == 1
+
+
+async def through(setup: Setup, alice: str, *agents: str) -> str:
+    """Alice's token exchanged by each agent in turn (RFC 8693): the last one calls, the chain behind it."""
+    resource = setup.deputy.resource("guarded")
+    token = alice
+    for agent in agents:
+        exchanged = await exchange_token(setup.deputy, agent, token,
+                                         await agent_own_token(setup.deputy, agent, resource=resource))
+        assert exchanged.status_code == 200, exchanged.text
+        token = exchanged.json()["access_token"]
+    return token
+
+
+async def test_an_approval_is_bound_to_the_whole_actor_chain(setup: Setup, alice: str) -> None:
+    """Issue 11 finding 8: an approval given to a call made through A→B is not usable by the same user and
+    agent (B) coming through C→B, nor without delegation; through A→B it is, once."""
+    by_a_then_b = await through(setup, alice, AGENT_A, AGENT_B)
+    by_c_then_b = await through(setup, alice, AGENT_C, AGENT_B)
+    call = {"id": 9100, "reason": "chain-bound"}
+    approved = held(setup, await delete_user(setup, by_a_then_b, call))
+    decide(setup, "approve", approved["approval_id"], "bob")
+
+    other_chain = held(setup, await delete_user(setup, by_c_then_b, call))
+    assert other_chain["approval_id"] != approved["approval_id"], "another chain is another request"
+    no_chain = held(setup, await delete_user(setup, alice, call))
+    assert no_chain["approval_id"] not in (approved["approval_id"], other_chain["approval_id"])
+    assert forwarded(setup, 9100) == 0
+
+    assert proceeded(await delete_user(setup, by_a_then_b, call))
+    assert forwarded(setup, 9100) == 1
 
 
 async def test_the_requesting_user_cannot_approve(setup: Setup, alice: str) -> None:

@@ -4,7 +4,8 @@ Each transport gets two servers with policies written here: `*-lists` lists ever
 `delete_user`, the `demo://readme` resource and no prompt; `*-args` lists every tool and has a
 rule on `delete_user`'s arguments, which must not take it off the list. The HTTP upstream is the
 demo app behind a recorder (JSON responses); the stdio one is the demo over stdio, answered by
-Deputy as SSE streams.
+Deputy as SSE streams. `resumable-lists` has the `lists` policies in front of the demo with
+resumable streams (an event store: priming events, replay on `GET` with `Last-Event-ID`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from tests.support.demo_policies import BROKEN_POLICY, GuardedDeputy
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import recording_upstream
+from tests.support.resumable_upstream import resumable_upstream
 
 LISTS_POLICY = '''
 @id("list-all-but-delete")
@@ -62,8 +64,13 @@ def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFact
     for name, policy in (("lists", LISTS_POLICY), ("args", ARGS_POLICY), ("broken", BROKEN_POLICY)):
         (directory / name).mkdir()
         (directory / name / f"{name}.cedar").write_text(policy)
-    with recording_upstream() as (recorded_url, recorder):
-        extra = ""
+    with recording_upstream() as (recorded_url, recorder), resumable_upstream() as resumable_url:
+        extra = f'''
+[servers.resumable-lists]
+url = "{resumable_url}"
+scopes = ["resumable-lists:tools"]
+policies = "lists"
+'''
         for policies in ("lists", "args"):
             extra += f'''
 [servers.http-{policies}]
@@ -91,11 +98,12 @@ policies = "broken"
 class Client:
     """One MCP client of one server: a token, and a session when the server is stdio."""
 
-    def __init__(self, deputy: RunningDeputy, server: str, token: str) -> None:
+    def __init__(self, deputy: RunningDeputy, server: str, token: str, protocol: str = "2025-06-18") -> None:
         self.deputy = deputy
         self.server = server
+        self.protocol = protocol
         self.headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-                        "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18",
+                        "Content-Type": "application/json", "MCP-Protocol-Version": protocol,
                         "X-Test-Client": "lists"}  # forwarded: tells the client's requests from Deputy's own
 
     async def post(self, body: dict[str, Any]) -> httpx.Response:
@@ -104,7 +112,7 @@ class Client:
 
     async def open(self) -> None:
         initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
-            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "lists", "version": "1"}}}
+            "protocolVersion": self.protocol, "capabilities": {}, "clientInfo": {"name": "lists", "version": "1"}}}
         response = await self.post(initialize)
         assert response.status_code == 200, response.text
         assert "result" in answers(response)[-1]
@@ -124,7 +132,9 @@ class Client:
 def answers(response: httpx.Response) -> list[dict[str, Any]]:
     """The JSON-RPC messages of a response, whether a JSON body or an SSE stream."""
     if response.headers["content-type"].startswith("text/event-stream"):
-        return [json.loads(line[len("data: "):]) for line in response.text.splitlines() if line.startswith("data: ")]
+        # An event with empty data (a resumable stream's priming event) is not a message.
+        return [json.loads(line[len("data: "):]) for line in response.text.splitlines()
+                if line.startswith("data: ") and line != "data: "]
     return [response.json()]
 
 
@@ -199,3 +209,66 @@ async def test_no_decision_means_no_list(setup: Setup) -> None:
     assert response.json()["id"] == 4
     assert "policy decisions are unavailable" in response.json()["error"]["message"]
     assert list_requests_forwarded(setup, "tools/list") == before
+
+
+def sse_events(text: str) -> list[dict[str, str]]:
+    """Each event of an SSE stream as its fields (data lines joined by LF), in order; comments dropped."""
+    events: list[dict[str, str]] = []
+    fields: dict[str, str] = {}
+    for line in text.replace("\r\n", "\n").split("\n"):
+        if not line:
+            if fields:
+                events.append(fields)
+            fields = {}
+            continue
+        if line.startswith(":"):
+            continue
+        name, _, value = line.partition(":")
+        value = value.removeprefix(" ")
+        fields[name] = f"{fields[name]}\n{value}" if name == "data" and name in fields else value
+    return events
+
+
+RESUMABLE_LISTS = [("tools/list", "tools", "name", ["add", "echo", "list_users"]),
+                   ("resources/list", "resources", "uri", ["demo://readme"]),
+                   ("prompts/list", "prompts", "name", [])]
+
+
+async def resumed_answer(lists: Client, last_event_id: str) -> dict[str, Any]:
+    """The first message replayed on a GET stream resumed after `last_event_id` (the stream stays open)."""
+    headers = {**lists.headers, "Accept": "text/event-stream", "Last-Event-ID": last_event_id}
+    del headers["Content-Type"]
+    async with httpx.AsyncClient(timeout=30) as http, \
+            http.stream("GET", lists.deputy.resource(lists.server), headers=headers) as response:
+        assert response.status_code == 200, await response.aread()
+        text = ""
+        async for chunk in response.aiter_text():
+            text += chunk
+            replayed = [event for event in sse_events(text) if event.get("data")]
+            if replayed and text.replace("\r\n", "\n").endswith("\n\n"):
+                return dict(json.loads(replayed[0]["data"]))
+    raise AssertionError(f"the resumed stream ended without replaying anything: {text!r}")
+
+
+@pytest.mark.parametrize(("method", "key", "field", "listed"), RESUMABLE_LISTS)
+async def test_a_resumed_stream_replays_the_list_filtered(setup: Setup, method: str, key: str, field: str,
+                                                          listed: list[str]) -> None:
+    """Issue 11 finding 6: a list answer replayed on `GET` with `Last-Event-ID` passes the same filter as on the
+    POST that asked for it, and the POST's priming event (an id, empty data) passes as it is, no spurious error."""
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("resumable-lists"))
+    lists = Client(setup.deputy, "resumable-lists", token, protocol="2025-11-25")
+    await lists.open()
+    response = await lists.post({"jsonrpc": "2.0", "id": 7, "method": method, "params": {}})
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    priming = events[0]
+    assert priming.get("data", "") == "" and priming["id"], "the upstream primes its stream (resumability on)"
+    answers_on_post = [json.loads(event["data"]) for event in events if event.get("data")]
+    assert len(answers_on_post) == 1, answers_on_post  # no -32603 for the priming event
+    assert answers_on_post[0]["id"] == 7
+    assert sorted(names(answers_on_post[0], key, field)) == listed
+
+    replayed = await resumed_answer(lists, priming["id"])
+    assert replayed["id"] == 7, replayed
+    assert sorted(names(replayed, key, field)) == listed

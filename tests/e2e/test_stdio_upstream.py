@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from tests.support.deputy_process import RunningDeputy
+from tests.support.databases import database_url
+from tests.support.deputy_process import (
+    CONFIDENTIAL_CLIENT,
+    CONFIDENTIAL_SECRET,
+    RunningDeputy,
+    running_deputy,
+)
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
 
 SERVER = "local"
+BOB_PASSWORD = "bob's own long passphrase"
 
 
 @pytest.fixture(scope="module", params=["sqlite"])
@@ -85,3 +93,63 @@ async def test_a_body_spread_over_lines_reaches_the_process_as_one_line(deputy: 
     answer = response.json()
     assert answer["id"] == 5
     assert answer["result"]["content"][0]["text"] == "two\nlines"  # the escaped newline arrived intact
+
+
+@pytest.fixture(scope="module")
+def capped(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
+    """A Deputy whose stdio sessions are capped low: two per user, three per client; users alice and bob."""
+    directory = tmp_path_factory.mktemp(f"deputy-stdio-caps-{backend}")
+    extra = "\n[limits]\nstdio_sessions_per_user = 2\nstdio_sessions_per_client = 3\n"
+    with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url, extra) as deputy:
+        added = deputy.cli("users", "add", "bob", "--password", BOB_PASSWORD)
+        assert added.returncode == 0, added.stderr
+        yield deputy
+
+
+async def _end(deputy: RunningDeputy, token: str, *sessions: str) -> None:
+    async with httpx.AsyncClient(timeout=30) as http:
+        for session in sessions:
+            ended = await http.delete(deputy.resource(SERVER), headers={
+                "Authorization": f"Bearer {token}", "Mcp-Session-Id": session})
+            assert ended.status_code == 200, ended.text
+
+
+def _refused_by(response: httpx.Response, setting: str, cap: int) -> None:
+    """A session refused past a principal's own cap: 429, Retry-After, a JSON-RPC error naming the limit."""
+    assert response.status_code == 429, response.text
+    assert int(response.headers["retry-after"]) > 0
+    answer = response.json()
+    assert answer["id"] == 1, "the error answers the initialize request"
+    assert answer["error"]["data"] == {"limit": f"limits.{setting}", "value": cap}
+    assert f"limits.{setting} = {cap}" in answer["error"]["message"]
+
+
+async def test_one_user_cannot_take_every_stdio_session(capped: RunningDeputy) -> None:
+    """Issue 11 finding 5: past stdio_sessions_per_user a user gets no new session; another user still does,
+    and a session ended frees its place."""
+    alice, _ = await tokens_for_alice(capped, capped.resource(SERVER))
+    bob, _ = await tokens_for_alice(capped, capped.resource(SERVER), username="bob", password=BOB_PASSWORD)
+    first, second = await _open_session(capped, alice), await _open_session(capped, alice)
+    _refused_by(await mcp_post(capped, alice, server=SERVER), "stdio_sessions_per_user", 2)
+    bobs = await _open_session(capped, bob)
+    await _end(capped, alice, first)
+    third = await _open_session(capped, alice)
+    await _end(capped, alice, second, third)
+    await _end(capped, bob, bobs)
+
+
+async def test_one_client_cannot_take_every_stdio_session(capped: RunningDeputy) -> None:
+    """Issue 11 finding 5: past stdio_sessions_per_client no user gets a new session through that client, while
+    the same user through another client still does."""
+    alice, _ = await tokens_for_alice(capped, capped.resource(SERVER))
+    bob, _ = await tokens_for_alice(capped, capped.resource(SERVER), username="bob", password=BOB_PASSWORD)
+    alices = [await _open_session(capped, alice), await _open_session(capped, alice)]
+    bobs = [await _open_session(capped, bob)]  # the public client now holds three
+    _refused_by(await mcp_post(capped, bob, server=SERVER), "stdio_sessions_per_client", 3)
+    bob_elsewhere, _ = await tokens_for_alice(capped, capped.resource(SERVER), username="bob",
+                                              password=BOB_PASSWORD, client_id=CONFIDENTIAL_CLIENT,
+                                              basic=(CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET))
+    bobs_elsewhere = await _open_session(capped, bob_elsewhere)
+    await _end(capped, alice, *alices)
+    await _end(capped, bob, *bobs)
+    await _end(capped, bob_elsewhere, bobs_elsewhere)

@@ -129,3 +129,70 @@ async def test_json_body() -> None:
 async def test_events_without_a_response_pass_byte_for_byte(ending: bytes) -> None:
     raw = (PROGRESS + b"retry: 10\n\n" + LOGGED + b"\n").replace(b"\n", ending)
     assert await rewritten(split_everywhere(raw)) == raw
+
+
+async def filter_lists(result: dict[str, Any]) -> dict[str, Any]:
+    """A list filter as the policy stage makes it: each list by its items key."""
+    if "tools" in result:
+        result = await drop_secret(result)
+    if "prompts" in result:
+        result = {**result, "prompts": []}
+    return result
+
+
+async def answered(chunks: list[bytes], request_id: int | None = None) -> bytes:
+    """The stream as relayed when it answers something other than a list request (a GET, a replay, a call)."""
+    return b"".join([out async for out in rewrite_sse(stream(chunks), request_id, filter_lists, answers_list=False)])
+
+
+PRIMING = b"id: stream-1/0\nretry: 1000\ndata: \n\n"
+
+
+@pytest.mark.parametrize("priming", [PRIMING, b"id: 9\ndata:\n\n", b"id: 9\ndata\n\n", b"id: 9\n\n"])
+async def test_a_priming_event_passes_as_it_is_before_the_filtered_list(priming: bytes) -> None:
+    """Issue 11 finding 6: an event with empty data is never dispatched by a client; it is not an error."""
+    response = b"event: message\nid: 10\ndata: " + json.dumps(RESPONSE).encode() + b"\n\n"
+    out = await rewritten(split_everywhere(priming + response))
+    assert out.startswith(priming)
+    assert sse_data(out[len(priming):]) == [{"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "echo"}],
+                                                                                   "nextCursor": "page-2"}}]
+
+
+async def test_any_stream_filters_a_list_whatever_request_it_answers() -> None:
+    """Issue 11 finding 6: on a GET stream or a resumed one (no request, or another) a list answer is filtered by
+    its items key; a tool's answer and the server's own messages pass byte for byte."""
+    listed = b"id: 3\ndata: " + json.dumps({**RESPONSE, "id": 77}).encode() + b"\n\n"
+    prompts = b'data: {"jsonrpc":"2.0","id":78,"result":{"prompts":[{"name":"greet"}]}}\n\n'
+    tool = b'data: {"jsonrpc":"2.0","id":79,"result":{"content":[{"type":"text","text":"\\"tools\\" secret"}]}}\n\n'
+    server_request = b'data: {"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{"tools":[1]}}\n\n'
+    for request_id in (None, 79):
+        out = await answered(split_everywhere(PRIMING + listed + prompts + tool + server_request + LOGGED),
+                             request_id)
+        assert out.startswith(PRIMING)
+        assert out.endswith(tool + server_request + LOGGED)
+        assert sse_data(out[len(PRIMING):])[:2] == [{"jsonrpc": "2.0", "id": 77, "result": {"tools": [{"name": "echo"}],
+                                                                             "nextCursor": "page-2"}},
+                                     {"jsonrpc": "2.0", "id": 78, "result": {"prompts": []}}]
+
+
+async def test_a_json_answer_to_another_request_is_filtered_when_it_holds_a_list() -> None:
+    listed = json.dumps({**RESPONSE, "id": 9}).encode()
+    out = json.loads(await rewrite_json_body(listed, 9, filter_lists, answers_list=False))
+    assert out["result"]["tools"] == [{"name": "echo"}]
+    tool = b'{"jsonrpc":"2.0","id":9,"result":{"content":[]}}'
+    assert await rewrite_json_body(tool, 9, filter_lists, answers_list=False) is tool
+    not_json = b"<html>upstream error</html>"
+    assert await rewrite_json_body(not_json, 9, filter_lists, answers_list=False) is not_json
+    broken = listed[:-2]
+    assert json.loads(await rewrite_json_body(broken, 9, filter_lists, answers_list=False))["error"]["message"] \
+        == FAILED
+
+
+async def test_an_oversized_answer_to_another_request_passes_until_a_list_key_shows() -> None:
+    big = b'data: {"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"' + b"x" * MAX_REWRITTEN
+    tail = b'"}]}}\n\n'
+    out = await answered([big[:1000], big[1000:], tail, PROGRESS], 5)
+    assert out == big + tail + PROGRESS, "a large tool answer is relayed whole"
+    smuggled = await answered([big, b'"}],"to', b'ols":[{"name":"secret"}]}}\n\n', PROGRESS], 5)
+    assert smuggled == big + b'"}],"to', "cut inside the event, which a client then never dispatches"
+    assert b"secret" not in smuggled
