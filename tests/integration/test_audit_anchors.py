@@ -26,7 +26,7 @@ from deputy.audit.witness import WitnessStore, witness_app
 from deputy.audit.witness_push import WitnessPusher
 from deputy.storage.db import Database
 from deputy.storage.tables import audit_checkpoints
-from tests.integration.test_audit_verify import (
+from tests.support.audit_build import (
     EVERY,
     ORIGIN,
     SIGNER,

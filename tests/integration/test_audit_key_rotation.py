@@ -29,7 +29,7 @@ from deputy.audit.witness import WitnessStore, witness_app
 from deputy.audit.witness_push import WitnessPusher
 from deputy.cli import app
 from deputy.storage.db import Database
-from tests.integration.test_audit_verify import ORIGIN, WITNESS_URL, build, clear, messages
+from tests.support.audit_build import ORIGIN, WITNESS_URL, build, clear, messages
 from tests.support.audit_log import read_log
 
 

@@ -24,7 +24,7 @@ from deputy.audit.log import AuditLog
 from deputy.audit.witness_push import WitnessPusher
 from deputy.cli import app
 from deputy.storage.db import Database
-from tests.integration.test_audit_verify import ORIGIN, SIGNER, N, build, clear, make_settings
+from tests.support.audit_build import ORIGIN, SIGNER, N, build, clear, make_settings
 from tests.support.audit_tamper import edit, truncate
 from tests.support.deputy_process import _wait_http
 from tests.support.sdk_client import free_port
