@@ -9,7 +9,7 @@ from typing import cast
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,6 +37,7 @@ from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
 from deputy.oauth.revocation import RevocationEndpoint
 from deputy.oauth.token import TokenEndpoint
+from deputy.request_limits import RequestLimits, RequestRefused
 from deputy.services import Services
 from deputy.web.approvals import APPROVAL_PAGE, ApprovalPages
 from deputy.web.sign_in import SignIn
@@ -118,6 +119,13 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
             return JSONResponse({"status": "unavailable"}, status_code=503, headers={"Cache-Control": "no-store"})
         return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
 
+    async def request_refused(_request: Request, exc: Exception) -> Response:
+        return cast(RequestRefused, exc).response()  # a body too large or too slow (deputy.request_limits)
+
+    async def client_gone(_request: Request, _exc: Exception) -> Response:
+        # The client left while its body was read: nobody is there to answer, and it is not a fault of ours.
+        return Response(status_code=400)
+
     async def oauth_error(_request: Request, exc: Exception) -> Response:
         # One place maps the closed set of OAuth errors to the wire (see deputy.oauth.errors).
         return cast(OAuthError, exc).response()
@@ -158,6 +166,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         routes.append(Route("/register", registration.handle, methods=["POST"]))
         routes.append(Route("/register/{client_id}", registration.manage, methods=["GET", "PUT", "DELETE"]))
     app = Starlette(routes=routes, lifespan=lifespan,
-                    exception_handlers={OAuthError: oauth_error, SQLAlchemyError: storage_unavailable,
+                    exception_handlers={OAuthError: oauth_error, RequestRefused: request_refused,
+                                        ClientDisconnect: client_gone, SQLAlchemyError: storage_unavailable,
                                         OSError: storage_unavailable, AuditUnavailable: storage_unavailable})
-    return DeputyApp(app, gateway)
+    return DeputyApp(RequestLimits(app, settings.limits.body_timeout), gateway)

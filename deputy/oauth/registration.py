@@ -38,7 +38,6 @@ from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client, hash_client_secret
 
-MAX_BODY = 16 * 1024
 SOURCE = "registration"
 # RFC 7592 §2.2: read-only fields a client may echo back in an update; they are ignored.
 _ECHOED = ("registration_access_token", "registration_client_uri", "client_id_issued_at", "client_secret_expires_at")
@@ -180,18 +179,43 @@ def _stored_metadata(metadata: ClientMetadata, raw: dict[str, Any], admitted_by:
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
-    if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
+    content_type = request.headers.get("content-type", "")
+    if _media_type(content_type) != "application/json":  # refused before a byte of the body is read
         raise InvalidClientMetadata("the body must be application/json")
-    body = await request.body()
-    if len(body) > MAX_BODY:
-        raise InvalidClientMetadata("the registration request is too large")
+    # The body's bytes are capped while they arrive (deputy.request_limits.REGISTRATION_BODY).
+    return parse_registration_json(content_type, await request.body())
+
+
+def parse_registration_json(content_type: str, body: bytes) -> dict[str, Any]:
+    """The JSON object of a registration request (RFC 7591 §3.1); anything else is ``invalid_client_metadata``."""
+    if _media_type(content_type) != "application/json":
+        raise InvalidClientMetadata("the body must be application/json")
     try:
-        raw = json.loads(body)
-    except ValueError:
-        raise InvalidClientMetadata("the body is not JSON") from None
+        # RFC 8259 §8.1: UTF-8 only (json.loads would also take UTF-16/32 bytes and a byte order mark).
+        raw = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_not_json)
+    except ValueError:  # malformed, not UTF-8, a repeated member, NaN/Infinity, an integer past the digit limit
+        raise InvalidClientMetadata("the body is not a JSON object without repeated members") from None
+    except RecursionError:  # nesting deeper than the parser's stack
+        raise InvalidClientMetadata("the body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise InvalidClientMetadata("the body must be a JSON object")
     return raw
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    # RFC 8259 §4: names SHOULD be unique; a repeated one is ambiguous, so it is refused, not resolved.
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        raise ValueError("repeated member")
+    return members
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # RFC 8259 §6: NaN and Infinity are not permitted
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
 
 
 def _bearer(request: Request) -> str | None:
