@@ -6,7 +6,9 @@ that witness, 0 at first — the RFC 9162 consistency proof from that size, one 
 then the signed checkpoint note. On 409 the witness's body is the size it has stored (``text/x.tlog.size``): the
 push is retried once from that size. On 2xx the response lines are cosignature lines (tlog-cosignature v1); the one
 from the witness's key is verified over the checkpoint and stored in ``audit_cosignatures`` (one row per size and
-witness). Anything else (down, 4xx, 5xx, a cosignature that does not verify) is logged, and the next checkpoint tries
+witness). On 403 the witness may still trust a key the log has retired (it was down during a rotation): the stored
+hand-over checkpoints it missed (:mod:`deputy.audit.log_keys`) are pushed first, in order, and the push retried
+once. Anything else (down, 4xx, 5xx, a cosignature that does not verify) is logged, and the next checkpoint tries
 again from the last cosigned size: a witness never blocks appends.
 
 The pusher runs as an :attr:`deputy.audit.log.AuditLog.after_checkpoint` callback. Pushes are serialised (one lock),
@@ -26,11 +28,12 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.audit.checkpoint import CheckpointError, SignedCheckpoint, parse_decimal
+from deputy.audit.checkpoint import Checkpoint, CheckpointError, SignedCheckpoint, parse_decimal
 from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.log import AuditLog
+from deputy.audit.log_keys import HANDOVER
 from deputy.audit.note import NoteError, b64, parse_note
-from deputy.storage.tables import audit_cosignatures
+from deputy.storage.tables import audit_checkpoints, audit_cosignatures
 
 log = logging.getLogger(__name__)
 
@@ -131,6 +134,13 @@ class WitnessPusher:
                     self._cosigned[witness.name] = old
                     return PushResult(witness.name, size, 409, error=f"witness is at a larger size {old}")
                 continue
+            if response.status_code == 403 and attempt == 0:
+                caught_up = await self._catch_up(client, witness, old, size)
+                if caught_up is not None:
+                    if caught_up.error is not None:
+                        return caught_up
+                    old = self._cosigned.get(witness.name, 0)
+                    continue
             if not 200 <= response.status_code < 300:
                 return PushResult(
                     witness.name,
@@ -145,6 +155,35 @@ class WitnessPusher:
             self._cosigned[witness.name] = max(self._cosigned.get(witness.name, 0), size)
             return PushResult(witness.name, size, response.status_code, line=line)
         return PushResult(witness.name, size, 409, error="409 again after retrying from the witness's size")
+
+    async def _catch_up(
+        self, client: httpx.AsyncClient, witness: Witness, old: int, size: int
+    ) -> PushResult | None:
+        """A 403 may mean the witness still trusts a retired key: push it the hand-overs it missed (a rotation
+        while it was down), in order, so that it follows them. None if there are none."""
+        async with self.log.engine.connect() as conn:
+            rows = (
+                await conn.execute(
+                    select(audit_checkpoints.c.note)
+                    .where(
+                        audit_checkpoints.c.size > old,
+                        audit_checkpoints.c.size < size,
+                        audit_checkpoints.c.note.contains(f"\n{HANDOVER} "),
+                    )
+                    .order_by(audit_checkpoints.c.size)
+                )
+            ).scalars()
+            notes = [str(note) for note in rows]
+        result = None
+        for note in notes:
+            try:
+                handover = SignedCheckpoint(Checkpoint.parse(parse_note(note).text), note)
+            except (NoteError, CheckpointError) as exc:
+                return PushResult(witness.name, size, None, error=f"a stored hand-over is not a checkpoint: {exc}")
+            result = await self._push_one(client, witness, handover)
+            if result.error is not None:
+                return result
+        return result
 
     @staticmethod
     def _own_line(witness: Witness, signed: SignedCheckpoint, text: str) -> str | None:

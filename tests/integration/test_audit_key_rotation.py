@@ -26,7 +26,7 @@ from deputy.audit.rotation import rotate
 from deputy.audit.settings import AuditSettings, history_file, load_log_keys, load_signer
 from deputy.audit.verify import verify_database
 from deputy.audit.witness import WitnessStore, witness_app
-from deputy.audit.witness_push import WitnessPusher
+from deputy.audit.witness_push import WitnessPusher, stored_cosignatures
 from deputy.cli import app
 from deputy.storage.db import Database
 from tests.support.audit_build import ORIGIN, WITNESS_URL, build, clear, messages
@@ -200,3 +200,31 @@ key_file = "{key_file}"
     checkpoint = await cli("checkpoint", "-c", str(config))
     assert checkpoint.exit_code == 0 and checkpoint.output.startswith(f"{ORIGIN}\n21\n")
     assert HANDOVER in checkpoint.output
+
+
+async def test_a_witness_down_during_the_rotation_follows_the_handover_later(
+    fresh: Database, store: WitnessStore, tmp_path: Path
+) -> None:
+    old = NoteSigner.from_key(generate_signer_key(ORIGIN))
+    settings = settings_with(tmp_path / "audit.key")
+    settings.key_file.write_text(old.key_string() + "\n")
+    transport = httpx.ASGITransport(app=witness_app(store, COSIGNER, {ORIGIN: [old.verifier()]}))
+    log = pushing(AuditLog(fresh.engine, settings, old), transport)
+    await build(fresh, n=20, log=log)
+    await log.stop()
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("witness down", request=request)
+
+    done = await rotate(fresh.engine, settings, transport=httpx.MockTransport(refuse))
+    assert [r.status for r in done.witnesses] == [None]
+    assert await store.log_keys(ORIGIN) == []  # it never saw the hand-over
+
+    # Back up: the first checkpoint signed by the new key alone is refused (403), so the pusher sends the
+    # hand-over it missed first, then the checkpoint again.
+    log = pushing(AuditLog(fresh.engine, settings, load_signer(settings)), transport)
+    await build(fresh, n=10, log=log)
+    await log.stop()
+    assert await store.log_keys(ORIGIN) == [done.new_vkey]
+    assert await store.head(ORIGIN) == (31, (await log.root())[1])
+    assert [size for size in (21, 31) if await stored_cosignatures(fresh.engine, size)] == [21, 31]
