@@ -450,6 +450,9 @@ async def test_an_integer_beyond_2_53_is_decided_forwarded_and_recorded_exactly(
     assert recorded_arguments(allowed) == {"a": 9007199254740993, "b": 1}
     assert json.loads(forwarded_bodies(setup.recorder, tag)[0])["params"]["arguments"] == recorded_arguments(allowed)
     assert setup.probe.calls[-1].recorded
+    explained = deputy.cli("policy", "explain", allowed["decision_id"])
+    assert explained.returncode == 0, explained.stderr
+    assert "9007199254740993" in explained.stdout and "exact-add" in explained.stdout
 
 
 async def test_digest_mode_digests_an_integer_beyond_2_53_exactly(crash_setup: CrashSetup, crash_alice: str) -> None:
