@@ -1,0 +1,95 @@
+"""The upstream killed mid-stream: the client's stream ends cleanly, Deputy lives and leaks nothing, the record says so.
+
+A tool of the streaming upstream (`tests.fault.streaming_upstream`) answers as an SSE stream (MCP Streamable
+HTTP), sends one progress event and then keeps the stream open. Once the client has that event through
+Deputy, the upstream is SIGKILLed. The client must see the stream end (or a clean transport error) rather
+than hang; Deputy must stay up, keep serving other calls, log no traceback and hold no connection to the
+dead upstream; and the call's ``call.outcome`` record must account for exactly the bytes the client got and
+say that the stream did not complete.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import httpx
+import pytest
+
+from tests.e2e.test_audit_gateway import one
+from tests.fault.harness import FaultyDeputy, deputy_tcp_peers, eventually_answered, faulty_deputy, marker, poll_until
+from tests.fault.streaming_upstream import streaming_upstream
+from tests.support.audit_log import read_log
+from tests.support.oauth_flow import tokens_for_alice
+
+STREAMING = "streaming"
+
+
+@dataclass
+class StreamSetup:
+    faulty: FaultyDeputy
+    upstream: subprocess.Popen[bytes]
+    upstream_port: int
+
+
+@pytest.fixture(scope="module")
+def setup(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamSetup]:
+    with streaming_upstream() as (process, url):
+        extra = f'\n[servers.{STREAMING}]\nurl = "{url}"\nscopes = ["{STREAMING}:tools"]\n'
+        with faulty_deputy(backend, tmp_path_factory.mktemp(f"fault-stream-{backend}"), extra) as faulty:
+            yield StreamSetup(faulty, process, int(url.rsplit(":", 1)[1].split("/", 1)[0]))
+
+
+async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(setup: StreamSetup) -> None:
+    faulty = setup.faulty
+    deputy = faulty.deputy
+    token, _ = await tokens_for_alice(deputy, deputy.resource(STREAMING))
+    text = marker("stream")
+    body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+            "params": {"name": "stream", "arguments": {"text": text}, "_meta": {"progressToken": text}}}
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
+    received = b""
+    ended: str
+    async with httpx.AsyncClient(timeout=60) as http, http.stream(
+            "POST", deputy.resource(STREAMING), content=json.dumps(body), headers=headers) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        chunks = response.aiter_raw()
+        while b"notifications/progress" not in received:
+            received += await asyncio.wait_for(anext(chunks), 60)
+        setup.upstream.kill()
+        setup.upstream.wait(10)
+        try:
+            async with asyncio.timeout(60):  # the test's bound on a hang, not a timing assertion
+                async for chunk in chunks:
+                    received += chunk
+            ended = "end of stream"
+        except httpx.HTTPError as exc:  # a clean transport error is an acceptable end too
+            ended = type(exc).__name__
+
+    assert faulty.alive()
+    await eventually_answered(faulty, f"{text} after")  # other calls still served
+
+    async def no_connection_to_the_dead_upstream() -> bool:
+        return all(remote != setup.upstream_port for _, remote in deputy_tcp_peers(faulty.pid))
+
+    await poll_until(no_connection_to_the_dead_upstream, "Deputy to close its connection to the dead upstream", 30)
+
+    async def outcome_recorded() -> bool:
+        snapshot = await read_log(deputy.database_url)
+        decisions = snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow")
+        return len(decisions) == 1 and len(snapshot.outcomes_of(decisions[0].record["decision_id"])) == 1
+
+    await poll_until(outcome_recorded, "the call.outcome record", 30)
+    snapshot = await read_log(deputy.database_url)
+    decision = one(snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow"), "decision")
+    outcome = one(snapshot.outcomes_of(decision.record["decision_id"]), "call.outcome").record
+    print(f"\nupstream killed mid-stream: client saw {ended} after {len(received)} bytes; outcome {outcome}")
+    assert outcome["status"] == 200
+    assert outcome["response_bytes"] == len(received), "the record accounts for exactly what the client got"
+    assert "Traceback" not in faulty.log_text(), faulty.log_text()[-3000:]
+    assert outcome.get("complete") is False, f"the outcome does not say the stream broke off: {outcome}"
