@@ -58,6 +58,11 @@ checkpoint_interval_ms = 1000 # ... or every T ms, whichever comes first (and at
 ttl = 900                     # seconds an approval lives: to be decided, then used once
 approvers = []                # usernames who may approve; empty: any user but the requester
 
+[limits]                      # what one connection may cost (lowered at start to fit the file-descriptor limit)
+max_connections = 4096        # open at once; past it the oldest that has sent no request is closed
+header_timeout = 10           # seconds a connection has to send its request line and headers
+idle_timeout = 5              # seconds a keep-alive connection may wait between requests
+
 # Each upstream MCP server is protected at {public_url}/mcp/NAME.
 [servers.demo]
 title = "Demo server"

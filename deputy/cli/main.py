@@ -7,7 +7,7 @@ import logging
 import secrets
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import uvicorn
@@ -25,6 +25,13 @@ from deputy.cli.witness import witness_app_cli
 from deputy.services import Services
 from deputy.starter import DEMO_UPSTREAM_PORT, STARTER_CONFIG, demo_defaults
 
+if TYPE_CHECKING:
+    from deputy.config import Settings
+    from deputy.limits import LimitSettings
+    from deputy.listener import ListenerBudget
+
+DEMO_UPSTREAM_SHARE = 0.125  # of the connections budget, for the demo upstream in the same process
+
 app = typer.Typer(help="Deputy: an authorization gateway for MCP servers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
@@ -37,10 +44,27 @@ app.add_typer(approvals_app, name="approvals")
 app.add_typer(witness_app_cli, name="witness")
 app.add_typer(audit_app, name="audit")
 
-def _uvicorn_config(target: Any, host: str, port: int) -> uvicorn.Config:
+def _uvicorn_config(target: Any, host: str, port: int, limits: LimitSettings, budget: ListenerBudget) -> uvicorn.Config:
+    from deputy.listener import guarded_http_protocol
+
     return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",
-                          loop="uvloop", http="httptools", lifespan="on", timeout_graceful_shutdown=5,
+                          loop="uvloop", http=guarded_http_protocol(limits, budget), ws="none", lifespan="on",
+                          backlog=budget.backlog, timeout_graceful_shutdown=5,
+                          # uvicorn hands it to loop.call_later, which takes fractional seconds
+                          timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
                           proxy_headers=False, server_header=False)
+
+
+def _listener_budget(settings: Settings) -> ListenerBudget:
+    """Raise the descriptor limit and size the listener to it (see deputy.listener); say what it became."""
+    from deputy.listener import listener_budget, raise_open_files_limit
+
+    files = raise_open_files_limit()
+    stdio_servers = sum(1 for server in settings.servers.values() if server.command is not None)
+    budget = listener_budget(settings.limits, files.now, stdio_servers)
+    raised = f" (raised from {files.before})" if files.now != files.before else ""
+    console.print(f"file descriptors: {files.now}{raised}; connections: at most {budget.max_connections}")
+    return budget
 
 
 @app.command()
@@ -62,7 +86,8 @@ def serve(config: ConfigOption = None) -> None:
     settings = settings_or_exit(config)
     console.print(f"Deputy on {settings.public_url} (issuer); servers: "
                   + ", ".join(f"{settings.resource_of(n)}" for n in settings.servers))
-    uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port)).run()
+    budget = _listener_budget(settings)
+    uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port, settings.limits, budget)).run()
 
 
 @app.command()
@@ -104,9 +129,14 @@ or the MCP Python SDK (full example in README, "Connect a client"):
     # The SDK's demo server logs every session at INFO; the demo's own output is what matters here.
     logging.getLogger("mcp").setLevel(logging.WARNING)
 
+    budget = _listener_budget(settings)
+
     async def run() -> None:
-        upstream = uvicorn.Server(_uvicorn_config(demo_asgi_app(), "127.0.0.1", upstream_port))
-        deputy = uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port))
+        # The demo upstream shares the process, so it takes a small part of the descriptor budget.
+        upstream = uvicorn.Server(_uvicorn_config(demo_asgi_app(), "127.0.0.1", upstream_port, settings.limits,
+                                                  budget.share(DEMO_UPSTREAM_SHARE)))
+        deputy = uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port, settings.limits,
+                                                budget.share(1 - DEMO_UPSTREAM_SHARE)))
         serving = asyncio.create_task(upstream.serve())
         # Deputy checks its policies against the upstream's tools at start; uvicorn offers a flag, not an event.
         while not upstream.started and not serving.done():  # noqa: ASYNC110

@@ -11,9 +11,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
@@ -35,6 +35,7 @@ class RunningDeputy:
     database_url: str
     upstream_url: str
     env: dict[str, str]
+    process: subprocess.Popen[bytes] | None = field(default=None, compare=False)
 
     def resource(self, name: str = "demo") -> str:
         return f"{self.url}/mcp/{name}"
@@ -44,7 +45,7 @@ class RunningDeputy:
                               text=True, timeout=60, check=False)
 
 
-def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+def _wait_http(url: str, process: subprocess.Popen[bytes], what: str, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -119,8 +120,9 @@ client_secret = "{CONFIDENTIAL_SECRET}"
 
 
 @contextmanager
-def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "") -> Iterator[
-        RunningDeputy]:
+def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "",
+                   preexec_fn: Callable[[], None] | None = None) -> Iterator[RunningDeputy]:
+    """`deputy serve` on a free port; `preexec_fn` runs in the child before it starts (e.g. to set rlimits)."""
     port = free_port()
     config = directory / "deputy.toml"
     write_config(config, port, upstream_url, extra_config)
@@ -132,10 +134,10 @@ def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_
         raise RuntimeError(f"deputy users add failed: {added.stderr}")
     log = (directory / "deputy.log").open("wb")
     process = subprocess.Popen([sys.executable, "-m", "deputy", "serve"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT)
+                               stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
     try:
         _wait_http(f"{deputy.url}/healthz", process, "deputy serve")
-        yield deputy
+        yield replace(deputy, process=process)
     finally:
         process.terminate()
         try:

@@ -1,0 +1,109 @@
+"""The listener's connection guard and descriptor budget (deputy.listener), without sockets.
+
+End to end, against a real ``deputy serve`` under attack: tests/security/test_connection_limits.py.
+"""
+
+from __future__ import annotations
+
+import resource
+from collections.abc import Iterator
+
+import pytest
+
+from deputy.limits import LimitSettings
+from deputy.listener import MIN_CONNECTIONS, ConnectionGuard, listener_budget, raise_open_files_limit
+
+
+class Connection:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.was_cut = False
+
+    def cut(self) -> None:
+        self.was_cut = True
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _admitted(guard: ConnectionGuard, *names: str) -> list[Connection]:
+    connections = [Connection(name) for name in names]
+    for connection in connections:
+        guard.admit(connection)
+    return connections
+
+
+def test_past_the_limit_the_oldest_connection_without_a_request_is_cut() -> None:
+    guard = ConnectionGuard(3)
+    first, second, third = _admitted(guard, "first", "second", "third")
+    guard.serving(first)
+    (fourth,) = _admitted(guard, "fourth")
+    assert (first.was_cut, second.was_cut, third.was_cut, fourth.was_cut) == (False, True, False, False)
+    assert guard.open == 3
+
+
+def test_an_idle_keep_alive_connection_goes_before_a_newcomer_but_after_every_silent_one() -> None:
+    guard = ConnectionGuard(3)
+    served, silent, busy = _admitted(guard, "served", "silent", "busy")
+    guard.serving(served)
+    guard.idle(served)
+    guard.serving(busy)
+    (newcomer,) = _admitted(guard, "newcomer")
+    assert silent.was_cut and not served.was_cut
+    guard.serving(newcomer)  # its request arrived: now only the idle keep-alive connection holds nothing
+    (another,) = _admitted(guard, "another")
+    assert served.was_cut and not newcomer.was_cut and not another.was_cut
+
+
+def test_requests_in_flight_are_never_cut_for_room_the_newcomer_is() -> None:
+    guard = ConnectionGuard(2)
+    streams = _admitted(guard, "stream-1", "stream-2")
+    for stream in streams:
+        guard.serving(stream)
+    (newcomer,) = _admitted(guard, "newcomer")
+    assert newcomer.was_cut and not any(stream.was_cut for stream in streams)
+    assert guard.open == 2
+
+
+def test_a_cut_or_closed_connection_is_counted_once() -> None:
+    guard = ConnectionGuard(2)
+    a, b = _admitted(guard, "a", "b")
+    guard.release(a)
+    guard.release(a)  # connection_lost after a cut
+    guard.serving(a)  # a late parser callback must not bring it back
+    assert guard.open == 1
+    guard.serving(b)
+    guard.idle(b)
+    assert guard.open == 1
+
+
+def test_the_budget_keeps_room_for_the_backlog_and_other_descriptors() -> None:
+    assert listener_budget(LimitSettings(max_connections=4096), 1_048_576).max_connections == 4096
+    unbounded = LimitSettings(max_connections=1_000_000)
+    for open_files in (256, 1024, 20_000):
+        budget = listener_budget(unbounded, open_files, stdio_servers=1)
+        assert budget.max_connections >= MIN_CONNECTIONS
+        assert budget.max_connections == MIN_CONNECTIONS or budget.max_connections + budget.backlog < open_files
+    assert listener_budget(unbounded, 1024).max_connections < listener_budget(unbounded, 20_000).max_connections
+    with_stdio = listener_budget(unbounded, 20_000, stdio_servers=4)
+    assert with_stdio.max_connections < listener_budget(unbounded, 20_000).max_connections
+
+
+@pytest.fixture
+def lowered_soft_limit() -> Iterator[int]:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    lowered = min(soft, 512)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (lowered, hard))
+    try:
+        yield lowered
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one(lowered_soft_limit: int) -> None:
+    files = raise_open_files_limit()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert files.before == lowered_soft_limit
+    assert files.now == soft
+    if hard != resource.RLIM_INFINITY:
+        assert soft == hard == files.hard
