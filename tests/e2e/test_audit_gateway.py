@@ -468,6 +468,24 @@ async def test_digest_mode_digests_an_integer_beyond_2_53_exactly(crash_setup: C
     assert crash_setup.probe.calls[-1].recorded
 
 
+@pytest.mark.xfail(strict=True, reason="deputy.storage.approvals.call_hash canonicalises the arguments with rfc8785, "
+                                       "which refuses integers beyond 2^53, so no approval is created: the call is "
+                                       "refused as approval_required but can never be approved")
+async def test_a_call_held_for_approval_with_an_integer_beyond_2_53_is_held_and_recorded(
+    setup: AuditSetup, alice: str
+) -> None:
+    """Held exactly like any other call: an approval to give, the decision recorded exactly, nothing forwarded."""
+    deputy, tag = setup.deputy, marker()
+    held = await call(deputy, alice, "guarded", "delete_user", {"id": 2**53 + 1, "reason": f"held {tag}"})
+    assert held.status_code == 200, held.text
+    assert held.json()["error"]["data"]["outcome"] == "approval_required", held.text
+    assert forwarded_bodies(setup.recorder, tag) == []
+    snapshot = await read_log(deputy.database_url)
+    record = one(snapshot.decisions(tool="delete_user", arguments={"id": "9007199254740993", "reason": f"held {tag}"}),
+                 "held decision").record
+    assert record["arguments_big_integers"] == ["/id"] and record["approval_id"]
+
+
 @pytest.mark.parametrize("number", ["-0", "-0.0", "1e-400", "0.10000000000000001", "9007199254740993.0", "1e400",
                                     "9223372036854775808"])
 async def test_numbers_that_cannot_be_held_exactly_are_refused_before_any_decision(
