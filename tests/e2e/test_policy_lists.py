@@ -4,8 +4,9 @@ Each transport gets two servers with policies written here: `*-lists` lists ever
 `delete_user`, the `demo://readme` resource and no prompt; `*-args` lists every tool and has a
 rule on `delete_user`'s arguments, which must not take it off the list. The HTTP upstream is the
 demo app behind a recorder (JSON responses); the stdio one is the demo over stdio, answered by
-Deputy as SSE streams. `resumable-lists` has the `lists` policies in front of the demo with
-resumable streams (an event store: priming events, replay on `GET` with `Last-Event-ID`).
+Deputy as SSE streams. `resumable-lists` and `resumable-args` have the same policies in front of
+the demo with resumable streams (an event store: priming events, replay on `GET` with
+`Last-Event-ID`).
 """
 
 from __future__ import annotations
@@ -65,12 +66,12 @@ def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFact
         (directory / name).mkdir()
         (directory / name / f"{name}.cedar").write_text(policy)
     with recording_upstream() as (recorded_url, recorder), resumable_upstream() as resumable_url:
-        extra = f'''
-[servers.resumable-lists]
+        extra = "".join(f'''
+[servers.resumable-{policies}]
 url = "{resumable_url}"
-scopes = ["resumable-lists:tools"]
-policies = "lists"
-'''
+scopes = ["resumable-{policies}:tools"]
+policies = "{policies}"
+''' for policies in ("lists", "args"))
         for policies in ("lists", "args"):
             extra += f'''
 [servers.http-{policies}]
@@ -229,9 +230,10 @@ def sse_events(text: str) -> list[dict[str, str]]:
     return events
 
 
-RESUMABLE_LISTS = [("tools/list", "tools", "name", ["add", "echo", "list_users"]),
-                   ("resources/list", "resources", "uri", ["demo://readme"]),
-                   ("prompts/list", "prompts", "name", [])]
+# (server, method, items key, item name, what the policy lets the client see): each hides something.
+RESUMABLE_LISTS = [("resumable-lists", "tools/list", "tools", "name", ["add", "echo", "list_users"]),
+                   ("resumable-lists", "prompts/list", "prompts", "name", []),
+                   ("resumable-args", "resources/list", "resources", "uri", [])]
 
 
 async def resumed_answer(lists: Client, last_event_id: str) -> dict[str, Any]:
@@ -250,25 +252,38 @@ async def resumed_answer(lists: Client, last_event_id: str) -> dict[str, Any]:
     raise AssertionError(f"the resumed stream ended without replaying anything: {text!r}")
 
 
-@pytest.mark.parametrize(("method", "key", "field", "listed"), RESUMABLE_LISTS)
-async def test_a_resumed_stream_replays_the_list_filtered(setup: Setup, method: str, key: str, field: str,
-                                                          listed: list[str]) -> None:
-    """Issue 11 finding 6: a list answer replayed on `GET` with `Last-Event-ID` passes the same filter as on the
-    POST that asked for it, and the POST's priming event (an id, empty data) passes as it is, no spurious error."""
-    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("resumable-lists"))
-    lists = Client(setup.deputy, "resumable-lists", token, protocol="2025-11-25")
+async def resumable_list(setup: Setup, server: str, method: str,
+                         request_id: int) -> tuple[Client, list[dict[str, str]]]:
+    """A client of `server` speaking 2025-11-25 (so the upstream primes its streams), and the events of its
+    POST of `method`."""
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource(server))
+    lists = Client(setup.deputy, server, token, protocol="2025-11-25")
     await lists.open()
-    response = await lists.post({"jsonrpc": "2.0", "id": 7, "method": method, "params": {}})
+    response = await lists.post({"jsonrpc": "2.0", "id": request_id, "method": method, "params": {}})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("text/event-stream")
-    events = sse_events(response.text)
+    return lists, sse_events(response.text)
+
+
+@pytest.mark.parametrize(("server", "method", "key", "field", "listed"), RESUMABLE_LISTS)
+async def test_a_resumed_stream_replays_the_list_filtered(setup: Setup, server: str, method: str, key: str,
+                                                          field: str, listed: list[str]) -> None:
+    """Issue 11 finding 6: a list answer replayed on `GET` with `Last-Event-ID` passes the same filter as on
+    the POST that asked for it."""
+    lists, events = await resumable_list(setup, server, method, 7)
+    primed = events[0]["id"]  # the stream's first event: the upstream's priming event
+    replayed = await resumed_answer(lists, primed)
+    assert replayed["id"] == 7, replayed
+    assert sorted(names(replayed, key, field)) == listed
+
+
+async def test_a_priming_event_passes_and_is_no_error(setup: Setup) -> None:
+    """Issue 11 finding 6: the priming event of a resumable stream (an id, empty data) passes as it is; the
+    filtered list follows it, with no spurious -32603 before it."""
+    _, events = await resumable_list(setup, "resumable-lists", "tools/list", 8)
     priming = events[0]
     assert priming.get("data", "") == "" and priming["id"], "the upstream primes its stream (resumability on)"
     answers_on_post = [json.loads(event["data"]) for event in events if event.get("data")]
-    assert len(answers_on_post) == 1, answers_on_post  # no -32603 for the priming event
-    assert answers_on_post[0]["id"] == 7
-    assert sorted(names(answers_on_post[0], key, field)) == listed
-
-    replayed = await resumed_answer(lists, priming["id"])
-    assert replayed["id"] == 7, replayed
-    assert sorted(names(replayed, key, field)) == listed
+    assert len(answers_on_post) == 1, answers_on_post
+    assert answers_on_post[0]["id"] == 8
+    assert sorted(names(answers_on_post[0], "tools")) == ["add", "echo", "list_users"]
