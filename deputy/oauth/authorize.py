@@ -11,7 +11,7 @@ only its opaque id and a CSRF token bound to the browser and the form
 authorized.
 
 A redirect URI on Deputy's own host is refused here too, for clients registered
-before that rule (:func:`deputy.config.redirect_shares_cookies`): the browser would
+before that rule (:func:`deputy.cookie_scope.redirect_shares_cookies`): the browser would
 send Deputy's cookies along with the code.
 """
 
@@ -24,7 +24,8 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from deputy.config import is_loopback_http, redirect_shares_cookies
+from deputy.config import is_loopback_http
+from deputy.cookie_scope import redirect_shares_cookies
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import OAuthError

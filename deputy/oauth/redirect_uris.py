@@ -26,7 +26,8 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import urlsplit
 
-from deputy.config import is_loopback_http, redirect_shares_cookies
+from deputy.config import is_loopback_http
+from deputy.cookie_scope import redirect_shares_cookies
 from deputy.oauth.errors import InvalidRedirectUri
 
 APPLICATION_TYPES = ("native", "web")

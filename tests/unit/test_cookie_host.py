@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from deputy.config import ConfigError, cookie_host, load_settings, redirect_shares_cookies
+from deputy.config import ConfigError, load_settings
+from deputy.cookie_scope import cookie_host, redirect_shares_cookies
 from deputy.oauth.client_documents import ClientDocumentRefused, parse_document
 from deputy.web.csrf import CsrfTokens, same_origin
 
