@@ -46,6 +46,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     require_conformance("alpha")
     directory = tmp_path_factory.mktemp("conformance-deputy")
     callback_port = free_port()
+    # The suite's callback is http://127.0.0.1:PORT/callback (an IP literal, RFC 8252 §7.3), so this Deputy
+    # runs on localhost: a redirect URI on Deputy's own host would be sent Deputy's cookies, and is refused.
     extra = f'''
 [[clients]]
 client_id = "{CONFORMANCE_CLIENT}"
@@ -53,7 +55,7 @@ client_name = "MCP conformance suite"
 redirect_uris = ["http://127.0.0.1:{callback_port}/callback"]
 '''
     with fixture_server() as fixture_url, database_url("sqlite", directory) as url, \
-            running_deputy(directory, url, fixture_url, extra) as deputy:
+            running_deputy(directory, url, fixture_url, extra, public_host="localhost") as deputy:
         yield Setup(deputy, fixture_url, callback_port)
 
 

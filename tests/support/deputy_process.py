@@ -24,7 +24,10 @@ PASSWORD = "correct horse battery staple"
 PUBLIC_CLIENT = "test-public"
 CONFIDENTIAL_CLIENT = "test-confidential"
 CONFIDENTIAL_SECRET = "s3cret-for-tests-only-0123456789"
+# Never on Deputy's own host (127.0.0.1 here): a browser would send it Deputy's cookies (README, security notes).
 REDIRECT_URI = "http://localhost:9/callback"
+# The static clients' redirect URI when Deputy itself runs on localhost (public_host="localhost").
+IP_LITERAL_REDIRECT_URI = "http://127.0.0.1:9/callback"
 
 
 @dataclass(frozen=True)
@@ -77,12 +80,13 @@ def demo_upstream() -> Iterator[str]:
 RELAXED_REGISTRATION = "\n[registration]\nrate_limit_per_minute = 10000\n"
 
 
-def write_config(path: Path, port: int, upstream_url: str, extra: str = "") -> None:
+def write_config(path: Path, port: int, upstream_url: str, extra: str = "", public_host: str = "127.0.0.1") -> None:
     """The generated config plus `extra`; a `[registration]` table in `extra` replaces the relaxed one."""
     if "[registration]" not in extra:
         extra += RELAXED_REGISTRATION
+    redirect_uri = IP_LITERAL_REDIRECT_URI if public_host == "localhost" else REDIRECT_URI
     path.write_text(f'''
-public_url = "http://127.0.0.1:{port}"
+public_url = "http://{public_host}:{port}"
 port = {port}
 
 [tokens]
@@ -107,12 +111,12 @@ scopes = ["local:tools"]
 [[clients]]
 client_id = "{PUBLIC_CLIENT}"
 client_name = "Test public client"
-redirect_uris = ["{REDIRECT_URI}"]
+redirect_uris = ["{redirect_uri}"]
 
 [[clients]]
 client_id = "{CONFIDENTIAL_CLIENT}"
 client_name = "Test confidential client"
-redirect_uris = ["{REDIRECT_URI}"]
+redirect_uris = ["{redirect_uri}"]
 token_endpoint_auth_method = "client_secret_basic"
 client_secret = "{CONFIDENTIAL_SECRET}"
 {extra}
@@ -121,14 +125,15 @@ client_secret = "{CONFIDENTIAL_SECRET}"
 
 @contextmanager
 def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "",
-                   preexec_fn: Callable[[], None] | None = None) -> Iterator[RunningDeputy]:
+                   preexec_fn: Callable[[], None] | None = None, public_host: str = "127.0.0.1"
+                   ) -> Iterator[RunningDeputy]:
     """`deputy serve` on a free port; `preexec_fn` runs in the child before it starts (e.g. to set rlimits)."""
     port = free_port()
     config = directory / "deputy.toml"
-    write_config(config, port, upstream_url, extra_config)
+    write_config(config, port, upstream_url, extra_config, public_host)
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(directory / "data"),
            "DEPUTY_DATABASE_URL": database_url}
-    deputy = RunningDeputy(f"http://127.0.0.1:{port}", directory / "data", config, database_url, upstream_url, env)
+    deputy = RunningDeputy(f"http://{public_host}:{port}", directory / "data", config, database_url, upstream_url, env)
     added = deputy.cli("users", "add", "alice", "--password", PASSWORD)
     if added.returncode != 0:
         raise RuntimeError(f"deputy users add failed: {added.stderr}")
