@@ -1,7 +1,7 @@
 """Introspection (RFC 7662), revocation (RFC 7009) and consent revocation (`deputy consents revoke`).
 
-Revocations reach the gateway through its poll of the database; the gateway checks are
-bounded polls (`wait_for_status`), never timing assertions.
+Revocations reach other replicas' gateways through their poll of the database (the gateway checks
+are bounded polls, `wait_for_status`, never timing assertions); the replica that revoked applies it at once.
 """
 
 from __future__ import annotations
@@ -188,6 +188,23 @@ async def test_revoking_a_refresh_token_kills_the_family_at_the_gateway(
     assert await introspected(agents, access) == {"active": False}
     at_gateway = await wait_for_status(lambda: mcp_post(agents, access), 401)
     assert at_gateway.status_code == 401, "the access token of a revoked family is refused after the poll"
+
+
+async def test_a_revocation_made_here_is_refused_here_at_once(
+        agents: RunningDeputy, alice_browser: httpx.AsyncClient) -> None:
+    """Issue 11 (finding 9a): the replica that revoked a grant applies it before answering, without waiting for
+    its poll — by /revoke and by refresh-token reuse alike (other replicas get it by their poll)."""
+    access, refresh_token = await confidential_tokens(agents, alice_browser)
+    assert (await mcp_post(agents, access)).status_code == 200
+    assert (await revoke(agents, refresh_token, hint="refresh_token")).status_code == 200
+    assert (await mcp_post(agents, access)).status_code == 401
+
+    access, refresh_token = await confidential_tokens(agents, alice_browser)
+    assert (await refresh(agents, refresh_token, basic=CONFIDENTIAL)).status_code == 200
+    assert (await mcp_post(agents, access)).status_code == 200
+    replayed = await refresh(agents, refresh_token, basic=CONFIDENTIAL)
+    assert replayed.status_code == 400 and oauth_error(replayed) == "invalid_grant"
+    assert (await mcp_post(agents, access)).status_code == 401
 
 
 async def test_revoking_an_access_token_revokes_its_grant(agents: RunningDeputy) -> None:
