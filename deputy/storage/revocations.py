@@ -20,7 +20,8 @@ So the cursor is a *horizon* instead of an id:
   horizon back and makes reads re-read more rows, nothing worse.
 - SQLite has one writer at a time: an id is drawn while the writer holds the
   database's write lock and commits before anyone else draws one, so ids are in
-  commit order and "ids above the last one seen" is exact there.
+  commit order and "ids above the last one seen" is exact there. (Rows are never
+  deleted: SQLite would hand the id of a deleted newest row out again.)
 
 Gap tracking or a trailing window of ids would be correct only as long as no
 transaction stays open longer than the window; the horizon holds under any
