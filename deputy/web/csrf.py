@@ -41,14 +41,20 @@ class CsrfTokens:
     @classmethod
     def from_data_dir(cls, data_dir: Path) -> CsrfTokens:
         path = data_dir / KEY_FILE
-        try:
+        if not path.exists():
             data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
-            pass  # made by an earlier start or by another replica: that one is the key
-        else:
+            # Written whole under another name, then linked into place: a reader never sees a
+            # half-written key, and when two replicas start at once the first link wins for both.
+            draft = data_dir / f".{KEY_FILE}.{os.getpid()}.{os.urandom(4).hex()}"
+            fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "wb") as fh:
                 fh.write(os.urandom(32))
+            try:
+                os.link(draft, path)
+            except FileExistsError:
+                pass
+            finally:
+                draft.unlink()
         return cls(path.read_bytes())
 
     def token(self, purpose: Purpose, binding: str) -> str:
