@@ -13,7 +13,8 @@ by :class:`RequestLimits`, a pure ASGI middleware:
   Long); the authorization request (RFC 6749 §4.1.1) is the only route that carries parameters there.
 
 Each refusal closes the connection (RFC 9110 §7.6.1 ``Connection: close``), so the rest of an
-oversized body is never read: the server stops reading instead of draining it.
+oversized body is never read: the server stops reading instead of draining it. So does any answer
+given before the body was read to its end (a handler that never reads it, a 405).
 """
 
 from __future__ import annotations
@@ -99,16 +100,23 @@ class RequestLimits:
         if refusal is not None:
             await refusal.response()(scope, receive, send)
             return
-        deadline = asyncio.get_running_loop().time() + self.body_timeout
+        body = CappedBody(receive, cap, asyncio.get_running_loop().time() + self.body_timeout)
+        has_body = _content_length(scope) not in (None, 0) or any(
+            name == b"transfer-encoding" for name, _value in scope["headers"])
         started = False
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
-            started = started or message["type"] == "http.response.start"
+            if message["type"] == "http.response.start":
+                started = True
+                headers = list(message.get("headers", []))
+                if has_body and not body.complete and (b"connection", b"close") not in headers:
+                    # Answered without reading the whole body (e.g. 405): close rather than let the server drain it.
+                    message = {**message, "headers": [*headers, (b"connection", b"close")]}
             await send(message)
 
         try:
-            await self.app(scope, CappedBody(receive, cap, deadline), tracking_send)
+            await self.app(scope, body, tracking_send)
         except RequestRefused as refused:
             # Reached only when the wrapped app has no handler for it (Deputy's has one, see deputy.app).
             if started:

@@ -116,6 +116,17 @@ def test_oversized_body_is_refused_while_reading(limited: RunningDeputy, path: s
     assert body.consumed <= cap + SOCKET_BUFFERS, f"{body.consumed} bytes were taken for a {cap}-byte cap"
 
 
+@pytest.mark.parametrize(("method", "path", "status"), [("POST", "/healthz", 405),
+                                                     ("GET", "/.well-known/jwks.json", 200)])
+def test_a_body_nobody_reads_is_not_drained(limited: RunningDeputy, method: str, path: str, status: int) -> None:
+    """A chunked 600 MB body to a route that never reads it: answered, then the connection closed, not drained."""
+    body = CountingBody(ATTACK_BODY)
+    response = httpx.request(method, limited.url + path, content=body, timeout=60)
+    assert response.status_code == status
+    assert response.headers["connection"] == "close"
+    assert body.consumed <= SOCKET_BUFFERS, f"{body.consumed} bytes were taken by a route that reads none"
+
+
 def test_a_form_with_a_thousand_fields_is_refused(limited: RunningDeputy) -> None:
     """Finding 3: a small field count. A revocation Deputy would answer 200 is refused for its 1,000 fields."""
     fields = {f"f{index}": "x" for index in range(999)}  # with `token`, 1,000: within Starlette's default
