@@ -59,7 +59,8 @@ def parse_client_metadata(raw: Mapping[str, Any]) -> ClientMetadata:
     if method not in AUTH_METHODS:
         raise InvalidClientMetadata(f"token_endpoint_auth_method must be one of {', '.join(AUTH_METHODS)}")
     grant_types = raw.get("grant_types", ["authorization_code"])
-    if not isinstance(grant_types, list) or not grant_types or not set(grant_types) <= set(GRANT_TYPES):
+    if (not isinstance(grant_types, list) or not grant_types
+            or not all(isinstance(g, str) and g in GRANT_TYPES for g in grant_types)):
         raise InvalidClientMetadata(f"grant_types may contain only {', '.join(GRANT_TYPES)}")
     if "authorization_code" not in grant_types:
         raise InvalidClientMetadata("grant_types must include authorization_code")
@@ -108,9 +109,14 @@ def _https_url(raw: Mapping[str, Any], key: str, loopback_ok: bool = False) -> s
         return None
     if not isinstance(value, str) or len(value) > 2000:
         raise InvalidClientMetadata(f"{key} must be an https URL")
-    parts = urlsplit(value)
-    secure = parts.scheme == "https" or (loopback_ok and is_loopback_http(value))
-    if not secure or not parts.hostname or "@" in parts.netloc or "#" in value:
+    try:  # urlsplit raises on a malformed IPv6 literal ("https://[x"), hostname on a bad port
+        parts = urlsplit(value)
+        secure = parts.scheme == "https" or (loopback_ok and is_loopback_http(value))
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - raises on a port out of range
+    except ValueError:
+        raise InvalidClientMetadata(f"{key} must be an https URL") from None
+    if not secure or not hostname or "@" in parts.netloc or "#" in value:
         raise InvalidClientMetadata(f"{key} must be an https URL without user information or fragment")
     return value
 
