@@ -3,9 +3,10 @@
 The database is opened read only (:mod:`deputy.audit.verify.readonly`) and the log's key is read, never created:
 verifying changes nothing. The log's keys are followed from ``--key`` (or the oldest in the key history) through
 hand-overs (:mod:`deputy.audit.log_keys`). Anchors — ``--trusted FILE`` (a checkpoint printed by ``deputy audit
-checkpoint`` earlier) and each witness's latest cosigned checkpoint, fetched from its URL — must each be a prefix of
-the log. Records after the latest signed checkpoint are problems beyond ``--allow-unsigned`` (0: a cleanly stopped
-Deputy signs its head; a running one leaves up to about ``checkpoint_every``). Exit 1 names the first bad index.
+checkpoint`` earlier) and each witness's latest cosigned checkpoint, fetched from its URL (``--witness``, or every
+``[audit] witnesses`` entry when none is named) — must each be a prefix of the log. Records after the latest signed
+checkpoint are problems beyond ``--allow-unsigned`` (0: a cleanly stopped Deputy signs its head; a running one
+leaves up to about ``checkpoint_every``). Exit 1 names the first bad index.
 """
 
 from __future__ import annotations
@@ -196,6 +197,8 @@ def verify(
             keys = LogKeys([log_key(key)]) if key is not None else log_keys_or_exit(settings)
             configured = {CosignatureVerifier.from_vkey(v).vkey(): u for u, v in settings.audit.witnesses}
             urls = [(u or configured.get(w.vkey()), w) for u, w in given]
+            if not given:  # the configured witnesses are anchors the database writer cannot reach: ask them
+                urls = [(u, CosignatureVerifier.from_vkey(v)) for u, v in settings.audit.witnesses]
             anchors += _fetch_witnessed([(u, w) for u, w in urls if u is not None], keys.origin)
 
             async def work(engine: AsyncEngine) -> VerifyReport:
