@@ -198,5 +198,11 @@ async def test_verify_fetches_each_witness_latest_checkpoint(fresh: Database, tm
             f"first bad index {N}: witness {cosigner.name}'s latest cosigned checkpoint has size {N + 10}, but the "
             f"log has only {N} leaves" in result.output
         )
+        # With the witness in [audit] witnesses, verify asks it without being told to.
+        configured = tmp_path / "configured.toml"
+        configured.write_text(config.read_text() + f'witnesses = [{{url = "{witness_url}", vkey = "{wvkey}"}}]\n')
+        result = await cli("verify", "-c", str(configured))
+        assert result.exit_code == 1
+        assert f"witness {cosigner.name}'s latest cosigned checkpoint has size {N + 10}" in result.output
     result = await cli("verify", "-c", str(config), *named)  # the witness is gone: fail closed
     assert result.exit_code == 1 and "cannot reach" in result.output
