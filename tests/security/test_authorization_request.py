@@ -45,7 +45,7 @@ def assert_redirected_error(deputy: RunningDeputy, auth: Authorization, error: s
     REDIRECT_URI + "/",                       # trailing slash
     REDIRECT_URI + "?x=1",                    # extra query
     REDIRECT_URI.replace(":9/", ":10/"),      # other port
-    REDIRECT_URI.replace("127.0.0.1", "localhost"),
+    REDIRECT_URI.replace("localhost", "[::1]"),  # another loopback host
     REDIRECT_URI.upper(),
 ])
 async def test_unregistered_redirect_uri_gets_an_error_page_not_a_redirect(

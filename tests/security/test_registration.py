@@ -96,7 +96,7 @@ async def test_non_json_body_is_invalid_client_metadata(deputy: RunningDeputy) -
 
 async def test_loopback_native_client_registers(deputy: RunningDeputy) -> None:
     """MCP AS-4 / RFC 7591 §3.2.1: a native loopback client → 201 with client_id, no secret, Cache-Control no-store."""
-    uris = ["http://localhost:33418/callback", "http://[::1]:33418/callback", "com.example.app:/callback"]
+    uris = ["http://localhost:33418/callback", "http://[::1]:33418/callback"]
     response = await register(deputy, {"redirect_uris": uris, "application_type": "native"})
     assert response.status_code == 201, response.text
     body = response.json()
