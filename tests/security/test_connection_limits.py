@@ -34,7 +34,9 @@ from tests.support.databases import database_url
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.sdk_client import InMemoryTokenStorage
 
-ATTACKER_SOURCES = ("127.0.0.1", "127.0.0.2")
+# Two loopback sources (all of 127.0.0.0/8 is loopback on Linux), and not 127.0.0.1: the attackers' tens
+# of thousands of local ports must not collide with the ports the suite's servers pick on 127.0.0.1.
+ATTACKER_SOURCES = ("127.0.0.2", "127.0.0.3")
 DEADLINE = 45.0  # seconds a poll may wait for what must happen; never an asserted timing
 
 
@@ -230,7 +232,7 @@ def _flood(deputy: RunningDeputy, count_per_source: int) -> Iterator[list[str]]:
     """
     host, port = _address(deputy)
     attackers = [subprocess.Popen([sys.executable, "-m", "tests.support.connection_flood", source, host, str(port),
-                                   str(count_per_source)], stdout=subprocess.PIPE, text=True)
+                                   str(count_per_source)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
                  for source in ATTACKER_SOURCES]
     report: list[str] = []
     try:
@@ -255,10 +257,10 @@ async def test_twenty_thousand_half_open_connections_from_two_sources_leave_tool
         assert await _call_tools(deputy, 1) == _expected(1)
         with _flood(deputy, 10_000) as report:
             assert sum(_counts(report, "connected")) > FLOODED_DEPUTY_FILES  # more than Deputy could hold
-            for _ in range(4):  # each round a new client: new connections, while the attackers refill theirs
+            for _ in range(3):  # each round a new client: new connections, while the attackers refill theirs
                 async with httpx.AsyncClient(timeout=DEADLINE) as http:
                     assert (await http.get(f"{deputy.url}/healthz")).status_code == 200
-                assert await _call_tools(deputy, 5) == _expected(5)
+                assert await _call_tools(deputy, 3) == _expected(3)
             assert _alive(deputy)
         assert sum(_counts(report, "attempts")) >= 20_000
         assert await _call_tools(deputy, 3) == _expected(3)

@@ -5,22 +5,26 @@ that each source address has its own descriptor limit: it raises its soft ``RLIM
 every socket to ``SOURCE`` (any 127.0.0.0/8 address is loopback on Linux), starts ``COUNT``
 non-blocking connects, prints ``connected N`` once they have completed (the server's kernel took
 them), and then keeps the pressure on: each connection the server closes is replaced by a new one,
-until the process is terminated, when it prints ``attempts N`` (every connect it started).
+until the process is terminated (or its stdin closes: the parent went; or 300 s passed), when it
+prints ``attempts N`` (every connect it started).
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import resource
 import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 CONNECT_DEADLINE = 30.0  # seconds for the initial connects to complete before reporting how many did
+MAX_LIFETIME = 300  # seconds
 
 
 def raise_own_open_files(needed: int) -> None:
@@ -106,12 +110,21 @@ class Flood:
         return sock
 
 
+def _stop_when_the_parent_goes() -> None:
+    """The parent holds our stdin: EOF means it closed it or died; either way the flood must end."""
+    sys.stdin.read()
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextmanager
 def reported(flood: Flood) -> Iterator[None]:
     def stop(_signum: int, _frame: object) -> None:
         raise SystemExit(0)
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGALRM, stop)
+    signal.alarm(MAX_LIFETIME)  # never outlive a test, whatever happens to it
+    threading.Thread(target=_stop_when_the_parent_goes, daemon=True).start()
     try:
         yield
     finally:
