@@ -9,6 +9,8 @@ bounds both the time and the count, so load is shed instead of taking the proces
   header_timeout`` of opening, and of the first byte of each later request; otherwise it is
   closed (RFC 9112 §9.5: a server may close a connection at any time; one that had begun a
   request is told 408 Request Timeout first, RFC 9110 §15.5.9);
+- **header size** — the request line and headers may take ``MAX_HEADER_BYTES`` (64 KiB); past it the
+  connection is told 431 (RFC 6585 §5) and closed, so neither uvicorn nor the parser buffers more;
 - **keep-alive idle** — between requests a connection may wait ``[limits] idle_timeout``
   (uvicorn's keep-alive timer, RFC 9112 §9.3 persistence);
 - **connection count** — at most ``max_connections`` are open; a new connection past it closes the
@@ -47,6 +49,10 @@ FILES_PER_STDIO_SESSION = 4
 UNLIMITED_FILES_TARGETS = (1_048_576, 10_240)
 CUT_LOG_INTERVAL = 60.0  # seconds between two warnings that connections are being cut for room
 REQUEST_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+# The request line and headers together; llhttp and httptools buffer both without a bound of their own.
+MAX_HEADER_BYTES = 64 * 1024
+HEADERS_TOO_LARGE_RESPONSE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-length: 0\r\n"
+                              b"connection: close\r\n\r\n")
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,6 +185,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None  # armed while the connection owes request headers
         self._request_begun = False
+        self._header_bytes = 0  # received since the deadline was armed: the headers owed, and what came with them
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
@@ -195,7 +202,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         # the header deadline takes over so that dribbling bytes cannot hold the connection open.
         if self._header_deadline is None and (self.cycle is None or self.cycle.response_complete):
             self._arm_header_deadline()
+        owed = self._header_deadline is not None
+        if owed:
+            self._header_bytes += len(data)
         super().data_received(data)
+        # Checked after parsing: a chunk that completes the headers may carry a body too, and that is allowed.
+        # So at most MAX_HEADER_BYTES plus one read is ever held for an incomplete header block.
+        if (owed and self._header_deadline is not None and self._header_bytes > MAX_HEADER_BYTES
+                and not self.transport.is_closing()):
+            self._disarm_header_deadline()
+            self.guard.release(self)
+            self.transport.write(HEADERS_TOO_LARGE_RESPONSE)
+            self.transport.close()
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -224,6 +242,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.abort()
 
     def _arm_header_deadline(self) -> None:
+        self._header_bytes = 0
         self._header_deadline = self.loop.call_later(self.header_timeout, self._header_deadline_passed)
 
     def _disarm_header_deadline(self) -> None:
