@@ -196,3 +196,11 @@ async def test_an_oversized_answer_to_another_request_passes_until_a_list_key_sh
     smuggled = await answered([big, b'"}],"to', b'ols":[{"name":"secret"}]}}\n\n', PROGRESS], 5)
     assert smuggled == big + b'"}],"to', "cut inside the event, which a client then never dispatches"
     assert b"secret" not in smuggled
+
+
+async def test_a_byte_order_mark_before_the_first_event_is_kept_and_not_read_as_a_field() -> None:
+    """WHATWG HTML §9.2.5: a leading U+FEFF is dropped by the client, so the first line is still `data:`."""
+    response = b"data: " + json.dumps(RESPONSE).encode() + b"\n\n"
+    out = await rewritten([b"\xef", b"\xbb", b"\xbf" + response[:9], response[9:]])
+    assert out.startswith(b"\xef\xbb\xbf")
+    assert sse_data(out[3:])[0]["result"]["tools"] == [{"name": "echo"}]
