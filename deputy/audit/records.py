@@ -45,6 +45,11 @@ from typing import Any, Literal
 
 import rfc8785
 
+# RFC 8785 §3.2.2.3 serialises numbers as IEEE 754 doubles; rfc8785 refuses integers it cannot represent exactly.
+from deputy.exact_json import INT_MAX as INT_MAX
+from deputy.exact_json import INT_MIN as INT_MIN
+from deputy.exact_json import big_integers_as_digits
+
 RECORD_VERSION = 1
 
 RECORD_TYPES: frozenset[str] = frozenset(
@@ -72,9 +77,6 @@ RESERVED_FIELDS: frozenset[str] = frozenset({"v", "type", "id", "time"})
 ArgumentsMode = Literal["store", "digest"]
 ARGUMENTS_MODES: tuple[ArgumentsMode, ...] = ("store", "digest")
 
-# RFC 8785 §3.2.2.3 serialises numbers as IEEE 754 doubles; rfc8785 refuses integers it cannot represent exactly.
-INT_MAX = 2**53 - 1
-INT_MIN = -(2**53) + 1
 
 
 class RecordError(ValueError):
@@ -146,13 +148,12 @@ def arguments_fields(arguments: Any, mode: ArgumentsMode) -> dict[str, Any]:
     """
     if mode not in ARGUMENTS_MODES:
         raise RecordError(f"arguments mode must be one of {ARGUMENTS_MODES}, got {mode!r}")
-    pointers: list[str] = []
     try:
-        representable = _big_integers_as_digits(arguments, [], pointers)
+        representable, pointers = big_integers_as_digits(arguments)
     except RecursionError:
         raise RecordError("arguments nested too deeply (or circular)") from None
     kept = representable if mode == "store" else {"sha256": hashlib.sha256(canonical(representable)).hexdigest()}
-    return {"arguments": kept, BIG_INTEGERS_FIELD: sorted(pointers)} if pointers else {"arguments": kept}
+    return {"arguments": kept, BIG_INTEGERS_FIELD: pointers} if pointers else {"arguments": kept}
 
 
 def recorded_arguments(record: Mapping[str, Any]) -> Any:
@@ -177,37 +178,6 @@ def recorded_arguments(record: Mapping[str, Any]) -> Any:
 
 
 _DIGITS = re.compile(r"-?[1-9][0-9]{15,}")
-
-
-def _big_integers_as_digits(value: Any, path: list[str], pointers: list[str]) -> Any:
-    """``value`` with each integer beyond ±(2^53 - 1) as its digits, their pointers appended; unchanged parts shared."""
-    kind = type(value)
-    if kind is int:
-        if INT_MIN <= value <= INT_MAX:
-            return value
-        pointers.append("".join(f"/{token}" for token in path))
-        return str(value)
-    if kind is dict:
-        copied: dict[str, Any] | None = None
-        for key, item in value.items():
-            path.append(str(key).replace("~", "~0").replace("/", "~1"))
-            kept = _big_integers_as_digits(item, path, pointers)
-            path.pop()
-            if kept is not item:
-                copied = dict(value) if copied is None else copied
-                copied[key] = kept
-        return value if copied is None else copied
-    if kind is list:
-        items: list[Any] | None = None
-        for index, item in enumerate(value):
-            path.append(str(index))
-            kept = _big_integers_as_digits(item, path, pointers)
-            path.pop()
-            if kept is not item:
-                items = list(value) if items is None else items
-                items[index] = kept
-        return value if items is None else items
-    return value
 
 
 def parse_record(entry: bytes) -> Mapping[str, Any]:

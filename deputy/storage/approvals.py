@@ -29,6 +29,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.config import ApprovalSettings
+from deputy.exact_json import big_integers_as_digits
 from deputy.secrets import now
 from deputy.storage.tables import approvals
 from deputy.storage.users import User
@@ -46,8 +47,10 @@ _LIVE = (Status.PENDING, Status.APPROVED)
 
 
 def call_hash(server: str, tool: str, arguments: Any) -> str:
-    """The hex SHA-256 of the RFC 8785 canonical JSON of the call."""
-    return hashlib.sha256(rfc8785.dumps({"server": server, "tool": tool, "arguments": arguments})).hexdigest()
+    """The hex SHA-256 of the RFC 8785 canonical JSON of the call, its arguments exact (:mod:`deputy.exact_json`)."""
+    representable, big_integers = big_integers_as_digits(arguments)
+    call = {"server": server, "tool": tool, "arguments": representable, "big_integers": big_integers}
+    return hashlib.sha256(rfc8785.dumps(call)).hexdigest()
 
 
 def chain_hash(actors: Sequence[Any] | None) -> str:

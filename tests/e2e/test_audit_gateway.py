@@ -468,9 +468,6 @@ async def test_digest_mode_digests_an_integer_beyond_2_53_exactly(crash_setup: C
     assert crash_setup.probe.calls[-1].recorded
 
 
-@pytest.mark.xfail(strict=True, reason="deputy.storage.approvals.call_hash canonicalises the arguments with rfc8785, "
-                                       "which refuses integers beyond 2^53, so no approval is created: the call is "
-                                       "refused as approval_required but can never be approved")
 async def test_a_call_held_for_approval_with_an_integer_beyond_2_53_is_held_and_recorded(
     setup: AuditSetup, alice: str
 ) -> None:

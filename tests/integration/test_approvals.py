@@ -59,6 +59,17 @@ def test_call_hash_is_canonical() -> None:
     assert call_hash("demo", "remove_user", {"id": 4242, "reason": "left"}) != base
 
 
+def test_call_hash_holds_integers_beyond_2_53_exactly() -> None:
+    """An integer the audit log holds as digits is hashed exactly; neither its neighbour nor its digits as a
+    string (which a client could send to reuse the approval of another call) hash the same."""
+    big = 2**53 + 1
+    base = call_hash("demo", "delete_user", {"id": big})
+    assert call_hash("demo", "delete_user", {"id": big}) == base
+    assert call_hash("demo", "delete_user", {"id": big - 1}) != base
+    assert call_hash("demo", "delete_user", {"id": str(big)}) != base
+    assert call_hash("demo", "delete_user", {"id": [big]}) != call_hash("demo", "delete_user", {"id": [str(big)]})
+
+
 async def test_held_approved_used_once(repo: ApprovalRepository) -> None:
     approval = await held(repo)
     assert re.fullmatch("[0-9a-f]{32}", approval.approval_id)  # url-safe, and never read as a CLI option
