@@ -191,7 +191,7 @@ async def test_an_approval_is_bound_to_the_whole_actor_chain(setup: Setup, alice
     agent (B) coming through C→B, nor without delegation; through A→B it is, once."""
     by_a_then_b = await through(setup, alice, AGENT_A, AGENT_B)
     by_c_then_b = await through(setup, alice, AGENT_C, AGENT_B)
-    call = {"id": 9100, "reason": "chain-bound"}
+    call = {"id": 9150, "reason": "chain-bound"}
     approved = held(setup, await delete_user(setup, by_a_then_b, call))
     decide(setup, "approve", approved["approval_id"], "bob")
 
@@ -199,10 +199,10 @@ async def test_an_approval_is_bound_to_the_whole_actor_chain(setup: Setup, alice
     assert other_chain["approval_id"] != approved["approval_id"], "another chain is another request"
     no_chain = held(setup, await delete_user(setup, alice, call))
     assert no_chain["approval_id"] not in (approved["approval_id"], other_chain["approval_id"])
-    assert forwarded(setup, 9100) == 0
+    assert forwarded(setup, 9150) == 0
 
     assert proceeded(await delete_user(setup, by_a_then_b, call))
-    assert forwarded(setup, 9100) == 1
+    assert forwarded(setup, 9150) == 1
 
 
 async def test_the_requesting_user_cannot_approve(setup: Setup, alice: str) -> None:
