@@ -16,7 +16,7 @@ principal of the GET), whichever request it first answered:
   event whose data is empty — the priming event of a resumable stream (``id:`` and an empty
   ``data:``), which a client never dispatches (WHATWG HTML §9.2.6, "dispatch the event": an
   empty data buffer dispatches nothing). A response event has its data replaced by the
-  rewritten message, its other fields kept.
+  rewritten message, its other fields and their line ends kept (:func:`_join_lines`).
 
 Two modes. The answer to a *list request* (``answers_list=True``) carries one response, its
 own, so *every* response in it (``result`` or ``error``, no ``method``) is treated as that one,
@@ -248,7 +248,19 @@ class SseRewriter:
                 line = b"data: " + replacement
             out.append(line + (buffer[stop:following] or b"\n"))
         out.append(buffer[lines[-1][2]:end] or b"\n")
-        return b"".join(out)
+        return _join_lines(out)
+
+
+def _join_lines(lines: list[bytes]) -> bytes:
+    """The lines of a rewritten event, each with its own end, joined so that a client reads them apart.
+
+    A line ended by a lone CR is followed in the upstream's stream by anything but an LF (else the
+    two would be one CRLF). Once data lines are dropped or an end is supplied, an LF may follow it:
+    the blank line's. A client reads that pair as one CRLF (WHATWG HTML §9.2.5), the event never
+    ends and the next one is read into it; the CR's line therefore ends with a whole CRLF.
+    """
+    return b"".join(line + b"\n" if line.endswith(b"\r") and following.startswith(b"\n") else line
+                    for line, following in zip(lines, [*lines[1:], b""], strict=True))
 
 
 def _field_value(line: bytes) -> bytes:

@@ -204,3 +204,24 @@ async def test_a_byte_order_mark_before_the_first_event_is_kept_and_not_read_as_
     out = await rewritten([b"\xef", b"\xbb", b"\xbf" + response[:9], response[9:]])
     assert out.startswith(b"\xef\xbb\xbf")
     assert sse_data(out[3:])[0]["result"]["tools"] == [{"name": "echo"}]
+
+
+@pytest.mark.parametrize("blank", [b"\n", b"\r\n", b"\r"])
+async def test_a_line_ended_by_cr_before_dropped_data_lines_still_ends_apart_from_the_blank_line(blank: bytes) -> None:
+    """WHATWG HTML §9.2.5: CR then LF is one line end. The data lines after `event: message\\r` are dropped
+    when the event is rewritten, so its CR would meet the blank line's LF: the event would never end and
+    the next message would be read into it."""
+    text = json.dumps(RESPONSE, indent=1).split("\n", 1)
+    raw = (b"data: " + text[0].encode() + b"\nevent: message\rdata: " + text[1].replace("\n", "\ndata: ").encode()
+           + b"\n" + blank + PROGRESS)
+    out = await rewritten(split_everywhere(raw))
+    filtered = {"jsonrpc": "2.0", "id": 5, "result": {"tools": [{"name": "echo"}], "nextCursor": "page-2"}}
+    cr_end = b"\r\n" if blank.startswith(b"\n") else b"\r"
+    assert out == (b"data: " + json.dumps(filtered, separators=(",", ":")).encode() + b"\nevent: message"
+                   + cr_end + blank + PROGRESS)
+
+
+async def test_an_unended_last_event_ending_in_cr_gets_a_blank_line_of_its_own() -> None:
+    """At the end of the stream the blank line is supplied (an LF): the CR before it must not swallow it."""
+    out = await rewritten([b"data: " + json.dumps(RESPONSE).encode() + b"\r"])
+    assert out.endswith(b"\r\n\n") and b"secret" not in out
