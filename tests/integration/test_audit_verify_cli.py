@@ -6,7 +6,6 @@ honest log and fails once the log is cut back or rewritten.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import subprocess
 import sys
@@ -17,14 +16,12 @@ from typing import Any
 
 import pytest
 from sqlalchemy import MetaData, select
-from typer.testing import CliRunner
 
 from deputy.audit.cosignature import CosignatureSigner
 from deputy.audit.log import AuditLog
 from deputy.audit.witness_push import WitnessPusher
-from deputy.cli import app
 from deputy.storage.db import Database
-from tests.support.audit_build import ORIGIN, SIGNER, N, build, clear, make_settings
+from tests.support.audit_build import ORIGIN, SIGNER, N, build, clear, cli, make_settings, write_config
 from tests.support.audit_tamper import edit, truncate
 from tests.support.deputy_process import _wait_http
 from tests.support.sdk_client import free_port
@@ -34,27 +31,6 @@ from tests.support.sdk_client import free_port
 async def fresh(db: Database) -> AsyncIterator[Database]:
     await clear(db)
     yield db
-
-
-def write_config(tmp_path: Path, database_url: str, key_file: Path) -> Path:
-    path = tmp_path / "deputy.toml"
-    path.write_text(f'''public_url = "http://127.0.0.1:8000"
-data_dir = "{tmp_path / "data"}"
-database_url = "{database_url}"
-
-[servers.demo]
-url = "http://127.0.0.1:9000/mcp"
-
-[audit]
-origin = "{ORIGIN}"
-key_file = "{key_file}"
-''')
-    return path
-
-
-async def cli(*args: str) -> Any:
-    # In a thread: the commands run their own event loop.
-    return await asyncio.to_thread(CliRunner().invoke, app, ["audit", *args])
 
 
 def files(directory: Path) -> dict[str, str]:
