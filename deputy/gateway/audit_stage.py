@@ -13,9 +13,12 @@ the upstream. A refusal's record is appended too; when that append fails the ref
 (refusing is already the safe answer).
 
 After the upstream answered, a ``call.outcome`` record ties the decision to what came back: the
-HTTP status, the size and SHA-256 of the relayed body (JSON or the SSE stream as relayed), and
-the duration. It is appended without holding the client (the answer has already been sent);
-a failure to append it is logged.
+HTTP status, the size and SHA-256 of the relayed body (JSON or the SSE stream as relayed), the
+duration, and ``complete``: false when the answer was cut short — the upstream broke off
+mid-stream or the client left before its end (:data:`~deputy.gateway.responses.INCOMPLETE`), or
+the body was never ended (the relay failed) — the size and digest being then those of the part
+the client got. It is appended without holding the client (the answer has already been sent); a
+failure to append it is logged.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from deputy.audit.log import AuditLog, AuditUnavailable
 from deputy.audit.records import ArgumentsMode, RecordError, arguments_fields, new_record
 from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
+from deputy.gateway.responses import INCOMPLETE
 from deputy.policy import Decision
 
 log = logging.getLogger(__name__)
@@ -95,7 +99,8 @@ class AuditStage:
                          decision_id: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
         """``send`` that measures the answer as it streams past, and the coroutine that records it once done."""
         digest = hashlib.sha256()
-        state = {"status": 0, "size": 0}
+        # complete: the answer's body was ended (ASGI ``more_body`` false) and not marked cut short.
+        state = {"status": 0, "size": 0, "complete": False}
         started = time.perf_counter()
 
         async def measuring(message_out: Message) -> None:
@@ -105,12 +110,14 @@ class AuditStage:
                 body = message_out.get("body", b"")
                 digest.update(body)
                 state["size"] += len(body)
+                if not message_out.get("more_body", False):
+                    state["complete"] = not message_out.get(INCOMPLETE, False)
             await send(message_out)
 
         async def finish() -> None:
             record = new_record("call.outcome", **who(principal), decision_id=decision_id, method=message.method,
                                 status=state["status"], response_bytes=state["size"],
-                                response_sha256=digest.hexdigest(),
+                                response_sha256=digest.hexdigest(), complete=bool(state["complete"]),
                                 duration_us=int((time.perf_counter() - started) * 1_000_000))
             task = asyncio.get_running_loop().create_task(self._append_quietly(record))
             self._pending.add(task)

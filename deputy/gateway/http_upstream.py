@@ -11,7 +11,10 @@ by chunk — except the answers of a server with policies, which pass the list f
 ``MAX_REWRITTEN``; beyond, the answer to a list request is a 502 and any other passes
 on only while it cannot hold a list), an SSE stream — a POST's, the GET stream, a stream
 resumed with ``Last-Event-ID`` — is rewritten event by event. An error Deputy answers
-itself (an unreachable upstream, 502) carries the request's id. What is *not*
+itself (an unreachable upstream, or one that breaks off before its answer's headers were
+relayed: 502) carries the request's id; an upstream that breaks off later (killed
+mid-stream) has its answer ended cleanly, marked incomplete
+(:func:`deputy.gateway.responses.end_body`), with one warning naming the server. What is *not*
 passed: the client's ``Authorization`` and cookies (MCP "Token Passthrough" is
 forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and the upstream's
 ``Set-Cookie``/``WWW-Authenticate``, which would speak for Deputy's origin. The
@@ -37,7 +40,13 @@ from deputy.gateway.response_rewrite import (
     rewrite_json_body,
     rewrite_sse,
 )
-from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, jsonrpc_error, relay_until_disconnect, send_json
+from deputy.gateway.responses import (
+    JSONRPC_INTERNAL_ERROR,
+    end_body,
+    jsonrpc_error,
+    relay_until_disconnect,
+    send_json,
+)
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 
 log = logging.getLogger(__name__)
@@ -118,9 +127,10 @@ class HttpUpstream:
         try:
             await self._relay(exchange, response)
         except (TimeoutError, aiohttp.ClientError) as exc:
-            # Headers are out; all that is left is to end the stream early.
+            # Headers are out (a break before them is answered in _relay); all that is left is to end the
+            # stream early and cleanly, marked incomplete for the call's record.
             log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await end_body(send, complete=False)
         finally:
             response.release()
 
@@ -146,7 +156,11 @@ class HttpUpstream:
                 return
             out = [(k, v) for k, v in out if k.lower() != b"content-length"]
         if length is not None and length <= SMALL_BODY and not event_stream:
-            body = await response.read()
+            try:
+                body = await response.read()
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                await self._broke_before_start(exchange, exc)
+                return
             await send({"type": "http.response.start", "status": response.status, "headers": out})
             await send({"type": "http.response.body", "body": body})
             return
@@ -155,11 +169,17 @@ class HttpUpstream:
             chunks: AsyncIterator[bytes] = response.content.iter_any()
             if rewrite is not None:
                 chunks = rewrite_sse(chunks, exchange.request_id, rewrite, answers_list=exchange.answers_list)
-            await relay_until_disconnect(chunks, exchange.receive, send)
-        else:
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await end_body(send, complete=await relay_until_disconnect(chunks, exchange.receive, send))
+            return
+        async for chunk in response.content.iter_any():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await end_body(send)
+
+    async def _broke_before_start(self, exchange: Exchange, exc: BaseException) -> None:
+        """The upstream broke off before anything was sent to the client: a 502 in its stead."""
+        log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
+        await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response broke off",
+                                                          request_id=exchange.request_id))
 
     async def _relay_rewritten(self, exchange: Exchange, response: aiohttp.ClientResponse,
                                headers: list[tuple[bytes, bytes]], rewrite: RewriteResult) -> None:
@@ -177,9 +197,7 @@ class HttpUpstream:
                         too_large = True
                         break
         except (TimeoutError, aiohttp.ClientError) as exc:
-            log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
-            await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response broke off",
-                                                              request_id=request_id))
+            await self._broke_before_start(exchange, exc)
             return
         if too_large:
             held = b"".join(chunks)
@@ -212,6 +230,7 @@ class HttpUpstream:
         async for chunk in response.content.iter_any():
             if not scanner.clean(chunk):
                 log.warning("upstream %s: a list key in an oversized answer; body cut short", self.server.name)
-                break
+                await end_body(exchange.send, complete=False)
+                return
             await exchange.send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
+        await end_body(exchange.send)

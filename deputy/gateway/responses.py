@@ -1,4 +1,9 @@
-"""Small raw-ASGI responses and stream relaying for the gateway's hot path (no framework objects per call)."""
+"""Small raw-ASGI responses and stream relaying for the gateway's hot path (no framework objects per call).
+
+A streamed answer always ends with a terminated body (ASGI HTTP ``more_body: False``; for HTTP/1.1 the last
+chunk, RFC 9112 §7.1), also when its upstream breaks off mid-stream: the client keeps what was relayed and
+sees a clean end, and the ending says the answer is incomplete (:data:`INCOMPLETE`).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,14 @@ from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
 import anyio
-from starlette.types import Receive, Send
+from starlette.types import Message, Receive, Send
 
 JSONRPC_PARSE_ERROR = -32700
 JSONRPC_INVALID_REQUEST = -32600
 JSONRPC_INTERNAL_ERROR = -32603
+# Set on the last body message of an answer cut short (:func:`end_body`), for the audit stage's ``call.outcome``
+# record; a gateway-internal key that ASGI servers ignore (they read only ``body`` and ``more_body``).
+INCOMPLETE = "deputy.incomplete"
 
 
 async def send_json(send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
@@ -33,8 +41,23 @@ def jsonrpc_error(code: int, message: str, data: Any = None, request_id: str | i
     return {"jsonrpc": "2.0", "id": request_id, "error": error}
 
 
-async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> None:
-    """Send each chunk as it comes; stop waiting for more as soon as the client goes away."""
+async def end_body(send: Send, *, complete: bool = True) -> None:
+    """End a streamed response; ``complete=False``: it ends because its source broke off or its reader left."""
+    message: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+    if not complete:
+        message[INCOMPLETE] = True
+    await send(message)
+
+
+async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> bool:
+    """Send each chunk as it comes; stop waiting for more as soon as the client goes away.
+
+    Returns whether ``chunks`` ran out (False: the client left first). An error raised by ``chunks`` (an
+    upstream that broke off) is raised as it is, not wrapped in the task group's ExceptionGroup, so the
+    caller's ``except`` for its transport's errors sees it.
+    """
+    broke_off: Exception | None = None
+    ran_out = False
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
@@ -43,6 +66,13 @@ async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive,
             group.cancel_scope.cancel()
 
         group.start_soon(watch)
-        async for chunk in chunks:
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            async for chunk in chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            ran_out = True
+        except Exception as exc:  # re-raised below, outside the group
+            broke_off = exc
         group.cancel_scope.cancel()
+    if broke_off is not None:
+        raise broke_off
+    return ran_out

@@ -2,10 +2,12 @@
 
 A tool of the streaming upstream (`tests.fault.streaming_upstream`) answers as an SSE stream (MCP Streamable
 HTTP), sends one progress event and then keeps the stream open. Once the client has that event through
-Deputy, the upstream is SIGKILLed. The client must see the stream end (or a clean transport error) rather
-than hang; Deputy must stay up, keep serving other calls, log no traceback and hold no connection to the
-dead upstream; and the call's ``call.outcome`` record must account for exactly the bytes the client got and
-say that the stream did not complete.
+Deputy, the upstream is SIGKILLed. The client must see the stream end cleanly (what was relayed kept, the
+chunked body terminated) rather than hang or be aborted; Deputy must stay up, keep serving other calls, log
+one warning naming the server and no traceback, and hold no connection to the dead upstream; and the call's
+``call.outcome`` record must account for exactly the bytes the client got and say that the stream did not
+complete. Twice: for a server without policies (the answer relayed as it is) and for one with policies (the
+answer passes the SSE list filter, ``rewrite_sse``), each with its own upstream.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import asyncio
 import json
 import subprocess
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 
 import httpx
@@ -25,28 +28,51 @@ from tests.fault.streaming_upstream import streaming_upstream
 from tests.support.audit_log import read_log
 from tests.support.oauth_flow import tokens_for_alice
 
-STREAMING = "streaming"
+STREAMING = "streaming"  # no policies: the answer is relayed as it comes
+FILTERED = "filtered"  # policies: the answer passes the SSE list filter on its way
+FILTERED_POLICY = f"""
+@id("filtered-stream")
+permit (principal, action in [Deputy::Action::"stream", Deputy::Action::"echo"], resource)
+when {{ context.scopes.contains("{FILTERED}:tools") }};
+"""
+
+
+@dataclass
+class Upstream:
+    process: subprocess.Popen[bytes]
+    port: int
 
 
 @dataclass
 class StreamSetup:
     faulty: FaultyDeputy
-    upstream: subprocess.Popen[bytes]
-    upstream_port: int
+    upstreams: dict[str, Upstream]
 
 
 @pytest.fixture(scope="module")
 def setup(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamSetup]:
-    with streaming_upstream() as (process, url):
-        extra = f'\n[servers.{STREAMING}]\nurl = "{url}"\nscopes = ["{STREAMING}:tools"]\n'
-        with faulty_deputy(backend, tmp_path_factory.mktemp(f"fault-stream-{backend}"), extra) as faulty:
-            yield StreamSetup(faulty, process, int(url.rsplit(":", 1)[1].split("/", 1)[0]))
+    directory = tmp_path_factory.mktemp(f"fault-stream-{backend}")
+    (directory / "policies").mkdir()
+    (directory / "policies" / "filtered.cedar").write_text(FILTERED_POLICY)
+    with ExitStack() as stack:
+        upstreams: dict[str, Upstream] = {}
+        extra = ""
+        for name in (STREAMING, FILTERED):
+            process, url = stack.enter_context(streaming_upstream())
+            upstreams[name] = Upstream(process, int(url.rsplit(":", 1)[1].split("/", 1)[0]))
+            extra += f'\n[servers.{name}]\nurl = "{url}"\nscopes = ["{name}:tools"]\n'
+            if name == FILTERED:
+                extra += f'policies = "{directory / "policies"}"\n'
+        faulty = stack.enter_context(faulty_deputy(backend, directory, extra))
+        yield StreamSetup(faulty, upstreams)
 
 
-async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(setup: StreamSetup) -> None:
+@pytest.mark.parametrize("server", [STREAMING, FILTERED])
+async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(setup: StreamSetup, server: str) -> None:
     faulty = setup.faulty
     deputy = faulty.deputy
-    token, _ = await tokens_for_alice(deputy, deputy.resource(STREAMING))
+    upstream = setup.upstreams[server]
+    token, _ = await tokens_for_alice(deputy, deputy.resource(server))
     text = marker("stream")
     body = {"jsonrpc": "2.0", "id": 7, "method": "tools/call",
             "params": {"name": "stream", "arguments": {"text": text}, "_meta": {"progressToken": text}}}
@@ -55,27 +81,27 @@ async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(set
     received = b""
     ended: str
     async with httpx.AsyncClient(timeout=60) as http, http.stream(
-            "POST", deputy.resource(STREAMING), content=json.dumps(body), headers=headers) as response:
+            "POST", deputy.resource(server), content=json.dumps(body), headers=headers) as response:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
         chunks = response.aiter_raw()
         while b"notifications/progress" not in received:
             received += await asyncio.wait_for(anext(chunks), 60)
-        setup.upstream.kill()
-        setup.upstream.wait(10)
+        upstream.process.kill()
+        upstream.process.wait(10)
         try:
             async with asyncio.timeout(60):  # the test's bound on a hang, not a timing assertion
                 async for chunk in chunks:
                     received += chunk
             ended = "end of stream"
-        except httpx.HTTPError as exc:  # a clean transport error is an acceptable end too
+        except httpx.HTTPError as exc:  # named in the failure below (an aborted body: RemoteProtocolError)
             ended = type(exc).__name__
 
     assert faulty.alive()
     await eventually_answered(faulty, f"{text} after")  # other calls still served
 
     async def no_connection_to_the_dead_upstream() -> bool:
-        return all(remote != setup.upstream_port for _, remote in deputy_tcp_peers(faulty.pid))
+        return all(remote != upstream.port for _, remote in deputy_tcp_peers(faulty.pid))
 
     await poll_until(no_connection_to_the_dead_upstream, "Deputy to close its connection to the dead upstream", 30)
 
@@ -88,8 +114,11 @@ async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(set
     snapshot = await read_log(deputy.database_url)
     decision = one(snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow"), "decision")
     outcome = one(snapshot.outcomes_of(decision.record["decision_id"]), "call.outcome").record
-    print(f"\nupstream killed mid-stream: client saw {ended} after {len(received)} bytes; outcome {outcome}")
+    print(f"\n{server} upstream killed mid-stream: client saw {ended} after {len(received)} bytes; outcome {outcome}")
+    assert decision.record["policies"] == ([] if server == STREAMING else ["filtered-stream"])
     assert outcome["status"] == 200
     assert outcome["response_bytes"] == len(received), "the record accounts for exactly what the client got"
+    assert ended == "end of stream", "the chunked body is terminated, not aborted"
     assert "Traceback" not in faulty.log_text(), faulty.log_text()[-3000:]
+    assert f"upstream {server} stream broke" in faulty.log_text(), "one warning names the server"
     assert outcome.get("complete") is False, f"the outcome does not say the stream broke off: {outcome}"
