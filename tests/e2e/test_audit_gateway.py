@@ -308,6 +308,7 @@ async def test_calls_are_recorded_with_who_what_and_why(setup: AuditSetup, alice
     assert outcome.record["response_sha256"] == hashlib.sha256(response.content).hexdigest()
     assert outcome.record["jti"] == claims["jti"] and outcome.record["method"] == "tools/call"
     assert type(outcome.record["duration_us"]) is int  # a duration is recorded (its size is not a test matter)
+    assert outcome.record["complete"] is True  # the answer ended as the upstream ended it
 
     refused = one(snapshot.decisions(tool="delete_user", arguments=denied_args), "denied decision")
     assert refused.record["outcome"] == "deny"
