@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -42,6 +43,11 @@ class RunningDeputy:
 
     def resource(self, name: str = "demo") -> str:
         return f"{self.url}/mcp/{name}"
+
+    @property
+    def redirect_uri(self) -> str:
+        """The static clients' redirect URI: never on this Deputy's own host (browsers share cookies across ports)."""
+        return IP_LITERAL_REDIRECT_URI if urlsplit(self.url).hostname == "localhost" else REDIRECT_URI
 
     def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "deputy", *args], env=self.env, capture_output=True,

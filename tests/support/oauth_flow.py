@@ -94,7 +94,7 @@ async def authorize(
     deputy: RunningDeputy,
     *,
     client_id: Param = PUBLIC_CLIENT,
-    redirect_uri: Param = REDIRECT_URI,
+    redirect_uri: Param = DEFAULT,
     resource: Any = DEFAULT,
     scope: Param = OMIT,
     response_type: Param = "code",
@@ -116,6 +116,8 @@ async def authorize(
     uses a new browser that must sign in.
     """
     pkce = pkce or Pkce.new()
+    if redirect_uri is DEFAULT:
+        redirect_uri = deputy.redirect_uri
     if challenge is DEFAULT:
         challenge = pkce.challenge
     if resource is DEFAULT:
@@ -176,7 +178,7 @@ async def exchange(
     *,
     verifier: Param,
     client_id: Param = PUBLIC_CLIENT,
-    redirect_uri: Param = REDIRECT_URI,
+    redirect_uri: Param = DEFAULT,
     resource: Any = DEFAULT,
     basic: tuple[str, str] | None = None,
     extra: Sequence[tuple[str, str]] = (),
@@ -187,6 +189,8 @@ async def exchange(
     """
     if resource is DEFAULT:
         resource = deputy.resource("demo")
+    if redirect_uri is DEFAULT:
+        redirect_uri = deputy.redirect_uri
     if basic is not None and client_id == PUBLIC_CLIENT:
         client_id = OMIT
     data: list[tuple[str, str]] = [("grant_type", "authorization_code")]
