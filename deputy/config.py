@@ -13,7 +13,6 @@ MCP authorization "Canonical Server URI").
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import re
 import tomllib
@@ -31,31 +30,22 @@ from deputy.client_policies import (
     client_document_policy,
     registration_policy,
 )
-from deputy.cookie_scope import redirect_shares_cookies
+from deputy.config_clients import JWT_BEARER as JWT_BEARER
+from deputy.config_clients import TOKEN_EXCHANGE as TOKEN_EXCHANGE
+from deputy.config_clients import StaticClient, static_client
+from deputy.config_values import SCOPE_TOKEN as SCOPE_TOKEN
+from deputy.config_values import ConfigError as ConfigError
+from deputy.config_values import read_int, read_scopes, read_str, secret_value
 from deputy.delegation_policy import DelegationPolicy, TrustedIssuer, delegation_policy, trusted_issuers
 from deputy.limits import LimitsError, LimitSettings, limit_settings
 
 SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 §3.3 scope-token
 HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
-CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "private_key_jwt")
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
-STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE, JWT_BEARER)
 # How Deputy authenticates to an upstream: minted tokens, configured headers, or nothing.
 UPSTREAM_CREDENTIALS = ("none", "static", "exchange")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
-
-
-class ConfigError(ValueError):
-    """A configuration value is missing or wrong; the message names the key."""
-
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"configuration error: {key}: {problem}")
-        self.key = key
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +66,6 @@ class UpstreamServer:
     upstream_audience: str | None = None
     # The directory of this server's Cedar policies; None: its calls are not decided by policy (yet).
     policies: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class StaticClient:
-    """A client registered in the configuration file."""
-
-    client_id: str
-    client_name: str
-    redirect_uris: tuple[str, ...]
-    token_endpoint_auth_method: str = "none"
-    client_secret: str | None = None
-    grant_types: tuple[str, ...] = ("authorization_code", "refresh_token")
-    jwks: Mapping[str, Any] | None = None  # public keys for private_key_jwt (RFC 7523 §2.2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,29 +178,6 @@ def _check_public_url(value: str) -> str:
     return canonical_resource(value)  # scheme and host in lower case, as resources are compared
 
 
-def _str(raw: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
-    value = raw.get(key, default)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{path}{key}", "must be a non-empty string")
-    return value
-
-
-def _int(raw: Mapping[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ConfigError(f"{path}{key}", f"must be an integer from {lo} to {hi}, got {value!r}")
-    return value
-
-
-def _scopes(raw: Mapping[str, Any], key: str, path: str, default: list[str]) -> tuple[str, ...]:
-    value = raw.get(key, default)
-    if not isinstance(value, list) or not all(isinstance(s, str) and SCOPE_TOKEN.match(s) for s in value):
-        raise ConfigError(f"{path}{key}", "must be a list of scope tokens (RFC 6749 §3.3)")
-    return tuple(value)
-
-
 def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str], base_dir: Path) -> UpstreamServer:
     path = f"servers.{name}."
     if not SERVER_NAME.match(name):
@@ -241,18 +195,18 @@ def _server(name: str, raw: Any, public_url: str, environ: Mapping[str, str], ba
         not isinstance(command, list) or not command or not all(isinstance(c, str) for c in command)
     ):
         raise ConfigError(f"{path}command", "must be a non-empty list of strings")
-    scopes = _scopes(raw, "scopes", path, [f"{name}:tools"])
-    required = _scopes(raw, "required_scopes", path, list(scopes[:1]))
+    scopes = read_scopes(raw, "scopes", path, [f"{name}:tools"])
+    required = read_scopes(raw, "required_scopes", path, list(scopes[:1]))
     if not set(required) <= set(scopes):
         raise ConfigError(f"{path}required_scopes", "must be a subset of 'scopes'")
     headers: dict[str, str] = {}
     for header, spec in dict(raw.get("headers", {})).items():
         if not HEADER_NAME.match(header) or header.lower() in FORBIDDEN_UPSTREAM_HEADERS:
             raise ConfigError(f"{path}headers.{header}", "is not a header Deputy may set upstream")
-        headers[header] = _secret_value(spec, f"{path}headers.{header}", environ, base_dir)
+        headers[header] = secret_value(spec, f"{path}headers.{header}", environ, base_dir)
     env = {var: environ[var] for var in INHERITED_ENV if var in environ} if command is not None else {}
     for var, spec in dict(raw.get("env", {})).items():
-        env[str(var)] = _secret_value(spec, f"{path}env.{var}", environ, base_dir)
+        env[str(var)] = secret_value(spec, f"{path}env.{var}", environ, base_dir)
     credentials = raw.get("credentials", "static" if headers else "none")
     if credentials not in UPSTREAM_CREDENTIALS:
         raise ConfigError(f"{path}credentials", f"must be one of {', '.join(UPSTREAM_CREDENTIALS)}")
@@ -305,95 +259,8 @@ def _approvals(raw: Any) -> ApprovalSettings:
     approvers = raw.get("approvers", [])
     if not isinstance(approvers, list) or not all(isinstance(a, str) and a for a in approvers):
         raise ConfigError("approvals.approvers", "must be a list of usernames")
-    return ApprovalSettings(ttl=_int(raw, "ttl", "approvals.", 15 * 60, 30, 7 * 24 * 3600),
+    return ApprovalSettings(ttl=read_int(raw, "ttl", "approvals.", 15 * 60, 30, 7 * 24 * 3600),
                             approvers=tuple(approvers))
-
-
-def _secret_value(spec: Any, key: str, environ: Mapping[str, str], base_dir: Path) -> str:
-    """A literal string, ``{env = "NAME"}`` from the environment or ``{file = "PATH"}`` (relative to the
-    configuration file; trailing newline dropped), read at start."""
-    if isinstance(spec, str):
-        return spec
-    if isinstance(spec, dict) and set(spec) == {"env"} and isinstance(spec["env"], str):
-        if spec["env"] not in environ:
-            raise ConfigError(key, f"environment variable {spec['env']} is not set")
-        return environ[spec["env"]]
-    if isinstance(spec, dict) and set(spec) == {"file"} and isinstance(spec["file"], str):
-        try:
-            value = (base_dir / Path(spec["file"]).expanduser()).read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(key, f"cannot read secret file {spec['file']}: {exc}") from None
-        if not value or "\n" in value:
-            raise ConfigError(key, f"secret file {spec['file']} must hold one non-empty line")
-        return value
-    raise ConfigError(key, 'must be a string, {env = "VARIABLE"} or {file = "PATH"}')
-
-
-def _client(index: int, raw: Any, base_dir: Path, public_url: str) -> StaticClient:
-    path = f"clients[{index}]."
-    if not isinstance(raw, dict):
-        raise ConfigError(f"clients[{index}]", "must be a table")
-    method = raw.get("token_endpoint_auth_method", "none")
-    if method not in CLIENT_AUTH_METHODS:
-        raise ConfigError(f"{path}token_endpoint_auth_method", f"must be one of {', '.join(CLIENT_AUTH_METHODS)}")
-    secret = raw.get("client_secret")
-    if (method in ("client_secret_basic", "client_secret_post")) != (secret is not None):
-        raise ConfigError(f"{path}client_secret", "is required exactly when the client authenticates with a secret")
-    if secret is not None and (not isinstance(secret, str) or not secret):
-        raise ConfigError(f"{path}client_secret", "must be a non-empty string")
-    grant_types = raw.get("grant_types", ["authorization_code", "refresh_token"])
-    if (not isinstance(grant_types, list) or not grant_types
-            or not all(isinstance(g, str) and g in STATIC_GRANT_TYPES for g in grant_types)):
-        raise ConfigError(f"{path}grant_types", f"must be a non-empty list of {', '.join(STATIC_GRANT_TYPES)}")
-    if {"client_credentials", TOKEN_EXCHANGE} & set(grant_types) and method == "none":
-        raise ConfigError(f"{path}grant_types", "client_credentials and token exchange need a client that "
-                                                "authenticates (a client_secret method or private_key_jwt)")
-    uris = raw.get("redirect_uris", [])
-    needs_uris = "authorization_code" in grant_types
-    if not isinstance(uris, list) or (needs_uris and not uris) or not all(isinstance(u, str) for u in uris):
-        raise ConfigError(f"{path}redirect_uris", "must be a non-empty list of URLs (for authorization_code)")
-    for uri in uris:
-        problem = redirect_shares_cookies(uri, public_url)
-        if problem is not None:
-            raise ConfigError(f"{path}redirect_uris", problem)
-    return StaticClient(
-        client_id=_str(raw, "client_id", path),
-        client_name=_str(raw, "client_name", path, raw.get("client_id")),
-        redirect_uris=tuple(uris),
-        token_endpoint_auth_method=method,
-        client_secret=secret,
-        grant_types=tuple(dict.fromkeys(grant_types)),
-        jwks=_client_jwks(raw, path, method, base_dir),
-    )
-
-
-def _client_jwks(raw: Mapping[str, Any], path: str, method: str, base_dir: Path) -> dict[str, Any] | None:
-    """The client's public keys: inline ``jwks`` or ``jwks_file`` (relative to the configuration file)."""
-    inline, file = raw.get("jwks"), raw.get("jwks_file")
-    if method != "private_key_jwt":
-        if inline is not None or file is not None:
-            raise ConfigError(f"{path}jwks", "is only used with token_endpoint_auth_method = \"private_key_jwt\"")
-        return None
-    if (inline is None) == (file is None):
-        raise ConfigError(f"{path}jwks", "private_key_jwt needs exactly one of 'jwks' or 'jwks_file'")
-    key = f"{path}jwks"
-    if file is not None:
-        key = f"{path}jwks_file"
-        if not isinstance(file, str) or not file:
-            raise ConfigError(key, "must be a path to a JWK Set file")
-        location = base_dir / Path(file).expanduser()
-        try:
-            inline = json.loads(location.read_text())
-        except OSError as exc:
-            raise ConfigError(key, f"cannot read {location}: {exc.strerror}") from None
-        except ValueError:
-            raise ConfigError(key, f"{location} is not JSON") from None
-    from deputy.oauth.client_assertions import JwksError, check_client_jwks
-
-    try:
-        return check_client_jwks(inline)
-    except JwksError as exc:
-        raise ConfigError(key, str(exc)) from None
 
 
 ENV_KEYS = {
@@ -436,14 +303,14 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
     for key in raw:
         if key not in known:
             raise ConfigError(key, "is not a known setting")
-    host = _str(raw, "host", "", "127.0.0.1")
-    port = _int(raw, "port", "", 8000, 0, 65535)
+    host = read_str(raw, "host", "", "127.0.0.1")
+    port = read_int(raw, "port", "", 8000, 0, 65535)
     # Without a public URL, Deputy is reached where it listens (a wildcard address means loopback).
     listen_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104 - compared, not bound
     if ":" in listen_host:
         listen_host = f"[{listen_host}]"
-    public_url = _check_public_url(_str(raw, "public_url", "", f"http://{listen_host}:{port}"))
-    data_dir = Path(_str(raw, "data_dir", "", ".deputy")).expanduser()
+    public_url = _check_public_url(read_str(raw, "public_url", "", f"http://{listen_host}:{port}"))
+    data_dir = Path(read_str(raw, "data_dir", "", ".deputy")).expanduser()
     database_url = raw.get("database_url") or f"sqlite+aiosqlite:///{(data_dir / 'deputy.db').resolve()}"
     if not isinstance(database_url, str) or not database_url.startswith(("sqlite+aiosqlite://", "postgresql+asyncpg://")):
         raise ConfigError("database_url", "must start with sqlite+aiosqlite:// or postgresql+asyncpg://")
@@ -497,12 +364,12 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         data_dir=data_dir,
         database_url=database_url,
         servers=servers,
-        clients=tuple(_client(i, c, base_dir or Path.cwd(), public_url) for i, c in enumerate(clients_raw)),
-        access_token_ttl=_int(tokens, "access_token_ttl", "tokens.", 600, 30, 3600),
-        refresh_token_ttl=_int(tokens, "refresh_token_ttl", "tokens.", 14 * 24 * 3600, 60, 365 * 24 * 3600),
-        code_ttl=_int(tokens, "code_ttl", "tokens.", 60, 5, 60),
-        login_session_ttl=_int(tokens, "login_session_ttl", "tokens.", 8 * 3600, 60, 30 * 24 * 3600),
-        clock_leeway=_int(tokens, "clock_leeway", "tokens.", 30, 0, 300),
+        clients=tuple(static_client(i, c, base_dir or Path.cwd(), public_url) for i, c in enumerate(clients_raw)),
+        access_token_ttl=read_int(tokens, "access_token_ttl", "tokens.", 600, 30, 3600),
+        refresh_token_ttl=read_int(tokens, "refresh_token_ttl", "tokens.", 14 * 24 * 3600, 60, 365 * 24 * 3600),
+        code_ttl=read_int(tokens, "code_ttl", "tokens.", 60, 5, 60),
+        login_session_ttl=read_int(tokens, "login_session_ttl", "tokens.", 8 * 3600, 60, 30 * 24 * 3600),
+        clock_leeway=read_int(tokens, "clock_leeway", "tokens.", 30, 0, 300),
         registration=registration_rules,
         client_documents=document_rules,
         revocation_max_staleness=float(staleness),
