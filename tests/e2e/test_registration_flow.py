@@ -34,7 +34,7 @@ def policy_deputy(backend: str, upstream_url: str, tmp_path_factory: pytest.Temp
 @pytest.fixture(scope="module")
 def allowlist(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     yield from policy_deputy(backend, upstream_url, tmp_path_factory, f'''mode = "allowlist"
-allowed_redirect_hosts = ["127.0.0.1"]
+allowed_redirect_hosts = ["localhost"]
 initial_access_tokens = ["{INITIAL_TOKEN}"]''')
 
 
@@ -59,10 +59,10 @@ async def test_allowlist_admits_the_sdk_client_by_its_redirect_host(allowlist: R
 
 
 async def test_allowlist_refuses_the_sdk_client_with_an_unlisted_redirect_host(allowlist: RunningDeputy) -> None:
-    """`localhost` is not `127.0.0.1`: the host is not listed, registration is refused and the SDK stops."""
+    """`[::1]` is not `localhost`: the host is not listed, registration is refused and the SDK stops."""
     with pytest.raises(BaseException) as caught:  # the SDK wraps it in task groups
         async with sdk_oauth_client(allowlist.resource("demo"), "alice", PASSWORD,
-                                    redirect_uri="http://localhost:9/callback") as (client, _run):
+                                    redirect_uri="http://[::1]:9/callback") as (client, _run):
             await client.call_tool("add", {"a": 1, "b": 1})
     refusals = [e for e in _causes(caught.value) if isinstance(e, OAuthRegistrationError)]
     assert refusals and "invalid_redirect_uri" in str(refusals[0])
@@ -85,7 +85,7 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 async def test_allowlist_initial_access_token_path_over_http(allowlist: RunningDeputy) -> None:
     """RFC 7591 §3: with the operator's initial access token an unlisted host registers, and the client is served."""
-    redirect = "http://localhost:9/token-admitted"
+    redirect = "http://[::1]:9/token-admitted"
     body = {"client_name": "Admitted by token", "redirect_uris": [redirect], "token_endpoint_auth_method": "none",
             "grant_types": ["authorization_code", "refresh_token"]}
     async with httpx.AsyncClient(timeout=30) as http:
