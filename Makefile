@@ -25,8 +25,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check deputy tests bench
 	$(BIN)/mypy
 
+# Two workers, each test file whole on one of them: most of the suite waits on Deputy processes, not the CPU.
 test: $(STAMP) tools lint
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/tools_call.py

@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)  # Linux, <netinet/in.h>
+
 CONNECT_DEADLINE = 30.0  # seconds for the initial connects to complete before reporting how many did
 MAX_LIFETIME = 300  # seconds
 
@@ -46,6 +48,9 @@ class Flood:
             return None  # out of descriptors: the report says how many connected
         sock.setblocking(False)
         try:
+            # The port is chosen at connect() for the whole 4-tuple, not reserved machine-wide at bind(): tens of
+            # thousands of attacker sockets must not use up the ephemeral ports other tests listen and connect on.
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
             sock.bind((self.source, 0))
             code = sock.connect_ex(self.target)
         except OSError:
