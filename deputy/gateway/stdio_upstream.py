@@ -38,6 +38,7 @@ from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
     JSONRPC_INVALID_REQUEST,
+    end_body,
     jsonrpc_error,
     relay_until_disconnect,
     send_json,
@@ -210,7 +211,7 @@ class StdioUpstream:
             await send_json(exchange.send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Mcp-Session-Id required"))
         elif exchange.method == "GET":
             await exchange.send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
-            events = _sse(session.unsolicited, until_final=False)
+            events = _unsolicited(session.unsolicited)
             if exchange.rewrite_result is not None:
                 events = rewrite_sse(events, None, exchange.rewrite_result, answers_list=False)
             await relay_until_disconnect(events, exchange.receive, exchange.send)
@@ -256,12 +257,14 @@ class StdioUpstream:
             accept = exchange.header(b"accept") or b""
             if b"text/event-stream" in accept or b"application/json" not in accept:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
-                events = _sse(queue, until_final=True)
+                answer = _Answer(queue)
+                events = answer.events()
                 if exchange.rewrite_result is not None:
                     events = rewrite_sse(events, message.id, exchange.rewrite_result,
                                          answers_list=exchange.answers_list)
                 await relay_until_disconnect(events, exchange.receive, send)
-                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                # Incomplete when the process exited (or the client left) before the final message was relayed.
+                await end_body(send, complete=answer.finished)
             else:
                 await self._answer_json(exchange, queue, headers)
         finally:
@@ -329,9 +332,27 @@ class StdioUpstream:
             self._reap()
 
 
-async def _sse(queue: asyncio.Queue[Item], until_final: bool) -> AsyncIterator[bytes]:
+class _Answer:
+    """The events of one request's answer; ``finished`` once its final message has been relayed."""
+
+    def __init__(self, queue: asyncio.Queue[Item]) -> None:
+        self.queue = queue
+        self.finished = False
+
+    async def events(self) -> AsyncIterator[bytes]:
+        while (item := await self.queue.get()) is not None:  # None: the process exited mid-answer
+            line, final = item
+            yield _event(line)
+            if final:
+                self.finished = True
+                return
+
+
+def _event(line: bytes) -> bytes:
+    return b"event: message\ndata: " + line + b"\n\n"
+
+
+async def _unsolicited(queue: asyncio.Queue[Item]) -> AsyncIterator[bytes]:
+    """The server's messages outside any request (the GET stream), until the process exits."""
     while (item := await queue.get()) is not None:
-        line, final = item
-        yield b"event: message\ndata: " + line + b"\n\n"
-        if final and until_final:
-            return
+        yield _event(item[0])

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import json
 import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
@@ -28,6 +30,8 @@ from tests.fault.streaming_upstream import streaming_upstream
 from tests.support.audit_log import read_log
 from tests.support.oauth_flow import tokens_for_alice
 
+STDIO = "dying-stdio"  # a stdio server that exits in the middle of an answer
+DYING_STDIO = str(Path(__file__).with_name("dying_stdio_server.py"))
 STREAMING = "streaming"  # no policies: the answer is relayed as it comes
 FILTERED = "filtered"  # policies: the answer passes the SSE list filter on its way
 FILTERED_POLICY = f"""
@@ -63,6 +67,8 @@ def setup(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
             extra += f'\n[servers.{name}]\nurl = "{url}"\nscopes = ["{name}:tools"]\n'
             if name == FILTERED:
                 extra += f'policies = "{directory / "policies"}"\n'
+        extra += (f'\n[servers.{STDIO}]\ncommand = ["{sys.executable}", "{DYING_STDIO}"]\n'
+                  f'scopes = ["{STDIO}:tools"]\n')
         faulty = stack.enter_context(faulty_deputy(backend, directory, extra))
         yield StreamSetup(faulty, upstreams)
 
@@ -122,3 +128,40 @@ async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(set
     assert "Traceback" not in faulty.log_text(), faulty.log_text()[-3000:]
     assert f"upstream {server} stream broke" in faulty.log_text(), "one warning names the server"
     assert outcome.get("complete") is False, f"the outcome does not say the stream broke off: {outcome}"
+
+
+async def test_a_stdio_server_that_exits_mid_answer_ends_the_stream_and_is_recorded_incomplete(
+        setup: StreamSetup) -> None:
+    faulty = setup.faulty
+    deputy = faulty.deputy
+    token, _ = await tokens_for_alice(deputy, deputy.resource(STDIO))
+    text = marker("stdio-dies")
+    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
+    initialize = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                  "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                             "clientInfo": {"name": "fault", "version": "1"}}}
+    call = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+            "params": {"name": "stream", "arguments": {"text": text}, "_meta": {"progressToken": text}}}
+    async with httpx.AsyncClient(timeout=60) as http:
+        opened = await http.post(deputy.resource(STDIO), json=initialize,
+                                 headers={**headers, "Accept": "application/json"})
+        assert opened.status_code == 200, opened.text
+        session = {"Mcp-Session-Id": opened.headers["mcp-session-id"]}
+        answered = await http.post(deputy.resource(STDIO), json=call, headers={**headers, **session})
+    assert answered.status_code == 200
+    assert b"notifications/progress" in answered.content and b'"id":2' not in answered.content.replace(b" ", b"")
+    assert faulty.alive()
+
+    async def outcome_recorded() -> bool:
+        snapshot = await read_log(deputy.database_url)
+        decisions = snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow")
+        return len(decisions) == 1 and len(snapshot.outcomes_of(decisions[0].record["decision_id"])) == 1
+
+    await poll_until(outcome_recorded, "the call.outcome record", 30)
+    snapshot = await read_log(deputy.database_url)
+    decision = one(snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow"), "decision")
+    outcome = one(snapshot.outcomes_of(decision.record["decision_id"]), "call.outcome").record
+    assert outcome["response_bytes"] == len(answered.content)
+    assert outcome.get("complete") is False, f"the outcome does not say the answer broke off: {outcome}"
+    assert "Traceback" not in faulty.log_text(), faulty.log_text()[-3000:]
