@@ -27,8 +27,8 @@ from tests.support.sdk_client import free_port
 
 
 def deputy_host_uris() -> list[str]:
-    return [f"http://127.0.0.1:{free_port()}/callback", "http://127.0.0.1/callback",
-            "http://127.0.0.1:9/a?b=c"]
+    # A fixed port: collection must give the same ids on every pytest-xdist worker (the port is any but Deputy's).
+    return ["http://127.0.0.1:40917/callback", "http://127.0.0.1/callback", "http://127.0.0.1:9/a?b=c"]
 
 
 async def register(deputy: RunningDeputy, uris: list[str]) -> httpx.Response:
