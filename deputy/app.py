@@ -84,6 +84,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         origin_check=OriginCheck(settings.public_url, settings.allowed_origins),
         policy=policy if policy.policies else None,
         audit=AuditStage(services.audit, settings.audit.arguments),
+        body_timeout=settings.limits.body_timeout,
     )
 
     @contextlib.asynccontextmanager

@@ -21,8 +21,10 @@ This is a raw ASGI application: the hot path allocates no framework objects.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Mapping
+from enum import Enum
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -66,7 +68,9 @@ class Gateway:
         origin_check: OriginCheck,
         policy: PolicyStage | None = None,
         audit: AuditStage | None = None,
+        body_timeout: float = 30.0,
     ) -> None:
+        self.body_timeout = body_timeout
         self.origin_check = origin_check
         self.policy = policy
         self.audit = audit
@@ -84,9 +88,11 @@ class Gateway:
             await send_json(send, 405, jsonrpc_error(JSONRPC_INVALID_REQUEST, "method not allowed"),
                             [(b"allow", b"GET, POST, DELETE")])
             return
-        authorization, session_id, host, origin = None, None, None, None
+        authorization, session_id, host, origin, declared = None, None, None, None, 0
         for name, value in scope["headers"]:
-            if name == b"authorization":
+            if name == b"content-length" and value.isdigit():
+                declared = int(value)
+            elif name == b"authorization":
                 authorization = value.decode("latin-1")
             elif name == SESSION_HEADER:
                 session_id = value.decode("latin-1")
@@ -107,9 +113,14 @@ class Gateway:
             if upstream_session is None:
                 await send_json(send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
                 return
-        body = await _read_body(receive)
-        if body is None:
-            await send_json(send, 413, jsonrpc_error(JSONRPC_INVALID_REQUEST, "request body too large"))
+        # A declared length far past the cap is refused unread. One just past it is read up to the cap first: an
+        # answer given while a client still has most of its body in flight reaches it as a connection reset.
+        body = (BodyRefused.TOO_LARGE if declared > 2 * MAX_REQUEST_BODY
+                else await _read_body(receive, asyncio.get_running_loop().time() + self.body_timeout))
+        if isinstance(body, BodyRefused):
+            if body is not BodyRefused.GONE:  # the connection is closed, so the rest of the body is never read
+                await send_json(send, body.value[0], jsonrpc_error(JSONRPC_INVALID_REQUEST, body.value[1]),
+                                [(b"connection", b"close")])
             return
         message: McpMessage | None = None
         rewrite: RewriteResult | None = None
@@ -241,17 +252,30 @@ def _watching_tools(send: Send, tools_changed: Callable[[], None]) -> Send:
     return watching
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+class BodyRefused(Enum):
+    """Why a request body was not read whole: (HTTP status, message) for the answer, or the client left."""
+
+    TOO_LARGE = (413, "request body too large")  # RFC 9110 §15.5.14
+    TOO_SLOW = (408, "request body did not arrive in time")  # RFC 9110 §15.5.9, [limits] body_timeout
+    GONE = (0, "")  # the client disconnected mid-body: nothing is decided on half a message
+
+
+async def _read_body(receive: Receive, deadline: float) -> bytes | BodyRefused:
+    """The whole body, counted against the cap as it arrives and read before ``deadline`` (loop time)."""
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return b"".join(chunks)
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_REQUEST_BODY:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return BodyRefused.GONE
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_REQUEST_BODY:
+                    return BodyRefused.TOO_LARGE
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        return BodyRefused.TOO_SLOW

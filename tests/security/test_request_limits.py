@@ -9,6 +9,7 @@ backend (nothing here reaches the database before the refusal), so one SQLite De
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ import pytest
 from deputy.request_limits import MAX_QUERY_STRING, OAUTH_FORM_BODY, PAGE_FORM_BODY, REGISTRATION_BODY
 from tests.security.helpers import oauth_error
 from tests.support.deputy_process import CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET, RunningDeputy, running_deputy
+from tests.support.oauth_flow import tokens_for_alice
 
 MIB = 1024 * 1024
 ATTACK_BODY = 600 * MIB
@@ -217,3 +219,61 @@ def test_a_client_that_leaves_mid_body_leaves_no_traceback(limited: RunningDeput
     log = log_of(limited)
     assert "Traceback" not in log
     assert "ClientDisconnect" not in log
+
+
+# --- the gateway (/mcp/NAME) reads JSON-RPC bodies under its own cap, after the bearer check ------------------
+
+
+@pytest.fixture(scope="module")
+def bearer(limited: RunningDeputy) -> str:
+    token, _refresh = asyncio.run(tokens_for_alice(limited))
+    return token
+
+
+def gateway_head(deputy: RunningDeputy, token: str, extra: str) -> bytes:
+    return (f"POST /mcp/demo HTTP/1.1\r\nHost: {urlsplit(deputy.url).netloc}\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+            f"MCP-Protocol-Version: 2025-06-18\r\n{extra}\r\n").encode()
+
+
+def answer_until_closed(connection: socket.socket) -> bytes:
+    answer = b""
+    while chunk := connection.recv(65536):  # ends when Deputy closes the connection
+        answer += chunk
+    return answer
+
+
+def test_the_gateway_refuses_a_declared_oversized_body_before_reading_it(limited: RunningDeputy, bearer: str) -> None:
+    """A Content-Length past the gateway's 4 MiB cap → 413 at once, the connection closed, nothing read."""
+    with raw_connection(limited) as connection:
+        connection.sendall(gateway_head(limited, bearer, f"Content-Length: {ATTACK_BODY}\r\n"))
+        answer = answer_until_closed(connection)
+    assert status_of(answer) == 413
+    assert b"connection: close" in answer.lower()
+
+
+def test_the_gateway_cuts_a_chunked_body_past_its_cap(limited: RunningDeputy, bearer: str) -> None:
+    body = CountingBody(ATTACK_BODY)
+    response = httpx.post(limited.resource("demo"), content=body, timeout=60, headers={
+        "Authorization": f"Bearer {bearer}", "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"})
+    assert response.status_code == 413
+    assert response.headers["connection"] == "close"
+    assert body.consumed <= 4 * MIB + SOCKET_BUFFERS
+
+
+def test_the_gateway_cuts_a_slow_body(limited: RunningDeputy, bearer: str) -> None:
+    """An authenticated client that trickles its body is cut after [limits] body_timeout (1 s here): 408."""
+    with raw_connection(limited) as connection:
+        connection.sendall(gateway_head(limited, bearer, "Content-Length: 100\r\n") + b'{"jsonrpc":')
+        answer = answer_until_closed(connection)
+    assert status_of(answer) == 408
+
+
+def test_a_client_that_leaves_mid_gateway_body_is_not_answered_or_logged(limited: RunningDeputy, bearer: str) -> None:
+    with raw_connection(limited) as connection:
+        connection.sendall(gateway_head(limited, bearer, "Content-Length: 1000\r\n") + b'{"jsonrpc":"2.0",')
+    assert httpx.get(f"{limited.url}/healthz").status_code == 200
+    log = log_of(limited)
+    assert "Traceback" not in log
+    assert "-32700" not in log
