@@ -15,6 +15,7 @@ from typer.testing import CliRunner, Result
 
 from deputy.act_chain import Actor, act_claim, may_act_claim
 from deputy.cli import app
+from deputy.cli.common import console
 from deputy.keys import KeyRing
 from deputy.oauth.access_tokens import mint_access_token
 
@@ -51,6 +52,12 @@ def mint(ring: KeyRing, *, issuer: str = ISSUER, subject: str = "alice", client_
         ttl=300, grant_id="grant-1", auth_time=auth_time, expires_at=expires_at, act=act_claim(chain),
         may_act=may_act_claim(["agent-c", "agent-d"]), txn="task-42")
     return token
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fixed width, so table cells do not wrap mid-message whatever terminal (or none) the suite runs under."""
+    monkeypatch.setattr(console, "width", 200)
 
 
 def inspect(*args: str, config: Path | None = None, stdin: str | None = None) -> Result:
