@@ -7,6 +7,7 @@ in an actual browser on a loopback http deployment (no Secure, no __Host-).
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import secrets
@@ -40,6 +41,10 @@ async def test_person_signs_in_and_consents_in_chromium(deputy: RunningDeputy, t
         "code_challenge": challenge, "code_challenge_method": "S256", "resource": deputy.resource("demo"),
         "scope": "demo:tools"})
     callbacks: list[str] = []
+    # A user of its own: a consent another test gave as alice would be remembered and skip the consent page.
+    person = f"person-{secrets.token_hex(4)}"
+    added = await asyncio.to_thread(deputy.cli, "users", "add", person, "--password", PASSWORD)
+    assert added.returncode == 0, added.stderr
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
@@ -52,7 +57,7 @@ async def test_person_signs_in_and_consents_in_chromium(deputy: RunningDeputy, t
         await page.route(f"{REDIRECT_URI}*", capture)
         await page.goto(url)
         assert "Sign in" in await page.title()
-        await page.fill("#username", "alice")
+        await page.fill("#username", person)
         await page.fill("#password", PASSWORD)
         await page.click("button[type=submit]")
         await page.wait_for_selector("text=Allow access?")
