@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -73,6 +74,20 @@ def setup(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[St
         yield StreamSetup(faulty, upstreams)
 
 
+async def recorded_call(database_url: str, text: str) -> tuple[Any, dict[str, Any]]:
+    """The allowing decision of the one `stream` call with this text, and its call.outcome record, once written."""
+
+    async def outcome_recorded() -> bool:
+        snapshot = await read_log(database_url)
+        decisions = snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow")
+        return len(decisions) == 1 and len(snapshot.outcomes_of(decisions[0].record["decision_id"])) == 1
+
+    await poll_until(outcome_recorded, "the call.outcome record", 30)
+    snapshot = await read_log(database_url)
+    decision = one(snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow"), "decision")
+    return decision, dict(one(snapshot.outcomes_of(decision.record["decision_id"]), "call.outcome").record)
+
+
 @pytest.mark.parametrize("server", [STREAMING, FILTERED])
 async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(setup: StreamSetup, server: str) -> None:
     faulty = setup.faulty
@@ -111,15 +126,7 @@ async def test_an_upstream_killed_mid_stream_ends_the_stream_and_is_recorded(set
 
     await poll_until(no_connection_to_the_dead_upstream, "Deputy to close its connection to the dead upstream", 30)
 
-    async def outcome_recorded() -> bool:
-        snapshot = await read_log(deputy.database_url)
-        decisions = snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow")
-        return len(decisions) == 1 and len(snapshot.outcomes_of(decisions[0].record["decision_id"])) == 1
-
-    await poll_until(outcome_recorded, "the call.outcome record", 30)
-    snapshot = await read_log(deputy.database_url)
-    decision = one(snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow"), "decision")
-    outcome = one(snapshot.outcomes_of(decision.record["decision_id"]), "call.outcome").record
+    decision, outcome = await recorded_call(deputy.database_url, text)
     print(f"\n{server} upstream killed mid-stream: client saw {ended} after {len(received)} bytes; outcome {outcome}")
     assert decision.record["policies"] == ([] if server == STREAMING else ["filtered-stream"])
     assert outcome["status"] == 200
@@ -153,15 +160,7 @@ async def test_a_stdio_server_that_exits_mid_answer_ends_the_stream_and_is_recor
     assert b"notifications/progress" in answered.content and b'"id":2' not in answered.content.replace(b" ", b"")
     assert faulty.alive()
 
-    async def outcome_recorded() -> bool:
-        snapshot = await read_log(deputy.database_url)
-        decisions = snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow")
-        return len(decisions) == 1 and len(snapshot.outcomes_of(decisions[0].record["decision_id"])) == 1
-
-    await poll_until(outcome_recorded, "the call.outcome record", 30)
-    snapshot = await read_log(deputy.database_url)
-    decision = one(snapshot.decisions(tool="stream", arguments={"text": text}, outcome="allow"), "decision")
-    outcome = one(snapshot.outcomes_of(decision.record["decision_id"]), "call.outcome").record
+    _decision, outcome = await recorded_call(deputy.database_url, text)
     assert outcome["response_bytes"] == len(answered.content)
     assert outcome.get("complete") is False, f"the outcome does not say the answer broke off: {outcome}"
     assert "Traceback" not in faulty.log_text(), faulty.log_text()[-3000:]
