@@ -87,7 +87,9 @@ def _read_until_closed(sock: socket.socket) -> bytes:
 
 
 def _closed_by_server(sock: socket.socket) -> bool:
-    if not select.select([sock], [], [], 0)[0]:
+    poller = select.poll()  # not select(): a worker holding many descriptors has some past FD_SETSIZE
+    poller.register(sock, select.POLLIN)
+    if not poller.poll(0):
         return False
     try:
         return sock.recv(1) == b""
