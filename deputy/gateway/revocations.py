@@ -32,10 +32,12 @@ class RevocationsUnavailable(RuntimeError):
 
 
 class RevocationList:
-    def __init__(self, grants: GrantRepository, max_staleness: float, interval: float = 1.0) -> None:
+    def __init__(self, grants: GrantRepository, max_staleness: float, interval: float | None = None) -> None:
         self.grants = grants
         self.max_staleness = max_staleness
-        self.interval = interval
+        # A poll every `max_staleness` would leave the view stale for the length of each read (and every
+        # call refused), so poll several times per bound: one slow or failed read does not close the gate.
+        self.interval = min(1.0, max_staleness / 4) if interval is None else interval
         self._revoked: dict[str, int] = {}
         self._horizon: int | None = None
         self._fresh_at = 0.0

@@ -127,3 +127,17 @@ async def test_a_replayed_refresh_token_is_revoked_here_at_once(grants: GrantRep
     finally:
         await view.stop()
 
+
+
+@pytest.mark.parametrize("max_staleness", [0.5, 1.0, 5.0, 300.0])
+async def test_the_view_stays_fresh_between_polls(grants: GrantRepository, max_staleness: float) -> None:
+    """CI run of 2026-12-04: with `revocation_max_staleness = 1.0` the view was polled once a second, so it
+    went stale for the length of every read and a healthy gateway answered 503. The view is polled often
+    enough that a read taking up to half the bound never lets it go stale."""
+    view = RevocationList(grants, max_staleness=max_staleness)
+    assert view.interval + max_staleness / 2 < max_staleness
+    await view.start()
+    try:
+        view.check_fresh()
+    finally:
+        await view.stop()
