@@ -10,11 +10,15 @@ built, so a decision only walks the arguments. What each Cedar type accepts:
   any JSON number Cedar's decimal holds *exactly*: at most 4 digits after the point
   and within ±922337203685477.5807 — ``0.1`` is ``decimal("0.1")``, ``0.12345`` is
   refused rather than rounded, since rounding could move it across a policy's bound;
-* ``datetime`` (``format: date``/``date-time``) an RFC 3339 date or date-time (no
-  offset means UTC; sub-millisecond digits are cut, as the generator does);
-  ``duration`` (``format: duration``) ISO 8601 days, hours, minutes, seconds (years
-  and months have no fixed length and are refused); ``ipaddr`` an IPv4/IPv6 address
-  or network;
+* ``datetime``, ``duration``, ``ipaddr`` a string in the strict form of the JSON Schema
+  ``format`` the slot was generated from (:mod:`deputy.policy.formats`: ``date-time``
+  RFC 3339 §5.6 with seconds and an offset, ``date`` an RFC 3339 full-date, ``duration``
+  fixed-length ISO 8601, ``ipv4`` a dotted-quad without leading zeros, ``ipv6`` RFC 4291
+  without zone id or embedded IPv4) — anything two parsers could read differently
+  (``"20260601"``) does not fit the tool's schema. The generator types ``date`` and
+  ``date-time`` alike, so the format is read from the tool's ``inputSchema``
+  (:class:`~deputy.policy.hints.Hint`); a ``datetime`` whose format cannot be found
+  there is refused;
 * ``Set<T>`` a JSON array (order and duplicates are lost: Cedar sets are sets);
 * a record: a JSON object with every required attribute and *no other* member (an
   argument the tool's ``inputSchema`` does not declare cannot be seen by a policy,
@@ -33,14 +37,16 @@ turns that into a deny.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
+
+from deputy.policy import formats
+from deputy.policy.formats import FormatError
+from deputy.policy.hints import Hint
 
 Entities = list[dict[str, Any]]
 Converter = Callable[[Any, str, Entities], Any]
@@ -49,7 +55,6 @@ LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1
 DECIMAL_LIMIT = Decimal("922337203685477.5807")
 FOUR_PLACES = Decimal("0.0001")
 _UNION_MEMBER = re.compile(r"typeChoice(\d+)\Z")
-_DURATION = re.compile(r"P(?:(\d+)W)?(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+)(?:\.(\d{1,3}))?S)?)?\Z")
 
 
 class ArgumentError(ValueError):
@@ -96,51 +101,48 @@ def _decimal(value: Any, path: str, entities: Entities) -> Any:
     return {"__extn": {"fn": "decimal", "arg": text if "." in text else text + ".0"}}
 
 
-def _datetime(value: Any, path: str, entities: Entities) -> Any:
-    if type(value) is not str:
-        raise ArgumentError(path, f"expected a date or date-time string, got {_kind(value)}")
-    try:
-        if len(value) == 10:
-            return {"__extn": {"fn": "datetime", "arg": dt.date.fromisoformat(value).isoformat()}}
-        moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise ArgumentError(path, "not an RFC 3339 date or date-time") from None
-    offset = moment.utcoffset()
-    stamp = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    if moment.microsecond:
-        stamp += f".{moment.microsecond // 1000:03d}"
-    if offset is None or not offset:
-        stamp += "Z"
-    else:
-        minutes = int(offset.total_seconds()) // 60
-        stamp += f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}{abs(minutes) % 60:02d}"
-    return {"__extn": {"fn": "datetime", "arg": stamp}}
+def _formatted(fn: str, accepted: Mapping[str, Callable[[str], str]]) -> Converter:
+    """A Cedar extension value read from a string in one of the ``accepted`` JSON Schema formats (strictly)."""
+    names = " or ".join(accepted)
+
+    def convert(value: Any, path: str, entities: Entities) -> Any:
+        if type(value) is not str:
+            raise ArgumentError(path, f"does not fit the tool's schema: expected a {names} string, got {_kind(value)}")
+        reasons = []
+        for read in accepted.values():
+            try:
+                return {"__extn": {"fn": fn, "arg": read(value)}}
+            except FormatError as exc:
+                reasons.append(str(exc))
+        raise ArgumentError(path, f"does not fit the tool's schema (format {names}): {'; '.join(reasons)}")
+    return convert
 
 
-def _duration(value: Any, path: str, entities: Entities) -> Any:
-    match = _DURATION.match(value) if type(value) is str else None
-    if match is None or value in ("P", "PT") or value.endswith("T"):
-        raise ArgumentError(path, "not an ISO 8601 duration in weeks, days, hours, minutes and seconds")
-    weeks, days, hours, minutes, seconds, fraction = match.groups()
-    parts = [(int(weeks or 0) * 7 + int(days or 0), "d"), (int(hours or 0), "h"), (int(minutes or 0), "m"),
-             (int(seconds or 0), "s"), (int((fraction or "0").ljust(3, "0")), "ms")]
-    text = "".join(f"{amount}{unit}" for amount, unit in parts if amount)
-    return {"__extn": {"fn": "duration", "arg": text or "0ms"}}
+# The Cedar extension types the generator emits, by the JSON Schema formats they come from.
+FORMATS: dict[str, tuple[str, dict[str, Callable[[str], str]]]] = {
+    "datetime": ("datetime", {"date-time": formats.date_time, "date": formats.full_date}),
+    "duration": ("duration", {"duration": formats.duration}),
+    "ipaddr": ("ip", {"ipv4": formats.ipv4, "ipv6": formats.ipv6}),
+}
 
 
-def _ipaddr(value: Any, path: str, entities: Entities) -> Any:
-    if type(value) is not str:
-        raise ArgumentError(path, f"expected an IP address, got {_kind(value)}")
-    try:
-        text = str(ipaddress.ip_interface(value) if "/" in value else ipaddress.ip_address(value))
-    except ValueError:
-        raise ArgumentError(path, "not an IP address or network") from None
-    return {"__extn": {"fn": "ip", "arg": text}}
+def _unknown_datetime(value: Any, path: str, entities: Entities) -> Any:
+    raise ArgumentError(path, "does not fit the tool's schema: it does not say whether this is a date or a date-time")
+
+
+def _extension(name: str, found: frozenset[str]) -> Converter:
+    """The converter of one slot, reading only the formats its JSON Schema names."""
+    fn, known = FORMATS[name]
+    if found & known.keys():
+        return _formatted(fn, {f: read for f, read in known.items() if f in found})
+    if name == "datetime":  # a date and a date-time are read differently upstream: never guess (formats.py)
+        return _unknown_datetime
+    return _formatted(fn, known)  # one reading each: an ipv4 and an ipv6 text never look alike
 
 
 BUILTINS: dict[str, Converter] = {
     "String": _string, "Long": _long, "Bool": _bool, "Boolean": _bool,
-    "decimal": _decimal, "datetime": _datetime, "duration": _duration, "ipaddr": _ipaddr,
+    "decimal": _decimal,
 }
 
 
@@ -243,53 +245,70 @@ class SchemaTypeError(ValueError):
     """The Cedar schema uses a type Deputy cannot convert arguments to."""
 
 
+def _nth(branches: list[Hint | None], member: str) -> Hint | None:
+    index = int(member[len("typeChoice"):])
+    return branches[index] if index < len(branches) else None
+
+
 class TypeCompiler:
-    """Compiles converters for the types of one Cedar JSON schema (all namespaces), caching named types."""
+    """Compiles converters for the types of one Cedar JSON schema (all namespaces), caching named types.
+
+    Each type is compiled with the :class:`Hint` of the JSON Schema node it came from, when known.
+    """
 
     def __init__(self, schema: Mapping[str, Any], root: str) -> None:
         self.schema = schema
         self.root = root
-        self.named: dict[str, Converter] = {}
+        self.named: dict[tuple[str, int], Converter] = {}
+        self._hints: list[Hint] = []  # keeps the nodes whose ids key self.named alive
 
-    def compile(self, ty: Mapping[str, Any], namespace: str) -> Converter:
+    def compile(self, ty: Mapping[str, Any], namespace: str, hint: Hint | None = None) -> Converter:
         kind = ty.get("type")
         if kind == "Set":
-            return _set(self.compile(ty["element"], namespace))
+            return _set(self.compile(ty["element"], namespace, hint.items() if hint else None))
         if kind == "Record":
-            attributes = {name: (self.compile(sub, namespace), sub.get("required", True))
-                          for name, sub in ty.get("attributes", {}).items()}
-            members = [(_UNION_MEMBER.match(name), name) for name in attributes]
-            if attributes and all(m is not None and not attributes[name][1] for m, name in members):
-                order = sorted(attributes, key=lambda name: int(name[len("typeChoice"):]))
-                return _union([(name, attributes[name][0]) for name in order])
-            return _record(attributes)
+            declared: Mapping[str, Any] = ty.get("attributes", {})
+            if declared and all(_UNION_MEMBER.match(name) and not sub.get("required", True)
+                                for name, sub in declared.items()):
+                branches = hint.choices() if hint else []
+                order = sorted(declared, key=lambda name: int(name[len("typeChoice"):]))
+                return _union([(name, self.compile(declared[name], namespace, _nth(branches, name)))
+                               for name in order])
+            return _record({name: (self.compile(sub, namespace, hint.member(name) if hint else None),
+                                   sub.get("required", True)) for name, sub in declared.items()})
         if kind in ("Entity", "EntityOrCommon", "Extension"):
-            return self.named_type(str(ty["name"]), namespace)
+            return self.named_type(str(ty["name"]), namespace, hint)
         if isinstance(kind, str):  # a common type referenced by its name alone
-            return self.named_type(kind, namespace)
+            return self.named_type(kind, namespace, hint)
         raise SchemaTypeError(f"unsupported schema type {ty!r}")
 
-    def named_type(self, name: str, namespace: str) -> Converter:
+    def named_type(self, name: str, namespace: str, hint: Hint | None = None) -> Converter:
         space, _, base = name.rpartition("::")
         space = space or namespace
         full = f"{space}::{base}"
-        if full in self.named:
-            return self.named[full]
+        key = (full, id(hint.node) if hint else 0)
+        if key in self.named:
+            return self.named[key]
+        if hint is not None:
+            self._hints.append(hint)
         definitions = self.schema.get(space, {})
         if base in definitions.get("commonTypes", {}):
             def deferred(value: Any, path: str, entities: Entities) -> Any:  # allows self-reference
-                return self.named[full](value, path, entities)
-            self.named[full] = deferred
-            self.named[full] = self.compile(definitions["commonTypes"][base], space)
+                return self.named[key](value, path, entities)
+            self.named[key] = deferred
+            self.named[key] = self.compile(definitions["commonTypes"][base], space, hint)
         elif base in definitions.get("entityTypes", {}):
-            self.named[full] = self.entity(full, definitions["entityTypes"][base], space)
+            self.named[key] = self.entity(full, definitions["entityTypes"][base], space, hint)
+        elif "::" not in name and name in FORMATS:
+            return _extension(name, hint.formats() if hint else frozenset())
         elif "::" not in name and name in BUILTINS:
             return BUILTINS[name]
         else:
             raise SchemaTypeError(f"unknown type {name} in {namespace}")
-        return self.named[full]
+        return self.named[key]
 
-    def entity(self, full: str, definition: Mapping[str, Any], namespace: str) -> Converter:
+    def entity(self, full: str, definition: Mapping[str, Any], namespace: str, hint: Hint | None = None
+               ) -> Converter:
         if "enum" in definition:
             return _enum(full, frozenset(definition["enum"]))
         if full == f"{self.root}::Null":
@@ -297,7 +316,9 @@ class TypeCompiler:
         if full == f"{self.root}::Unknown":
             return _opaque(full)
         shape = definition.get("shape", {"type": "Record", "attributes": {}})
-        attributes = {name: (self.compile(sub, namespace), sub.get("required", True))
+        attributes = {name: (self.compile(sub, namespace, hint.member(name) if hint else None),
+                             sub.get("required", True))
                       for name, sub in shape.get("attributes", {}).items()}
-        tags = self.compile(definition["tags"], namespace) if "tags" in definition else None
+        tags = None if "tags" not in definition else self.compile(definition["tags"], namespace,
+                                                                  hint.extra() if hint else None)
         return _tagged(full, attributes, tags)

@@ -49,6 +49,7 @@ import cedarpy
 from cedar_mcp_schema_generator import generate_schema
 
 from deputy.policy.arguments import ArgumentError, Converter, Entities, SchemaTypeError, TypeCompiler
+from deputy.policy.hints import Hint
 from deputy.policy.names import NameClash, Renamer
 
 NAMESPACE: Final = "Deputy"
@@ -218,12 +219,14 @@ def build_schema(tools: Sequence[Mapping[str, Any]]) -> PolicySchema:
     except ValueError as exc:
         raise SchemaError(f"Cedar refused the generated schema: {exc}") from None
     compiler = TypeCompiler(document, NAMESPACE)
+    hints = {tool.get("name"): tool.get("inputSchema") for tool in tools}
     inputs: dict[str, Converter] = {}
     for name, action in sorted(actions.items()):
         if name in DEPUTY_ACTIONS:
             continue
         try:
-            inputs[name] = compiler.compile(action["appliesTo"]["context"]["attributes"]["input"], NAMESPACE)
+            inputs[name] = compiler.compile(action["appliesTo"]["context"]["attributes"]["input"], NAMESPACE,
+                                            Hint.of(hints.get(name)))  # date vs date-time, ipv4 vs ipv6
         except (SchemaTypeError, KeyError) as exc:  # fail closed: no converter, no action
             skipped[name] = f"arguments cannot be converted for Cedar: {exc}"
     return PolicySchema(json_text, str(handle), hashlib.sha256(json_text.encode()).hexdigest(), handle, inputs,
