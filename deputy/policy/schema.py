@@ -219,7 +219,7 @@ def build_schema(tools: Sequence[Mapping[str, Any]]) -> PolicySchema:
     except ValueError as exc:
         raise SchemaError(f"Cedar refused the generated schema: {exc}") from None
     compiler = TypeCompiler(document, NAMESPACE)
-    hints = {tool.get("name"): tool.get("inputSchema") for tool in tools}
+    hints = {tool["name"]: tool.get("inputSchema") for tool in tools if isinstance(tool.get("name"), str)}
     inputs: dict[str, Converter] = {}
     for name, action in sorted(actions.items()):
         if name in DEPUTY_ACTIONS:
