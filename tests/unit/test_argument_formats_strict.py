@@ -248,3 +248,9 @@ def test_a_datetime_whose_format_cannot_be_found_is_refused() -> None:
     assert address("2001:db8::1", "input.a", []) == {"__extn": {"fn": "ip", "arg": "2001:db8::1"}}
     with pytest.raises(ArgumentError):
         address("::ffff:10.0.0.1", "input.a", [])
+
+
+def test_a_tool_named_by_something_else_than_a_string_is_skipped_not_a_crash() -> None:
+    """Issue 12: the format hints are keyed by tool name; a name that is no string cannot break the build."""
+    schema = build_schema([{"name": ["dated"], "inputSchema": {}}, TOOL])
+    assert schema.tools == frozenset({"dated"}) and "['dated']" in schema.skipped
