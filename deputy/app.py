@@ -111,12 +111,14 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         return JSONResponse({"status": "ok"})  # the process answers: liveness
 
     async def ready(_request: Request) -> Response:
-        # Readiness: the database takes writes (every call's audit record is one) and the revocation view is
-        # fresh, i.e. calls would be served.
+        # Readiness: the database takes writes (every call's audit record is one), the revocation view is fresh,
+        # and an audit append would get the sequencer lock within its bound (a replica stopped while holding it
+        # makes every append fail: issue 12), i.e. calls would be served.
         try:
             await services.database.check_writable()
             revocations.check_fresh()
-        except (SQLAlchemyError, OSError, RevocationsUnavailable):
+            await services.audit.check_appendable()
+        except (SQLAlchemyError, OSError, RevocationsUnavailable, AuditUnavailable):
             return JSONResponse({"status": "unavailable"}, status_code=503, headers={"Cache-Control": "no-store"})
         return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
 

@@ -10,12 +10,15 @@ subtree ``[start, end)`` (``start`` a multiple of the smallest power of two >= `
 the §2.1.3 and §2.1.4 proofs ask for) is the fold of the perfect subtrees of the binary decomposition of
 ``end - start``, so a root or a proof reads O(log n) rows, fetched in one query per table.
 
-Sequencing: one log per database, shared by every replica. An append transaction first takes the sequencer
-lock — ``pg_advisory_xact_lock(SEQUENCER_LOCK)`` on PostgreSQL, ``BEGIN IMMEDIATE`` (the database's one write
-lock) on SQLite — then reads ``audit_head`` (size and the ``CompactRange`` right edge), inserts the leaves and
-the nodes they complete, and writes the new head, all in that one transaction: a failure leaves nothing, and two
-processes on two engines interleave into one contiguous log whose head is always the root of all its leaves.
-``audit_leaves.idx`` is the primary key, so even a corrupted head could not overwrite a leaf.
+Sequencing (:mod:`deputy.audit.sequencer`): one log per database, shared by every replica. An append transaction
+first takes the sequencer lock — ``pg_advisory_xact_lock(SEQUENCER_LOCK)`` on PostgreSQL, ``BEGIN IMMEDIATE``
+(the database's one write lock) on SQLite — then reads ``audit_head`` (size and the ``CompactRange`` right edge),
+inserts the leaves and the nodes they complete, and writes the new head, all in that one transaction: a failure
+leaves nothing, and two processes on two engines interleave into one contiguous log whose head is always the root
+of all its leaves. ``audit_leaves.idx`` is the primary key, so even a corrupted head could not overwrite a leaf.
+The lock is waited for, and the transaction runs, within ``[audit] append_timeout_ms``: a holder that never lets
+go (a replica stopped mid-append) makes appends fail, not hang, and :meth:`AuditLog.check_appendable` tells
+readiness so.
 
 On SQLite the transaction runs as one trip to a writer thread with its own connection
 (:mod:`deputy.audit.sqlite_writer`); :func:`plan_batch` decides what it writes on both backends.
@@ -50,11 +53,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, insert, select, text, tuple_, update
+from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
@@ -68,15 +73,13 @@ from deputy.audit.merkle import (
 )
 from deputy.audit.note import NoteSigner, NoteVerifier
 from deputy.audit.records import canonical
+from deputy.audit.sequencer import Sequencer
 from deputy.audit.settings import AuditSettings
-from deputy.audit.sqlite_writer import SqliteBatchWriter, sqlite_path
 from deputy.secrets import now
-from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
+from deputy.storage.tables import audit_checkpoints, audit_leaves, audit_nodes
 
 log = logging.getLogger(__name__)
 
-SEQUENCER_LOCK = 0x6465707574790002  # 'deputy' + 2 (migrations use + 1)
-HEAD_ID = 1
 READ_BATCH = 1000
 
 
@@ -98,9 +101,7 @@ class AuditLog:
         self.verifier = signer.verifier()
         # Keys the log had before a rotation (deputy.audit.rotation): they still open the checkpoints they signed.
         self.verifiers = [self.verifier, *(k for k in retired if k != self.verifier)]
-        self.is_sqlite = engine.dialect.name == "sqlite"
-        path = sqlite_path(engine.url) if self.is_sqlite else None
-        self._sqlite_writer = SqliteBatchWriter(path) if path is not None else None
+        self._sequencer = Sequencer(engine, settings.append_timeout_ms)
         self.commits = 0  # successful append transactions: under load, fewer than appends
         self._queue: deque[Queued] = deque()
         self._wake = asyncio.Event()
@@ -159,46 +160,23 @@ class AuditLog:
             _fail([*batch, *self._queue], None)
             self._queue.clear()
 
-    async def _lock(self, conn: AsyncConnection) -> None:
-        """Take the sequencer lock as the transaction's first statement; held until it ends."""
-        if self.is_sqlite:
-            # The pysqlite driver begins transactions lazily, deferred; BEGIN IMMEDIATE takes the write lock now,
-            # before the head is read, so no other writer can commit between our read and our write.
-            await conn.exec_driver_sql("BEGIN IMMEDIATE")
-        else:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": SEQUENCER_LOCK})
-
-    async def _head(self, conn: AsyncConnection) -> tuple[int, bytes] | None:
-        row = (
-            await conn.execute(select(audit_head.c.size, audit_head.c.compact).where(audit_head.c.id == HEAD_ID))
-        ).first()
-        return (int(row.size), bytes(row.compact)) if row is not None else None
-
     async def _compact(self, conn: AsyncConnection) -> CompactRange | None:
-        head = await self._head(conn)
+        head = await self._sequencer.head(conn)
         return compact_of(head) if head is not None else None
 
     async def _commit(self, batch: list[Queued]) -> tuple[int, int]:
         """Write one batch in one transaction; returns (index of its first record, new tree size)."""
-        created_at = now()
-        if self._sqlite_writer is not None:
-            plan = await self._sqlite_writer.commit(lambda head: plan_batch(head, batch), created_at)
-        else:
-            async with self.engine.begin() as conn:
-                await self._lock(conn)
-                plan = plan_batch(await self._head(conn), batch)
-                await conn.execute(insert(audit_leaves), [{"idx": idx, "record": entry, "created_at": created_at}
-                                                          for idx, entry in plan.leaves])
-                if plan.nodes:
-                    await conn.execute(insert(audit_nodes), [{"level": level, "idx": idx, "hash": h}
-                                                             for level, idx, h in plan.nodes])
-                head = {"size": plan.size, "compact": plan.compact}
-                if plan.is_new:  # the lock makes this first insert race-free
-                    await conn.execute(insert(audit_head).values(id=HEAD_ID, **head))
-                else:
-                    await conn.execute(update(audit_head).where(audit_head.c.id == HEAD_ID).values(**head))
+        plan = await self._sequencer.commit(lambda head: plan_batch(head, batch), now())
         self.commits += 1
         return plan.start, plan.size
+
+    async def check_appendable(self) -> None:
+        """Raise ``AuditUnavailable`` unless an append would now get the sequencer lock and read the head within
+        ``append_timeout_ms`` (readiness: while this fails, so does every append, and every call with it)."""
+        try:
+            await self._sequencer.probe()
+        except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
+            raise AuditUnavailable(f"the audit log cannot take its sequencer lock: {type(exc).__name__}") from exc
 
     # Checkpoints
 
@@ -234,9 +212,7 @@ class AuditLog:
             log.error("audit checkpoint on stop failed: %r", exc)
         if self._after_tasks:
             await asyncio.wait(set(self._after_tasks), timeout=self.after_checkpoint_timeout)
-        if self._sqlite_writer is not None:
-            await self._sqlite_writer.close()
-            self._sqlite_writer = SqliteBatchWriter(self._sqlite_writer.path)  # a restarted log writes again
+        await self._sequencer.close()
 
     async def _checkpoint_loop(self) -> None:
         interval = self.settings.checkpoint_interval_ms / 1000
@@ -252,7 +228,7 @@ class AuditLog:
     async def sign_checkpoint(self) -> SignedCheckpoint | None:
         """Sign and store a checkpoint of the current head, unless it is empty or already checkpointed."""
         async with self.engine.begin() as conn:
-            await self._lock(conn)
+            await self._sequencer.lock(conn)
             compact = await self._compact(conn)
             latest = (await conn.execute(select(func.max(audit_checkpoints.c.size)))).scalar()
             if compact is None or compact.size == 0 or (latest is not None and latest >= compact.size):

@@ -17,6 +17,10 @@ for a verifier (:func:`load_signer`, :func:`load_log_keys`) never creates a key:
 key would verify nothing.
 
 ``witnesses`` are kept as (url, vkey) pairs, each vkey a C2SP tlog-cosignature (type 0x04) verifier key.
+
+``append_timeout_ms`` bounds each append (and checkpoint) transaction: waiting for the sequencer lock, each of its
+statements, and the time it may sit idle while open (:mod:`deputy.audit.sequencer`). An append past it fails, and
+its call is refused (503) instead of waiting on a replica that holds the lock and does not go on.
 """
 
 from __future__ import annotations
@@ -37,14 +41,18 @@ from deputy.audit.records import ARGUMENTS_MODES, ArgumentsMode
 
 ORIGIN_SUFFIX = "/deputy-audit"
 KNOWN_KEYS = frozenset(
-    {"origin", "key_file", "checkpoint_every", "checkpoint_interval_ms", "arguments", "witnesses", "batch_max"}
+    {"origin", "key_file", "checkpoint_every", "checkpoint_interval_ms", "arguments", "witnesses", "batch_max",
+     "append_timeout_ms"}
 )
 # (min, max) of each integer setting: below the minimum a checkpoint or a commit per record would swamp the log;
-# above the maximum a verifier waits too long for a checkpoint, or one transaction grows too large.
+# above the maximum a verifier waits too long for a checkpoint, or one transaction grows too large. An append
+# timeout below 100 ms would fail appends that merely queue behind another replica's commit; above 10 minutes a
+# stalled lock holder would hold every call that long.
 RANGES = {
     "checkpoint_every": (1, 10_000_000),
     "checkpoint_interval_ms": (10, 3_600_000),
     "batch_max": (1, 10_000),
+    "append_timeout_ms": (100, 600_000),
 }
 MAX_WITNESSES = 32
 
@@ -58,6 +66,7 @@ class AuditSettings:
     arguments: ArgumentsMode = "store"
     witnesses: tuple[tuple[str, str], ...] = ()  # (url, cosigner vkey)
     batch_max: int = 512
+    append_timeout_ms: int = 5000
 
 
 def default_origin(public_url: str) -> str:
@@ -135,6 +144,7 @@ def audit_settings(raw: Mapping[str, Any], data_dir: Path, public_url: str) -> A
         arguments=arguments,
         witnesses=_witnesses(raw.get("witnesses", [])),
         batch_max=_int(raw, "batch_max", 512),
+        append_timeout_ms=_int(raw, "append_timeout_ms", 5000),
     )
 
 

@@ -8,6 +8,10 @@ auditing a call cost. The writer keeps its own ``sqlite3`` connection to the sam
 there in one go; the transaction is the same one (:func:`deputy.audit.log_plan.plan_batch` decides
 what it writes), and ``BEGIN IMMEDIATE`` still makes it the only writer between reading the head
 and committing, across connections and processes.
+
+``BEGIN IMMEDIATE`` waits for the write lock at most the connection's busy timeout, which is the
+log's ``[audit] append_timeout_ms`` (:mod:`deputy.audit.sequencer`): another process holding the
+write lock makes appends fail after that, never hang.
 """
 
 from __future__ import annotations
@@ -18,20 +22,19 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-BUSY_TIMEOUT_MS = 15_000
-
 
 class SqliteBatchWriter:
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, busy_timeout_ms: int) -> None:
         self.path = path
+        self.busy_timeout_ms = busy_timeout_ms
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="audit-sqlite")
         self._connection: sqlite3.Connection | None = None
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
-            connection = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+            connection = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None,
                                          check_same_thread=False)
-            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={BUSY_TIMEOUT_MS}"):
+            for pragma in ("journal_mode=WAL", "synchronous=NORMAL", f"busy_timeout={self.busy_timeout_ms}"):
                 connection.execute(f"PRAGMA {pragma}")
             self._connection = connection
         return self._connection
@@ -63,6 +66,18 @@ class SqliteBatchWriter:
                 connection.execute("ROLLBACK")
             raise
         return batch
+
+    async def probe(self) -> None:
+        """Take the write lock and read the head as an append would, then roll back (readiness)."""
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._probe)
+
+    def _probe(self) -> None:
+        connection = self._connect()
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute("SELECT size FROM audit_head WHERE id = 1").fetchone()
+        finally:
+            connection.execute("ROLLBACK")
 
     async def close(self) -> None:
         connection, self._connection = self._connection, None
