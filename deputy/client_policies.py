@@ -15,11 +15,12 @@ values (errors name the key, like the rest of :mod:`deputy.config`).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from deputy import bounded_json
 
 REGISTRATION_MODES = ("off", "loopback", "allowlist", "approval")
 UNKNOWN_DOMAIN_ACTIONS = ("refuse", "approval")
@@ -114,7 +115,7 @@ def _publisher(index: int, raw: Any) -> TrustedPublisher:
     if ("jwks" in raw) == ("jwks_file" in raw):
         raise PolicyError(key, "set exactly one of jwks (inline) or jwks_file (path)")
     try:
-        jwks = raw["jwks"] if "jwks" in raw else json.loads(Path(raw["jwks_file"]).read_text())
+        jwks = raw["jwks"] if "jwks" in raw else bounded_json.loads(Path(raw["jwks_file"]).read_text())
     except (OSError, ValueError) as exc:
         raise PolicyError(f"{key}.jwks_file", f"cannot be read as a JWK Set: {exc}") from None
     if not isinstance(jwks, dict) or not isinstance(jwks.get("keys"), list) or not jwks["keys"]:

@@ -23,6 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deputy.audit.settings import AuditSettings, audit_settings
+from deputy.bounded_json import loads_toml
 from deputy.client_policies import (
     ClientDocumentPolicy,
     PolicyError,
@@ -285,7 +286,7 @@ def load_settings(
     if path is not None:
         try:
             with path.open("rb") as fh:
-                raw.update(tomllib.load(fh))
+                raw.update(loads_toml(fh.read().decode()))  # what tomllib.load does, nesting bounded first
         except FileNotFoundError:
             raise ConfigError("DEPUTY_CONFIG", f"file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:

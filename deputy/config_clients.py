@@ -6,12 +6,12 @@ Deputy's own host (:mod:`deputy.cookie_scope`); ``private_key_jwt`` clients carr
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deputy import bounded_json
 from deputy.config_values import ConfigError, read_str
 from deputy.cookie_scope import redirect_shares_cookies
 
@@ -88,7 +88,7 @@ def _client_jwks(raw: Mapping[str, Any], path: str, method: str, base_dir: Path)
             raise ConfigError(key, "must be a path to a JWK Set file")
         location = base_dir / Path(file).expanduser()
         try:
-            inline = json.loads(location.read_text())
+            inline = bounded_json.loads(location.read_text())
         except OSError as exc:
             raise ConfigError(key, f"cannot read {location}: {exc.strerror}") from None
         except ValueError:

@@ -16,13 +16,13 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deputy import bounded_json
 from deputy.client_policies import PolicyError
 
 PURPOSES = ("subject_token", "workload", "id_jag")
@@ -129,7 +129,7 @@ def _trusted_issuer(index: int, raw: Any, default_audience: str, base_dir: Path)
     else:
         location = base_dir / Path(str(raw["jwks_file"])).expanduser()
         try:
-            jwks = json.loads(location.read_text())
+            jwks = bounded_json.loads(location.read_text())
         except (OSError, ValueError) as exc:
             raise PolicyError(f"{key}.jwks_file", f"cannot be read as a JWK Set: {exc}") from None
         from deputy.oauth.client_assertions import JwksError, check_client_jwks

@@ -46,6 +46,7 @@ from typing import Any, Literal
 import rfc8785
 
 # RFC 8785 §3.2.2.3 serialises numbers as IEEE 754 doubles; rfc8785 refuses integers it cannot represent exactly.
+from deputy import bounded_json
 from deputy.exact_json import INT_MAX as INT_MAX
 from deputy.exact_json import INT_MIN as INT_MIN
 from deputy.exact_json import big_integers_as_digits
@@ -183,7 +184,7 @@ _DIGITS = re.compile(r"-?[1-9][0-9]{15,}")
 def parse_record(entry: bytes) -> Mapping[str, Any]:
     """Parse stored leaf bytes back into a record, checking it is a canonical version-1 record."""
     try:
-        record = json.loads(entry)
+        record = bounded_json.loads(entry)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RecordError(f"audit entry is not JSON: {exc}") from None
     if not isinstance(record, dict) or record.get("v") != RECORD_VERSION or record.get("type") not in RECORD_TYPES:

@@ -48,6 +48,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from deputy import bounded_json
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, jsonrpc_error
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ async def rewrite_json_body(body: bytes, request_id: RequestId, rewrite: Rewrite
     if not answers_list and not may_hold_list(body):
         return body
     try:
-        message = json.loads(body)
+        message = bounded_json.loads(body)
     except ValueError:
         log.warning("response to a filtered request is not JSON; replaced by an error")
         return failure(request_id)
@@ -228,7 +229,7 @@ class SseRewriter:
         if not payload or (not self.answers_list and not may_hold_list(payload)):
             return buffer[:end]  # an empty data buffer is never dispatched (a priming event); or no list in it
         try:
-            message = json.loads(payload)
+            message = bounded_json.loads(payload)
         except ValueError:
             log.warning("an SSE event of a filtered answer is not JSON; replaced by an error")
             replacement = failure(self.request_id)

@@ -8,8 +8,8 @@ readings to each parser; this reader refuses every text on which readers may dis
   escaped lone surrogates (``"\\ud800"``, §8.2), which are not Unicode text at all;
 - duplicate object keys at any depth (§4 leaves their meaning to the parser: one reader
   keeps the first, another the last, so a policy could see one value and the upstream
-  another); ``NaN``/``Infinity`` (not JSON); nesting beyond :data:`MAX_DEPTH` levels.
-  These raise :class:`NotJson`.
+  another); ``NaN``/``Infinity`` (not JSON); nesting beyond :data:`MAX_DEPTH` levels (counted
+  before decoding, :func:`deputy.bounded_json.check_depth`). These raise :class:`NotJson`.
 - numbers (§6 leaves range and precision to each reader; RFC 7493 §2.2): an integer must
   fit in signed 64 bits (what a policy's ``Long`` holds; Python holds it exactly); a number
   with a fraction or an exponent must be a finite double whose shortest spelling denotes
@@ -22,8 +22,8 @@ readings to each parser; this reader refuses every text on which readers may dis
 
 Cost: the happy path is one ``json`` decode (the C scanner, calling back per object and
 per number). A float costs a ``repr``, and two ``Decimal`` only when its digits are not
-already the shortest ones; the walks that check depth and surrogates run only when two
-cheap scans of the text say they could matter; only a refused number costs a second decode,
+already the shortest ones; the depth scan and the surrogate walk run only when cheap counts
+of the text say they could matter; only a refused number costs a second decode,
 to find where it stood.
 """
 
@@ -34,6 +34,8 @@ import math
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
+
+from deputy.bounded_json import TooDeep, check_depth
 
 MAX_DEPTH = 64
 INT64_MIN = -(2**63)
@@ -68,18 +70,16 @@ def read_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         _not_json("the body is not valid UTF-8")
     try:
+        check_depth(text, MAX_DEPTH)
         document = _DECODER.decode(text)
+    except TooDeep:
+        _not_json(f"JSON nested deeper than {MAX_DEPTH} levels")
     except _Unfaithful:
         _refuse_number(text)
-    except RecursionError:
-        _not_json(f"JSON nested deeper than {MAX_DEPTH} levels")
     except ValueError:  # json.JSONDecodeError
         _not_json("the body is not valid JSON")
-    if type(document) is dict or type(document) is list:
-        if text.count("{") + text.count("[") > MAX_DEPTH:
-            _check_depth(document)
-        if "\\ud" in text or "\\uD" in text:
-            _check_surrogates(document)
+    if (type(document) is dict or type(document) is list) and ("\\ud" in text or "\\uD" in text):
+        _check_surrogates(document)
     return document
 
 
@@ -170,9 +170,7 @@ _MARKING_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_c
 def _refuse_number(text: str) -> NoReturn:
     """Raise :class:`InexactNumber` for the first refused number in document order (the text parsed once)."""
     try:
-        document = _MARKING_DECODER.decode(text)
-    except RecursionError:
-        _not_json(f"JSON nested deeper than {MAX_DEPTH} levels")
+        document = _MARKING_DECODER.decode(text)  # read_json checked its depth
     except ValueError:
         _not_json("the body is not valid JSON")
     stack: list[tuple[str, Any]] = [("", document)]
@@ -190,18 +188,6 @@ def _refuse_number(text: str) -> NoReturn:
 def pointer_token(key: str) -> str:
     """An object key as an RFC 6901 reference token (§4: ``~`` as ``~0``, ``/`` as ``~1``)."""
     return key.replace("~", "~0").replace("/", "~1")
-
-
-def _check_depth(document: dict[str, Any] | list[Any]) -> None:
-    """Refuse nesting beyond MAX_DEPTH, one level at a time (no recursion)."""
-    level: list[Any] = [document]
-    depth = 1
-    while level:
-        if depth > MAX_DEPTH:
-            _not_json(f"JSON nested deeper than {MAX_DEPTH} levels")
-        level = [child for node in level for child in (node.values() if type(node) is dict else node)
-                 if type(child) is dict or type(child) is list]
-        depth += 1
 
 
 def _check_surrogates(document: dict[str, Any] | list[Any]) -> None:

@@ -28,6 +28,7 @@ from joserfc import jwt
 from joserfc.errors import JoseError
 
 from deputy.act_chain import Actor, MalformedChain, parse_act
+from deputy.bounded_json import check_jws_depth
 from deputy.keys import ALGORITHM, KeyRing
 from deputy.numeric_date import is_time
 
@@ -146,6 +147,7 @@ class AccessTokenValidator:
 
     def _verify(self, token: str) -> AccessTokenClaims:
         try:
+            check_jws_depth(token)  # before the JOSE library parses header and payload with json.loads
             decoded = jwt.decode(token, self.keyring.public_keys, algorithms=[ALGORITHM])
         except (JoseError, ValueError, TypeError, KeyError) as exc:
             raise InvalidToken(f"signature or format: {type(exc).__name__}") from None

@@ -24,7 +24,6 @@ fetched safely and cached (:mod:`deputy.oauth.client_keys`).
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
+from deputy import bounded_json
 from deputy.numeric_date import is_time
 from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.errors import InvalidClient, InvalidRequest
@@ -101,7 +101,8 @@ def check_client_jwks(value: Any) -> dict[str, Any]:
 def peek_client_id(assertion: str) -> str:
     """The ``sub`` of an unverified assertion: only to find whose keys to verify it with."""
     try:
-        payload = json.loads(jws.extract_compact(assertion.encode("ascii")).payload)
+        bounded_json.check_jws_depth(assertion)  # before the JOSE library parses the header with json.loads
+        payload = bounded_json.loads(jws.extract_compact(assertion.encode("ascii")).payload)
     except (JoseError, ValueError, UnicodeError) as exc:
         raise InvalidClient(f"client_assertion is not a JWT ({type(exc).__name__})") from None
     sub = payload.get("sub") if isinstance(payload, dict) else None
@@ -149,6 +150,7 @@ async def verify_client_assertion(
 
 def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
     try:
+        bounded_json.check_jws_depth(assertion)  # header and payload, before the JOSE library parses them
         header = jws.extract_compact(assertion.encode("ascii")).headers()
     except (JoseError, ValueError, UnicodeError):
         raise InvalidClient("client_assertion is not a compact JWS") from None

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
-import json
 import socket
 import ssl
 from collections.abc import Sequence
@@ -38,6 +37,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
+
+from deputy import bounded_json
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -329,7 +330,7 @@ class DocumentFetcher:
             if len(body) > self.max_bytes:
                 raise TooLarge(f"the document is larger than {self.max_bytes} bytes")
         try:
-            value = json.loads(bytes(body))
+            value = bounded_json.loads(bytes(body))
         except (UnicodeDecodeError, ValueError):
             raise NotJson("the document is not valid JSON") from None
         return FetchedDocument(url=url, value=value, cache_control=response.headers.get("Cache-Control"),

@@ -20,7 +20,6 @@ is ``429`` with ``Retry-After``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import secrets
 import uuid
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from deputy import bounded_json
 from deputy.oauth.admission import admit
 from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
 from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
@@ -192,11 +192,11 @@ def parse_registration_json(content_type: str, body: bytes) -> dict[str, Any]:
         raise InvalidClientMetadata("the body must be application/json")
     try:
         # RFC 8259 §8.1: UTF-8 only (json.loads would also take UTF-16/32 bytes and a byte order mark).
-        raw = json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_not_json)
+        raw = bounded_json.loads(body.decode("utf-8"), object_pairs_hook=_unique_members, parse_constant=_not_json)
+    except bounded_json.TooDeep as exc:  # a 64 KiB body could nest 65536 levels: refused before parsing
+        raise InvalidClientMetadata(f"the body is nested deeper than {exc.limit} levels") from None
     except ValueError:  # malformed, not UTF-8, a repeated member, NaN/Infinity, an integer past the digit limit
         raise InvalidClientMetadata("the body is not a JSON object without repeated members") from None
-    except RecursionError:  # nesting deeper than the parser's stack
-        raise InvalidClientMetadata("the body is nested too deeply") from None
     if not isinstance(raw, dict):
         raise InvalidClientMetadata("the body must be a JSON object")
     return raw

@@ -13,7 +13,6 @@ malformed, badly signed or out of its validity window → ``invalid_software_sta
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -23,6 +22,7 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from joserfc.util import urlsafe_b64decode
 
+from deputy import bounded_json
 from deputy.client_policies import TrustedPublisher
 from deputy.oauth.errors import InvalidSoftwareStatement, UnapprovedSoftwareStatement
 
@@ -61,7 +61,8 @@ def _unverified_issuer(statement: str) -> str:
     if len(parts) != 3:
         raise InvalidSoftwareStatement("software_statement must be a compact JWS")
     try:
-        claims = json.loads(urlsafe_b64decode(parts[1].encode()))
+        bounded_json.check_jws_depth(statement)  # the header too: the JOSE library parses it with json.loads
+        claims = bounded_json.loads(urlsafe_b64decode(parts[1].encode()))
     except (ValueError, TypeError):
         raise InvalidSoftwareStatement("software_statement is not a readable JWT") from None
     issuer = claims.get("iss") if isinstance(claims, dict) else None

@@ -20,7 +20,6 @@ token names a key the cached set lacks, so an issuer's key rotation is picked up
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import httpx
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
+from deputy import bounded_json
 from deputy.delegation_policy import TrustedIssuer
 from deputy.numeric_date import is_time
 from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks
@@ -81,7 +81,8 @@ class TrustedIssuers:
     def claims_issuer(self, token: str) -> str | None:
         """The unverified ``iss`` of a JWT, to route it; None when it is not a JWT with one."""
         try:
-            payload = json.loads(jws.extract_compact(token.encode("ascii")).payload)
+            bounded_json.check_jws_depth(token)  # before the JOSE library parses the header with json.loads
+            payload = bounded_json.loads(jws.extract_compact(token.encode("ascii")).payload)
         except (JoseError, ValueError, UnicodeError):
             return None
         iss = payload.get("iss") if isinstance(payload, dict) else None

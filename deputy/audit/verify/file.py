@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -21,6 +20,7 @@ from concurrent.futures import Executor, Future
 from pathlib import Path
 from typing import Any
 
+from deputy import bounded_json
 from deputy.audit.checkpoint import Checkpoint, CheckpointError
 from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.log_keys import LogKeys
@@ -38,7 +38,7 @@ EXPORT_FORMAT = "deputy-audit-export/v1"
 def open_header(line: bytes) -> dict[str, Any]:
     """The header line of an export file; raises ``VerifyError``."""
     try:
-        header = json.loads(line)
+        header = bounded_json.loads(line)
     except ValueError:
         header = None
     if not isinstance(header, dict) or header.get("format") != EXPORT_FORMAT:
@@ -163,7 +163,7 @@ def _other_line(tree: Tree, line: bytes) -> tuple[Checkpoint, str] | None:
     """A checkpoint line (returned when its signature verified), or a line that does not belong."""
     position = tree.compact.size
     try:
-        item = json.loads(line)
+        item = bounded_json.loads(line)
     except ValueError as exc:
         tree.report.add(Problem("format", f"line after leaf {position - 1} is not JSON: {exc}", index=position))
         return None

@@ -15,6 +15,7 @@ import multiprocessing
 import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 
+from deputy import bounded_json
 from deputy.audit.merkle import leaf_hash
 from deputy.audit.records import INT_MAX, INT_MIN, RECORD_TYPES, RECORD_VERSION, RecordError, canonical, parse_record
 
@@ -50,7 +51,9 @@ def _quick_canonical(entry: bytes) -> bool:
     if not entry.isascii():
         return False
     try:
-        record = _DECODER.decode(entry.decode("ascii"))
+        text = entry.decode("ascii")
+        bounded_json.check_depth(text)
+        record = _DECODER.decode(text)
         return bool(
             type(record) is dict
             and record.get("v") == RECORD_VERSION
@@ -58,7 +61,7 @@ def _quick_canonical(entry: bytes) -> bool:
             and record.get("type") in RECORD_TYPES
             and _ENCODER.encode(record).encode("ascii") == entry
         )
-    except (_NotQuick, ValueError, RecursionError):
+    except (_NotQuick, ValueError):
         return False
 
 
@@ -70,8 +73,6 @@ def record_problem(entry: bytes) -> str | None:
         parse_record(entry)
     except RecordError as exc:
         return str(exc)
-    except RecursionError:
-        return "record is nested too deeply"
     return None
 
 
@@ -94,8 +95,8 @@ def digest_lines(lines: list[bytes]) -> list[LineResult]:
     results: list[LineResult] = []
     for line in lines:
         try:
-            item = json.loads(line)
-        except (ValueError, RecursionError) as exc:
+            item = bounded_json.loads(line)
+        except ValueError as exc:  # bounded_json.TooDeep included
             results.append((None, None, f"line is not JSON: {exc}"))
             continue
         index = item.get("index") if isinstance(item, dict) else None

@@ -27,6 +27,7 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from starlette.responses import Response
 
+from deputy.bounded_json import check_jws_depth
 from deputy.config import JWT_BEARER, canonical_resource
 from deputy.numeric_date import is_time
 from deputy.oauth.errors import (
@@ -55,6 +56,7 @@ async def jwt_bearer(services: Services, form: Mapping[str, str], client: Client
         raise InvalidRequest("assertion is required")
     try:
         typ = str(jws.extract_compact(assertion.encode("ascii")).headers().get("typ", "")).lower()
+        check_jws_depth(assertion)  # before the JOSE library parses the header with json.loads
     except (JoseError, ValueError, UnicodeError):
         raise InvalidGrant("assertion is not a compact JWS") from None
     if typ in (ID_JAG_TYPE, f"application/{ID_JAG_TYPE}"):
