@@ -146,7 +146,6 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     resource_metadata = ResourceMetadataEndpoint(settings)
     routes = [
         Route("/.well-known/oauth-authorization-server", metadata.handle, methods=["GET"]),
-        Route("/.well-known/openid-configuration", metadata.handle, methods=["GET"]),
         Route("/.well-known/jwks.json", jwks, methods=["GET"]),
         Route(f"{WELL_KNOWN}/mcp/{{name}}", resource_metadata.handle, methods=["GET"]),
         Route("/authorize", authorize.authorize, methods=["GET"]),

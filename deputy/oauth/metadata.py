@@ -1,8 +1,16 @@
-"""Authorization server metadata (RFC 8414 §2, §3; OpenID Connect Discovery 1.0 §3).
+"""Authorization server metadata (RFC 8414 §2, §3).
 
-The same document is served at ``/.well-known/oauth-authorization-server`` and
-``/.well-known/openid-configuration``; ``issuer`` is the public URL exactly
-(RFC 8414 §3.3: the client compares it as a string).
+Served at ``/.well-known/oauth-authorization-server`` only; ``issuer`` is the public URL
+exactly (RFC 8414 §3.3: the client compares it as a string). It advertises only what is
+served.
+
+Deputy is not an OpenID Provider: it issues no ID tokens and refuses ``scope=openid``
+(no server defines that scope). An OpenID Connect Discovery 1.0 document (§3) cannot say
+so and stay valid — it REQUIRES ``id_token_signing_alg_values_supported`` and
+``subject_types_supported``, and its ``scopes_supported`` MUST include ``openid`` — so
+``/.well-known/openid-configuration`` is not served (404) and none of those fields appear
+here. The MCP authorization spec asks for either discovery document, and its clients try
+RFC 8414 first.
 """
 
 from __future__ import annotations
@@ -13,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from deputy.config import Settings
-from deputy.keys import ALGORITHM
 from deputy.oauth.client_assertions import ADVERTISED_ALGORITHMS as ASSERTION_ALGORITHMS
 from deputy.oauth.client_auth import METHODS as CLIENT_AUTH_METHODS
 from deputy.oauth.grants.jwt_bearer import GRANT_PROFILE_ID_JAG
@@ -41,9 +48,6 @@ def authorization_server_metadata(settings: Settings) -> dict[str, Any]:
         "introspection_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
         "scopes_supported": list(settings.all_scopes),
         "authorization_response_iss_parameter_supported": True,
-        # OIDC Discovery requires these three; Deputy issues no ID tokens, but clients parse them.
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [ALGORITHM],
         "resource_indicators_supported": True,
     }
     if settings.registration.enabled:

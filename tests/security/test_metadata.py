@@ -13,7 +13,8 @@ from tests.support.deputy_process import RunningDeputy
 from tests.support.oauth_flow import OMIT, authorize, exchange, post_token, refresh
 
 
-@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server", "/.well-known/openid-configuration"])
+# No openid-configuration: Deputy issues no ID tokens (issue 12; tests/security/test_discovery_claims.py).
+@pytest.mark.parametrize("path", ["/.well-known/oauth-authorization-server"])
 async def test_authorization_server_metadata(deputy: RunningDeputy, path: str) -> None:
     """MCP AS-2, AS-5 / RFC 8414 §3.3: issuer exact, S256 only, iss response parameter advertised."""
     async with httpx.AsyncClient() as http:
