@@ -13,6 +13,16 @@ authorized.
 A redirect URI on Deputy's own host is refused here too, for clients registered
 before that rule (:func:`deputy.cookie_scope.redirect_shares_cookies`): the browser would
 send Deputy's cookies along with the code.
+
+The redirect URI is matched by :func:`deputy.oauth.redirect_uris.matches_registered` (exact,
+but any port for a loopback IP literal, RFC 8252 §7.3) and the code is bound to the one used.
+
+A remembered consent answers at once only when the redirect cannot be owned by just any
+process on the user's machine: for a loopback or private-use-scheme redirect, a client id
+proves nothing (MCP authorization: the server MUST show the redirect host; RFC 8252 §8.6),
+so the person always sees a page naming the client and the host and must press Continue.
+That POST carries a CSRF token bound to the session *and* this pending request, and the
+request is consumed once; no GET ever issues a code for such a redirect.
 """
 
 from __future__ import annotations
@@ -24,11 +34,11 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from deputy.config import is_loopback_http
 from deputy.cookie_scope import redirect_shares_cookies
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import OAuthError
+from deputy.oauth.redirect_uris import matches_registered, owned_by_any_local_process
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.sessions import LoginSession
@@ -63,8 +73,10 @@ class AuthorizationEndpoint:
         redirect_uri = query.get("redirect_uri")
         if redirect_uri is None and len(client.redirect_uris) == 1:
             redirect_uri = client.redirect_uris[0]
-        # OAuth 2.1 §2.3.1 / MCP: exact string match against a registered redirect URI.
-        if redirect_uri is None or redirect_uri not in client.redirect_uris or len(query.getlist("redirect_uri")) > 1:
+        # OAuth 2.1 §2.3.1 / MCP: exact string match against a registered redirect URI (any port on a
+        # loopback IP literal, RFC 8252 §7.3); what was sent is what the code is bound to.
+        if (redirect_uri is None or not matches_registered(redirect_uri, client.redirect_uris)
+                or len(query.getlist("redirect_uri")) > 1):
             return self._error_page("invalid_request", "redirect_uri is missing or not registered for this client")
         cookie_problem = redirect_shares_cookies(redirect_uri, self.settings.public_url)
         if cookie_problem is not None:  # RFC 6749 §4.1.2.1: an unusable redirect URI is shown, never followed
@@ -169,16 +181,21 @@ class AuthorizationEndpoint:
             return self._redirect_error(params["redirect_uri"], params["state"], "access_denied",
                                         "the user denied the request")
         scopes = set(params["scope"].split())
-        await self.services.consents.grant(session.user_id, client.client_id, params["resource"], scopes)
-        await self.services.record("consent.granted", user=session.user_id, client_id=client.client_id,
-                                   resource=params["resource"], scope=" ".join(sorted(scopes)))
+        # On the Continue page of a remembered consent nothing new is granted, so nothing is recorded.
+        if not await self.services.consents.covers(session.user_id, client.client_id, params["resource"], scopes):
+            await self.services.consents.grant(session.user_id, client.client_id, params["resource"], scopes)
+            await self.services.record("consent.granted", user=session.user_id, client_id=client.client_id,
+                                       resource=params["resource"], scope=" ".join(sorted(scopes)))
         return await self._issue_code(params, session)
 
     async def _consent_or_code(
         self, request: Request, request_id: str, params: dict[str, Any], client: Client, session: LoginSession
     ) -> Response:
         scopes = set(params["scope"].split())
-        if await self.services.consents.covers(session.user_id, client.client_id, params["resource"], scopes):
+        remembered = await self.services.consents.covers(session.user_id, client.client_id, params["resource"],
+                                                         scopes)
+        local_redirect = owned_by_any_local_process(params["redirect_uri"])
+        if remembered and not local_redirect:
             if not await self.services.sessions.consume_request(request_id):
                 return self._error_page("invalid_request", "this sign-in request was already answered")
             return await self._issue_code(params, session)
@@ -189,13 +206,14 @@ class AuthorizationEndpoint:
             "consent.html",
             request_id,
             "consent",
-            title="Allow access?",
+            title=f"Continue to {client.client_name}?" if remembered else "Allow access?",
+            remembered=remembered,
             username=user.username if user else "?",
             client_name=client.client_name,
             client_id=client.client_id,
             redirect_uri=params["redirect_uri"],
             redirect_host=redirect_host,
-            loopback_redirect=is_loopback_http(params["redirect_uri"]),
+            loopback_redirect=local_redirect,
             server_title=self.settings.servers[params["server"]].title,
             resource=params["resource"],
             scopes=sorted(scopes),
@@ -223,9 +241,10 @@ class AuthorizationEndpoint:
     async def _pending_from_form(
         self, request: Request, form: FormData, purpose: Purpose
     ) -> tuple[str, dict[str, Any], Client] | Response:
-        if not self.sign_in.csrf_ok(request, form, purpose):
-            return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
         request_id = str(form.get("request_id", ""))
+        # A consent or Continue form answers one pending request only: its token is bound to it.
+        if not self.sign_in.csrf_ok(request, form, purpose, bound_to=request_id if purpose == "consent" else ""):
+            return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
         params = await self.services.sessions.load_request(request_id)
         client = await self.services.registry.find(params["client_id"]) if params else None
         if params is None or client is None or not client.is_active:
@@ -260,7 +279,7 @@ class AuthorizationEndpoint:
     def _form_page(self, request: Request, template: str, request_id: str, purpose: Purpose, status: int = 200,
                    **context: Any) -> Response:
         """A page with a form: carries the pending request id and the CSRF token for this browser and form."""
-        csrf, pre_session = self.sign_in.csrf_token(request, purpose)
+        csrf, pre_session = self.sign_in.csrf_token(request, purpose, request_id if purpose == "consent" else "")
         response = render(template, status=status, csrf_token=csrf, request_id=request_id, **context)
         self.sign_in.set_pre_session(response, pre_session)
         return response

@@ -9,8 +9,9 @@ A signed-in person holds a login session (database-backed, so any replica knows 
 an HttpOnly cookie. Signing in always starts a new session and ends the one the browser
 held before, so a session id known before sign-in is worth nothing after it (no session
 fixation, OWASP Session Management). Forms carry a token bound to the session (or, on
-the sign-in form, to a random pre-session cookie) and to the form's purpose
-(:mod:`deputy.web.csrf`); a POST from a foreign ``Origin`` is refused.
+the sign-in form, to a random pre-session cookie), to the form's purpose
+(:mod:`deputy.web.csrf`) and, on the consent form, to the pending authorization request it
+answers; a POST from a foreign ``Origin`` is refused.
 """
 
 from __future__ import annotations
@@ -83,13 +84,14 @@ class SignIn:
     async def read_form(self, request: Request) -> FormData:
         return await request.form(max_fields=MAX_FORM_FIELDS)
 
-    def csrf_token(self, request: Request, purpose: Purpose) -> tuple[str, str | None]:
+    def csrf_token(self, request: Request, purpose: Purpose, bound_to: str = "") -> tuple[str, str | None]:
         """The token for a form, and a new pre-session cookie value to send (:meth:`set_pre_session`) or None.
 
         A ``login`` form is bound to the pre-session cookie; every other form to the session cookie,
-        so call it for those only once :meth:`session` found the session."""
+        so call it for those only once :meth:`session` found the session. ``bound_to`` (e.g. the id of
+        the pending authorization request the form answers) binds a session form to that too."""
         if purpose != "login":
-            return self.tokens.token(purpose, request.cookies.get(self.cookies.session, "")), None
+            return self.tokens.token(purpose, _binding(request.cookies.get(self.cookies.session, ""), bound_to)), None
         existing = request.cookies.get(self.cookies.csrf)
         if existing and len(existing) >= MIN_PRE_SESSION:
             return self.tokens.token(purpose, existing), None
@@ -100,12 +102,20 @@ class SignIn:
         if value is not None:
             self.cookies.set(response, self.cookies.csrf, value, PRE_SESSION_TTL)
 
-    def csrf_ok(self, request: Request, form: FormData, purpose: Purpose) -> bool:
-        """Whether a POSTed form comes from Deputy's own page, rendered for this browser, for this purpose."""
+    def csrf_ok(self, request: Request, form: FormData, purpose: Purpose, bound_to: str = "") -> bool:
+        """Whether a POSTed form comes from Deputy's own page, rendered for this browser, for this purpose
+        (and, with ``bound_to``, for that very request: see :meth:`csrf_token`)."""
         if not same_origin(request.headers.get("origin"), self.services.settings.public_url):
             return False
         cookie = self.cookies.csrf if purpose == "login" else self.cookies.session
         binding = request.cookies.get(cookie)
         if purpose == "login" and binding is not None and len(binding) < MIN_PRE_SESSION:
             return False
+        if purpose != "login" and binding:
+            binding = _binding(binding, bound_to)
         return self.tokens.verify(purpose, binding, str(form.get("csrf_token", "")))
+
+
+def _binding(session_id: str, bound_to: str) -> str:
+    # Session ids are url-safe handles, so the NUL cannot shift a boundary between the two parts.
+    return f"{session_id}\x00{bound_to}" if session_id and bound_to else session_id
