@@ -17,10 +17,10 @@ audit log commits through its own writer (group commit), and SQLite has one writ
 Revocations reach every replica through the ``revocations`` table, read from a
 horizon that is correct under any commit order (:mod:`deputy.storage.revocations`).
 
-A token obtained by exchange (RFC 8693) gets a grant of its own whose
-``parent_grant_id`` is the grant of the token it came from; revoking a grant
-revokes its descendants, so withdrawing Alice's consent ends every agent's
-token that was derived from it.
+A token obtained by exchange (RFC 8693) gets a grant of its own that depends on the
+subject token's grant and the actor token's; revoking either revokes it and what was
+exchanged from it (:mod:`deputy.storage.exchanged_grants`): withdrawing Alice's consent,
+or an agent's own token, ends every token derived from it.
 """
 
 from __future__ import annotations
@@ -29,10 +29,11 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, exists, func, select, update
+from sqlalchemy import and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.secrets import handle_hash, new_handle, now
+from deputy.storage.exchanged_grants import insert_derived, revoke_derived
 from deputy.storage.revocations import Revocation, revocations_after, revocations_since
 from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
 
@@ -46,7 +47,8 @@ class Grant:
     scope: str
     auth_time: int
     revoked_at: int | None = None
-    parent_grant_id: str | None = None
+    parent_grant_id: str | None = None  # the subject token's grant, for a grant made by token exchange
+    actor_grant_id: str | None = None  # the actor token's grant, for a grant made by token exchange
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,37 +126,20 @@ class GrantRepository:
         return code
 
     async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int,
-                     parent_grant_id: str | None = None, requires_live: tuple[str, ...] = ()) -> Grant:
+                     parent_grant_id: str | None = None, actor_grant_id: str | None = None) -> Grant:
         """A grant without a code or refresh token (client credentials, exchanges): only access tokens carry it.
 
-        With ``parent_grant_id`` the insert happens only while the parent is unrevoked, so an
-        exchange racing a revocation cannot leave a live child behind; ``requires_live`` names
-        further grants (an actor token's) that must be unrevoked. One transaction does it all.
+        An exchange's grant names the subject token's grant (``parent_grant_id``) and the actor token's
+        (``actor_grant_id``): it is written only while both are live, in one transaction that no revocation of
+        either can interleave with (:func:`~deputy.storage.exchanged_grants.insert_derived`).
         """
-        grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time, None, parent_grant_id)
+        grant = Grant(uuid.uuid4().hex, client_id, user_id, resource, scope, auth_time, None, parent_grant_id,
+                      actor_grant_id)
         values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
-                      auth_time=auth_time, created_at=now(), parent_grant_id=parent_grant_id)
-        others = set(requires_live) - {parent_grant_id}
-        others_live = None
-        if others:
-            source = grants.alias("source")
-            others_live = (select(func.count()).select_from(source).where(
-                and_(source.c.grant_id.in_(others), source.c.revoked_at.is_(None))).scalar_subquery() == len(others))
+                      auth_time=auth_time, created_at=now())
         async with self.engine.begin() as conn:
-            if parent_grant_id is not None:
-                # One statement: the parent is live (and locked against a concurrent revocation, so no live
-                # child of a revoked parent can exist) and the other sources are live (read, not locked:
-                # many exchanges share one actor token and must not queue on its row).
-                conditions = [grants.c.grant_id == parent_grant_id, grants.c.revoked_at.is_(None)]
-                if others_live is not None:
-                    conditions.append(others_live)
-                checked = await conn.execute(update(grants).where(and_(*conditions)).values(revoked_at=None))
-                live = checked.rowcount == 1
-            else:
-                live = others_live is None or bool((await conn.execute(select(others_live))).scalar_one())
-            if not live:
-                raise HandleRefused("a token this one comes from is revoked or unknown")
-            await conn.execute(grants.insert().values(**values))
+            if not await insert_derived(conn, values, parent_grant_id=parent_grant_id, actor_grant_id=actor_grant_id):
+                raise HandleRefused("a token this one comes from is revoked, being revoked, or unknown")
         return grant
 
     async def load_code(self, code: str, client_id: str) -> RedeemedCode:
@@ -302,8 +287,9 @@ class GrantRepository:
         return revoked
 
     async def _revoke(self, conn: AsyncConnection, grant_id: str, reason: str, revoked_log: Revoked) -> bool:
-        """Revoke a grant and, breadth first, every grant exchanged from it; whether ``grant_id`` was live.
-        The grant (not its descendants, whose reason is ``parent_revoked``) is added to ``revoked_log``."""
+        """Revoke a grant and every grant exchanged from it, as subject or actor, at any depth
+        (:func:`~deputy.storage.exchanged_grants.revoke_derived`); whether ``grant_id`` was live. The grant (not
+        its dependants, whose reason is ``parent_revoked`` or ``actor_revoked``) is added to ``revoked_log``."""
         t = now()
         result = await conn.execute(
             update(grants).where(and_(grants.c.grant_id == grant_id, grants.c.revoked_at.is_(None)))
@@ -311,17 +297,7 @@ class GrantRepository:
         if result.rowcount != 1:
             return False
         revoked_log.append((grant_id, reason))
-        revoked = [grant_id]
-        frontier = [grant_id]
-        while frontier:
-            children = [row.grant_id for row in (await conn.execute(
-                select(grants.c.grant_id).where(and_(grants.c.parent_grant_id.in_(frontier),
-                                                     grants.c.revoked_at.is_(None))))).all()]
-            if children:
-                await conn.execute(update(grants).where(grants.c.grant_id.in_(children))
-                                   .values(revoked_at=t, revoked_reason="parent_revoked"))
-            revoked.extend(children)
-            frontier = children
+        revoked = [grant_id, *await revoke_derived(conn, grant_id, t)]
         await conn.execute(update(refresh_tokens)
                            .where(and_(refresh_tokens.c.grant_id.in_(revoked), refresh_tokens.c.used_at.is_(None)))
                            .values(used_at=t))
@@ -363,4 +339,4 @@ class GrantRepository:
 def _grant(row: object) -> Grant:
     m = row._mapping  # type: ignore[attr-defined]
     return Grant(m["grant_id"], m["client_id"], m["user_id"], m["resource"], m["scope"], m["auth_time"],
-                 m.get("revoked_at"), m.get("parent_grant_id"))
+                 m.get("revoked_at"), m.get("parent_grant_id"), m.get("actor_grant_id"))

@@ -86,9 +86,12 @@ grants = Table(
     Column("revoked_reason", String(64)),
     # The grant of the token this one was exchanged from (RFC 8693); revoking a parent revokes it.
     Column("parent_grant_id", String(64)),
+    # The grant of the actor token of that exchange (migration 0011); revoking the actor revokes it too.
+    Column("actor_grant_id", String(64)),
 )
 Index("ix_grants_user_client", grants.c.user_id, grants.c.client_id)
 Index("ix_grants_parent", grants.c.parent_grant_id)
+Index("ix_grants_actor", grants.c.actor_grant_id)
 
 authorization_codes = Table(
     "authorization_codes",

@@ -380,15 +380,15 @@ async def test_no_exchange_from_a_revoked_or_unknown_grant(grants: GrantReposito
     await grants.revoke(actor, "client")
     with pytest.raises(HandleRefused):  # the actor token's grant must be live too
         await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
-                            auth_time=int(time.time()), parent_grant_id=live_parent, requires_live=(actor,))
+                            auth_time=int(time.time()), parent_grant_id=live_parent, actor_grant_id=actor)
     with pytest.raises(HandleRefused):  # an outside subject (no parent grant) with a revoked actor
         await grants.create(client_id="agent-a", user_id="ext-user", resource=RESOURCE, scope="demo:tools",
-                            auth_time=int(time.time()), requires_live=(actor,))
+                            auth_time=int(time.time()), actor_grant_id=actor)
     live_actor = await new_grant(grants, unique("agent"))
     assert (await grants.create(client_id="agent-a", user_id="ext-user", resource=RESOURCE, scope="demo:tools",
-                                auth_time=int(time.time()), requires_live=(live_actor,))).parent_grant_id is None
+                                auth_time=int(time.time()), actor_grant_id=live_actor)).parent_grant_id is None
     made = await grants.create(client_id="agent-a", user_id="alice", resource=RESOURCE, scope="demo:tools",
-                               auth_time=int(time.time()), parent_grant_id=live_parent, requires_live=(live_actor,))
+                               auth_time=int(time.time()), parent_grant_id=live_parent, actor_grant_id=live_actor)
     assert (await grants.get(made.grant_id)) == made
 
 

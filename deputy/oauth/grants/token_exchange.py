@@ -20,7 +20,12 @@ one server, which for a Deputy subject token must be the server it was issued fo
 (``resource``/``audience`` may only narrow); ``scope`` = subject ∩ actor's
 allowance ∩ request, never wider; lifetime ≤ min(subject, actor token,
 ``delegation.token_ttl``); ``txn`` kept from the subject, else the request's, else
-new. Its grant is a child of the subject's, so revoking the subject revokes it.
+new. Its grant depends on the subject token's grant and the actor token's
+(:mod:`deputy.storage.exchanged_grants`): revoking either — Alice's consent, or the
+agent's own token — revokes it and everything exchanged from it. An actor proven
+by an assertion (RFC 7523 §3) has no grant to record: its authority is the client's
+registration, and withdrawing the client revokes every grant issued to it, exchanged
+ones included.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ class ActorProof:
     actor: Actor
     allowance: frozenset[str] | None  # scopes the actor may use; None: not limited by its proof
     expires_at: int | None
-    grant_id: str | None  # the actor token's grant, which must still be live
+    grant_id: str | None  # the actor token's grant, which must still be live; None for an assertion
 
 
 async def token_exchange(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -112,7 +117,7 @@ async def token_exchange(services: Services, form: Mapping[str, str], client: Cl
         grant = await services.grants.create(
             client_id=client.client_id, user_id=subject.sub, resource=server.resource, scope=scope,
             auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id,
-            requires_live=(proof.grant_id,) if proof is not None and proof.grant_id is not None else ())
+            actor_grant_id=proof.grant_id if proof is not None else None)
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     return await token_response(services, grant, scope, None, user_authenticated=subject.auth_time is not None,

@@ -1,0 +1,95 @@
+"""Grants made by token exchange, and what revoking their sources does to them (RFC 8693 §1.1, §2.1, §4.1).
+
+An exchanged token carries the authority of two tokens: the subject's (whom it is
+for) and the actor's (who acts). Its grant records both — ``parent_grant_id`` the
+subject token's grant, ``actor_grant_id`` the actor token's — and depends on each:
+while either is revoked or unknown no such grant is written, and revoking either
+revokes it, and, breadth first, everything exchanged from it (RFC 7009 §2.1 lets
+revoking one token revoke the tokens derived from it). An actor whose own token is
+revoked loses what it obtained with it, at any depth.
+
+An exchange racing the revocation of one of its sources leaves no live grant, in
+either order:
+
+- PostgreSQL: the exchange reads its sources ``FOR SHARE NOWAIT`` in the transaction
+  that writes the new grant. A revocation already holding a source (it updates the
+  row) makes the exchange fail at once, never queue, so it never joins a deadlock
+  with a revocation of several grants; a revocation that comes later waits for the
+  exchange to commit, and its next statement (READ COMMITTED) finds the new grant
+  among the dependants it revokes.
+- SQLite has one writer: the grant is written by one ``INSERT … SELECT`` that checks
+  the sources, so check and write happen under the write lock a revocation also needs.
+
+The check in the ``INSERT`` runs on both, so neither backend relies on the other's argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from sqlalchemy import and_, exists, literal, or_, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from deputy.storage.tables import grants
+
+LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a NOWAIT lock held by someone else
+
+PARENT_REVOKED = "parent_revoked"
+ACTOR_REVOKED = "actor_revoked"
+
+
+async def insert_derived(conn: AsyncConnection, values: Mapping[str, object], *, parent_grant_id: str | None,
+                         actor_grant_id: str | None) -> bool:
+    """Insert the grant ``values`` describe, inside the caller's transaction, if every grant it comes from is
+    live; whether it was inserted. A grant with neither source is simply inserted."""
+    sources = sorted({g for g in (parent_grant_id, actor_grant_id) if g is not None})
+    row = {**values, "parent_grant_id": parent_grant_id, "actor_grant_id": actor_grant_id}
+    if not sources:
+        await conn.execute(grants.insert().values(**row))
+        return True
+    source = grants.alias("source")
+    live = [exists().where(and_(source.c.grant_id == g, source.c.revoked_at.is_(None))) for g in sources]
+    if conn.dialect.name == "postgresql":
+        try:
+            held = (await conn.execute(
+                select(grants.c.grant_id).where(and_(grants.c.grant_id.in_(sources), grants.c.revoked_at.is_(None)))
+                .order_by(grants.c.grant_id).with_for_update(read=True, nowait=True))).all()
+        except DBAPIError as exc:
+            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+                return False  # a source is being revoked right now
+            raise
+        if len(held) != len(sources):
+            return False
+    names = list(row)
+    inserted = await conn.execute(grants.insert().from_select(
+        names, select(*(literal(row[n], grants.c[n].type) for n in names)).where(and_(*live))))
+    return inserted.rowcount == 1
+
+
+async def revoke_derived(conn: AsyncConnection, grant_id: str, at: int) -> list[str]:
+    """Revoke, inside the caller's transaction, every live grant exchanged from ``grant_id`` — as subject or as
+    actor, at any depth — and return their ids (each gets a revocation row from the caller).
+
+    Links only ever point at older grants, so they form no cycle; a set of the grants already reached still
+    bounds the walk, whatever the rows say."""
+    reached = {grant_id}
+    revoked: list[str] = []
+    frontier = [grant_id]
+    while frontier:
+        rows = (await conn.execute(
+            select(grants.c.grant_id, grants.c.parent_grant_id).where(and_(
+                or_(grants.c.parent_grant_id.in_(frontier), grants.c.actor_grant_id.in_(frontier)),
+                grants.c.revoked_at.is_(None))))).all()
+        revoking = set(frontier)
+        dependants = {row.grant_id: PARENT_REVOKED if row.parent_grant_id in revoking else ACTOR_REVOKED
+                      for row in rows if row.grant_id not in reached}
+        for reason in (PARENT_REVOKED, ACTOR_REVOKED):
+            ids = [g for g, why in dependants.items() if why == reason]
+            if ids:
+                await conn.execute(update(grants).where(and_(grants.c.grant_id.in_(ids), grants.c.revoked_at.is_(None)))
+                                   .values(revoked_at=at, revoked_reason=reason))
+        reached.update(dependants)
+        revoked.extend(dependants)
+        frontier = list(dependants)
+    return revoked
