@@ -18,7 +18,7 @@ from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.clients import ClientRegistry
 from deputy.oauth.trusted_issuers import TrustedIssuers
 from deputy.storage.approvals import Approval, ApprovalRepository
-from deputy.storage.clients import ClientRepository
+from deputy.storage.clients import ClientRepository, new_client
 from deputy.storage.consents import ConsentRepository
 from deputy.storage.db import Database
 from deputy.storage.grants import GrantRepository
@@ -106,17 +106,29 @@ class Services:
         checkpointer."""
         await self.database.migrate()
         await self.audit.start()
-        for client in self.settings.clients:
-            await self.clients.put(
-                client_id=client.client_id,
-                client_name=client.client_name,
-                redirect_uris=client.redirect_uris,
-                token_endpoint_auth_method=client.token_endpoint_auth_method,
-                client_secret=client.client_secret,
-                grant_types=client.grant_types,
-                jwks=client.jwks,
+        await self.declare_config_clients()
+
+    async def declare_config_clients(self) -> None:
+        """Write each ``[[clients]]`` entry: the file owns a client's metadata, the operator its status.
+
+        A denied or removed config client stays so (`deputy clients deny|remove` is not undone by a restart or
+        by the next CLI command), and each start says so, naming it and how to serve it again.
+        """
+        for static in self.settings.clients:
+            stored = await self.clients.declare(new_client(
+                client_id=static.client_id,
+                client_name=static.client_name,
+                redirect_uris=static.redirect_uris,
+                token_endpoint_auth_method=static.token_endpoint_auth_method,
+                client_secret=static.client_secret,
+                grant_types=static.grant_types,
+                jwks=static.jwks,
                 source="config",
-            )
+            ))
+            if not stored.is_active:
+                log.warning("configured client %s stays %s: an operator's decision in the database, which the "
+                            "configuration file does not undo; `deputy clients approve %s` serves it again",
+                            static.client_id, stored.status, static.client_id)
 
     async def close(self) -> None:
         """Sign a last checkpoint of what this process appended, then let the database go."""

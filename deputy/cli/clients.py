@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Column, Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.config import Settings
 from deputy.oauth.client_metadata import public_jwks
 from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri
 from deputy.oauth.redirect_uris import check_redirect_uris, refuse_deputy_host
@@ -108,7 +109,7 @@ def clients_show(client_id: ClientId, config: ConfigOption = None) -> None:
 
 @clients_app.command("approve")
 def clients_approve(client_id: ClientId, config: ConfigOption = None) -> None:
-    """Serve a pending (or denied) client from now on."""
+    """Serve a pending, denied or removed (but still configured) client from now on."""
     async def approve(s: Services) -> bool:
         if not await s.clients.set_status(client_id, "active"):
             return False
@@ -125,16 +126,20 @@ def clients_deny(client_id: ClientId, config: ConfigOption = None) -> None:
     """Refuse a client; what it was already granted is revoked."""
 
     async def deny(s: Services) -> int | None:
-        if not await s.clients.set_status(client_id, "denied"):
-            return None
-        revoked = await s.grants.revoke_client(client_id, "client denied by an administrator")
-        await s.record("admin.action", action="clients.deny", client_id=client_id, grants_revoked=revoked)
+        # One transaction: once this returns no token of the client works and none can be issued to it.
+        revoked = await s.grants.withdraw_client(client_id, "denied", "client denied by an administrator")
+        if revoked is not None:
+            await s.record("admin.action", action="clients.deny", client_id=client_id, grants_revoked=revoked)
         return revoked
 
-    revoked = with_services(settings_or_exit(config), deny)
+    settings = settings_or_exit(config)
+    revoked = with_services(settings, deny)
     if revoked is None:
         _unknown(client_id)
     console.print(f"denied {escape(client_id)}; revoked {revoked} grant(s)")
+    if _declared(settings, client_id):
+        console.print(f"{escape(CONFIG_ENTRY)} in the configuration file does not serve it again at start: it stays "
+                      f"denied until `deputy clients approve {escape(client_id)}`")
 
 
 @clients_app.command("remove")
@@ -142,17 +147,28 @@ def clients_remove(client_id: ClientId, config: ConfigOption = None) -> None:
     """Remove a client; what it was granted is revoked."""
 
     async def remove(s: Services) -> int | None:
-        if await s.clients.get(client_id) is None:
-            return None
-        revoked = await s.grants.revoke_client(client_id, "client removed by an administrator")
-        await s.clients.remove(client_id)
-        await s.record("client.removed", client_id=client_id, by="cli", grants_revoked=revoked)
+        # One transaction: once this returns no token of the client works and none can be issued to it.
+        revoked = await s.grants.withdraw_client(client_id, "removed", "client removed by an administrator")
+        if revoked is not None:
+            await s.record("client.removed", client_id=client_id, by="cli", grants_revoked=revoked)
         return revoked
 
-    revoked = with_services(settings_or_exit(config), remove)
+    settings = settings_or_exit(config)
+    revoked = with_services(settings, remove)
     if revoked is None:
         _unknown(client_id)
     console.print(f"removed {escape(client_id)}; revoked {revoked} grant(s)")
+    if _declared(settings, client_id):
+        console.print(f"{escape(CONFIG_ENTRY)} is still in the configuration file: Deputy keeps the client removed "
+                      f"(status 'removed') and does not recreate it at start; delete the entry, or serve the client "
+                      f"again with `deputy clients approve {escape(client_id)}`")
+
+
+CONFIG_ENTRY = "its [[clients]] entry"
+
+
+def _declared(settings: Settings, client_id: str) -> bool:
+    return any(c.client_id == client_id for c in settings.clients)
 
 
 def _unknown(client_id: str) -> NoReturn:

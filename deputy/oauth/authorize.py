@@ -41,6 +41,7 @@ from deputy.oauth.errors import OAuthError
 from deputy.oauth.redirect_uris import matches_registered, owned_by_any_local_process
 from deputy.services import Services
 from deputy.storage.clients import Client
+from deputy.storage.grants import ClientNotActive
 from deputy.storage.sessions import LoginSession
 from deputy.web.csrf import Purpose
 from deputy.web.pages import protect, render
@@ -221,16 +222,19 @@ class AuthorizationEndpoint:
         )
 
     async def _issue_code(self, params: dict[str, Any], session: LoginSession) -> Response:
-        code = await self.services.grants.create_with_code(
-            client_id=params["client_id"],
-            user_id=session.user_id,
-            resource=params["resource"],
-            scope=params["scope"],
-            auth_time=session.auth_time,
-            redirect_uri=params["redirect_uri"] if params["redirect_uri_sent"] else "",
-            code_challenge=params["code_challenge"],
-            code_ttl=self.settings.code_ttl,
-        )
+        try:
+            code = await self.services.grants.create_with_code(
+                client_id=params["client_id"],
+                user_id=session.user_id,
+                resource=params["resource"],
+                scope=params["scope"],
+                auth_time=session.auth_time,
+                redirect_uri=params["redirect_uri"] if params["redirect_uri_sent"] else "",
+                code_challenge=params["code_challenge"],
+                code_ttl=self.settings.code_ttl,
+            )
+        except ClientNotActive:  # withdrawn (or held back) since this request began: no code for it
+            return self._error_page("unauthorized_client", "this client is no longer served", status=403)
         answer = {"code": code}
         if params["state"] is not None:
             answer["state"] = params["state"]

@@ -10,8 +10,8 @@ once), and a registration access token with the client configuration endpoint
 ``GET``/``PUT``/``DELETE /register/{client_id}`` read, replace and delete a client
 registered here, with the registration access token as a Bearer token; a missing or
 wrong token, or a client this endpoint did not register, is ``401 invalid_token``
-(RFC 7592 §2: no hint whether the client exists). Deleting revokes every refresh-token
-family the client holds.
+(RFC 7592 §2: no hint whether the client exists). Deleting the client revokes every
+grant it holds in the same transaction, so no token of it outlives the answer.
 
 Registration attempts are limited per peer address (``rate_limit_per_minute``): more
 is ``429`` with ``Retry-After``.
@@ -66,9 +66,11 @@ class RegistrationEndpoint:
             return self._answer(client, token, status=200)
         if request.method == "PUT":
             return await self._update(request, client, token)
-        await self.services.grants.revoke_client(client.client_id, "client deleted its registration")
-        await self.services.clients.remove(client.client_id)
-        await self.services.record("client.removed", client_id=client.client_id, by="the client (RFC 7592)")
+        # RFC 7592 §2.3: the client and everything it was granted end together (one transaction).
+        revoked = await self.services.grants.withdraw_client(client.client_id, "removed",
+                                                             "client deleted its registration")
+        await self.services.record("client.removed", client_id=client.client_id, by="the client (RFC 7592)",
+                                   grants_revoked=revoked or 0)
         return Response(status_code=204, headers=NO_STORE)
 
     async def _register(self, request: Request) -> Response:

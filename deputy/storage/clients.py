@@ -1,8 +1,18 @@
 """Known OAuth clients (RFC 7591 §2 metadata), with their trust status.
 
 A client is ``active`` (served), ``pending`` (registered or first seen, waiting for an
-admin's approval) or ``denied``. Client secrets are stored as argon2id hashes and
-registration access tokens (RFC 7592) as SHA-256; neither can be read back.
+admin's approval), ``denied``, or ``removed`` (a client the configuration file still
+declares, kept as a record of the operator's removal so that a restart does not bring it
+back; any other removed client's row is deleted). Client secrets are stored as argon2id
+hashes and registration access tokens (RFC 7592) as SHA-256; neither can be read back.
+
+The status is the operator's decision and the configuration file owns only a config
+client's metadata (:meth:`ClientRepository.declare`). Withdrawing a client (deny, remove,
+RFC 7592 §2.3 delete) and creating a grant or token for it are made to exclude each other
+through the client's row: :func:`withdraw` changes the row first in the transaction that
+also revokes the client's grants, and :func:`hold_if_active` reads it, locked, in every
+transaction that creates a grant or token. Either the creation commits first (and the
+withdrawal, which waited for its lock, revokes what it made) or it sees the new status.
 """
 
 from __future__ import annotations
@@ -12,16 +22,17 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.hashing import hash_secret, verify_client_secret
 from deputy.secrets import handle_hash, now, same_secret
 from deputy.storage.tables import assertion_jtis, clients
 
-STATUSES = ("active", "pending", "denied")
+STATUSES = ("active", "pending", "denied", "removed")
+WITHDRAWN = ("denied", "removed")  # only an operator lifts these (`deputy clients approve`)
 PRUNE_INTERVAL = 60  # seconds between sweeps of expired assertion identifiers
 
 
@@ -99,27 +110,31 @@ class ClientRepository:
         registration_access_token: str | None = None,
         client_metadata: Mapping[str, Any] | None = None,
     ) -> Client:
-        """Create the client, or replace it when it exists (configuration is re-applied at start)."""
-        if status not in STATUSES:
-            raise ValueError(f"unknown client status {status!r}")
-        client = Client(
-            client_id=client_id,
-            client_name=client_name,
-            redirect_uris=tuple(redirect_uris),
-            grant_types=tuple(grant_types),
-            token_endpoint_auth_method=token_endpoint_auth_method,
-            application_type=application_type,
-            source=source,
-            created_at=now(),
-            client_secret_hash=hash_client_secret(client_secret) if client_secret else None,
-            status=status,
-            jwks=dict(jwks) if jwks is not None else None,
-            jwks_uri=jwks_uri,
-            registration_access_token_hash=(
-                handle_hash(registration_access_token) if registration_access_token else None),
-            client_metadata=dict(client_metadata or {}),
-        )
-        return await self.insert(client)
+        """Create the client, or replace it (its status too) when it exists."""
+        return await self.insert(new_client(
+            client_id=client_id, client_name=client_name, redirect_uris=redirect_uris,
+            token_endpoint_auth_method=token_endpoint_auth_method, source=source, application_type=application_type,
+            grant_types=grant_types, client_secret=client_secret, status=status, jwks=jwks, jwks_uri=jwks_uri,
+            registration_access_token=registration_access_token, client_metadata=client_metadata))
+
+    async def declare(self, client: Client) -> Client:
+        """Write a client the configuration file declares; the client as stored.
+
+        A new one is created as given (``active``). An existing one takes the file's metadata but keeps its
+        status and creation time: whether it is served is the operator's decision (deny, remove, approve),
+        which a restart must not undo. One statement (an upsert), so a concurrent withdrawal is never
+        overwritten by a stale read.
+        """
+        values = _row(client)
+        kept = ("client_id", "status", "created_at")
+        async with self.engine.begin() as conn:
+            insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+            statement = insert(clients).values(**values)
+            await conn.execute(statement.on_conflict_do_update(
+                index_elements=[clients.c.client_id],
+                set_={name: statement.excluded[name] for name in values if name not in kept}))
+            row = (await conn.execute(select(clients).where(clients.c.client_id == client.client_id))).one()
+        return _client(row)
 
     async def insert(self, client: Client) -> Client:
         """Write ``client`` as given, replacing any row with its id."""
@@ -159,12 +174,87 @@ class ClientRepository:
         return result.rowcount == 1
 
     async def replace(self, client: Client) -> bool:
-        """Write every field of an existing client as given (hashes kept as they are); False if it is gone."""
-        values = _row(client)
+        """Write every field of an existing client as given (hashes kept as they are), except that a denied or
+        removed status stays (only :meth:`set_status` lifts it); False if it is gone."""
+        values: dict[str, Any] = _row(client)
         del values["client_id"]
+        # Read before this write, a status may be stale: a withdrawal that committed since stands.
+        values["status"] = case((clients.c.status.in_(WITHDRAWN), clients.c.status), else_=client.status)
         async with self.engine.begin() as conn:
             result = await conn.execute(update(clients).where(clients.c.client_id == client.client_id).values(**values))
         return result.rowcount == 1
+
+
+def new_client(
+    *,
+    client_id: str,
+    client_name: str,
+    redirect_uris: Sequence[str],
+    token_endpoint_auth_method: str,
+    source: str,
+    application_type: str = "native",
+    grant_types: Sequence[str] = ("authorization_code", "refresh_token"),
+    client_secret: str | None = None,
+    status: str = "active",
+    jwks: Mapping[str, Any] | None = None,
+    jwks_uri: str | None = None,
+    registration_access_token: str | None = None,
+    client_metadata: Mapping[str, Any] | None = None,
+) -> Client:
+    """A client as it is first stored: secrets hashed, created now."""
+    if status not in STATUSES:
+        raise ValueError(f"unknown client status {status!r}")
+    return Client(
+        client_id=client_id,
+        client_name=client_name,
+        redirect_uris=tuple(redirect_uris),
+        grant_types=tuple(grant_types),
+        token_endpoint_auth_method=token_endpoint_auth_method,
+        application_type=application_type,
+        source=source,
+        created_at=now(),
+        client_secret_hash=hash_client_secret(client_secret) if client_secret else None,
+        status=status,
+        jwks=dict(jwks) if jwks is not None else None,
+        jwks_uri=jwks_uri,
+        registration_access_token_hash=(
+            handle_hash(registration_access_token) if registration_access_token else None),
+        client_metadata=dict(client_metadata or {}),
+    )
+
+
+async def hold_if_active(conn: AsyncConnection, client_id: str) -> bool:
+    """Inside a transaction that creates a grant or token for ``client_id``: whether the client is active, its
+    row held until the transaction ends so that no withdrawal (:func:`withdraw`) commits in between.
+
+    PostgreSQL: ``FOR SHARE`` — creations do not queue on each other, a withdrawal's UPDATE waits for them, and
+    one that waits for a withdrawal re-reads the row after it (READ COMMITTED) and finds it denied or gone.
+    SQLite: a no-op UPDATE, which takes the database's one write lock now, not at the transaction's first
+    later write (pysqlite begins a transaction only at a write, so a SELECT here would not be part of it).
+    """
+    live = and_(clients.c.client_id == client_id, clients.c.status == "active")
+    if conn.dialect.name == "postgresql":
+        return (await conn.execute(select(clients.c.client_id).where(live).with_for_update(read=True))).first() \
+            is not None
+    return (await conn.execute(update(clients).where(live).values(status=clients.c.status))).rowcount == 1
+
+
+async def withdraw(conn: AsyncConnection, client_id: str, status: str) -> bool:
+    """Deny (``denied``) or remove (``removed``) a client inside the caller's transaction, which then revokes its
+    grants; False when no such client is stored.
+
+    The row is written first, so the transaction waits for every creation holding it (:func:`hold_if_active`)
+    and its later reads see their grants. A removed client's row is deleted, unless the configuration file
+    declares it: then it stays, ``removed``, so that a restart does not bring it back.
+    """
+    if status not in WITHDRAWN:
+        raise ValueError(f"not a withdrawal: {status!r}")
+    changed = await conn.execute(update(clients).where(clients.c.client_id == client_id).values(status=status))
+    if changed.rowcount != 1:
+        return False
+    if status == "removed":
+        await conn.execute(delete(clients).where(and_(clients.c.client_id == client_id, clients.c.source != "config")))
+    return True
 
 
 def _row(client: Client) -> dict[str, Any]:

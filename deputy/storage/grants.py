@@ -21,6 +21,10 @@ A token obtained by exchange (RFC 8693) gets a grant of its own that depends on 
 subject token's grant and the actor token's; revoking either revokes it and what was
 exchanged from it (:mod:`deputy.storage.exchanged_grants`): withdrawing Alice's consent,
 or an agent's own token, ends every token derived from it.
+
+A grant or token is created only for a client active in the creating transaction, which holds
+its row; withdrawing a client changes that row and revokes all its grants in one transaction
+(:mod:`deputy.storage.clients` says why no interleaving leaves a live grant of a withdrawn client).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from sqlalchemy import and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.secrets import handle_hash, new_handle, now
+from deputy.storage.clients import hold_if_active, withdraw
 from deputy.storage.exchanged_grants import insert_derived, revoke_derived
 from deputy.storage.revocations import Revocation, revocations_after, revocations_since
 from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
@@ -78,6 +83,18 @@ class HandleRefused(Exception):
         self.reason = reason
 
 
+class ClientNotActive(HandleRefused):
+    """The client is denied, removed, pending or unknown: nothing is created for it."""
+
+    def __init__(self) -> None:
+        super().__init__("the client is not (or no longer) served")
+
+
+async def _require_active(conn: AsyncConnection, client_id: str) -> None:
+    if not await hold_if_active(conn, client_id):
+        raise ClientNotActive()
+
+
 Revoked = list[tuple[str, str]]
 """Grants revoked in one transaction, as (grant id, reason): reported once it has committed."""
 
@@ -117,6 +134,7 @@ class GrantRepository:
         grant_id = uuid.uuid4().hex
         t = now()
         async with self.engine.begin() as conn:
+            await _require_active(conn, client_id)
             await conn.execute(grants.insert().values(
                 grant_id=grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                 auth_time=auth_time, created_at=t))
@@ -126,8 +144,12 @@ class GrantRepository:
         return code
 
     async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int,
-                     parent_grant_id: str | None = None, actor_grant_id: str | None = None) -> Grant:
+                     parent_grant_id: str | None = None, actor_grant_id: str | None = None,
+                     registered_client: bool = True) -> Grant:
         """A grant without a code or refresh token (client credentials, exchanges): only access tokens carry it.
+
+        The client must be active (:class:`ClientNotActive`); ``registered_client=False`` is for a grant
+        whose ``client_id`` names no registered client (a workload's identity, RFC 7523 §3).
 
         An exchange's grant names the subject token's grant (``parent_grant_id``) and the actor token's
         (``actor_grant_id``): it is written only while both are live, in one transaction that no revocation of
@@ -138,6 +160,8 @@ class GrantRepository:
         values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                       auth_time=auth_time, created_at=now())
         async with self.engine.begin() as conn:
+            if registered_client:
+                await _require_active(conn, client_id)  # first: the client's row before any grant's row
             if not await insert_derived(conn, values, parent_grant_id=parent_grant_id, actor_grant_id=actor_grant_id):
                 raise HandleRefused("a token this one comes from is revoked, being revoked, or unknown")
         return grant
@@ -172,6 +196,7 @@ class GrantRepository:
         t = now()
         revoked: Revoked = []
         async with self.engine.begin() as conn:
+            await _require_active(conn, grant.client_id)
             live_grant = exists().where(and_(grants.c.grant_id == grant.grant_id, grants.c.revoked_at.is_(None)))
             consumed = await conn.execute(
                 update(authorization_codes)
@@ -228,6 +253,7 @@ class GrantRepository:
         t = now()
         revoked: Revoked = []
         async with self.engine.begin() as conn:
+            await _require_active(conn, grant.client_id)
             used = await conn.execute(
                 update(refresh_tokens)
                 .where(and_(refresh_tokens.c.token_hash == token_hash, refresh_tokens.c.grant_id == grant.grant_id,
@@ -321,15 +347,20 @@ class GrantRepository:
             row = (await conn.execute(select(grants).where(grants.c.grant_id == grant_id))).first()
         return _grant(row) if row is not None else None
 
-    # -- used by client removal (RFC 7592 §2.3 delete, `deputy clients remove|deny`) --------------
+    # -- used by client withdrawal (RFC 7592 §2.3 delete, `deputy clients remove|deny`) -----------
 
-    async def revoke_client(self, client_id: str, reason: str) -> int:
-        """Revoke every live grant (refresh-token family) of a client; the number revoked."""
+    async def withdraw_client(self, client_id: str, status: str, reason: str) -> int | None:
+        """Deny (``denied``) or remove (``removed``) a client and revoke its live grants in one transaction that
+        writes the client's row first (:func:`deputy.storage.clients.withdraw`); the number revoked, None for an
+        unknown client. Once it returns, every replica's revocation view has what it needs to refuse the
+        client's tokens, and no grant can be created for it."""
+        revoked = 0
+        revoked_log: Revoked = []
         async with self.engine.begin() as conn:
+            if not await withdraw(conn, client_id, status):
+                return None
             rows = (await conn.execute(select(grants.c.grant_id).where(
                 and_(grants.c.client_id == client_id, grants.c.revoked_at.is_(None))))).all()
-            revoked = 0
-            revoked_log: Revoked = []
             for (grant_id,) in rows:
                 revoked += await self._revoke(conn, grant_id, reason, revoked_log)
         await self.report(revoked_log)

@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from deputy.gateway.revocations import RevocationList
+from deputy.storage.clients import ClientRepository
 from deputy.storage.db import Database
 from deputy.storage.grants import Grant, GrantRepository, HandleRefused, Revoked
 from tests.integration.conftest import unique
@@ -39,9 +40,19 @@ def grants(db: Database) -> GrantRepository:
     return GrantRepository(db.engine, access_token_ttl=600)
 
 
+async def registered(grants: GrantRepository) -> str:
+    """A new active client: grants are made only for one (issue 12)."""
+    client_id = unique("client")
+    await ClientRepository(grants.engine).put(client_id=client_id, client_name=client_id,
+                                              redirect_uris=["http://127.0.0.1:1/cb"],
+                                              token_endpoint_auth_method="none", source="cli")
+    return client_id
+
+
 async def new_grant(grants: GrantRepository, parent: Grant | None = None) -> Grant:
-    return await grants.create(client_id=unique("client"), user_id="user-1", resource=RESOURCE, scope="demo:tools",
-                               auth_time=1_700_000_000, parent_grant_id=parent.grant_id if parent else None)
+    return await grants.create(client_id=await registered(grants), user_id="user-1", resource=RESOURCE,
+                               scope="demo:tools", auth_time=1_700_000_000,
+                               parent_grant_id=parent.grant_id if parent else None)
 
 
 async def test_a_lower_revocation_id_committed_after_a_higher_one_was_read_is_applied(
@@ -111,7 +122,7 @@ async def test_a_revocation_made_here_is_applied_before_revoke_returns(grants: G
 
 
 async def test_a_replayed_refresh_token_is_revoked_here_at_once(grants: GrantRepository) -> None:
-    client_id = unique("client")
+    client_id = await registered(grants)
     code = await grants.create_with_code(
         client_id=client_id, user_id="user-1", resource=RESOURCE, scope="demo:tools", auth_time=1_700_000_000,
         redirect_uri="http://127.0.0.1:1/cb", code_challenge="x" * 43, code_ttl=60)

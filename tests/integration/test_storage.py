@@ -40,11 +40,21 @@ def fresh_url(backend: str, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
-def grants(db: Database) -> GrantRepository:
-    return GrantRepository(db.engine, access_token_ttl=600)
+async def grants(db: Database) -> GrantRepository:
+    repository = GrantRepository(db.engine, access_token_ttl=600)
+    for agent in ("agent-a", "agent-b"):
+        await register(repository, agent)
+    return repository
+
+
+async def register(grants: GrantRepository, client_id: str) -> None:
+    """Grants are made only for an active client (issue 12), so each test's client is registered first."""
+    await ClientRepository(grants.engine).put(client_id=client_id, client_name=client_id, redirect_uris=[REDIRECT],
+                                              token_endpoint_auth_method="none", source="cli")
 
 
 async def new_code(grants: GrantRepository, client_id: str, code_ttl: int = 60) -> str:
+    await register(grants, client_id)
     return await grants.create_with_code(
         client_id=client_id, user_id="user-1", resource=RESOURCE, scope="demo:tools", auth_time=1_700_000_000,
         redirect_uri=REDIRECT, code_challenge=CHALLENGE, code_ttl=code_ttl)

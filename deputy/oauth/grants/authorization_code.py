@@ -18,12 +18,12 @@ from starlette.responses import Response
 
 from deputy.config import canonical_resource
 from deputy.oauth import pkce
-from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidTarget
+from deputy.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidTarget
 from deputy.oauth.grants.issue import token_response
 from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import HandleRefused
+from deputy.storage.grants import ClientNotActive, HandleRefused
 
 
 async def exchange_code(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -57,6 +57,8 @@ async def exchange_code(services: Services, form: Mapping[str, str], client: Cli
     response = await token_response(services, grant, grant.scope, refresh, grant_type="authorization_code")
     try:
         await services.grants.consume_code(code, grant, refresh, services.settings.refresh_token_ttl)
+    except ClientNotActive:  # withdrawn since it authenticated: its grants are revoked with it
+        raise InvalidClient("this client is no longer served") from None
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     return response

@@ -15,12 +15,13 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
-from deputy.oauth.errors import UnauthorizedClient
+from deputy.oauth.errors import InvalidClient, UnauthorizedClient
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.grants.targets import granted_scope, requested_server
 from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
+from deputy.storage.grants import ClientNotActive
 
 
 async def client_credentials(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -28,7 +29,10 @@ async def client_credentials(services: Services, form: Mapping[str, str], client
         raise UnauthorizedClient("client_credentials is only for clients that authenticate")
     server = requested_server(services.settings, form)
     scope = granted_scope(form, server)
-    grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
-                                         resource=server.resource, scope=scope, auth_time=now())
+    try:  # checked again where the grant is written: a client withdrawn since it authenticated gets nothing
+        grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
+                                             resource=server.resource, scope=scope, auth_time=now())
+    except ClientNotActive:
+        raise InvalidClient("this client is no longer served") from None
     return await token_response(services, grant, scope, None, user_authenticated=False,
                                 grant_type="client_credentials")

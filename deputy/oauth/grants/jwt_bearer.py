@@ -43,6 +43,7 @@ from deputy.oauth.trusted_issuers import AssertionRefused, VerifiedAssertion
 from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
+from deputy.storage.grants import ClientNotActive, Grant
 
 ID_JAG_TYPE = "oauth-id-jag+jwt"
 ACCESS_TOKEN_TYPES = ("at+jwt", "application/at+jwt")
@@ -98,9 +99,9 @@ async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, c
     # Last, once nothing else can refuse it: a refused request does not use up the ID-JAG.
     if not await services.clients.remember_assertion(verified.issuer.issuer, jti, verified.expires_at + leeway):
         raise InvalidGrant("the ID-JAG was already used (jti replay)")
-    grant = await services.grants.create(
-        client_id=client.client_id, user_id=verified.subject, resource=server.resource, scope=scope,
-        auth_time=int(auth_time) if auth_time is not None else now())
+    grant = await _create(services, client, client_id=client.client_id, user_id=verified.subject,
+                          resource=server.resource, scope=scope,
+                          auth_time=int(auth_time) if auth_time is not None else now())
     return await token_response(services, grant, scope, None, grant_type=JWT_BEARER)
 
 
@@ -115,11 +116,21 @@ async def _workload(services: Services, form: Mapping[str, str], assertion: str,
         raise InvalidGrant("the workload's sub is the id of a Deputy user or registered client")
     server = requested_server(services.settings, form)
     scope = granted_scope(form, server)
-    grant = await services.grants.create(
-        client_id=client.client_id if client is not None else verified.subject, user_id=verified.subject,
-        resource=server.resource, scope=scope, auth_time=now())
+    grant = await _create(services, client, client_id=client.client_id if client is not None else verified.subject,
+                          user_id=verified.subject, resource=server.resource, scope=scope, auth_time=now())
     return await token_response(services, grant, scope, None, user_authenticated=False,
                                 expires_at=verified.expires_at, grant_type=JWT_BEARER)
+
+
+async def _create(services: Services, client: Client | None, *, client_id: str, user_id: str, resource: str,
+                  scope: str, auth_time: int) -> Grant:
+    """The grant; a client that authenticated must still be active when it is written (a workload without a
+    registered client has no row to check)."""
+    try:
+        return await services.grants.create(client_id=client_id, user_id=user_id, resource=resource, scope=scope,
+                                            auth_time=auth_time, registered_client=client is not None)
+    except ClientNotActive:
+        raise InvalidClient("this client is no longer served") from None
 
 
 async def _verified(services: Services, assertion: str, purpose: str, typ: str | None) -> VerifiedAssertion:

@@ -18,12 +18,12 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from deputy.config import canonical_resource
-from deputy.oauth.errors import InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
+from deputy.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from deputy.oauth.grants.issue import token_response
 from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import HandleRefused
+from deputy.storage.grants import ClientNotActive, HandleRefused
 
 
 async def refresh(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -46,6 +46,8 @@ async def refresh(services: Services, form: Mapping[str, str], client: Client) -
     response = await token_response(services, grant, scope, successor, grant_type="refresh_token")
     try:
         await services.grants.use_refresh_token(token, grant, successor, services.settings.refresh_token_ttl)
+    except ClientNotActive:  # withdrawn since it authenticated: the family is revoked with it
+        raise InvalidClient("this client is no longer served") from None
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     return response

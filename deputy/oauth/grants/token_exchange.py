@@ -54,7 +54,7 @@ from deputy.oauth.trusted_issuers import AssertionRefused
 from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import HandleRefused
+from deputy.storage.grants import ClientNotActive, HandleRefused
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -118,6 +118,8 @@ async def token_exchange(services: Services, form: Mapping[str, str], client: Cl
             client_id=client.client_id, user_id=subject.sub, resource=server.resource, scope=scope,
             auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id,
             actor_grant_id=proof.grant_id if proof is not None else None)
+    except ClientNotActive:
+        raise InvalidClient("this client is no longer served") from None
     except HandleRefused as exc:
         raise InvalidGrant(exc.reason) from None
     return await token_response(services, grant, scope, None, user_authenticated=subject.auth_time is not None,
