@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy import select
 
+from deputy import bounded_json
 from deputy.audit.bundle import BundleError, check_bundle, check_consistency, consistency, make_bundle
 from deputy.audit.export import export_jsonl
 from deputy.audit.log import AuditLog
@@ -32,6 +33,7 @@ from deputy.cli.audit_common import QuorumOption, WitnessOption, log_key, run, w
 from deputy.cli.audit_keys import checkpoint, key_app
 from deputy.cli.audit_verify import verify
 from deputy.cli.common import ConfigOption, console, err
+from deputy.cli.small_input import PROOF_BYTES, PROOF_LINES, read_small
 from deputy.storage.tables import audit_leaves
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify, prove, tail, export.", no_args_is_help=True)
@@ -69,7 +71,7 @@ def check_proof(
     """Check a record's proof offline: record, log signature, witness cosignatures, inclusion."""
     witnesses = [w for _, w in witness_keys(witness, quorum)]
     try:
-        text = file.read_text(encoding="utf-8")
+        text = read_small(file, PROOF_BYTES, PROOF_LINES, what="a tlog-proof")  # refused before it is read whole
     except (OSError, UnicodeDecodeError) as exc:
         err.print(f"[red]cannot read {file}: {exc}[/red]")
         raise typer.Exit(2) from None
@@ -165,8 +167,8 @@ def tail(
 
     def show(index: int, entry: bytes) -> bool:
         try:
-            record = json.loads(entry)
-        except ValueError:
+            record = bounded_json.loads(entry)
+        except ValueError:  # bounded_json.TooDeep included
             return False
         if not isinstance(record, dict) or not matches(record):
             return False
@@ -192,7 +194,10 @@ def tail(
                 break
             for row in rows:
                 entry = bytes(row.record)
-                record = json.loads(entry)
+                try:
+                    record = bounded_json.loads(entry)
+                except ValueError:  # not a record (bounded_json.TooDeep included): show() skips it too
+                    continue
                 if isinstance(record, dict) and matches(record):
                     found.append((int(row.idx), entry))
                     if len(found) == lines:

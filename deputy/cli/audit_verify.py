@@ -41,6 +41,7 @@ from deputy.cli.audit_common import (
     witness_keys,
 )
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
+from deputy.cli.small_input import CHECKPOINT_BYTES, CHECKPOINT_LINES, read_small
 
 PROGRESS_FROM = 50_000  # leaves; below this a progress bar only flickers
 
@@ -126,7 +127,7 @@ def _read_trusted(paths: list[Path] | None) -> list[Anchor]:
     anchors = []
     for path in paths or []:
         try:
-            text = path.read_text(encoding="utf-8")
+            text = read_small(path, CHECKPOINT_BYTES, CHECKPOINT_LINES, what="a checkpoint")
         except (OSError, UnicodeDecodeError) as exc:
             err.print(f"[red]cannot read {path}: {exc}[/red]", soft_wrap=True)
             raise typer.Exit(2) from None

@@ -16,6 +16,7 @@ import typer
 from rich.markup import escape
 from rich.table import Column, Table
 
+from deputy import bounded_json
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.config import Settings
 from deputy.oauth.client_metadata import public_jwks
@@ -46,7 +47,7 @@ def clients_add(
     jwks: dict[str, Any] | None = None
     if jwks_file is not None:
         try:
-            jwks = public_jwks(json.loads(jwks_file.read_text()))
+            jwks = public_jwks(bounded_json.loads(jwks_file.read_text()))
         except (OSError, ValueError) as exc:
             err.print(f"[red]{jwks_file}: not a JWK Set: {exc}[/red]")
             raise typer.Exit(2) from None

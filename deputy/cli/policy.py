@@ -26,9 +26,11 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from deputy import bounded_json
 from deputy.act_chain import Actor
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.policy_explain import explain
+from deputy.cli.small_input import CASES_BYTES, TOOLS_BYTES, read_small
 from deputy.keys import KeyRing
 from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
 from deputy.policy.schema import TOOLS_CALL
@@ -57,7 +59,7 @@ def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Pa
         assert tools_file is not None
         source, directory = str(tools_file), None
         try:
-            tools = load_tools(json.loads(tools_file.read_text(encoding="utf-8")))
+            tools = load_tools(bounded_json.loads(read_small(tools_file, TOOLS_BYTES, what="a tools list")))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError, SchemaError) as exc:
             err.print(f"[red]{escape(source)}: {escape(str(exc))}[/red]")
             raise typer.Exit(2) from None
@@ -145,7 +147,7 @@ class _Case:
 
 
 def _cases(path: Path) -> list[_Case]:
-    document = tomllib.loads(path.read_text(encoding="utf-8"))
+    document = bounded_json.loads_toml(read_small(path, CASES_BYTES, what="a file of test cases"))
     defaults = document.get("defaults", {})
     cases = []
     for index, raw in enumerate(document.get("case", []), start=1):
