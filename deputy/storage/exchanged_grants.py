@@ -25,7 +25,7 @@ The check in the ``INSERT`` runs on both, so neither backend relies on the other
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
 
 from sqlalchemy import and_, exists, literal, or_, select, update
 from sqlalchemy.exc import DBAPIError
@@ -37,6 +37,15 @@ LOCK_NOT_AVAILABLE = "55P03"  # PostgreSQL's SQLSTATE for a NOWAIT lock held by 
 
 PARENT_REVOKED = "parent_revoked"
 ACTOR_REVOKED = "actor_revoked"
+
+# Grant ids bound in one statement: an actor token may have been exchanged many thousand times, and a statement
+# takes at most 32767 parameters (asyncpg) or 32766 (SQLite); a revocation that cannot run would revoke nothing.
+CHUNK = 1000
+
+
+def chunks(ids: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(ids), CHUNK):
+        yield ids[start:start + CHUNK]
 
 
 async def insert_derived(conn: AsyncConnection, values: Mapping[str, object], *, parent_grant_id: str | None,
@@ -77,16 +86,17 @@ async def revoke_derived(conn: AsyncConnection, grant_id: str, at: int) -> list[
     revoked: list[str] = []
     frontier = [grant_id]
     while frontier:
-        rows = (await conn.execute(
-            select(grants.c.grant_id, grants.c.parent_grant_id).where(and_(
-                or_(grants.c.parent_grant_id.in_(frontier), grants.c.actor_grant_id.in_(frontier)),
-                grants.c.revoked_at.is_(None))))).all()
         revoking = set(frontier)
-        dependants = {row.grant_id: PARENT_REVOKED if row.parent_grant_id in revoking else ACTOR_REVOKED
-                      for row in rows if row.grant_id not in reached}
+        dependants: dict[str, str] = {}
+        for part in chunks(frontier):
+            for row in (await conn.execute(
+                    select(grants.c.grant_id, grants.c.parent_grant_id).where(and_(
+                        or_(grants.c.parent_grant_id.in_(part), grants.c.actor_grant_id.in_(part)),
+                        grants.c.revoked_at.is_(None))))).all():
+                if row.grant_id not in reached:
+                    dependants[row.grant_id] = PARENT_REVOKED if row.parent_grant_id in revoking else ACTOR_REVOKED
         for reason in (PARENT_REVOKED, ACTOR_REVOKED):
-            ids = [g for g, why in dependants.items() if why == reason]
-            if ids:
+            for ids in chunks([g for g, why in dependants.items() if why == reason]):
                 await conn.execute(update(grants).where(and_(grants.c.grant_id.in_(ids), grants.c.revoked_at.is_(None)))
                                    .values(revoked_at=at, revoked_reason=reason))
         reached.update(dependants)

@@ -38,7 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.secrets import handle_hash, new_handle, now
 from deputy.storage.clients import hold_if_active, withdraw
-from deputy.storage.exchanged_grants import insert_derived, revoke_derived
+from deputy.storage.exchanged_grants import chunks, insert_derived, revoke_derived
 from deputy.storage.revocations import Revocation, revocations_after, revocations_since
 from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
 
@@ -324,9 +324,10 @@ class GrantRepository:
             return False
         revoked_log.append((grant_id, reason))
         revoked = [grant_id, *await revoke_derived(conn, grant_id, t)]
-        await conn.execute(update(refresh_tokens)
-                           .where(and_(refresh_tokens.c.grant_id.in_(revoked), refresh_tokens.c.used_at.is_(None)))
-                           .values(used_at=t))
+        for part in chunks(revoked):
+            await conn.execute(update(refresh_tokens)
+                               .where(and_(refresh_tokens.c.grant_id.in_(part), refresh_tokens.c.used_at.is_(None)))
+                               .values(used_at=t))
         # A revocation must outlive every access token of the grant; the +60 covers clock leeway.
         await conn.execute(revocations.insert(), [
             {"grant_id": g, "revoked_at": t, "expires_at": t + self.access_token_ttl + 60} for g in revoked])

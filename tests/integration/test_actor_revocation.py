@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from sqlalchemy import select, text, update
+from sqlalchemy import and_, func, select, text, update
 
 from deputy.gateway.revocations import RevocationList
 from deputy.storage.clients import ClientRepository
@@ -158,6 +158,24 @@ async def test_an_exchange_racing_a_revocation_in_flight_writes_nothing(grants: 
             with pytest.raises(HandleRefused):
                 await exchange
     assert not [g for g in await _children(grants, alice) if g.revoked_at is None]
+
+
+async def test_an_actor_exchanged_more_times_than_a_statement_takes_parameters_is_revoked_whole(
+        grants: GrantRepository) -> None:
+    """Issue 12: an agent's token may be exchanged tens of thousands of times in its life; revoking it binds more
+    grant ids than one statement takes (32767 on asyncpg), so the cascade works in chunks rather than fail and
+    revoke nothing."""
+    agent = await own_grant(grants)
+    many = [f"bulk-{agent.grant_id[:8]}-{n}" for n in range(33_000)]
+    async with grants.engine.begin() as conn:  # written directly: only the revocation is under test
+        await conn.execute(grants_table.insert(), [{**_values(g), "actor_grant_id": agent.grant_id} for g in many])
+    assert await grants.revoke(agent.grant_id, "revoked_by_client")
+    async with grants.engine.connect() as conn:
+        live = (await conn.execute(select(func.count()).select_from(grants_table).where(and_(
+            grants_table.c.actor_grant_id == agent.grant_id, grants_table.c.revoked_at.is_(None))))).scalar_one()
+    assert live == 0
+    rows, _ = await grants.revocations_after(None)
+    assert set(many) <= {r.grant_id for r in rows}
 
 
 async def test_a_cycle_of_links_ends(grants: GrantRepository) -> None:
