@@ -154,7 +154,7 @@ class TrustedIssuers:
                 response = await client.get(issuer.jwks_uri, headers={"Accept": "application/json"})
             if response.status_code != 200 or len(response.content) > JWKS_MAX_BYTES:
                 raise AssertionRefused(f"the issuer's JWK Set could not be fetched (HTTP {response.status_code})")
-            jwks = check_client_jwks(response.json())
+            jwks = check_client_jwks(bounded_json.loads(response.content))
         except (httpx.HTTPError, ValueError, AssertionRefused) as exc:
             if cached is not None:
                 return cached.jwks  # keep using the keys we have while the issuer is unreachable or failing
