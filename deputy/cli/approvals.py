@@ -15,6 +15,7 @@ import typer
 from rich.table import Column, Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.terminal_text import line, shown
 from deputy.services import Services
 from deputy.storage.approvals import Approval, ApprovalRefused, Status
 from deputy.storage.users import User
@@ -55,9 +56,10 @@ def approvals_list(config: ConfigOption = None,
     names, approvals = with_services(settings, work)
     table = Table(Column("id", no_wrap=True), "server", "tool", "arguments", "user", "agent", "status",
                   Column("expires", no_wrap=True))
-    for a in approvals:
-        table.add_row(a.approval_id, a.server, a.tool, _arguments(a), names.get(a.user_id, a.user_id), a.agent,
-                      str(a.status), _when(a.expires_at))
+    for a in approvals:  # the tool, its arguments and the agent are the agent's words: shown, never markup
+        table.add_row(*(shown(v) for v in (a.approval_id, a.server, a.tool, _arguments(a),
+                                           names.get(a.user_id, a.user_id), a.agent, a.status)),
+                      _when(a.expires_at))
     console.print(table, soft_wrap=True)
 
 
@@ -75,14 +77,14 @@ def _decide(config: ConfigOption, approval_id: str, approver: str, approve: bool
 
     outcome = with_services(settings, work)
     if outcome is None:
-        err.print(f"[red]no user {approver}[/red]")
+        err.print(line("no user ", approver, style="red"))
         raise typer.Exit(1)
     if isinstance(outcome, ApprovalRefused):
         status = outcome.approval.status if outcome.approval is not None else ""
-        err.print("[red]" + REFUSALS[outcome.reason].format(id=approval_id, name=approver, status=status) + "[/red]")
+        err.print(line(REFUSALS[outcome.reason].format(id=approval_id, name=approver, status=status), style="red"))
         raise typer.Exit(1)
-    console.print(f"{outcome.status} {outcome.tool} on {outcome.server} with {_arguments(outcome)} "
-                  f"(approval {outcome.approval_id}, by {approver})", soft_wrap=True)
+    console.print(line(outcome.status, " ", outcome.tool, " on ", outcome.server, " with ", _arguments(outcome),
+                       f" (approval {outcome.approval_id}, by ", approver, ")"), soft_wrap=True)
 
 
 @approvals_app.command("approve")

@@ -34,6 +34,7 @@ from deputy.cli.audit_keys import checkpoint, key_app
 from deputy.cli.audit_verify import verify
 from deputy.cli.common import ConfigOption, console, err
 from deputy.cli.small_input import PROOF_BYTES, PROOF_LINES, read_small
+from deputy.cli.terminal_text import line, shown, shown_json
 from deputy.storage.tables import audit_leaves
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify, prove, tail, export.", no_args_is_help=True)
@@ -57,7 +58,7 @@ def prove(
     try:
         sys.stdout.write(run(config, work))
     except BundleError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(line(str(exc), style="red"))
         raise typer.Exit(1) from None
 
 
@@ -78,17 +79,17 @@ def check_proof(
     try:
         checked = check_bundle(text, log_key(key), witnesses, len(witnesses) if quorum is None else quorum)
     except BundleError as exc:
-        console.print(f"[red]proof FAILED: {exc}[/red]", soft_wrap=True, highlight=False)
+        console.print(line("proof FAILED: ", str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
     record = checked.record
     cosigned = f", cosigned by {', '.join(checked.cosigners)}" if checked.cosigners else ""
+    # The record, its origin and the cosigners' names come from the proof file: shown, never markup.
     console.print(
-        f"[green]proof OK[/green]: record {checked.index} ({record.get('type')} {record.get('id')}) is in "
-        f"checkpoint {checked.checkpoint.size} of {checked.checkpoint.origin}{cosigned}",
+        line(shown("proof OK", "green"), f": record {checked.index} (", record.get("type"), " ", record.get("id"),
+             f") is in checkpoint {checked.checkpoint.size} of ", checked.checkpoint.origin, cosigned),
         soft_wrap=True,
-        highlight=False,
     )
-    console.print_json(json.dumps(dict(record)))
+    console.print(shown_json(dict(record)))
 
 
 @audit_app.command("consistency")
@@ -106,7 +107,7 @@ def consistency_cmd(
         text, verifier = run(config, work)
         old, new = check_consistency(text, verifier)
     except BundleError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(line(str(exc), style="red"))
         raise typer.Exit(1) from None
     sys.stdout.write(text)
     err.print(f"[green]consistent[/green]: checkpoint {old.size} is a prefix of checkpoint {new.size}")
@@ -172,7 +173,7 @@ def tail(
             return False
         if not isinstance(record, dict) or not matches(record):
             return False
-        console.print(_line(index, record), soft_wrap=True, highlight=False, markup=False)
+        console.print(shown(_line(index, record)), soft_wrap=True)  # every field is someone's words
         return True
 
     async def work(log: AuditLog) -> None:

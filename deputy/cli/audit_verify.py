@@ -42,6 +42,7 @@ from deputy.cli.audit_common import (
 )
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.small_input import CHECKPOINT_BYTES, CHECKPOINT_LINES, read_small
+from deputy.cli.terminal_text import line, shown
 
 PROGRESS_FROM = 50_000  # leaves; below this a progress bar only flickers
 
@@ -75,10 +76,11 @@ class _Bar:
 
 
 def render_report(report: VerifyReport) -> None:
-    table = Table(title=f"audit log verification: {report.source}", show_header=False)
+    # The origin, witness names and problems come from the log or the export being checked: shown, never markup.
+    table = Table(title=line("audit log verification: ", report.source), show_header=False)
     table.add_column("what")
     table.add_column("value")
-    table.add_row("origin", report.origin)
+    table.add_row("origin", shown(report.origin))
     table.add_row("leaves", f"{report.leaves:,}")
     table.add_row("head size", "none" if report.head_size is None else f"{report.head_size:,}")
     table.add_row("checkpoints", f"{report.checkpoints_ok:,} of {report.checkpoints:,} match the records")
@@ -99,7 +101,7 @@ def render_report(report: VerifyReport) -> None:
         table.add_row("log keys", f"{len(report.keys)} (followed through {len(report.keys) - 1} hand-overs)")
     if report.witnesses:
         cosigned = ", ".join(report.cosigned_by) or "none"
-        table.add_row("witnesses", f"{len(report.cosigned_by)} of {report.quorum} required ({cosigned})")
+        table.add_row("witnesses", line(f"{len(report.cosigned_by)} of {report.quorum} required (", cosigned, ")"))
     table.add_row("time", f"{report.seconds:.2f} s ({report.records_per_second:,.0f} records/s)")
     table.add_row("result", "[green]OK[/green]" if report.ok else f"[red]{len(report.problems)} problems[/red]")
     console.print(table)
@@ -115,9 +117,9 @@ def render_report(report: VerifyReport) -> None:
     first = report.first_problem
     if first is not None:
         where = f"first bad index {first.index}: " if first.index is not None else ""
-        console.print(f"[red]{where}{first.message}[/red]", soft_wrap=True, highlight=False)
+        console.print(line(where, first.message, style="red"), soft_wrap=True)
     for problem in report.problems[:20]:
-        console.print(f"  - {problem.message}", soft_wrap=True, highlight=False, markup=False)
+        console.print(line("  - ", problem.message), soft_wrap=True)
     more = len(report.problems) - 20 + report.problems_dropped
     if more > 0:
         console.print(f"  ... and {more} more")
@@ -129,12 +131,12 @@ def _read_trusted(paths: list[Path] | None) -> list[Anchor]:
         try:
             text = read_small(path, CHECKPOINT_BYTES, CHECKPOINT_LINES, what="a checkpoint")
         except (OSError, UnicodeDecodeError) as exc:
-            err.print(f"[red]cannot read {path}: {exc}[/red]", soft_wrap=True)
+            err.print(line(f"cannot read {path}: {exc}", style="red"), soft_wrap=True)
             raise typer.Exit(2) from None
         try:
             anchors.append(trusted_checkpoint(text, f"trusted checkpoint {path}"))
         except AnchorError as exc:
-            err.print(f"[red]{exc}[/red]", soft_wrap=True)
+            err.print(line(str(exc), style="red"), soft_wrap=True)
             raise typer.Exit(1) from None
     return anchors
 
@@ -147,8 +149,8 @@ def _fetch_witnessed(witnesses: list[tuple[str, CosignatureVerifier]], origin: s
 
     try:
         return asyncio.run(fetch_all()) if witnesses else []
-    except AnchorError as exc:
-        err.print(f"[red]{exc}[/red]", soft_wrap=True)
+    except AnchorError as exc:  # a witness's answer may be in it
+        err.print(line(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -188,10 +190,10 @@ def verify(
                     workers=workers,
                 )
             except OSError as exc:
-                err.print(f"[red]cannot read {file}: {exc.strerror}[/red]", soft_wrap=True)
+                err.print(line(f"cannot read {file}: {exc.strerror}", style="red"), soft_wrap=True)
                 raise typer.Exit(2) from None
             except VerifyError as exc:
-                err.print(f"[red]{exc}[/red]", soft_wrap=True)
+                err.print(line(str(exc), style="red"), soft_wrap=True)
                 raise typer.Exit(1) from None
         else:
             settings = settings_or_exit(config)

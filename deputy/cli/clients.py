@@ -15,9 +15,11 @@ from typing import Annotated, Any, NoReturn
 import typer
 from rich.markup import escape
 from rich.table import Column, Table
+from rich.text import Text
 
 from deputy import bounded_json
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.terminal_text import shown
 from deputy.config import Settings
 from deputy.oauth.client_metadata import public_jwks
 from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri
@@ -90,9 +92,9 @@ def clients_list(
         return
     # Ids are what an admin copies into the next command: never wrapped.
     table = Table(Column("client id", no_wrap=True), "name", "status", "source", "auth", "redirect URIs")
-    for c in found:
-        table.add_row(escape(c.client_id), escape(c.client_name), _status(c.status), c.source,
-                      c.token_endpoint_auth_method, escape("\n".join(c.redirect_uris)))
+    for c in found:  # names, URIs (and ids from metadata documents) are the client's words: shown, never markup
+        table.add_row(shown(c.client_id), shown(c.client_name), _status(c.status), shown(c.source),
+                      shown(c.token_endpoint_auth_method), _lines(c.redirect_uris))
     console.print(table)
 
 
@@ -103,8 +105,8 @@ def clients_show(client_id: ClientId, config: ConfigOption = None) -> None:
     if client is None:
         _unknown(client_id)
     table = Table(Column("field", no_wrap=True), Column("value", overflow="fold"), show_header=False)
-    for field, value in _fields(client):
-        table.add_row(field, value if field == "status" else escape(value))
+    for field, value in _fields(client):  # a metadata document names fields too
+        table.add_row(shown(field), value if isinstance(value, Text) else shown(value))
     console.print(table)
 
 
@@ -177,12 +179,17 @@ def _unknown(client_id: str) -> NoReturn:
     raise typer.Exit(1)
 
 
-def _status(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+def _status(status: str) -> Text:
+    return shown(status, STATUS_STYLE.get(status, "white"))
 
 
-def _fields(client: Client) -> list[tuple[str, str]]:
-    rows = [
+def _lines(values: tuple[str, ...]) -> Text:
+    """One value a line: each shown, so none can end its line early or forge another."""
+    return Text("\n").join(shown(value) for value in values)
+
+
+def _fields(client: Client) -> list[tuple[str, str | Text]]:
+    rows: list[tuple[str, str | Text]] = [
         ("client_id", client.client_id),
         ("client_name", client.client_name),
         ("status", _status(client.status)),
@@ -191,7 +198,7 @@ def _fields(client: Client) -> list[tuple[str, str]]:
         ("application_type", client.application_type),
         ("token_endpoint_auth_method", client.token_endpoint_auth_method),
         ("grant_types", ", ".join(client.grant_types)),
-        ("redirect_uris", "\n".join(client.redirect_uris)),
+        ("redirect_uris", _lines(client.redirect_uris)),
         ("client secret", "set (hashed)" if client.client_secret_hash else "none"),
         ("registration access token", "set (hashed)" if client.registration_access_token_hash else "none"),
     ]

@@ -1,4 +1,4 @@
-"""What every command shares: loading settings with a clear error, and running with storage open."""
+"""What every command shares: the consoles, loading settings with a clear error, running with storage open."""
 
 from __future__ import annotations
 
@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from deputy.cli.terminal_text import line, operator_console
 from deputy.config import ConfigError, Settings, load_settings
 from deputy.services import Services
 
 T = TypeVar("T")
 
-console = Console()
-err = Console(stderr=True)
+# Every command prints through these: nothing printed can act on the terminal (deputy.cli.terminal_text).
+console = operator_console()
+err = operator_console(stderr=True)
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="deputy.toml (default: $DEPUTY_CONFIG)")]
 
@@ -25,7 +26,7 @@ def settings_or_exit(config: Path | None, defaults: dict[str, Any] | None = None
     try:
         return load_settings(config, defaults=defaults)
     except ConfigError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(line(str(exc), style="red"))
         raise typer.Exit(2) from None
 
 

@@ -14,6 +14,7 @@ import typer
 from rich.table import Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.terminal_text import line, shown
 from deputy.config import SERVER_NAME, Settings
 from deputy.services import Services
 from deputy.storage.consents import Consent, ConsentRevocation
@@ -48,12 +49,13 @@ def consents_list(config: ConfigOption = None,
 
     result = with_services(settings, work)
     if result is None:
-        err.print(f"[red]no user {user}[/red]")
+        err.print(line("no user ", user, style="red"))
         raise typer.Exit(1)
     names, consents = result
     table = Table("user", "client id", "server", "scopes", "granted")
-    for c in consents:
-        table.add_row(names.get(c.user_id, c.user_id), c.client_id, _server_name(settings, c.resource), c.scope,
+    for c in consents:  # a client id can be a metadata document's URL, chosen by whoever hosts it
+        table.add_row(*(shown(v) for v in (names.get(c.user_id, c.user_id), c.client_id,
+                                           _server_name(settings, c.resource), c.scope)),
                       time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c.granted_at)) + "Z")
     console.print(table)
 
@@ -68,7 +70,7 @@ def consents_revoke(
     """Revoke a user's consent for a client, and every token it produced."""
     settings = settings_or_exit(config)
     if server is not None and not SERVER_NAME.match(server):
-        err.print(f"[red]{server!r} is not a server name[/red]")
+        err.print(line(repr(server), " is not a server name", style="red"))
         raise typer.Exit(2)
     resource = settings.resource_of(server) if server is not None else None
 
@@ -83,11 +85,11 @@ def consents_revoke(
 
     outcome = with_services(settings, work)
     if outcome is None:
-        err.print(f"[red]no user {user}[/red]")
+        err.print(line("no user ", user, style="red"))
         raise typer.Exit(1)
     where = f" for server {server}" if server is not None else ""
     if outcome.consents == 0 and outcome.grants == 0:
-        err.print(f"[red]{user} has no consent or tokens for client {client}{where}[/red]")
+        err.print(line(user, " has no consent or tokens for client ", client, where, style="red"))
         raise typer.Exit(1)
-    console.print(f"revoked {outcome.consents} consent(s) of {user} for client {client}{where}; "
-                  f"{outcome.grants} token family(ies) revoked")
+    console.print(line(f"revoked {outcome.consents} consent(s) of ", user, " for client ", client,
+                       f"{where}; {outcome.grants} token family(ies) revoked"))

@@ -20,11 +20,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 from rich.table import Column, Table
 
 from deputy.audit.records import RecordError, parse_record
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.terminal_text import line, shown
 from deputy.config import Settings
 from deputy.policy import PolicyLoadError, PolicySource
 from deputy.policy.sources import parse_policy_files, policy_set_version, read_policy_files
@@ -96,39 +96,39 @@ def explain(decision_id: Annotated[str, typer.Argument(metavar="DECISION_ID")], 
 
     found = with_services(settings, work)
     if found is None:
-        err.print(f"[red]no decision {escape(decision_id)} in the audit log[/red]")
+        err.print(line("no decision ", decision_id, " in the audit log", style="red"))
         raise typer.Exit(1)
     index, record, outcome = found
+    # Every field of the record is someone's words (the agent's tool and arguments, the client's id, the
+    # upstream's errors): each is shown, never parsed as markup, and acting characters become escapes.
     chain = " → ".join(str(a.get("client_id") or a.get("sub")) for a in record.get("actors") or [])
     table = Table(Column("", style="bold", no_wrap=True), Column("", overflow="fold"), show_header=False, box=None)
-    table.add_row("decision", f"{escape(decision_id)} (audit log index {index})")
-    table.add_row("outcome", f"[{'green' if record['outcome'] == 'allow' else 'red'}]{record['outcome']}[/]")
+    table.add_row("decision", line(decision_id, f" (audit log index {index})"))
+    table.add_row("outcome", shown(record["outcome"], "green" if record["outcome"] == "allow" else "red"))
     table.add_row("when", _when(int(record["time"])))
-    table.add_row("user", escape(str(record.get("user"))))
-    table.add_row("agent", escape(str(record.get("agent"))) + (f" (chain, current first: {escape(chain)})"
-                                                               if chain else ""))
+    table.add_row("user", shown(record.get("user")))
+    table.add_row("agent", line(record.get("agent"), *((" (chain, current first: ", chain, ")") if chain else ())))
     if record.get("txn"):
-        table.add_row("task (txn)", escape(str(record["txn"])))
-    table.add_row("token (jti)", escape(str(record.get("jti"))))
-    table.add_row("call", f"{escape(str(record.get('method')))} {escape(str(record.get('tool')))} "
-                          f"on {escape(str(record.get('server')))}")
-    table.add_row("arguments", escape(json.dumps(record.get("arguments"), ensure_ascii=False, sort_keys=True)))
+        table.add_row("task (txn)", shown(record["txn"]))
+    table.add_row("token (jti)", shown(record.get("jti")))
+    table.add_row("call", line(record.get("method"), " ", record.get("tool"), " on ", record.get("server")))
+    table.add_row("arguments", shown(json.dumps(record.get("arguments"), ensure_ascii=False, sort_keys=True)))
     if record.get("approval_id"):
-        table.add_row("approval", escape(str(record["approval_id"])))
+        table.add_row("approval", shown(record["approval_id"]))
     for error in record.get("errors") or []:
-        table.add_row("error", escape(str(error)))
+        table.add_row("error", shown(error))
     version = record.get("policy_version")
     current_version, current = _current_policies(settings, str(record.get("server")))
     if version is None:
         table.add_row("policies", "none: the server had no policies, or no decision could be made")
     else:
         same = version == current_version
-        table.add_row("policy set", f"{version[:16]}… " + ("(still the active files)" if same else
-                      "[yellow](the files have changed since; the text below is today's)[/yellow]"))
+        table.add_row("policy set", line(f"{str(version)[:16]}… ", shown("(still the active files)") if same else
+                                         shown("(the files have changed since; the text below is today's)", "yellow")))
     if outcome is not None:
-        table.add_row("answer", f"HTTP {outcome.get('status')}, {outcome.get('response_bytes')} bytes, "
-                                f"sha256 {str(outcome.get('response_sha256'))[:16]}…, "
-                                f"{int(outcome.get('duration_us') or 0) / 1000:.1f} ms")
+        table.add_row("answer", shown(f"HTTP {outcome.get('status')}, {outcome.get('response_bytes')} bytes, "
+                                      f"sha256 {str(outcome.get('response_sha256'))[:16]}…, "
+                                      f"{int(outcome.get('duration_us') or 0) / 1000:.1f} ms"))
     console.print(table, soft_wrap=True)
     determining = record.get("policies") or []
     if determining:
@@ -136,8 +136,8 @@ def explain(decision_id: Annotated[str, typer.Argument(metavar="DECISION_ID")], 
     for policy_id in determining:
         source = current.get(policy_id)
         if source is None:
-            console.print(f"  {escape(policy_id)} [yellow](not in today's policy files)[/yellow]")
+            console.print(line("  ", policy_id, shown(" (not in today's policy files)", "yellow")))
             continue
-        console.print(f"  {escape(policy_id)}  {escape(source.file)}:{source.line}:{source.column}")
-        for line in source.text.strip().splitlines():
-            console.print(f"    {escape(line)}", highlight=False)
+        console.print(line("  ", policy_id, "  ", source.file, f":{source.line}:{source.column}"))
+        for text in source.text.strip().splitlines():
+            console.print(line("    ", text))

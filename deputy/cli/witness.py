@@ -28,6 +28,7 @@ import uvicorn
 from deputy.audit.cosignature import CosignatureSigner
 from deputy.audit.note import NoteError, NoteVerifier, Verifier
 from deputy.cli.common import console, err
+from deputy.cli.terminal_text import line
 
 witness_app_cli = typer.Typer(help="A transparency log witness (C2SP tlog-witness).", no_args_is_help=True)
 
@@ -57,10 +58,10 @@ def serve(
         signer = CosignatureSigner.from_key(key.read_text().strip())
         logs = parse_logs(log)
     except OSError as exc:
-        err.print(f"[red]cannot read {key}: {exc.strerror}[/red]")
+        err.print(line(f"cannot read {key}: {exc.strerror}", style="red"))
         raise typer.Exit(2) from None
-    except NoteError as exc:
-        err.print(f"[red]{exc}[/red]")
+    except NoteError as exc:  # it may quote the key or --log value
+        err.print(line(str(exc), style="red"))
         raise typer.Exit(2) from None
     if not logs:
         err.print("[red]at least one --log is required[/red]")
@@ -68,11 +69,11 @@ def serve(
     try:
         app = witness_app(WitnessStore(db), signer, logs)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(line(str(exc), style="red"))
         raise typer.Exit(2) from None
     console.print(
-        f"witness {signer.verifier().vkey()} on http://{host}:{port} (/add-checkpoint, /checkpoint) for "
-        + ", ".join(sorted(logs)),
+        line(f"witness {signer.verifier().vkey()} on http://{host}:{port} (/add-checkpoint, /checkpoint) for ",
+             ", ".join(sorted(logs))),
         soft_wrap=True,
     )
     config = uvicorn.Config(
@@ -97,17 +98,17 @@ def keygen(
     try:
         signer = CosignatureSigner.generate(name)
     except NoteError as exc:
-        err.print(f"[red]{exc}[/red]")
+        err.print(line(str(exc), style="red"))
         raise typer.Exit(2) from None
     if out is None:
-        console.print(signer.key_string(), soft_wrap=True, highlight=False)
+        console.print(line(signer.key_string()), soft_wrap=True)
     else:
         try:
             # O_EXCL: never overwrite a key, which would orphan every cosignature made with it.
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
-            err.print(f"[red]cannot create {out}: {exc.strerror}[/red]")
+            err.print(line(f"cannot create {out}: {exc.strerror}", style="red"))
             raise typer.Exit(1) from None
         with os.fdopen(fd, "w") as f:
             f.write(signer.key_string() + "\n")
-    console.print(signer.verifier().vkey(), soft_wrap=True, highlight=False)
+    console.print(line(signer.verifier().vkey()), soft_wrap=True)

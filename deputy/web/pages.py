@@ -17,10 +17,13 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse, Response
 
+from deputy.web.page_text import shown_on_page
+
 _env = Environment(
     loader=FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=select_autoescape(["html"]),
     auto_reload=False,
+    finalize=shown_on_page,  # every printed value: bidi and other acting characters shown, never obeyed
 )
 
 SECURITY_HEADERS = {
