@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import json
 import sys
 import time
 from collections.abc import Mapping

@@ -19,6 +19,7 @@ from deputy.audit.note import NoteError, NoteSigner, NoteVerifier
 from deputy.audit.settings import load_log_keys, load_or_create_signer, retired_keys
 from deputy.audit.verify.readonly import DatabaseMissing, open_readonly
 from deputy.cli.common import err, settings_or_exit
+from deputy.cli.terminal_text import line
 from deputy.config import Settings
 from deputy.storage.db import Database
 
@@ -38,7 +39,7 @@ def signer_or_exit(settings: Settings) -> NoteSigner:
     try:
         return load_or_create_signer(settings.audit)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]", soft_wrap=True)
+        err.print(line(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -47,7 +48,7 @@ def log_keys_or_exit(settings: Settings) -> LogKeys:
     try:
         return load_log_keys(settings.audit)
     except ValueError as exc:
-        err.print(f"[red]{exc}; give the log's verifier key with --key[/red]", soft_wrap=True)
+        err.print(line(f"{exc}; give the log's verifier key with --key", style="red"), soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -58,7 +59,7 @@ def run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
     try:
         retired = retired_keys(settings.audit)
     except ValueError as exc:
-        err.print(f"[red]{exc}[/red]", soft_wrap=True)
+        err.print(line(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(2) from None
 
     async def main() -> T:
@@ -77,7 +78,7 @@ def run_readonly(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
     try:
         engine = open_readonly(settings.database_url)
     except DatabaseMissing as exc:
-        err.print(f"[red]{exc}: no audit log to read[/red]", soft_wrap=True)
+        err.print(line(f"{exc}: no audit log to read", style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
 
     async def main() -> T:
@@ -99,7 +100,7 @@ def log_key(vkey: str) -> NoteVerifier:
     try:
         return NoteVerifier.from_vkey(vkey)
     except NoteError as exc:
-        err.print(f"[red]--key is not the log's verifier key: {exc}[/red]", soft_wrap=True)
+        err.print(line(f"--key is not the log's verifier key: {exc}", style="red"), soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -111,7 +112,7 @@ def witness_keys(values: list[str] | None, quorum: int | None) -> list[tuple[str
         try:
             witnesses.append((url.strip() or None, CosignatureVerifier.from_vkey(vkey)))
         except NoteError as exc:
-            err.print(f"[red]--witness is not a cosigner (type 0x04) vkey: {exc}[/red]", soft_wrap=True)
+            err.print(line(f"--witness is not a cosigner (type 0x04) vkey: {exc}", style="red"), soft_wrap=True)
             raise typer.Exit(2) from None
     if quorum is not None and not 0 <= quorum <= len(witnesses):
         err.print(f"[red]--quorum must be from 0 to the number of --witness given ({len(witnesses)})[/red]")

@@ -23,6 +23,7 @@ from deputy.audit.settings import history_file, load_signer
 from deputy.audit.witness_push import cosigned_note
 from deputy.cli.audit_common import run_readonly, signer_or_exit
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
+from deputy.cli.terminal_text import line
 from deputy.config import Settings
 from deputy.storage.db import Database
 from deputy.storage.tables import audit_checkpoints, audit_cosignatures
@@ -49,7 +50,7 @@ def _known_keys(settings: Settings) -> list[NoteVerifier]:
         current = load_signer(settings.audit).verifier().vkey() if settings.audit.key_file.exists() else None
         keys = [NoteVerifier.from_vkey(v) for v in vkeys + ([current] if current and current not in vkeys else [])]
     except (OSError, UnicodeDecodeError, NoteError, ValueError) as exc:
-        err.print(f"[red]cannot read the log's keys: {exc}[/red]", soft_wrap=True)
+        err.print(line(f"cannot read the log's keys: {exc}", style="red"), soft_wrap=True)
         raise typer.Exit(2) from None
     if not keys:
         err.print(f"[red]there is no audit signing key at {settings.audit.key_file}[/red]", soft_wrap=True)
@@ -82,13 +83,13 @@ def key_rotate(config: ConfigOption = None) -> None:
         )
         for result in done.witnesses:
             state = "cosigned: it follows the new key" if result.line else f"FAILED ({result.error})"
-            console.print(f"witness {result.witness}: {state}", soft_wrap=True, highlight=False)
+            console.print(line(f"witness {result.witness}: {state}"), soft_wrap=True)  # a witness's answer
         console.print(done.new_vkey, soft_wrap=True, highlight=False)
 
     try:
         asyncio.run(work())
     except RotationError as exc:
-        err.print(f"[red]{exc}[/red]", soft_wrap=True)
+        err.print(line(str(exc), style="red"), soft_wrap=True)
         raise typer.Exit(1) from None
 
 
@@ -124,7 +125,8 @@ def checkpoint(config: ConfigOption = None) -> None:
     try:
         open_note(note, keys)
     except NoteError as exc:
-        err.print(f"[red]the latest stored checkpoint is not signed by the log's key: {exc}[/red]", soft_wrap=True)
+        err.print(line(f"the latest stored checkpoint is not signed by the log's key: {exc}", style="red"),
+                  soft_wrap=True)
         raise typer.Exit(1) from None
     sys.stdout.write(note)
 
