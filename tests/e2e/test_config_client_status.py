@@ -22,6 +22,8 @@ from tests.support.oauth_flow import mcp_post, post_token
 
 DENIED = "agent-to-deny"
 REMOVED = "agent-to-remove"
+RACED = "agent-removed-while-busy"
+ISSUERS = 8
 SECRET = "withdrawn-agent-s3cret-0123456789"
 
 
@@ -40,7 +42,7 @@ grant_types = ["client_credentials"]
 def deputy(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory: Path = tmp_path_factory.mktemp(f"deputy-config-status-{backend}")
     with (database_url(backend, directory) as url,
-          running_deputy(directory, url, upstream_url, agent(DENIED) + agent(REMOVED)) as running):
+          running_deputy(directory, url, upstream_url, agent(DENIED) + agent(REMOVED) + agent(RACED)) as running):
         yield running
 
 
@@ -98,3 +100,37 @@ async def test_a_withdrawn_config_client_stays_withdrawn_and_its_tokens_stop_wor
     assert approved.returncode == 0, approved.stderr
     assert (await token_for(deputy, client_id)).status_code == 200
     assert f"configured client {client_id} stays" not in deputy.cli("clients", "show", client_id).stderr
+
+
+async def test_no_token_issued_while_a_client_is_removed_survives(deputy: RunningDeputy) -> None:
+    """Issue 12: tokens requested without pause while `deputy clients remove` runs are all refused at the gateway
+    once it has returned, and every request made after it is refused at the token endpoint."""
+    issued: list[str] = []
+    busy = [asyncio.Event() for _ in range(ISSUERS)]
+    removed = asyncio.Event()
+    refused_after: list[int] = []
+
+    async def issuer(index: int) -> None:
+        while True:
+            after = removed.is_set()
+            answer = await token_for(deputy, RACED)
+            if answer.status_code == 200:
+                assert not after, "a token was issued to the client after its removal returned"
+                issued.append(answer.json()["access_token"])
+            else:
+                assert answer.status_code == 401 and answer.json()["error"] == "invalid_client", answer.text
+                if after:
+                    refused_after.append(index)
+                    return
+            busy[index].set()
+
+    tasks = [asyncio.create_task(issuer(i)) for i in range(ISSUERS)]
+    for event in busy:
+        await event.wait()
+    result = await asyncio.to_thread(deputy.cli, "clients", "remove", RACED)
+    removed.set()
+    await asyncio.gather(*tasks)
+    assert result.returncode == 0, result.stderr
+    assert len(refused_after) == ISSUERS and issued
+    for token in issued:
+        await refused_at_the_gateway(deputy, token)
