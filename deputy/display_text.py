@@ -81,3 +81,21 @@ def visible(text: str, *, newlines: bool = False) -> str:
     if text.isascii() and text.isprintable():
         return text
     return text.translate(_LINES if newlines else _ONE_LINE)
+
+
+def visible_json(text: str) -> str:
+    """JSON text (as ``json.dumps`` writes it) with every acting character inside its strings written as a
+    JSON escape (RFC 8259 §7: ``\\u202e``, a surrogate pair beyond U+FFFF): the same JSON value, nothing
+    left to act. Its line feeds are layout (``json.dumps`` escapes those inside strings), so they stay."""
+    if text.isascii() and text.isprintable():
+        return text
+    return "".join(_json_escape(c) if c != "\n" and acts(c) else c for c in text)
+
+
+def _json_escape(char: str) -> str:
+    code = ord(char)
+    if code <= 0xFFFF:
+        return f"\\u{code:04x}"
+    code -= 0x10000
+    return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
+

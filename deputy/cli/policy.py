@@ -31,6 +31,7 @@ from deputy.act_chain import Actor
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.policy_explain import explain
 from deputy.cli.small_input import CASES_BYTES, TOOLS_BYTES, read_small
+from deputy.display_text import visible_json
 from deputy.keys import KeyRing
 from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
 from deputy.policy.schema import TOOLS_CALL
@@ -119,7 +120,9 @@ def schema_command(tools: ToolsOption = None, server: ServerOption = None, confi
                    as_json: Annotated[bool, typer.Option("--json", help="the JSON form instead")] = False) -> None:
     """Print the Cedar schema policies are validated and evaluated with."""
     schema, _ = _schema_or_exit(tools, server, config, None)
-    typer.echo(schema.json_text if as_json else schema.cedar_text)
+    # Tool names and descriptions are the upstream's: the JSON form gets JSON escapes for what would act on a
+    # terminal (the Cedar form's writer already escapes them).
+    typer.echo(visible_json(schema.json_text) if as_json else schema.cedar_text)
 
 
 @dataclass(frozen=True, slots=True)

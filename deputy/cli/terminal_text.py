@@ -22,7 +22,7 @@ from rich.console import Console, ConsoleOptions, ConsoleRenderable, RenderHook,
 from rich.segment import Segment
 from rich.text import Text
 
-from deputy.display_text import visible
+from deputy.display_text import visible, visible_json
 
 
 def shown(value: object, style: str = "") -> Text:
@@ -36,9 +36,9 @@ def line(*parts: object, style: str = "") -> Text:
 
 
 def shown_json(value: Any) -> Text:
-    """A JSON value laid out for reading: its strings' acting characters shown as escapes, even those JSON
-    leaves raw (DEL, C1 controls, bidi controls)."""
-    return Text(visible(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True), newlines=True))
+    """A JSON value laid out for reading, still JSON: its strings' acting characters written as JSON escapes,
+    even those ``json.dumps`` leaves raw (DEL, C1 controls, bidi controls)."""
+    return Text(visible_json(json.dumps(value, ensure_ascii=False, indent=2, sort_keys=True)))
 
 
 class _Neutralised:

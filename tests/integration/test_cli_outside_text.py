@@ -157,3 +157,20 @@ def test_check_proof_shows_a_hostile_record(planted: Planted, tmp_path: Path) ->
     assert "proof OK" in checked.output
     assert not ACTING.search(checked.output), repr(ACTING.findall(checked.output))
     assert json.dumps("x[/]")[1:-1] in checked.output
+
+
+def test_policy_schema_json_shows_a_hostile_tool_name(tmp_path: Path) -> None:
+    """Issue 12: an upstream's tool names and descriptions reached the terminal raw in `policy schema --json`;
+    now they are JSON escapes, and the printed JSON is still the schema's exact value."""
+    name = f"evil{RLO}gnp\x1b[2J\x9b"
+    tools = tmp_path / "tools.json"
+    tools.write_text(json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [{
+        "name": name, "description": HOSTILE,
+        "inputSchema": {"type": "object", "properties": {f"a{RLO}b": {"type": "string", "description": HOSTILE}}}}]}}))
+    for args in (["--json"], []):
+        printed = CliRunner().invoke(app, ["policy", "schema", "--tools", str(tools), *args])
+        assert printed.exit_code == 0, printed.output
+        assert not ACTING.search(printed.output), repr(ACTING.findall(printed.output))
+    printed = CliRunner().invoke(app, ["policy", "schema", "--tools", str(tools), "--json"])
+    assert name in json.loads(printed.output)["Deputy"]["actions"]
+

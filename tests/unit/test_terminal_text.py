@@ -9,6 +9,7 @@ makes consoles that neutralise whatever is printed through them.
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from hypothesis import given
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from rich.table import Table
 
 from deputy.cli.terminal_text import line, operator_console, shown, shown_json
-from deputy.display_text import acts, escape_char, visible
+from deputy.display_text import acts, escape_char, visible, visible_json
 
 VECTORS = [
     ("plain text", "plain text"),
@@ -103,9 +104,23 @@ def test_styles_still_reach_a_terminal() -> None:
     assert "\x1b[31mdenied\x1b[0m" in out and "\\x1b[2J" in out and "\x1b[2J" not in out
 
 
-def test_shown_json_escapes_what_json_leaves_raw() -> None:
-    text = shown_json({"k": "\u202e\x9b\x7f\x1b"}).plain
-    assert text == '{\n  "k": "\\u202e\\x9b\\x7f\\u001b"\n}'
+def test_shown_json_escapes_what_json_leaves_raw_and_stays_json() -> None:
+    value = {"k\u202e": ["\u202e\x9b\x7f\x1b\ud800\U000e0041", "Zoë"]}
+    text = shown_json(value).plain
+    assert text == ('{\n  "k\\u202e": [\n    "\\u202e\\u009b\\u007f\\u001b\\ud800\\udb40\\udc41",\n'
+                    '    "Zoë"\n  ]\n}')
+    assert json.loads(text) == value
+
+
+ANY_TEXT = st.text(alphabet=st.characters(blacklist_categories=()))
+
+
+@given(st.recursive(st.none() | st.booleans() | st.integers() | ANY_TEXT,
+                    lambda inner: st.lists(inner) | st.dictionaries(ANY_TEXT, inner)))
+def test_visible_json_is_the_same_value_with_nothing_acting(value: object) -> None:
+    text = visible_json(json.dumps(value, ensure_ascii=False, indent=1))
+    assert json.loads(text) == value
+    assert not any(acts(c) for c in text if c != "\n")
 
 
 def test_a_lone_surrogate_prints() -> None:
