@@ -8,7 +8,7 @@ both obey the Unicode bidirectional controls (UAX #9 §2: U+202A to U+202E, U+20
 U+200F, U+061C), which reorder what follows so that ``evil\\u202egnp.exe`` reads as another name,
 and hide the default-ignorable code points (Unicode §5.21: zero-width characters, tags, variation
 selectors, fillers), which can carry text nobody sees. A lone surrogate cannot even be written to
-a UTF-8 stream. Each such character is shown as the escape Python and JSON readers know
+a UTF-8 stream. Each such character is shown as the escape Python's ``repr`` writes
 (``\\x1b``, ``\\u202e``, ``\\U000e0041``; ``\\n``, ``\\r``, ``\\t``); everything else is kept, so
 names in any script stay readable. A backslash is kept too: the aim is that nothing acts, and a
 literal ``\\u202e`` acts no more than an escaped one.
