@@ -9,7 +9,9 @@ with an SSE stream carrying whatever the server sends while it works
 response (its result rewritten when the exchange asks for it,
 :mod:`deputy.gateway.response_rewrite`); messages unrelated to any open request
 go to the session's GET stream. Every answer of a server with policies — a request's stream, its
-JSON answer, the GET stream — passes the same list filter as over HTTP. Credentials come from the
+JSON answer, the GET stream — passes the same list filter as over HTTP. A line nested deeper than
+:data:`deputy.bounded_json.MAX_DEPTH` cannot be routed and ends the session, like an over-long one; stderr is
+drained whatever its lines (:mod:`deputy.gateway.stdio_stderr`). Credentials come from the
 environment configured for the server, never from the client. Deputy supervises the processes: a
 process that exits ends its session (the client gets 404 and re-initializes), sessions idle for
 ``[limits] stdio_idle_timeout`` are stopped, and sessions are capped per server, per user and per
@@ -30,6 +32,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from deputy import bounded_json
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
 from deputy.gateway.jsonrpc import Kind, McpMessage
@@ -43,6 +46,7 @@ from deputy.gateway.responses import (
     relay_until_disconnect,
     send_json,
 )
+from deputy.gateway.stdio_stderr import drain_stderr
 from deputy.limits import LimitSettings
 
 log = logging.getLogger(__name__)
@@ -106,7 +110,9 @@ class StdioSession:
 
     def _route(self, line: bytes) -> None:
         try:
-            message = json.loads(line)
+            message = bounded_json.loads(line)
+        except bounded_json.TooDeep:
+            raise  # the session ends (_read_stdout): no line can be routed past it
         except ValueError:
             log.warning("stdio server %s wrote a line that is not JSON; dropped", self.server)
             return
@@ -137,6 +143,9 @@ class StdioSession:
             while line := await self.process.stdout.readline():
                 if line.strip():
                     self._route(line.strip())
+        except bounded_json.TooDeep as exc:
+            log.warning("stdio server %s wrote a line nested deeper than %d levels; session ended", self.server,
+                        exc.limit)
         except (ValueError, asyncio.LimitOverrunError):
             log.warning("stdio server %s wrote an over-long line; session ended", self.server)
         finally:
@@ -148,8 +157,7 @@ class StdioSession:
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
-        while line := await self.process.stderr.readline():
-            log.info("stdio server %s: %s", self.server, line.decode(errors="replace").rstrip())
+        await drain_stderr(self.process.stderr, self.server)
 
     async def stop(self) -> None:
         self.alive = False
