@@ -91,6 +91,8 @@ def parse_bundle(text: str) -> InclusionBundle:
     lines = lines[1:]
     if not lines or not lines[0].startswith("extra "):
         raise BundleError("proof has no extra line carrying the record")
+    if len(lines) - 2 > MAX_PROOF_LINES:  # counted before any line is decoded
+        raise BundleError("too many inclusion proof lines")
     try:
         record = b64decode_strict(lines[0][len("extra ") :], "extra data")
         if len(lines) < 2 or not lines[1].startswith("index "):
@@ -99,8 +101,6 @@ def parse_bundle(text: str) -> InclusionBundle:
         proof = tuple(b64decode_strict(line, "inclusion proof line") for line in lines[2:])
     except (NoteError, CheckpointError) as exc:
         raise BundleError(str(exc)) from None
-    if len(proof) > MAX_PROOF_LINES:
-        raise BundleError("too many inclusion proof lines")
     return InclusionBundle(index, record, proof, note)
 
 

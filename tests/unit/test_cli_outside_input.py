@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner, Result
 
+from deputy.audit.bundle import MAX_PROOF_LINES, BundleError, parse_bundle
 from deputy.cli import app
 from deputy.cli.small_input import PROOF_BYTES, InputTooLarge, read_small
 from tests.support.audit_build import VKEY
@@ -69,6 +70,14 @@ def test_check_proof_refuses_millions_of_lines_before_reading_them_all(tmp_path:
     refused(run("audit", "check-proof", str(proof), "--key", VKEY), 2, "more than a tlog-proof can have")
     proof.write_bytes(b"x" * (PROOF_BYTES + 1))
     refused(run("audit", "check-proof", str(proof), "--key", VKEY), 2, "more than a tlog-proof can be")
+
+
+def test_a_proof_with_too_many_lines_is_refused_before_any_line_is_decoded() -> None:
+    """Issue 12: parse_bundle decoded every proof line before counting them (a bounded file still holds
+    thousands); now the count comes first."""
+    text = _proof(b'{"v":1}').replace("index 0\n", "index 0\n" + "not base64!\n" * (MAX_PROOF_LINES + 1))
+    with pytest.raises(BundleError, match="too many inclusion proof lines"):
+        parse_bundle(text)
 
 
 def test_a_reader_takes_at_most_its_bound(tmp_path: Path) -> None:
