@@ -56,8 +56,8 @@ async def jwt_bearer(services: Services, form: Mapping[str, str], client: Client
     if not assertion:
         raise InvalidRequest("assertion is required")
     try:
-        typ = str(jws.extract_compact(assertion.encode("ascii")).headers().get("typ", "")).lower()
         check_jws_depth(assertion)  # before the JOSE library parses the header with json.loads
+        typ = str(jws.extract_compact(assertion.encode("ascii")).headers().get("typ", "")).lower()
     except (JoseError, ValueError, UnicodeError):
         raise InvalidGrant("assertion is not a compact JWS") from None
     if typ in (ID_JAG_TYPE, f"application/{ID_JAG_TYPE}"):
