@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck bench venv tools clean
+.PHONY: demo test bare-install lint typecheck bench venv tools clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,13 @@ demo: $(STAMP)
 tools:
 	scripts/install-conformance.sh >/dev/null
 
+# `pip install .` without extras into a fresh venv (not .venv), then `deputy --help` and `deputy demo`:
+# what pyproject.toml declares must be enough to run Deputy (.ci/run runs it before `make test`).
+bare-install:
+	PYTHON=$(PYTHON) scripts/bare-install-check.sh
+
 lint: $(STAMP)
-	$(BIN)/ruff check deputy tests bench
+	$(BIN)/ruff check deputy tests bench scripts
 	$(BIN)/mypy
 
 # Two workers, each test file whole on one of them: most of the suite waits on Deputy processes, not the CPU.
