@@ -9,6 +9,7 @@ from typing import Any
 from deputy.audit.log import AuditLog, AuditUnavailable
 from deputy.audit.records import new_record
 from deputy.audit.settings import load_or_create_signer
+from deputy.audit.witness_push import WitnessPusher
 from deputy.config import Settings
 from deputy.keys import KeyRing
 from deputy.oauth.access_tokens import AccessTokenValidator
@@ -56,6 +57,9 @@ class Services:
         grants = GrantRepository(engine, max(settings.access_token_ttl, settings.delegation.token_ttl))
         keyring = KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl)
         audit = AuditLog(engine, settings.audit, load_or_create_signer(settings.audit))
+        if settings.audit.witnesses:
+            # Handed to the log from here: the log runs its after-checkpoint callbacks without knowing them.
+            audit.after_checkpoint.append(WitnessPusher(audit, settings.audit.witnesses))
 
         async def record_revocation(grant_id: str, reason: str) -> None:
             # The revocation has committed and stands; a record that cannot be written is an error to see.

@@ -39,8 +39,9 @@ proves nothing (RFC 9162 §2.1.3 and §2.1.4 proofs are relative to a size): ver
 
 After a checkpoint is stored, each callback in :attr:`AuditLog.after_checkpoint` runs in its own background task
 with the new signed checkpoint (appends never wait for them; a failure is logged); :meth:`AuditLog.stop` waits up
-to ``after_checkpoint_timeout`` seconds for those still running. :meth:`AuditLog.start` adds the witness pusher
-(:mod:`deputy.audit.witness_push`) when ``[audit] witnesses`` are configured.
+to ``after_checkpoint_timeout`` seconds for those still running. The log does not know who listens: whoever builds
+it adds the callbacks (:class:`deputy.services.Services` adds the witness pusher, :mod:`deputy.audit.witness_push`,
+when ``[audit] witnesses`` are configured), so this module imports none of them.
 
 Measured (``bench/audit_append.py``, a shared 2-core VM, ~0.3 kB records, batch_max 512, medians of 3 runs):
 17,100 durable appends/s on SQLite and 9,100/s on PostgreSQL with 128 concurrent appenders (p50 6.8 ms / 14 ms,
@@ -114,7 +115,6 @@ class AuditLog:
         self.after_checkpoint: list[Callable[[SignedCheckpoint], Awaitable[None]]] = []
         self.after_checkpoint_timeout = 10.0
         self._after_tasks: set[asyncio.Task[None]] = set()
-        self._witnesses_attached = False
 
     # Appending
 
@@ -185,11 +185,6 @@ class AuditLog:
         if self._checkpointer is not None:
             return
         self._stopped = False
-        if self.settings.witnesses and not self._witnesses_attached:
-            from deputy.audit.witness_push import WitnessPusher  # imported here: witness_push imports this module
-
-            self.after_checkpoint.append(WitnessPusher(self, self.settings.witnesses))
-            self._witnesses_attached = True
         latest = await self.latest_checkpoint()
         self._checkpointed_size = latest.checkpoint.size if latest is not None else 0
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="audit-log-checkpointer")
