@@ -2,7 +2,7 @@
 
 One instance serves every page that signs people in (the authorization flow and the
 approval pages), so a password guesser meets one back-off, not one per page. The back-off
-is kept per client address *and* user name (:class:`~deputy.oauth.rate_limit.FailureBackoff`):
+is kept per client address *and* user name (:class:`~deputy.rate_limit.FailureBackoff`):
 guessing slows the guesser, never locks the name's owner out.
 
 A signed-in person holds a login session (database-backed, so any replica knows it) in
@@ -22,7 +22,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
-from deputy.oauth.rate_limit import FailureBackoff, SlidingWindowLimiter
+from deputy.rate_limit import FailureBackoff, SlidingWindowLimiter
 from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.sessions import LoginSession

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from deputy.oauth.rate_limit import FailureBackoff
+from deputy.rate_limit import FailureBackoff
 
 
 class Clock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from deputy.oauth.errors import InvalidRedirectUri
-from deputy.oauth.rate_limit import SlidingWindowLimiter
 from deputy.oauth.redirect_uris import check_redirect_uri
+from deputy.rate_limit import SlidingWindowLimiter
 
 ACCEPTED = [
     ("native", "http://127.0.0.1:8080/cb"), ("native", "http://[::1]/cb"), ("native", "http://localhost:1/cb"),
