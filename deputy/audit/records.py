@@ -38,7 +38,6 @@ import copy
 import hashlib
 import json
 import re
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -46,7 +45,7 @@ from typing import Any, Literal
 import rfc8785
 
 # RFC 8785 §3.2.2.3 serialises numbers as IEEE 754 doubles; rfc8785 refuses integers it cannot represent exactly.
-from deputy import bounded_json
+from deputy import bounded_json, clock
 from deputy.exact_json import INT_MAX as INT_MAX
 from deputy.exact_json import INT_MIN as INT_MIN
 from deputy.exact_json import big_integers_as_digits
@@ -85,7 +84,7 @@ class RecordError(ValueError):
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()
 
 
 def new_record(record_type: str, /, **fields: Any) -> dict[str, Any]:
