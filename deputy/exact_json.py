@@ -1,19 +1,19 @@
-"""JSON values with integers beyond I-JSON's exact range written as their digits, for RFC 8785 canonical JSON.
+"""JSON values with integers beyond I-JSON's exact range written as their digits, for RFC 8785 canonical JSON
+(:func:`deputy.canonical_json.canonical_json`).
 
 RFC 8785 §3.2.2.3 serialises numbers as IEEE 754 doubles, so it cannot carry an integer beyond ±(2^53 - 1)
 (RFC 7493 §2.2) exactly. Deputy accepts integers up to signed 64 bits in a call's arguments; wherever such a value is
-canonicalised — the audit record of a decision, the hash an approval is bound to — each such integer is written as
-its decimal digits (a string), and the RFC 6901 pointers to those strings travel beside the value. Value and
-pointers together are injective: the integer 9007199254740993 and the string "9007199254740993" differ in the
-pointers, so neither can stand in for the other.
+canonicalised — the audit record of a decision, the hash an approval is bound to, the name of an argument a policy
+sees as opaque — each such integer is written as its decimal digits (a string), and the RFC 6901 pointers to those
+strings travel beside the value. Value and pointers together are injective: the integer 9007199254740993 and the
+string "9007199254740993" differ in the pointers, so neither can stand in for the other.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-INT_MAX = 2**53 - 1
-INT_MIN = -(2**53) + 1
+from deputy.canonical_json import INT_MAX, INT_MIN
 
 
 def big_integers_as_digits(value: Any) -> tuple[Any, list[str]]:

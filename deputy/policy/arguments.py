@@ -28,7 +28,8 @@ built, so a decision only walks the arguments. What each Cedar type accepts:
 * entity types the generator emits: an ``enum`` (one of its strings), an object with
   ``additionalProperties`` (an entity whose tags are the extra members; Deputy adds it
   to the request's entities, named after the argument's path), ``Null`` (JSON
-  ``null``), ``Unknown`` (anything; named by the SHA-256 of its canonical JSON, so a
+  ``null``), ``Unknown`` (anything; named by the SHA-256 of its RFC 8785 canonical JSON,
+  :mod:`deputy.canonical_json`, big integers kept exact by :mod:`deputy.exact_json`, so a
   policy can see that it is there, not what it is).
 
 Anything else raises :class:`ArgumentError` naming the argument's path; the engine
@@ -38,12 +39,13 @@ turns that into a deny.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from deputy.canonical_json import NotCanonicalJson, canonical_json
+from deputy.exact_json import big_integers_as_digits
 from deputy.policy import formats
 from deputy.policy.formats import FormatError
 from deputy.policy.hints import Hint
@@ -234,10 +236,13 @@ def _null(entity_type: str) -> Converter:
 def _opaque(entity_type: str) -> Converter:
     def convert(value: Any, path: str, entities: Entities) -> Any:
         try:
-            canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
-        except (TypeError, ValueError):
+            # Integers beyond ±(2^53 - 1) as digits, with the pointers to them, so 2**60 and "1152921504606846976"
+            # are named apart; RFC 8785, the one canonical form, so 1 and 1.0 (one JSON number) get one name.
+            representable, big_integers = big_integers_as_digits(value)
+            canonical = canonical_json([representable, big_integers])
+        except (RecursionError, NotCanonicalJson):
             raise ArgumentError(path, "not a JSON value") from None
-        return {"__entity": {"type": entity_type, "id": hashlib.sha256(canonical.encode()).hexdigest()}}
+        return {"__entity": {"type": entity_type, "id": hashlib.sha256(canonical).hexdigest()}}
     return convert
 
 

@@ -34,7 +34,7 @@ JSON form. Everything lives in the namespace ``Deputy``:
 
 A tool the generator cannot type is left out and named in :attr:`PolicySchema.skipped`
 (fail closed: no action, no permit). The output is deterministic (sorted canonical
-JSON); :attr:`PolicySchema.version` is its SHA-256.
+JSON, RFC 8785); :attr:`PolicySchema.version` is its SHA-256.
 """
 
 from __future__ import annotations
@@ -48,6 +48,7 @@ from typing import Any, Final
 import cedarpy
 from cedar_mcp_schema_generator import generate_schema
 
+from deputy.canonical_json import canonical_json
 from deputy.policy.arguments import ArgumentError, Converter, Entities, SchemaTypeError, TypeCompiler
 from deputy.policy.hints import Hint
 from deputy.policy.names import NameClash, Renamer
@@ -213,8 +214,8 @@ def build_schema(tools: Sequence[Mapping[str, Any]]) -> PolicySchema:
                 raise SchemaError(f"action {name!r} already has context attribute {sorted(clash)[0]!r}")
             context["attributes"].update(COMMON_CONTEXT)
     renamer.restore_attributes(document)
-    json_text = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     try:
+        json_text = canonical_json(document).decode()  # RFC 8785: its SHA-256 is the schema's version
         handle = cedarpy.Schema.from_json_str(json_text)
     except ValueError as exc:
         raise SchemaError(f"Cedar refused the generated schema: {exc}") from None

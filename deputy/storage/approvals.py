@@ -24,11 +24,11 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-import rfc8785
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.config_approvals import ApprovalSettings
+from deputy.canonical_json import canonical_json
+from deputy.config import ApprovalSettings
 from deputy.exact_json import big_integers_as_digits
 from deputy.secrets import now
 from deputy.storage.tables import approvals
@@ -50,12 +50,12 @@ def call_hash(server: str, tool: str, arguments: Any) -> str:
     """The hex SHA-256 of the RFC 8785 canonical JSON of the call, its arguments exact (:mod:`deputy.exact_json`)."""
     representable, big_integers = big_integers_as_digits(arguments)
     call = {"server": server, "tool": tool, "arguments": representable, "big_integers": big_integers}
-    return hashlib.sha256(rfc8785.dumps(call)).hexdigest()
+    return hashlib.sha256(canonical_json(call)).hexdigest()
 
 
 def chain_hash(actors: Sequence[Any] | None) -> str:
     """The hex SHA-256 of the RFC 8785 canonical JSON of the ordered actor chain (``[]`` without delegation)."""
-    return hashlib.sha256(rfc8785.dumps(list(actors or []))).hexdigest()
+    return hashlib.sha256(canonical_json(list(actors or []))).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,6 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deputy.audit import records
 from deputy.audit.cosignature import CosignatureSigner
 from deputy.audit.note import NoteSigner, generate_signer_key, open_note
 from deputy.audit.records import (
@@ -33,6 +32,7 @@ from deputy.audit.records import (
     recorded_arguments,
 )
 from deputy.audit.settings import AuditSettings, audit_settings, load_or_create_signer
+from deputy.canonical_json import takes_fast_path
 
 # The fast path's domain: ASCII keys, no floats, integers within ±(2^53 - 1); any string values.
 _ints = st.integers(min_value=INT_MIN, max_value=INT_MAX)
@@ -58,7 +58,7 @@ def _jcs(value: Any) -> bytes:
 @given(fast_records)
 def test_fast_path_is_byte_identical_to_rfc8785(record: dict[str, Any]) -> None:
     """The claim the fast path rests on: in its domain, compact sorted json.dumps is RFC 8785."""
-    assert records._fast_path_ok(record)
+    assert takes_fast_path(record)
     assert canonical(record) == _jcs(record)
     assert parse_record(canonical(record)) == record
 
@@ -87,7 +87,7 @@ def test_fast_path_matches_rfc8785_on_many_random_records() -> None:
     rng = random.Random(8785)
     for _ in range(5_000):
         record = new_record("call.outcome", body=_random_value(rng), extra=_random_value(rng))
-        assert records._fast_path_ok(record)
+        assert takes_fast_path(record)
         assert canonical(record) == _jcs(record)
 
 
@@ -98,7 +98,7 @@ def test_fast_path_matches_rfc8785_on_many_random_records() -> None:
 )
 def test_values_outside_the_fast_path_go_through_rfc8785(value: dict[str, Any]) -> None:
     """Non-ASCII keys (UTF-16 order differs from code point order) and floats take the rfc8785 path."""
-    assert not records._fast_path_ok(value)
+    assert not takes_fast_path(value)
     assert canonical(value) == _jcs(value)
 
 

@@ -17,7 +17,8 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 
 from deputy import bounded_json
 from deputy.audit.merkle import leaf_hash
-from deputy.audit.records import INT_MAX, INT_MIN, RECORD_TYPES, RECORD_VERSION, RecordError, canonical, parse_record
+from deputy.audit.records import RECORD_TYPES, RECORD_VERSION, RecordError, canonical, parse_record
+from deputy.canonical_json import INT_MAX, INT_MIN, fast_path_text
 
 PARALLEL_FROM = 100_000  # below this many leaves, starting worker processes costs more than it saves
 
@@ -34,19 +35,20 @@ def _quick_int(text: str) -> int:
     return value
 
 
-def _quick_float(text: str) -> float:
+def _no_float(text: str) -> float:
     raise _NotQuick
 
 
-_DECODER = json.JSONDecoder(parse_int=_quick_int, parse_float=_quick_float)
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+# NaN and Infinity are no JSON, but Python's decoder reads them (parse_constant): no float of any kind here.
+_DECODER = json.JSONDecoder(parse_int=_quick_int, parse_float=_no_float, parse_constant=_no_float)
 
 
 def _quick_canonical(entry: bytes) -> bool:
     """True only if ``entry`` is certainly a canonical v1 record; False means "ask parse_record".
 
     With ASCII bytes, no floats and every integer within ±(2^53 - 1), a re-serialisation equal to the input proves
-    every string was ASCII, so the fast path of :func:`canonical` applies and gives these very bytes.
+    every string was ASCII, so :func:`deputy.canonical_json.takes_fast_path` holds and its fast path gives these
+    very bytes.
     """
     if not entry.isascii():
         return False
@@ -59,7 +61,7 @@ def _quick_canonical(entry: bytes) -> bool:
             and record.get("v") == RECORD_VERSION
             and type(record.get("v")) is int
             and record.get("type") in RECORD_TYPES
-            and _ENCODER.encode(record).encode("ascii") == entry
+            and fast_path_text(record).encode("ascii") == entry
         )
     except (_NotQuick, ValueError):
         return False
