@@ -37,9 +37,10 @@ from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
 from deputy.oauth.revocation import RevocationEndpoint
 from deputy.oauth.token import TokenEndpoint
+from deputy.page_paths import APPROVAL_PAGE
 from deputy.request_limits import RequestLimits, RequestRefused
 from deputy.services import Services
-from deputy.web.approvals import APPROVAL_PAGE, ApprovalPages
+from deputy.web.approvals import ApprovalPages
 from deputy.web.sign_in import SignIn
 
 log = logging.getLogger(__name__)

@@ -31,6 +31,7 @@ from deputy.client_policies import (
     client_document_policy,
     registration_policy,
 )
+from deputy.config_approvals import ApprovalSettings as ApprovalSettings
 from deputy.config_clients import JWT_BEARER as JWT_BEARER
 from deputy.config_clients import TOKEN_EXCHANGE as TOKEN_EXCHANGE
 from deputy.config_clients import StaticClient, static_client
@@ -67,17 +68,6 @@ class UpstreamServer:
     upstream_audience: str | None = None
     # The directory of this server's Cedar policies; None: its calls are not decided by policy (yet).
     policies: Path | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ApprovalSettings:
-    """``[approvals]``: how long a held call's approval lives, and who may give one."""
-
-    ttl: int = 15 * 60  # seconds from the call being held: to be decided and then used
-    approvers: tuple[str, ...] = ()  # usernames; empty: any user (never the requesting one, unless policy says)
-
-    def may_decide(self, username: str) -> bool:
-        return not self.approvers or username in self.approvers
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,8 @@ from typing import Any
 
 from joserfc.jwk import ECKey, KeySet
 
+from deputy import clock
+
 ALGORITHM = "ES256"
 _RELOAD_INTERVAL = 1.0
 
@@ -62,10 +64,10 @@ class KeyRing:
     def rotate(self) -> str:
         """Add a new signing key and retire the current one (its public half stays published)."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        kid = f"{time.strftime('%Y%m%d')}-{secrets.token_hex(4)}"
+        kid = f"{time.strftime('%Y%m%d', time.localtime(clock.wall()))}-{secrets.token_hex(4)}"
         key = ECKey.generate_key("P-256", parameters={"kid": kid, "alg": ALGORITHM, "use": "sig"}, private=True)
         _write_private(self.directory / f"{kid}.pem", key.as_pem(private=True))
-        t = int(time.time())
+        t = clock.now()
         entries = [KeyEntry(e.kid, e.created_at, e.retired_at or t) for e in self._entries()]
         entries.append(KeyEntry(kid, t, None))
         _write_private(self._index_path, json.dumps([dataclasses.asdict(e) for e in entries], indent=2).encode())
@@ -77,7 +79,7 @@ class KeyRing:
 
     def _load(self) -> None:
         self._index_mtime = self._index_path.stat().st_mtime
-        t = time.time()
+        t = clock.wall()
         published: list[Any] = []
         signing: ECKey | None = None
         for entry in self._entries():
@@ -93,10 +95,10 @@ class KeyRing:
         self._signing = signing
         self._public = KeySet(published)
         self._jwks = {"keys": [k.as_dict(private=False) for k in published]}
-        self._checked_at = time.monotonic()
+        self._checked_at = clock.monotonic()
 
     def _maybe_reload(self) -> None:
-        t = time.monotonic()
+        t = clock.monotonic()
         if t - self._checked_at < _RELOAD_INTERVAL:
             return
         self._checked_at = t

@@ -10,7 +10,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
-import time
+
+from deputy.clock import now as now  # callers keep importing the clock from here until the module is renamed
 
 
 def new_handle(nbytes: int = 32) -> str:
@@ -23,7 +24,3 @@ def handle_hash(handle: str) -> str:
 
 def same_secret(a: str, b: str) -> bool:
     return hmac.compare_digest(a.encode(), b.encode())
-
-
-def now() -> int:
-    return int(time.time())

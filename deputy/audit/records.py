@@ -28,12 +28,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
-import time
 import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from deputy import bounded_json
+from deputy import bounded_json, clock
 from deputy.canonical_json import INT_MAX as INT_MAX
 from deputy.canonical_json import INT_MIN as INT_MIN
 from deputy.canonical_json import NotCanonicalJson, canonical_json
@@ -73,7 +72,7 @@ class RecordError(ValueError):
 
 
 def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+    return clock.now_ms()
 
 
 def new_record(record_type: str, /, **fields: Any) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from aiohttp.abc import AbstractResolver
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
@@ -100,9 +100,11 @@ def _write_history(settings: AuditSettings, vkeys: list[str]) -> None:
 
 
 async def rotate(
-    engine: AsyncEngine, settings: AuditSettings, *, transport: httpx.AsyncBaseTransport | None = None
+    engine: AsyncEngine, settings: AuditSettings, *, resolver: AbstractResolver | None = None
 ) -> Rotation:
-    """Rotate the key of the log in ``engine``'s (migrated) database; see the module docstring."""
+    """Rotate the key of the log in ``engine``'s (migrated) database; see the module docstring.
+
+    ``resolver``: which addresses the witnesses' host names mean (the system's when None)."""
     try:
         old = load_signer(settings)
     except ValueError as exc:
@@ -111,7 +113,7 @@ async def rotate(
     handover = HandOverSigner(old.name, old.private_key, new=new)
     log = AuditLog(engine, settings, handover)
     signed = await _handover(log, old, new)
-    pusher = WitnessPusher(log, settings.witnesses, transport=transport)
+    pusher = WitnessPusher(log, settings.witnesses, resolver=resolver)
     results = await pusher.push(signed) if settings.witnesses else []
     _write_history(settings, [old.verifier().vkey(), new.verifier().vkey()])
     os.replace(next_key_file(settings), settings.key_file)

@@ -33,7 +33,6 @@ Not implemented: ``sign-subtree`` (OPTIONAL).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from deputy.audit.log_keys import open_checkpoint
 from deputy.audit.merkle import EMPTY_ROOT, ProofError, verify_consistency
 from deputy.audit.note import NoteError, NoteFormatError, NoteVerifier, Verifier, b64decode_strict, parse_note
 from deputy.audit.witness_store import Check, Conflict, WitnessStore
+from deputy.clock import wall
 
 __all__ = ["SIZE_CONTENT_TYPE", "Check", "Conflict", "WitnessStore", "witness_app"]
 
@@ -133,7 +133,7 @@ def witness_app(
     signer: CosignatureSigner,
     logs: Mapping[str, Sequence[Verifier]],
     *,
-    clock: Callable[[], float] = time.time,
+    clock: Callable[[], float] = wall,
 ) -> Starlette:
     """The witness's ASGI app; ``logs`` maps each accepted origin to its log's verifier keys.
 

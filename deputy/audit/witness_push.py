@@ -11,6 +11,9 @@ hand-over checkpoints it missed (:mod:`deputy.audit.log_keys`) are pushed first,
 once. Anything else (down, 4xx, 5xx, a cosignature that does not verify) is logged, and the next checkpoint tries
 again from the last cosigned size: a witness never blocks appends.
 
+Requests go through :mod:`deputy.outbound_http` (no redirect followed; an answer over ``MAX_ANSWER`` bytes is a
+failure like any other).
+
 The pusher runs as an :attr:`deputy.audit.log.AuditLog.after_checkpoint` callback. Pushes are serialised (one lock),
 and a checkpoint older than what a witness already cosigned is skipped, so concurrent checkpoints never race each
 other into 409s.
@@ -23,7 +26,8 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
+from aiohttp.abc import AbstractResolver
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -33,11 +37,13 @@ from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.log import AuditLog
 from deputy.audit.log_keys import HANDOVER
 from deputy.audit.note import NoteError, b64, parse_note
+from deputy.outbound_http import NoAnswer, fetch, open_session, step_timeout
 from deputy.storage.tables import audit_checkpoints, audit_cosignatures
 
 log = logging.getLogger(__name__)
 
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # each step: connecting, each read
+MAX_ANSWER = 64 * 1024  # a witness answers with a few cosignature lines, or its size
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,13 @@ class WitnessPusher:
         audit_log: AuditLog,
         witnesses: Sequence[tuple[str, str]],
         *,
-        transport: httpx.AsyncBaseTransport | None = None,
+        resolver: AbstractResolver | None = None,
         timeout: float = TIMEOUT,
     ) -> None:
+        """``resolver``: which addresses the witnesses' host names mean (the system's when None)."""
         self.log = audit_log
         self.witnesses = [Witness.of(url, vkey) for url, vkey in witnesses]
-        self.transport = transport
+        self.resolver = resolver
         self.timeout = timeout
         self._cosigned: dict[str, int] = {}  # witness name -> latest size it cosigned for us
         self._lock = asyncio.Lock()
@@ -94,8 +101,10 @@ class WitnessPusher:
         async with self._lock:
             if len(self._cosigned) < len(self.witnesses):
                 await self._load_cosigned()
-            async with httpx.AsyncClient(transport=self.transport, timeout=self.timeout) as client:
-                results = await asyncio.gather(*(self._push_one(client, w, signed) for w in self.witnesses))
+            # The body is a tlog-witness request, not a file: no Content-Type is made up for it.
+            async with open_session(step_timeout(self.timeout), resolver=self.resolver,
+                                    skip_auto_headers=("Content-Type",)) as session:
+                results = await asyncio.gather(*(self._push_one(session, w, signed) for w in self.witnesses))
         for result in results:
             if result.error is not None:
                 log.warning("witness %s did not cosign checkpoint %d: %s", result.witness, result.size, result.error)
@@ -112,7 +121,8 @@ class WitnessPusher:
         for witness in self.witnesses:
             self._cosigned.setdefault(witness.name, stored.get(witness.name, 0))
 
-    async def _push_one(self, client: httpx.AsyncClient, witness: Witness, signed: SignedCheckpoint) -> PushResult:
+    async def _push_one(self, session: aiohttp.ClientSession, witness: Witness, signed: SignedCheckpoint
+                        ) -> PushResult:
         size = signed.checkpoint.size
         old = self._cosigned.get(witness.name, 0)
         if old > size:
@@ -120,12 +130,13 @@ class WitnessPusher:
         for attempt in range(2):
             try:
                 proof = await self.log.consistency_proof(old, size) if 0 < old < size else []
-                response = await client.post(
-                    f"{witness.url}/add-checkpoint", content=request_body(old, proof, signed.note)
-                )
-            except (httpx.HTTPError, ValueError, RuntimeError) as exc:
+                response = await fetch(session, "POST", f"{witness.url}/add-checkpoint", max_bytes=MAX_ANSWER,
+                                       data=request_body(old, proof, signed.note))
+            except NoAnswer as exc:
+                return PushResult(witness.name, size, None, error=str(exc))
+            except (ValueError, RuntimeError) as exc:
                 return PushResult(witness.name, size, None, error=f"{type(exc).__name__}: {exc}")
-            if response.status_code == 409 and attempt == 0:
+            if response.status == 409 and attempt == 0:
                 try:
                     old = parse_decimal(response.text.strip(), "witness size")
                 except CheckpointError as exc:
@@ -134,30 +145,30 @@ class WitnessPusher:
                     self._cosigned[witness.name] = old
                     return PushResult(witness.name, size, 409, error=f"witness is at a larger size {old}")
                 continue
-            if response.status_code == 403 and attempt == 0:
-                caught_up = await self._catch_up(client, witness, old, size)
+            if response.status == 403 and attempt == 0:
+                caught_up = await self._catch_up(session, witness, old, size)
                 if caught_up is not None:
                     if caught_up.error is not None:
                         return caught_up
                     old = self._cosigned.get(witness.name, 0)
                     continue
-            if not 200 <= response.status_code < 300:
+            if not 200 <= response.status < 300:
                 return PushResult(
                     witness.name,
                     size,
-                    response.status_code,
-                    error=f"HTTP {response.status_code}: {response.text[:200]}",
+                    response.status,
+                    error=f"HTTP {response.status}: {response.text[:200]}",
                 )
             line = self._own_line(witness, signed, response.text)
             if line is None:
-                return PushResult(witness.name, size, response.status_code, error="no valid cosignature from its key")
+                return PushResult(witness.name, size, response.status, error="no valid cosignature from its key")
             await store_cosignature(self.log.engine, size, witness.name, line)
             self._cosigned[witness.name] = max(self._cosigned.get(witness.name, 0), size)
-            return PushResult(witness.name, size, response.status_code, line=line)
+            return PushResult(witness.name, size, response.status, line=line)
         return PushResult(witness.name, size, 409, error="409 again after retrying from the witness's size")
 
     async def _catch_up(
-        self, client: httpx.AsyncClient, witness: Witness, old: int, size: int
+        self, session: aiohttp.ClientSession, witness: Witness, old: int, size: int
     ) -> PushResult | None:
         """A 403 may mean the witness still trusts a retired key: push it the hand-overs it missed (a rotation
         while it was down), in order, so that it follows them. None if there are none."""
@@ -180,7 +191,7 @@ class WitnessPusher:
                 handover = SignedCheckpoint(Checkpoint.parse(parse_note(note).text), note)
             except (NoteError, CheckpointError) as exc:
                 return PushResult(witness.name, size, None, error=f"a stored hand-over is not a checkpoint: {exc}")
-            result = await self._push_one(client, witness, handover)
+            result = await self._push_one(session, witness, handover)
             if result.error is not None:
                 return result
         return result

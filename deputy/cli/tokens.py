@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +26,7 @@ from joserfc.errors import JoseError
 from rich.markup import escape
 from rich.table import Column, Table
 
+from deputy import clock
 from deputy.act_chain import Actor, MalformedChain, parse_act
 from deputy.cli.common import ConfigOption, console, err
 from deputy.cli.small_input import TOKEN_BYTES, InputTooLarge, read_small_stdin
@@ -209,7 +209,7 @@ def tokens_inspect(
 
     2 the signature does not verify, the token has expired, or Deputy would refuse it (issuer, typ, claims).
     """
-    now = time.time()
+    now = clock.wall()
     try:
         text = _read_token(token)
     except InputTooLarge as exc:

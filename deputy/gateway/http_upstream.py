@@ -4,7 +4,8 @@ One aiohttp client session serves every HTTP upstream, so connections are kept
 alive and reused across calls (a new connection per call is what made peers
 slow, ``shared/reference/performance.md``; httpx cost Deputy ~4 ms of CPU per
 call in ``bench/``, most of it in its connection pool, so the hot path uses
-aiohttp). Forwarding is faithful: POST answered with JSON or SSE, the GET
+aiohttp; :mod:`deputy.outbound_http` opens the session). Forwarding is
+faithful: POST answered with JSON or SSE, the GET
 stream, DELETE, ``MCP-Protocol-Version`` pass through, bodies are relayed chunk
 by chunk — except the answers of a server with policies, which pass the list filter
 (:mod:`deputy.gateway.response_rewrite`): a JSON body is then read whole (at most
@@ -48,6 +49,7 @@ from deputy.gateway.responses import (
     send_json,
 )
 from deputy.gateway.upstream_credentials import UpstreamCredentials
+from deputy.outbound_http import open_session
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +77,12 @@ class UpstreamPool:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ttl_dns_cache=60),
+            self._session = open_session(
                 # No read timeout: an SSE stream may stay quiet for long; a client going away ends it.
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
-                auto_decompress=False,
+                aiohttp.ClientTimeout(total=None, sock_connect=10),
+                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ttl_dns_cache=60),
+                # The client's own headers are relayed; none is made up for it.
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                trust_env=False,
             )
         return self._session
 

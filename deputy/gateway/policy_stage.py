@@ -57,10 +57,10 @@ from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import LIST_ITEMS, RewriteRefused, RewriteResult
 from deputy.gateway.server_policy import PolicyWatcher, ServerPolicy, Unavailable
+from deputy.page_paths import APPROVAL_PAGE
 from deputy.policy import Decision, Outcome, PolicyEngine
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
 from deputy.storage.clients import Client
-from deputy.web.approvals import APPROVAL_PAGE
 
 log = logging.getLogger(__name__)
 

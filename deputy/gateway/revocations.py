@@ -22,6 +22,7 @@ import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from deputy import clock
 from deputy.storage.grants import GrantRepository
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ class RevocationList:
             found, self._horizon = await self.grants.revocations_after(self._horizon)
             for revocation in found:
                 self._revoked[revocation.grant_id] = revocation.expires_at
-            now = int(time.time())
+            now = clock.now()
             if len(self._revoked) > 1000:
                 self._revoked = {g: exp for g, exp in self._revoked.items() if exp >= now}
             self._fresh_at = started

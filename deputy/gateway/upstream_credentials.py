@@ -27,12 +27,12 @@ it was issued for Deputy's resource, not for the upstream. Instead, per server:
 
 from __future__ import annotations
 
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from deputy.act_chain import Actor, act_claim
+from deputy.clock import wall
 from deputy.config import UpstreamServer
 from deputy.gateway.principal import Principal
 from deputy.keys import KeyRing
@@ -89,7 +89,7 @@ class ExchangeCredentials:
         ttl: int = UPSTREAM_TOKEN_TTL,
         refresh_margin: int = REFRESH_MARGIN,
         cache_size: int = CACHE_SIZE,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall,
     ) -> None:
         if server.upstream_audience is None:
             raise ValueError(f"server {server.name} has no upstream_audience")

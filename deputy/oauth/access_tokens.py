@@ -17,7 +17,6 @@ re-checked on every use.
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from joserfc.errors import JoseError
 
 from deputy.act_chain import Actor, MalformedChain, parse_act
 from deputy.bounded_json import check_jws_depth
+from deputy.clock import now, wall
 from deputy.keys import ALGORITHM, KeyRing
 from deputy.numeric_date import is_time
 
@@ -82,7 +82,7 @@ def mint_access_token(
 ) -> tuple[str, dict[str, Any]]:
     """``expires_at``, when given, caps the lifetime below ``ttl`` (a token never outlives what it came from)."""
     key = keyring.signing_key
-    issued = int(time.time())
+    issued = now()
     claims: dict[str, Any] = {
         "iss": issuer,
         "sub": subject,
@@ -111,7 +111,7 @@ class AccessTokenValidator:
         issuer: str,
         leeway: int,
         is_revoked: Callable[[str], bool],
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall,
     ) -> None:
         self.keyring = keyring
         self.issuer = issuer

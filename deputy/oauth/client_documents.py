@@ -31,6 +31,7 @@ from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
 from deputy.client_policies import ClientDocumentPolicy
+from deputy.clock import now, wall
 from deputy.config import TOKEN_EXCHANGE
 from deputy.oauth.document_fetcher import (
     DocumentFetcher,
@@ -257,7 +258,7 @@ class ClientDocumentResolver:
             log.warning("client document %s refused: %s", client_id, exc)
             raise
         lifetime = cache_lifetime(fetched, self.policy.cache_min_seconds, self.policy.cache_max_seconds,
-                                  time.time())
+                                  wall())
         if lifetime > 0:
             self._cache.pop(client_id, None)
             while len(self._cache) >= MAX_CACHED:
@@ -274,7 +275,7 @@ class ClientDocumentResolver:
             token_endpoint_auth_method=document.token_endpoint_auth_method,
             application_type=document.application_type,
             source="document",
-            created_at=stored.created_at if stored is not None else int(time.time()),
+            created_at=stored.created_at if stored is not None else now(),
             status=status,
             jwks=document.jwks,
             jwks_uri=document.jwks_uri,

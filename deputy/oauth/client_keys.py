@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from deputy.client_policies import ClientDocumentPolicy
+from deputy.clock import wall
 from deputy.oauth.client_documents import cache_lifetime
 from deputy.oauth.document_fetcher import DocumentFetcher, FetchRefused
 from deputy.oauth.errors import InvalidClient
@@ -77,7 +78,7 @@ class ClientKeys:
             jwks = self.check(fetched.value)
         except ValueError as exc:
             raise InvalidClient(f"the client's jwks_uri does not hold a usable JWK Set: {exc}") from None
-        lifetime = cache_lifetime(fetched, self.policy.cache_min_seconds, self.policy.cache_max_seconds, time.time())
+        lifetime = cache_lifetime(fetched, self.policy.cache_min_seconds, self.policy.cache_max_seconds, wall())
         self._cache.pop(uri, None)
         while len(self._cache) >= MAX_CACHED:
             self._cache.pop(next(iter(self._cache)))

@@ -20,6 +20,9 @@ ID Metadata Document draft §6 "Server-Side Request Forgery"). The fetcher:
    uses no proxy from the environment;
 5. requires ``Content-Type: application/json`` (or ``+json``) and JSON.
 
+The session, its TLS settings and the capped read are :mod:`deputy.outbound_http`'s, like every other
+request Deputy makes; what is added here is the address check and the connector that keeps to it.
+
 Every refusal is a :class:`FetchRefused` subclass naming its reason; nothing else escapes.
 """
 
@@ -28,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +41,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from deputy import bounded_json
+from deputy.outbound_http import USER_AGENT, BodyTooLarge, open_session, read_capped, tls_context
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -239,7 +242,7 @@ class DocumentFetcher:
         self.development_mode = development_mode
         self.resolver: HostResolver = resolver or SystemResolver()
         # A CA file replaces the system trust store (for a development or test CA).
-        self.ssl_context = ssl.create_default_context(cafile=ca_file)
+        self.ssl_context = tls_context(ca_file)
 
     async def fetch(self, url: str) -> FetchedDocument:
         """GET ``url`` and return its JSON value; raise a :class:`FetchRefused` subclass otherwise."""
@@ -290,12 +293,10 @@ class DocumentFetcher:
         host, _port, addresses = await self.check(url)
         connector = aiohttp.TCPConnector(resolver=_CheckedAddresses(host, addresses), use_dns_cache=False,
                                          ssl=self.ssl_context, limit=1, force_close=True)
-        headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": "Deputy"}
+        headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         try:
             async with (
-                aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar(), trust_env=False,
-                                      auto_decompress=False,
-                                      timeout=aiohttp.ClientTimeout(total=self.timeout_seconds)) as session,
+                open_session(aiohttp.ClientTimeout(total=self.timeout_seconds), connector=connector) as session,
                 session.get(URL(url, encoded=True), headers=headers, allow_redirects=False) as response,
             ):
                 return await self._read(url, response)
@@ -321,16 +322,14 @@ class DocumentFetcher:
         encoding = response.headers.get("Content-Encoding", "identity").strip().lower()
         if encoding != "identity":
             raise ContentTypeRefused(f"the document is sent with Content-Encoding {encoding}; identity was asked")
-        declared = response.content_length
-        if declared is not None and declared > self.max_bytes:
-            raise TooLarge(f"the document is {declared} bytes; at most {self.max_bytes} are read")
-        body = bytearray()
-        async for chunk in response.content.iter_chunked(4096):
-            body += chunk
-            if len(body) > self.max_bytes:
-                raise TooLarge(f"the document is larger than {self.max_bytes} bytes")
         try:
-            value = bounded_json.loads(bytes(body))
+            body = await read_capped(response, self.max_bytes)
+        except BodyTooLarge as exc:
+            if exc.declared is not None:
+                raise TooLarge(f"the document is {exc.declared} bytes; at most {self.max_bytes} are read") from None
+            raise TooLarge(f"the document is larger than {self.max_bytes} bytes") from None
+        try:
+            value = bounded_json.loads(body)
         except (UnicodeDecodeError, ValueError):
             raise NotJson("the document is not valid JSON") from None
         return FetchedDocument(url=url, value=value, cache_control=response.headers.get("Cache-Control"),

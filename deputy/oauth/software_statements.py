@@ -13,7 +13,6 @@ malformed, badly signed or out of its validity window → ``invalid_software_sta
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -24,6 +23,7 @@ from joserfc.util import urlsafe_b64decode
 
 from deputy import bounded_json
 from deputy.client_policies import TrustedPublisher
+from deputy.clock import now, wall
 from deputy.oauth.errors import InvalidSoftwareStatement, UnapprovedSoftwareStatement
 
 ALGORITHMS = ("ES256", "ES384", "ES512", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "EdDSA")
@@ -44,13 +44,13 @@ def verify_software_statement(statement: Any, publishers: Sequence[TrustedPublis
     try:
         keys = KeySet.import_key_set(dict(publisher.jwks))  # type: ignore[arg-type]
         token = jwt.decode(statement, keys, algorithms=ALGORITHMS)
-        registry = jwt.JWTClaimsRegistry(now=int(time.time()), leeway=leeway,
+        registry = jwt.JWTClaimsRegistry(now=now(), leeway=leeway,
                                          iss={"essential": True, "value": publisher.issuer})
         registry.validate(token.claims)
     except (JoseError, ValueError, TypeError):
         raise InvalidSoftwareStatement("the software statement does not verify (signature, issuer or time)") from None
     iat = token.claims.get("iat")
-    if iat is not None and (not isinstance(iat, int) or iat > time.time() + leeway):
+    if iat is not None and (not isinstance(iat, int) or iat > wall() + leeway):
         raise InvalidSoftwareStatement("the software statement is issued in the future")
     return publisher.issuer, {k: v for k, v in token.claims.items() if k not in _STATEMENT_CLAIMS}
 

@@ -20,7 +20,6 @@ token names a key the cached set lacks, so an issuer's key rotation is picked up
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +29,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from deputy import bounded_json
+from deputy.clock import wall
 from deputy.delegation_policy import TrustedIssuer
 from deputy.numeric_date import is_time
 from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks
@@ -72,7 +72,7 @@ class _CachedKeys:
 
 class TrustedIssuers:
     def __init__(self, issuers: tuple[TrustedIssuer, ...], leeway: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = wall) -> None:
         self.issuers = {issuer.issuer: issuer for issuer in issuers}
         self.leeway = leeway
         self.clock = clock

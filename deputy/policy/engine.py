@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -37,6 +36,7 @@ from typing import Any, Protocol
 
 import cedarpy
 
+from deputy import clock
 from deputy.act_chain import Actor
 from deputy.policy.arguments import ArgumentError, Entities
 from deputy.policy.decision import Decision, Outcome, Verdict, verdict
@@ -137,7 +137,7 @@ _Base = tuple[dict[str, str], dict[str, str], dict[str, Any]]
 def _base(caller: Caller, registration: str, now: int | None) -> _Base:
     """What every request of ``caller`` shares: principal, resource, common context."""
     return ({"type": USER_TYPE, "id": caller.user}, {"type": SERVER_TYPE, "id": caller.server},
-            common_context(caller, registration, int(time.time()) if now is None else now))
+            common_context(caller, registration, clock.now() if now is None else now))
 
 
 def _request(schema: PolicySchema, base: _Base, method: str, name: str,

@@ -28,7 +28,7 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.canonical_json import canonical_json
-from deputy.config import ApprovalSettings
+from deputy.config_approvals import ApprovalSettings
 from deputy.exact_json import big_integers_as_digits
 from deputy.secrets import now
 from deputy.storage.tables import approvals

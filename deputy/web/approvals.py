@@ -21,14 +21,13 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from deputy.page_paths import APPROVAL_PAGE
 from deputy.services import Services
 from deputy.storage.approvals import Approval, ApprovalRefused, Status
 from deputy.storage.sessions import LoginSession
 from deputy.storage.users import User
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
-
-APPROVAL_PAGE = "/approvals/"
 
 REFUSALS = {
     "expired": "This approval has expired. The call has to be made again to ask for a new one.",

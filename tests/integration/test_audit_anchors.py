@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp.abc import AbstractResolver
 from sqlalchemy import update
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
@@ -39,6 +40,7 @@ from tests.support.audit_build import (
     messages,
 )
 from tests.support.audit_tamper import edit, remove, truncate, wipe
+from tests.support.local_http import pointing, serving
 
 Tamper = Callable[[Database], Awaitable[None]]
 
@@ -184,32 +186,34 @@ async def test_an_export_rewritten_without_the_key_fails(fresh: Database, tmp_pa
 
 
 @pytest.fixture
-async def witness(url: str) -> AsyncIterator[tuple[CosignatureSigner, httpx.ASGITransport]]:
+async def witness(url: str) -> AsyncIterator[tuple[CosignatureSigner, AbstractResolver, int]]:
+    """The witness app served on loopback; the resolver sends WITNESS_URL's host to its port."""
     store = await WitnessStore.open(url)
     cosigner = CosignatureSigner.generate("witness.test/w1")
     async with store.engine.begin() as conn:
         for table in ("witness_heads", "witness_checkpoints", "witness_log_keys"):
             await conn.exec_driver_sql(f"DELETE FROM {table}")
-    yield cosigner, httpx.ASGITransport(app=witness_app(store, cosigner, {ORIGIN: [SIGNER.verifier()]}))
+    async with serving(witness_app(store, cosigner, {ORIGIN: [SIGNER.verifier()]})) as port:
+        yield cosigner, pointing(WITNESS_URL, port), port
     await store.close()
 
 
 async def test_truncating_to_the_witnessed_size_fails_against_the_witness(
-    fresh: Database, witness: tuple[CosignatureSigner, httpx.ASGITransport]
+    fresh: Database, witness: tuple[CosignatureSigner, AbstractResolver, int]
 ) -> None:
-    cosigner, transport = witness
+    cosigner, resolver, port = witness
     log = AuditLog(fresh.engine, make_settings(), SIGNER)
-    log.after_checkpoint.append(WitnessPusher(log, [(WITNESS_URL, cosigner.verifier().vkey())], transport=transport))
+    log.after_checkpoint.append(WitnessPusher(log, [(WITNESS_URL, cosigner.verifier().vkey())], resolver=resolver))
     await build(fresh, n=N + EVERY, log=log)
     await log.stop()
 
-    async with httpx.AsyncClient(transport=transport, base_url=WITNESS_URL) as client:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
         served = await client.get("/checkpoint", params={"origin": ORIGIN})
         assert served.status_code == 200 and served.text.startswith(f"{ORIGIN}\n60\n")
         assert (await client.get("/checkpoint", params={"origin": "other.test/log"})).status_code == 404
 
     async def anchored() -> list[Anchor]:
-        return [await fetch_witnessed(WITNESS_URL, cosigner.verifier(), ORIGIN, transport=transport)]
+        return [await fetch_witnessed(WITNESS_URL, cosigner.verifier(), ORIGIN, resolver=resolver)]
 
     assert (await verify_database(fresh.engine, SIGNER.verifier(), anchors=await anchored())).ok
 

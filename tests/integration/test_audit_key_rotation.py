@@ -9,12 +9,16 @@ following it after a restart). The rotation is recorded in the log as ``key.rota
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+import errno
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from aiohttp.abc import AbstractResolver
+from starlette.types import ASGIApp
 from typer.testing import CliRunner
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
@@ -31,6 +35,7 @@ from deputy.cli import app
 from deputy.storage.db import Database
 from tests.support.audit_build import ORIGIN, WITNESS_URL, build, clear, messages
 from tests.support.audit_log import read_log
+from tests.support.local_http import pointing, serving
 
 
 @pytest.fixture
@@ -50,6 +55,18 @@ async def store(url: str) -> AsyncIterator[WitnessStore]:
 
 
 COSIGNER = CosignatureSigner.generate("witness.test/w1")
+Serve = Callable[[ASGIApp], Awaitable[AbstractResolver]]
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[Serve]:
+    """Serves a witness app on loopback until the test ends; returns a resolver sending WITNESS_URL's host to it."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def serve(app: ASGIApp) -> AbstractResolver:
+            return pointing(WITNESS_URL, await stack.enter_async_context(serving(app)))
+
+        yield serve
 
 
 def settings_with(key_file: Path) -> AuditSettings:
@@ -62,26 +79,26 @@ def settings_with(key_file: Path) -> AuditSettings:
     )
 
 
-def pushing(log: AuditLog, transport: httpx.AsyncBaseTransport) -> AuditLog:
-    log.after_checkpoint.append(WitnessPusher(log, log.settings.witnesses, transport=transport))
+def pushing(log: AuditLog, resolver: AbstractResolver) -> AuditLog:
+    log.after_checkpoint.append(WitnessPusher(log, log.settings.witnesses, resolver=resolver))
     return log
 
 
 async def test_rotation_hands_over_to_the_new_key_and_keeps_old_checkpoints_verifiable(
-    fresh: Database, store: WitnessStore, tmp_path: Path
+    fresh: Database, store: WitnessStore, tmp_path: Path, served: Serve
 ) -> None:
     old = NoteSigner.from_key(generate_signer_key(ORIGIN))
     settings = settings_with(tmp_path / "audit.key")
     settings.key_file.write_text(old.key_string() + "\n")
     # The witness is configured with the old key only.
-    transport = httpx.ASGITransport(app=witness_app(store, COSIGNER, {ORIGIN: [old.verifier()]}))
-    log = pushing(AuditLog(fresh.engine, settings, old), transport)
+    resolver = await served(witness_app(store, COSIGNER, {ORIGIN: [old.verifier()]}))
+    log = pushing(AuditLog(fresh.engine, settings, old), resolver)
     await build(fresh, n=30, log=log)
     await log.stop()
     before = await log.checkpoint(10)
     assert before is not None
 
-    done = await rotate(fresh.engine, settings, transport=transport)
+    done = await rotate(fresh.engine, settings, resolver=resolver)
     new = load_signer(settings)
     assert done.new_vkey == new.verifier().vkey() != done.old_vkey == old.verifier().vkey()
     assert history_file(settings).read_text().split() == [done.old_vkey, done.new_vkey]
@@ -99,7 +116,7 @@ async def test_rotation_hands_over_to_the_new_key_and_keeps_old_checkpoints_veri
     # The witness followed: it cosigned the hand-over, and now cosigns checkpoints signed by the new key alone.
     assert [r.status for r in done.witnesses] == [200]
     assert await store.log_keys(ORIGIN) == [done.new_vkey]
-    log = pushing(AuditLog(fresh.engine, settings, new), transport)
+    log = pushing(AuditLog(fresh.engine, settings, new), resolver)
     await build(fresh, n=20, log=log)
     await log.stop()
     assert await store.head(ORIGIN) == (51, (await log.root())[1])
@@ -117,11 +134,11 @@ async def test_rotation_hands_over_to_the_new_key_and_keeps_old_checkpoints_veri
         assert (report.checkpoints, report.checkpoints_ok, report.latest_signed) == (6, 6, 51)
 
     # After the hand-over the old key is retired: what it signs now is refused by the verifier and the witness.
-    retired = pushing(AuditLog(fresh.engine, settings, old), transport)
+    retired = pushing(AuditLog(fresh.engine, settings, old), resolver)
     await retired.append({"v": 1, "type": "admin.action", "id": "f" * 32, "time": 1})
     signed = await retired.sign_checkpoint()
     assert signed is not None
-    results = await WitnessPusher(retired, settings.witnesses, transport=transport).push(signed)
+    results = await WitnessPusher(retired, settings.witnesses, resolver=resolver).push(signed)
     assert [r.status for r in results] == [403]
     report = await verify_database(fresh.engine, LogKeys([old.verifier()]))
     assert "checkpoint at size 52: signature does not verify: note has no signature from a known key" in messages(
@@ -203,26 +220,24 @@ key_file = "{key_file}"
 
 
 async def test_a_witness_down_during_the_rotation_follows_the_handover_later(
-    fresh: Database, store: WitnessStore, tmp_path: Path
+    fresh: Database, store: WitnessStore, tmp_path: Path, served: Serve
 ) -> None:
     old = NoteSigner.from_key(generate_signer_key(ORIGIN))
     settings = settings_with(tmp_path / "audit.key")
     settings.key_file.write_text(old.key_string() + "\n")
-    transport = httpx.ASGITransport(app=witness_app(store, COSIGNER, {ORIGIN: [old.verifier()]}))
-    log = pushing(AuditLog(fresh.engine, settings, old), transport)
+    resolver = await served(witness_app(store, COSIGNER, {ORIGIN: [old.verifier()]}))
+    log = pushing(AuditLog(fresh.engine, settings, old), resolver)
     await build(fresh, n=20, log=log)
     await log.stop()
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("witness down", request=request)
-
-    done = await rotate(fresh.engine, settings, transport=httpx.MockTransport(refuse))
+    down = pointing(WITNESS_URL, OSError(errno.EHOSTUNREACH, "witness down"))
+    done = await rotate(fresh.engine, settings, resolver=down)
     assert [r.status for r in done.witnesses] == [None]
     assert await store.log_keys(ORIGIN) == []  # it never saw the hand-over
 
     # Back up: the first checkpoint signed by the new key alone is refused (403), so the pusher sends the
     # hand-over it missed first, then the checkpoint again.
-    log = pushing(AuditLog(fresh.engine, settings, load_signer(settings)), transport)
+    log = pushing(AuditLog(fresh.engine, settings, load_signer(settings)), resolver)
     await build(fresh, n=10, log=log)
     await log.stop()
     assert await store.log_keys(ORIGIN) == [done.new_vkey]

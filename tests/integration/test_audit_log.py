@@ -8,6 +8,7 @@ import itertools
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import delete, func, select, text
@@ -53,6 +54,34 @@ async def checkpoints(db: Database) -> list[SignedCheckpoint]:
     async with db.engine.connect() as conn:
         notes = (await conn.execute(select(audit_checkpoints.c.note).order_by(audit_checkpoints.c.size))).scalars()
         return [SignedCheckpoint.open(note, [SIGNER.verifier()]) for note in notes]
+
+
+class ObservedLog(AuditLog):
+    """An audit log whose background checkpoint rounds a test can await, instead of sleeping while they run."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.rounds_begun = 0
+        self.rounds_done = 0
+        self._round_done = asyncio.Condition()
+
+    async def sign_checkpoint(self) -> SignedCheckpoint | None:
+        self.rounds_begun += 1
+        try:
+            return await super().sign_checkpoint()
+        finally:
+            async with self._round_done:
+                self.rounds_done += 1
+                self._round_done.notify_all()
+
+    async def rounds(self, count: int) -> None:
+        """Return once ``count`` more checkpoint rounds have finished."""
+        target = self.rounds_done + count
+        async with self._round_done:
+            await asyncio.wait_for(self._round_done.wait_for(lambda: self.rounds_done >= target), 10.0)
+
+    def checkpoint_due(self) -> bool:
+        return self._checkpoint_due.is_set()
 
 
 async def wait_for_checkpoint(log: AuditLog, size: int) -> None:
@@ -152,7 +181,7 @@ async def test_batches_are_capped_at_batch_max(fresh: Database) -> None:
 
 
 async def test_checkpoints_every_n_records_and_on_stop(fresh: Database) -> None:
-    log = AuditLog(fresh.engine, make_settings(checkpoint_every=10), SIGNER)
+    log = ObservedLog(fresh.engine, make_settings(checkpoint_every=10), SIGNER)
     await log.start()
     assert await checkpoints(fresh) == []  # start appends and signs nothing on an empty log
     for i in range(10):
@@ -161,10 +190,13 @@ async def test_checkpoints_every_n_records_and_on_stop(fresh: Database) -> None:
     for i in range(10):
         await log.append(new_record("decision", n=i))
     await wait_for_checkpoint(log, 20)
+    begun = log.rounds_begun
     for i in range(5):
         await log.append(new_record("decision", n=i))
-    await asyncio.sleep(0.2)
-    assert [c.checkpoint.size for c in await checkpoints(fresh)] == [10, 20]  # 5 < checkpoint_every, no timer yet
+    # The writer decides whether a checkpoint is due before it resolves an append, and a round begins by taking that
+    # decision: 5 < checkpoint_every and the interval is an hour, so neither may have happened.
+    assert not log.checkpoint_due() and log.rounds_begun == begun
+    assert [c.checkpoint.size for c in await checkpoints(fresh)] == [10, 20]
     await log.stop()
     assert [c.checkpoint.size for c in await checkpoints(fresh)] == [10, 20, 25]
     latest = await log.latest_checkpoint()
@@ -172,9 +204,9 @@ async def test_checkpoints_every_n_records_and_on_stop(fresh: Database) -> None:
     twenty = await log.checkpoint(20)
     assert twenty is not None and twenty.checkpoint.size == 20 and await log.checkpoint(21) is None
     # Nothing grew: neither a restart nor a stop signs again.
-    again = AuditLog(fresh.engine, make_settings(checkpoint_every=10, checkpoint_interval_ms=20), SIGNER)
+    again = ObservedLog(fresh.engine, make_settings(checkpoint_every=10, checkpoint_interval_ms=20), SIGNER)
     await again.start()
-    await asyncio.sleep(0.15)
+    await again.rounds(3)
     await again.stop()
     assert [c.checkpoint.size for c in await checkpoints(fresh)] == [10, 20, 25]
     with pytest.raises(AuditUnavailable):
@@ -183,15 +215,15 @@ async def test_checkpoints_every_n_records_and_on_stop(fresh: Database) -> None:
 
 
 async def test_checkpoints_on_the_interval_only_when_grown(fresh: Database) -> None:
-    log = AuditLog(fresh.engine, make_settings(checkpoint_interval_ms=50), SIGNER)
+    log = ObservedLog(fresh.engine, make_settings(checkpoint_interval_ms=50), SIGNER)
     await log.start()
     try:
-        await asyncio.sleep(0.2)
+        await log.rounds(3)
         assert await checkpoints(fresh) == []  # empty log: nothing to sign
         # One batch, so that no interval falls between the three appends.
         await asyncio.gather(*(log.append(new_record("decision", n=i)) for i in range(3)))
         await wait_for_checkpoint(log, 3)
-        await asyncio.sleep(0.3)  # several intervals with no growth
+        await log.rounds(3)  # intervals with no growth
         assert [c.checkpoint.size for c in await checkpoints(fresh)] == [3]
         await log.append(new_record("decision", n=3))
         await wait_for_checkpoint(log, 4)

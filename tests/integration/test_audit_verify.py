@@ -6,10 +6,11 @@ located; witnesses cosign through the real witness app. Offline proofs, exports 
 
 from __future__ import annotations
 
+import errno
 from collections.abc import AsyncIterator
 
-import httpx
 import pytest
+from aiohttp.abc import AbstractResolver
 from sqlalchemy import delete, insert, select, update
 
 from deputy.audit.bundle import check_bundle, make_bundle
@@ -39,6 +40,7 @@ from tests.support.audit_build import (
     set_entry,
     verify,
 )
+from tests.support.local_http import pointing, serving
 
 __all__ = ["fresh"]
 
@@ -194,23 +196,25 @@ async def test_a_truncation_that_rewrites_the_head_is_still_caught(fresh: Databa
 
 
 @pytest.fixture
-async def witness(url: str) -> AsyncIterator[tuple[CosignatureSigner, httpx.ASGITransport, WitnessStore]]:
+async def witness(url: str) -> AsyncIterator[tuple[CosignatureSigner, AbstractResolver, WitnessStore]]:
+    """The witness app served on loopback; the resolver sends WITNESS_URL's host to it."""
     store = await WitnessStore.open(url)
     cosigner = CosignatureSigner.generate("witness.test/w1")
     async with store.engine.begin() as conn:
         await conn.exec_driver_sql("DELETE FROM witness_heads")
     app_ = witness_app(store, cosigner, {ORIGIN: [SIGNER.verifier()]}, clock=lambda: 1_700_000_000)
-    yield cosigner, httpx.ASGITransport(app=app_), store
+    async with serving(app_) as port:
+        yield cosigner, pointing(WITNESS_URL, port), store
     await store.close()
 
 
 async def test_witness_push_stores_cosignatures_and_a_rewritten_log_is_caught(
-    fresh: Database, witness: tuple[CosignatureSigner, httpx.ASGITransport, WitnessStore]
+    fresh: Database, witness: tuple[CosignatureSigner, AbstractResolver, WitnessStore]
 ) -> None:
-    cosigner, transport, store = witness
+    cosigner, resolver, store = witness
     wvkey = cosigner.verifier().vkey()
     log = AuditLog(fresh.engine, make_settings(), SIGNER)
-    pusher = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=transport)
+    pusher = WitnessPusher(log, [(WITNESS_URL, wvkey)], resolver=resolver)
     log.after_checkpoint.append(pusher)  # as AuditLog.start does when [audit] witnesses are configured
     await build(fresh, log=log)
     await log.stop()  # waits for the pushes in flight
@@ -236,7 +240,7 @@ async def test_witness_push_stores_cosignatures_and_a_rewritten_log_is_caught(
     # The witness refuses the rewritten log: not consistent with the head it cosigned.
     latest = await forged.latest_checkpoint()
     assert latest is not None
-    results = await WitnessPusher(forged, [(WITNESS_URL, wvkey)], transport=transport).push(latest)
+    results = await WitnessPusher(forged, [(WITNESS_URL, wvkey)], resolver=resolver).push(latest)
     assert [r.status for r in results] == [422] and results[0].line is None
     head = await store.head(ORIGIN)
     assert head is not None and head[0] == N  # the witness still holds the genuine head
@@ -261,16 +265,14 @@ async def clear_log_keep_cosignatures(db: Database) -> None:
 
 
 async def test_a_witness_that_is_down_does_not_block_and_is_retried(
-    fresh: Database, witness: tuple[CosignatureSigner, httpx.ASGITransport, WitnessStore]
+    fresh: Database, witness: tuple[CosignatureSigner, AbstractResolver, WitnessStore]
 ) -> None:
-    cosigner, transport, store = witness
+    cosigner, resolver, store = witness
     wvkey = cosigner.verifier().vkey()
     log = AuditLog(fresh.engine, make_settings(), SIGNER)
 
-    def refuse(request: httpx.Request) -> httpx.Response:
-        raise httpx.ConnectError("witness down", request=request)
-
-    down = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=httpx.MockTransport(refuse))
+    down = WitnessPusher(log, [(WITNESS_URL, wvkey)],
+                         resolver=pointing(WITNESS_URL, OSError(errno.EHOSTUNREACH, "witness down")))
     await build(fresh, n=20, log=log)
     first = await log.latest_checkpoint()
     assert first is not None
@@ -279,14 +281,14 @@ async def test_a_witness_that_is_down_does_not_block_and_is_retried(
     assert await stored_cosignatures(fresh.engine, 20) == []
     # Back up: the next checkpoint is pushed from old 0 (nothing cosigned yet) and stored.
     await build(fresh, n=10, log=log)
-    up = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=transport)
+    up = WitnessPusher(log, [(WITNESS_URL, wvkey)], resolver=resolver)
     latest = await log.latest_checkpoint()
     assert latest is not None and latest.checkpoint.size == 30
     assert [r.status for r in await up.push(latest)] == [200]
     assert [n for n, _ in await stored_cosignatures(fresh.engine, 30)] == [cosigner.name]
     # A second pusher (a restart) learns the witness's size from the 409 and continues from it.
     await build(fresh, n=10, log=log)
-    again = WitnessPusher(log, [(WITNESS_URL, wvkey)], transport=transport)
+    again = WitnessPusher(log, [(WITNESS_URL, wvkey)], resolver=resolver)
     async with fresh.engine.begin() as conn:
         await conn.execute(delete(audit_cosignatures))  # forget what was cosigned: old will be 0, the witness has 30
     latest = await log.latest_checkpoint()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import stat
-import time
 from pathlib import Path
 
 import pytest
 
-from deputy import keys
+from deputy import clock, keys
 from deputy.keys import ALGORITHM, KeyRing
 from deputy.oauth.access_tokens import AccessTokenValidator, InvalidToken, mint_access_token
 
@@ -42,7 +41,7 @@ def retire_long_ago(directory: Path, kid: str) -> None:
     entries = json.loads(index.read_text())
     for entry in entries:
         if entry["kid"] == kid:
-            entry["retired_at"] = int(time.time()) - LIFETIME - 60
+            entry["retired_at"] = clock.now() - LIFETIME - 60
     index.write_text(json.dumps(entries))
     stamp = index.stat().st_mtime + 5
     os.utime(index, (stamp, stamp))
@@ -161,13 +160,15 @@ def test_expired_retired_key_absent_from_new_ring(directory: Path) -> None:
 
 
 def test_reload_waits_for_the_interval(directory: Path) -> None:
-    ring = KeyRing.open(directory, LIFETIME)
-    old = ring.signing_key.kid
-    new = KeyRing.open(directory, LIFETIME).rotate()
-    index = directory / "keys.json"
-    stamp = index.stat().st_mtime + 5
-    os.utime(index, (stamp, stamp))
-    # Within the reload interval of open() the ring still signs with what it loaded.
-    assert ring.signing_key.kid == old
-    time.sleep(keys._RELOAD_INTERVAL + 0.1)
-    assert ring.signing_key.kid == new
+    with clock.frozen() as frozen:
+        ring = KeyRing.open(directory, LIFETIME)
+        old = ring.signing_key.kid
+        new = KeyRing.open(directory, LIFETIME).rotate()
+        index = directory / "keys.json"
+        stamp = index.stat().st_mtime + 5
+        os.utime(index, (stamp, stamp))
+        # Within the reload interval of open() the ring still signs with what it loaded.
+        frozen.advance(keys._RELOAD_INTERVAL / 2)
+        assert ring.signing_key.kid == old
+        frozen.advance(keys._RELOAD_INTERVAL / 2)
+        assert ring.signing_key.kid == new

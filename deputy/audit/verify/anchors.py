@@ -11,6 +11,8 @@ rewrite is a checkpoint kept elsewhere:
 
 Each anchor must be a prefix of the log (RFC 9162 §2.1.4): the log has at least its size, and the root recomputed
 from the records at that size is its root (:class:`deputy.audit.verify.tree.Tree`).
+
+A witness is asked through :mod:`deputy.outbound_http` (no redirect followed, at most ``MAX_NOTE`` bytes read).
 """
 
 from __future__ import annotations
@@ -18,15 +20,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import quote
 
-import httpx
+from aiohttp.abc import AbstractResolver
 
 from deputy.audit.checkpoint import Checkpoint, CheckpointError
 from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.note import NoteError, parse_note, verify_note
 from deputy.audit.verify.report import VerifyError
+from deputy.outbound_http import BodyTooLarge, NoAnswer, fetch, open_session, step_timeout
 
 MAX_NOTE = 256 * 1024  # a checkpoint with many cosignatures is a few kB
-TIMEOUT = 10.0
+TIMEOUT = 10.0  # each step: connecting, each read
 
 
 class AnchorError(VerifyError):
@@ -60,29 +63,26 @@ def witnessed_checkpoint(note: str, witness: CosignatureVerifier, label: str) ->
 
 
 async def fetch_witnessed(
-    url: str, witness: CosignatureVerifier, origin: str, *, transport: httpx.AsyncBaseTransport | None = None
+    url: str, witness: CosignatureVerifier, origin: str, *, resolver: AbstractResolver | None = None
 ) -> Anchor:
-    """The latest checkpoint of ``origin`` that the witness at ``url`` cosigned; raises ``AnchorError``."""
+    """The latest checkpoint of ``origin`` that the witness at ``url`` cosigned; raises ``AnchorError``.
+
+    ``resolver``: which addresses the witness's host name means (the system's when None)."""
     label = f"witness {witness.name}'s latest cosigned checkpoint"
     target = f"{url.rstrip('/')}/checkpoint?origin={quote(origin, safe='')}"
     try:
-        async with (
-            httpx.AsyncClient(timeout=TIMEOUT, transport=transport) as client,
-            client.stream("GET", target) as response,
-        ):
-            body = b""
-            async for chunk in response.aiter_bytes():
-                body += chunk
-                if len(body) > MAX_NOTE:
-                    raise AnchorError(f"{label}: the answer from {url} is larger than {MAX_NOTE} bytes")
-    except httpx.HTTPError as exc:
-        raise AnchorError(f"{label}: cannot reach {url}: {type(exc).__name__}") from None
-    if response.status_code == 404:
+        async with open_session(step_timeout(TIMEOUT), resolver=resolver) as session:
+            answer = await fetch(session, "GET", target, max_bytes=MAX_NOTE)
+    except BodyTooLarge:
+        raise AnchorError(f"{label}: the answer from {url} is larger than {MAX_NOTE} bytes") from None
+    except NoAnswer as exc:
+        raise AnchorError(f"{label}: cannot reach {url}: {exc.cause_name}") from None
+    if answer.status == 404:
         raise AnchorError(f"{label}: {url} has no checkpoint of {origin} (never cosigned, or not its log)")
-    if response.status_code != 200:
-        raise AnchorError(f"{label}: {url} answered HTTP {response.status_code}")
+    if answer.status != 200:
+        raise AnchorError(f"{label}: {url} answered HTTP {answer.status}")
     try:
-        note = body.decode("utf-8")
+        note = answer.body.decode("utf-8")
     except UnicodeDecodeError:
         raise AnchorError(f"{label}: the answer is not UTF-8") from None
     return witnessed_checkpoint(note, witness, label)
