@@ -17,6 +17,7 @@ from deputy.gateway.principal import Principal
 from deputy.gateway.resource_metadata import metadata_url
 from deputy.gateway.revocations import RevocationsUnavailable
 from deputy.oauth.access_tokens import AccessTokenValidator, InvalidToken
+from deputy.oauth.errors import TemporarilyUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +63,7 @@ class BearerAuthenticator:
             return Refusal(401, "invalid_token", "the access token is invalid",
                            self.challenge(server, "invalid_token", "the access token is invalid or expired"))
         except RevocationsUnavailable:
-            return Refusal(503, "temporarily_unavailable", "token revocation status cannot be checked", None)
+            return Refusal(503, TemporarilyUnavailable.code, "token revocation status cannot be checked", None)
         missing = [s for s in server.required_scopes if s not in claims.scopes]
         if missing:
             return Refusal(403, "insufficient_scope", "the token lacks a required scope",

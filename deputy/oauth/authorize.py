@@ -37,7 +37,15 @@ from starlette.responses import RedirectResponse, Response
 from deputy.cookie_scope import redirect_shares_cookies
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
-from deputy.oauth.errors import OAuthError
+from deputy.oauth.errors import (
+    AccessDenied,
+    InvalidRequest,
+    InvalidScope,
+    InvalidTarget,
+    OAuthError,
+    UnauthorizedClient,
+    UnsupportedResponseType,
+)
 from deputy.oauth.redirect_uris import matches_registered, owned_by_any_local_process
 from deputy.services import Services
 from deputy.storage.clients import Client
@@ -86,7 +94,7 @@ class AuthorizationEndpoint:
         try:
             params = self._validate(query.multi_items(), client)
         except OAuthError as exc:
-            return self._redirect_error(redirect_uri, state, exc.code, exc.description)
+            return self._redirect_error(redirect_uri, state, exc)
         params["redirect_uri"] = redirect_uri
         # OAuth 2.1 §4.1.3: the token request must repeat redirect_uri only if this request carried it.
         params["redirect_uri_sent"] = "redirect_uri" in query
@@ -103,30 +111,30 @@ class AuthorizationEndpoint:
         for key in SINGLE_VALUED:
             if len(seen.get(key, [])) > 1:
                 # RFC 6749 §3.1: parameters MUST NOT be included more than once.
-                raise OAuthError.of("invalid_request", f"{key} is repeated")
+                raise InvalidRequest(f"{key} is repeated")
         one = {k: v[0] for k, v in seen.items()}
         if one.get("response_type") != "code":
-            raise OAuthError.of("unsupported_response_type", "only response_type=code is supported")
+            raise UnsupportedResponseType("only response_type=code is supported")
         challenge = one.get("code_challenge")
         if not challenge:
-            raise OAuthError.of("invalid_request", "code_challenge is required (PKCE, S256)")
+            raise InvalidRequest("code_challenge is required (PKCE, S256)")
         if one.get("code_challenge_method") != "S256":
-            raise OAuthError.of("invalid_request", "code_challenge_method must be S256")
+            raise InvalidRequest("code_challenge_method must be S256")
         if not pkce.is_valid_challenge(challenge):
-            raise OAuthError.of("invalid_request", "code_challenge is not a base64url SHA-256 value")
+            raise InvalidRequest("code_challenge is not a base64url SHA-256 value")
         resource = one.get("resource")
         if not resource:
-            raise OAuthError.of("invalid_target", "resource is required: the URL of the MCP server (RFC 8707)")
+            raise InvalidTarget("resource is required: the URL of the MCP server (RFC 8707)")
         server = self.settings.server_for_resource(resource)
         if server is None:
-            raise OAuthError.of("invalid_target", "resource is not a server this authorization server protects")
+            raise InvalidTarget("resource is not a server this authorization server protects")
         requested = one.get("scope", "").split()
         scopes = set(requested) if requested else set(server.required_scopes)
         unknown = scopes - set(server.scopes)
         if unknown:
-            raise OAuthError.of("invalid_scope", f"unknown scope for {server.name}: {' '.join(sorted(unknown))}")
+            raise InvalidScope(f"unknown scope for {server.name}: {' '.join(sorted(unknown))}")
         if "authorization_code" not in client.grant_types:
-            raise OAuthError.of("unauthorized_client", "this client may not use the authorization code grant")
+            raise UnauthorizedClient("this client may not use the authorization code grant")
         return {
             "client_id": client.client_id,
             "state": one.get("state"),
@@ -179,8 +187,8 @@ class AuthorizationEndpoint:
         if not await self.services.sessions.consume_request(request_id):
             return self._error_page("invalid_request", "this sign-in request was already answered")
         if form.get("decision") != "approve":
-            return self._redirect_error(params["redirect_uri"], params["state"], "access_denied",
-                                        "the user denied the request")
+            return self._redirect_error(params["redirect_uri"], params["state"],
+                                        AccessDenied("the user denied the request"))
         scopes = set(params["scope"].split())
         # On the Continue page of a remembered consent nothing new is granted, so nothing is recorded.
         if not await self.services.consents.covers(session.user_id, client.client_id, params["resource"], scopes):
@@ -293,8 +301,8 @@ class AuthorizationEndpoint:
         separator = "&" if urlsplit(redirect_uri).query else "?"
         return protect(RedirectResponse(f"{redirect_uri}{separator}{urlencode(answer)}", status_code=303))
 
-    def _redirect_error(self, redirect_uri: str, state: str | None, code: str, description: str) -> Response:
-        answer = {"error": code, "error_description": description}
+    def _redirect_error(self, redirect_uri: str, state: str | None, error: OAuthError) -> Response:
+        answer = {"error": error.code, "error_description": error.description}  # OAuth 2.1 §4.1.2.1
         if state is not None:
             answer["state"] = state
         return self._redirect(redirect_uri, answer)

@@ -1,8 +1,10 @@
 """The closed set of OAuth error responses, mapped to HTTP in one place.
 
-Codes from OAuth 2.1 §3.2.4 / §4.1.2.1, RFC 7591 §3.2.2 and RFC 8707 §2
-(``invalid_target``). The description is written by Deputy, never ``str(exc)``
-of something unexpected.
+Codes from OAuth 2.1 §3.2.4 / §4.1.2.1 (RFC 6749 §5.2, §4.1.2.1), RFC 7591 §3.2.2 and
+RFC 8707 §2 (``invalid_target``). One class per wire code: Deputy raises the class, never
+a code string, so a misspelt error is a name that mypy and the import refuse, not a
+lookup that fails at run time. The description is written by Deputy, never ``str(exc)`` of
+something unexpected.
 """
 
 from __future__ import annotations
@@ -19,14 +21,6 @@ class OAuthError(Exception):
     def __init__(self, description: str) -> None:
         super().__init__(description)
         self.description = description
-
-    @classmethod
-    def of(cls, code: str, description: str) -> OAuthError:
-        """The error class for a wire ``code`` (closed set; unknown codes are a bug)."""
-        for subclass in cls.__subclasses__():
-            if subclass.code == code:
-                return subclass(description)
-        raise LookupError(code)
 
     def response(self) -> JSONResponse:
         headers = dict(NO_STORE)
@@ -83,8 +77,15 @@ class InvalidClientMetadata(OAuthError):
 
 
 class TemporarilyUnavailable(OAuthError):
+    """The server cannot answer now (OAuth 2.1 §4.1.2.1): 503, and when to ask again (RFC 9110 §10.2.3)."""
+
     code = "temporarily_unavailable"
     status = 503
+
+    def response(self) -> JSONResponse:
+        answer = super().response()
+        answer.headers["Retry-After"] = "5"
+        return answer
 
 
 class InvalidSoftwareStatement(OAuthError):
