@@ -31,7 +31,7 @@ from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
-from deputy.oauth.errors import OAuthError
+from deputy.oauth.errors import OAuthError, TemporarilyUnavailable
 from deputy.oauth.introspection import IntrospectionEndpoint
 from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
@@ -119,7 +119,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
             await services.database.check_writable()
             revocations.check_fresh()
             await services.audit.check_appendable()
-        except (SQLAlchemyError, OSError, RevocationsUnavailable, AuditUnavailable):
+        except (SQLAlchemyError, RevocationsUnavailable, AuditUnavailable):  # StorageUnavailable is a SQLAlchemyError
             return JSONResponse({"status": "unavailable"}, status_code=503, headers={"Cache-Control": "no-store"})
         return JSONResponse({"status": "ready"}, headers={"Cache-Control": "no-store"})
 
@@ -135,10 +135,11 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         return cast(OAuthError, exc).response()
 
     async def storage_unavailable(_request: Request, exc: Exception) -> Response:
-        # Fail closed with a clear answer: nothing is decided without the database.
+        # Fail closed with a clear answer: nothing is decided without the database. What reaches here is the
+        # database's failing (every one a SQLAlchemyError: a DB-API error, or StorageUnavailable for a driver
+        # socket that failed) or the audit log's; any other OSError (a missing template, say) is a bug: 500.
         log.error("storage unavailable: %s", type(exc).__name__)
-        return JSONResponse({"error": "temporarily_unavailable", "error_description": "storage is unavailable"},
-                            status_code=503, headers={"Retry-After": "5", "Cache-Control": "no-store"})
+        return TemporarilyUnavailable("storage is unavailable").response()
 
     sign_in = SignIn(services)
     authorize = AuthorizationEndpoint(services, sign_in)
@@ -171,5 +172,5 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={OAuthError: oauth_error, RequestRefused: request_refused,
                                         ClientDisconnect: client_gone, SQLAlchemyError: storage_unavailable,
-                                        OSError: storage_unavailable, AuditUnavailable: storage_unavailable})
+                                        AuditUnavailable: storage_unavailable})
     return DeputyApp(RequestLimits(app, settings.limits.body_timeout), gateway)

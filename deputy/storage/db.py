@@ -17,7 +17,8 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Dialect, ExceptionContext
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -25,8 +26,12 @@ MIGRATION_LOCK = 0x6465707574790001  # 'deputy' + 1
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class StorageUnavailable(RuntimeError):
-    """The database could not be reached; callers refuse the request (fail closed)."""
+class StorageUnavailable(SQLAlchemyError):
+    """The database could not be reached: the driver's socket failed (refused, unresolvable host, timed out,
+    reset) with an ``OSError`` that SQLAlchemy does not wrap, because it is not a DB-API error. Raised in
+    its place (:func:`_connect_or_unavailable`, :func:`_unreachable`), so an ``OSError`` reaching a caller
+    is never the database's, and every database failure is a ``SQLAlchemyError``; callers refuse the
+    request (fail closed)."""
 
 
 class Database:
@@ -47,6 +52,8 @@ class Database:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+        event.listen(self.engine.sync_engine, "do_connect", _connect_or_unavailable)
+        event.listen(self.engine.sync_engine, "handle_error", _unreachable)
 
     async def migrate(self) -> None:
         """Bring the schema to head; processes starting together migrate one at a time."""
@@ -85,6 +92,21 @@ def _lock_file(path: Path) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def _connect_or_unavailable(dialect: Dialect, _record: Any, cargs: list[Any], cparams: dict[str, Any]) -> Any:
+    """Open a driver connection as SQLAlchemy would; a socket that cannot be opened is ``StorageUnavailable``."""
+    try:
+        return dialect.connect(*cargs, **cparams)
+    except OSError as exc:
+        raise StorageUnavailable(f"the database cannot be reached: {type(exc).__name__}") from exc
+
+
+def _unreachable(context: ExceptionContext) -> StorageUnavailable | None:
+    """A statement's connection failed at the socket (no DB-API error to wrap): ``StorageUnavailable``."""
+    if context.sqlalchemy_exception is None and isinstance(context.original_exception, OSError):
+        return StorageUnavailable(f"the database cannot be reached: {type(context.original_exception).__name__}")
+    return None
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
