@@ -2,7 +2,7 @@
 records per second that makes.
 
 Starts the demo upstream and two ``deputy serve`` processes in front of it, identical but for the
-audit stage (``bench/_deputy_without_audit.py`` removes it from the second), each with its own SQLite
+audit stage (``bench/_deputy_without_audit.py`` gives the second one that records nothing), each with its own SQLite
 (or, with ``--postgres URL``, its own PostgreSQL database). Drives raw JSON-RPC ``tools/call add``
 POSTs at both, interleaved round by round, and prints calls/s, p50/p99, the ratio with/without audit,
 and the audit records committed per second (counted in the log: a decision and a call outcome per call).
@@ -140,7 +140,7 @@ def main() -> int:
             rows = uvloop.run(measure(targets, args))
             report(rows, args)
             if targets[1].leaves() > targets[0].leaves() // 10:
-                raise SystemExit("the baseline recorded calls: its audit stage was not removed")
+                raise SystemExit("the baseline recorded calls: its audit stage was not swapped")
         finally:
             for target in targets:
                 stop(target.process)

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass
 from enum import Enum
 
 from starlette.types import Message, Receive, Scope, Send
@@ -58,7 +59,57 @@ TOOLS_LIST_CHANGED = b"notifications/tools/list_changed"
 SEAM = len(TOOLS_LIST_CHANGED) - 1
 
 
+@dataclass(slots=True)
+class RequestHeaders:
+    """The request headers the gateway decides on, read in one pass over ``scope["headers"]``."""
+
+    authorization: str | None = None
+    session_id: str | None = None
+    host: bytes | None = None
+    origin: bytes | None = None
+    declared_length: int = 0
+
+    @classmethod
+    def read(cls, raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+        headers = cls()
+        for name, value in raw:
+            if name == b"content-length" and value.isdigit():
+                headers.declared_length = int(value)
+            elif name == b"authorization":
+                headers.authorization = value.decode("latin-1")
+            elif name == SESSION_HEADER:
+                headers.session_id = value.decode("latin-1")
+            elif name == b"host":
+                headers.host = value
+            elif name == b"origin":
+                headers.origin = value
+        return headers
+
+
+class Answered(Enum):
+    """A step refused the request and has sent the answer: the gateway does nothing more with it."""
+
+    ANSWERED = 0
+
+
+ANSWERED = Answered.ANSWERED
+
+
+@dataclass(slots=True)
+class Forwarding:
+    """What is sent upstream and how its answer comes back, as the steps before forwarding left it."""
+
+    send: Send
+    body: bytes
+    rewrite: RewriteResult | None = None
+    answers_list: bool = False
+    finish: Callable[[], Awaitable[None]] | None = None  # records the call's outcome once it is answered
+
+
 class Gateway:
+    """``/mcp/NAME``: each request goes through the steps of :meth:`__call__` in order; any step may answer it
+    (a refusal) and end it there, and a call is forwarded only after all of them let it through."""
+
     def __init__(
         self,
         servers: Mapping[str, UpstreamServer],
@@ -66,8 +117,8 @@ class Gateway:
         upstreams: Mapping[str, Upstream],
         sessions: SessionBinder,
         origin_check: OriginCheck,
+        audit: AuditStage,
         policy: PolicyStage | None = None,
-        audit: AuditStage | None = None,
         body_timeout: float = 30.0,
     ) -> None:
         self.body_timeout = body_timeout
@@ -80,112 +131,162 @@ class Gateway:
         self.sessions = sessions
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        server = self.servers.get(scope["path"][len(PREFIX):])
-        if server is None:
-            await send_json(send, 404, {"error": "not_found", "error_description": "no such MCP server"})
+        server = await self._server_for(scope, send)
+        if isinstance(server, Answered):
             return
-        if scope["method"] not in ALLOWED_METHODS:
-            await send_json(send, 405, jsonrpc_error(JSONRPC_INVALID_REQUEST, "method not allowed"),
-                            [(b"allow", b"GET, POST, DELETE")])
+        headers = RequestHeaders.read(scope["headers"])
+        admitted = await self._admit(scope, send, server, headers)
+        if isinstance(admitted, Answered):
             return
-        authorization, session_id, host, origin, declared = None, None, None, None, 0
-        for name, value in scope["headers"]:
-            if name == b"content-length" and value.isdigit():
-                declared = int(value)
-            elif name == b"authorization":
-                authorization = value.decode("latin-1")
-            elif name == SESSION_HEADER:
-                session_id = value.decode("latin-1")
-            elif name == b"host":
-                host = value
-            elif name == b"origin":
-                origin = value
-        if not self.origin_check.allows(host, origin):
-            await send_json(send, 403, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Host or Origin not allowed"))
+        principal, upstream_session = admitted
+        body = await self._receive_body(receive, send, headers.declared_length)
+        if isinstance(body, Answered):
             return
-        principal = self.authenticator.authenticate(server, authorization, scope["query_string"])
-        if isinstance(principal, Refusal):
-            await self._refuse(send, principal)
+        message = await self._message(scope, send, body)
+        if isinstance(message, Answered):
             return
-        upstream_session = None
-        if session_id is not None:
-            upstream_session = self.sessions.inward(principal, session_id)
-            if upstream_session is None:
-                await send_json(send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
-                return
-        # A declared length far past the cap is refused unread. One just past it is read up to the cap first: an
-        # answer given while a client still has most of its body in flight reaches it as a connection reset.
-        body = (BodyRefused.TOO_LARGE if declared > 2 * MAX_REQUEST_BODY
-                else await _read_body(receive, asyncio.get_running_loop().time() + self.body_timeout))
-        if isinstance(body, BodyRefused):
-            if body is not BodyRefused.GONE:  # the connection is closed, so the rest of the body is never read
-                await send_json(send, body.value[0], jsonrpc_error(JSONRPC_INVALID_REQUEST, body.value[1]),
-                                [(b"connection", b"close")])
+        upstream = await self._upstream_for(send, server, message)
+        if isinstance(upstream, Answered):
             return
-        message: McpMessage | None = None
-        rewrite: RewriteResult | None = None
-        finish: Callable[[], Awaitable[None]] | None = None
-        if scope["method"] == "POST":
-            try:
-                message = parse_message(body)
-            except JsonRpcRefused as refused:
-                await send_json(send, refused.status, refused.response())
-                return
-        upstream = self.upstreams.get(server.name)
-        if upstream is None:
-            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream not available",
-                                                     request_id=message.id if message is not None else None))
-            return
+        forwarding = Forwarding(send, body)
         if message is not None:
-            decided: Decision | Held | Unavailable | None = None
-            if self.policy is not None:
-                decided = await self.policy.decide(principal, message)
-                if decided is not None and not (isinstance(decided, Decision) and decided.allowed):
-                    await self._record_refusal(principal, message, decided)
-                    await self._deny(send, server, principal, message, decided)
-                    return
-                filtered = await self.policy.list_filter(principal, message)
-                if isinstance(filtered, Unavailable):
-                    await self._deny(send, server, principal, message, filtered)
-                    return
-                rewrite = filtered
-            if self.audit is not None and self.audit.records(message):
-                # Durable before forwarding: no record, no call.
-                allowed = decided if isinstance(decided, Decision) else None
-                try:
-                    decision_id = await self.audit.decision(principal, message, allowed, "allow")
-                except AuditUnavailable:
-                    await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "the audit log is unavailable; "
-                                                             "try again later", request_id=message.id),
-                                    [(b"retry-after", b"5")])
-                    return
-                send, finish = self.audit.outcome_recorder(send, principal, message, decision_id)
-            body = without_own_input(message) or body
-        answers_list = rewrite is not None
-        if self.policy is not None and server.name in self.policy.policies:
-            send = _watching_tools(send, functools.partial(self.policy.tools_changed, server.name))
-            if rewrite is None:  # whatever answers this request may still carry a list: filtered all the same
-                rewrite = self.policy.answer_filter(principal)
+            cleared = await self._clear_call(forwarding, server, principal, message)
+            if isinstance(cleared, Answered):
+                return
+        self._filter_answers(forwarding, server, principal)
         try:
             await upstream.forward(Exchange(
                 scope=scope,
                 receive=receive,
-                send=send,
+                send=forwarding.send,
                 principal=principal,
-                body=body,
+                body=forwarding.body,
                 session=upstream_session,
                 bind_session=functools.partial(self.sessions.outward, principal),
                 message=message,
-                rewrite_result=rewrite,
-                answers_list=answers_list,
+                rewrite_result=forwarding.rewrite,
+                answers_list=forwarding.answers_list,
             ))
         finally:
-            if finish is not None:
-                await finish()
+            if forwarding.finish is not None:
+                await forwarding.finish()
+
+    async def _server_for(self, scope: Scope, send: Send) -> UpstreamServer | Answered:
+        """The MCP server the path names, asked with a method of the transport (else 404, 405)."""
+        server = self.servers.get(scope["path"][len(PREFIX):])
+        if server is None:
+            await send_json(send, 404, {"error": "not_found", "error_description": "no such MCP server"})
+            return ANSWERED
+        if scope["method"] not in ALLOWED_METHODS:
+            await send_json(send, 405, jsonrpc_error(JSONRPC_INVALID_REQUEST, "method not allowed"),
+                            [(b"allow", b"GET, POST, DELETE")])
+            return ANSWERED
+        return server
+
+    async def _admit(self, scope: Scope, send: Send, server: UpstreamServer,
+                     headers: RequestHeaders) -> tuple[Principal, str | None] | Answered:
+        """Who asks, and the upstream session their ``Mcp-Session-Id`` stands for: Host and Origin allowed (403),
+        the bearer token valid for this server (:mod:`deputy.gateway.bearer`), the session theirs (404)."""
+        if not self.origin_check.allows(headers.host, headers.origin):
+            await send_json(send, 403, jsonrpc_error(JSONRPC_INVALID_REQUEST, "Host or Origin not allowed"))
+            return ANSWERED
+        principal = self.authenticator.authenticate(server, headers.authorization, scope["query_string"])
+        if isinstance(principal, Refusal):
+            await self._refuse(send, principal)
+            return ANSWERED
+        if headers.session_id is None:
+            return principal, None
+        upstream_session = self.sessions.inward(principal, headers.session_id)
+        if upstream_session is None:
+            await send_json(send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
+            return ANSWERED
+        return principal, upstream_session
+
+    async def _receive_body(self, receive: Receive, send: Send, declared: int) -> bytes | Answered:
+        """The whole request body, within the size cap (413) and in time (408); nothing once the client left."""
+        # A declared length far past the cap is refused unread. One just past it is read up to the cap first: an
+        # answer given while a client still has most of its body in flight reaches it as a connection reset.
+        body = (BodyRefused.TOO_LARGE if declared > 2 * MAX_REQUEST_BODY
+                else await _read_body(receive, asyncio.get_running_loop().time() + self.body_timeout))
+        if not isinstance(body, BodyRefused):
+            return body
+        if body is not BodyRefused.GONE:  # the connection is closed, so the rest of the body is never read
+            await send_json(send, body.value[0], jsonrpc_error(JSONRPC_INVALID_REQUEST, body.value[1]),
+                            [(b"connection", b"close")])
+        return ANSWERED
+
+    @staticmethod
+    async def _message(scope: Scope, send: Send, body: bytes) -> McpMessage | Answered | None:
+        """A POST's one well-formed JSON-RPC message (else its JSON-RPC error); None for GET and DELETE."""
+        if scope["method"] != "POST":
+            return None
+        try:
+            return parse_message(body)
+        except JsonRpcRefused as refused:
+            await send_json(send, refused.status, refused.response())
+            return ANSWERED
+
+    async def _upstream_for(self, send: Send, server: UpstreamServer,
+                            message: McpMessage | None) -> Upstream | Answered:
+        """The connection to the server's upstream (502 when there is none)."""
+        upstream = self.upstreams.get(server.name)
+        if upstream is None:
+            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream not available",
+                                                     request_id=message.id if message is not None else None))
+            return ANSWERED
+        return upstream
+
+    async def _clear_call(self, forwarding: Forwarding, server: UpstreamServer, principal: Principal,
+                          message: McpMessage) -> Answered | None:
+        """Let ``message`` through only once it is decided (policy) and its decision is durable (audit)."""
+        decided = await self._decide(forwarding, server, principal, message)
+        if isinstance(decided, Answered):
+            return ANSWERED
+        if self.audit.records(message):
+            # Durable before forwarding: no record, no call.
+            try:
+                decision_id = await self.audit.decision(principal, message, decided, "allow")
+            except AuditUnavailable:
+                await send_json(forwarding.send, 503, jsonrpc_error(
+                    JSONRPC_INTERNAL_ERROR, "the audit log is unavailable; try again later", request_id=message.id),
+                    [(b"retry-after", b"5")])
+                return ANSWERED
+            forwarding.send, forwarding.finish = self.audit.outcome_recorder(forwarding.send, principal, message,
+                                                                             decision_id)
+        forwarding.body = without_own_input(message) or forwarding.body
+        return None
+
+    async def _decide(self, forwarding: Forwarding, server: UpstreamServer, principal: Principal,
+                      message: McpMessage) -> Decision | Answered | None:
+        """The policy's permit for ``message`` (None: the server has no policies, or none applies); a refusal is
+        recorded and answered. A list request's filter is made here, before the request is forwarded."""
+        if self.policy is None:
+            return None
+        decided = await self.policy.decide(principal, message)
+        if decided is not None and not (isinstance(decided, Decision) and decided.allowed):
+            await self._record_refusal(principal, message, decided)
+            await self._deny(forwarding.send, server, principal, message, decided)
+            return ANSWERED
+        filtered = await self.policy.list_filter(principal, message)
+        if isinstance(filtered, Unavailable):
+            await self._deny(forwarding.send, server, principal, message, filtered)
+            return ANSWERED
+        forwarding.rewrite = filtered
+        forwarding.answers_list = filtered is not None
+        return decided if isinstance(decided, Decision) else None  # here an allowing decision, or none
+
+    def _filter_answers(self, forwarding: Forwarding, server: UpstreamServer, principal: Principal) -> None:
+        """For a server with policies, whatever answers the request passes the list filter and is watched for
+        ``notifications/tools/list_changed``."""
+        if self.policy is None or server.name not in self.policy.policies:
+            return
+        forwarding.send = _watching_tools(forwarding.send, functools.partial(self.policy.tools_changed, server.name))
+        if forwarding.rewrite is None:  # whatever answers this request may still carry a list: filtered all the same
+            forwarding.rewrite = self.policy.answer_filter(principal)
 
     async def _record_refusal(self, principal: Principal, message: McpMessage,
                               decided: Decision | Held | Unavailable) -> None:
-        if self.audit is None or not self.audit.records(message):
+        if not self.audit.records(message):
             return
         if isinstance(decided, Held):
             await self.audit.refusal(principal, message, decided.decision, str(decided.decision.outcome),
