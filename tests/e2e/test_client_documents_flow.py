@@ -39,7 +39,7 @@ async def test_sdk_client_signs_in_with_its_metadata_document(deputy: RunningDep
                               redirect_uris=[redirect_uri], grant_types=grants)
     metadata = OAuthClientMetadata(client_name="SDK through a metadata document",
                                    redirect_uris=[redirect_uri],  # type: ignore[list-item]
-                                   token_endpoint_auth_method="none", grant_types=grants)  # type: ignore[arg-type]
+                                   token_endpoint_auth_method="none", grant_types=grants)
     async with sdk_oauth_client(deputy.resource("demo"), "alice", PASSWORD, redirect_uri=redirect_uri,
                                 client_metadata=metadata, client_metadata_url=url) as (client, run):
         result = await client.call_tool("add", {"a": 2, "b": 40})

@@ -44,7 +44,7 @@ class _Omit:
 OMIT: Final = _Omit()
 """Leave the parameter out of the request entirely."""
 
-DEFAULT: Final = object()
+DEFAULT: Final[Any] = object()  # "what the flow would send": a sentinel any parameter may default to
 
 Param = str | _Omit
 

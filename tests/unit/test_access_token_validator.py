@@ -274,6 +274,7 @@ def test_unknown_kid(ring: KeyRing, validator: AccessTokenValidator) -> None:
 
 def test_known_kid_but_foreign_key(ring: KeyRing, validator: AccessTokenValidator) -> None:
     kid = ring.signing_key.kid
+    assert kid is not None
     stranger = ECKey.generate_key("P-256", parameters={"kid": kid, "alg": "ES256"}, private=True)
     token = jwt.encode(good_header(ring), good_claims(ring), stranger, algorithms=["ES256"])
     with pytest.raises(InvalidToken):
