@@ -28,6 +28,8 @@ from deputy.client_policies import PolicyError
 PURPOSES = ("subject_token", "workload", "id_jag")
 # Asymmetric only: an HMAC "verified" with a published key would be forgeable by anyone.
 ISSUER_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA", "Ed25519")  # as for client assertions
+# A token naming a key an issuer's cached set lacks refetches it at most this often (``jwks_refresh_seconds``).
+JWKS_REFRESH_INTERVAL = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ class TrustedIssuer:
     jwks: Mapping[str, Any] | None = None
     jwks_uri: str | None = None
     # A token naming a key the cached set lacks makes Deputy fetch the set again, at most this often.
-    jwks_refresh_seconds: float = 30.0
+    jwks_refresh_seconds: float = JWKS_REFRESH_INTERVAL
 
 
 def delegation_policy(raw: Any) -> DelegationPolicy:
@@ -149,7 +151,7 @@ def _trusted_issuer(index: int, raw: Any, default_audience: str, base_dir: Path)
     audience = raw.get("audience", default_audience)
     if not isinstance(audience, str) or not audience:
         raise PolicyError(f"{key}.audience", "must be a string")
-    refresh = raw.get("jwks_refresh_seconds", 30)
+    refresh = raw.get("jwks_refresh_seconds", JWKS_REFRESH_INTERVAL)
     if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 1 <= refresh <= 3600:
         raise PolicyError(f"{key}.jwks_refresh_seconds", "must be a number of seconds from 1 to 3600")
     return TrustedIssuer(issuer=issuer, audience=audience, algorithms=tuple(algorithms),

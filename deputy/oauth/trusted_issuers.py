@@ -13,29 +13,33 @@ ID-JAGs. An assertion is believed only when all of this holds:
 - ``sub`` is a non-empty string.
 
 Keys come from a file read at start or a ``jwks_uri`` fetched over HTTP (the
-operator configured it, so it is not an SSRF vector), cached for five minutes
-and fetched again — at most every ``jwks_refresh_seconds`` (default 30) — when a
-token names a key the cached set lacks, so an issuer's key rotation is picked up without a restart.
+operator configured it, so it is not an SSRF vector; it is fetched through
+:mod:`deputy.outbound_http`: no redirect followed, at most ``JWKS_MAX_BYTES`` read),
+cached for five minutes and fetched again — at most every ``jwks_refresh_seconds``
+(default ``JWKS_REFRESH_INTERVAL``, 30 s) — when a token names a key the cached set
+lacks, so an issuer's key rotation is picked up without a restart.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from deputy import bounded_json
-from deputy.clock import wall
+
+# Re-exported: the default refetch interval belongs with the cache it paces; its value is the configuration's.
+from deputy.delegation_policy import JWKS_REFRESH_INTERVAL as JWKS_REFRESH_INTERVAL
 from deputy.delegation_policy import TrustedIssuer
 from deputy.numeric_date import is_time
 from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks
+from deputy.outbound_http import BodyTooLarge, NoAnswer, fetch, open_session, step_timeout
 
 JWKS_TTL = 300.0
-JWKS_REFRESH_INTERVAL = 30.0  # the default of ``jwks_refresh_seconds``
 JWKS_MAX_BYTES = 64 * 1024
 FETCH_TIMEOUT = 5.0
 MAX_SUBJECT_LENGTH = 255  # the width of the columns a subject is stored in (grants.user_id, client_id)
@@ -72,7 +76,7 @@ class _CachedKeys:
 
 class TrustedIssuers:
     def __init__(self, issuers: tuple[TrustedIssuer, ...], leeway: int,
-                 clock: Callable[[], float] = wall) -> None:
+                 clock: Callable[[], float] = time.time) -> None:
         self.issuers = {issuer.issuer: issuer for issuer in issuers}
         self.leeway = leeway
         self.clock = clock
@@ -150,17 +154,21 @@ class TrustedIssuers:
                 (not refresh and age < JWKS_TTL) or (refresh and age < issuer.jwks_refresh_seconds)):
             return cached.jwks
         try:
-            async with httpx.AsyncClient(timeout=FETCH_TIMEOUT, follow_redirects=False, trust_env=False) as client:
-                response = await client.get(issuer.jwks_uri, headers={"Accept": "application/json"})
-            if response.status_code != 200 or len(response.content) > JWKS_MAX_BYTES:
-                raise AssertionRefused(f"the issuer's JWK Set could not be fetched (HTTP {response.status_code})")
-            jwks = check_client_jwks(bounded_json.loads(response.content))
-        except (httpx.HTTPError, ValueError, AssertionRefused) as exc:
+            async with open_session(step_timeout(FETCH_TIMEOUT)) as session:
+                answer = await fetch(session, "GET", issuer.jwks_uri, max_bytes=JWKS_MAX_BYTES,
+                                     headers={"Accept": "application/json"})
+            if answer.status != 200:
+                raise AssertionRefused(f"the issuer's JWK Set could not be fetched (HTTP {answer.status})")
+            jwks = check_client_jwks(bounded_json.loads(answer.body))
+        except (NoAnswer, ValueError, AssertionRefused) as exc:
             if cached is not None:
                 return cached.jwks  # keep using the keys we have while the issuer is unreachable or failing
             if isinstance(exc, AssertionRefused):
                 raise
-            reason = str(exc) if isinstance(exc, JwksError) else type(exc).__name__
+            if isinstance(exc, JwksError | BodyTooLarge):
+                reason = str(exc)
+            else:
+                reason = exc.cause_name if isinstance(exc, NoAnswer) else type(exc).__name__
             raise AssertionRefused(f"the issuer's JWK Set could not be fetched: {reason}") from None
         self._keys[issuer.issuer] = _CachedKeys(jwks, self.clock())
         return jwks
