@@ -22,7 +22,6 @@ lacks, so an issuer's key rotation is picked up without a restart.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,7 @@ from joserfc import jws, jwt
 from joserfc.errors import JoseError
 
 from deputy import bounded_json
+from deputy.clock import wall
 
 # Re-exported: the default refetch interval belongs with the cache it paces; its value is the configuration's.
 from deputy.delegation_policy import JWKS_REFRESH_INTERVAL as JWKS_REFRESH_INTERVAL
@@ -76,7 +76,7 @@ class _CachedKeys:
 
 class TrustedIssuers:
     def __init__(self, issuers: tuple[TrustedIssuer, ...], leeway: int,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = wall) -> None:
         self.issuers = {issuer.issuer: issuer for issuer in issuers}
         self.leeway = leeway
         self.clock = clock
