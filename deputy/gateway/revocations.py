@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -47,7 +46,7 @@ class RevocationList:
         self._reading = asyncio.Lock()
 
     def check_fresh(self) -> None:
-        if time.monotonic() - self._fresh_at > self.max_staleness:
+        if clock.monotonic() - self._fresh_at > self.max_staleness:
             raise RevocationsUnavailable("revocation list is stale")
 
     def is_revoked(self, grant_id: str) -> bool:
@@ -56,7 +55,7 @@ class RevocationList:
 
     async def refresh(self) -> None:
         async with self._reading:
-            started = time.monotonic()
+            started = clock.monotonic()
             found, self._horizon = await self.grants.revocations_after(self._horizon)
             for revocation in found:
                 self._revoked[revocation.grant_id] = revocation.expires_at

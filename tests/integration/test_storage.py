@@ -12,6 +12,7 @@ from alembic.config import Config as _AlembicConfig
 from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 
+from deputy import clock
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.storage.clients import ClientRepository
 from deputy.storage.consents import ConsentRepository
@@ -485,14 +486,17 @@ async def test_revocation_list_never_refreshed_is_unavailable(grants: GrantRepos
 
 
 async def test_revocation_list_goes_stale(grants: GrantRepository) -> None:
-    revocations = RevocationList(grants, max_staleness=0.2)
-    await revocations.refresh()
-    assert revocations.is_revoked("any-grant") is False
-    await asyncio.sleep(0.3)
-    with pytest.raises(RevocationsUnavailable):
-        revocations.is_revoked("any-grant")
-    await revocations.refresh()
-    assert revocations.is_revoked("any-grant") is False
+    with clock.frozen() as frozen:
+        revocations = RevocationList(grants, max_staleness=0.2)
+        await revocations.refresh()
+        assert revocations.is_revoked("any-grant") is False
+        frozen.advance(0.1)
+        assert revocations.is_revoked("any-grant") is False  # within the bound: still fresh
+        frozen.advance(0.2)
+        with pytest.raises(RevocationsUnavailable):
+            revocations.is_revoked("any-grant")
+        await revocations.refresh()
+        assert revocations.is_revoked("any-grant") is False
 
 
 async def test_revocation_list_polls(grants: GrantRepository) -> None:
