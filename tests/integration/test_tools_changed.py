@@ -35,9 +35,24 @@ async def call_tool(url: str, name: str) -> None:
     assert response.status_code == 200 and "grown" in response.text, response.text
 
 
+def listings(listed: Path) -> int:
+    """How many times the upstream has read its tools for a ``tools/list``."""
+    return len(listed.read_text().splitlines()) if listed.exists() else 0
+
+
+async def listings_begun(listed: Path, more_than: int) -> None:
+    """Until the upstream has read its tools more than ``more_than`` times (bounded: it reports through a file)."""
+    for _ in range(200):
+        if listings(listed) > more_than:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the upstream did not read its tools a {more_than + 1}th time")
+
+
 async def test_a_change_announced_during_a_reread_is_read_again(tmp_path: Path) -> None:
     (tmp_path / "tools.cedar").write_text(POLICY)
-    with changing_upstream(list_delay=LIST_DELAY) as url:
+    listed = tmp_path / "listed"
+    with changing_upstream(list_delay=LIST_DELAY, listed=listed) as url:
         server = UpstreamServer(name="changing", resource=f"{ISSUER}/mcp/changing", title="changing",
                                 scopes=("t",), required_scopes=(), url=url, policies=tmp_path)
         policy = ServerPolicy(server, NoCredentials(), ISSUER)
@@ -45,8 +60,9 @@ async def test_a_change_announced_during_a_reread_is_read_again(tmp_path: Path) 
         assert isinstance(engine, PolicyEngine), engine
         assert "extra" not in engine.loaded.schema.tools
         await call_tool(url, "grow")
+        before = listings(listed)
         policy.tools_changed()  # the first re-read starts; it will read the list with `extra`
-        await asyncio.sleep(LIST_DELAY / 2)  # ...and is now waiting for the slow answer
+        await listings_begun(listed, before)  # ...and has: its answer is on the way, slowly
         await call_tool(url, "grow2")
         policy.tools_changed()  # announced during that re-read: its answer will not have `extra2`
         deadline = time.monotonic() + 10 * LIST_DELAY

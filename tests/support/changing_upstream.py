@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 
 import anyio
 from mcp import types
@@ -30,21 +31,26 @@ from deputy.demo.server import demo_asgi_app
 
 
 class SlowListing(MCPServer):
-    """Answers ``tools/list`` ``delay`` seconds after it has read its tools: a change made meanwhile is not in it."""
+    """Answers ``tools/list`` ``delay`` seconds after it has read its tools: a change made meanwhile is not in it.
+    With ``listed``, it adds a line to that file each time it has read them, so a test knows a listing is under way."""
 
-    def __init__(self, delay: float) -> None:
+    def __init__(self, delay: float, listed: Path | None = None) -> None:
         super().__init__("changing-upstream", version="0.1.0")
         self.delay = delay
+        self.listed = listed
 
     async def list_tools(self) -> list[types.Tool]:
         tools = await super().list_tools()
+        if self.listed is not None:
+            with self.listed.open("a") as file:
+                file.write("listed\n")
         if self.delay:
             await anyio.sleep(self.delay)
         return tools
 
 
-def build_changing_server(list_delay: float = 0.0) -> MCPServer:
-    server = SlowListing(list_delay)
+def build_changing_server(list_delay: float = 0.0, listed: Path | None = None) -> MCPServer:
+    server = SlowListing(list_delay, listed)
 
     def extra(n: int) -> int:
         """Return n doubled (offered only after grow)."""
@@ -76,14 +82,14 @@ def build_changing_server(list_delay: float = 0.0) -> MCPServer:
 
 
 @contextmanager
-def changing_upstream(list_delay: float = 0.0) -> Iterator[str]:
+def changing_upstream(list_delay: float = 0.0, listed: Path | None = None) -> Iterator[str]:
     """The changing upstream as a subprocess on a free loopback port; yields its MCP URL."""
     from tests.support.sdk_client import free_port
 
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.support.changing_upstream", "--port", str(port), "--list-delay",
-         str(list_delay)],
+         str(list_delay), *(["--listed", str(listed)] if listed is not None else [])],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -113,11 +119,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.changing_upstream")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--list-delay", type=float, default=0.0, help="seconds tools/list waits before answering")
+    parser.add_argument("--listed", type=Path, help="a file to add a line to each time tools/list has read the tools")
     args = parser.parse_args(argv)
 
     import uvicorn
 
-    app = demo_asgi_app(build_changing_server(args.list_delay), stateless=True, json_response=False)
+    app = demo_asgi_app(build_changing_server(args.list_delay, args.listed), stateless=True, json_response=False)
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", http="h11")
     return 0
 
