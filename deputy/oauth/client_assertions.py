@@ -19,7 +19,8 @@ The assertion is checked against the keys the client registered (``jwks``):
   until the assertion expires, so a replay is refused on every replica.
 
 Keys come from the client's registration: inline ``jwks``, or its ``jwks_uri``
-fetched safely and cached (:mod:`deputy.oauth.client_keys`).
+fetched safely and cached (:mod:`deputy.oauth.client_keys`). The algorithm allow-list and
+what a JWK Set may hold are :mod:`deputy.jwks_rules`, shared with the configuration.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from deputy import bounded_json
+from deputy.jwks_rules import ADVERTISED_ALGORITHMS as ADVERTISED_ALGORITHMS
+from deputy.jwks_rules import ALGORITHMS as ALGORITHMS
+from deputy.jwks_rules import MIN_RSA_BITS, SAME_SIGNATURE
+from deputy.jwks_rules import JwksError as JwksError
+from deputy.jwks_rules import check_client_jwks as check_client_jwks
 from deputy.numeric_date import is_time
 from deputy.oauth.client_keys import ClientKeys
 from deputy.oauth.errors import InvalidClient, InvalidRequest
@@ -42,30 +48,12 @@ from deputy.storage.clients import Client
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 MAX_LIFETIME = 300  # seconds an assertion may be valid for, counted from now
 MAX_JTI_LENGTH = 255  # the width of the replay cache's column
-MIN_RSA_BITS = 2048
-# Algorithm → (key type, curve); a key of another type never verifies (no algorithm confusion).
-ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
-    "ES256": ("EC", "P-256"),
-    "RS256": ("RSA", None),
-    "PS256": ("RSA", None),
-    "Ed25519": ("OKP", "Ed25519"),  # the fully specified name (RFC 9864)
-    "EdDSA": ("OKP", "Ed25519"),  # deprecated by RFC 9864: accepted, never advertised, never Ed448
-}
-DEPRECATED_ALGORITHMS = frozenset({"EdDSA"})
-# What the metadata advertises (RFC 8414 §2 token_endpoint_auth_signing_alg_values_supported).
-ADVERTISED_ALGORITHMS = tuple(alg for alg in ALGORITHMS if alg not in DEPRECATED_ALGORITHMS)
-# Names of one signature algorithm: a key registered with ``"alg": "EdDSA"`` verifies ``Ed25519`` and back.
-SAME_SIGNATURE = {"EdDSA": "Ed25519"}
 
 RememberJti = Callable[[str, str, int], Awaitable[bool]]
 
 
 class UnknownSigningKey(InvalidClient):
     """No registered key verifies the assertion (a key set fetched from a jwks_uri may be refreshed)."""
-
-
-class JwksError(ValueError):
-    """A client's JWK Set is unusable; the message says why (for configuration and registration errors)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,26 +64,6 @@ class AssertionContext:
     token_endpoint: str
     leeway: int
     now: int
-
-
-def check_client_jwks(value: Any) -> dict[str, Any]:
-    """Validate a client's JWK Set: public asymmetric signing keys only; returns it unchanged."""
-    if not isinstance(value, dict) or not isinstance(value.get("keys"), list) or not value["keys"]:
-        raise JwksError('must be a JWK Set: {"keys": [...]} with at least one key')
-    for index, data in enumerate(value["keys"]):
-        if not isinstance(data, dict):
-            raise JwksError(f"key {index} is not a JSON object")
-        if data.get("kty") not in ("EC", "RSA", "OKP"):
-            raise JwksError(f"key {index}: kty must be EC, RSA or OKP (no symmetric keys)")
-        if "d" in data or "p" in data:
-            raise JwksError(f"key {index} contains private key material; register only the public key")
-        try:
-            key = JWKRegistry.import_key(data)
-        except (JoseError, ValueError, TypeError, KeyError) as exc:
-            raise JwksError(f"key {index} is not a valid JWK ({type(exc).__name__})") from None
-        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
-            raise JwksError(f"key {index}: RSA keys must have at least {MIN_RSA_BITS} bits")
-    return value
 
 
 def peek_client_id(assertion: str) -> str:
