@@ -1,5 +1,6 @@
 """Whom Deputy lets act for whom, and which outside issuers it believes: ``[delegation]`` and
-``[[trusted_issuers]]`` of ``deputy.toml`` (errors name the key, like :mod:`deputy.config`).
+``[[trusted_issuers]]`` of ``deputy.toml`` (a bad value is a :class:`~deputy.config_values.ConfigError` naming
+its full path, like every other setting).
 
 - ``[delegation]``: ``max_depth`` (actors in one chain, default 4), ``token_ttl`` (the
   longest life of an exchanged token, default 300 s; RFC 8693 tokens are short-lived),
@@ -20,14 +21,29 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from deputy import bounded_json
-from deputy.client_policies import PolicyError
+from deputy.config_values import (
+    ConfigError,
+    as_table,
+    as_tables,
+    at,
+    check_http_url,
+    check_jwks,
+    check_known,
+    read_int,
+    read_json_file,
+    read_number,
+    read_str,
+    read_strings,
+    read_tables,
+)
+from deputy.jwks_rules import ALGORITHMS
 
 PURPOSES = ("subject_token", "workload", "id_jag")
-# Asymmetric only: an HMAC "verified" with a published key would be forgeable by anyone.
-ISSUER_ALGORITHMS = ("ES256", "RS256", "PS256", "EdDSA", "Ed25519")  # as for client assertions
+# Asymmetric only, as for client assertions: an HMAC "verified" with a published key would be forgeable by anyone.
+ISSUER_ALGORITHMS = tuple(ALGORITHMS)
+TRUSTED_ISSUER_KEYS = frozenset({"issuer", "jwks_uri", "jwks_file", "audience", "algorithms", "accept",
+                                 "jwks_refresh_seconds"})
 # A token naming a key an issuer's cached set lacks refetches it at most this often (``jwks_refresh_seconds``).
 JWKS_REFRESH_INTERVAL = 30.0
 
@@ -70,97 +86,65 @@ class TrustedIssuer:
 
 
 def delegation_policy(raw: Any) -> DelegationPolicy:
-    if not isinstance(raw, dict):
-        raise PolicyError("delegation", "must be a table")
-    for key in raw:
-        if key not in ("max_depth", "token_ttl", "may_act"):
-            raise PolicyError(f"delegation.{key}", "is not a known setting")
-    rules_raw = raw.get("may_act", [])
-    if not isinstance(rules_raw, list):
-        raise PolicyError("delegation.may_act", "must be an array of tables ([[delegation.may_act]])")
-    rules = []
-    for index, rule in enumerate(rules_raw):
-        key = f"delegation.may_act[{index}]"
-        if not isinstance(rule, dict) or set(rule) != {"client", "actors"}:
-            raise PolicyError(key, 'must be a table with client (a client id or "*") and actors')
-        actors = rule["actors"]
-        if not isinstance(rule["client"], str) or not rule["client"]:
-            raise PolicyError(f"{key}.client", 'must be a client id or "*"')
-        if not isinstance(actors, list) or not actors or not all(isinstance(a, str) and a for a in actors):
-            raise PolicyError(f"{key}.actors", "must be a non-empty list of client ids")
-        rules.append(MayActRule(rule["client"], tuple(actors)))
+    table = as_table(raw, "delegation")
+    check_known(table, "delegation", ("max_depth", "token_ttl", "may_act"))
+    where = at("delegation", "may_act")
     return DelegationPolicy(
-        max_depth=_integer(raw, "max_depth", 4, 1, 16),
-        token_ttl=_integer(raw, "token_ttl", 300, 10, 3600),
-        may_act=tuple(rules),
+        max_depth=read_int(table, "max_depth", "delegation", 4, 1, 16),
+        token_ttl=read_int(table, "token_ttl", "delegation", 300, 10, 3600),
+        may_act=tuple(_may_act(rule, at(where, index))
+                      for index, rule in enumerate(read_tables(table, "may_act", "delegation"))),
     )
 
 
+def _may_act(rule: Any, where: str) -> MayActRule:
+    """One ``[[delegation.may_act]]`` rule (RFC 8693 §4.4): the clients that may act for a token's subject."""
+    if not isinstance(rule, dict) or set(rule) != {"client", "actors"}:
+        raise ConfigError(where, 'must be a table with client (a client id or "*") and actors')
+    if not isinstance(rule["client"], str) or not rule["client"]:
+        raise ConfigError(at(where, "client"), 'must be a client id or "*"')
+    return MayActRule(rule["client"], read_strings(rule, "actors", where, non_empty=True, what="client ids"))
+
+
 def trusted_issuers(raw: Any, default_audience: str, base_dir: Path) -> tuple[TrustedIssuer, ...]:
-    if not isinstance(raw, list):
-        raise PolicyError("trusted_issuers", "must be an array of tables ([[trusted_issuers]])")
-    found = tuple(_trusted_issuer(i, entry, default_audience, base_dir) for i, entry in enumerate(raw))
+    found = tuple(_trusted_issuer(at("trusted_issuers", i), entry, default_audience, base_dir)
+                  for i, entry in enumerate(as_tables(raw, "trusted_issuers")))
     names = [t.issuer for t in found]
     if len(set(names)) != len(names):
-        raise PolicyError("trusted_issuers", "each issuer may appear once")
+        raise ConfigError("trusted_issuers", "each issuer may appear once")
     if default_audience in names:
-        raise PolicyError("trusted_issuers", "Deputy's own issuer is not an outside issuer")
+        raise ConfigError("trusted_issuers", "Deputy's own issuer is not an outside issuer")
     return found
 
 
-def _trusted_issuer(index: int, raw: Any, default_audience: str, base_dir: Path) -> TrustedIssuer:
-    key = f"trusted_issuers[{index}]"
-    if not isinstance(raw, dict):
-        raise PolicyError(key, "must be a table")
-    known = {"issuer", "jwks_uri", "jwks_file", "audience", "algorithms", "accept", "jwks_refresh_seconds"}
-    for name in raw:
-        if name not in known:
-            raise PolicyError(f"{key}.{name}", "is not a known setting")
-    issuer = raw.get("issuer")
+def _trusted_issuer(where: str, raw: Any, default_audience: str, base_dir: Path) -> TrustedIssuer:
+    table = as_table(raw, where)
+    check_known(table, where, TRUSTED_ISSUER_KEYS)
+    issuer = table.get("issuer")
     if not isinstance(issuer, str) or not issuer or len(issuer) > 255:
-        raise PolicyError(f"{key}.issuer", "must be the issuer identifier exactly as its JWTs carry it "
-                                           "(at most 255 characters)")
+        raise ConfigError(at(where, "issuer"), "must be the issuer identifier exactly as its JWTs carry it "
+                                               "(at most 255 characters)")
+    jwks_uri, jwks = _issuer_keys(table, where, base_dir)
+    return TrustedIssuer(
+        issuer=issuer,
+        audience=read_str(table, "audience", where, default_audience),
+        algorithms=read_strings(table, "algorithms", where, ["ES256", "RS256"], choices=ISSUER_ALGORITHMS,
+                                non_empty=True, what="algorithms"),
+        purposes=frozenset(read_strings(table, "accept", where, choices=PURPOSES, non_empty=True, what="purposes")),
+        jwks=jwks,
+        jwks_uri=jwks_uri,
+        jwks_refresh_seconds=read_number(table, "jwks_refresh_seconds", where, JWKS_REFRESH_INTERVAL, 1, 3600,
+                                         unit="seconds"),
+    )
+
+
+def _issuer_keys(raw: Mapping[str, Any], where: str, base_dir: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """The issuer's keys: fetched from ``jwks_uri``, or read now from ``jwks_file`` (relative to the configuration
+    file); exactly one of them."""
     if ("jwks_uri" in raw) == ("jwks_file" in raw):
-        raise PolicyError(key, "set exactly one of jwks_uri or jwks_file")
-    jwks: Mapping[str, Any] | None = None
-    jwks_uri = raw.get("jwks_uri")
-    if jwks_uri is not None:
-        parts = urlsplit(jwks_uri) if isinstance(jwks_uri, str) else None
-        if parts is None or parts.scheme not in ("https", "http") or not parts.hostname:
-            raise PolicyError(f"{key}.jwks_uri", "must be an http(s) URL")
-    else:
-        location = base_dir / Path(str(raw["jwks_file"])).expanduser()
-        try:
-            jwks = bounded_json.loads(location.read_text())
-        except (OSError, ValueError) as exc:
-            raise PolicyError(f"{key}.jwks_file", f"cannot be read as a JWK Set: {exc}") from None
-        from deputy.oauth.client_assertions import JwksError, check_client_jwks
-
-        try:
-            check_client_jwks(jwks)
-        except JwksError as exc:
-            raise PolicyError(f"{key}.jwks_file", str(exc)) from None
-    algorithms = raw.get("algorithms", ["ES256", "RS256"])
-    if (not isinstance(algorithms, list) or not algorithms
-            or not all(isinstance(a, str) and a in ISSUER_ALGORITHMS for a in algorithms)):
-        raise PolicyError(f"{key}.algorithms", f"must be a non-empty list from {', '.join(ISSUER_ALGORITHMS)}")
-    purposes = raw.get("accept")
-    if (not isinstance(purposes, list) or not purposes
-            or not all(isinstance(p, str) and p in PURPOSES for p in purposes)):
-        raise PolicyError(f"{key}.accept", f"must be a non-empty list from {', '.join(PURPOSES)}")
-    audience = raw.get("audience", default_audience)
-    if not isinstance(audience, str) or not audience:
-        raise PolicyError(f"{key}.audience", "must be a string")
-    refresh = raw.get("jwks_refresh_seconds", JWKS_REFRESH_INTERVAL)
-    if isinstance(refresh, bool) or not isinstance(refresh, int | float) or not 1 <= refresh <= 3600:
-        raise PolicyError(f"{key}.jwks_refresh_seconds", "must be a number of seconds from 1 to 3600")
-    return TrustedIssuer(issuer=issuer, audience=audience, algorithms=tuple(algorithms),
-                         purposes=frozenset(purposes), jwks=jwks, jwks_uri=jwks_uri,
-                         jwks_refresh_seconds=float(refresh))
-
-
-def _integer(raw: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise PolicyError(f"delegation.{key}", f"must be an integer from {lo} to {hi}")
-    return value
+        raise ConfigError(where, "set exactly one of jwks_uri or jwks_file")
+    if "jwks_uri" in raw:
+        return check_http_url(raw["jwks_uri"], at(where, "jwks_uri")), None
+    key = at(where, "jwks_file")
+    location = base_dir / Path(str(raw["jwks_file"])).expanduser()
+    return None, check_jwks(read_json_file(location, key), key, inline=False)

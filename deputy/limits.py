@@ -7,21 +7,16 @@ the process down (the attack classes "Input size and time" and "Per-principal qu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from deputy.config_values import ConfigError, as_table, at, check_known, read_int, read_number
+
+SECTION = "limits"
 KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
 })
-
-
-class LimitsError(ValueError):
-    def __init__(self, key: str, problem: str) -> None:
-        super().__init__(f"limits.{key}: {problem}")
-        self.key = f"limits.{key}"
-        self.problem = problem
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,26 +47,16 @@ _SECONDS_RANGES = {
 
 
 def limit_settings(raw: Any) -> LimitSettings:
-    """Read ``[limits]``; an unknown key or a value out of range raises :class:`LimitsError`."""
-    if not isinstance(raw, Mapping):
-        raise LimitsError("", "must be a table")
-    for key in raw:
-        if key not in KNOWN_KEYS:
-            raise LimitsError(str(key), "is not a known setting")
-    values: dict[str, Any] = {}
-    for key, (lo, hi) in _INT_RANGES.items():
-        if key in raw:
-            value = raw[key]
-            if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-                raise LimitsError(key, f"must be an integer from {lo} to {hi}, got {value!r}")
-            values[key] = value
-    for key, (flo, fhi) in _SECONDS_RANGES.items():
-        if key in raw:
-            seconds = raw[key]
-            if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not flo <= seconds <= fhi:
-                raise LimitsError(key, f"must be a number of seconds from {flo:g} to {fhi:g}, got {seconds!r}")
-            values[key] = float(seconds)
+    """Read ``[limits]``; an unknown key or a value out of range raises :class:`ConfigError` naming ``limits.<key>``."""
+    table = as_table(raw, SECTION)
+    check_known(table, SECTION, KNOWN_KEYS)
+    # Only the keys given: the defaults are LimitSettings' own.
+    values: dict[str, Any] = {
+        key: read_int(table, key, SECTION, 0, lo, hi) for key, (lo, hi) in _INT_RANGES.items() if key in table
+    }
+    values.update({key: read_number(table, key, SECTION, 0.0, lo, hi, unit="seconds")
+                   for key, (lo, hi) in _SECONDS_RANGES.items() if key in table})
     settings = LimitSettings(**values)
     if settings.stdio_sessions_per_user > settings.stdio_sessions_per_server:
-        raise LimitsError("stdio_sessions_per_user", "must not exceed stdio_sessions_per_server")
+        raise ConfigError(at(SECTION, "stdio_sessions_per_user"), "must not exceed stdio_sessions_per_server")
     return settings

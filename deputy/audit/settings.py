@@ -38,7 +38,18 @@ from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.log_keys import LogKeys
 from deputy.audit.note import NoteError, NoteSigner, NoteVerifier, check_name, generate_signer_key
 from deputy.audit.records import ARGUMENTS_MODES, ArgumentsMode
+from deputy.config_values import (
+    ConfigError,
+    as_table,
+    at,
+    check_http_url,
+    check_known,
+    read_choice,
+    read_int,
+    read_str,
+)
 
+SECTION = "audit"
 ORIGIN_SUFFIX = "/deputy-audit"
 KNOWN_KEYS = frozenset(
     {"origin", "key_file", "checkpoint_every", "checkpoint_interval_ms", "arguments", "witnesses", "batch_max",
@@ -72,7 +83,7 @@ class AuditSettings:
 def default_origin(public_url: str) -> str:
     parts = urlsplit(public_url)
     if not parts.hostname:
-        raise ValueError(f"audit.origin: cannot derive a default from public_url {public_url!r}")
+        raise ConfigError(at(SECTION, "origin"), f"cannot derive a default from public_url {public_url!r}")
     host = parts.hostname
     if ":" in host:  # an IPv6 literal keeps its brackets
         host = f"[{host}]"
@@ -80,71 +91,70 @@ def default_origin(public_url: str) -> str:
 
 
 def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
-    value = raw.get(key, default)
-    low, high = RANGES[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"audit.{key}: must be an integer, got {value!r}")
-    if not low <= value <= high:
-        raise ValueError(f"audit.{key}: must be from {low} to {high}, got {value}")
-    return value
+    return read_int(raw, key, SECTION, default, *RANGES[key])
 
 
-def _witnesses(value: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(value, list):
-        raise ValueError("audit.witnesses: must be a list of tables with url and vkey")
-    if len(value) > MAX_WITNESSES:
-        raise ValueError(f"audit.witnesses: at most {MAX_WITNESSES} witnesses")
-    result: list[tuple[str, str]] = []
-    names: set[str] = set()
-    for i, entry in enumerate(value):
-        where = f"audit.witnesses[{i}]"
-        if not isinstance(entry, Mapping) or set(entry) != {"url", "vkey"}:
-            raise ValueError(f"{where}: must be a table with exactly url and vkey")
-        url, vkey = entry["url"], entry["vkey"]
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("https", "http") or not urlsplit(url).hostname:
-            raise ValueError(f"{where}: url must be an absolute http(s) URL, got {url!r}")
-        if not isinstance(vkey, str):
-            raise ValueError(f"{where}: vkey must be a string")
-        try:
-            verifier = CosignatureVerifier.from_vkey(vkey)
-        except NoteError as exc:
-            raise ValueError(f"{where}: vkey is not a cosignature (type 0x04) verifier key: {exc}") from None
-        if verifier.name in names:
-            raise ValueError(f"{where}: two witnesses are named {verifier.name}")
-        names.add(verifier.name)
-        result.append((url, vkey))
-    return tuple(result)
-
-
-def audit_settings(raw: Mapping[str, Any], data_dir: Path, public_url: str) -> AuditSettings:
-    """Validate an ``[audit]`` table; errors are ``ValueError("audit.<key>: <problem>")``."""
-    unknown = sorted(set(raw) - KNOWN_KEYS)
-    if unknown:
-        raise ValueError(f"audit.{unknown[0]}: unknown setting (known: {', '.join(sorted(KNOWN_KEYS))})")
+def _origin(raw: Mapping[str, Any], public_url: str) -> str:
+    """``origin``, by default derived from ``public_url``; it names the signing key, so it is a note key name."""
     origin = raw.get("origin", None)
     if origin is None:
         origin = default_origin(public_url)
     if not isinstance(origin, str):
-        raise ValueError(f"audit.origin: must be a string, got {origin!r}")
+        raise ConfigError(at(SECTION, "origin"), f"must be a string, got {origin!r}")
     try:
-        check_name(origin)  # the origin names the signing key, so it must be a valid note key name
+        check_name(origin)
     except NoteError as exc:
-        raise ValueError(f"audit.origin: {exc}") from None
-    key_file = raw.get("key_file", "audit.key")
-    if not isinstance(key_file, str) or not key_file:
-        raise ValueError(f"audit.key_file: must be a non-empty path, got {key_file!r}")
-    arguments = raw.get("arguments", "store")
-    if arguments not in ARGUMENTS_MODES:
-        raise ValueError(f"audit.arguments: must be one of {', '.join(ARGUMENTS_MODES)}, got {arguments!r}")
+        raise ConfigError(at(SECTION, "origin"), str(exc)) from None
+    return origin
+
+
+def _witnesses(raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    where = at(SECTION, "witnesses")
+    value = raw.get("witnesses", [])
+    if not isinstance(value, list):
+        raise ConfigError(where, "must be a list of tables with url and vkey")
+    if len(value) > MAX_WITNESSES:
+        raise ConfigError(where, f"at most {MAX_WITNESSES} witnesses")
+    result: list[tuple[str, str]] = []
+    names: set[str] = set()
+    for index, entry in enumerate(value):
+        url, vkey, name = _witness(entry, at(where, index))
+        if name in names:
+            raise ConfigError(at(at(where, index), "vkey"), f"two witnesses are named {name}")
+        names.add(name)
+        result.append((url, vkey))
+    return tuple(result)
+
+
+def _witness(entry: Any, where: str) -> tuple[str, str, str]:
+    """One witness: its URL, its cosignature (type 0x04) verifier key, and the name that key carries."""
+    if not isinstance(entry, Mapping) or set(entry) != {"url", "vkey"}:
+        raise ConfigError(where, "must be a table with exactly url and vkey")
+    url = check_http_url(entry["url"], at(where, "url"))
+    vkey = entry["vkey"]
+    if not isinstance(vkey, str):
+        raise ConfigError(at(where, "vkey"), "must be a string")
+    try:
+        verifier = CosignatureVerifier.from_vkey(vkey)
+    except NoteError as exc:
+        raise ConfigError(at(where, "vkey"), f"is not a cosignature (type 0x04) verifier key: {exc}") from None
+    return url, vkey, verifier.name
+
+
+def audit_settings(raw: Any, data_dir: Path, public_url: str) -> AuditSettings:
+    """Validate an ``[audit]`` table; errors are :class:`ConfigError` naming ``audit.<key>``."""
+    table = as_table(raw, SECTION)
+    check_known(table, SECTION, KNOWN_KEYS)
+    key_file = read_str(table, "key_file", SECTION, "audit.key")
     return AuditSettings(
-        origin=origin,
+        origin=_origin(table, public_url),
         key_file=data_dir / Path(key_file).expanduser(),  # an absolute key_file replaces data_dir
-        checkpoint_every=_int(raw, "checkpoint_every", 1000),
-        checkpoint_interval_ms=_int(raw, "checkpoint_interval_ms", 1000),
-        arguments=arguments,
-        witnesses=_witnesses(raw.get("witnesses", [])),
-        batch_max=_int(raw, "batch_max", 512),
-        append_timeout_ms=_int(raw, "append_timeout_ms", 5000),
+        checkpoint_every=_int(table, "checkpoint_every", 1000),
+        checkpoint_interval_ms=_int(table, "checkpoint_interval_ms", 1000),
+        arguments=read_choice(table, "arguments", SECTION, "store", ARGUMENTS_MODES),
+        witnesses=_witnesses(table),
+        batch_max=_int(table, "batch_max", 512),
+        append_timeout_ms=_int(table, "append_timeout_ms", 5000),
     )
 
 

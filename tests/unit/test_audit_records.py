@@ -282,8 +282,8 @@ def test_audit_settings_values(tmp_path: Path) -> None:
         ({"arguments": "drop"}, "audit.arguments:"),
         ({"witnesses": "https://w.example"}, "audit.witnesses:"),
         ({"witnesses": [{"url": "https://w.example"}]}, r"audit.witnesses\[0\]:"),
-        ({"witnesses": [{"url": "ftp://w.example", "vkey": "x"}]}, r"audit.witnesses\[0\]: url"),
-        ({"witnesses": [{"url": "https://w.example", "vkey": "nope"}]}, r"audit.witnesses\[0\]: vkey"),
+        ({"witnesses": [{"url": "ftp://w.example", "vkey": "x"}]}, r"audit\.witnesses\[0\]\.url: "),
+        ({"witnesses": [{"url": "https://w.example", "vkey": "nope"}]}, r"audit\.witnesses\[0\]\.vkey: "),
     ],
 )
 def test_audit_settings_errors(tmp_path: Path, raw: dict[str, Any], message: str) -> None:

@@ -238,9 +238,14 @@ def test_bad_server_url(tmp_path: Path) -> None:
     assert config_error(tmp_path, '[servers.demo]\nurl = "file:///etc/passwd"\n').key == "servers.demo.url"
 
 
-@pytest.mark.parametrize("command", ["[]", '"python server.py"', "[1, 2]"])
-def test_bad_server_command(tmp_path: Path, command: str) -> None:
-    assert config_error(tmp_path, f"[servers.demo]\ncommand = {command}\n").key == "servers.demo.command"
+@pytest.mark.parametrize(("command", "key"), [
+    ("[]", "servers.demo.command"),
+    ('"python server.py"', "servers.demo.command"),
+    ("[1, 2]", "servers.demo.command[0]"),
+    ('["python", 2]', "servers.demo.command[1]"),
+])
+def test_bad_server_command(tmp_path: Path, command: str, key: str) -> None:
+    assert config_error(tmp_path, f"[servers.demo]\ncommand = {command}\n").key == key
 
 
 def test_required_scopes_not_a_subset(tmp_path: Path) -> None:
@@ -249,7 +254,8 @@ def test_required_scopes_not_a_subset(tmp_path: Path) -> None:
 
 
 def test_scope_with_illegal_character(tmp_path: Path) -> None:
-    assert config_error(tmp_path, MINIMAL + 'scopes = ["a b"]\n').key == "servers.demo.scopes"
+    assert config_error(tmp_path, MINIMAL + 'scopes = ["a b"]\n').key == "servers.demo.scopes[0]"
+    assert config_error(tmp_path, MINIMAL + 'scopes = "a"\n').key == "servers.demo.scopes"
 
 
 @pytest.mark.parametrize("header", ["Authorization", "authorization", "Host", "Cookie", "Content-Length"])
@@ -287,12 +293,15 @@ def test_token_lifetimes_out_of_range(tmp_path: Path, key: str, value: int) -> N
     assert config_error(tmp_path, MINIMAL + f"[tokens]\n{key} = {value}\n").key == f"tokens.{key}"
 
 
-@pytest.mark.parametrize(("key", "value"), [
-    ("revocation_max_staleness", "0.1"), ("revocation_max_staleness", "301"),
-    ("allowed_origins", '["app.example.com"]'), ("allowed_origins", '"https://app.example.com"'),
+@pytest.mark.parametrize(("key", "value", "path"), [
+    ("revocation_max_staleness", "0.1", "gateway.revocation_max_staleness"),
+    ("revocation_max_staleness", "301", "gateway.revocation_max_staleness"),
+    ("allowed_origins", '["app.example.com"]', "gateway.allowed_origins[0]"),
+    ("allowed_origins", '["https://a.example", "http://[::1"]', "gateway.allowed_origins[1]"),
+    ("allowed_origins", '"https://app.example.com"', "gateway.allowed_origins"),
 ])
-def test_bad_gateway_settings(tmp_path: Path, key: str, value: str) -> None:
-    assert config_error(tmp_path, MINIMAL + f"[gateway]\n{key} = {value}\n").key == f"gateway.{key}"
+def test_bad_gateway_settings(tmp_path: Path, key: str, value: str, path: str) -> None:
+    assert config_error(tmp_path, MINIMAL + f"[gateway]\n{key} = {value}\n").key == path
 
 
 def test_client_with_secret_but_method_none(tmp_path: Path) -> None:
@@ -334,7 +343,7 @@ def test_private_key_jwt_client_with_jwks_file_and_client_credentials(tmp_path: 
     ("", "clients[0].jwks"),  # neither jwks nor jwks_file
     ('jwks_file = "missing.json"\n', "clients[0].jwks_file"),
     ('jwks = {keys = []}\n', "clients[0].jwks"),
-    ('jwks = {keys = [{kty = "oct", k = "c2VjcmV0"}]}\n', "clients[0].jwks"),
+    ('jwks = {keys = [{kty = "oct", k = "c2VjcmV0"}]}\n', "clients[0].jwks.keys[0]"),
     ('client_secret = "s"\njwks = {keys = [{kty = "oct", k = "c2VjcmV0"}]}\n', "clients[0].client_secret"),
 ])
 def test_private_key_jwt_client_errors(tmp_path: Path, extra: str, key: str) -> None:
@@ -356,7 +365,7 @@ def test_private_key_jwt_refuses_private_key_material(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("extra", "key"), [
     ('grant_types = ["client_credentials"]\n', "clients[0].grant_types"),  # a public client
-    ('grant_types = ["password"]\n', "clients[0].grant_types"),
+    ('grant_types = ["password"]\n', "clients[0].grant_types[0]"),
     ('grant_types = []\n', "clients[0].grant_types"),
 ])
 def test_client_grant_types_errors(tmp_path: Path, extra: str, key: str) -> None:

@@ -60,7 +60,7 @@ def test_configured_client_on_deputys_host_stops_start_up(tmp_path: Path) -> Non
                     '[[clients]]\nclient_id = "c"\nredirect_uris = ["http://[::1]:3/cb", "http://127.0.0.1:3/cb"]\n')
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})  # the default public_url, http://127.0.0.1:8000
-    assert info.value.key == "clients[1].redirect_uris"
+    assert info.value.key == "clients[1].redirect_uris[1]"  # the second URI; the first is on another host
     assert "cookies" in info.value.problem and "localhost" in info.value.problem
     # The operator who wants IP-literal redirects (RFC 8252 §7.3) runs Deputy on localhost instead.
     settings = load_settings(path, environ={"DEPUTY_PUBLIC_URL": "http://localhost:8000"})

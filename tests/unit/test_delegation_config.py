@@ -113,8 +113,8 @@ def test_delegation_that_is_not_a_table(tmp_path: Path) -> None:
     ('client = 7\nactors = ["b"]', "delegation.may_act[0].client"),
     ('client = "a"\nactors = []', "delegation.may_act[0].actors"),
     ('client = "a"\nactors = "b"', "delegation.may_act[0].actors"),
-    ('client = "a"\nactors = ["b", ""]', "delegation.may_act[0].actors"),
-    ('client = "a"\nactors = ["b", 3]', "delegation.may_act[0].actors"),
+    ('client = "a"\nactors = ["b", ""]', "delegation.may_act[0].actors[1]"),
+    ('client = "a"\nactors = ["b", 3]', "delegation.may_act[0].actors[1]"),
 ])
 def test_bad_may_act_rule_names_its_key(tmp_path: Path, rule: str, key: str) -> None:
     assert config_error(tmp_path, f"[[delegation.may_act]]\n{rule}\n").key == key
@@ -176,11 +176,11 @@ def _issuer(keys: str, extra: str = 'accept = ["subject_token"]', issuer: str = 
     ("", "trusted_issuers[0].accept"),
     ("accept = []", "trusted_issuers[0].accept"),
     ('accept = "subject_token"', "trusted_issuers[0].accept"),
-    ('accept = ["login"]', "trusted_issuers[0].accept"),
-    ('accept = ["subject_token", "SUBJECT_TOKEN"]', "trusted_issuers[0].accept"),
-    ('accept = ["workload"]\nalgorithms = ["HS256"]', "trusted_issuers[0].algorithms"),
-    ('accept = ["workload"]\nalgorithms = ["ES256", "HS512"]', "trusted_issuers[0].algorithms"),
-    ('accept = ["workload"]\nalgorithms = ["none"]', "trusted_issuers[0].algorithms"),
+    ('accept = ["login"]', "trusted_issuers[0].accept[0]"),
+    ('accept = ["subject_token", "SUBJECT_TOKEN"]', "trusted_issuers[0].accept[1]"),
+    ('accept = ["workload"]\nalgorithms = ["HS256"]', "trusted_issuers[0].algorithms[0]"),
+    ('accept = ["workload"]\nalgorithms = ["ES256", "HS512"]', "trusted_issuers[0].algorithms[1]"),
+    ('accept = ["workload"]\nalgorithms = ["none"]', "trusted_issuers[0].algorithms[0]"),
     ('accept = ["workload"]\nalgorithms = []', "trusted_issuers[0].algorithms"),
     ('accept = ["workload"]\naudience = ""', "trusted_issuers[0].audience"),
     ('accept = ["workload"]\naudience = ["a", "b"]', "trusted_issuers[0].audience"),
@@ -235,7 +235,7 @@ def test_bad_second_trusted_issuer_names_its_index(tmp_path: Path) -> None:
     text = (_issuer('jwks_uri = "https://idp.example.com/jwks"')
             + _issuer('jwks_uri = "https://other.example.com/jwks"', 'accept = ["everything"]',
                       issuer="https://other.example.com"))
-    assert config_error(tmp_path, text).key == "trusted_issuers[1].accept"
+    assert config_error(tmp_path, text).key == "trusted_issuers[1].accept[0]"
 
 
 def test_trusted_issuers_must_be_an_array_of_tables(tmp_path: Path) -> None:
