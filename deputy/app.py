@@ -21,11 +21,11 @@ from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
 from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
 from deputy.gateway.origin_check import OriginCheck
+from deputy.gateway.policy_lifecycle import PolicyLifecycle
 from deputy.gateway.policy_stage import PolicyStage
 from deputy.gateway.proxy import PREFIX, Gateway
 from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoint
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
-from deputy.gateway.server_policy import ServerPolicy
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.gateway.upstream_credentials import upstream_credentials
@@ -73,7 +73,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         else StdioUpstream(server, settings.limits)
         for name, server in settings.servers.items()
     }
-    policy = PolicyStage({name: ServerPolicy(server, credentials[name], settings.issuer)
+    policy = PolicyStage({name: PolicyLifecycle(server, credentials[name], settings.issuer)
                           for name, server in settings.servers.items() if server.policies is not None},
                          services.approvals, settings.public_url, settings.policy_watch_seconds,
                          services.clients.get)

@@ -11,8 +11,8 @@ MCP authorization "Canonical Server URI").
 
 Each section is read by its own module, all with the readers of :mod:`deputy.config_values`:
 ``[servers.NAME]`` :mod:`deputy.config_servers`, ``[[clients]]`` :mod:`deputy.config_clients`,
-``[registration]`` and ``[client_documents]`` :mod:`deputy.client_policies`, ``[delegation]`` and
-``[[trusted_issuers]]`` :mod:`deputy.delegation_policy`, ``[audit]`` :mod:`deputy.audit.settings`,
+``[registration]`` and ``[client_documents]`` :mod:`deputy.client_trust`, ``[delegation]`` and
+``[[trusted_issuers]]`` :mod:`deputy.delegation_rules`, ``[audit]`` :mod:`deputy.audit.settings`,
 ``[limits]`` :mod:`deputy.limits`; this module reads the rest and puts them together.
 """
 
@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from deputy.audit.settings import AuditSettings, audit_settings
 from deputy.bounded_json import loads_toml
-from deputy.client_policies import ClientDocumentPolicy, RegistrationPolicy, client_document_policy, registration_policy
+from deputy.client_trust import ClientDocumentPolicy, RegistrationPolicy, client_document_policy, registration_policy
 from deputy.config_approvals import ApprovalSettings as ApprovalSettings
 from deputy.config_clients import JWT_BEARER as JWT_BEARER
 from deputy.config_clients import TOKEN_EXCHANGE as TOKEN_EXCHANGE
@@ -51,7 +51,7 @@ from deputy.config_values import (
     read_strings,
     read_table,
 )
-from deputy.delegation_policy import DelegationPolicy, TrustedIssuer, delegation_policy, trusted_issuers
+from deputy.delegation_rules import DelegationRules, TrustedIssuer, delegation_rules, trusted_issuers
 from deputy.limits import LimitSettings, limit_settings
 
 
@@ -75,7 +75,7 @@ class Settings:
     revocation_max_staleness: float = 5.0
     allowed_origins: tuple[str, ...] = ()
     demo_password: str | None = None
-    delegation: DelegationPolicy = field(default_factory=DelegationPolicy)
+    delegation: DelegationRules = field(default_factory=DelegationRules)
     trusted_issuers: tuple[TrustedIssuer, ...] = ()
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     policy_watch_seconds: float = 2.0  # how often policy directories are checked for changes; 0: only SIGHUP
@@ -200,7 +200,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         clients=static_clients(raw, base_dir, public_url),
         registration=registration_policy(raw.get("registration", {}), environ),
         client_documents=client_document_policy(raw.get("client_documents", {})),
-        delegation=delegation_policy(raw.get("delegation", {})),
+        delegation=delegation_rules(raw.get("delegation", {})),
         trusted_issuers=trusted_issuers(raw.get("trusted_issuers", []), public_url, base_dir),
         audit=audit_settings(raw.get("audit", {}), data_dir, public_url),
         limits=limit_settings(raw.get("limits", {})),

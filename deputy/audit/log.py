@@ -76,7 +76,7 @@ from deputy.audit.note import NoteSigner, NoteVerifier
 from deputy.audit.records import canonical
 from deputy.audit.sequencer import Sequencer
 from deputy.audit.settings import AuditSettings
-from deputy.secrets import now
+from deputy.clock import now
 from deputy.storage.tables import audit_checkpoints, audit_leaves, audit_nodes
 
 log = logging.getLogger(__name__)

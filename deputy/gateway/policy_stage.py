@@ -15,7 +15,7 @@ be made the list request is refused like a call.
 
 The engine needs the server's schema, which comes from its tools; how each server's
 engine is checked at start, built and kept current (reloads, changed tools) is
-:mod:`deputy.gateway.server_policy`. Until the tools are read and the policies
+:mod:`deputy.gateway.policy_lifecycle`. Until the tools are read and the policies
 validated against them, nothing is decided and every such call is refused (fail
 closed).
 
@@ -54,9 +54,9 @@ from typing import Any, Final
 from sqlalchemy.exc import SQLAlchemyError
 
 from deputy.gateway.jsonrpc import Category, McpMessage
+from deputy.gateway.policy_lifecycle import PolicyLifecycle, PolicyWatcher, Unavailable
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import LIST_ITEMS, RewriteRefused, RewriteResult
-from deputy.gateway.server_policy import PolicyWatcher, ServerPolicy, Unavailable
 from deputy.page_paths import APPROVAL_PAGE
 from deputy.policy import Decision, Outcome, PolicyEngine
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
@@ -103,7 +103,7 @@ class RegistrationKinds:
 
 
 class PolicyStage:
-    def __init__(self, policies: Mapping[str, ServerPolicy], approvals: ApprovalRepository, public_url: str,
+    def __init__(self, policies: Mapping[str, PolicyLifecycle], approvals: ApprovalRepository, public_url: str,
                  watch_seconds: float, find_client: Callable[[str], Awaitable[Client | None]]) -> None:
         self.policies = policies
         self.approvals = approvals

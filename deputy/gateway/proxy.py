@@ -43,11 +43,11 @@ from deputy.gateway.held_calls import (
 )
 from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
 from deputy.gateway.origin_check import OriginCheck
+from deputy.gateway.policy_lifecycle import Unavailable
 from deputy.gateway.policy_stage import Held, PolicyStage
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
-from deputy.gateway.server_policy import Unavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.policy import POLICY_DENIED, Decision, Outcome
 

@@ -1,6 +1,6 @@
 """Whether the registration policy admits a client, and with which status (RFC 7591 §3).
 
-``[registration].mode`` decides (see :mod:`deputy.client_policies`):
+``[registration].mode`` decides (see :mod:`deputy.client_trust`):
 
 - ``loopback`` — native clients whose redirect URIs are all http loopback, so a code can
   only ever reach the machine the user sits at (RFC 8252 §7.3); served at once.
@@ -21,12 +21,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deputy.client_policies import RegistrationPolicy
+from deputy.client_trust import RegistrationPolicy
 from deputy.config import is_loopback_http
+from deputy.handles import handle_hash, same_secret
 from deputy.oauth.client_metadata import ClientMetadata
 from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri, InvalidRegistrationToken
 from deputy.oauth.redirect_uris import redirect_host
-from deputy.secrets import handle_hash, same_secret
 from deputy.storage.clients import Client
 
 

@@ -17,6 +17,7 @@ from urllib.parse import unquote
 
 from starlette.requests import Request
 
+from deputy.clock import now
 from deputy.oauth.client_assertions import (
     AssertionContext,
     peek_client_id,
@@ -24,7 +25,6 @@ from deputy.oauth.client_assertions import (
     verify_client_assertion,
 )
 from deputy.oauth.errors import InvalidClient, InvalidRequest
-from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
 

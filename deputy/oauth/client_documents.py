@@ -30,7 +30,7 @@ from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
 
-from deputy.client_policies import ClientDocumentPolicy
+from deputy.client_trust import ClientDocumentPolicy
 from deputy.clock import now, wall
 from deputy.config import TOKEN_EXCHANGE
 from deputy.oauth.document_fetcher import (

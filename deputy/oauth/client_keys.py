@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from deputy.client_policies import ClientDocumentPolicy
+from deputy.client_trust import ClientDocumentPolicy
 from deputy.clock import wall
 from deputy.oauth.client_documents import cache_lifetime
 from deputy.oauth.document_fetcher import DocumentFetcher, FetchRefused

@@ -20,11 +20,11 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from deputy.clock import now
 from deputy.oauth.client_auth import authenticate_client
 from deputy.oauth.errors import NO_STORE, InvalidClient, InvalidRequest
 from deputy.oauth.forms import read_form
 from deputy.oauth.presented_tokens import PresentedAccessToken, PresentedRefreshToken, TokenIdentifier
-from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
 

@@ -28,13 +28,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from deputy import bounded_json
+from deputy.handles import new_handle
 from deputy.oauth.admission import admit
 from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
 from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
 from deputy.oauth.redirect_uris import refuse_deputy_host
 from deputy.oauth.software_statements import verify_software_statement
 from deputy.rate_limit import SlidingWindowLimiter
-from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client, hash_client_secret
 

@@ -22,7 +22,7 @@ from joserfc.jwk import KeySet
 from joserfc.util import urlsafe_b64decode
 
 from deputy import bounded_json
-from deputy.client_policies import TrustedPublisher
+from deputy.client_trust import TrustedPublisher
 from deputy.clock import now, wall
 from deputy.oauth.errors import InvalidSoftwareStatement, UnapprovedSoftwareStatement
 

@@ -33,8 +33,8 @@ from deputy import bounded_json
 from deputy.clock import wall
 
 # Re-exported: the default refetch interval belongs with the cache it paces; its value is the configuration's.
-from deputy.delegation_policy import JWKS_REFRESH_INTERVAL as JWKS_REFRESH_INTERVAL
-from deputy.delegation_policy import TrustedIssuer
+from deputy.delegation_rules import JWKS_REFRESH_INTERVAL as JWKS_REFRESH_INTERVAL
+from deputy.delegation_rules import TrustedIssuer
 from deputy.numeric_date import is_time
 from deputy.oauth.client_assertions import JwksError, candidate_keys, check_client_jwks
 from deputy.outbound_http import BodyTooLarge, NoAnswer, fetch, open_session, step_timeout

@@ -28,9 +28,9 @@ from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.canonical_json import canonical_json
+from deputy.clock import now
 from deputy.config_approvals import ApprovalSettings
 from deputy.exact_json import big_integers_as_digits
-from deputy.secrets import now
 from deputy.storage.tables import approvals
 from deputy.storage.users import User
 

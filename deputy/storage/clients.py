@@ -27,8 +27,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from deputy.clock import now
+from deputy.handles import handle_hash, same_secret
 from deputy.hashing import hash_secret, verify_client_secret
-from deputy.secrets import handle_hash, now, same_secret
 from deputy.storage.tables import assertion_jtis, clients
 
 STATUSES = ("active", "pending", "denied", "removed")

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.secrets import now
+from deputy.clock import now
 from deputy.storage.grants import GrantRepository, Revoked
 from deputy.storage.tables import consents
 

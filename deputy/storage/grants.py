@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from sqlalchemy import and_, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from deputy.secrets import handle_hash, new_handle, now
+from deputy.clock import now
+from deputy.handles import handle_hash, new_handle
 from deputy.storage.clients import hold_if_active, withdraw
 from deputy.storage.exchanged_grants import chunks, insert_derived, revoke_derived
 from deputy.storage.revocations import Revocation, revocations_after, revocations_since

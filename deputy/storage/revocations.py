@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from sqlalchemy import Row, and_, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.secrets import now
+from deputy.clock import now
 from deputy.storage.tables import revocations
 
 

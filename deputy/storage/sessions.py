@@ -13,7 +13,8 @@ from typing import Any
 from sqlalchemy import and_, delete, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.secrets import handle_hash, new_handle, now
+from deputy.clock import now
+from deputy.handles import handle_hash, new_handle
 from deputy.storage.tables import authorization_requests, login_sessions
 
 

@@ -10,8 +10,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from deputy.clock import now
 from deputy.hashing import hash_secret, verify_password
-from deputy.secrets import now
 from deputy.storage.tables import users
 
 

@@ -22,8 +22,8 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deputy.handles import new_handle
 from deputy.rate_limit import FailureBackoff, SlidingWindowLimiter
-from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.sessions import LoginSession
 from deputy.storage.users import User

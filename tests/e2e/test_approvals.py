@@ -27,7 +27,7 @@ from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
 from sqlalchemy import update
 
-from deputy.secrets import now
+from deputy.clock import now
 from deputy.storage.db import Database
 from deputy.storage.tables import approvals
 from deputy.web.csrf import CsrfTokens

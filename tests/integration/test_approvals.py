@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
+from deputy.clock import now
 from deputy.config import ApprovalSettings
-from deputy.secrets import now
 from deputy.storage.approvals import (
     Approval,
     ApprovalRefused,

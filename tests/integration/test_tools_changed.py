@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 
 from deputy.config import UpstreamServer
-from deputy.gateway.server_policy import ServerPolicy
+from deputy.gateway.policy_lifecycle import PolicyLifecycle
 from deputy.gateway.upstream_credentials import NoCredentials
 from deputy.policy import PolicyEngine
 from tests.support.changing_upstream import changing_upstream
@@ -55,7 +55,7 @@ async def test_a_change_announced_during_a_reread_is_read_again(tmp_path: Path) 
     with changing_upstream(list_delay=LIST_DELAY, listed=listed) as url:
         server = UpstreamServer(name="changing", resource=f"{ISSUER}/mcp/changing", title="changing",
                                 scopes=("t",), required_scopes=(), url=url, policies=tmp_path)
-        policy = ServerPolicy(server, NoCredentials(), ISSUER)
+        policy = PolicyLifecycle(server, NoCredentials(), ISSUER)
         engine = await policy.ready_engine()
         assert isinstance(engine, PolicyEngine), engine
         assert "extra" not in engine.loaded.schema.tools

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from deputy import clock
-from deputy.client_policies import ClientDocumentPolicy, client_document_policy
+from deputy.client_trust import ClientDocumentPolicy, client_document_policy
 from deputy.config_values import ConfigError
 from deputy.oauth.client_assertions import check_client_jwks
 from deputy.oauth.client_documents import (

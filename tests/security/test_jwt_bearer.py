@@ -25,7 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deputy.delegation_policy import TrustedIssuer
+from deputy.delegation_rules import TrustedIssuer
 from deputy.oauth.trusted_issuers import JWKS_REFRESH_INTERVAL, JWKS_TTL, AssertionRefused, TrustedIssuers
 from tests.security.helpers import oauth_error
 from tests.support.databases import database_url

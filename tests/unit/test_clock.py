@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from deputy import clock, secrets
+from deputy import clock
 from deputy.clock import FrozenClock
 
 
@@ -37,11 +37,6 @@ def test_freezing_ends_with_the_block_even_on_an_error() -> None:
         raise RuntimeError
     assert abs(clock.wall() - time.time()) < 60  # the system clock again, not the epoch
 
-
-def test_the_old_home_reads_the_same_clock() -> None:
-    """Issue 17: deputy.secrets.now is the package clock, not a second one."""
-    with clock.frozen(1_234_567_890):
-        assert secrets.now() == 1_234_567_890
 
 
 def test_freezing_starts_at_the_present_by_default() -> None:

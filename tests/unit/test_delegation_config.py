@@ -11,7 +11,7 @@ import pytest
 from joserfc.jwk import ECKey, OctKey
 
 from deputy.config import ConfigError, Settings, load_settings
-from deputy.delegation_policy import DelegationPolicy, MayActRule
+from deputy.delegation_rules import DelegationRules, MayActRule
 
 PUBLIC_URL = "https://deputy.example.com"
 BASE = f'''
@@ -45,7 +45,7 @@ def issuer_jwks(tmp_path: Path, name: str = "idp.jwks.json") -> str:
 
 def test_delegation_defaults(tmp_path: Path) -> None:
     settings = load(tmp_path, "")
-    assert settings.delegation == DelegationPolicy(max_depth=4, token_ttl=300, may_act=())
+    assert settings.delegation == DelegationRules(max_depth=4, token_ttl=300, may_act=())
     assert settings.delegation.actors_for("anyone") == ()
     assert settings.trusted_issuers == ()
 

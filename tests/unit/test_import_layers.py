@@ -21,9 +21,9 @@ Layers, lowest first (a module imports only from its own layer or below):
 ===  ============  =========================================================================================
  0   base          values, formats and tools any layer may use: act_chain, bounded_json, canonical_json, clock,
                    config_values, cookie_scope, display_text, exact_json, hashing, jwks_rules, keys, limits,
-                   numeric_date, outbound_http, page_paths, rate_limit, secrets; the audit log's formats
+                   numeric_date, outbound_http, page_paths, rate_limit, handles; the audit log's formats
                    (note, checkpoint, cosignature, log_keys, merkle, records)
- 1   config        config, config_approvals, config_clients, config_servers, client_policies, delegation_policy,
+ 1   config        config, config_approvals, config_clients, config_servers, client_trust, delegation_rules,
                    starter, audit.settings (config reads ``[audit]`` through it, hence the formats in layer 0)
  2   storage       deputy.storage
  3   policy/audit  deputy.policy; the rest of deputy.audit (the log, its witnesses, verification, export)
@@ -71,9 +71,9 @@ AUDIT_LOG = ("bundle", "export", "log", "log_plan", "rotation", "sequencer", "sq
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("deputy", "act_chain", "bounded_json", "canonical_json", "clock", "config_values", "cookie_scope",
               "display_text", "exact_json", "hashing", "jwks_rules", "keys", "limits", "numeric_date", "outbound_http",
-              "page_paths", "rate_limit", "secrets", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS))),
-    ("config", ("config", "config_approvals", "config_clients", "config_servers", "client_policies",
-                "delegation_policy", "starter", "audit.settings")),
+              "page_paths", "rate_limit", "handles", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS))),
+    ("config", ("config", "config_approvals", "config_clients", "config_servers", "client_trust",
+                "delegation_rules", "starter", "audit.settings")),
     ("storage", ("storage.*",)),
     ("policy/audit", ("policy.*", "audit.verify.*", *(f"audit.{m}" for m in AUDIT_LOG))),
     ("components", ("oauth", *(f"oauth.{m}" for m in OAUTH_COMPONENTS), "gateway.*")),

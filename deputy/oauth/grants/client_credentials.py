@@ -15,10 +15,10 @@ from collections.abc import Mapping
 
 from starlette.responses import Response
 
+from deputy.clock import now
 from deputy.oauth.errors import InvalidClient, UnauthorizedClient
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.grants.targets import granted_scope, requested_server
-from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.grants import ClientNotActive

@@ -28,6 +28,7 @@ from joserfc.errors import JoseError
 from starlette.responses import Response
 
 from deputy.bounded_json import check_jws_depth
+from deputy.clock import now
 from deputy.config import JWT_BEARER, canonical_resource
 from deputy.numeric_date import is_time
 from deputy.oauth.errors import (
@@ -40,7 +41,6 @@ from deputy.oauth.errors import (
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.grants.targets import granted_scope, requested_server
 from deputy.oauth.trusted_issuers import AssertionRefused, VerifiedAssertion
-from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.grants import ClientNotActive, Grant

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from deputy.config import canonical_resource
+from deputy.handles import new_handle
 from deputy.oauth.errors import InvalidClient, InvalidGrant, InvalidRequest, InvalidScope, InvalidTarget
 from deputy.oauth.grants.issue import token_response
-from deputy.secrets import new_handle
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.grants import ClientNotActive, HandleRefused

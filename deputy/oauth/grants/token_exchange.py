@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from starlette.responses import Response
 
 from deputy.act_chain import Actor, MalformedChain, may_act_allows, parse_act
+from deputy.clock import now
 from deputy.config import TOKEN_EXCHANGE, UpstreamServer
 from deputy.oauth.access_tokens import AccessTokenClaims, InvalidToken
 from deputy.oauth.client_assertions import AssertionContext, verify_client_assertion
@@ -51,7 +52,6 @@ from deputy.oauth.errors import (
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.grants.targets import granted_scope
 from deputy.oauth.trusted_issuers import AssertionRefused
-from deputy.secrets import now
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.grants import ClientNotActive, HandleRefused

@@ -55,7 +55,7 @@ class MayActRule:
 
 
 @dataclass(frozen=True, slots=True)
-class DelegationPolicy:
+class DelegationRules:
     max_depth: int = 4
     token_ttl: int = 300
     may_act: tuple[MayActRule, ...] = ()
@@ -85,11 +85,11 @@ class TrustedIssuer:
     jwks_refresh_seconds: float = JWKS_REFRESH_INTERVAL
 
 
-def delegation_policy(raw: Any) -> DelegationPolicy:
+def delegation_rules(raw: Any) -> DelegationRules:
     table = as_table(raw, "delegation")
     check_known(table, "delegation", ("max_depth", "token_ttl", "may_act"))
     where = at("delegation", "may_act")
-    return DelegationPolicy(
+    return DelegationRules(
         max_depth=read_int(table, "max_depth", "delegation", 4, 1, 16),
         token_ttl=read_int(table, "token_ttl", "delegation", 300, 10, 3600),
         may_act=tuple(_may_act(rule, at(where, index))

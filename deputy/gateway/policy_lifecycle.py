@@ -1,22 +1,22 @@
 """One upstream server's policy engine over its life: checked at start, built from the live tools, kept current.
 
-Start (:meth:`ServerPolicy.check_at_start`): the policy files are read and parsed — a
+Start (:meth:`PolicyLifecycle.check_at_start`): the policy files are read and parsed — a
 syntax error, an unknown annotation or a duplicate id stops start-up with its
 ``file:line:col``. Then, where Deputy can read the server's tools before it serves
 (credentials ``static`` or ``none``, or a stdio server), the set is validated against
 the live schema and an invalid set stops start-up too. A server whose tools cannot be
 read yet, or whose upstream credentials are minted by Deputy (``exchange``: the upstream
 would fetch Deputy's JWKS from the very process that is starting), is validated on
-first need instead (:meth:`ServerPolicy.ready_engine`): until then nothing is decided
+first need instead (:meth:`PolicyLifecycle.ready_engine`): until then nothing is decided
 and its calls are refused.
 
 Kept current, never loosened by accident:
 
-* :meth:`ServerPolicy.reload` (SIGHUP, or the policy directory changed on disk —
+* :meth:`PolicyLifecycle.reload` (SIGHUP, or the policy directory changed on disk —
   :class:`PolicyWatcher`): the files are read again and validated against the current
   schema; an invalid set is refused, logged at ERROR with every problem, and the
   previous set stays active.
-* :meth:`ServerPolicy.tools_changed` (the upstream sent
+* :meth:`PolicyLifecycle.tools_changed` (the upstream sent
   ``notifications/tools/list_changed``, or a reload): the tools are read again and
   the policies validated against the new schema; when they no longer validate the old
   pair stays active, loudly. Refreshes run in the background, at most one at a time
@@ -52,7 +52,7 @@ class Unavailable:
     reason: str
 
 
-class ServerPolicy:
+class PolicyLifecycle:
     """One server's engine, made from its live tool list and kept current."""
 
     def __init__(self, server: UpstreamServer, credentials: UpstreamCredentials, issuer: str) -> None:
@@ -162,7 +162,7 @@ class ServerPolicy:
 class PolicyWatcher:
     """Reloads a server's policies when its directory's ``*.cedar`` files change (names, sizes, mtimes)."""
 
-    def __init__(self, policies: Iterable[ServerPolicy], interval: float) -> None:
+    def __init__(self, policies: Iterable[PolicyLifecycle], interval: float) -> None:
         self.policies = list(policies)
         self.interval = interval
         self._seen = {id(policy): _fingerprint(policy.directory) for policy in self.policies}

@@ -11,8 +11,6 @@ import hashlib
 import hmac
 import secrets
 
-from deputy.clock import now as now  # callers keep importing the clock from here until the module is renamed
-
 
 def new_handle(nbytes: int = 32) -> str:
     return secrets.token_urlsafe(nbytes)
