@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 from sqlalchemy import and_, case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -94,29 +94,10 @@ class ClientRepository:
             rows = (await conn.execute(query)).all()
         return [_client(r) for r in rows]
 
-    async def put(
-        self,
-        *,
-        client_id: str,
-        client_name: str,
-        redirect_uris: Sequence[str],
-        token_endpoint_auth_method: str,
-        source: str,
-        application_type: str = "native",
-        grant_types: Sequence[str] = ("authorization_code", "refresh_token"),
-        client_secret: str | None = None,
-        status: str = "active",
-        jwks: Mapping[str, Any] | None = None,
-        jwks_uri: str | None = None,
-        registration_access_token: str | None = None,
-        client_metadata: Mapping[str, Any] | None = None,
-    ) -> Client:
-        """Create the client, or replace it (its status too) when it exists."""
-        return await self.insert(new_client(
-            client_id=client_id, client_name=client_name, redirect_uris=redirect_uris,
-            token_endpoint_auth_method=token_endpoint_auth_method, source=source, application_type=application_type,
-            grant_types=grant_types, client_secret=client_secret, status=status, jwks=jwks, jwks_uri=jwks_uri,
-            registration_access_token=registration_access_token, client_metadata=client_metadata))
+    async def put(self, **fields: Unpack[ClientFields]) -> Client:
+        """Create the client (``fields`` as :func:`new_client` takes them), or replace it (its status too) when it
+        exists."""
+        return await self.insert(new_client(**fields))
 
     async def declare(self, client: Client) -> Client:
         """Write a client the configuration file declares; the client as stored.
@@ -186,41 +167,46 @@ class ClientRepository:
         return result.rowcount == 1
 
 
-def new_client(
-    *,
-    client_id: str,
-    client_name: str,
-    redirect_uris: Sequence[str],
-    token_endpoint_auth_method: str,
-    source: str,
-    application_type: str = "native",
-    grant_types: Sequence[str] = ("authorization_code", "refresh_token"),
-    client_secret: str | None = None,
-    status: str = "active",
-    jwks: Mapping[str, Any] | None = None,
-    jwks_uri: str | None = None,
-    registration_access_token: str | None = None,
-    client_metadata: Mapping[str, Any] | None = None,
-) -> Client:
+class ClientFields(TypedDict, total=False):
+    """What a client is created from; the optional fields default as :func:`new_client` says."""
+
+    client_id: Required[str]
+    client_name: Required[str]
+    redirect_uris: Required[Sequence[str]]
+    token_endpoint_auth_method: Required[str]
+    source: Required[str]
+    application_type: str  # "native"
+    grant_types: Sequence[str]  # authorization_code and refresh_token
+    client_secret: str | None
+    status: str  # "active"
+    jwks: Mapping[str, Any] | None
+    jwks_uri: str | None
+    registration_access_token: str | None
+    client_metadata: Mapping[str, Any] | None
+
+
+def new_client(**fields: Unpack[ClientFields]) -> Client:
     """A client as it is first stored: secrets hashed, created now."""
+    status = fields.get("status", "active")
     if status not in STATUSES:
         raise ValueError(f"unknown client status {status!r}")
+    secret, jwks, access_token = (fields.get("client_secret"), fields.get("jwks"),
+                                  fields.get("registration_access_token"))
     return Client(
-        client_id=client_id,
-        client_name=client_name,
-        redirect_uris=tuple(redirect_uris),
-        grant_types=tuple(grant_types),
-        token_endpoint_auth_method=token_endpoint_auth_method,
-        application_type=application_type,
-        source=source,
+        client_id=fields["client_id"],
+        client_name=fields["client_name"],
+        redirect_uris=tuple(fields["redirect_uris"]),
+        grant_types=tuple(fields.get("grant_types", ("authorization_code", "refresh_token"))),
+        token_endpoint_auth_method=fields["token_endpoint_auth_method"],
+        application_type=fields.get("application_type", "native"),
+        source=fields["source"],
         created_at=now(),
-        client_secret_hash=hash_client_secret(client_secret) if client_secret else None,
+        client_secret_hash=hash_client_secret(secret) if secret else None,
         status=status,
         jwks=dict(jwks) if jwks is not None else None,
-        jwks_uri=jwks_uri,
-        registration_access_token_hash=(
-            handle_hash(registration_access_token) if registration_access_token else None),
-        client_metadata=dict(client_metadata or {}),
+        jwks_uri=fields.get("jwks_uri"),
+        registration_access_token_hash=handle_hash(access_token) if access_token else None,
+        client_metadata=dict(fields.get("client_metadata") or {}),
     )
 
 
