@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from deputy.storage.db import Database
+from deputy.storage.grants import GrantRepository
 from tests.support.databases import database_url
 
 
@@ -27,4 +28,20 @@ async def db(url: str) -> AsyncIterator[Database]:
     database = Database(url)
     await database.migrate()
     yield database
+    await database.dispose()
+
+
+@pytest.fixture(scope="module")
+def postgres_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL database of the module's own, for tests of what only PostgreSQL's concurrency can show."""
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with database_url("postgresql", tmp_path_factory.mktemp(f"{name}-postgresql-only")) as value:
+        yield value
+
+
+@pytest.fixture
+async def postgres_grants(postgres_url: str) -> AsyncIterator[GrantRepository]:
+    database = Database(postgres_url)
+    await database.migrate()
+    yield GrantRepository(database.engine, access_token_ttl=600)
     await database.dispose()

@@ -11,7 +11,6 @@ what survives: nothing may.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from sqlalchemy import and_, func, select, text
@@ -22,7 +21,6 @@ from deputy.storage.db import Database
 from deputy.storage.grants import ClientNotActive, Grant, GrantRepository, HandleRefused
 from deputy.storage.tables import grants as grants_table
 from tests.integration.conftest import unique
-from tests.support.databases import database_url
 
 RESOURCE = "https://deputy.example.com/mcp/demo"
 REDIRECT = "http://127.0.0.1:1/cb"
@@ -166,19 +164,6 @@ async def wait_for_a_lock_wait(grants: GrantRepository) -> None:
         await asyncio.sleep(0.025)
     raise AssertionError("nobody waited for the lock")
 
-
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with database_url("postgresql", tmp_path_factory.mktemp("client-removal-race")) as value:
-        yield value
-
-
-@pytest.fixture
-async def postgres_grants(postgres_url: str) -> AsyncIterator[GrantRepository]:
-    database = Database(postgres_url)
-    await database.migrate()
-    yield GrantRepository(database.engine, access_token_ttl=600)
-    await database.dispose()
 
 
 async def test_a_creation_that_holds_the_client_first_is_revoked_by_the_withdrawal(

@@ -7,8 +7,6 @@ this process is in its view before the call that made it returns.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
-
 import pytest
 
 from deputy.gateway.revocations import RevocationList
@@ -16,23 +14,9 @@ from deputy.storage.clients import ClientRepository
 from deputy.storage.db import Database
 from deputy.storage.grants import Grant, GrantRepository, HandleRefused, Revoked
 from tests.integration.conftest import unique
-from tests.support.databases import database_url
 
 RESOURCE = "https://deputy.example.com/mcp/demo"
 
-
-@pytest.fixture(scope="module")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with database_url("postgresql", tmp_path_factory.mktemp("revocation-order")) as value:
-        yield value
-
-
-@pytest.fixture
-async def postgres_grants(postgres_url: str) -> AsyncIterator[GrantRepository]:
-    database = Database(postgres_url)
-    await database.migrate()
-    yield GrantRepository(database.engine, access_token_ttl=600)
-    await database.dispose()
 
 
 @pytest.fixture
