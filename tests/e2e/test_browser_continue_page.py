@@ -11,10 +11,7 @@ the Origin check pass in a real browser.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -24,7 +21,7 @@ from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.databases import require
 from tests.support.deputy_process import PASSWORD, RunningDeputy
 from tests.support.oauth_flow import Pkce
-from tests.support.sdk_client import free_port
+from tests.support.redirect_listener import Listener, redirect_listener
 
 pytestmark = pytest.mark.browser
 
@@ -34,46 +31,20 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
 @pytest.fixture
-def callbacks() -> Iterator[tuple[int, list[str]]]:
-    """A native client's redirect listener on ``[::1]``: its port and the paths it was sent."""
-    port, seen = free_port(), []
-
-    class Record(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.startswith("/callback"):  # not the browser's /favicon.ico
-                seen.append(self.path)
-            body = b"<p>client received the answer</p>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    server = _IPv6Server(("::1", port), Record)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield port, seen
-    finally:
-        server.shutdown()
-        server.server_close()
+def callbacks() -> Iterator[Listener]:
+    """A native client's redirect listener on ``[::1]``."""
+    with redirect_listener(("::1",)) as recorded:
+        yield recorded
 
 
 async def test_remembered_consent_to_a_loopback_client_shows_the_host_first(
-        deputy: RunningDeputy, callbacks: tuple[int, list[str]], tmp_path_factory: pytest.TempPathFactory) -> None:
+        deputy: RunningDeputy, callbacks: Listener, tmp_path_factory: pytest.TempPathFactory) -> None:
     """Issue 12: second sign-in of a remembered loopback client → Continue page naming [::1]:PORT, then the code."""
     require("Debian's chromium (apt-get install chromium)", shutil.which("chromium") is not None)
     from playwright.async_api import async_playwright
 
-    port, seen = callbacks
+    port = callbacks.port
     async with httpx.AsyncClient() as http:
         registered = await http.post(f"{deputy.url}/register", json={
             "client_name": "Loopback app", "redirect_uris": [f"http://[::1]:{port}/callback"],
@@ -99,18 +70,18 @@ async def test_remembered_consent_to_a_loopback_client_shows_the_host_first(
         await page.wait_for_selector("text=Allow access?")
         await page.click("button[value=approve]")
         await page.wait_for_selector("text=client received the answer")
-        assert len(seen) == 1
+        assert len(callbacks.callbacks()) == 1
 
         await page.goto(url("st-second"))
         await page.wait_for_selector("text=Continue to Loopback app?")
         shown = await page.inner_text("main")
         assert f"[::1]:{port}" in shown and "Loopback app" in shown, shown
-        assert len(seen) == 1, "no code before the person pressed Continue"
+        assert len(callbacks.callbacks()) == 1, "no code before the person pressed Continue"
         await page.screenshot(path=str(shots / "continue.png"))
         await page.click("button[value=approve]")
         await page.wait_for_selector("text=client received the answer")
         await browser.close()
 
-    assert len(seen) == 2, seen
-    answer = parse_qs(urlsplit(seen[1]).query)
+    assert len(callbacks.callbacks()) == 2, callbacks.seen
+    answer = parse_qs(urlsplit(callbacks.callbacks()[1].path).query)
     assert answer["state"] == ["st-second"] and answer["code"]

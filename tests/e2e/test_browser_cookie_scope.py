@@ -12,11 +12,7 @@ registering that URI is refused.
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
@@ -26,7 +22,7 @@ from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
 from tests.support.databases import require
 from tests.support.deputy_process import PASSWORD, RunningDeputy
 from tests.support.oauth_flow import Pkce
-from tests.support.sdk_client import free_port
+from tests.support.redirect_listener import Listener, redirect_listener
 
 pytestmark = pytest.mark.browser
 
@@ -36,52 +32,11 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
-@dataclass
-class Seen:
-    host: str
-    path: str
-    cookie: str
-
-
-@dataclass
-class Listener:
-    port: int
-    seen: list[Seen] = field(default_factory=list)
-
-
-class _IPv6Server(ThreadingHTTPServer):
-    address_family = socket.AF_INET6
-
-
 @pytest.fixture
 def listener() -> Iterator[Listener]:
     """A redirect listener on 127.0.0.1 and [::1] (what ``localhost`` resolves to), one port."""
-    recorded = Listener(free_port())
-
-    class Record(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            recorded.seen.append(Seen(self.headers.get("Host", ""), self.path, self.headers.get("Cookie", "")))
-            body = b"<p>client received the answer</p>"
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            return
-
-    servers = [ThreadingHTTPServer(("127.0.0.1", recorded.port), Record),
-               _IPv6Server(("::1", recorded.port), Record)]
-    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in servers]
-    for thread in threads:
-        thread.start()
-    try:
+    with redirect_listener(("127.0.0.1", "::1")) as recorded:
         yield recorded
-    finally:
-        for server in servers:
-            server.shutdown()
-            server.server_close()
 
 
 async def register(deputy: RunningDeputy, redirect_uri: str) -> httpx.Response:
@@ -128,7 +83,7 @@ async def test_the_redirect_listener_gets_the_code_and_no_deputy_cookie(
         await page.screenshot(path=str(tmp_path_factory.mktemp("screens") / "listener.png"))
         await browser.close()
 
-    callbacks = [seen for seen in listener.seen if seen.path.startswith("/callback")]
+    callbacks = listener.callbacks()
     assert len(callbacks) == 1, listener.seen
     answer = parse_qs(urlsplit(callbacks[0].path).query)
     assert answer["state"] == ["st-cookies"] and answer["code"]
