@@ -39,6 +39,7 @@ from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import (
     AccessDenied,
+    InvalidRedirectUri,
     InvalidRequest,
     InvalidScope,
     InvalidTarget,
@@ -72,11 +73,11 @@ class AuthorizationEndpoint:
         query = request.query_params
         client_id = query.get("client_id")
         if not client_id:
-            return self._error_page("invalid_request", "missing client_id")
+            return self._error_page(InvalidRequest, "missing client_id")
         try:
             client = await self.services.registry.resolve(client_id)
         except UnknownClient as exc:
-            return self._error_page("invalid_request", str(exc))
+            return self._error_page(InvalidRequest, str(exc))
         if not client.is_active:
             return self._not_served(client)
         redirect_uri = query.get("redirect_uri")
@@ -86,10 +87,10 @@ class AuthorizationEndpoint:
         # loopback IP literal, RFC 8252 §7.3); what was sent is what the code is bound to.
         if (redirect_uri is None or not matches_registered(redirect_uri, client.redirect_uris)
                 or len(query.getlist("redirect_uri")) > 1):
-            return self._error_page("invalid_request", "redirect_uri is missing or not registered for this client")
+            return self._error_page(InvalidRequest, "redirect_uri is missing or not registered for this client")
         cookie_problem = redirect_shares_cookies(redirect_uri, self.settings.public_url)
         if cookie_problem is not None:  # RFC 6749 §4.1.2.1: an unusable redirect URI is shown, never followed
-            return self._error_page("invalid_redirect_uri", cookie_problem)
+            return self._error_page(InvalidRedirectUri, cookie_problem)
         state = query.get("state")
         try:
             params = self._validate(query.multi_items(), client)
@@ -169,7 +170,7 @@ class AuthorizationEndpoint:
         params = await self.services.sessions.load_request(request_id)
         client = await self.services.registry.find(params["client_id"]) if params else None
         if params is None or client is None or not client.is_active:
-            return self._error_page("invalid_request", "this sign-in request has expired; start again")
+            return self._error_page(InvalidRequest, "this sign-in request has expired; start again")
         session = await self._session(request)
         if session is None:
             return self._login_page(request, request_id, client, params)
@@ -185,7 +186,7 @@ class AuthorizationEndpoint:
         if session is None:  # the token verified against a session cookie that has since expired
             return self._login_page(request, request_id, client, params)
         if not await self.services.sessions.consume_request(request_id):
-            return self._error_page("invalid_request", "this sign-in request was already answered")
+            return self._error_page(InvalidRequest, "this sign-in request was already answered")
         if form.get("decision") != "approve":
             return self._redirect_error(params["redirect_uri"], params["state"],
                                         AccessDenied("the user denied the request"))
@@ -206,7 +207,7 @@ class AuthorizationEndpoint:
         local_redirect = owned_by_any_local_process(params["redirect_uri"])
         if remembered and not local_redirect:
             if not await self.services.sessions.consume_request(request_id):
-                return self._error_page("invalid_request", "this sign-in request was already answered")
+                return self._error_page(InvalidRequest, "this sign-in request was already answered")
             return await self._issue_code(params, session)
         user = await self.services.users.get(session.user_id)
         redirect_host = urlsplit(params["redirect_uri"]).netloc or params["redirect_uri"]
@@ -242,7 +243,7 @@ class AuthorizationEndpoint:
                 code_ttl=self.settings.code_ttl,
             )
         except ClientNotActive:  # withdrawn (or held back) since this request began: no code for it
-            return self._error_page("unauthorized_client", "this client is no longer served", status=403)
+            return self._error_page(UnauthorizedClient, "this client is no longer served", status=403)
         answer = {"code": code}
         if params["state"] is not None:
             answer["state"] = params["state"]
@@ -256,11 +257,11 @@ class AuthorizationEndpoint:
         request_id = str(form.get("request_id", ""))
         # A consent or Continue form answers one pending request only: its token is bound to it.
         if not self.sign_in.csrf_ok(request, form, purpose, bound_to=request_id if purpose == "consent" else ""):
-            return self._error_page("invalid_request", "the form's CSRF token is missing or wrong", status=403)
+            return self._error_page(InvalidRequest, "the form's CSRF token is missing or wrong", status=403)
         params = await self.services.sessions.load_request(request_id)
         client = await self.services.registry.find(params["client_id"]) if params else None
         if params is None or client is None or not client.is_active:
-            return self._error_page("invalid_request", "this sign-in request has expired; start again")
+            return self._error_page(InvalidRequest, "this sign-in request has expired; start again")
         return request_id, params, client
 
     async def _session(self, request: Request) -> LoginSession | None:
@@ -311,7 +312,7 @@ class AuthorizationEndpoint:
         if client.status == "pending":
             return render("pending.html", status=403, title="Waiting for approval", client_name=client.client_name,
                           client_id=client.client_id)
-        return self._error_page("unauthorized_client", "an administrator has refused this client", status=403)
+        return self._error_page(UnauthorizedClient, "an administrator has refused this client", status=403)
 
-    def _error_page(self, code: str, description: str, status: int = 400) -> Response:
-        return render("error.html", status=status, title="Sign-in failed", error=code, description=description)
+    def _error_page(self, error: type[OAuthError], description: str, status: int = 400) -> Response:
+        return render("error.html", status=status, title="Sign-in failed", error=error.code, description=description)
