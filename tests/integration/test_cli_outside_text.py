@@ -24,6 +24,7 @@ from deputy.cli.common import console, err
 from deputy.config import load_settings
 from deputy.services import Services
 from deputy.storage.approvals import Approval
+from tests.support.config_files import offline_config
 
 OSC52 = "\x1b]52;c;aGVsbG8=\x07"
 CLEAR = "\x1b[2J"
@@ -60,15 +61,7 @@ class Planted:
 
 @pytest.fixture
 def planted(tmp_path: Path) -> Iterator[Planted]:
-    config = tmp_path / "deputy.toml"
-    config.write_text(f'''
-public_url = "https://deputy.example.com"
-data_dir = "{tmp_path / 'data'}"
-
-[servers.demo]
-url = "http://127.0.0.1:9/mcp"
-scopes = ["demo:tools"]
-''')
+    config = offline_config(tmp_path)
     settings = load_settings(config, environ={})
 
     async def plant() -> tuple[Approval, str]:

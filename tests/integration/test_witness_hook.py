@@ -13,22 +13,13 @@ from deputy.audit.cosignature import CosignatureSigner
 from deputy.audit.witness_push import WitnessPusher
 from deputy.config import load_settings
 from deputy.services import Services
+from tests.support.config_files import offline_config
 
 WITNESS = CosignatureSigner.generate("witness.example/w1").verifier()
 
 
 def open_services(tmp_path: Path, audit_table: str) -> Services:
-    config = tmp_path / "deputy.toml"
-    config.write_text(f'''
-public_url = "https://deputy.example.com"
-data_dir = "{tmp_path / 'data'}"
-
-[servers.demo]
-url = "http://127.0.0.1:9/mcp"
-scopes = ["demo:tools"]
-{audit_table}
-''')
-    return Services.open(load_settings(config, environ={}))
+    return Services.open(load_settings(offline_config(tmp_path, audit_table), environ={}))
 
 
 async def test_configured_witnesses_get_one_pusher_whatever_the_starts(tmp_path: Path) -> None:

@@ -9,32 +9,16 @@ import pytest
 
 from deputy.config import (
     ConfigError,
-    Settings,
     canonical_resource,
     is_loopback_http,
     load_settings,
 )
+from tests.support.config_files import config_error, config_file, load
 
 MINIMAL = """
 [servers.demo]
 url = "http://127.0.0.1:9000/mcp"
 """
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "deputy.toml"
-    path.write_text(text)
-    return path
-
-
-def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Settings:
-    return load_settings(write(tmp_path, text), environ=environ or {})
-
-
-def config_error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text, environ)
-    return info.value
 
 
 # --- defaults and overrides ---------------------------------------------------------------------
@@ -161,7 +145,7 @@ def test_empty_env_value_does_not_override(tmp_path: Path) -> None:
 
 
 def test_config_path_from_environment(tmp_path: Path) -> None:
-    path = write(tmp_path, "port = 4321\n" + MINIMAL)
+    path = config_file(tmp_path, "port = 4321\n" + MINIMAL)
     assert load_settings(None, environ={"DEPUTY_CONFIG": str(path)}).port == 4321
 
 
@@ -380,7 +364,7 @@ def test_client_without_redirect_uris(tmp_path: Path) -> None:
 
 
 def test_malformed_toml(tmp_path: Path) -> None:
-    path = write(tmp_path, "[servers.demo\nurl = \n")
+    path = config_file(tmp_path, "[servers.demo\nurl = \n")
     with pytest.raises(ConfigError) as info:
         load_settings(path, environ={})
     assert info.value.key == str(path)

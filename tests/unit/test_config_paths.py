@@ -13,8 +13,10 @@ from joserfc.jwk import ECKey
 from typer.testing import CliRunner
 
 from deputy.cli import app
-from deputy.config import ConfigError, Settings, load_settings
+from deputy.config import ConfigError, Settings
 from deputy.limits import LimitSettings
+from tests.support import config_files as support
+from tests.support.config_files import config_file
 
 PUBLIC_URL = 'public_url = "https://deputy.example.com"\n'
 SERVER = '[servers.demo]\nurl = "http://127.0.0.1:9000/mcp"\n'
@@ -24,19 +26,15 @@ ISSUER = '[[trusted_issuers]]\nissuer = "https://idp.example.com"\njwks_uri = "h
 
 def write(tmp_path: Path, text: str) -> Path:
     """``text`` between the public URL and the one server: its top-level keys first, then its tables."""
-    path = tmp_path / "deputy.toml"
-    path.write_text(PUBLIC_URL + text + SERVER)
-    return path
+    return config_file(tmp_path, PUBLIC_URL + text + SERVER)
 
 
 def load(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> Settings:
-    return load_settings(write(tmp_path, text), environ=environ or {})
+    return support.load(tmp_path, PUBLIC_URL + text + SERVER, environ)
 
 
 def config_error(tmp_path: Path, text: str, environ: dict[str, str] | None = None) -> ConfigError:
-    with pytest.raises(ConfigError) as info:
-        load(tmp_path, text, environ)
-    return info.value
+    return support.config_error(tmp_path, PUBLIC_URL + text + SERVER, environ)
 
 
 @pytest.mark.parametrize(("text", "path"), [

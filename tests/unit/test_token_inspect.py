@@ -18,6 +18,7 @@ from deputy.cli import app
 from deputy.cli.common import console
 from deputy.keys import KeyRing
 from deputy.oauth.access_tokens import mint_access_token
+from tests.support.config_files import offline_config
 
 ISSUER = "https://deputy.example.com"
 RESOURCE = f"{ISSUER}/mcp/demo"
@@ -27,16 +28,7 @@ AGENT_B = Actor("agent-b", "agent-b", "https://other-hop.example.com")
 
 @pytest.fixture
 def config(tmp_path: Path) -> Path:
-    path = tmp_path / "deputy.toml"
-    path.write_text(f'''
-public_url = "{ISSUER}"
-data_dir = "{tmp_path / 'data'}"
-
-[servers.demo]
-url = "http://127.0.0.1:9/mcp"
-scopes = ["demo:tools", "demo:admin"]
-''')
-    return path
+    return offline_config(tmp_path, public_url=ISSUER, scopes=("demo:tools", "demo:admin"))
 
 
 @pytest.fixture
