@@ -13,7 +13,8 @@ Each section is read by its own module, all with the readers of :mod:`deputy.con
 ``[servers.NAME]`` :mod:`deputy.config_servers`, ``[[clients]]`` :mod:`deputy.config_clients`,
 ``[registration]`` and ``[client_documents]`` :mod:`deputy.client_trust`, ``[delegation]`` and
 ``[[trusted_issuers]]`` :mod:`deputy.delegation_rules`, ``[audit]`` :mod:`deputy.audit.settings`,
-``[limits]`` :mod:`deputy.limits`; this module reads the rest and puts them together.
+``[limits]`` :mod:`deputy.limits`, ``log_level``, ``log_format`` and ``[metrics]``
+:mod:`deputy.telemetry.settings`; this module reads the rest and puts them together.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from deputy.config_values import (
 )
 from deputy.delegation_rules import DelegationRules, TrustedIssuer, delegation_rules, trusted_issuers
 from deputy.limits import LimitSettings, limit_settings
+from deputy.telemetry.settings import TelemetrySettings, telemetry_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class Settings:
     approvals: ApprovalSettings = field(default_factory=ApprovalSettings)
     policy_watch_seconds: float = 2.0  # how often policy directories are checked for changes; 0: only SIGHUP
     limits: LimitSettings = field(default_factory=LimitSettings)
+    telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
 
     @property
     def issuer(self) -> str:
@@ -152,10 +155,13 @@ ENV_KEYS = {
     "DEPUTY_PORT": "port",
     "DEPUTY_PUBLIC_URL": "public_url",
     "DEPUTY_DEMO_PASSWORD": "demo_password",
+    "DEPUTY_LOG_LEVEL": "log_level",
+    "DEPUTY_LOG_FORMAT": "log_format",
 }
 TOP_LEVEL_KEYS = frozenset({
     "public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens", "registration",
     "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers", "approvals", "audit", "limits",
+    "log_level", "log_format", "metrics",
 })
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 
@@ -205,6 +211,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         audit=audit_settings(raw.get("audit", {}), data_dir, public_url),
         limits=limit_settings(raw.get("limits", {})),
         approvals=_approvals(raw),
+        telemetry=telemetry_settings(raw),
         demo_password=raw.get("demo_password") or None,
         access_token_ttl=_seconds(tokens, "access_token_ttl", 600, 30, 3600),
         refresh_token_ttl=_seconds(tokens, "refresh_token_ttl", 14 * 24 * 3600, 60, 365 * 24 * 3600),

@@ -22,9 +22,10 @@ Layers, lowest first (a module imports only from its own layer or below):
  0   base          values, formats and tools any layer may use: act_chain, bounded_json, canonical_json, clock,
                    config_values, cookie_scope, display_text, exact_json, hashing, jwks_rules, keys, limits,
                    numeric_date, outbound_http, page_paths, rate_limit, handles; the audit log's formats
-                   (note, checkpoint, cosignature, log_keys, merkle, records)
+                   (note, checkpoint, cosignature, log_keys, merkle, records); telemetry (metrics, traces, logs)
  1   config        config, config_approvals, config_clients, config_servers, client_trust, delegation_rules,
-                   starter, audit.settings (config reads ``[audit]`` through it, hence the formats in layer 0)
+                   starter, audit.settings (config reads ``[audit]`` through it, hence the formats in layer 0),
+                   telemetry.settings
  2   storage       deputy.storage
  3   policy/audit  deputy.policy; the rest of deputy.audit (the log, its witnesses, verification, export)
  4   components    oauth's protocol pieces (tokens, clients and their documents and keys, assertions, trusted
@@ -71,9 +72,10 @@ AUDIT_LOG = ("bundle", "export", "log", "log_plan", "rotation", "sequencer", "sq
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("deputy", "act_chain", "bounded_json", "canonical_json", "clock", "config_values", "cookie_scope",
               "display_text", "exact_json", "hashing", "jwks_rules", "keys", "limits", "numeric_date", "outbound_http",
-              "page_paths", "rate_limit", "handles", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS))),
+              "page_paths", "rate_limit", "handles", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS),
+              "telemetry", "telemetry.logs", "telemetry.metrics")),
     ("config", ("config", "config_approvals", "config_clients", "config_servers", "client_trust",
-                "delegation_rules", "starter", "audit.settings")),
+                "delegation_rules", "starter", "audit.settings", "telemetry.settings")),
     ("storage", ("storage.*",)),
     ("policy/audit", ("policy.*", "audit.verify.*", *(f"audit.{m}" for m in AUDIT_LOG))),
     ("components", ("oauth", *(f"oauth.{m}" for m in OAUTH_COMPONENTS), "gateway.*")),

@@ -1,0 +1,2 @@
+"""What an operator sees of a running Deputy: metrics (:mod:`.metrics`), traces (:mod:`.tracing`) and logs
+(:mod:`.logs`), configured by :mod:`.settings`."""
