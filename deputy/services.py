@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from deputy.audit.log import AuditLog, AuditUnavailable
@@ -25,6 +25,7 @@ from deputy.storage.db import Database
 from deputy.storage.grants import GrantRepository
 from deputy.storage.sessions import SessionRepository
 from deputy.storage.users import User, UserRepository
+from deputy.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,7 @@ class Services:
     token_verifier: AccessTokenValidator
     trusted_issuers: TrustedIssuers
     audit: AuditLog
+    metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus metrics
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
