@@ -10,6 +10,7 @@ from starlette.types import Receive, Scope, Send
 
 from deputy.gateway.jsonrpc import McpMessage
 from deputy.gateway.principal import Principal
+from deputy.telemetry.tracing import TraceContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +32,9 @@ class Exchange:
     rewrite_result: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
     # This is a list request: its answer is the list (filtered whatever its id, fail closed on any doubt).
     answers_list: bool = False
+    # The request's place in a trace (deputy.telemetry.tracing): what an HTTP upstream is sent as ``traceparent``;
+    # None: no trace (tracing off and no valid client traceparent), and nothing is sent.
+    trace: TraceContext | None = None
 
     @property
     def request_id(self) -> str | int | None:

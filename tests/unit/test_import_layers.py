@@ -33,7 +33,7 @@ Layers, lowest first (a module imports only from its own layer or below):
  5   services      deputy.services: the shared parts, built from layers 2-4 and passed down to layer 6
  6   endpoints     oauth's HTTP endpoints (authorize, token and its grants, registration, introspection,
                    revocation, metadata, client authentication), deputy.web
- 7   app           app, listener, request_limits
+ 7   app           app, cors, listener, request_limits
  8   commands      deputy.cli, deputy.demo, ``python -m deputy``
 ===  ============  =========================================================================================
 
@@ -73,7 +73,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("deputy", "act_chain", "bounded_json", "canonical_json", "clock", "config_values", "cookie_scope",
               "display_text", "exact_json", "hashing", "jwks_rules", "keys", "limits", "numeric_date", "outbound_http",
               "page_paths", "rate_limit", "handles", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS),
-              "telemetry", "telemetry.logs", "telemetry.metrics")),
+              "telemetry", "telemetry.logs", "telemetry.metrics", "telemetry.tracing", "telemetry.trace_export",
+              "telemetry.trace_settings", "telemetry.trace_context")),
     ("config", ("config", "config_approvals", "config_clients", "config_servers", "client_trust",
                 "delegation_rules", "starter", "audit.settings", "telemetry.settings")),
     ("storage", ("storage.*",)),
@@ -81,7 +82,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("components", ("oauth", *(f"oauth.{m}" for m in OAUTH_COMPONENTS), "gateway.*")),
     ("services", ("services",)),
     ("endpoints", (*(f"oauth.{m}" for m in OAUTH_ENDPOINTS), "oauth.grants.*", "web.*")),
-    ("app", ("app", "listener", "request_limits")),
+    ("app", ("app", "cors", "listener", "request_limits")),
     ("commands", ("cli.*", "demo.*", "__main__")),
 )
 
