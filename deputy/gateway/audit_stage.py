@@ -19,6 +19,12 @@ mid-stream or the client left before its end (:data:`~deputy.gateway.responses.I
 the body was never ended (the relay failed) — the size and digest being then those of the part
 the client got. It is appended without holding the client (the answer has already been sent); a
 failure to append it is logged.
+
+Both records carry the call's W3C trace id (``trace_id``, 32 lowercase hex; :mod:`deputy.telemetry.tracing`) when
+the call has one — the client's, from a valid ``traceparent``, or the one Deputy started with tracing on — so a
+denial can be found from its trace and its trace from the record. Like ``arguments_big_integers`` it is an optional
+field that extends the version-1 records compatibly: absent when there is no trace, and, like every field, covered
+by the record's leaf hash.
 """
 
 from __future__ import annotations
@@ -62,7 +68,8 @@ class AuditStage:
         return message.operation.category in RECORDED
 
     async def decision(self, principal: Principal, message: McpMessage, decision: Decision | None,
-                       outcome: str, *, approval_id: str | None = None, reason: str | None = None) -> str:
+                       outcome: str, *, approval_id: str | None = None, reason: str | None = None,
+                       trace_id: str | None = None) -> str:
         """Append the decision on ``message`` and return its id (``decision`` None: the server has no policies,
         or none could be made — ``outcome`` and ``reason`` say which); raises AuditUnavailable when the
         record could not be made durable."""
@@ -77,6 +84,8 @@ class AuditStage:
             "errors": list(decision.errors) if decision else ([reason] if reason else []),
             "approval_id": approval_id or (decision.approval_id if decision else None),
         }
+        if trace_id is not None:
+            fields["trace_id"] = trace_id
         try:
             fields.update(arguments_fields(operation.arguments, self.arguments))
             await self.log.append(new_record("decision", **fields))
@@ -88,15 +97,18 @@ class AuditStage:
         return str(fields["decision_id"])
 
     async def refusal(self, principal: Principal, message: McpMessage, decision: Decision | None, outcome: str,
-                      *, approval_id: str | None = None, reason: str | None = None) -> None:
+                      *, approval_id: str | None = None, reason: str | None = None,
+                      trace_id: str | None = None) -> None:
         """Append the decision on a request that is refused; the refusal stands whether or not this succeeds."""
         try:
-            await self.decision(principal, message, decision, outcome, approval_id=approval_id, reason=reason)
+            await self.decision(principal, message, decision, outcome, approval_id=approval_id, reason=reason,
+                                trace_id=trace_id)
         except AuditUnavailable as exc:
             log.error("refusal not recorded: %s", exc)
 
     def outcome_recorder(self, send: Send, principal: Principal, message: McpMessage,
-                         decision_id: str) -> tuple[Send, Callable[[], Awaitable[None]]]:
+                         decision_id: str, *, trace_id: str | None = None
+                         ) -> tuple[Send, Callable[[], Awaitable[None]]]:
         """``send`` that measures the answer as it streams past, and the coroutine that records it once done."""
         digest = hashlib.sha256()
         # complete: the answer's body was ended (ASGI ``more_body`` false) and not marked cut short.
@@ -119,6 +131,8 @@ class AuditStage:
                                 status=state["status"], response_bytes=state["size"],
                                 response_sha256=digest.hexdigest(), complete=bool(state["complete"]),
                                 duration_us=int((time.perf_counter() - started) * 1_000_000))
+            if trace_id is not None:
+                record["trace_id"] = trace_id
             task = asyncio.get_running_loop().create_task(self._append_quietly(record))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)

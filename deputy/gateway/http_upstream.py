@@ -21,7 +21,11 @@ forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and the upstream's
 ``Set-Cookie``/``WWW-Authenticate``, which would speak for Deputy's origin. The
 only credentials sent are Deputy's own for that server
 (:mod:`deputy.gateway.upstream_credentials`: a token minted for the upstream,
-configured headers, or none); a client header of the same name is dropped.
+configured headers, or none); a client header of the same name is dropped. The client's
+``traceparent`` and ``tracestate`` are dropped too: W3C Trace Context §3.2 has each hop
+send its own, so the upstream is sent Deputy's (:meth:`TraceContext.upstream_traceparent
+<deputy.telemetry.trace_context.TraceContext.upstream_traceparent>`, naming Deputy's upstream
+span as parent) and the validated ``tracestate``, or neither when the call has no trace.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import aiohttp
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
+from deputy.gateway.observation import mark_upstream_error
 from deputy.gateway.response_rewrite import (
     MAX_REWRITTEN,
     ListKeyScanner,
@@ -58,7 +63,7 @@ DROP_REQUEST_HEADERS = frozenset({
     b"host", b"authorization", b"cookie", b"content-length", b"connection", b"keep-alive",
     b"proxy-authorization", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"accept-encoding", b"dpop", SESSION_HEADER, b"forwarded", b"x-forwarded-for", b"x-forwarded-host",
-    b"x-forwarded-proto", b"origin",
+    b"x-forwarded-proto", b"origin", b"traceparent", b"tracestate",
 })
 DROP_RESPONSE_HEADERS = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"set-cookie",
@@ -113,6 +118,10 @@ class HttpUpstream:
         if exchange.session is not None:
             headers.append(("Mcp-Session-Id", exchange.session))
         headers.extend(self.credentials.headers(exchange.principal))
+        if exchange.trace is not None:
+            headers.append(("traceparent", exchange.trace.upstream_traceparent().decode("ascii")))
+            if exchange.trace.tracestate:
+                headers.append(("tracestate", exchange.trace.tracestate))
         url = self.url
         if scope["query_string"]:
             url = f"{url}?{scope['query_string'].decode('latin-1')}"
@@ -121,6 +130,7 @@ class HttpUpstream:
                 exchange.method, url, headers=headers, data=exchange.body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             log.warning("upstream %s unreachable: %s", self.server.name, type(exc).__name__)
+            mark_upstream_error(scope, "timeout" if isinstance(exc, TimeoutError) else "unreachable")
             await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable",
                                                      request_id=exchange.request_id))
             return
@@ -130,6 +140,7 @@ class HttpUpstream:
             # Headers are out (a break before them is answered in _relay); all that is left is to end the
             # stream early and cleanly, marked incomplete for the call's record.
             log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
+            mark_upstream_error(scope, "broken")
             await end_body(send, complete=False)
         finally:
             response.release()
@@ -139,6 +150,7 @@ class HttpUpstream:
         if response.status in (401, 403):
             # The upstream refused Deputy's own credentials; that is not the client's to fix.
             log.warning("upstream %s refused the gateway (%d)", self.server.name, response.status)
+            mark_upstream_error(exchange.scope, "refused")
             await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream refused the gateway",
                                                      request_id=exchange.request_id))
             return
@@ -178,6 +190,7 @@ class HttpUpstream:
     async def _broke_before_start(self, exchange: Exchange, exc: BaseException) -> None:
         """The upstream broke off before anything was sent to the client: a 502 in its stead."""
         log.warning("upstream %s stream broke: %s", self.server.name, type(exc).__name__)
+        mark_upstream_error(exchange.scope, "broken")
         await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response broke off",
                                                           request_id=exchange.request_id))
 
@@ -206,6 +219,7 @@ class HttpUpstream:
                 return
             log.warning("upstream %s answered a filtered request with more than %d bytes", self.server.name,
                         MAX_REWRITTEN)
+            mark_upstream_error(exchange.scope, "too_large")
             await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream response too large",
                                                               request_id=request_id))
             return
