@@ -68,17 +68,17 @@ def tracing_settings(environ: Mapping[str, str]) -> TracingSettings:
         return TracingSettings()
     protocol = _signal(environ, "PROTOCOL") or "http/protobuf"
     if protocol != "http/protobuf":
-        raise ConfigError("OTEL_EXPORTER_OTLP_PROTOCOL", f"must be http/protobuf, got {protocol!r}")
+        raise ConfigError(_signal_name(environ, "PROTOCOL"), f"must be http/protobuf, got {protocol!r}")
     compression = _signal(environ, "COMPRESSION") or "none"
     if compression not in ("gzip", "none"):
-        raise ConfigError("OTEL_EXPORTER_OTLP_COMPRESSION", f"must be gzip or none, got {compression!r}")
+        raise ConfigError(_signal_name(environ, "COMPRESSION"), f"must be gzip or none, got {compression!r}")
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
     if sampler not in SAMPLERS:
         raise ConfigError("OTEL_TRACES_SAMPLER", f"must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     return TracingSettings(
         endpoint=endpoint,
-        headers=_pairs(_signal(environ, "HEADERS"), "OTEL_EXPORTER_OTLP_HEADERS", secret=True),
-        timeout=_integer(_signal(environ, "TIMEOUT"), "OTEL_EXPORTER_OTLP_TIMEOUT", 10000, 1, 600_000) / 1000,
+        headers=_pairs(_signal(environ, "HEADERS"), _signal_name(environ, "HEADERS"), secret=True),
+        timeout=_integer(_signal(environ, "TIMEOUT"), _signal_name(environ, "TIMEOUT"), 10000, 1, 600_000) / 1000,
         compression="gzip" if compression == "gzip" else "none",
         certificate=_signal(environ, "CERTIFICATE") or None,
         client_certificate=_signal(environ, "CLIENT_CERTIFICATE") or None,
@@ -100,6 +100,12 @@ def tracing_settings(environ: Mapping[str, str]) -> TracingSettings:
 def _signal(environ: Mapping[str, str], name: str) -> str:
     """``OTEL_EXPORTER_OTLP_TRACES_<name>``, else ``OTEL_EXPORTER_OTLP_<name>`` (the signal-specific one wins)."""
     return (environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or environ.get(f"OTEL_EXPORTER_OTLP_{name}") or "").strip()
+
+
+def _signal_name(environ: Mapping[str, str], name: str) -> str:
+    """Which of the two variables :func:`_signal` read, to name it in an error."""
+    specific = f"OTEL_EXPORTER_OTLP_TRACES_{name}"
+    return specific if environ.get(specific) else f"OTEL_EXPORTER_OTLP_{name}"
 
 
 def _endpoint(environ: Mapping[str, str]) -> str | None:
