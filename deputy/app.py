@@ -16,6 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from deputy.audit.log import AuditUnavailable
 from deputy.config import Settings
+from deputy.cors import McpCors, PublicCors
 from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
@@ -49,13 +50,14 @@ log = logging.getLogger(__name__)
 class DeputyApp:
     """Sends ``/mcp/NAME`` straight to the gateway and everything else to the Starlette routes."""
 
-    def __init__(self, routes: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, routes: ASGIApp, gateway: Gateway, mcp: ASGIApp | None = None) -> None:
         self.routes = routes
         self.gateway = gateway
+        self.mcp = mcp if mcp is not None else gateway  # the gateway behind its CORS answers (deputy.cors)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):
-            await self.gateway(scope, receive, send)
+            await self.mcp(scope, receive, send)
         else:
             await self.routes(scope, receive, send)
 
@@ -173,4 +175,5 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                     exception_handlers={OAuthError: oauth_error, RequestRefused: request_refused,
                                         ClientDisconnect: client_gone, SQLAlchemyError: storage_unavailable,
                                         AuditUnavailable: storage_unavailable})
-    return DeputyApp(RequestLimits(app, settings.limits.body_timeout), gateway)
+    return DeputyApp(PublicCors(RequestLimits(app, settings.limits.body_timeout), settings.registration.enabled),
+                     gateway, McpCors(gateway, settings.allowed_origins))
