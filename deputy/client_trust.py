@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from deputy.config_values import (
+    ENV_SECRET,
     ConfigError,
+    Entries,
+    Table,
     as_table,
     at,
     read_bool,
@@ -37,6 +40,14 @@ from deputy.config_values import (
 
 REGISTRATION_MODES = ("off", "loopback", "allowlist", "approval")
 UNKNOWN_DOMAIN_ACTIONS = ("refuse", "approval")
+PUBLISHER = Table(frozenset({"issuer", "jwks", "jwks_file"}))
+# Initial access tokens come literally or from the environment, never from a file (see registration_policy).
+REGISTRATION = Table(frozenset({"mode", "allowed_redirect_hosts", "trusted_publishers", "initial_access_tokens",
+                                "rate_limit_per_minute"}),
+                     {"trusted_publishers": Entries(PUBLISHER), "initial_access_tokens": Entries(ENV_SECRET)})
+CLIENT_DOCUMENTS = Table(frozenset({"enabled", "allowed_domains", "denied_domains", "unknown_domains",
+                                    "development_mode", "cache_min_seconds", "cache_max_seconds", "max_bytes",
+                                    "timeout_seconds", "ca_file"}))
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,8 @@
 
 A static client's redirect URIs follow the rule every registration path follows, among them never a URI on
 Deputy's own host (:mod:`deputy.cookie_scope`); ``private_key_jwt`` clients carry their public keys (RFC 7523 §2.2).
+An entry's keys are :data:`CLIENT`; an inline ``jwks`` is a JWK Set, whose members RFC 7517 §5 leaves open, judged
+by :mod:`deputy.jwks_rules` instead.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 from deputy.config_values import (
     ConfigError,
+    Table,
     as_table,
     at,
     check_jwks,
@@ -28,6 +31,8 @@ CLIENT_AUTH_METHODS = ("none", "client_secret_basic", "client_secret_post", "pri
 TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
 JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 STATIC_GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials", TOKEN_EXCHANGE, JWT_BEARER)
+CLIENT = Table(frozenset({"client_id", "client_name", "redirect_uris", "token_endpoint_auth_method", "client_secret",
+                          "grant_types", "jwks", "jwks_file"}))
 
 
 @dataclass(frozen=True, slots=True)

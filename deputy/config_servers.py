@@ -3,7 +3,9 @@
 Each upstream ``NAME`` is served at ``{public_url}/mcp/NAME``, its canonical resource identifier (RFC 8707 §2,
 MCP authorization "Canonical Server URI"). It is reached over HTTP (``url``) or stdio (``command``), and Deputy
 authenticates to it with nothing, configured headers (``static``), or tokens it mints for the upstream's own
-audience (``exchange``, RFC 8693 §2.1 ``audience``), which must never be Deputy itself.
+audience (``exchange``, RFC 8693 §2.1 ``audience``), which must never be Deputy itself. Its keys are
+:data:`SERVER` (checked before any value, :func:`deputy.config_values.check_keys`); ``headers`` and ``env`` name
+header fields (letters, digits and "-", never one Deputy sets itself) and environment variables.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from deputy.config_values import (
+    SECRET,
     ConfigError,
+    Named,
+    Table,
     as_table,
     at,
     check_http_url,
@@ -25,14 +30,19 @@ from deputy.config_values import (
     read_table,
     secret_value,
 )
+from deputy.display_text import acts
 
-SERVER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
-HEADER_NAME = re.compile(r"^[A-Za-z0-9-]+$")
+SERVER_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a final newline through
+HEADER_NAME = re.compile(r"\A[A-Za-z0-9-]+\Z")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
 # How Deputy authenticates to an upstream: minted tokens, configured headers, or nothing.
 UPSTREAM_CREDENTIALS = ("none", "static", "exchange")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
+# ``[servers.NAME]``: its keys, and the secrets its headers and its environment's variables are given as.
+SERVER = Table(frozenset({"title", "url", "command", "scopes", "required_scopes", "headers", "env", "credentials",
+                          "upstream_audience", "policies"}),
+               {"headers": Named(SECRET), "env": Named(SECRET)})
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,7 +146,11 @@ def _environment(raw: Mapping[str, Any], where: str, stdio: bool, environ: Mappi
     """A stdio upstream's environment: the inherited variables, then ``env``."""
     env = {var: environ[var] for var in INHERITED_ENV if var in environ} if stdio else {}
     for var, spec in read_table(raw, "env", where).items():
-        env[str(var)] = secret_value(spec, at(at(where, "env"), var), environ, base_dir)
+        key = at(at(where, "env"), var)
+        # A name with "=" or NUL cannot be passed to a process (POSIX environ is NAME=value, NUL-terminated).
+        if not var or "=" in var or any(acts(c) for c in var):
+            raise ConfigError(key, "is not an environment variable name")
+        env[var] = secret_value(spec, key, environ, base_dir)
     return env
 
 

@@ -5,6 +5,12 @@ dots, entries of an array by index (``audit.append_timeout_ms``, ``clients[2].re
 ``servers.demo.url``). Each reader takes the table it reads, the key, and ``where``, the path of that table ("" at
 the top level), and returns the value or raises :class:`ConfigError`; no other error leaves configuration parsing.
 
+Every key is known: :func:`check_keys` walks the whole file against the :class:`Table` shapes each section's module
+declares, before any value is read, and an unknown key stops start-up with its path and, when a known key is close
+(``difflib``), the one probably meant. A key comes from the file and may be any TOML string, so a path shows each key
+with every character outside printable ASCII escaped (a lookalike of a known key shows as what it is, a control
+character cannot act on the terminal) and cut to a bounded length.
+
 Kinds of value: tables and arrays of tables, strings, integers, numbers, booleans, choices, lists of strings, http(s)
 URLs, scope lists (RFC 6749 §3.3), secrets given literally, from the environment or from a file, JSON files and
 JWK Sets (RFC 7517 §5, judged by :mod:`deputy.jwks_rules`).
@@ -13,19 +19,25 @@ JWK Sets (RFC 7517 §5, judged by :mod:`deputy.jwks_rules`).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import re
+import unicodedata
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, cast
 from urllib.parse import urlsplit
 
 from deputy import bounded_json
+from deputy.display_text import escape_char
 from deputy.jwks_rules import JwksError, check_client_jwks
 
 # RFC 6749 §3.3 scope-token; matched whole (``fullmatch``), so a trailing newline is not part of a token.
 SCOPE_TOKEN = re.compile(r"[\x21\x23-\x5b\x5d-\x7e]+")
 
 Choice = TypeVar("Choice", bound=str)
+# Characters of one key a path shows; a longer key is cut there (the longest real key is under 30).
+SHOWN_KEY_CHARS = 100
 
 
 class ConfigError(ValueError):
@@ -37,11 +49,33 @@ class ConfigError(ValueError):
         self.problem = problem
 
 
+class UnknownKey(ConfigError):
+    """A key no table of that kind holds; ``suggestion`` is the known key probably meant, if one is close."""
+
+    def __init__(self, key: str, known: Collection[str], suggestion: str | None) -> None:
+        super().__init__(key, f"unknown setting; did you mean {suggestion}?" if suggestion is not None
+                         else f"unknown setting (known: {', '.join(sorted(known))})")
+        self.suggestion = suggestion
+
+
 def at(where: str, key: str | int) -> str:
     """The path of ``key`` in the table at ``where``, or of entry ``key`` when it is an index."""
     if isinstance(key, int):
         return f"{where}[{key}]"
-    return f"{where}.{key}" if where else key
+    shown = shown_key(key)
+    return f"{where}.{shown}" if where else shown
+
+
+def shown_key(key: str) -> str:
+    """``key`` as a path shows it: printable ASCII as it is, anything else (and a backslash) as its escape, at most
+    :data:`SHOWN_KEY_CHARS` characters of it. Known keys are ASCII, so ``p\\u043elicies`` (a Cyrillic o) reads
+    as the other key it is, and no control or bidi character reaches the terminal (:mod:`deputy.display_text`)."""
+    if not key:
+        return '""'  # an empty key (TOML allows one) still shows as a key
+    if len(key) <= SHOWN_KEY_CHARS and key.isascii() and key.isprintable() and "\\" not in key:
+        return key
+    shown = "".join(c if " " <= c <= "~" and c != "\\" else escape_char(c) for c in key[:SHOWN_KEY_CHARS])
+    return shown if len(key) <= SHOWN_KEY_CHARS else f"{shown}… ({len(key)} characters)"
 
 
 def as_table(value: Any, where: str) -> Mapping[str, Any]:
@@ -68,9 +102,94 @@ def read_tables(raw: Mapping[str, Any], key: str, where: str) -> list[Any]:
 
 
 def check_known(raw: Mapping[str, Any], where: str, known: Collection[str]) -> None:
+    """Every key of the table at ``where`` is one of ``known``; the first that is not raises :class:`UnknownKey`."""
     for key in raw:
         if key not in known:
-            raise ConfigError(at(where, str(key)), f"unknown setting (known: {', '.join(sorted(known))})")
+            raise UnknownKey(at(where, str(key)), known, close_key(str(key), known))
+
+
+def close_key(key: str, known: Collection[str]) -> str | None:
+    """The known key ``key`` was probably meant to be: the same but for case or compatibility forms (``Policies``,
+    ``url`` in full-width letters), else the closest ``difflib`` finds close enough; None when nothing is close."""
+    folded = unicodedata.normalize("NFKC", key).casefold()
+    for name in known:
+        if name.casefold() == folded:
+            return name
+    if len(folded) > 2 * max(map(len, known), default=0):  # far longer than any known key: close to none of them
+        return None
+    matches = difflib.get_close_matches(folded, sorted(known), n=1)
+    return matches[0] if matches else None
+
+
+def misspelt_variables(environ: Mapping[str, str], prefix: str, known: Collection[str],
+                       referenced: Collection[str]) -> list[tuple[str, str]]:
+    """Variables of the environment named like one of ``known`` but not it (``DEPUTY_PROT``), with the one probably
+    meant. Not errors: the environment holds many variables, and ``referenced`` (those the file reads, like
+    ``{env = "DEPUTY_API_KEY"}``) are the operator's own; only a near miss is returned (case aside, difflib's 0.85)."""
+    found = []
+    for name in environ:
+        if name in known or name in referenced or not name.upper().startswith(prefix):
+            continue
+        meant = [k for k in known if k == name.upper()] or difflib.get_close_matches(name.upper(), sorted(known), 1,
+                                                                                      0.85)
+        if meant:
+            found.append((shown_key(name), meant[0]))
+    return found
+
+
+def secret_variables(value: Any) -> set[str]:
+    """The environment variables secrets in ``value`` are read from (``{env = "NAME"}``), at any depth."""
+    if isinstance(value, list):
+        return set().union(*map(secret_variables, value)) if value else set()
+    if not isinstance(value, dict):
+        return set()
+    own = {value["env"]} if isinstance(value.get("env"), str) else set()
+    return own.union(*map(secret_variables, value.values()))
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """The keys a kind of table may hold, and the shapes of the values among them that are tables or arrays."""
+
+    keys: frozenset[str]
+    nested: Mapping[str, Shape] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Entries:
+    """An array whose entries are each of one shape (``[[clients]]``, ``witnesses = [{url, vkey}]``)."""
+
+    shape: Shape
+
+
+@dataclass(frozen=True, slots=True)
+class Named:
+    """A table whose keys are names the operator chooses, each value of one shape (``[servers.NAME]``,
+    ``headers``); the names are checked by the section's reader."""
+
+    shape: Shape
+
+
+Shape = Table | Entries | Named
+# A secret given as a table (:func:`secret_value`): from the environment or from a file; or only the environment.
+SECRET = Table(frozenset({"env", "file"}))
+ENV_SECRET = Table(frozenset({"env"}))
+
+
+def check_keys(value: Any, where: str, shape: Shape) -> None:
+    """Every key in ``value`` and in the tables within it is one its ``shape`` knows. A value of another type is
+    passed over: the section's reader says what it must be."""
+    if isinstance(shape, Table) and isinstance(value, dict):
+        check_known(value, where, shape.keys)
+        for key, inner in shape.nested.items():
+            if key in value:
+                check_keys(value[key], at(where, key), inner)
+    elif isinstance(shape, Entries) and isinstance(value, list):
+        for index, entry in enumerate(value):
+            check_keys(entry, at(where, index), shape.shape)
+    elif isinstance(shape, Named) and isinstance(value, dict):
+        for name, entry in value.items():
+            check_keys(entry, at(where, str(name)), shape.shape)
 
 
 def read_str(raw: Mapping[str, Any], key: str, where: str, default: str | None = None) -> str:
@@ -162,6 +281,8 @@ def secret_value(spec: Any, where: str, environ: Mapping[str, str], base_dir: Pa
     ``non_empty``: an empty string or variable is refused."""
     if isinstance(spec, str) and (spec or not non_empty):
         return spec
+    if isinstance(spec, dict):
+        check_known(spec, where, (SECRET if base_dir is not None else ENV_SECRET).keys)
     if isinstance(spec, dict) and set(spec) == {"env"} and isinstance(spec["env"], str):
         value = environ.get(spec["env"])
         if value is None or (non_empty and not value):

@@ -24,6 +24,8 @@ from typing import Any
 
 from deputy.config_values import (
     ConfigError,
+    Entries,
+    Table,
     as_table,
     as_tables,
     at,
@@ -44,6 +46,9 @@ PURPOSES = ("subject_token", "workload", "id_jag")
 ISSUER_ALGORITHMS = tuple(ALGORITHMS)
 TRUSTED_ISSUER_KEYS = frozenset({"issuer", "jwks_uri", "jwks_file", "audience", "algorithms", "accept",
                                  "jwks_refresh_seconds"})
+TRUSTED_ISSUER = Table(TRUSTED_ISSUER_KEYS)
+MAY_ACT = Table(frozenset({"client", "actors"}))
+DELEGATION = Table(frozenset({"max_depth", "token_ttl", "may_act"}), {"may_act": Entries(MAY_ACT)})
 # A token naming a key an issuer's cached set lacks refetches it at most this often (``jwks_refresh_seconds``).
 JWKS_REFRESH_INTERVAL = 30.0
 
@@ -87,7 +92,7 @@ class TrustedIssuer:
 
 def delegation_rules(raw: Any) -> DelegationRules:
     table = as_table(raw, "delegation")
-    check_known(table, "delegation", ("max_depth", "token_ttl", "may_act"))
+    check_known(table, "delegation", DELEGATION.keys)
     where = at("delegation", "may_act")
     return DelegationRules(
         max_depth=read_int(table, "max_depth", "delegation", 4, 1, 16),
@@ -99,7 +104,9 @@ def delegation_rules(raw: Any) -> DelegationRules:
 
 def _may_act(rule: Any, where: str) -> MayActRule:
     """One ``[[delegation.may_act]]`` rule (RFC 8693 §4.4): the clients that may act for a token's subject."""
-    if not isinstance(rule, dict) or set(rule) != {"client", "actors"}:
+    if isinstance(rule, dict):
+        check_known(rule, where, MAY_ACT.keys)
+    if not isinstance(rule, dict) or set(rule) != MAY_ACT.keys:
         raise ConfigError(where, 'must be a table with client (a client id or "*") and actors')
     if not isinstance(rule["client"], str) or not rule["client"]:
         raise ConfigError(at(where, "client"), 'must be a client id or "*"')

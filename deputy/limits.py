@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deputy.config_values import ConfigError, as_table, at, check_known, read_int, read_number
+from deputy.config_values import ConfigError, Table, as_table, at, check_known, read_int, read_number
 
 SECTION = "limits"
 KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
 })
+LIMITS = Table(KNOWN_KEYS)
 
 
 @dataclass(frozen=True, slots=True)

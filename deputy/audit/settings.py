@@ -40,6 +40,8 @@ from deputy.audit.note import NoteError, NoteSigner, NoteVerifier, check_name, g
 from deputy.audit.records import ARGUMENTS_MODES, ArgumentsMode
 from deputy.config_values import (
     ConfigError,
+    Entries,
+    Table,
     as_table,
     at,
     check_http_url,
@@ -66,6 +68,8 @@ RANGES = {
     "append_timeout_ms": (100, 600_000),
 }
 MAX_WITNESSES = 32
+WITNESS = Table(frozenset({"url", "vkey"}))
+AUDIT = Table(KNOWN_KEYS, {"witnesses": Entries(WITNESS)})
 
 
 @dataclass(frozen=True)
@@ -128,7 +132,9 @@ def _witnesses(raw: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
 
 def _witness(entry: Any, where: str) -> tuple[str, str, str]:
     """One witness: its URL, its cosignature (type 0x04) verifier key, and the name that key carries."""
-    if not isinstance(entry, Mapping) or set(entry) != {"url", "vkey"}:
+    if isinstance(entry, dict):
+        check_known(entry, where, WITNESS.keys)
+    if not isinstance(entry, Mapping) or set(entry) != WITNESS.keys:
         raise ConfigError(where, "must be a table with exactly url and vkey")
     url = check_http_url(entry["url"], at(where, "url"))
     vkey = entry["vkey"]

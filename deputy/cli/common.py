@@ -26,7 +26,7 @@ def settings_or_exit(config: Path | None, defaults: dict[str, Any] | None = None
     try:
         return load_settings(config, defaults=defaults)
     except ConfigError as exc:
-        err.print(line(str(exc), style="red"))
+        err.print(line(str(exc), style="red"), soft_wrap=True)  # one line, however long: greppable, never re-wrapped
         raise typer.Exit(2) from None
 
 
