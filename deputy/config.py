@@ -14,12 +14,19 @@ Each section is read by its own module, all with the readers of :mod:`deputy.con
 ``[registration]`` and ``[client_documents]`` :mod:`deputy.client_trust`, ``[delegation]`` and
 ``[[trusted_issuers]]`` :mod:`deputy.delegation_rules`, ``[audit]`` :mod:`deputy.audit.settings`,
 ``[limits]`` :mod:`deputy.limits`, ``log_level``, ``log_format`` and ``[metrics]``
-:mod:`deputy.telemetry.settings`; this module reads the rest and puts them together.
+:mod:`deputy.telemetry.settings`; this module reads the rest and puts them together. Traces are configured by
+the standard ``OTEL_*`` environment variables, read here too (:mod:`deputy.telemetry.trace_settings`).
+
+Every key is known: before any value is read, the whole file is walked against :data:`CONFIG`, the shape of every
+table the sections declare (:func:`deputy.config_values.check_keys`), and an unknown key anywhere stops start-up
+naming its path and the key probably meant (``servers.demo.polices: unknown setting; did you mean policies?``).
+A typo is thus reported as what it is, never as the error its missing key causes, nor silently ignored.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
@@ -28,33 +35,55 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from deputy.audit.settings import AuditSettings, audit_settings
+from deputy.audit.settings import AUDIT, AuditSettings, audit_settings
 from deputy.bounded_json import loads_toml
-from deputy.client_trust import ClientDocumentPolicy, RegistrationPolicy, client_document_policy, registration_policy
+from deputy.client_trust import (
+    CLIENT_DOCUMENTS,
+    REGISTRATION,
+    ClientDocumentPolicy,
+    RegistrationPolicy,
+    client_document_policy,
+    registration_policy,
+)
 from deputy.config_approvals import ApprovalSettings as ApprovalSettings
+from deputy.config_clients import CLIENT, StaticClient, static_clients
 from deputy.config_clients import JWT_BEARER as JWT_BEARER
 from deputy.config_clients import TOKEN_EXCHANGE as TOKEN_EXCHANGE
-from deputy.config_clients import StaticClient, static_clients
 from deputy.config_servers import INHERITED_ENV as INHERITED_ENV
+from deputy.config_servers import SERVER, upstream_servers
 from deputy.config_servers import SERVER_NAME as SERVER_NAME
 from deputy.config_servers import UpstreamServer as UpstreamServer
 from deputy.config_servers import canonical_resource as canonical_resource
-from deputy.config_servers import upstream_servers
 from deputy.config_values import SCOPE_TOKEN as SCOPE_TOKEN
 from deputy.config_values import ConfigError as ConfigError
 from deputy.config_values import (
+    Entries,
+    Named,
+    Shape,
+    Table,
     at,
     check_http_url,
+    check_keys,
     check_known,
+    misspelt_variables,
     read_int,
     read_number,
     read_str,
     read_strings,
     read_table,
+    secret_variables,
 )
-from deputy.delegation_rules import DelegationRules, TrustedIssuer, delegation_rules, trusted_issuers
-from deputy.limits import LimitSettings, limit_settings
-from deputy.telemetry.settings import TelemetrySettings, telemetry_settings
+from deputy.delegation_rules import (
+    DELEGATION,
+    TRUSTED_ISSUER,
+    DelegationRules,
+    TrustedIssuer,
+    delegation_rules,
+    trusted_issuers,
+)
+from deputy.limits import LIMITS, LimitSettings, limit_settings
+from deputy.telemetry.settings import METRICS, TelemetrySettings, telemetry_settings
+from deputy.telemetry.trace_settings import TracingSettings, tracing_settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +112,7 @@ class Settings:
     policy_watch_seconds: float = 2.0  # how often policy directories are checked for changes; 0: only SIGHUP
     limits: LimitSettings = field(default_factory=LimitSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
+    tracing: TracingSettings = field(default_factory=TracingSettings)  # from the OTEL_* environment variables
 
     @property
     def issuer(self) -> str:
@@ -143,7 +173,7 @@ def _check_public_url(value: str) -> str:
 
 def _approvals(raw: Mapping[str, Any]) -> ApprovalSettings:
     table = read_table(raw, "approvals", "")
-    check_known(table, "approvals", ("ttl", "approvers"))
+    check_known(table, "approvals", APPROVALS.keys)
     return ApprovalSettings(ttl=read_int(table, "ttl", "approvals", 15 * 60, 30, 7 * 24 * 3600, digits=True),
                             approvers=read_strings(table, "approvers", "approvals", what="usernames"))
 
@@ -158,12 +188,22 @@ ENV_KEYS = {
     "DEPUTY_LOG_LEVEL": "log_level",
     "DEPUTY_LOG_FORMAT": "log_format",
 }
-TOP_LEVEL_KEYS = frozenset({
-    "public_url", "host", "port", "data_dir", "database_url", "servers", "clients", "tokens", "registration",
-    "client_documents", "demo_password", "gateway", "delegation", "trusted_issuers", "approvals", "audit", "limits",
-    "log_level", "log_format", "metrics",
-})
+APPROVALS = Table(frozenset({"ttl", "approvers"}))
+TOKENS = Table(frozenset({"access_token_ttl", "refresh_token_ttl", "code_ttl", "login_session_ttl", "clock_leeway"}))
+GATEWAY = Table(frozenset({"revocation_max_staleness", "policy_watch_seconds", "allowed_origins"}))
+# Every table of deputy.toml, each declared by the module that reads it.
+SECTIONS: dict[str, Shape] = {
+    "servers": Named(SERVER), "clients": Entries(CLIENT), "tokens": TOKENS, "registration": REGISTRATION,
+    "client_documents": CLIENT_DOCUMENTS, "gateway": GATEWAY, "delegation": DELEGATION,
+    "trusted_issuers": Entries(TRUSTED_ISSUER), "approvals": APPROVALS, "audit": AUDIT, "limits": LIMITS,
+    "metrics": METRICS,
+}
+TOP_LEVEL_KEYS = frozenset({"public_url", "host", "port", "data_dir", "database_url", "demo_password", "log_level",
+                            "log_format", *SECTIONS})
+CONFIG = Table(TOP_LEVEL_KEYS, SECTIONS)
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+VARIABLES = frozenset({"DEPUTY_CONFIG", *ENV_KEYS})
+_log = logging.getLogger(__name__)
 
 
 def load_settings(
@@ -186,13 +226,16 @@ def load_settings(
     for env_name, key in ENV_KEYS.items():
         if environ.get(env_name):
             raw[key] = environ[env_name]
+    # Not an error (the variable may be meant for something else), but a near miss is most likely a typo.
+    for name, meant in misspelt_variables(environ, "DEPUTY_", VARIABLES, secret_variables(raw)):
+        _log.warning("environment variable %s is not one Deputy reads; did you mean %s?", name, meant)
     return _validate(raw, environ, path.parent if path is not None else Path.cwd())
 
 
 def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path | None = None) -> Settings:
     """Every section in turn; the first bad value stops start-up with a :class:`ConfigError` naming its path."""
     base_dir = base_dir or Path.cwd()
-    check_known(raw, "", TOP_LEVEL_KEYS)
+    check_keys(raw, "", CONFIG)  # first: a misspelt key is the error to report, not what its absence causes
     host, port, public_url = _listener(raw)
     data_dir, database_url = _storage(raw)
     tokens, gateway = read_table(raw, "tokens", ""), read_table(raw, "gateway", "")
@@ -211,7 +254,8 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         audit=audit_settings(raw.get("audit", {}), data_dir, public_url),
         limits=limit_settings(raw.get("limits", {})),
         approvals=_approvals(raw),
-        telemetry=telemetry_settings(raw),
+        telemetry=telemetry_settings(raw, (host, port)),
+        tracing=tracing_settings(environ),
         demo_password=raw.get("demo_password") or None,
         access_token_ttl=_seconds(tokens, "access_token_ttl", 600, 30, 3600),
         refresh_token_ttl=_seconds(tokens, "refresh_token_ttl", 14 * 24 * 3600, 60, 365 * 24 * 3600),
