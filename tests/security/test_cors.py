@@ -20,7 +20,9 @@ import pytest
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from deputy.cors import McpCors
 from deputy.demo.server import demo_asgi_app
+from deputy.gateway.origin_check import OriginCheck
 from tests.support.agents import agent_token, agents_config
 from tests.support.databases import database_url
 from tests.support.deputy_process import RunningDeputy, running_deputy
@@ -190,6 +192,41 @@ async def test_no_answer_allows_credentials_and_the_upstreams_cors_never_passes(
     assert len(upstream.seen) == 1 and "origin" not in upstream.seen[0].headers
     assert response.headers.get_list("access-control-allow-origin") == [APP]
     assert "access-control-allow-credentials" not in response.headers
+
+
+def test_the_origin_check_and_cors_agree_on_an_origin_written_with_its_default_port() -> None:
+    """A configured ``https://app.example.com:443/`` is the origin a browser sends as ``https://app.example.com``:
+    both guards allow it, and neither allows the configured spelling or an unreadable entry (no empty origin)."""
+    configured = ["https://App.Example.com:443/", "http://[::1]:6274", "http://app.example.com:99999"]
+    cors = McpCors(_never_called, configured)
+    assert cors.origins == {b"https://app.example.com", b"http://[::1]:6274"}
+    check = OriginCheck("http://127.0.0.1:8000", configured)
+    assert check.allows(b"127.0.0.1:8000", b"https://app.example.com")
+    assert check.allows(b"127.0.0.1:8000", b"http://[::1]:6274")
+    assert not check.allows(b"127.0.0.1:8000", b"")
+
+
+async def test_a_request_without_origin_reaches_the_gateway_untouched() -> None:
+    """The hot path: no ``Origin``, no CORS work — the gateway gets the very same scope, receive and send."""
+    seen: list[tuple[Scope, Receive, Send]] = []
+
+    async def gateway(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append((scope, receive, send))
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(_message: Message) -> None:
+        return None
+
+    scope: Scope = {"type": "http", "method": "OPTIONS", "path": "/mcp/demo",
+                    "headers": [(b"host", b"127.0.0.1"), (b"access-control-request-method", b"POST")]}
+    await McpCors(gateway, [APP])(scope, receive, send)
+    assert seen == [(scope, receive, send)]
+
+
+async def _never_called(_scope: Scope, _receive: Receive, _send: Send) -> None:
+    raise AssertionError("not called")
 
 
 # --- routes with no CORS at all -----------------------------------------------------------------------------------
