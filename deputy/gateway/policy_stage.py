@@ -21,10 +21,12 @@ closed).
 
 Answers: a denial is a JSON-RPC error with code :data:`~deputy.policy.decision.POLICY_DENIED`,
 the message "denied by policy…" and ``data`` naming the decision id and the deciding
-policies — never "tool not found", never a silent drop. A step-up (a permit annotated
-``@requires_scope`` the token lacks) is HTTP 403 with ``WWW-Authenticate: Bearer
-error="insufficient_scope"`` naming every scope needed, so a client that follows the
-MCP authorization spec re-authorizes and retries.
+policies — never "tool not found", never a silent drop. Arguments that do not fit the tool's
+schema add ``reason: "arguments_invalid"`` and which arguments and why
+(:mod:`deputy.policy.argument_problems`). A step-up (a permit annotated ``@requires_scope``
+the token lacks) is HTTP 403 with ``WWW-Authenticate: Bearer error="insufficient_scope"``
+naming every scope needed, so a client that follows the MCP authorization spec
+re-authorizes and retries.
 
 Approvals: a ``tools/call`` whose outcome is ``approval_required`` (a permit annotated
 ``@approval("required")``) is held. When an approver has approved that exact call —

@@ -2,6 +2,7 @@
 
 * :mod:`deputy.policy.schema` — Deputy's stub + the upstream's ``tools/list`` → the Cedar schema.
 * :mod:`deputy.policy.arguments` — JSON arguments → Cedar values, exactly as the schema types them.
+* :mod:`deputy.policy.argument_problems` — which arguments do not fit and why, bounded, never their values.
 * :mod:`deputy.policy.sources` — ``*.cedar`` files: ids, annotations, errors located as file:line:col.
 * :mod:`deputy.policy.decision` — outcomes, ``@requires_scope`` / ``@approval`` semantics, fail-closed rules.
 * :mod:`deputy.policy.engine` — load, validate, reload and decide.

@@ -32,8 +32,11 @@ built, so a decision only walks the arguments. What each Cedar type accepts:
   :mod:`deputy.canonical_json`, big integers kept exact by :mod:`deputy.exact_json`, so a
   policy can see that it is there, not what it is).
 
-Anything else raises :class:`ArgumentError` naming the argument's path; the engine
-turns that into a deny.
+Anything else raises :class:`~deputy.policy.argument_problems.ArgumentError` naming every
+argument that does not fit (up to a bound: objects and arrays are walked to the end, or until
+that many are found) and why, never quoting a value
+(:mod:`deputy.policy.argument_problems`); the engine turns that into a deny whose reason is
+``arguments_invalid``.
 """
 
 from __future__ import annotations
@@ -47,6 +50,8 @@ from typing import Any
 from deputy.canonical_json import NotCanonicalJson, canonical_json
 from deputy.exact_json import big_integers_as_digits
 from deputy.policy import formats
+from deputy.policy.argument_problems import ArgumentError as ArgumentError  # where it was always imported from
+from deputy.policy.argument_problems import Problems, first_problem_only
 from deputy.policy.formats import FormatError
 from deputy.policy.hints import Hint
 
@@ -59,14 +64,7 @@ FOUR_PLACES = Decimal("0.0001")
 _UNION_MEMBER = re.compile(r"typeChoice(\d+)\Z")
 
 
-class ArgumentError(ValueError):
-    """A value that does not fit its Cedar type; ``path`` names it (``input.opts.depth``)."""
-
-    def __init__(self, path: str, message: str) -> None:
-        super().__init__(f"{path}: {message}")
-        self.path = path
-
-
+# No message below quotes the value: it may be a secret, and the answer and the audit record keep it.
 def _string(value: Any, path: str, entities: Entities) -> Any:
     if type(value) is str:
         return value
@@ -85,7 +83,7 @@ def _long(value: Any, path: str, entities: Entities) -> Any:
             return value
         raise ArgumentError(path, "integer outside the 64-bit range of Cedar's Long")
     if type(value) is float:
-        raise ArgumentError(path, f"the schema says integer (Long), got the JSON number {value!r}; not truncated")
+        raise ArgumentError(path, "expected an integer, got a number with a fraction or an exponent; not truncated")
     raise ArgumentError(path, f"expected an integer, got {_kind(value)}")
 
 
@@ -98,7 +96,7 @@ def _decimal(value: Any, path: str, entities: Entities) -> Any:
     except InvalidOperation:
         exact = False
     if not exact:
-        raise ArgumentError(path, f"{value!r} is not exactly a Cedar decimal (4 places, ±9.2e14); not rounded")
+        raise ArgumentError(path, "not exactly a Cedar decimal (at most 4 places, within ±9.2e14); not rounded")
     text = format(number, "f")
     return {"__extn": {"fn": "decimal", "arg": text if "." in text else text + ".0"}}
 
@@ -109,14 +107,14 @@ def _formatted(fn: str, accepted: Mapping[str, Callable[[str], str]]) -> Convert
 
     def convert(value: Any, path: str, entities: Entities) -> Any:
         if type(value) is not str:
-            raise ArgumentError(path, f"does not fit the tool's schema: expected a {names} string, got {_kind(value)}")
+            raise ArgumentError(path, f"expected a {names} string, got {_kind(value)}")
         reasons = []
         for read in accepted.values():
             try:
                 return {"__extn": {"fn": fn, "arg": read(value)}}
             except FormatError as exc:
                 reasons.append(str(exc))
-        raise ArgumentError(path, f"does not fit the tool's schema (format {names}): {'; '.join(reasons)}")
+        raise ArgumentError(path, f"format {names}: {'; '.join(reasons)}")
     return convert
 
 
@@ -129,7 +127,7 @@ FORMATS: dict[str, tuple[str, dict[str, Callable[[str], str]]]] = {
 
 
 def _unknown_datetime(value: Any, path: str, entities: Entities) -> Any:
-    raise ArgumentError(path, "does not fit the tool's schema: it does not say whether this is a date or a date-time")
+    raise ArgumentError(path, "the schema does not say whether this is a date or a date-time")
 
 
 def _extension(name: str, found: frozenset[str]) -> Converter:
@@ -157,7 +155,17 @@ def _set(element: Converter) -> Converter:
     def convert(value: Any, path: str, entities: Entities) -> Any:
         if type(value) is not list:
             raise ArgumentError(path, f"expected an array, got {_kind(value)}")
-        return [element(item, f"{path}[{i}]", entities) for i, item in enumerate(value)]
+        out = []
+        problems = Problems()
+        for i, item in enumerate(value):
+            try:
+                out.append(element(item, f"{path}[{i}]", entities))
+            except ArgumentError as exc:
+                problems.add(i, exc)
+                if problems.full:
+                    break
+        problems.check()
+        return out
     return convert
 
 
@@ -168,16 +176,33 @@ def _record(attributes: Mapping[str, tuple[Converter, bool]]) -> Converter:
         if type(value) is not dict:
             raise ArgumentError(path, f"expected an object, got {_kind(value)}")
         out: dict[str, Any] = {}
+        problems = Problems()
         for name, item in value.items():
             slot = attributes.get(name)
             if slot is None:
-                raise ArgumentError(f"{path}.{name}", "not in the tool's input schema, so no policy could see it")
-            out[name] = slot[0](item, f"{path}.{name}", entities)
-        if not required.issubset(out):
-            missing = sorted(required - out.keys())
-            raise ArgumentError(f"{path}.{missing[0]}", "required by the tool's input schema, missing")
+                problems.here(name, f"{path}.{name}", UNDECLARED)
+            else:
+                try:
+                    out[name] = slot[0](item, f"{path}.{name}", entities)
+                except ArgumentError as exc:
+                    problems.add(name, exc)
+            if problems.full:
+                break
+        _missing(problems, path, required, value)
+        problems.check()
         return out
     return convert
+
+
+UNDECLARED = "not in the tool's input schema, so no policy could see it"
+
+
+def _missing(problems: Problems, path: str, required: frozenset[str], value: dict[str, Any]) -> None:
+    """One problem per required member absent from ``value`` (in name order), while there is room."""
+    for name in sorted(required - value.keys()):
+        if problems.full:
+            return
+        problems.here(name, f"{path}.{name}", "required argument is missing")
 
 
 def _union(choices: list[tuple[str, Converter]]) -> Converter:
@@ -185,7 +210,8 @@ def _union(choices: list[tuple[str, Converter]]) -> Converter:
         for name, choice in choices:
             found: Entities = []
             try:
-                converted = choice(value, path, found)
+                with first_problem_only():
+                    converted = choice(value, path, found)
             except ArgumentError:
                 continue
             entities.extend(found)
@@ -210,15 +236,21 @@ def _tagged(entity_type: str, shape: Mapping[str, tuple[Converter, bool]], tags:
             raise ArgumentError(path, f"expected an object, got {_kind(value)}")
         attrs: dict[str, Any] = {}
         tag_values: dict[str, Any] = {}
+        problems = Problems()
         for name, item in value.items():
-            if name in shape:
-                attrs[name] = shape[name][0](item, f"{path}.{name}", entities)
-            elif tags is not None:
-                tag_values[name] = tags(item, f"{path}.{name}", entities)
-            else:
-                raise ArgumentError(f"{path}.{name}", "not in the tool's input schema, so no policy could see it")
-        if not required.issubset(attrs):
-            raise ArgumentError(f"{path}.{sorted(required - attrs.keys())[0]}", "required, missing")
+            try:
+                if name in shape:
+                    attrs[name] = shape[name][0](item, f"{path}.{name}", entities)
+                elif tags is not None:
+                    tag_values[name] = tags(item, f"{path}.{name}", entities)
+                else:
+                    problems.here(name, f"{path}.{name}", UNDECLARED)
+            except ArgumentError as exc:
+                problems.add(name, exc)
+            if problems.full:
+                break
+        _missing(problems, path, required, value)
+        problems.check()
         uid = {"type": entity_type, "id": path}
         entities.append({"uid": uid, "attrs": attrs, "parents": [], "tags": tag_values})
         return {"__entity": uid}

@@ -26,6 +26,12 @@ Fail closed: any error in Cedar's diagnostics — an evaluation error in any pol
 (Cedar itself would skip that policy, and a skipped ``forbid`` can leave an Allow), a
 request that does not match the schema — makes the outcome ``deny``, with the errors
 recorded and the erring policies named as determining.
+
+Arguments that do not fit the tool's input schema are a deny no policy determined: its
+``reason`` is ``arguments_invalid`` and it carries the :class:`ArgumentProblem` list
+(:mod:`deputy.policy.argument_problems`), which the JSON-RPC error's ``data`` and the audit
+record's ``errors`` both show, so a user learns which argument and why, and an auditor
+tells it apart from a policy's deny.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ from typing import Any, Final, NamedTuple
 
 import cedarpy
 
+from deputy.policy.argument_problems import REASON as ARGUMENTS_INVALID
+from deputy.policy.argument_problems import ArgumentError, ArgumentProblem
 from deputy.policy.sources import PolicySource
 
 POLICY_DENIED: Final = -32003
@@ -68,6 +76,13 @@ class Decision:
     approval_required: bool = False
     self_approval: bool = False
     approval_id: str | None = None  # the approval this call proceeds on (used up), if any
+    problems: tuple[ArgumentProblem, ...] = ()  # why the arguments do not fit (reason arguments_invalid)
+    problems_truncated: bool = False  # there were more problems than listed
+
+    @property
+    def reason(self) -> str | None:
+        """``arguments_invalid`` when the arguments do not fit the tool's schema; None for any other decision."""
+        return ARGUMENTS_INVALID if self.problems else None
 
     @property
     def allowed(self) -> bool:
@@ -78,14 +93,22 @@ class Decision:
             return "denied by policy: needs scope " + " ".join(self.required_scopes)
         if self.outcome is Outcome.APPROVAL_REQUIRED:
             return "denied by policy: needs a human approval"
+        if self.problems:
+            return "denied by policy: the arguments do not fit the tool's input schema"
         return "denied by policy"
 
     def error_data(self) -> dict[str, Any]:
-        """``data`` of the JSON-RPC error for a request this decision does not allow (no error texts: see the log)."""
+        """``data`` of the JSON-RPC error for a request this decision does not allow: no error texts (see the log)
+        but, for arguments that do not fit, ``reason``, ``problems`` (which argument, why) and ``problems_truncated``.
+        """
         data: dict[str, Any] = {"decision_id": self.decision_id, "outcome": str(self.outcome),
                                 "policies": list(self.determining)}
         if self.required_scopes:
             data["required_scopes"] = list(self.required_scopes)
+        if self.problems:
+            data["reason"] = ARGUMENTS_INVALID
+            data["problems"] = [problem.as_data() for problem in self.problems]
+            data["problems_truncated"] = self.problems_truncated
         return data
 
 
@@ -96,6 +119,18 @@ class Verdict(NamedTuple):
     required_scopes: tuple[str, ...] = ()
     approval_required: bool = False
     self_approval: bool = False
+    problems: tuple[ArgumentProblem, ...] = ()
+    problems_truncated: bool = False
+
+
+def arguments_invalid(error: ArgumentError) -> Verdict:
+    """The deny for arguments that do not fit: no policy determined it; one recorded error per problem."""
+    problems = error.problems
+    errors = tuple(f"{ARGUMENTS_INVALID}: {p.argument or '(the arguments)'} does not fit the tool's schema: "
+                   f"{p.problem}" for p in problems)
+    if error.truncated:
+        errors += (f"{ARGUMENTS_INVALID}: more problems than these {len(problems)}",)
+    return Verdict(Outcome.DENY, (), errors, problems=problems, problems_truncated=error.truncated)
 
 
 def verdict(result: cedarpy.AuthzResult, sources: Mapping[str, PolicySource], scopes: AbstractSet[str],

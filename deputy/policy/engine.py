@@ -39,7 +39,7 @@ import cedarpy
 from deputy import clock
 from deputy.act_chain import Actor
 from deputy.policy.arguments import ArgumentError, Entities
-from deputy.policy.decision import Decision, Outcome, Verdict, verdict
+from deputy.policy.decision import Decision, Outcome, Verdict, arguments_invalid, verdict
 from deputy.policy.schema import (
     ACTION_TYPE,
     LIST_ACTIONS,
@@ -194,7 +194,9 @@ class PolicyEngine:
             result = cedarpy.is_authorized(request, loaded.policy_set, entities or self._no_entities,
                                            schema=loaded.schema.handle)
             judged = verdict(result, loaded.sources, caller.scopes, approved)
-        except (ArgumentError, UnknownAction) as exc:
+        except ArgumentError as exc:
+            judged = arguments_invalid(exc)
+        except UnknownAction as exc:
             judged = Verdict(Outcome.DENY, (), (str(exc),))
         except Exception as exc:  # fail closed on anything the caller, cedarpy or the reading of its answer throws
             log.exception("policy evaluation failed")
@@ -228,4 +230,4 @@ class PolicyEngine:
         server = caller.server if isinstance(getattr(caller, "server", None), str) else ""
         return Decision(uuid.uuid4().hex, judged.outcome, action, server, judged.determining, judged.errors,
                         loaded.version, loaded.schema.version, judged.required_scopes, judged.approval_required,
-                        judged.self_approval)
+                        judged.self_approval, problems=judged.problems, problems_truncated=judged.problems_truncated)

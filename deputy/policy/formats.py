@@ -56,7 +56,8 @@ _UNITS_MS: Final = (7 * 86_400_000, 86_400_000, 3_600_000, 60_000, 1000)
 
 
 class FormatError(ValueError):
-    """The text is not in the strict form of its format; the message says why."""
+    """The text is not in the strict form of its format; the message says why, never quoting the text (it may be
+    a secret, and the message reaches the client and the audit log)."""
 
 
 def _calendar_date(year: str, month: str, day: str) -> dt.date:
@@ -65,7 +66,7 @@ def _calendar_date(year: str, month: str, day: str) -> dt.date:
     try:
         return dt.date(int(year), int(month), int(day))
     except ValueError:
-        raise FormatError(f"{year}-{month}-{day} is no day of the calendar") from None
+        raise FormatError("the date is no day of the calendar") from None
 
 
 def full_date(text: str) -> str:
@@ -84,7 +85,7 @@ def date_time(text: str) -> str:
     year, month, day, hour, minute, second, fraction, zulu, sign, off_hour, off_minute = match.groups()
     date = _calendar_date(year, month, day)
     if int(hour) > 23 or int(minute) > 59:
-        raise FormatError(f"{hour}:{minute} is no time of day")
+        raise FormatError("the time is no time of day (hour 00-23, minute 00-59)")
     if int(second) > 59:
         raise FormatError("a leap second (:60) is not a time the upstream can hold")
     stamp = f"{date.isoformat()}T{hour}:{minute}:{second}"
@@ -95,7 +96,7 @@ def date_time(text: str) -> str:
     if zulu is not None:
         return stamp + "Z"
     if int(off_hour) > 23 or int(off_minute) > 59:  # RFC 3339 §5.6: time-numoffset hour 00-23, minute 00-59
-        raise FormatError(f"{sign}{off_hour}:{off_minute} is no offset")
+        raise FormatError("the offset is no offset (hour 00-23, minute 00-59)")
     if off_hour == off_minute == "00":  # +00:00 and -00:00 (§4.3) are both UTC
         return stamp + "Z"
     return f"{stamp}{sign}{off_hour}{off_minute}"

@@ -153,7 +153,7 @@ def test_arguments_that_do_not_fit_the_schema_are_denied(tmp_path: Path, argumen
     decision = engine_with(tmp_path, "permit (principal, action, resource);").decide(
         caller(), "tools/call", "transfer", arguments)
     assert decision.outcome is Outcome.DENY
-    assert decision.errors and decision.errors[0].startswith("input")
+    assert decision.errors and decision.errors[0].startswith("arguments_invalid: ")
 
 
 STEP_UP = """
