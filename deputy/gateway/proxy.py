@@ -16,6 +16,9 @@ GET stream, replayed on a resumed one — passes the one list filter on its way 
 (:mod:`deputy.gateway.response_rewrite`, :meth:`PolicyStage.answer_filter`; a list request's
 filter is made before it is forwarded, :meth:`PolicyStage.list_filter`).
 
+Each request is observed once (:mod:`deputy.gateway.observation`): its stages timed, its outcome named, and at its
+end a count, a log line and a trace span (W3C Trace Context, its ``traceparent`` and ``tracestate`` read here).
+
 This is a raw ASGI application: the hot path allocates no framework objects.
 """
 
@@ -23,9 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from starlette.types import Message, Receive, Scope, Send
 
@@ -42,48 +47,33 @@ from deputy.gateway.held_calls import (
     without_own_input,
 )
 from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
+from deputy.gateway.observation import (
+    AUDIT,
+    AUTHENTICATE,
+    DECIDE,
+    UPSTREAM,
+    RequestObservation,
+    RequestObserver,
+    RequestOutcome,
+)
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.policy_lifecycle import Unavailable
 from deputy.gateway.policy_stage import Held, PolicyStage
 from deputy.gateway.principal import Principal
+from deputy.gateway.request_reading import MAX_REQUEST_BODY, BodyRefused, RequestHeaders, read_body
 from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
 from deputy.policy import POLICY_DENIED, Decision, Outcome
+from deputy.telemetry.metrics import Metrics
+
+if TYPE_CHECKING:
+    from deputy.telemetry.tracing import Tracing
 
 PREFIX = "/mcp/"
-MAX_REQUEST_BODY = 4 * 1024 * 1024
 ALLOWED_METHODS = frozenset({"POST", "GET", "DELETE"})
-SESSION_HEADER = b"mcp-session-id"
 TOOLS_LIST_CHANGED = b"notifications/tools/list_changed"
 SEAM = len(TOOLS_LIST_CHANGED) - 1
-
-
-@dataclass(slots=True)
-class RequestHeaders:
-    """The request headers the gateway decides on, read in one pass over ``scope["headers"]``."""
-
-    authorization: str | None = None
-    session_id: str | None = None
-    host: bytes | None = None
-    origin: bytes | None = None
-    declared_length: int = 0
-
-    @classmethod
-    def read(cls, raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
-        headers = cls()
-        for name, value in raw:
-            if name == b"content-length" and value.isdigit():
-                headers.declared_length = int(value)
-            elif name == b"authorization":
-                headers.authorization = value.decode("latin-1")
-            elif name == SESSION_HEADER:
-                headers.session_id = value.decode("latin-1")
-            elif name == b"host":
-                headers.host = value
-            elif name == b"origin":
-                headers.origin = value
-        return headers
 
 
 class Answered(Enum):
@@ -101,6 +91,7 @@ class Forwarding:
 
     send: Send
     body: bytes
+    seen: RequestObservation
     rewrite: RewriteResult | None = None
     answers_list: bool = False
     finish: Callable[[], Awaitable[None]] | None = None  # records the call's outcome once it is answered
@@ -120,6 +111,9 @@ class Gateway:
         audit: AuditStage,
         policy: PolicyStage | None = None,
         body_timeout: float = 30.0,
+        *,
+        metrics: Metrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.body_timeout = body_timeout
         self.origin_check = origin_check
@@ -129,13 +123,26 @@ class Gateway:
         self.authenticator = authenticator
         self.upstreams = upstreams
         self.sessions = sessions
+        self.observer = RequestObserver(metrics or Metrics(), tracing,
+                                        (name for name, server in servers.items() if server.url is not None))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = RequestHeaders.read(scope["headers"])
+        seen = self.observer.begin(send, headers.traceparent, headers.tracestate)
+        try:
+            await self._serve(scope, receive, seen.relay, headers, seen)
+        finally:
+            self.observer.finish(seen, scope)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, headers: RequestHeaders,
+                     seen: RequestObservation) -> None:
         server = await self._server_for(scope, send)
         if isinstance(server, Answered):
             return
-        headers = RequestHeaders.read(scope["headers"])
+        seen.server = server.name
+        started = time.perf_counter_ns()
         admitted = await self._admit(scope, send, server, headers)
+        seen.stage(AUTHENTICATE, started)
         if isinstance(admitted, Answered):
             return
         principal, upstream_session = admitted
@@ -145,15 +152,19 @@ class Gateway:
         message = await self._message(scope, send, body)
         if isinstance(message, Answered):
             return
+        if message is not None:
+            seen.asked(message)
         upstream = await self._upstream_for(send, server, message)
         if isinstance(upstream, Answered):
             return
-        forwarding = Forwarding(send, body)
+        forwarding = Forwarding(send, body, seen)
         if message is not None:
             cleared = await self._clear_call(forwarding, server, principal, message)
             if isinstance(cleared, Answered):
                 return
         self._filter_answers(forwarding, server, principal)
+        seen.outcome = RequestOutcome.FORWARDED
+        started = time.perf_counter_ns()
         try:
             await upstream.forward(Exchange(
                 scope=scope,
@@ -166,8 +177,10 @@ class Gateway:
                 message=message,
                 rewrite_result=forwarding.rewrite,
                 answers_list=forwarding.answers_list,
+                trace=seen.trace,
             ))
         finally:
+            seen.stage(UPSTREAM, started)
             if forwarding.finish is not None:
                 await forwarding.finish()
 
@@ -207,7 +220,7 @@ class Gateway:
         # A declared length far past the cap is refused unread. One just past it is read up to the cap first: an
         # answer given while a client still has most of its body in flight reaches it as a connection reset.
         body = (BodyRefused.TOO_LARGE if declared > 2 * MAX_REQUEST_BODY
-                else await _read_body(receive, asyncio.get_running_loop().time() + self.body_timeout))
+                else await read_body(receive, asyncio.get_running_loop().time() + self.body_timeout))
         if not isinstance(body, BodyRefused):
             return body
         if body is not BodyRefused.GONE:  # the connection is closed, so the rest of the body is never read
@@ -244,15 +257,19 @@ class Gateway:
             return ANSWERED
         if self.audit.records(message):
             # Durable before forwarding: no record, no call.
+            seen, started = forwarding.seen, time.perf_counter_ns()
             try:
-                decision_id = await self.audit.decision(principal, message, decided, "allow")
+                decision_id = seen.decision_id = await self.audit.decision(principal, message, decided, "allow",
+                                                                           trace_id=seen.trace_id)
             except AuditUnavailable:
                 await send_json(forwarding.send, 503, jsonrpc_error(
                     JSONRPC_INTERNAL_ERROR, "the audit log is unavailable; try again later", request_id=message.id),
                     [(b"retry-after", b"5")])
                 return ANSWERED
+            finally:
+                seen.stage(AUDIT, started)
             forwarding.send, forwarding.finish = self.audit.outcome_recorder(forwarding.send, principal, message,
-                                                                             decision_id)
+                                                                             decision_id, trace_id=seen.trace_id)
         forwarding.body = without_own_input(message) or forwarding.body
         return None
 
@@ -262,12 +279,19 @@ class Gateway:
         recorded and answered. A list request's filter is made here, before the request is forwarded."""
         if self.policy is None:
             return None
+        seen, started = forwarding.seen, time.perf_counter_ns()
         decided = await self.policy.decide(principal, message)
         if decided is not None and not (isinstance(decided, Decision) and decided.allowed):
-            await self._record_refusal(principal, message, decided)
+            seen.stage(DECIDE, started)
+            seen.decided(decided)
+            started = time.perf_counter_ns()
+            await self._record_refusal(principal, message, decided, seen.trace_id)
+            seen.stage(AUDIT, started)
             await self._deny(forwarding.send, server, principal, message, decided)
             return ANSWERED
         filtered = await self.policy.list_filter(principal, message)
+        seen.stage(DECIDE, started)
+        seen.decided(filtered if isinstance(filtered, Unavailable) else decided)
         if isinstance(filtered, Unavailable):
             await self._deny(forwarding.send, server, principal, message, filtered)
             return ANSWERED
@@ -285,16 +309,17 @@ class Gateway:
             forwarding.rewrite = self.policy.answer_filter(principal)
 
     async def _record_refusal(self, principal: Principal, message: McpMessage,
-                              decided: Decision | Held | Unavailable) -> None:
+                              decided: Decision | Held | Unavailable, trace_id: str | None) -> None:
         if not self.audit.records(message):
             return
         if isinstance(decided, Held):
             await self.audit.refusal(principal, message, decided.decision, str(decided.decision.outcome),
-                                     approval_id=decided.approval.approval_id)
+                                     approval_id=decided.approval.approval_id, trace_id=trace_id)
         elif isinstance(decided, Unavailable):
-            await self.audit.refusal(principal, message, None, "unavailable", reason=decided.reason)
+            await self.audit.refusal(principal, message, None, "unavailable", reason=decided.reason,
+                                     trace_id=trace_id)
         else:
-            await self.audit.refusal(principal, message, decided, str(decided.outcome))
+            await self.audit.refusal(principal, message, decided, str(decided.outcome), trace_id=trace_id)
 
     async def _deny(self, send: Send, server: UpstreamServer, principal: Principal, message: McpMessage,
                     decided: Decision | Held | Unavailable) -> None:
@@ -351,32 +376,3 @@ def _watching_tools(send: Send, tools_changed: Callable[[], None]) -> Send:
         await send(message)
 
     return watching
-
-
-class BodyRefused(Enum):
-    """Why a request body was not read whole: (HTTP status, message) for the answer, or the client left."""
-
-    TOO_LARGE = (413, "request body too large")  # RFC 9110 §15.5.14
-    TOO_SLOW = (408, "request body did not arrive in time")  # RFC 9110 §15.5.9, [limits] body_timeout
-    GONE = (0, "")  # the client disconnected mid-body: nothing is decided on half a message
-
-
-async def _read_body(receive: Receive, deadline: float) -> bytes | BodyRefused:
-    """The whole body, counted against the cap as it arrives and read before ``deadline`` (loop time)."""
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        async with asyncio.timeout_at(deadline):
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return BodyRefused.GONE
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > MAX_REQUEST_BODY:
-                    return BodyRefused.TOO_LARGE
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    except TimeoutError:
-        return BodyRefused.TOO_SLOW

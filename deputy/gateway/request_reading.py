@@ -1,0 +1,81 @@
+"""What the gateway reads of a request before deciding on it: its headers in one pass, its body whole.
+
+The body is capped in size and in time: RFC 9110 §15.5.14 (413 Content Too Large) for a body over
+:data:`MAX_REQUEST_BODY`, §15.5.9 (408 Request Timeout) for one that does not arrive within ``[limits]
+body_timeout``; a client that leaves mid-body gets nothing. ``traceparent`` and ``tracestate`` are read as W3C
+Trace Context §3.2 and §3.3 ask of a header that comes twice (:mod:`deputy.telemetry.tracing` parses them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import Enum
+
+from starlette.types import Receive
+
+MAX_REQUEST_BODY = 4 * 1024 * 1024
+SESSION_HEADER = b"mcp-session-id"
+
+
+@dataclass(slots=True)
+class RequestHeaders:
+    """The request headers the gateway decides on, read in one pass over ``scope["headers"]``."""
+
+    authorization: str | None = None
+    session_id: str | None = None
+    host: bytes | None = None
+    origin: bytes | None = None
+    declared_length: int = 0
+    traceparent: bytes | None = None  # W3C Trace Context §3.2; two of them: b"" (invalid, §3.2.4)
+    tracestate: bytes | None = None  # §3.3; several lines are one list (RFC 9110 §5.3)
+
+    @classmethod
+    def read(cls, raw: Iterable[tuple[bytes, bytes]]) -> RequestHeaders:
+        headers = cls()
+        for name, value in raw:
+            if name == b"content-length" and value.isdigit():
+                headers.declared_length = int(value)
+            elif name == b"authorization":
+                headers.authorization = value.decode("latin-1")
+            elif name == SESSION_HEADER:
+                headers.session_id = value.decode("latin-1")
+            elif name == b"host":
+                headers.host = value
+            elif name == b"origin":
+                headers.origin = value
+            elif name == b"traceparent":
+                headers.traceparent = value if headers.traceparent is None else b""
+            elif name == b"tracestate":
+                headers.tracestate = value if headers.tracestate is None else headers.tracestate + b"," + value
+        return headers
+
+
+class BodyRefused(Enum):
+    """Why a request body was not read whole: (HTTP status, message) for the answer, or the client left."""
+
+    TOO_LARGE = (413, "request body too large")  # RFC 9110 §15.5.14
+    TOO_SLOW = (408, "request body did not arrive in time")  # RFC 9110 §15.5.9, [limits] body_timeout
+    GONE = (0, "")  # the client disconnected mid-body: nothing is decided on half a message
+
+
+async def read_body(receive: Receive, deadline: float) -> bytes | BodyRefused:
+    """The whole body, counted against the cap as it arrives and read before ``deadline`` (loop time)."""
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout_at(deadline):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return BodyRefused.GONE
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > MAX_REQUEST_BODY:
+                    return BodyRefused.TOO_LARGE
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except TimeoutError:
+        return BodyRefused.TOO_SLOW
