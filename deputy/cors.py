@@ -1,26 +1,29 @@
-"""Cross-origin answers for browser-based MCP clients: the CORS protocol (Fetch Standard §3.2, #http-cors-protocol).
+"""Cross-origin answers for browser-based MCP clients: the Fetch Standard's CORS protocol (#http-cors-protocol).
 
 A page on another origin (the MCP Inspector's web UI, say) reads Deputy's answers only where they
-say it may (§3.2.3 "HTTP responses"). Three kinds of route get three answers:
+say it may (Fetch, "HTTP responses", #http-responses). Three kinds of route get three answers:
 
 - **Public OAuth endpoints** — the metadata documents (RFC 8414 §3, RFC 9728 §3), the JWK Set,
   dynamic registration and its management (RFC 7591 §3, RFC 7592 §2), ``/token`` and ``/revoke``:
   any origin, ``Access-Control-Allow-Origin: *`` and never ``Access-Control-Allow-Credentials``.
   These are authenticated by what the request itself carries (a client secret or assertion, a
   registration access token), never by a cookie, and a browser refuses ``*`` for a credentialed
-  request (§3.2.5 "CORS protocol and credentials"), so Deputy's cookies never ride along. Starlette's
-  ``CORSMiddleware`` answers them, corrected in one point: a preflight it refuses allows nothing.
+  request (Fetch, "CORS protocol and credentials", #cors-protocol-and-credentials), so Deputy's
+  cookies never ride along. Starlette's ``CORSMiddleware`` answers them, corrected in one point: a
+  preflight it refuses allows nothing.
 - **MCP endpoints** ``/mcp/NAME`` (:class:`McpCors`): only the origins of ``gateway.allowed_origins``,
-  compared byte for byte with ``Origin`` as a browser serializes it (§3.2.2 "HTTP requests"; RFC 6454
-  §6.1) and reflected — never ``*``, never another origin, never ``null``. A preflight is answered here,
-  before the gateway: a browser sends no ``Authorization`` on it (§4.8 "CORS-preflight fetch"), so
-  it must not meet authentication, and it never reaches an upstream. The gateway's Origin check
-  (:mod:`deputy.gateway.origin_check`) still refuses the actual request of an origin not allowed (403).
+  compared byte for byte with ``Origin`` as a browser serializes it (Fetch, "HTTP requests",
+  #http-requests; RFC 6454 §6.1) and reflected — never ``*``, never another origin, never ``null``.
+  A preflight is answered here, before the gateway: a browser sends no ``Authorization`` on it
+  (Fetch, "CORS-preflight fetch", #cors-preflight-fetch), so it must not meet authentication, and it
+  never reaches an upstream. The gateway's Origin check (:mod:`deputy.gateway.origin_check`) still
+  refuses the actual request of an origin not allowed (403).
 - Everything else — ``/authorize``, the sign-in, consent and approval pages (navigations, never
   fetched), ``/introspect`` (server-to-server, RFC 7662 §2.1), health checks — gets no CORS answer.
 
-Every answer that depends on ``Origin`` says so with ``Vary: Origin`` (§3.2.3, caching). A refused
-preflight carries no ``Access-Control-Allow-*`` field. No response of Deputy ever carries
+Every answer that depends on ``Origin`` says so with ``Vary: Origin`` (Fetch, "CORS protocol and
+HTTP caches", #cors-protocol-and-http-caches). A refused preflight carries no
+``Access-Control-Allow-*`` field. No response of Deputy ever carries
 ``Access-Control-Allow-Credentials``: bearer tokens are sent by script in ``Authorization``, and
 nothing cross-origin may use Deputy's cookies.
 """
@@ -38,7 +41,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from deputy.gateway.origin_check import serialized_origin
 from deputy.gateway.responses import JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 
-# How long a browser may reuse a preflight's answer (§4.9 "CORS-preflight cache"); modest, so a changed
+# How long a browser may reuse a preflight's answer (Fetch, "CORS-preflight cache"); modest, so a changed
 # configuration is seen within minutes.
 MAX_AGE: Final = 600
 
@@ -145,7 +148,8 @@ class McpCors:
         requested = [name.strip().lower() for name in names.split(b",")] if names else []
         if (origin is None or method not in MCP_METHODS
                 or not all(name in MCP_REQUEST_HEADERS or _is_param_header(name) for name in requested)):
-            # Not an ok status, and nothing allowed (§4.8): the browser fails the preflight and sends nothing.
+            # Not an ok status, and nothing allowed: the browser fails the preflight and sends nothing (Fetch,
+            # "CORS-preflight fetch").
             await send_json(send, 403, jsonrpc_error(JSONRPC_INVALID_REQUEST, "cross-origin request not allowed"),
                             [(b"vary", _PREFLIGHT_VARY)])
             return
@@ -168,7 +172,7 @@ def _origin(headers: list[tuple[bytes, bytes]]) -> bytes | None:
 
 
 def _preflight(headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes | None] | None:
-    """``Access-Control-Request-Method`` and ``-Headers`` of a preflight (§3.2.2); None when it is not one."""
+    """``Access-Control-Request-Method`` and ``-Headers`` of a preflight ("HTTP requests"); None when it is not one."""
     method = names = None
     for name, value in headers:
         if name == b"access-control-request-method":

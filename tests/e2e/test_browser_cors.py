@@ -1,7 +1,7 @@
 """A browser-based MCP client in Chromium: a page on another origin does the whole flow with `fetch` (deputy.cors).
 
 The page is served by a small HTTP server of the test's own on another port, so every request it
-makes to Deputy is cross-origin and goes through the browser's CORS checks (Fetch Standard §3.2):
+makes to Deputy is cross-origin and goes through the browser's CORS checks (Fetch Standard, "CORS protocol"):
 discovery from the 401's challenge (RFC 9728 §5.1) with the header the TypeScript SDK adds,
 authorization server metadata, dynamic registration with a loopback redirect, a client credentials
 token (Basic authentication in `Authorization`), and MCP `initialize` + `tools/list`, reading the

@@ -1,6 +1,6 @@
 """CORS for browser-based MCP clients (deputy.cors): abuse cases first, then what a browser client needs.
 
-The CORS protocol (Fetch Standard §3.2) is enforced by browsers, so what is checked here is what
+The CORS protocol (Fetch Standard, #http-cors-protocol) is enforced by browsers, so what is checked here is what
 Deputy answers: which origin it names, that it never allows credentials, that a refused preflight
 allows nothing, that a preflight to ``/mcp/NAME`` is answered before authentication and never
 reaches the upstream, and that pages and introspection get no CORS answer at all. The MCP endpoint
@@ -175,7 +175,8 @@ async def test_a_preflight_for_a_method_or_header_not_allowed_allows_nothing(
 
 async def test_a_preflight_is_answered_before_authentication_and_never_forwarded(
         cors_deputy: RunningDeputy, upstream: RequestRecorder) -> None:
-    """Browsers send no credentials on a preflight (Fetch §4.8): it is not challenged, and no upstream sees it."""
+    """Browsers send no credentials on a preflight (Fetch Standard, "CORS-preflight fetch"): it is not
+    challenged, and no upstream sees it."""
     for server in ("demo", "other"):
         preflight = await options(cors_deputy.resource(server), APP, "POST", "authorization,content-type")
         assert preflight.status_code == 204, preflight.text
