@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from deputy.audit.log import AuditLog, AuditUnavailable
@@ -48,17 +48,18 @@ class Services:
     token_verifier: AccessTokenValidator
     trusted_issuers: TrustedIssuers
     audit: AuditLog
-    metrics: Metrics = field(default_factory=Metrics)  # this process's Prometheus metrics
+    metrics: Metrics  # this process's Prometheus metrics; the audit log counts into it too
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
+        metrics = Metrics()  # first: the parts built below count into it
         database = Database(settings.database_url)
         engine = database.engine
         clients = ClientRepository(engine)
         # Revocations must outlive the longest-lived token a grant can carry.
         grants = GrantRepository(engine, max(settings.access_token_ttl, settings.delegation.token_ttl))
         keyring = KeyRing.open(settings.data_dir / "keys", settings.access_token_ttl)
-        audit = AuditLog(engine, settings.audit, load_or_create_signer(settings.audit))
+        audit = AuditLog(engine, settings.audit, load_or_create_signer(settings.audit), metrics=metrics)
         if settings.audit.witnesses:
             # Handed to the log from here: the log runs its after-checkpoint callbacks without knowing them.
             audit.after_checkpoint.append(WitnessPusher(audit, settings.audit.witnesses))
@@ -71,6 +72,8 @@ class Services:
                 log.error("revocation of grant %s (%s) not recorded: %s", grant_id, reason, exc)
 
         grants.on_revoked = record_revocation
+        approvals = ApprovalRepository(engine, settings.approvals)
+        metrics.count_at_scrape(metrics.approvals_pending, approvals.count_pending)
         return cls(
             settings=settings,
             database=database,
@@ -80,7 +83,7 @@ class Services:
             sessions=SessionRepository(engine),
             grants=grants,
             consents=ConsentRepository(engine, grants),
-            approvals=ApprovalRepository(engine, settings.approvals),
+            approvals=approvals,
             registry=ClientRegistry(clients, ClientDocumentResolver.from_policy(settings.client_documents, clients,
                                                                                    settings.public_url)
                                     if settings.client_documents.enabled else None),
@@ -89,6 +92,7 @@ class Services:
                                                 is_revoked=lambda _grant_id: False),
             trusted_issuers=TrustedIssuers(settings.trusted_issuers, settings.clock_leeway),
             audit=audit,
+            metrics=metrics,
         )
 
     async def record(self, record_type: str, **fields: Any) -> None:
@@ -109,10 +113,11 @@ class Services:
 
     async def start(self) -> None:
         """Apply migrations, re-apply the clients the configuration file declares, start the audit log's
-        checkpointer."""
+        checkpointer, read the counts the metrics show."""
         await self.database.migrate()
         await self.audit.start()
         await self.declare_config_clients()
+        await self.metrics.read_counts()
 
     async def declare_config_clients(self) -> None:
         """Write each ``[[clients]]`` entry: the file owns a client's metadata, the operator its status.
@@ -141,4 +146,5 @@ class Services:
         try:
             await self.audit.stop()
         finally:
+            await self.metrics.close()
             await self.database.dispose()

@@ -63,6 +63,9 @@ max_connections = 4096        # open at once; past it the oldest that has sent n
 header_timeout = 10           # seconds a connection has to send its request line and headers
 idle_timeout = 5              # seconds a keep-alive connection may wait between requests
 
+[metrics]                     # Prometheus metrics at http://HOST:PORT/metrics, apart from the public port
+# listen = "127.0.0.1:9464"   # HOST:PORT (port 0: any free one); absent: not served
+
 # Each upstream MCP server is protected at {public_url}/mcp/NAME.
 [servers.demo]
 title = "Demo server"

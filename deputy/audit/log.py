@@ -43,6 +43,9 @@ to ``after_checkpoint_timeout`` seconds for those still running. The log does no
 it adds the callbacks (:class:`deputy.services.Services` adds the witness pusher, :mod:`deputy.audit.witness_push`,
 when ``[audit] witnesses`` are configured), so this module imports none of them.
 
+Metrics (:mod:`deputy.telemetry.metrics`): each committed batch's size and commit time, failed commits, and — read
+at scrape time — the queue's depth and the age of the newest checkpoint, whichever replica signed it.
+
 Measured (``bench/audit_append.py``, a shared 2-core VM, ~0.3 kB records, batch_max 512, medians of 3 runs):
 17,100 durable appends/s on SQLite and 9,100/s on PostgreSQL with 128 concurrent appenders (p50 6.8 ms / 14 ms,
 ~127 records per commit); 13,400/s and 3,200/s with 16; 3,700/s and 360/s for one appender, which waits for its
@@ -54,12 +57,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sqlite3
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import func, insert, select, tuple_
+from sqlalchemy import insert, select, tuple_
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -76,8 +80,9 @@ from deputy.audit.note import NoteSigner, NoteVerifier
 from deputy.audit.records import canonical
 from deputy.audit.sequencer import Sequencer
 from deputy.audit.settings import AuditSettings
-from deputy.clock import now
+from deputy.clock import monotonic, now
 from deputy.storage.tables import audit_checkpoints, audit_leaves, audit_nodes
+from deputy.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +97,8 @@ class AuditLog:
     """One process's handle on the database's audit log; see the module docstring."""
 
     def __init__(
-        self, engine: AsyncEngine, settings: AuditSettings, signer: NoteSigner, retired: Iterable[NoteVerifier] = ()
+        self, engine: AsyncEngine, settings: AuditSettings, signer: NoteSigner, retired: Iterable[NoteVerifier] = (),
+        metrics: Metrics | None = None,
     ) -> None:
         if signer.name != settings.origin:
             raise ValueError(f"signer key {signer.name!r} is not named after the log origin {settings.origin!r}")
@@ -110,11 +116,16 @@ class AuditLog:
         self._checkpointer: asyncio.Task[None] | None = None
         self._checkpoint_due = asyncio.Event()
         self._checkpointed_size = 0  # the latest checkpoint this process knows of
+        self._checkpointed_at: int | None = None  # and when it was signed (seconds since the epoch)
         self._stopped = False
         # Run in the background after each stored checkpoint (see the module docstring).
         self.after_checkpoint: list[Callable[[SignedCheckpoint], Awaitable[None]]] = []
         self.after_checkpoint_timeout = 10.0
         self._after_tasks: set[asyncio.Task[None]] = set()
+        # A CLI command's log counts into metrics nobody scrapes: the write path has no "if metrics" in it.
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.metrics.audit_queue_depth.set_function(lambda: len(self._queue))
+        self.metrics.audit_checkpoint_age.set_function(self._checkpoint_age)
 
     # Appending
 
@@ -143,12 +154,16 @@ class AuditLog:
                     await self._wake.wait()
                     continue
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.settings.batch_max))]
+                began = monotonic()
                 try:
                     start, size = await self._commit(batch)
                 except Exception as exc:
+                    self.metrics.audit_commit_failures.inc()
                     log.error("audit append of %d records failed: %r", len(batch), exc)
                     _fail(batch, exc)
                 else:
+                    self.metrics.audit_commit_seconds.observe(monotonic() - began)
+                    self.metrics.audit_batch_records.observe(len(batch))
                     for offset, queued in enumerate(batch):
                         if not queued.future.done():
                             queued.future.set_result(Receipt(start + offset, queued.leaf))
@@ -187,6 +202,8 @@ class AuditLog:
         self._stopped = False
         latest = await self.latest_checkpoint()
         self._checkpointed_size = latest.checkpoint.size if latest is not None else 0
+        async with self.engine.connect() as conn:
+            self._note_newest(await _newest_checkpoint(conn))
         self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="audit-log-checkpointer")
 
     async def stop(self) -> None:
@@ -225,23 +242,31 @@ class AuditLog:
         async with self.engine.begin() as conn:
             await self._sequencer.lock(conn)
             compact = await self._compact(conn)
-            latest = (await conn.execute(select(func.max(audit_checkpoints.c.size)))).scalar()
-            if compact is None or compact.size == 0 or (latest is not None and latest >= compact.size):
-                if latest is not None:
-                    self._checkpointed_size = max(self._checkpointed_size, int(latest))
+            newest = await _newest_checkpoint(conn)
+            if compact is None or compact.size == 0 or (newest is not None and newest[0] >= compact.size):
+                self._note_newest(newest)  # perhaps another replica's
                 return None
             signed = SignedCheckpoint.sign(Checkpoint(self.settings.origin, compact.size, compact.root()), self.signer)
+            signed_at = now()
             await conn.execute(
                 insert(audit_checkpoints).values(
-                    size=compact.size, root=compact.root(), note=signed.note, created_at=now()
+                    size=compact.size, root=compact.root(), note=signed.note, created_at=signed_at
                 )
             )
-        self._checkpointed_size = max(self._checkpointed_size, compact.size)
+        self._note_newest((compact.size, signed_at))
         for callback in self.after_checkpoint:
             task = asyncio.create_task(_after_checkpoint(callback, signed), name="audit-after-checkpoint")
             self._after_tasks.add(task)
             task.add_done_callback(self._after_tasks.discard)
         return signed
+
+    def _note_newest(self, newest: tuple[int, int] | None) -> None:
+        if newest is not None and newest[0] >= self._checkpointed_size:
+            self._checkpointed_size, self._checkpointed_at = newest
+
+    def _checkpoint_age(self) -> float:
+        """Seconds since the newest checkpoint this process has seen was signed (a gauge read at scrape time)."""
+        return float(now() - self._checkpointed_at) if self._checkpointed_at is not None else math.nan
 
     async def latest_checkpoint(self) -> SignedCheckpoint | None:
         return await self._checkpoint(
@@ -336,6 +361,13 @@ class AuditLog:
             for row in rows:
                 yield int(row.idx), bytes(row.record)
             position = int(rows[-1].idx) + 1
+
+
+async def _newest_checkpoint(conn: AsyncConnection) -> tuple[int, int] | None:
+    """(size, created_at) of the newest stored checkpoint, whoever signed it."""
+    row = (await conn.execute(select(audit_checkpoints.c.size, audit_checkpoints.c.created_at)
+                              .order_by(audit_checkpoints.c.size.desc()).limit(1))).first()
+    return (int(row.size), int(row.created_at)) if row is not None else None
 
 
 def _ranges(proof: Any) -> list[tuple[int, int]]:

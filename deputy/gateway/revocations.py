@@ -45,8 +45,12 @@ class RevocationList:
         # One read at a time: a read's horizon is only safe to keep once its rows are applied.
         self._reading = asyncio.Lock()
 
+    def staleness(self) -> float:
+        """Seconds since the view was last read from the database (a gauge read at scrape time)."""
+        return clock.monotonic() - self._fresh_at
+
     def check_fresh(self) -> None:
-        if clock.monotonic() - self._fresh_at > self.max_staleness:
+        if self.staleness() > self.max_staleness:
             raise RevocationsUnavailable("revocation list is stale")
 
     def is_revoked(self, grant_id: str) -> bool:

@@ -5,6 +5,12 @@ Every answer, success or error, is JSON with ``Cache-Control: no-store``
 ``unauthorized_client``; a grant Deputy does not know is ``unsupported_grant_type``.
 The JWT bearer grant alone may come without a client (RFC 7523 §3.1: the assertion
 is the credential; MCP workload identity federation needs no registration).
+
+Each answer is counted (:mod:`deputy.telemetry.metrics`): a token issued by grant type, a refusal by grant
+type and OAuth error code (RFC 6749 §5.2). Both labels come from closed sets — the grant types below, else
+``other``; the codes of :mod:`deputy.oauth.errors`, with ``temporarily_unavailable`` for a storage or audit
+failure answered 503 — so a client choosing its ``grant_type`` cannot add a series. A body refused while it
+arrives (too large or too slow: :mod:`deputy.request_limits`, 413 or 408) never reaches a grant and is not counted.
 """
 
 from __future__ import annotations
@@ -12,13 +18,17 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.requests import Request
 from starlette.responses import Response
 
+from deputy.audit.log import AuditUnavailable
 from deputy.config import JWT_BEARER, TOKEN_EXCHANGE
 from deputy.oauth.client_auth import authenticate_client, presents_client
 from deputy.oauth.errors import (
     InvalidRequest,
+    OAuthError,
+    TemporarilyUnavailable,
     UnauthorizedClient,
     UnsupportedGrantType,
 )
@@ -41,14 +51,34 @@ GRANTS: dict[str, Grant] = {
     TOKEN_EXCHANGE: token_exchange,
     JWT_BEARER: jwt_bearer,
 }
+# The metrics' grant_type label: short names for the URIs of RFC 8693 §2.1 and RFC 7523 §2.1.
+GRANT_LABELS = {"authorization_code": "authorization_code", "refresh_token": "refresh_token",
+                "client_credentials": "client_credentials", TOKEN_EXCHANGE: "token_exchange", JWT_BEARER: "jwt_bearer"}
+OTHER_GRANT = "other"  # missing, unknown, or in a form that could not be read
 
 
 class TokenEndpoint:
     def __init__(self, services: Services) -> None:
         self.services = services
+        self.issued = services.metrics.tokens_issued
+        self.refused = services.metrics.token_refusals
 
     async def handle(self, request: Request) -> Response:
-        form = await read_form(request)
+        label = OTHER_GRANT
+        try:
+            form = await read_form(request)
+            label = GRANT_LABELS.get(form.get("grant_type", ""), OTHER_GRANT)
+            response = await self._grant(request, form)
+        except OAuthError as exc:
+            self.refused.labels(label, exc.code).inc()
+            raise
+        except (SQLAlchemyError, AuditUnavailable):  # answered 503 by the application (deputy.app)
+            self.refused.labels(label, TemporarilyUnavailable.code).inc()
+            raise
+        self.issued.labels(label).inc()
+        return response
+
+    async def _grant(self, request: Request, form: dict[str, str]) -> Response:
         grant_type = form.get("grant_type")
         if not grant_type:
             raise InvalidRequest("grant_type is required")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.canonical_json import canonical_json
@@ -147,6 +147,13 @@ class ApprovalRepository:
         async with self.engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_approval(row, at) for row in rows]
+
+    async def count_pending(self) -> int:
+        """How many approvals read as pending now (undecided, unexpired): the metrics' gauge."""
+        query = select(func.count()).select_from(approvals).where(and_(
+            approvals.c.status == Status.PENDING.value, approvals.c.expires_at >= now()))
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
 
     async def approve(self, approval_id: str, approver: User) -> Approval:
         """Approve a pending, unexpired approval; ``approver`` must not be the requesting user

@@ -74,7 +74,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "display_text", "exact_json", "hashing", "jwks_rules", "keys", "limits", "numeric_date", "outbound_http",
               "page_paths", "rate_limit", "handles", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS),
               "telemetry", "telemetry.logs", "telemetry.metrics", "telemetry.tracing", "telemetry.trace_export",
-              "telemetry.trace_settings", "telemetry.trace_context")),
+              "telemetry.trace_settings", "telemetry.trace_context", "telemetry.metrics_listener")),
     ("config", ("config", "config_approvals", "config_clients", "config_servers", "client_trust",
                 "delegation_rules", "starter", "audit.settings", "telemetry.settings")),
     ("storage", ("storage.*",)),

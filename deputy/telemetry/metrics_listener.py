@@ -1,0 +1,133 @@
+"""``GET /metrics`` on a listener of its own (``[metrics] listen``), apart from the public one.
+
+The exposition is prometheus-client's own ASGI app (Prometheus text format 0.0.4, OpenMetrics 1.0 when the
+scraper's ``Accept`` asks for it, gzip when its ``Accept-Encoding`` allows), behind a guard that serves that one
+path (404 elsewhere) and that one method (405 with ``Allow: GET``, RFC 9110 §15.5.6). It runs as a second uvicorn
+server on the application's event loop, started and stopped by the application's lifespan, so the gauges read at
+scrape time see the application's state without a lock.
+
+The socket is bound here, before uvicorn is given it: an address that is taken or not this host's fails start-up
+with one :class:`MetricsListenerError` naming ``metrics.listen``, and port 0 becomes the free port the kernel
+chose (:attr:`MetricsListener.address`). uvicorn's signal handling is left to the public server: this one stops
+when the lifespan says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Iterator
+
+import uvicorn
+from prometheus_client import make_asgi_app
+from prometheus_client.registry import CollectorRegistry
+from starlette.types import Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+PATH = "/metrics"
+BACKLOG = 64
+# A scraper or two, and an operator's curl: a small bound, past which uvicorn answers 503.
+MAX_CONNECTIONS = 32
+
+
+class MetricsListenerError(RuntimeError):
+    """The metrics listener could not start; the message names the setting and the reason, on one line."""
+
+
+class MetricsEndpoint:
+    """``GET /metrics`` and nothing else (ASGI)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.exposition = make_asgi_app(registry)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":  # lifespan is off and WebSocket not served; nothing else reaches here
+            return
+        if scope["path"] != PATH:
+            await _answer(send, 404, b"not found\n")
+        elif scope["method"] != "GET":
+            await _answer(send, 405, b"method not allowed\n", [(b"allow", b"GET")])
+        else:
+            await self.exposition(scope, receive, send)
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class _EmbeddedServer(uvicorn.Server):
+    """A uvicorn server inside a running application: the public server owns SIGINT and SIGTERM."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class MetricsListener:
+    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
+        self.endpoint = MetricsEndpoint(registry)
+        self.host = host
+        self.port = port
+        self.address: tuple[str, int] | None = None  # where it listens, once started (port 0 resolved)
+        self._server: _EmbeddedServer | None = None
+        self._socket: socket.socket | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Bind and serve; raises :class:`MetricsListenerError` when the address cannot be listened on."""
+        sock = _bind(self.host, self.port)
+        bound = sock.getsockname()
+        self.address = (bound[0], bound[1])
+        config = uvicorn.Config(
+            self.endpoint, lifespan="off", ws="none", access_log=False, server_header=False, proxy_headers=False,
+            log_config=None, log_level=None,  # leave logging as Deputy set it up
+            limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5, timeout_graceful_shutdown=2, backlog=BACKLOG)
+        self._socket = sock
+        self._server = _EmbeddedServer(config)
+        # The socket already listens: a scrape that comes before uvicorn's first tick waits in the backlog.
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="deputy-metrics-listener")
+        self._task.add_done_callback(_report_end)
+        host = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
+        log.info("metrics at http://%s:%d%s", host, self.address[1], PATH)
+
+    async def stop(self) -> None:
+        if self._server is not None and self._task is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):  # its end was reported by _report_end
+                await self._task
+        if self._socket is not None:
+            self._socket.close()
+        self._server = self._task = self._socket = None
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    where = f"metrics.listen {host}:{port}"
+    try:
+        family, kind, proto, _name, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0]
+    except (OSError, IndexError) as exc:
+        raise MetricsListenerError(f"{where}: cannot resolve the address ({exc})") from None
+    sock = socket.socket(family, kind, proto)
+    try:
+        # As asyncio's own servers do on POSIX: a port in TIME_WAIT after a restart is reusable; a listening
+        # one is not (binding it still fails with EADDRINUSE).
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(BACKLOG)
+        sock.setblocking(False)
+    except OSError as exc:
+        sock.close()
+        raise MetricsListenerError(f"{where}: cannot listen: {exc.strerror or exc}") from None
+    return sock
+
+
+def _report_end(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("the metrics listener stopped: %r", task.exception())
