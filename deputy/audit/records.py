@@ -21,6 +21,10 @@ field. That optional field extends the version-1 decision record compatibly: it 
 integers, and :func:`recorded_arguments` reads the exact arguments back. In digest mode the digest is over the same
 canonical value and the pointers stay beside it (they name arguments, never their values), so the digest binds the
 exact integers too.
+
+A call's ``decision`` and ``call.outcome`` records may also hold ``trace_id``: the W3C Trace Context trace-id (32
+lowercase hex) of the call, present only when the call had one (:mod:`deputy.gateway.audit_stage`); another
+optional field that extends version 1 compatibly, hashed like every other.
 """
 
 from __future__ import annotations

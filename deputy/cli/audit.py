@@ -127,6 +127,7 @@ def _fields(record: Mapping[str, Any]) -> dict[str, str]:
         "outcome": first("outcome", "status"),
         "decision": first("decision_id"),
         "txn": first("txn"),
+        "trace": first("trace_id"),  # W3C trace id of a call's decision and outcome (README, Traces)
     }
 
 
@@ -152,12 +153,14 @@ def tail(
     tool: Annotated[str | None, typer.Option(help="only this tool")] = None,
     decision: Annotated[str | None, typer.Option(help="only decisions with this outcome")] = None,
     txn: Annotated[str | None, typer.Option(help="only this transaction id")] = None,
+    trace: Annotated[str | None, typer.Option(help="only records of calls in this W3C trace (32 hex)")] = None,
     interval: Annotated[float, typer.Option(help="seconds between polls with -f")] = 1.0,
 ) -> None:
     """Print the latest records, one line each: time, index, type, user, agent, tool, outcome, decision id."""
     wanted = {
         k: v
-        for k, v in {"user": user, "agent": agent, "tool": tool, "outcome": decision, "txn": txn}.items()
+        for k, v in {"user": user, "agent": agent, "tool": tool, "outcome": decision, "txn": txn,
+                     "trace": trace}.items()
         if v is not None
     }
 
