@@ -78,8 +78,9 @@ def canonical_json(value: Any) -> bytes:
         return bytes(rfc8785.dumps(value))
     except RecursionError:
         raise NotCanonicalJson("nested too deeply (or circular)") from None
-    except rfc8785.IntegerDomainError as exc:
-        raise NotCanonicalJson(f"{exc}; write integers beyond ±(2^53 - 1) as strings") from None
+    except rfc8785.IntegerDomainError:
+        # Not rfc8785's message: it quotes the integer, and this one is logged (an argument's value must not be).
+        raise NotCanonicalJson("an integer beyond ±(2^53 - 1); write such integers as strings") from None
     except rfc8785.CanonicalizationError as exc:
         raise NotCanonicalJson(str(exc)) from None
     except UnicodeEncodeError:  # the fast path's UTF-8, or rfc8785 sorting a key by its UTF-16

@@ -179,7 +179,7 @@ class PolicyStage:
         try:
             digest = call_hash(principal.server, tool, arguments)
         except (ValueError, TypeError) as exc:  # not canonical JSON (RFC 8785: e.g. an integer beyond 2**53)
-            log.info("no approval possible for %s on %s: %s", tool, principal.server, exc)
+            log.info("no approval possible for %s on %s: %s", tool, principal.server, type(exc).__name__)
             return decision
         approved = engine.decide(principal, DECIDED[Category.TOOL_CALL], tool, arguments, approved=True,
                                  registration=registration)

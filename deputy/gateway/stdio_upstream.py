@@ -17,7 +17,9 @@ process that exits ends its session (the client gets 404 and re-initializes), se
 ``[limits] stdio_idle_timeout`` are stopped, and sessions are capped per server, per user and per
 client (``stdio_sessions_per_server|user|client``, :mod:`deputy.limits`): one user or one agent
 cannot take every process. Past a user's or a client's cap ``initialize`` is answered 429, past the
-server's 503, both with ``Retry-After`` and a JSON-RPC error naming the limit.
+server's 503, both with ``Retry-After`` and a JSON-RPC error naming the limit. A process that cannot be
+started (its command missing or not executable) is answered 502 with a JSON-RPC error naming the server, one
+warning in the log and ``deputy_upstream_errors{kind="process"}``.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ from deputy.gateway.responses import (
     relay_until_disconnect,
     send_json,
 )
-from deputy.gateway.stdio_stderr import drain_stderr
+from deputy.gateway.stdio_stderr import StderrRelay, drain_stderr
 from deputy.limits import LimitSettings
+from deputy.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -66,10 +69,11 @@ def _key(value: Any) -> str:
 
 class StdioSession:
     def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process,
-                 user: str = "", agent: str = "") -> None:
+                 user: str = "", agent: str = "", stderr: StderrRelay | None = None) -> None:
         self.session_id = session_id
         self.server = server
         self.process = process
+        self.stderr = stderr or StderrRelay(server)
         self.user = user  # who opened it, counted against their caps
         self.agent = agent
         self.pending: dict[str, asyncio.Queue[Item]] = {}
@@ -157,7 +161,7 @@ class StdioSession:
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
-        await drain_stderr(self.process.stderr, self.server)
+        await drain_stderr(self.process.stderr, self.server, self.stderr)
 
     async def stop(self) -> None:
         self.alive = False
@@ -189,11 +193,18 @@ class SessionCapReached(Exception):
         self.whose = whose
 
 
+class NotStarted(Exception):
+    """The server's process could not be started; the message says why, for the operator."""
+
+
 class StdioUpstream:
-    def __init__(self, server: UpstreamServer, limits: LimitSettings | None = None) -> None:
+    def __init__(self, server: UpstreamServer, limits: LimitSettings | None = None,
+                 metrics: Metrics | None = None) -> None:
         assert server.command is not None  # config validation guarantees command for stdio upstreams
         self.server = server
         self.limits = limits or LimitSettings()
+        self.metrics = metrics
+        self.stderr = StderrRelay(server.name)  # one line budget for all the server's processes
         self.sessions: dict[str, StdioSession] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()  # counting and starting is one step: concurrent starts cannot overshoot
@@ -252,6 +263,16 @@ class StdioUpstream:
                     "(DELETE) or try again later", {"limit": cap.setting, "value": cap.cap}, request_id=message.id),
                     [(b"retry-after", retry_after)])
                 return
+            except NotStarted as failed:
+                log.warning("upstream %s could not be started: %s", self.server.name, failed,
+                            extra={"server": self.server.name})
+                if self.metrics is not None:
+                    self.metrics.upstream_errors.labels(self.server.name, "process").inc()
+                # The client learns that the server is down, not the operator's command line.
+                await send_json(send, 502, jsonrpc_error(
+                    JSONRPC_INTERNAL_ERROR, f"upstream {self.server.name} could not be started",
+                    request_id=message.id))
+                return
             headers.append((b"mcp-session-id", exchange.bind_session(session.session_id).encode()))
         if message.kind is not Kind.REQUEST:
             # A notification, or the client's answer to a server request: nothing comes back.
@@ -298,21 +319,27 @@ class StdioUpstream:
         async with self._starting:
             self._reap()
             self._check_caps(principal)
-            assert self.server.command is not None
-            process = await asyncio.create_subprocess_exec(
-                *self.server.command,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                env=dict(self.server.env),
-                limit=MAX_LINE,
-            )
+            process = await self._spawn()
             session = StdioSession(secrets.token_urlsafe(24), self.server.name, process, principal.user,
-                                   principal.agent)
+                                   principal.agent, self.stderr)
             self.sessions[session.session_id] = session
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever())
         return session
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        command = self.server.command
+        assert command is not None
+        try:
+            return await asyncio.create_subprocess_exec(
+                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE, env=dict(self.server.env), limit=MAX_LINE)
+        except FileNotFoundError:
+            raise NotStarted(f"command not found: {command[0]}") from None
+        except PermissionError:
+            raise NotStarted(f"command not executable: {command[0]}") from None
+        except OSError as exc:  # e.g. ENOEXEC, ENOTDIR, E2BIG: the exec failed, whatever the reason
+            raise NotStarted(f"{command[0]}: {exc.strerror or type(exc).__name__}") from None
 
     def _check_caps(self, principal: Principal) -> None:
         limits = self.limits

@@ -199,7 +199,7 @@ class PolicyEngine:
         except UnknownAction as exc:
             judged = Verdict(Outcome.DENY, (), (str(exc),))
         except Exception as exc:  # fail closed on anything the caller, cedarpy or the reading of its answer throws
-            log.exception("policy evaluation failed")
+            log.error("policy evaluation failed: %s", type(exc).__name__)  # its message may quote an argument
             judged = Verdict(Outcome.DENY, (), (f"evaluation failed: {type(exc).__name__}: {exc}",))
         return self._decision(loaded, action, caller, judged)
 
@@ -221,7 +221,7 @@ class PolicyEngine:
         except (ArgumentError, UnknownAction) as exc:
             judged = [Verdict(Outcome.DENY, (), (str(exc),))] * len(names)
         except Exception as exc:  # fail closed, as in decide
-            log.exception("policy evaluation failed")
+            log.error("policy evaluation failed: %s", type(exc).__name__)  # as in decide
             judged = [Verdict(Outcome.DENY, (), (f"evaluation failed: {type(exc).__name__}: {exc}",))] * len(names)
         return [self._decision(loaded, method, caller, one) for one in judged]
 

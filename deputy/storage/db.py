@@ -48,10 +48,12 @@ class Database:
                 self.sqlite_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
                 # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
                 os.close(os.open(self.sqlite_path, os.O_RDWR | os.O_CREAT, 0o600))
-            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15})
+            # hide_parameters: an error's text (logged) never carries the values of a statement, e.g. a record's.
+            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15}, hide_parameters=True)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
+            self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+                                              hide_parameters=True)
         event.listen(self.engine.sync_engine, "do_connect", _connect_or_unavailable)
         event.listen(self.engine.sync_engine, "handle_error", _unreachable)
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from deputy.gateway.stdio_stderr import LOGGED_BYTES, StderrLines, drain_stderr
+from deputy.gateway.stdio_stderr import LOGGED_BYTES, LineBudget, StderrLines, StderrRelay, drain_stderr
 
 
 def test_a_long_line_is_logged_bounded_with_what_was_dropped() -> None:
@@ -37,8 +37,42 @@ async def test_the_reader_drains_past_a_line_over_the_stream_limit(caplog: pytes
     stream.feed_data(b"a" * 10_000 + b"\n")
     stream.feed_data(b"after\n")
     stream.feed_eof()
-    with caplog.at_level(logging.INFO, logger="deputy.gateway.stdio_upstream"):
+    with caplog.at_level(logging.INFO, logger="deputy.upstream.stderr"):
         await drain_stderr(stream, "flood")
     logged = [record.getMessage() for record in caplog.records]
-    assert logged == [f"stdio server flood: {'a' * LOGGED_BYTES} … {10_000 - LOGGED_BYTES} bytes dropped",
-                      "stdio server flood: after"]
+    assert logged == [f"{'a' * LOGGED_BYTES} … {10_000 - LOGGED_BYTES} bytes dropped", "after"]
+    assert {getattr(record, "server", None) for record in caplog.records} == {"flood"}
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_flood_is_logged_within_the_budget_and_what_is_left_out_is_counted(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Issue 13: every line of a flood was logged; now a server logs at most its budget and a count of the rest."""
+    clock = _Clock()
+    relay = StderrRelay("flood", LineBudget(rate=10, burst=5, clock=clock))
+    stream = asyncio.StreamReader()
+    stream.feed_data(b"".join(b"line %d\n" % n for n in range(1000)))
+    stream.feed_eof()
+    with caplog.at_level(logging.INFO, logger="deputy.upstream.stderr"):
+        await drain_stderr(stream, "flood", relay)
+    assert [r.getMessage() for r in caplog.records] == [
+        "line 0", "line 1", "line 2", "line 3", "line 4", "995 stderr lines not logged (more than 10 a second)"]
+    assert getattr(caplog.records[-1], "dropped", None) == 995 and caplog.records[-1].levelno == logging.WARNING
+
+
+def test_lines_are_logged_again_once_the_budget_refills_after_the_count() -> None:
+    clock = _Clock()
+    budget = LineBudget(rate=2, burst=2, clock=clock)
+    assert [budget.take() for _ in range(5)] == [True, True, False, False, False]
+    assert budget.dropped == 3
+    clock.now = 0.5
+    assert budget.take() and not budget.take()
+    clock.now = 100.0
+    assert [budget.take() for _ in range(3)] == [True, True, False], "never more than the burst saved"
