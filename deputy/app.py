@@ -41,6 +41,8 @@ from deputy.oauth.token import TokenEndpoint
 from deputy.page_paths import APPROVAL_PAGE
 from deputy.request_limits import RequestLimits, RequestRefused
 from deputy.services import Services
+from deputy.telemetry.metrics_listener import MetricsListener
+from deputy.telemetry.tracing import Tracing
 from deputy.web.approvals import ApprovalPages
 from deputy.web.sign_in import SignIn
 
@@ -72,13 +74,14 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                    for name, server in settings.servers.items()}
     upstreams: dict[str, Upstream] = {
         name: HttpUpstream(server, pool, credentials[name]) if server.url is not None
-        else StdioUpstream(server, settings.limits)
+        else StdioUpstream(server, settings.limits, services.metrics)
         for name, server in settings.servers.items()
     }
     policy = PolicyStage({name: PolicyLifecycle(server, credentials[name], settings.issuer)
                           for name, server in settings.servers.items() if server.policies is not None},
                          services.approvals, settings.public_url, settings.policy_watch_seconds,
                          services.clients.get)
+    tracing = Tracing(settings.tracing)  # off (and free) unless an OTLP endpoint is configured
     gateway = Gateway(
         servers=settings.servers,
         authenticator=BearerAuthenticator(settings, validator),
@@ -88,24 +91,36 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         policy=policy if policy.policies else None,
         audit=AuditStage(services.audit, settings.audit.arguments),
         body_timeout=settings.limits.body_timeout,
+        tracing=tracing,
+        metrics=services.metrics,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        await services.start()
-        if gateway.policy is not None:
-            await gateway.policy.start()  # an unusable policy set stops start-up here
-        await revocations.start()
+        listen = settings.telemetry.metrics_listen
+        metrics = MetricsListener(services.metrics, *listen) if listen is not None else None
+        if metrics is not None:
+            await metrics.start()  # an address that cannot be listened on stops start-up here, first
         try:
-            yield
-        finally:
-            await revocations.stop()
+            await services.start()
             if gateway.policy is not None:
-                await gateway.policy.stop()
-            for upstream in upstreams.values():
-                await upstream.close()
-            await pool.close()
-            await services.close()
+                await gateway.policy.start()  # an unusable policy set stops start-up here
+            await revocations.start()
+            services.metrics.revocation_staleness.set_function(revocations.staleness)
+            try:
+                yield
+            finally:
+                await revocations.stop()
+                if gateway.policy is not None:
+                    await gateway.policy.stop()
+                for upstream in upstreams.values():
+                    await upstream.close()
+                await pool.close()
+                await services.close()
+                await tracing.shutdown()  # the last requests' spans, flushed (bounded by OTEL_BSP_EXPORT_TIMEOUT)
+        finally:
+            if metrics is not None:
+                await metrics.stop()
 
     async def jwks(_request: Request) -> Response:
         return JSONResponse(services.keyring.jwks(), headers={"Cache-Control": "public, max-age=60"})

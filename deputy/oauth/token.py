@@ -60,7 +60,9 @@ OTHER_GRANT = "other"  # missing, unknown, or in a form that could not be read
 class TokenEndpoint:
     def __init__(self, services: Services) -> None:
         self.services = services
-        self.issued = services.metrics.tokens_issued
+        # One series per grant type from the start (a rate over a series that appears late misses its first
+        # count), each bound once; refusals, rarer, are looked up when they happen.
+        self.issued = {label: services.metrics.tokens_issued.labels(label) for label in GRANT_LABELS.values()}
         self.refused = services.metrics.token_refusals
 
     async def handle(self, request: Request) -> Response:
@@ -75,7 +77,7 @@ class TokenEndpoint:
         except (SQLAlchemyError, AuditUnavailable):  # answered 503 by the application (deputy.app)
             self.refused.labels(label, TemporarilyUnavailable.code).inc()
             raise
-        self.issued.labels(label).inc()
+        self.issued[label].inc()
         return response
 
     async def _grant(self, request: Request, form: dict[str, str]) -> Response:

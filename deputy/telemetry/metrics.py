@@ -14,7 +14,8 @@ a restart, which Prometheus's counter-reset handling covers.
 
 Gauges read at scrape time (``Gauge.set_function``) cost the served path nothing: the audit queue depth, the age of
 the newest checkpoint, the revocation view's staleness, and the pending approvals, a database count kept by
-:class:`CachedCount` so a scrape never waits for the database.
+:class:`CachedCount` so a scrape never waits for the database. Every instrument is safe to read from another
+thread (prometheus-client locks each value), which lets the listener render a scrape off the event loop.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ class Metrics:
             "deputy_requests", "Requests to /mcp/NAME by server, MCP method and outcome",
             ("server", "method", "outcome"), registry=registry)
         self.request_seconds = Histogram(
-            "deputy_request_duration_seconds", "Whole request at the gateway, until the answer's headers",
+            "deputy_request_duration_seconds", "Whole request at the gateway, until its answer is done",
             ("server", "method"), buckets=REQUEST_BUCKETS, registry=registry)
         self.stage_seconds = Histogram(
             "deputy_stage_duration_seconds", "One stage of a gateway request: authenticate, decide, audit, upstream",
@@ -76,7 +77,9 @@ class Metrics:
             "deputy_decisions", "Policy decisions by server and outcome",
             ("server", "outcome"), registry=registry)
         self.upstream_errors = Counter(
-            "deputy_upstream_errors", "Upstream failures by server and kind (unreachable, timeout, status, process)",
+            "deputy_upstream_errors",
+            "Upstream failures by server and kind (HTTP: unreachable, timeout, broken, refused, too_large; "
+            "stdio: process)",
             ("server", "kind"), registry=registry)
         # The authorization server (deputy.oauth.token).
         self.tokens_issued = Counter(
@@ -118,6 +121,11 @@ class Metrics:
         self._counts.append(count)
         return count
 
+    def before_scrape(self) -> None:
+        """Start the reads of the counts that are due (on the event loop; the scrape does not wait for them)."""
+        for count in self._counts:
+            count.poke()
+
     async def read_counts(self) -> None:
         """Read every count now (at start-up, so the first scrape has them)."""
         for count in self._counts:
@@ -154,9 +162,10 @@ class _RestrictedWithoutCreated(RestrictedRegistry):
 class CachedCount:
     """A number read from the database for a scrape, at most every ``max_age`` seconds, never waited for.
 
-    :meth:`value` (a gauge's function, called while the registry is collected on the event loop) returns the
-    last count at once and, when it is older than ``max_age``, starts a new read in the background, bounded by
-    ``timeout``. While the database cannot be read the value is NaN — an unknown count, not a stale one passed
+    :meth:`value` (the gauge's function, called while the registry is rendered, perhaps off the event loop)
+    returns the last count. :meth:`poke` (on the event loop, as a scrape begins) starts a new read in the
+    background when the last one is older than ``max_age``, bounded by ``timeout``; the scrape goes on with the
+    last count. While the database cannot be read the value is NaN — an unknown count, not a stale one passed
     off as current — and it is tried again ``max_age`` later, so a dead database is not asked on every scrape.
     Before the first read has finished the value is NaN as well (:meth:`refresh` reads at start-up).
     """
@@ -171,14 +180,13 @@ class CachedCount:
         self._failing = False
 
     def value(self) -> float:
-        if self._task is None and (self._asked_at is None or clock.monotonic() - self._asked_at >= self.max_age):
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:  # collected outside the event loop (a test reading the registry): no read
-                return self._value
-            self._asked_at = clock.monotonic()
-            self._task = loop.create_task(self._refresh(), name="deputy-metrics-count")
         return self._value
+
+    def poke(self) -> None:
+        """Start a read in the background if the count is due one (call on the event loop)."""
+        if self._task is None and (self._asked_at is None or clock.monotonic() - self._asked_at >= self.max_age):
+            self._asked_at = clock.monotonic()
+            self._task = asyncio.get_running_loop().create_task(self._refresh(), name="deputy-metrics-count")
 
     async def refresh(self) -> None:
         """Read the count now, unless a read is already running."""

@@ -1,10 +1,14 @@
 """``GET /metrics`` on a listener of its own (``[metrics] listen``), apart from the public one.
 
-The exposition is prometheus-client's own ASGI app (Prometheus text format 0.0.4, OpenMetrics 1.0 when the
-scraper's ``Accept`` asks for it, gzip when its ``Accept-Encoding`` allows), behind a guard that serves that one
-path (404 elsewhere) and that one method (405 with ``Allow: GET``, RFC 9110 §15.5.6). It runs as a second uvicorn
-server on the application's event loop, started and stopped by the application's lifespan, so the gauges read at
-scrape time see the application's state without a lock.
+The exposition is prometheus-client's (Prometheus text format 0.0.4, OpenMetrics 1.0 when the scraper's
+``Accept`` asks for it, gzip when its ``Accept-Encoding`` allows, the ``name[]`` filter), served for that one path
+(404 elsewhere) and that one method (405 with ``Allow: GET``, RFC 9110 §15.5.6). It runs as a second uvicorn
+server on the application's event loop, started and stopped by the application's lifespan.
+
+A scrape is rendered in a worker thread, not on the event loop: a full registry takes tens of milliseconds to
+render (``bench/metrics_cost.py``), which on the loop would stall every request for as long; in a thread the loop
+gets the interpreter back every switch interval (5 ms). The counts read from the database are poked on the loop
+first (:meth:`deputy.telemetry.metrics.Metrics.before_scrape`), and never waited for.
 
 The socket is bound here, before uvicorn is given it: an address that is taken or not this host's fails start-up
 with one :class:`MetricsListenerError` naming ``metrics.listen``, and port 0 becomes the free port the kernel
@@ -16,14 +20,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gzip
 import logging
 import socket
 from collections.abc import Iterator
+from urllib.parse import parse_qs
 
 import uvicorn
-from prometheus_client import make_asgi_app
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 from prometheus_client.registry import CollectorRegistry
 from starlette.types import Receive, Scope, Send
+
+from deputy.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +48,8 @@ class MetricsListenerError(RuntimeError):
 class MetricsEndpoint:
     """``GET /metrics`` and nothing else (ASGI)."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.exposition = make_asgi_app(registry)
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":  # lifespan is off and WebSocket not served; nothing else reaches here
@@ -51,12 +59,28 @@ class MetricsEndpoint:
         elif scope["method"] != "GET":
             await _answer(send, 405, b"method not allowed\n", [(b"allow", b"GET")])
         else:
-            await self.exposition(scope, receive, send)
+            headers = {name.lower(): value.decode("latin-1") for name, value in scope["headers"]}
+            names = parse_qs(scope["query_string"].decode("latin-1")).get("name[]", [])
+            self.metrics.before_scrape()
+            body, content_type, gzipped = await asyncio.to_thread(
+                render, self.metrics.registry, headers.get(b"accept", ""), headers.get(b"accept-encoding", ""),
+                names)
+            await _answer(send, 200, body, [(b"content-encoding", b"gzip")] if gzipped else [], content_type)
 
 
-async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None) -> None:
+def render(registry: CollectorRegistry, accept: str, accept_encoding: str, names: list[str]) -> tuple[bytes, str, bool]:
+    """The exposition the scraper asked for: (body, content type, gzipped)."""
+    encoder, content_type = choose_encoder(accept)
+    body = encoder(registry.restricted_registry(names) if names else registry)
+    if gzip_accepted(accept_encoding):
+        return gzip.compress(body), content_type, True
+    return body, content_type, False
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]] | None = None,
+                  content_type: str = "text/plain; charset=utf-8") -> None:
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8"), *(headers or [])]})
+                "headers": [(b"content-type", content_type.encode("latin-1")), *(headers or [])]})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -69,8 +93,8 @@ class _EmbeddedServer(uvicorn.Server):
 
 
 class MetricsListener:
-    def __init__(self, registry: CollectorRegistry, host: str, port: int) -> None:
-        self.endpoint = MetricsEndpoint(registry)
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.endpoint = MetricsEndpoint(metrics)
         self.host = host
         self.port = port
         self.address: tuple[str, int] | None = None  # where it listens, once started (port 0 resolved)

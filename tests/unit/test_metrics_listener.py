@@ -18,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from deputy.oauth.token import GRANT_LABELS, GRANTS
 from deputy.telemetry.metrics import CachedCount, Metrics
 from deputy.telemetry.metrics_listener import MetricsListener, MetricsListenerError
 from tests.support.config_files import config_error, load
@@ -30,7 +31,7 @@ OTHER_PATHS = ("/", "/metrics/", "/metricsx", "/healthz", "/readyz", "/token", "
 async def listener() -> AsyncIterator[MetricsListener]:
     metrics = Metrics()
     metrics.tokens_issued.labels("client_credentials").inc()
-    served = MetricsListener(metrics.registry, "127.0.0.1", 0)
+    served = MetricsListener(metrics, "127.0.0.1", 0)
     await served.start()
     try:
         yield served
@@ -69,7 +70,7 @@ async def test_an_address_in_use_stops_start_up_with_one_line_naming_the_setting
         taken.bind(("127.0.0.1", 0))
         taken.listen(1)
         port = taken.getsockname()[1]
-        second = MetricsListener(Metrics().registry, "127.0.0.1", port)
+        second = MetricsListener(Metrics(), "127.0.0.1", port)
         with pytest.raises(MetricsListenerError) as info:
             await second.start()
     message = str(info.value)
@@ -80,11 +81,11 @@ async def test_an_address_in_use_stops_start_up_with_one_line_naming_the_setting
 async def test_an_address_not_of_this_host_stops_start_up() -> None:
     # 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never assigned to this host's interfaces.
     with pytest.raises(MetricsListenerError, match=r"^metrics\.listen 192\.0\.2\.1:9464: cannot listen"):
-        await MetricsListener(Metrics().registry, "192.0.2.1", 9464).start()
+        await MetricsListener(Metrics(), "192.0.2.1", 9464).start()
 
 
 async def test_stopped_means_the_port_is_closed() -> None:
-    served = MetricsListener(Metrics().registry, "127.0.0.1", 0)
+    served = MetricsListener(Metrics(), "127.0.0.1", 0)
     await served.start()
     url = _url(served)
     await served.stop()
@@ -125,6 +126,12 @@ def _config(directory: Path, public: str, listen: str) -> str:
     return (f'public_url = "https://deputy.example.com"\ndata_dir = "{directory / "data"}"\n{public}\n\n'
             f'[servers.demo]\nurl = "http://127.0.0.1:9/mcp"\nscopes = ["demo:tools"]\n\n'
             f'[metrics]\nlisten = "{listen}"\n')
+
+
+def test_every_grant_the_token_endpoint_serves_has_its_label() -> None:
+    # A grant served without a label would fail its count (and its answer) after the token was minted.
+    assert GRANT_LABELS.keys() == GRANTS.keys()
+    assert len(set(GRANT_LABELS.values())) == len(GRANT_LABELS)
 
 
 # What a scrape shows.
@@ -178,7 +185,9 @@ async def test_a_count_is_read_once_and_kept() -> None:
 
     count = CachedCount(read, max_age=3600)
     await count.refresh()
-    assert [count.value() for _ in range(5)] == [3.0] * 5
+    for _ in range(5):
+        count.poke()  # a scrape begins: not due for another hour
+        assert count.value() == 3.0
     assert reads == 1
 
 
@@ -194,8 +203,26 @@ async def test_a_dead_database_shows_nan_and_is_not_asked_on_every_scrape() -> N
     await count.refresh()
     assert math.isnan(count.value())
     for _ in range(5):
+        count.poke()
         assert math.isnan(count.value())
     assert reads == 1
+
+
+async def test_a_count_due_is_read_again_when_a_scrape_begins() -> None:
+    answers = iter([1, 2])
+
+    async def read() -> int:
+        return next(answers)
+
+    count = CachedCount(read, max_age=0)
+    await count.refresh()
+    assert count.value() == 1
+    count.poke()  # starts the read and returns at once, the count still the last one
+    assert count.value() == 1
+    reads = [task for task in asyncio.all_tasks() if task.get_name() == "deputy-metrics-count"]
+    assert len(reads) == 1
+    await reads[0]
+    assert count.value() == 2
 
 
 async def test_a_hanging_database_never_holds_the_scrape() -> None:
@@ -209,7 +236,7 @@ async def test_a_hanging_database_never_holds_the_scrape() -> None:
 
     metrics = Metrics()
     metrics.count_at_scrape(metrics.approvals_pending, read)
-    served = MetricsListener(metrics.registry, "127.0.0.1", 0)
+    served = MetricsListener(metrics, "127.0.0.1", 0)
     await served.start()
     try:
         async with httpx.AsyncClient() as http:
@@ -234,11 +261,12 @@ async def test_a_count_that_times_out_is_nan() -> None:
     assert math.isnan(count.value())
 
 
-def test_a_registry_read_outside_the_event_loop_starts_no_read() -> None:
+def test_rendering_the_registry_never_reads_the_database() -> None:
+    # Rendered in a worker thread, with no event loop: the gauge shows the count it has.
     metrics = Metrics()
 
     async def read() -> int:
-        raise AssertionError("read outside the loop")
+        raise AssertionError("read while rendering")
 
     metrics.count_at_scrape(metrics.approvals_pending, read)
     pending = metrics.registry.get_sample_value("deputy_approvals_pending")
