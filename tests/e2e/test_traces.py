@@ -270,6 +270,14 @@ async def test_tracing_off_still_carries_the_clients_trace(untraced: Traced) -> 
     (plain,) = forwarded(untraced.recorder, quiet)
     assert "traceparent" not in plain.headers and "tracestate" not in plain.headers
 
+    async def quiet_records() -> list[Leaf]:
+        leaves = [leaf for leaf in (await read_log(untraced.deputy.database_url)).leaves
+                  if leaf.record.get("arguments") == {"text": quiet}]
+        assert leaves, "the quiet call's decision is not in the log yet"
+        return leaves
+
+    assert all("trace_id" not in leaf.record for leaf in await eventually(quiet_records))
+
 
 async def test_a_collector_that_is_down_fails_no_call(upstream: tuple[str, RequestRecorder],
                                                       tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -7,6 +7,9 @@ came, and no header of any size or shape costs more than a bounded look.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Iterator
+
 import pytest
 
 from deputy.telemetry.trace_context import (
@@ -22,8 +25,14 @@ TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 SPAN = "00f067aa0ba902b7"
 VALID = f"00-{TRACE}-{SPAN}-01".encode()
 OFF = Tracing()
-# On, towards a port nothing listens on; no test here finishes a request, so nothing is ever sent.
-ON = Tracing.from_environ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+
+
+@pytest.fixture(scope="module")
+def on() -> Iterator[Tracing]:
+    """Tracing on, towards a port nothing listens on; no test here finishes a request, so nothing is ever sent."""
+    tracing = Tracing.from_environ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"})
+    yield tracing
+    asyncio.run(tracing.shutdown())
 
 MALFORMED = {
     "version ff": f"ff-{TRACE}-{SPAN}-01",
@@ -54,11 +63,11 @@ MALFORMED = {
 
 
 @pytest.mark.parametrize("header", list(MALFORMED.values()), ids=list(MALFORMED))
-def test_a_malformed_traceparent_is_ignored(header: str) -> None:
+def test_a_malformed_traceparent_is_ignored(header: str, on: Tracing) -> None:
     assert parse_traceparent(header.encode()) is None
     # With tracing off it leaves no trace at all; with tracing on a new trace is started, owing nothing to it.
     assert OFF.begin(header.encode(), b"vendor=kept") is None
-    started = ON.begin(header.encode(), b"vendor=kept")
+    started = on.begin(header.encode(), b"vendor=kept")
     assert started is not None
     assert started.parent_span_id is None and started.trace_id != TRACE and started.tracestate is None
 
@@ -127,8 +136,8 @@ def test_a_tracestate_is_cut_to_512_characters_long_members_first() -> None:
     assert kept == members[:len(kept)]  # the rest went from the end
 
 
-def test_a_tracestate_without_a_valid_traceparent_is_not_read() -> None:
-    started = ON.begin(None, b"vendor=1")
+def test_a_tracestate_without_a_valid_traceparent_is_not_read(on: Tracing) -> None:
+    started = on.begin(None, b"vendor=1")
     assert started is not None and started.tracestate is None
 
 
