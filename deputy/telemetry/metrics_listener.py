@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gzip
 import logging
 import socket
@@ -92,6 +93,19 @@ class _EmbeddedServer(uvicorn.Server):
         yield
 
 
+# Set in the embedded server's task only: its uvicorn lifecycle lines ("Started server process", "Shutting
+# down", ...) would repeat the public server's word for word on the logger they share; its warnings still show.
+_EMBEDDED = contextvars.ContextVar("deputy_metrics_listener", default=False)
+
+
+class _QuietLifecycle(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno > logging.INFO or not _EMBEDDED.get()
+
+
+_QUIET = _QuietLifecycle()
+
+
 class MetricsListener:
     def __init__(self, metrics: Metrics, host: str, port: int) -> None:
         self.endpoint = MetricsEndpoint(metrics)
@@ -113,8 +127,12 @@ class MetricsListener:
             limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5, timeout_graceful_shutdown=2, backlog=BACKLOG)
         self._socket = sock
         self._server = _EmbeddedServer(config)
+        logging.getLogger("uvicorn.error").addFilter(_QUIET)  # once: a filter is added at most once
+        context = contextvars.copy_context()
+        context.run(_EMBEDDED.set, True)
         # The socket already listens: a scrape that comes before uvicorn's first tick waits in the backlog.
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="deputy-metrics-listener")
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock]), name="deputy-metrics-listener",
+                                         context=context)
         self._task.add_done_callback(_report_end)
         host = f"[{self.address[0]}]" if ":" in self.address[0] else self.address[0]
         log.info("metrics at http://%s:%d%s", host, self.address[1], PATH)

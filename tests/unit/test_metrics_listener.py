@@ -9,6 +9,7 @@ database cannot give is NaN without the scrape waiting for it.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import socket
 from collections.abc import AsyncIterator
@@ -92,6 +93,20 @@ async def test_stopped_means_the_port_is_closed() -> None:
     async with httpx.AsyncClient() as http:
         with pytest.raises(httpx.ConnectError):
             await http.get(url)
+
+
+def test_the_listener_does_not_repeat_the_public_servers_lifecycle_lines(
+        caplog: pytest.LogCaptureFixture) -> None:
+    async def start_and_stop() -> None:
+        served = MetricsListener(Metrics(), "127.0.0.1", 0)
+        await served.start()
+        await served.stop()
+
+    with caplog.at_level(logging.INFO, logger="uvicorn.error"):
+        asyncio.run(start_and_stop())
+        logging.getLogger("uvicorn.error").info("Started server process [1]")  # the public server's own
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.error"]
+    assert lines == ["Started server process [1]"]
 
 
 # Abuse: never on the public port (a configuration error at load).
