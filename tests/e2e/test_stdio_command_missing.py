@@ -11,15 +11,20 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.support.databases import database_url
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
+from tests.support.sdk_client import free_port
+
+METRICS_PORT = free_port()
 
 
 @pytest.fixture(scope="module")
 def commands(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDeputy, Path, Path]]:
+    """A Deputy with two stdio servers whose commands stop working once it runs; its metrics on ``metrics.port``."""
     directory = tmp_path_factory.mktemp("deputy-stdio-missing")
     gone, locked = directory / "gone-server", directory / "locked-server"
     for script in (gone, locked):
@@ -27,6 +32,7 @@ def commands(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         script.chmod(0o755)
     extra = "".join(f'\n[servers.{name}]\ncommand = {json.dumps([str(path)])}\nscopes = ["{name}:tools"]\n'
                     for name, path in (("gone", gone), ("locked", locked)))
+    extra += f'\n[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\n'
     with database_url("sqlite", directory) as url, running_deputy(directory, url, upstream_url, extra) as deputy:
         gone.unlink()
         locked.chmod(0o644)
@@ -54,3 +60,6 @@ async def test_a_command_that_cannot_start_is_a_json_rpc_error_and_one_warning(
         assert len(warnings) == attempt, warnings
         assert f"{reason}: {path}" in warnings[-1]
     assert "Traceback" not in _log(deputy), _log(deputy)[-3000:]
+    async with httpx.AsyncClient(timeout=10) as http:
+        exposition = (await http.get(f"http://127.0.0.1:{METRICS_PORT}/metrics")).text
+    assert f'deputy_upstream_errors_total{{kind="process",server="{server}"}} 2.0' in exposition

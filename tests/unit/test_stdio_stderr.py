@@ -76,3 +76,15 @@ def test_lines_are_logged_again_once_the_budget_refills_after_the_count() -> Non
     assert budget.take() and not budget.take()
     clock.now = 100.0
     assert [budget.take() for _ in range(3)] == [True, True, False], "never more than the burst saved"
+
+
+def test_the_count_of_lines_left_out_comes_before_the_next_line_logged(caplog: pytest.LogCaptureFixture) -> None:
+    clock = _Clock()
+    relay = StderrRelay("flood", LineBudget(rate=1, burst=1, clock=clock))
+    with caplog.at_level(logging.INFO, logger="deputy.upstream.stderr"):
+        for text in ("first", "lost", "lost too"):
+            relay.line(text)
+        clock.now = 1.0
+        relay.line("after a second")
+    assert [r.getMessage() for r in caplog.records] == [
+        "first", "2 stderr lines not logged (more than 1 a second)", "after a second"]
