@@ -73,6 +73,7 @@ def tracing_settings(environ: Mapping[str, str]) -> TracingSettings:
     if compression not in ("gzip", "none"):
         raise ConfigError(_signal_name(environ, "COMPRESSION"), f"must be gzip or none, got {compression!r}")
     sampler = environ.get("OTEL_TRACES_SAMPLER", "").strip().lower() or "parentbased_always_on"
+    attributes = _pairs(environ.get("OTEL_RESOURCE_ATTRIBUTES"), "OTEL_RESOURCE_ATTRIBUTES")
     if sampler not in SAMPLERS:
         raise ConfigError("OTEL_TRACES_SAMPLER", f"must be one of {', '.join(SAMPLERS)}, got {sampler!r}")
     return TracingSettings(
@@ -83,8 +84,9 @@ def tracing_settings(environ: Mapping[str, str]) -> TracingSettings:
         certificate=_signal(environ, "CERTIFICATE") or None,
         client_certificate=_signal(environ, "CLIENT_CERTIFICATE") or None,
         client_key=_signal(environ, "CLIENT_KEY") or None,
-        service_name=environ.get("OTEL_SERVICE_NAME", "").strip() or "deputy",
-        resource_attributes=_pairs(environ.get("OTEL_RESOURCE_ATTRIBUTES"), "OTEL_RESOURCE_ATTRIBUTES"),
+        # OTEL_SERVICE_NAME wins over a service.name in OTEL_RESOURCE_ATTRIBUTES, which wins over the default.
+        service_name=environ.get("OTEL_SERVICE_NAME", "").strip() or attributes.get("service.name") or "deputy",
+        resource_attributes=attributes,
         sampler=next(s for s in SAMPLERS if s == sampler),
         sampler_ratio=_ratio(environ.get("OTEL_TRACES_SAMPLER_ARG"), sampler),
         schedule_delay_ms=_integer(environ.get("OTEL_BSP_SCHEDULE_DELAY"), "OTEL_BSP_SCHEDULE_DELAY", 5000, 1,

@@ -12,6 +12,7 @@ that is down costs dropped spans, never a failed call (tracing is not a security
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from deputy.telemetry.trace_export import SpanExport
 
 __all__ = ["TraceContext", "Tracing", "trace_headers"]
+
+log = logging.getLogger(__name__)
 
 
 class Tracing:
@@ -80,8 +83,11 @@ class Tracing:
         ``time.time_ns()``), with the context's ids; nothing when tracing is off or the trace is not sampled."""
         if self._export is None or not context.sampled:
             return
-        self._export.request(context, server=server, method=method, tool=tool, status=status, outcome=outcome,
-                             start_ns=start_ns, end_ns=end_ns, stages=stages)
+        try:
+            self._export.request(context, server=server, method=method, tool=tool, status=status, outcome=outcome,
+                                 start_ns=start_ns, end_ns=end_ns, stages=stages)
+        except Exception:  # telemetry fails open: a span lost, never a request's end disturbed
+            log.warning("a request's spans could not be recorded", exc_info=True)
 
     async def shutdown(self) -> None:
         """Flush what is queued (bounded by ``OTEL_BSP_EXPORT_TIMEOUT``); called once at application shutdown."""

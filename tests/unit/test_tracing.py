@@ -209,3 +209,18 @@ async def test_a_collector_that_is_down_fails_no_call() -> None:
         finish(tracing, context)
     await asyncio.wait_for(tracing.shutdown(), 30)
     await tracing.shutdown()  # twice is harmless
+
+
+def test_service_name_from_the_resource_attributes_unless_otel_service_name_is_set() -> None:
+    base = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c", "OTEL_RESOURCE_ATTRIBUTES": "service.name=edge,region=eu"}
+    assert tracing_settings(base).service_name == "edge"
+    assert tracing_settings({**base, "OTEL_SERVICE_NAME": "gateway"}).service_name == "gateway"
+    assert tracing_settings({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c"}).service_name == "deputy"
+
+
+def test_a_span_that_cannot_be_built_is_lost_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """finish() runs as a request ends; whatever goes wrong building its spans must not reach the gateway."""
+    tracing = tracing_to("http://127.0.0.1:9")
+    broken = TraceContext("not hex at all", "also not hex", "nor this", None, True, None)
+    finish(tracing, broken)
+    assert "could not be recorded" in caplog.text
