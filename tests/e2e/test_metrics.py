@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +34,7 @@ from tests.support.agents import (
     client_credentials,
 )
 from tests.support.databases import database_url
+from tests.support.demo_policies import DEMO_POLICIES
 from tests.support.deputy_process import (
     CONFIDENTIAL_CLIENT,
     CONFIDENTIAL_SECRET,
@@ -69,10 +70,22 @@ class Metered:
 
 @pytest.fixture(scope="module")
 def metered(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Metered]:
+    """The agents of tests.support.agents, and a server whose `delete_user` calls with an id ≥ 100 are held for
+    a human approval (the demo policies)."""
     directory: Path = tmp_path_factory.mktemp(f"deputy-metrics-{backend}")
     port = free_port()
-    extra = agents_config(directory) + f'\n[metrics]\nlisten = "127.0.0.1:{port}"\n'
+    extra = agents_config(directory) + f'''
+[servers.guarded]
+url = "{upstream_url}"
+scopes = ["demo:tools", "demo:admin"]
+policies = "{DEMO_POLICIES}"
+
+[metrics]
+listen = "127.0.0.1:{port}"
+'''
     with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url, extra) as running:
+        added = running.cli("users", "add", "bob", "--password", "bob's own long passphrase")
+        assert added.returncode == 0, added.stderr
         yield Metered(running, f"http://127.0.0.1:{port}/metrics")
 
 
@@ -266,6 +279,33 @@ async def test_counters_move_while_scraped_during_calls(metered: Metered) -> Non
     assert value(after, "deputy_audit_queue_depth") >= 0
     assert 0 <= value(after, "deputy_revocation_staleness_seconds") < math.inf
     assert value(after, "deputy_approvals_pending") == 0
+
+
+async def test_a_held_call_is_counted_as_pending_until_decided(metered: Metered) -> None:
+    deputy = metered.deputy
+    token, _ = await tokens_for_alice(deputy, deputy.resource("guarded"))
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "delete_user", "arguments": {"id": 4242, "reason": f"metrics {uuid.uuid4().hex}"}}}
+    async with httpx.AsyncClient() as http:
+        pending_before = value(await scrape(metered, http), "deputy_approvals_pending")
+        held = await mcp_post(deputy, token, server="guarded", body=call, headers=PROTOCOL)
+        assert held.json()["error"]["data"]["outcome"] == "approval_required", held.text
+        approval_id = held.json()["error"]["data"]["approval_id"]
+        # The count is read in the background at most every 5 s: wait for a scrape that shows it.
+        pending = await _scrape_until(metered, http, lambda s: value(s, "deputy_approvals_pending") != pending_before)
+        assert value(pending, "deputy_approvals_pending") == pending_before + 1
+        denied = deputy.cli("approvals", "deny", approval_id, "--as", "bob")
+        assert denied.returncode == 0, denied.stderr
+        await _scrape_until(metered, http, lambda s: value(s, "deputy_approvals_pending") == pending_before)
+
+
+async def _scrape_until(metered: Metered, http: httpx.AsyncClient, condition: Callable[[Samples], bool]) -> Samples:
+    for _ in range(300):
+        samples = await scrape(metered, http)
+        if condition(samples):
+            return samples
+        await asyncio.sleep(0.1)
+    raise AssertionError("no scrape met the condition within 30 s")
 
 
 async def test_the_checkpoint_age_is_read_once_a_checkpoint_is_signed(metered: Metered) -> None:
