@@ -33,6 +33,7 @@ from tests.support.agents import (
     agents_config,
     client_credentials,
 )
+from tests.support.audit_log import block_audit_writes, unblock_audit_writes
 from tests.support.databases import database_url
 from tests.support.demo_policies import DEMO_POLICIES
 from tests.support.deputy_process import (
@@ -279,6 +280,31 @@ async def test_counters_move_while_scraped_during_calls(metered: Metered) -> Non
     assert value(after, "deputy_audit_queue_depth") >= 0
     assert 0 <= value(after, "deputy_revocation_staleness_seconds") < math.inf
     assert value(after, "deputy_approvals_pending") == 0
+
+
+async def test_an_audit_log_that_cannot_be_written_shows_as_failed_commits_and_refusals(metered: Metered) -> None:
+    """No record, no token (the issue is recorded first): the refusal is counted as the 503 it was answered."""
+    deputy = metered.deputy
+    async with httpx.AsyncClient() as http:
+        before = await scrape(metered, http)
+        await block_audit_writes(deputy.database_url)
+        try:
+            refused = await client_credentials(deputy, basic=(SECRET_AGENT, SECRET_AGENT_SECRET))
+            during = await scrape(metered, http)  # the scrape itself needs no database
+        finally:
+            await unblock_audit_writes(deputy.database_url)
+        await secret_agent_token(deputy)  # writable again
+        after = await scrape(metered, http)
+    assert refused.status_code == 503 and refused.json()["error"] == "temporarily_unavailable"
+
+    def moved(samples: Samples, name: str, **labels: str) -> float:
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    assert moved(during, "deputy_token_refusals_total", grant_type="client_credentials",
+                 error="temporarily_unavailable") == 1
+    assert moved(during, "deputy_audit_commit_failures_total") >= 1
+    assert moved(during, "deputy_tokens_issued_total", grant_type="client_credentials") == 0
+    assert moved(after, "deputy_tokens_issued_total", grant_type="client_credentials") == 1
 
 
 async def test_a_held_call_is_counted_as_pending_until_decided(metered: Metered) -> None:
