@@ -98,8 +98,9 @@ class Forwarding:
 
 
 class Gateway:
-    """``/mcp/NAME``: each request goes through the steps of :meth:`__call__` in order; any step may answer it
-    (a refusal) and end it there, and a call is forwarded only after all of them let it through."""
+    """``/mcp/NAME``: each request goes through the steps of :meth:`_serve` in order; any step may answer it
+    (a refusal) and end it there, and a call is forwarded only after all of them let it through. :meth:`__call__`
+    observes the whole (:mod:`deputy.gateway.observation`)."""
 
     def __init__(
         self,
