@@ -151,7 +151,8 @@ def test_the_log_line_names_the_call_but_never_its_arguments(records: Records) -
     assert record.name == "deputy.requests" and record.levelno == logging.INFO
     fields = {name: getattr(record, name) for name in ("server", "method", "tool", "outcome", "status")}
     assert fields == {"server": "demo", "method": "tools/call", "tool": "add", "outcome": "forwarded", "status": 200}
-    assert record.duration_ms == pytest.approx((seen.stages[-1][2] - seen.started) / 1e6, abs=1.0)  # type: ignore[attr-defined]
+    # The whole request, so at least until its last stage ended (rounded to the microsecond).
+    assert record.duration_ms >= (seen.stages[-1][2] - seen.started) / 1e6 - 0.001  # type: ignore[attr-defined]
     for formatter in (TextLines(), JsonLines()):
         assert secret not in formatter.format(record)
     assert secret not in repr(record.__dict__)
