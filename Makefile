@@ -27,7 +27,7 @@ bare-install:
 	PYTHON=$(PYTHON) scripts/bare-install-check.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check deputy tests bench scripts
+	$(BIN)/ruff check deputy tests bench scripts examples
 	$(BIN)/mypy
 
 # Two workers, each test file whole on one of them: most of the suite waits on Deputy processes, not the CPU.

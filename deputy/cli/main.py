@@ -119,11 +119,9 @@ def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP s
 
 Connect a client, e.g. from a desktop host that speaks stdio:
   npx mcp-remote {url}
-or the MCP Python SDK (full example in README, "Connect a client"):
-  auth = OAuthClientProvider(server_url="{url}", client_metadata=..., storage=...,
-                             redirect_handler=open_browser, callback_handler=wait_for_callback)
-  async with httpx2.AsyncClient(auth=auth) as http, Client(streamable_http_client("{url}", http_client=http)) as c:
-      print(await c.call_tool("add", {{"a": 1, "b": 2}}))
+or the MCP Python SDK, with the whole client in examples/sdk_client.py (README, "Connect a client"):
+  .venv/bin/python examples/sdk_client.py {url}                         # opens your browser
+  .venv/bin/python examples/sdk_client.py {url} --password {password}   # no browser
 """, soft_wrap=True)  # keep URLs and code whole; a terminal wraps them itself
 
     # The SDK's demo server logs every session at INFO; the demo's own output is what matters here.

@@ -1,6 +1,7 @@
 """Drive Deputy's whole OAuth flow with the official MCP Python SDK (v2) client.
 
-Two pieces:
+The test suite's driver, not an example: a client to copy is `examples/sdk_client.py` (README,
+"Connect a client"). This one can also deny, forge and inspect each step. Two pieces:
 
 * `FormDriver` plays the human at the browser: it fetches the authorization URL with a
   cookie-keeping `httpx.AsyncClient`, fills in the login form, answers the consent form, follows
