@@ -17,9 +17,10 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/deputy demo
 
-# Node 22 and the official MCP conformance suite, into .cache/ (npm registry only).
+# Node 22, the official MCP conformance suite and the test OpenID Provider (oidc-provider), into .cache/ (npm registry only).
 tools:
 	scripts/install-conformance.sh >/dev/null
+	scripts/install-oidc-provider.sh >/dev/null
 
 # `pip install .` without extras into a fresh venv (not .venv), then `deputy --help` and `deputy demo`:
 # what pyproject.toml declares must be enough to run Deputy (.ci/run runs it before `make test`).
