@@ -59,6 +59,8 @@ RECORD_TYPES: frozenset[str] = frozenset(
         "approval.decided",
         "call.outcome",
         "admin.action",
+        "user.disabled",
+        "user.enabled",
         "key.rotated",
         "log.started",
     }

@@ -1,23 +1,41 @@
-"""``deputy users``: local users who sign in on the login page (argon2id password hashes)."""
+"""``deputy users``: who signs in — local users (argon2id password hashes) and users of an identity provider
+(OIDC federation, issue 14: created at first sign-in, keyed by issuer and ``sub``); disabling and enabling any.
+
+Names, e-mails and groups of federated users are the identity provider's words: printed through
+:func:`deputy.cli.terminal_text.shown`, and cut to a bound, so that they neither act on the terminal nor flood it.
+"""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.table import Column, Table
 
-from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.common import ConfigOption, console, err, fail, settings_or_exit, with_services
+from deputy.cli.terminal_text import line, shown
 from deputy.services import Services
 
-users_app = typer.Typer(help="Local users who sign in on the login page.", no_args_is_help=True)
+users_app = typer.Typer(help="Users who sign in: local ones, and those of identity providers.", no_args_is_help=True)
+
+FIELD_SHOWN = 64  # characters of one e-mail or group
+GROUPS_SHOWN = 8  # groups listed per user; the rest counted
+
+
+def bounded(text: str, limit: int = FIELD_SHOWN) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def groups_shown(groups: tuple[str, ...]) -> str:
+    listed = ", ".join(bounded(g) for g in groups[:GROUPS_SHOWN])
+    return listed + (f" (+{len(groups) - GROUPS_SHOWN} more)" if len(groups) > GROUPS_SHOWN else "")
 
 
 @users_app.command("add")
 def users_add(name: str, config: ConfigOption = None,
               password: Annotated[str | None, typer.Option(help="default: prompt")] = None) -> None:
-    """Add a local user (password hashed with argon2id)."""
-    from deputy.storage.users import User, UserExists
+    """Add a local user (password hashed with argon2id; '@' is kept for users of identity providers)."""
+    from deputy.storage.users import User, UserExists, UsernameRefused
 
     settings = settings_or_exit(config)
     secret = password or typer.prompt("Password", hide_input=True, confirmation_prompt=True)
@@ -29,15 +47,56 @@ def users_add(name: str, config: ConfigOption = None,
     try:
         user = with_services(settings, add)
     except UserExists:
-        err.print(f"[red]user {name} already exists[/red]")
+        err.print(line("user ", name, " already exists", style="red"))
         raise typer.Exit(1) from None
-    console.print(f"added user [bold]{user.username}[/bold] ({user.user_id})")
+    except UsernameRefused as exc:
+        fail(2, str(exc))
+    console.print(line("added user ", shown(user.username, style="bold"), f" ({user.user_id})"))
 
 
 @users_app.command("list")
 def users_list(config: ConfigOption = None) -> None:
-    """List local users."""
-    table = Table("username", "user id")
-    for user in with_services(settings_or_exit(config), lambda s: s.users.list()):
-        table.add_row(user.username, user.user_id)
+    """List users: where each signs in (local, or the identity provider's name), e-mail, groups, disabled."""
+    found = with_services(settings_or_exit(config), lambda s: s.users.list())
+    if not found:
+        console.print("no users")
+        return
+    table = Table(Column("username", no_wrap=True), "source", "e-mail", "groups", "disabled",
+                  Column("user id", no_wrap=True))
+    for user in found:  # all but the ids may be an identity provider's words: shown, bounded, never markup
+        table.add_row(shown(bounded(user.username, 128)), shown(user.source), shown(bounded(user.email or "")),
+                      shown(groups_shown(user.groups)), shown("yes", style="red") if user.disabled else "",
+                      user.user_id)
     console.print(table)
+
+
+@users_app.command("disable")
+def users_disable(name: str, config: ConfigOption = None) -> None:
+    """Refuse the user's next sign-in (password or identity provider), end her sessions, revoke all her grants."""
+    async def disable(services: Services) -> int | None:
+        revoked = await services.users.disable(name, services.grants)
+        if revoked is not None:
+            user = await services.users.find(name)
+            await services.record("user.disabled", username=name, user_id=user.user_id if user else None,
+                                  revoked_grants=revoked)
+        return revoked
+
+    revoked = with_services(settings_or_exit(config), disable)
+    if revoked is None:
+        fail(1, f"no user named {name}")
+    console.print(line("disabled ", shown(name, style="bold"), f"; revoked {revoked} grant(s)"))
+
+
+@users_app.command("enable")
+def users_enable(name: str, config: ConfigOption = None) -> None:
+    """Let a disabled user sign in again; grants revoked when she was disabled stay revoked."""
+    async def enable(services: Services) -> bool:
+        enabled = await services.users.enable(name)
+        if enabled:
+            user = await services.users.find(name)
+            await services.record("user.enabled", username=name, user_id=user.user_id if user else None)
+        return enabled
+
+    if not with_services(settings_or_exit(config), enable):
+        fail(1, f"no user named {name}")
+    console.print(line("enabled ", shown(name, style="bold")))

@@ -24,7 +24,8 @@ or an agent's own token, ends every token derived from it.
 
 A grant or token is created only for a client active in the creating transaction, which holds
 its row; withdrawing a client changes that row and revokes all its grants in one transaction
-(:mod:`deputy.storage.clients` says why no interleaving leaves a live grant of a withdrawn client).
+(:mod:`deputy.storage.clients` says why no interleaving leaves a live grant of a withdrawn client); disabling
+a user revokes hers the same way (:mod:`deputy.storage.user_status`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from deputy.storage.clients import hold_if_active, withdraw
 from deputy.storage.exchanged_grants import chunks, insert_derived, revoke_derived
 from deputy.storage.revocations import Revocation, revocations_after, revocations_since
 from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
+from deputy.storage.user_status import hold_if_enabled, mark_disabled
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +138,8 @@ class GrantRepository:
         t = now()
         async with self.engine.begin() as conn:
             await _require_active(conn, client_id)
+            if not await hold_if_enabled(conn, user_id):  # disabled since she signed in (deputy.storage.user_status)
+                raise HandleRefused("the user is disabled")
             await conn.execute(grants.insert().values(
                 grant_id=grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                 auth_time=auth_time, created_at=t))
@@ -363,6 +367,22 @@ class GrantRepository:
                 return None
             rows = (await conn.execute(select(grants.c.grant_id).where(
                 and_(grants.c.client_id == client_id, grants.c.revoked_at.is_(None))))).all()
+            for (grant_id,) in rows:
+                revoked += await self._revoke(conn, grant_id, reason, revoked_log)
+        await self.report(revoked_log)
+        return revoked
+
+    async def disable_user(self, username: str, reason: str = "user_disabled") -> int | None:
+        """Disable a user (:func:`~deputy.storage.user_status.mark_disabled`: her row first, her sessions ended)
+        and revoke every live grant she holds, in one transaction; the number revoked, None for an unknown name."""
+        revoked = 0
+        revoked_log: Revoked = []
+        async with self.engine.begin() as conn:
+            user_id = await mark_disabled(conn, username, now())
+            if user_id is None:
+                return None
+            rows = (await conn.execute(select(grants.c.grant_id).where(
+                and_(grants.c.user_id == user_id, grants.c.revoked_at.is_(None))))).all()
             for (grant_id,) in rows:
                 revoked += await self._revoke(conn, grant_id, reason, revoked_log)
         await self.report(revoked_log)

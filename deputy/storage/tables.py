@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     false,
+    text,
 )
 
 metadata = MetaData()
@@ -30,9 +31,24 @@ users = Table(
     metadata,
     Column("user_id", String(64), primary_key=True),
     Column("username", String(128), nullable=False, unique=True),
+    # An argon2id hash; a federated user's is NO_PASSWORD (deputy.storage.users), which never verifies.
     Column("password_hash", Text, nullable=False),
     Column("created_at", BigInteger, nullable=False),
+    # Migration 0012 (OIDC federation): "local", or the name of the identity provider she signs in through.
+    Column("source", String(64), nullable=False, server_default="local"),
+    # A federated user is (issuer, sub) (OpenID Connect Core §2: sub is unique within its issuer), never her e-mail.
+    Column("issuer", String(1024)),
+    Column("subject", String(255)),
+    # Her profile as the identity provider last stated it (refreshed at each sign-in): outside text.
+    Column("email", String(320)),
+    Column("display_name", String(256)),
+    Column("groups", JSON, nullable=False, server_default=text("'[]'")),
+    Column("claims", JSON, nullable=False, server_default=text("'{}'")),
+    Column("profile_updated_at", BigInteger),
+    Column("disabled_at", BigInteger),  # set by `deputy users disable`: no sign-in, no new grant
 )
+# A unique index, not a constraint: SQLite adds it without rebuilding the table (which its foreign keys would empty).
+Index("uq_users_issuer_subject", users.c.issuer, users.c.subject, unique=True)
 
 clients = Table(
     "clients",
