@@ -77,13 +77,16 @@ class SpanExport:
             parent_context = trace_api.set_span_in_context(trace_api.NonRecordingSpan(trace_api.SpanContext(
                 int(context.trace_id, 16), int(context.parent_span_id, 16), is_remote=True, trace_flags=flags,
                 trace_state=state)))
+        asked = method is not None and method != "none"
         attributes: dict[str, str | int] = {"deputy.server": server, "deputy.outcome": outcome,
                                             "http.response.status_code": status}
-        if method is not None:
+        if asked and method is not None:
             attributes["mcp.method.name"] = method
         if tool is not None:
             attributes["gen_ai.tool.name"] = tool
-        name = " ".join(part for part in (method or "request", tool) if part)
+        # "tools/call echo"; a request that carries no JSON-RPC message (the GET stream, DELETE; the gateway's method
+        # label "none") is named by its route, as HTTP server spans are.
+        name = " ".join(part for part in (method, tool) if part) if asked else f"/mcp/{server}"
         self.ids.trace_id, self.ids.span_id = int(context.trace_id, 16), int(context.span_id, 16)
         span = self.tracer.start_span(name, context=parent_context, kind=SpanKind.SERVER, attributes=attributes,
                                       start_time=start_ns)

@@ -224,3 +224,16 @@ def test_a_span_that_cannot_be_built_is_lost_quietly(caplog: pytest.LogCaptureFi
     broken = TraceContext("not hex at all", "also not hex", "nor this", None, True, None)
     finish(tracing, broken)
     assert "could not be recorded" in caplog.text
+
+
+async def test_a_request_without_a_message_is_named_by_its_route(receiver: tuple[str, OtlpReceiver]) -> None:
+    url, received = receiver
+    tracing = tracing_to(url)
+    context = tracing.begin(None, None)
+    assert context is not None
+    start = time.time_ns()
+    tracing.finish(context, server="demo", method="none", tool=None, status=200, outcome="forwarded",
+                   start_ns=start, end_ns=start + 10, stages=[("upstream", start + 1, start + 9)])
+    (request,) = [span for span in received.trace(context.trace_id, 2) if span.kind == SERVER_KIND]
+    assert request.name == "/mcp/demo" and "mcp.method.name" not in request.attributes
+    await tracing.shutdown()
