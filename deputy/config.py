@@ -13,6 +13,7 @@ Each section is read by its own module, all with the readers of :mod:`deputy.con
 ``[servers.NAME]`` :mod:`deputy.config_servers`, ``[[clients]]`` :mod:`deputy.config_clients`,
 ``[registration]`` and ``[client_documents]`` :mod:`deputy.client_trust`, ``[delegation]`` and
 ``[[trusted_issuers]]`` :mod:`deputy.delegation_rules`, ``[audit]`` :mod:`deputy.audit.settings`,
+``[[identity_providers]]`` and ``local_users`` :mod:`deputy.config_identity_providers`,
 ``[limits]`` :mod:`deputy.limits`, ``log_level``, ``log_format`` and ``[metrics]``
 :mod:`deputy.telemetry.settings`; this module reads the rest and puts them together. Traces are configured by
 the standard ``OTEL_*`` environment variables, read here too (:mod:`deputy.telemetry.trace_settings`).
@@ -49,6 +50,7 @@ from deputy.config_approvals import ApprovalSettings as ApprovalSettings
 from deputy.config_clients import CLIENT, StaticClient, static_clients
 from deputy.config_clients import JWT_BEARER as JWT_BEARER
 from deputy.config_clients import TOKEN_EXCHANGE as TOKEN_EXCHANGE
+from deputy.config_identity_providers import IDENTITY_PROVIDER, IdentityProvider, identity_providers, local_users
 from deputy.config_servers import INHERITED_ENV as INHERITED_ENV
 from deputy.config_servers import SERVER, upstream_servers
 from deputy.config_servers import SERVER_NAME as SERVER_NAME
@@ -113,6 +115,8 @@ class Settings:
     limits: LimitSettings = field(default_factory=LimitSettings)
     telemetry: TelemetrySettings = field(default_factory=TelemetrySettings)
     tracing: TracingSettings = field(default_factory=TracingSettings)  # from the OTEL_* environment variables
+    identity_providers: tuple[IdentityProvider, ...] = ()  # [[identity_providers]]: OpenID Providers to sign in with
+    local_users: bool = True  # Deputy's own password users may sign in (default: only while no provider is set)
 
     @property
     def issuer(self) -> str:
@@ -196,10 +200,10 @@ SECTIONS: dict[str, Shape] = {
     "servers": Named(SERVER), "clients": Entries(CLIENT), "tokens": TOKENS, "registration": REGISTRATION,
     "client_documents": CLIENT_DOCUMENTS, "gateway": GATEWAY, "delegation": DELEGATION,
     "trusted_issuers": Entries(TRUSTED_ISSUER), "approvals": APPROVALS, "audit": AUDIT, "limits": LIMITS,
-    "metrics": METRICS,
+    "metrics": METRICS, "identity_providers": Entries(IDENTITY_PROVIDER),
 }
 TOP_LEVEL_KEYS = frozenset({"public_url", "host", "port", "data_dir", "database_url", "demo_password", "log_level",
-                            "log_format", *SECTIONS})
+                            "log_format", "local_users", *SECTIONS})
 CONFIG = Table(TOP_LEVEL_KEYS, SECTIONS)
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 VARIABLES = frozenset({"DEPUTY_CONFIG", *ENV_KEYS})
@@ -239,6 +243,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
     host, port, public_url = _listener(raw)
     data_dir, database_url = _storage(raw)
     tokens, gateway = read_table(raw, "tokens", ""), read_table(raw, "gateway", "")
+    providers = identity_providers(raw, public_url, environ, base_dir)
     return Settings(
         public_url=public_url,
         host=host,
@@ -266,6 +271,8 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
                                              unit="seconds"),
         policy_watch_seconds=_policy_watch_seconds(gateway),
         allowed_origins=_allowed_origins(gateway),
+        identity_providers=providers,
+        local_users=local_users(raw, providers),
     )
 
 

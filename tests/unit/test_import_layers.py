@@ -23,13 +23,14 @@ Layers, lowest first (a module imports only from its own layer or below):
                    config_values, cookie_scope, display_text, exact_json, hashing, jwks_rules, keys, limits,
                    numeric_date, outbound_http, page_paths, rate_limit, handles; the audit log's formats
                    (note, checkpoint, cosignature, log_keys, merkle, records); telemetry (metrics, traces, logs)
- 1   config        config, config_approvals, config_clients, config_servers, client_trust, delegation_rules,
-                   starter, audit.settings (config reads ``[audit]`` through it, hence the formats in layer 0),
-                   telemetry.settings
+ 1   config        config, config_approvals, config_clients, config_identity_providers, config_servers,
+                   client_trust, delegation_rules, starter, audit.settings (config reads ``[audit]`` through
+                   it, hence the formats in layer 0), telemetry.settings
  2   storage       deputy.storage
  3   policy/audit  deputy.policy; the rest of deputy.audit (the log, its witnesses, verification, export)
  4   components    oauth's protocol pieces (tokens, clients and their documents and keys, assertions, trusted
-                   issuers, errors, PKCE, redirect URIs, admission), deputy.gateway
+                   issuers, errors, PKCE, redirect URIs, admission), deputy.gateway, deputy.federation (the
+                   OpenID Connect relying party: never storage or pages)
  5   services      deputy.services: the shared parts, built from layers 2-4 and passed down to layer 6
  6   endpoints     oauth's HTTP endpoints (authorize, token and its grants, registration, introspection,
                    revocation, metadata, client authentication), deputy.web
@@ -75,11 +76,11 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
               "page_paths", "rate_limit", "handles", "audit", *(f"audit.{m}" for m in AUDIT_FORMATS),
               "telemetry", "telemetry.logs", "telemetry.metrics", "telemetry.tracing", "telemetry.trace_export",
               "telemetry.trace_settings", "telemetry.trace_context", "telemetry.metrics_listener")),
-    ("config", ("config", "config_approvals", "config_clients", "config_servers", "client_trust",
-                "delegation_rules", "starter", "audit.settings", "telemetry.settings")),
+    ("config", ("config", "config_approvals", "config_clients", "config_identity_providers", "config_servers",
+                "client_trust", "delegation_rules", "starter", "audit.settings", "telemetry.settings")),
     ("storage", ("storage.*",)),
     ("policy/audit", ("policy.*", "audit.verify.*", *(f"audit.{m}" for m in AUDIT_LOG))),
-    ("components", ("oauth", *(f"oauth.{m}" for m in OAUTH_COMPONENTS), "gateway.*")),
+    ("components", ("oauth", *(f"oauth.{m}" for m in OAUTH_COMPONENTS), "gateway.*", "federation.*")),
     ("services", ("services",)),
     ("endpoints", (*(f"oauth.{m}" for m in OAUTH_ENDPOINTS), "oauth.grants.*", "web.*")),
     ("app", ("app", "cors", "listener", "request_limits")),

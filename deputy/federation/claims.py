@@ -1,0 +1,124 @@
+"""Who a validated ID token names (:func:`federated_identity`), and whether she may sign in (:func:`admit`).
+
+The user is keyed by (issuer, ``sub``) — OpenID Connect Core 1.0 §2 and §5.7: the only claims that identify an
+end-user stably and uniquely; an e-mail address or a username may be reassigned or claimed at two providers.
+The rest is her profile, read from the ID token's claims (Core §5.1) as the provider's entry maps them:
+
+- username: ``username_claim``, or by default the first of ``preferred_username``, ``email``, ``sub`` that is a
+  non-empty string; at most :data:`MAX_TEXT` printable characters, else ``no_username``;
+- groups: ``groups_claim``, a list of strings or a single string; absent, none. Anything else — an item that is
+  not a non-empty string of at most :data:`MAX_TEXT` characters, more than :data:`MAX_GROUPS` of them, or a
+  claim of another type — refuses the sign-in (``bad_claims``) rather than dropping what does not fit: groups
+  feed policy, and a policy may forbid by group; a membership silently dropped would lift that forbid;
+- ``extra_claims``: each, when present, a string, a boolean, an integer, or a list of at most
+  :data:`MAX_GROUPS` strings, bounded like the groups; anything else refuses the sign-in the same way;
+- ``email`` (bounded, one ``@``), ``email_verified`` (true only for the JSON ``true``), ``name``.
+
+Admission (the entry's "who may sign in"):
+
+- ``allowed_email_domains``: the e-mail's domain (after its last ``@``, compared in lower case, exactly: no
+  subdomains) is one of them, and ``email_verified`` is true — an unverified address proves nothing about who
+  holds it (Core §5.7);
+- ``required_groups``: she is in at least one of them (any-of: "members of these groups may use Deputy"; an
+  all-of rule is a policy's job, which sees every group).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from deputy.config_identity_providers import IdentityProvider
+from deputy.federation.errors import NotAdmitted
+from deputy.federation.id_tokens import IdTokenClaims
+
+MAX_TEXT = 256
+MAX_GROUPS = 256
+ClaimValue = str | bool | int | tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FederatedIdentity:
+    """A user as her identity provider describes her at this sign-in; keyed by (``issuer``, ``subject``)."""
+
+    idp: str  # the provider's configured name
+    issuer: str
+    subject: str
+    username: str
+    email: str | None
+    email_verified: bool
+    name: str | None
+    groups: tuple[str, ...]
+    extra_claims: Mapping[str, ClaimValue]
+
+
+def federated_identity(provider: IdentityProvider, token: IdTokenClaims) -> FederatedIdentity:
+    """The user ``token`` names, her claims mapped as ``provider`` says; :class:`NotAdmitted` when they do not fit."""
+    claims = token.claims
+    email = _text(claims.get("email"))
+    return FederatedIdentity(
+        idp=provider.name,
+        issuer=token.issuer,
+        subject=token.subject,
+        username=_username(provider, claims),
+        email=email if email is not None and email.count("@") == 1 else None,
+        email_verified=claims.get("email_verified") is True,
+        name=_text(claims.get("name")),
+        groups=_groups(provider, claims.get(provider.groups_claim)),
+        extra_claims={name: _extra(provider, name, claims[name]) for name in provider.extra_claims
+                      if name in claims and claims[name] is not None},
+    )
+
+
+def admit(provider: IdentityProvider, identity: FederatedIdentity) -> None:
+    """Raise :class:`NotAdmitted` unless ``identity`` passes the provider's ``allowed_email_domains`` and
+    ``required_groups``."""
+    if provider.allowed_email_domains:
+        if identity.email is None or not identity.email_verified:
+            raise NotAdmitted(provider.name, "email_not_verified", "sign-in here needs a verified e-mail address")
+        domain = identity.email.rpartition("@")[2].lower()
+        if domain not in provider.allowed_email_domains:
+            raise NotAdmitted(provider.name, "email_domain_not_allowed",
+                              "the e-mail address is not in a domain allowed to sign in")
+    if provider.required_groups and not set(provider.required_groups) & set(identity.groups):
+        raise NotAdmitted(provider.name, "not_in_required_groups", "the user is in none of the groups required")
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty printable string of at most :data:`MAX_TEXT` characters; anything else, None."""
+    if isinstance(value, str) and value and len(value) <= MAX_TEXT and value.isprintable():
+        return value
+    return None
+
+
+def _username(provider: IdentityProvider, claims: Mapping[str, Any]) -> str:
+    for name in provider.username_claims:
+        value = _text(claims.get(name))
+        if value is not None:
+            return value
+    raise NotAdmitted(provider.name, "no_username",
+                      f"none of {', '.join(provider.username_claims)} is a usable username")
+
+
+def _groups(provider: IdentityProvider, value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or len(items) > MAX_GROUPS or \
+            any(_text(item) is None for item in items):
+        raise NotAdmitted(provider.name, "bad_claims",
+                          f"{provider.groups_claim} must be a string or a list of at most {MAX_GROUPS} strings "
+                          f"of at most {MAX_TEXT} printable characters")
+    return tuple(dict.fromkeys(items))
+
+
+def _extra(provider: IdentityProvider, name: str, value: Any) -> ClaimValue:
+    if isinstance(value, bool) or (isinstance(value, int) and abs(value) < 2**53):
+        return value
+    if isinstance(value, str) and _text(value) is not None:
+        return value
+    if isinstance(value, list) and len(value) <= MAX_GROUPS and all(_text(item) is not None for item in value):
+        return tuple(value)
+    raise NotAdmitted(provider.name, "bad_claims", f"claim {name} must be a string, a boolean, an integer or a "
+                                                   f"list of strings, bounded")
