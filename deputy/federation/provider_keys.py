@@ -76,8 +76,8 @@ class ProviderKeys:
         now = clock.monotonic()
         if held.refetched_at is not None and now - held.refetched_at < self.refetch_interval:
             return []
+        held.refetched_at = now  # before the fetch: concurrent tokens with unknown kids wait for the next interval
         held = await self._fetch(provider, jwks_uri, held)
-        held.refetched_at = now
         return candidate_keys(held.jwks, algorithm, kid)
 
     async def _fetch(self, provider: IdentityProvider, jwks_uri: str, held: _Held | None) -> _Held:

@@ -7,6 +7,7 @@ token over real connections. OpenID Connect Core 1.0 §3.1.3.7 is the list; RFC 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import time
@@ -207,3 +208,16 @@ async def test_a_critical_header_is_refused(idp: HostileIdp) -> None:
 async def test_a_payload_that_is_not_an_object_is_refused(idp: HostileIdp) -> None:
     assert await refused(idp, lambda n: sign({"alg": "ES256", "kid": idp.keys.ec_key.kid}, b'["a"]',
                                              idp.keys.ec_key)) == "malformed"
+
+
+async def test_concurrent_unknown_kids_share_one_refetch(idp: HostileIdp) -> None:
+    provider = provider_for(idp)
+    rp = RelyingParty((provider,), LEEWAY)
+    await sign_in(rp, idp, provider)
+    before = idp.hits["jwks"]
+
+    async def one(index: int) -> str:
+        return await refused(idp, lambda n: idp.sign(valid(idp, n), key=unknown_key(f"c-{index}")), rp=rp)
+
+    assert await asyncio.gather(*(one(i) for i in range(10))) == ["unknown_kid"] * 10
+    assert idp.hits["jwks"] == before + 1
