@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from typing import cast
 
@@ -47,6 +48,7 @@ from deputy.web.approvals import ApprovalPages
 from deputy.web.sign_in import SignIn
 
 log = logging.getLogger(__name__)
+STORAGE_WARNING_INTERVAL = 60.0  # seconds between two warnings that storage is unavailable
 
 
 class DeputyApp:
@@ -151,11 +153,19 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         # One place maps the closed set of OAuth errors to the wire (see deputy.oauth.errors).
         return cast(OAuthError, exc).response()
 
+    storage_refusals = {"since_warning": 0, "warned_at": -STORAGE_WARNING_INTERVAL}
+
     async def storage_unavailable(_request: Request, exc: Exception) -> Response:
         # Fail closed with a clear answer: nothing is decided without the database. What reaches here is the
         # database's failing (every one a SQLAlchemyError: a DB-API error, or StorageUnavailable for a driver
         # socket that failed) or the audit log's; any other OSError (a missing template, say) is a bug: 500.
-        log.error("storage unavailable: %s", type(exc).__name__)
+        # A lost database fails every request: one warning a minute says so, not one line per request.
+        storage_refusals["since_warning"] += 1
+        now = time.monotonic()
+        if now - storage_refusals["warned_at"] >= STORAGE_WARNING_INTERVAL:
+            log.warning("storage unavailable (%s): answering 503; %d requests refused since the last warning "
+                        "(at most one a minute)", type(exc).__name__, storage_refusals["since_warning"])
+            storage_refusals.update(since_warning=0, warned_at=now)
         return TemporarilyUnavailable("storage is unavailable").response()
 
     sign_in = SignIn(services)

@@ -1,12 +1,17 @@
-"""The commented starter configuration (`deputy init`) and the demo's embedded defaults."""
+"""The commented starter configuration (`deputy init`), the demo's embedded defaults, and the configuration a
+running demo records in its data directory (``demo.toml``) for the admin commands to find."""
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
-DEMO_UPSTREAM_PORT = 8001
+DEMO_UPSTREAM_PORT = 0  # any free port: a second demo, or anything else on a fixed port, cannot collide
 DEMO_POLICY_DIR = Path(__file__).resolve().parent / "demo" / "policies"
+DEFAULT_DATA_DIR = ".deputy"  # as deputy.config reads data_dir
+DEMO_CONFIG_NAME = "demo.toml"
 
 STARTER_CONFIG = '''\
 # Deputy configuration. Every key can also be set by environment variable where noted.
@@ -115,3 +120,41 @@ def demo_defaults(upstream_port: int = DEMO_UPSTREAM_PORT) -> dict[str, Any]:
             }
         }
     }
+
+
+def demo_config_path(data_dir: Path) -> Path:
+    return data_dir / DEMO_CONFIG_NAME
+
+
+def _toml_string(value: str) -> str:
+    # A TOML basic string: JSON's escapes are TOML's (\uXXXX, \", \\); non-ASCII stays as it is, since TOML has
+    # no surrogate-pair escape; DEL, which JSON leaves raw and TOML refuses there, is escaped.
+    return json.dumps(value, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def demo_config(public_url: str, host: str, port: int, data_dir: Path, database_url: str, upstream_port: int) -> str:
+    """The demo's effective configuration as a ``deputy.toml``: what the admin commands need to open its state."""
+    server = demo_defaults(upstream_port)["servers"]["demo"]
+    lines = [
+        "# Written by `deputy demo` at each start: the demo's effective configuration. Commands run without",
+        "# --config or DEPUTY_CONFIG (deputy approvals, deputy audit verify, deputy users, ...) read it from here.",
+        f"public_url = {_toml_string(public_url)}",
+        f"host = {_toml_string(host)}",
+        f"port = {port}",
+        f"data_dir = {_toml_string(str(data_dir.resolve()))}",
+        f"database_url = {_toml_string(database_url)}",
+        "",
+        "[servers.demo]",
+        *(f"{key} = {json.dumps(value, ensure_ascii=False) if isinstance(value, list) else _toml_string(value)}"
+          for key, value in server.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_demo_config(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` at once (0600: the database URL may hold a password)."""
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(temporary, path)

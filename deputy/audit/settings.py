@@ -1,8 +1,12 @@
 """The ``[audit]`` settings and the audit log's signing key.
 
 ``origin`` is the log's identity: the first line of every checkpoint (C2SP tlog-checkpoint, "Note text") and the
-name of the key that signs them (C2SP signed-note, "Signatures": a key is identified by name and key ID). It
-defaults to ``<host[:port] of public_url>/deputy-audit``, the schema-less URL form tlog-checkpoint recommends.
+name of the key that signs them (C2SP signed-note, "Signatures": a key is identified by name and key ID). It is
+fixed when the log is created, as the name of its key: once ``key_file`` exists, an origin that is not set is the
+key's name, so a Deputy restarted on another port or behind another public URL goes on with the same log. Before
+that it defaults to ``<host[:port] of public_url>/deputy-audit``, the schema-less URL form tlog-checkpoint
+recommends. An origin set explicitly that is not the key's name is refused (:class:`AuditOriginMismatch`): one
+origin names one log for its whole life, and a log under a new name is a new log.
 
 The key file holds the Ed25519 signer key in the ``PRIVATE+KEY+name+id+key`` encoding read by
 :meth:`deputy.audit.note.NoteSigner.from_key`. It is created on first use (mode 0600, written to a temporary
@@ -72,6 +76,10 @@ WITNESS = Table(frozenset({"url", "vkey"}))
 AUDIT = Table(KNOWN_KEYS, {"witnesses": Entries(WITNESS)})
 
 
+class AuditOriginMismatch(ValueError):
+    """``[audit] origin`` is set, and is not the name of the data directory's audit key (the log's origin)."""
+
+
 @dataclass(frozen=True)
 class AuditSettings:
     origin: str
@@ -98,11 +106,19 @@ def _int(raw: Mapping[str, Any], key: str, default: int) -> int:
     return read_int(raw, key, SECTION, default, *RANGES[key])
 
 
-def _origin(raw: Mapping[str, Any], public_url: str) -> str:
-    """``origin``, by default derived from ``public_url``; it names the signing key, so it is a note key name."""
+def key_name(key_file: Path) -> str | None:
+    """The name of the signer key in ``key_file`` (the log's origin), or None when there is no readable key."""
+    try:
+        return NoteSigner.from_key(key_file.read_text(encoding="utf-8").strip()).name
+    except (OSError, UnicodeDecodeError, NoteError):
+        return None  # no log yet; or a key load_signer will refuse, saying why
+
+
+def _origin(raw: Mapping[str, Any], public_url: str, key_file: Path) -> str:
+    """``origin``: as set, else the existing key's name, else derived from ``public_url``; a note key name."""
     origin = raw.get("origin", None)
     if origin is None:
-        origin = default_origin(public_url)
+        origin = key_name(key_file) or default_origin(public_url)
     if not isinstance(origin, str):
         raise ConfigError(at(SECTION, "origin"), f"must be a string, got {origin!r}")
     try:
@@ -151,10 +167,11 @@ def audit_settings(raw: Any, data_dir: Path, public_url: str) -> AuditSettings:
     """Validate an ``[audit]`` table; errors are :class:`ConfigError` naming ``audit.<key>``."""
     table = as_table(raw, SECTION)
     check_known(table, SECTION, KNOWN_KEYS)
-    key_file = read_str(table, "key_file", SECTION, "audit.key")
+    # An absolute key_file replaces data_dir.
+    key_file = data_dir / Path(read_str(table, "key_file", SECTION, "audit.key")).expanduser()
     return AuditSettings(
-        origin=_origin(table, public_url),
-        key_file=data_dir / Path(key_file).expanduser(),  # an absolute key_file replaces data_dir
+        origin=_origin(table, public_url, key_file),
+        key_file=key_file,
         checkpoint_every=_int(table, "checkpoint_every", 1000),
         checkpoint_interval_ms=_int(table, "checkpoint_interval_ms", 1000),
         arguments=read_choice(table, "arguments", SECTION, "store", ARGUMENTS_MODES),
@@ -183,8 +200,10 @@ def load_signer(settings: AuditSettings) -> NoteSigner:
     except (OSError, UnicodeDecodeError, NoteError) as exc:
         raise ValueError(f"audit.key_file: cannot read the signer key in {path}: {exc}") from None
     if signer.name != settings.origin:
-        raise ValueError(
-            f"audit.key_file: the key in {path} is named {signer.name!r} but the origin is {settings.origin!r}"
+        raise AuditOriginMismatch(
+            f"audit.origin is {settings.origin!r} but the audit log in this data directory is {signer.name!r} (the "
+            f"name of its key, {path}): an origin is fixed when its log is created; remove audit.origin, or set it "
+            f"to {signer.name!r} (a log under a new origin is a new log: README, \"Moving Deputy\")"
         )
     return signer
 

@@ -2,35 +2,43 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import secrets
+import os
+import socket
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 from rich.table import Table
 
 from deputy.cli.approvals import approvals_app
 from deputy.cli.audit import audit_app
 from deputy.cli.clients import clients_app
-from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
+from deputy.cli.common import (
+    ConfigOption,
+    LogLevelOption,
+    console,
+    err,
+    fail,
+    settings_or_exit,
+    start_logging,
+    with_services,
+)
 from deputy.cli.consents import consents_app
+from deputy.cli.demo_command import demo
+from deputy.cli.failures import EXIT_CONFIG, exit_on_failure
 from deputy.cli.policy import policy_app
+from deputy.cli.serving import Lifespan, Server, bind, check_commands, check_data_dir, run_async, uvicorn_config
+from deputy.cli.serving import listener_budget as _listener_budget
 from deputy.cli.tokens import tokens_app
 from deputy.cli.users import users_app
 from deputy.cli.witness import witness_app_cli
 from deputy.services import Services
-from deputy.starter import DEMO_UPSTREAM_PORT, STARTER_CONFIG, demo_defaults
+from deputy.starter import STARTER_CONFIG
 
 if TYPE_CHECKING:
     from deputy.config import Settings
-    from deputy.limits import LimitSettings
     from deputy.listener import ListenerBudget
-
-DEMO_UPSTREAM_SHARE = 0.125  # of the connections budget, for the demo upstream in the same process
 
 app = typer.Typer(help="Deputy: an authorization gateway for MCP servers.", no_args_is_help=True)
 keys_app = typer.Typer(help="Token signing keys.", no_args_is_help=True)
@@ -43,28 +51,7 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(witness_app_cli, name="witness")
 app.add_typer(audit_app, name="audit")
-
-def _uvicorn_config(target: Any, host: str, port: int, limits: LimitSettings, budget: ListenerBudget) -> uvicorn.Config:
-    from deputy.listener import guarded_http_protocol
-
-    return uvicorn.Config(target, host=host, port=port, access_log=False, log_level="warning",
-                          loop="uvloop", http=guarded_http_protocol(limits, budget), ws="none", lifespan="on",
-                          backlog=budget.backlog, timeout_graceful_shutdown=5,
-                          # uvicorn hands it to loop.call_later, which takes fractional seconds
-                          timeout_keep_alive=limits.idle_timeout,  # type: ignore[arg-type]
-                          proxy_headers=False, server_header=False)
-
-
-def _listener_budget(settings: Settings) -> ListenerBudget:
-    """Raise the descriptor limit and size the listener to it (see deputy.listener); say what it became."""
-    from deputy.listener import listener_budget, raise_open_files_limit
-
-    files = raise_open_files_limit()
-    stdio_servers = sum(1 for server in settings.servers.values() if server.command is not None)
-    budget = listener_budget(settings.limits, files.now, stdio_servers)
-    raised = f" (raised from {files.before})" if files.now != files.before else ""
-    console.print(f"file descriptors: {files.now}{raised}; connections: at most {budget.max_connections}")
-    return budget
+app.command()(demo)
 
 
 @app.command()
@@ -79,69 +66,39 @@ def init(path: Annotated[Path, typer.Argument()] = Path("deputy.toml"),
 
 
 @app.command()
-def serve(config: ConfigOption = None) -> None:
+def serve(config: ConfigOption = None, log_level: LogLevelOption = None) -> None:
     """Run Deputy with the given configuration."""
-    from deputy.app import create_app
-
+    if config is None and not os.environ.get("DEPUTY_CONFIG"):
+        fail(EXIT_CONFIG, "no configuration: give one with --config FILE or DEPUTY_CONFIG=FILE (`deputy init "
+                          "deputy.toml` writes a commented starter), or try `deputy demo`")
     settings = settings_or_exit(config)
-    console.print(f"Deputy on {settings.public_url} (issuer); servers: "
-                  + ", ".join(f"{settings.resource_of(n)}" for n in settings.servers))
-    budget = _listener_budget(settings)
-    uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port, settings.limits, budget)).run()
+    level = start_logging(settings, log_level)
+    try:
+        check_commands(settings.servers)
+        check_data_dir(settings.data_dir)
+        budget, files = _listener_budget(settings)
+        sock = bind(settings.host, settings.port, budget.backlog, "host and port",
+                    "stop what listens there, or set port (DEPUTY_PORT) to a free one")
+        run_async(_serve(settings, sock, budget, files))
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        exit_on_failure(exc, level, settings.database_url)
 
 
-@app.command()
-def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP server")] = DEMO_UPSTREAM_PORT) -> None:
-    """Run Deputy with embedded defaults in front of the demo MCP server."""
+async def _serve(settings: Settings, sock: socket.socket, budget: ListenerBudget, files: str) -> None:
     from deputy.app import create_app
-    from deputy.demo.server import demo_asgi_app
 
-    settings = settings_or_exit(None, demo_defaults(upstream_port))
-    password = settings.demo_password or secrets.token_urlsafe(12)
-
-    approver_password = secrets.token_urlsafe(12)
-
-    async def ensure_users(services: Services) -> None:
-        for username, secret in (("alice", password), ("bob", approver_password)):
-            if not await services.users.set_password(username, secret):
-                await services.users.add(username, secret)
-
-    with_services(settings, ensure_users)
-    url = settings.resource_of("demo")
-    console.print(f"""[bold]Deputy demo[/bold]
-  MCP server (through Deputy): [cyan]{url}[/cyan]
-  Issuer:                      {settings.issuer}
-  Demo upstream (direct):      http://127.0.0.1:{upstream_port}/mcp
-  Sign in as alice / {password}
-  Policies:                    {settings.servers["demo"].policies}
-    (delete_user with id < 100 is forbidden; other deletions wait for a human approval:
-     bob / {approver_password} approves at the link the client is given, or `deputy approvals`)
-
-Connect a client, e.g. from a desktop host that speaks stdio:
-  npx mcp-remote {url}
-or the MCP Python SDK, with the whole client in examples/sdk_client.py (README, "Connect a client"):
-  .venv/bin/python examples/sdk_client.py {url}                         # opens your browser
-  .venv/bin/python examples/sdk_client.py {url} --password {password}   # no browser
-""", soft_wrap=True)  # keep URLs and code whole; a terminal wraps them itself
-
-    # The SDK's demo server logs every session at INFO; the demo's own output is what matters here.
-    logging.getLogger("mcp").setLevel(logging.WARNING)
-
-    budget = _listener_budget(settings)
-
-    async def run() -> None:
-        # The demo upstream shares the process, so it takes a small part of the descriptor budget.
-        upstream = uvicorn.Server(_uvicorn_config(demo_asgi_app(), "127.0.0.1", upstream_port, settings.limits,
-                                                  budget.share(DEMO_UPSTREAM_SHARE)))
-        deputy = uvicorn.Server(_uvicorn_config(create_app(settings), settings.host, settings.port, settings.limits,
-                                                budget.share(1 - DEMO_UPSTREAM_SHARE)))
-        serving = asyncio.create_task(upstream.serve())
-        # Deputy checks its policies against the upstream's tools at start; uvicorn offers a flag, not an event.
-        while not upstream.started and not serving.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
-        await asyncio.gather(serving, deputy.serve())
-
-    asyncio.run(run())
+    target = create_app(settings)
+    lifespan = Lifespan(target)
+    await lifespan.startup()  # the database, the audit log, the policies: a failure stops here, before the banner
+    try:
+        console.print(f"Deputy on {settings.public_url} (issuer); servers: "
+                      + ", ".join(f"{settings.resource_of(n)}" for n in settings.servers))
+        console.print(files)
+        await Server(uvicorn_config(target, settings.limits, budget), lifespan).serve(sockets=[sock])
+    finally:
+        await lifespan.shutdown()
 
 
 @keys_app.command("rotate")

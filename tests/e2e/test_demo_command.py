@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -61,3 +63,69 @@ async def test_demo_prints_credentials_and_serves_the_sdk_client(tmp_path: Path)
     finally:
         process.terminate()
         process.wait(15)
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    for _ in range(600):
+        if process.poll() is not None:
+            raise AssertionError(f"deputy demo exited: {log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise AssertionError(f"deputy demo did not answer: {log.read_text()}")
+
+
+def _demo_in(directory: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]:
+    """``make demo`` as a user runs it in ``directory``: no --upstream-port, the data in ``directory/.deputy``."""
+    directory.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPUTY_")} | {"DEPUTY_PORT": str(port)}
+    log = directory / "demo.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "deputy", "demo"], env=env, stdout=out,
+                                   stderr=subprocess.STDOUT, cwd=directory)
+    return process, log
+
+
+def _admin(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEPUTY_")}
+    return subprocess.run([sys.executable, "-m", "deputy", *args], env=env, cwd=directory, capture_output=True,
+                          text=True, timeout=120, check=False)
+
+
+def test_two_demos_side_by_side_then_admin_commands_without_a_configuration(tmp_path: Path) -> None:
+    """Issue 13, item 6: the demo upstream was bound to 8001, so a second demo failed after its banner; and every
+    admin command refused the demo's state ("configure at least one upstream server")."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    ports = [free_port(), free_port()]
+    demos = [_demo_in(first, ports[0]), _demo_in(second, ports[1])]
+    try:
+        for (process, log), port in zip(demos, ports, strict=True):
+            _wait_healthy(process, port, log)
+        upstreams = {re.findall(r"Demo upstream \(direct\):\s+(\S+)", log.read_text())[0] for _p, log in demos}
+        assert len(upstreams) == 2, "each demo's upstream has a port of its own"
+    finally:
+        for process, _log in demos:
+            process.terminate()
+            process.wait(15)
+    # The demo has stopped: the admin commands need its recorded configuration and its data, not its upstream.
+    for args in (("approvals", "list"), ("users", "list"), ("audit", "verify")):
+        result = _admin(first, *args)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+    assert "alice" in _admin(first, "users", "list").stdout
+
+
+def test_a_demo_port_in_use_is_one_line_before_the_banner(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("DEPUTY_")} | {"DEPUTY_PORT": str(port)}
+        result = subprocess.run([sys.executable, "-m", "deputy", "demo"], env=env, cwd=tmp_path,
+                                capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode == 4, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr and "DEPUTY_PORT=" in result.stderr
+    assert "Deputy demo" not in result.stdout, "no banner for a demo that did not start"

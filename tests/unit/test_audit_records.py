@@ -31,7 +31,7 @@ from deputy.audit.records import (
     parse_record,
     recorded_arguments,
 )
-from deputy.audit.settings import AuditSettings, audit_settings, load_or_create_signer
+from deputy.audit.settings import AuditOriginMismatch, AuditSettings, audit_settings, load_or_create_signer
 from deputy.canonical_json import takes_fast_path
 
 # The fast path's domain: ASCII keys, no floats, integers within ±(2^53 - 1); any string values.
@@ -137,7 +137,7 @@ def test_new_record_header_and_closed_type_set() -> None:
     assert uuid.UUID(hex=record["id"]).version == 4 and len(record["id"]) == 32
     assert isinstance(record["time"], int) and record["time"] > 1_700_000_000_000  # milliseconds
     assert new_record("decision")["id"] != new_record("decision")["id"]
-    assert len(RECORD_TYPES) == 15 and "log.started" in RECORD_TYPES
+    assert len(RECORD_TYPES) == 17 and {"log.started", "user.disabled", "user.enabled"} <= RECORD_TYPES
     with pytest.raises(RecordError, match="unknown audit record type"):
         new_record("token.stolen")
     for reserved in ("v", "type", "id", "time"):
@@ -314,8 +314,13 @@ def test_key_file_created_once_private_then_loaded(tmp_path: Path) -> None:
 def test_key_file_for_another_origin_is_refused(tmp_path: Path) -> None:
     first = audit_settings({}, tmp_path, "https://one.example")
     load_or_create_signer(first)
-    second = audit_settings({}, tmp_path, "https://two.example")
-    with pytest.raises(ValueError, match=r"audit\.key_file: .*one\.example/deputy-audit"):
+    # Issue 13: the origin is fixed when the log is created; a new public URL keeps the log's origin.
+    moved = audit_settings({}, tmp_path, "https://two.example")
+    assert moved.origin == "one.example/deputy-audit"
+    assert load_or_create_signer(moved).name == "one.example/deputy-audit"
+    # Only an origin set explicitly can name another log, and that is refused, naming both.
+    second = audit_settings({"origin": "two.example/deputy-audit"}, tmp_path, "https://two.example")
+    with pytest.raises(AuditOriginMismatch, match=r"audit\.origin is 'two\.example/deputy-audit' .*'one\.example/"):
         load_or_create_signer(second)
     first.key_file.write_text("garbage\n")
     with pytest.raises(ValueError, match=r"audit\.key_file:"):
