@@ -27,12 +27,13 @@ An ID token from the token endpoint is believed only when all of this holds; eac
 from __future__ import annotations
 
 import hmac
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jws
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 
 from deputy import bounded_json, clock
 from deputy.config_identity_providers import IdentityProvider
@@ -110,7 +111,10 @@ def _header(token: Any, refuse: Refuse) -> dict[str, Any]:
 def _verified_payload(token: str, candidates: list[Any], algorithm: str) -> bytes | None:
     for key in candidates:
         try:
-            return jws.deserialize_compact(token, key, algorithms=[algorithm]).payload
+            with warnings.catch_warnings():
+                # EdDSA (deprecated by RFC 9864) is accepted on purpose, as providers still send it; not noise to log.
+                warnings.simplefilter("ignore", SecurityWarning)
+                return jws.deserialize_compact(token, key, algorithms=[algorithm]).payload
         except (JoseError, ValueError, TypeError, KeyError):
             continue
     return None

@@ -12,14 +12,14 @@ import base64
 import hashlib
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus
 
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey, RSAKey
+from joserfc.jwk import ECKey, OKPKey, RSAKey
 
 from deputy.federation.errors import NotAdmitted
 from deputy.federation.relying_party import RelyingParty
@@ -27,13 +27,14 @@ from tests.support.hostile_idp import (
     CLIENT_ID,
     CLIENT_SECRET,
     LEEWAY,
+    Answer,
     HostileIdp,
     hostile_idp,
     provider_for,
     sent_parameters,
     sign_in,
 )
-from tests.support.idp import OMIT
+from tests.support.idp import OMIT, SigningKey
 
 
 @pytest.fixture
@@ -195,3 +196,20 @@ async def test_an_authorization_endpoint_query_is_kept(idp: HostileIdp) -> None:
     sent = sent_parameters(url)
     assert (sent["tenant"], sent["state"], sent["scope"]) == ("t1", pending.state, "openid groups")
     assert "prompt" not in sent and "max_age" not in sent
+
+
+@pytest.mark.parametrize(("alg", "make"), [
+    ("ES384", lambda: ECKey.generate_key("P-384", parameters={"kid": "p384"}, private=True)),
+    ("PS256", lambda: RSAKey.generate_key(2048, parameters={"kid": "ps"}, private=True)),
+    ("EdDSA", lambda: OKPKey.generate_key("Ed25519", parameters={"kid": "ed"}, private=True)),
+    ("Ed25519", lambda: OKPKey.generate_key("Ed25519", parameters={"kid": "ed"}, private=True)),
+])
+async def test_each_asymmetric_algorithm_deputy_allows_verifies(idp: HostileIdp, alg: str,
+                                                                make: Callable[[], SigningKey]) -> None:
+    key = make()
+    idp.metadata_changes["id_token_signing_alg_values_supported"] = [alg]
+    idp.jwks_answer = Answer(200, {"keys": [key.as_dict(private=False)]})
+    provider = provider_for(idp)
+    identity = await sign_in(RelyingParty((provider,), LEEWAY), idp, provider,
+                             lambda n: idp.sign(idp.claims(client_id=CLIENT_ID, nonce=n), alg=alg, key=key))
+    assert identity.subject == "alice-sub-1"
