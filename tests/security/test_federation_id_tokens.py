@@ -17,7 +17,9 @@ from typing import Any
 import pytest
 from joserfc.jwk import ECKey
 
+from deputy import clock
 from deputy.federation.errors import IdTokenRefused
+from deputy.federation.provider_keys import REFETCH_INTERVAL
 from deputy.federation.relying_party import RelyingParty
 from tests.support.hostile_idp import CLIENT_ID, LEEWAY, HostileIdp, hostile_idp, provider_for, sign_in
 from tests.support.idp import OMIT, sign, unknown_key
@@ -43,6 +45,11 @@ async def refused(idp: HostileIdp, token: Callable[[str], Any], *, rp: RelyingPa
 def valid(idp: HostileIdp, nonce: str, /, **changes: Any) -> dict[str, Any]:
     """A valid ID token's claims for this sign-in's nonce, ``changes`` applied (a ``nonce`` among them too)."""
     return idp.claims(client_id=CLIENT_ID, **{"nonce": nonce, **changes})
+
+
+def by_stranger(idp: HostileIdp, kid: str) -> Callable[[str], str]:
+    """A valid ID token signed by a key the provider never published, under ``kid``."""
+    return lambda nonce: idp.sign(valid(idp, nonce), key=unknown_key(kid))
 
 
 def b64(raw: bytes) -> str:
@@ -122,11 +129,8 @@ async def test_an_unknown_kid_fetches_the_keys_again_once_and_is_refused(idp: Ho
 async def test_many_unknown_kids_cost_one_fetch_per_interval(idp: HostileIdp) -> None:
     provider = provider_for(idp)
     rp = RelyingParty((provider,), LEEWAY)
-    def signed_by(stranger: ECKey) -> Callable[[str], Any]:
-        return lambda nonce: idp.sign(valid(idp, nonce), key=stranger)
-
     for index in range(20):
-        assert await refused(idp, signed_by(unknown_key(f"stranger-{index}")), rp=rp) == "unknown_kid"
+        assert await refused(idp, by_stranger(idp, f"stranger-{index}"), rp=rp) == "unknown_kid"
     assert idp.hits["jwks"] == 2  # the first fetch, and one re-fetch
 
 
@@ -221,3 +225,15 @@ async def test_concurrent_unknown_kids_share_one_refetch(idp: HostileIdp) -> Non
 
     assert await asyncio.gather(*(one(i) for i in range(10))) == ["unknown_kid"] * 10
     assert idp.hits["jwks"] == before + 1
+
+
+async def test_after_the_interval_an_unknown_kid_may_fetch_again(idp: HostileIdp) -> None:
+    provider = provider_for(idp)
+    rp = RelyingParty((provider,), LEEWAY)
+    with clock.frozen() as frozen:
+        for kid in ("s1", "s2"):
+            assert await refused(idp, by_stranger(idp, kid), rp=rp) == "unknown_kid"
+            assert idp.hits["jwks"] == 2  # the first fetch and one re-fetch, then none within the interval
+        frozen.advance(REFETCH_INTERVAL)
+        assert await refused(idp, by_stranger(idp, "s3"), rp=rp) == "unknown_kid"
+        assert idp.hits["jwks"] == 3
