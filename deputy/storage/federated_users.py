@@ -107,13 +107,15 @@ def checked_profile(issuer: str, subject: str, email: str | None, display_name: 
 async def refresh(engine: AsyncEngine, idp_name: str, issuer: str, subject: str,
                   profile: dict[str, Any]) -> tuple[Row[Any] | None, bool]:
     """Refresh the profile of the user (issuer, subject) unless she is disabled: (her row, whether it was
-    refreshed); (None, False) when there is no such user."""
+    refreshed); (None, False) when there is no such user. Not refreshed and not disabled: she was created
+    between the UPDATE and the read (READ COMMITTED gives each statement its own snapshot); the caller retries."""
     key = and_(users.c.issuer == issuer, users.c.subject == subject)
     async with engine.begin() as conn:
-        refreshed = await conn.execute(update(users).where(and_(key, users.c.disabled_at.is_(None)))
-                                       .values(source=idp_name, **profile))
-        row = (await conn.execute(select(users).where(key))).first()
-    return row, refreshed.rowcount == 1
+        row = (await conn.execute(update(users).where(and_(key, users.c.disabled_at.is_(None)))
+                                  .values(source=idp_name, **profile).returning(*users.c))).first()
+        if row is not None:
+            return row, True
+        return (await conn.execute(select(users).where(key))).first(), False
 
 
 async def create(engine: AsyncEngine, idp_name: str, issuer: str, subject: str, hint: str | None,

@@ -132,14 +132,15 @@ class UserRepository:
         stored (:mod:`deputy.storage.federated_users`). Two first sign-ins at once make one user: the loser's
         insert does nothing, and it refreshes the winner's row."""
         profile = federated_users.checked_profile(issuer, subject, email, display_name, groups, claims)
-        for _ in range(3):
+        for _ in range(4):
             row, refreshed = await federated_users.refresh(self.engine, idp_name, issuer, subject, profile)
-            if row is not None:
-                if not refreshed:
-                    raise UserDisabled(_user(row))
+            if refreshed:
                 return _user(row)
-            await federated_users.create(self.engine, idp_name, issuer, subject, username_hint, profile)
-        raise ProfileRefused("the user could not be stored")  # only if her row vanished twice in between
+            if row is not None and row.disabled_at is not None:
+                raise UserDisabled(_user(row))
+            if row is None:
+                await federated_users.create(self.engine, idp_name, issuer, subject, username_hint, profile)
+        raise ProfileRefused("the user could not be stored")  # only if her row kept changing in between
 
     async def disable(self, username: str, grants: GrantRepository) -> int | None:
         """Disable a user and revoke every grant she holds, in one transaction

@@ -11,14 +11,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from alembic import command
 from alembic.config import Config as AlembicConfig
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.util import await_only
 
 from deputy.gateway.revocations import RevocationList
-from deputy.hashing import hash_secret
+from deputy.hashing import hash_secret, verify_password
 from deputy.storage import tables
 from deputy.storage.clients import ClientRepository
 from deputy.storage.db import MIGRATIONS, Database
@@ -185,8 +187,14 @@ async def test_concurrent_first_sign_ins_make_one_user(db: Database) -> None:
     engines = [Database(db.url) for _ in range(4)]
     try:
         repositories = [UserRepository(d.engine) for d in engines]
+        for _ in range(10):  # a few rounds: the losers' paths (insert does nothing, row appears late) vary
+            subject, label = unique("s"), unique("z")
+            same = await asyncio.gather(*(sign_in(repositories[i % 4], "kc", iss, subject, hint=label)
+                                          for i in range(12)))
+            assert len({u.user_id for u in same}) == 1 and len({u.username for u in same}) == 1
+            assert not any(u.disabled for u in same)
         same = await asyncio.gather(*(sign_in(repositories[i % 4], "kc", iss, sub, hint=hint) for i in range(12)))
-        assert len({u.user_id for u in same}) == 1 and len({u.username for u in same}) == 1
+        assert len({u.user_id for u in same}) == 1 and not any(u.disabled for u in same)
         others = await asyncio.gather(*(sign_in(repositories[i % 4], "kc", iss, unique("s"), hint=hint)
                                         for i in range(8)))
         names = {u.username for u in others} | {same[0].username}
@@ -196,6 +204,34 @@ async def test_concurrent_first_sign_ins_make_one_user(db: Database) -> None:
             await d.dispose()
     listed = [u for u in await UserRepository(db.engine).list() if u.username.startswith(hint)]
     assert len(listed) == 9
+
+
+async def test_first_sign_in_committed_between_update_and_read(postgres_url: str) -> None:
+    """PostgreSQL, READ COMMITTED: another first sign-in of the same (issuer, sub) commits after this one's UPDATE
+    found no row and before its read found hers. Hers is returned and refreshed; she is not taken for disabled."""
+    database = Database(postgres_url)
+    await database.migrate()
+    blocker = await asyncpg.connect(postgres_url.replace("postgresql+asyncpg://", "postgresql://"))
+    iss, sub = issuer(), unique("s")
+    try:
+        transaction = blocker.transaction()
+        await transaction.start()
+        await blocker.execute(
+            "INSERT INTO users (user_id, username, password_hash, created_at, source, issuer, subject) "
+            "VALUES ('winner', 'winner@kc', $1, 1, 'kc', $2, $3)", NO_PASSWORD, iss, sub)
+        committed: list[str] = []
+
+        def commit_after_update(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+            if statement.startswith("UPDATE users") and not committed:
+                committed.append(statement)
+                await_only(transaction.commit())  # inside SQLAlchemy's greenlet: runs on the event loop
+
+        event.listen(database.engine.sync_engine, "after_cursor_execute", commit_after_update)
+        user = await sign_in(UserRepository(database.engine), "kc", iss, sub, email="late@example.com")
+        assert committed and user.user_id == "winner" and not user.disabled and user.email == "late@example.com"
+    finally:
+        await blocker.close()
+        await database.dispose()
 
 
 # --- disabling and enabling --------------------------------------------------------------------------------
@@ -312,3 +348,26 @@ def _upgrade_to(connection: Connection, revision: str) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, revision)
+
+
+async def test_every_refused_password_sign_in_costs_one_argon2_run(users: UserRepository,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """No such user, a federated one, a disabled one, a wrong password: each path verifies one real argon2 hash
+    (the dummy's when no password can match), so the answer's timing does not say which it was."""
+    fed = await sign_in(users, "kc", issuer(), unique("s"), hint=unique("jo"))
+    off = await users.add(unique("kim"), "kim's passphrase")
+    await users.disable(off.username, GrantRepository(users.engine, access_token_ttl=600))
+    on = await users.add(unique("lee"), "lee's passphrase")
+    verified: list[str] = []
+    real = verify_password
+
+    async def counting(stored: str, presented: str) -> bool:
+        verified.append(stored)
+        return await real(stored, presented)
+
+    monkeypatch.setattr("deputy.storage.users.verify_password", counting)
+    for name, password in ((unique("nobody"), "x"), (fed.username, "x"), (fed.username, "deputy-no-such-user"),
+                           (off.username, "kim's passphrase"), (on.username, "wrong")):
+        verified.clear()
+        assert await users.authenticate(name, password) is None
+        assert len(verified) == 1 and verified[0].startswith("$argon2id$"), (name, verified)
