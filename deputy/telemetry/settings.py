@@ -1,8 +1,8 @@
 """``log_level``, ``log_format`` and ``[metrics]``: how a running Deputy reports on itself.
 
 Traces are configured by the standard ``OTEL_*`` environment variables (OpenTelemetry SDK configuration,
-"General SDK Configuration" and the OTLP exporter's), read by :mod:`deputy.telemetry.tracing`; they are off unless an
-OTLP endpoint is given.
+"General SDK Configuration" and the OTLP exporter's), read by
+:mod:`deputy.telemetry.trace_settings`; they are off unless an OTLP endpoint is given.
 """
 
 from __future__ import annotations
