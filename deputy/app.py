@@ -40,11 +40,13 @@ from deputy.oauth.registration import RegistrationEndpoint
 from deputy.oauth.revocation import RevocationEndpoint
 from deputy.oauth.token import TokenEndpoint
 from deputy.page_paths import APPROVAL_PAGE
+from deputy.policy.user_attributes import configured_claims
 from deputy.request_limits import RequestLimits, RequestRefused
 from deputy.services import Services
 from deputy.telemetry.metrics_listener import MetricsListener
 from deputy.telemetry.tracing import Tracing
 from deputy.web.approvals import ApprovalPages
+from deputy.web.federated_pages import CALLBACK_PATH, START_PATH, FederatedPages
 from deputy.web.sign_in import SignIn
 
 log = logging.getLogger(__name__)
@@ -79,7 +81,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         else StdioUpstream(server, settings.limits, services.metrics)
         for name, server in settings.servers.items()
     }
-    policy = PolicyStage({name: PolicyLifecycle(server, credentials[name], settings.issuer)
+    policy = PolicyStage({name: PolicyLifecycle(server, credentials[name], settings.issuer, configured_claims(settings))
                           for name, server in settings.servers.items() if server.policies is not None},
                          services.approvals, settings.public_url, settings.policy_watch_seconds,
                          services.clients.get)
@@ -169,7 +171,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         return TemporarilyUnavailable("storage is unavailable").response()
 
     sign_in = SignIn(services)
-    authorize = AuthorizationEndpoint(services, sign_in)
+    federated = FederatedPages(services, sign_in)
+    authorize = AuthorizationEndpoint(services, sign_in, federated)
     approval_pages = ApprovalPages(services, sign_in)
     metadata = MetadataEndpoint(settings)
     resource_metadata = ResourceMetadataEndpoint(settings)
@@ -181,6 +184,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         Route("/authorize/login", authorize.login, methods=["POST"]),
         Route("/authorize/consent", authorize.consent_page, methods=["GET"]),
         Route("/authorize/consent", authorize.consent, methods=["POST"]),
+        Route(START_PATH + "{name}", federated.start, methods=["POST"]),
+        Route(CALLBACK_PATH + "{name}", federated.callback, methods=["GET"]),
         Route(APPROVAL_PAGE + "{approval_id}", approval_pages.page, methods=["GET"]),
         Route(APPROVAL_PAGE + "{approval_id}", approval_pages.decide, methods=["POST"]),
         Route(APPROVAL_PAGE + "{approval_id}/sign-in", approval_pages.sign_in_form, methods=["POST"]),

@@ -35,6 +35,7 @@ from deputy.display_text import visible_json
 from deputy.keys import KeyRing
 from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
 from deputy.policy.schema import TOOLS_CALL
+from deputy.policy.user_attributes import UserAttributes, configured_claims
 
 policy_app = typer.Typer(help="Cedar policies: validate them, see the schema, test them, explain a decision.",
                          no_args_is_help=True)
@@ -45,6 +46,7 @@ PoliciesOption = Annotated[Path | None, typer.Option("--policies", help="directo
                                                                          "(default: the server's, else ./policies)")]
 DEFAULT_POLICIES = Path("policies")
 OUTCOMES = tuple(str(outcome) for outcome in Outcome)
+LOCAL_USER = UserAttributes(idp="local")
 
 
 def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Path | None,
@@ -53,6 +55,8 @@ def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Pa
     if (tools_file is None) == (server_name is None):
         err.print("[red]give exactly one of --tools FILE or --server NAME[/red]")
         raise typer.Exit(2)
+    # The extra claims context.user.claims types are the configuration's (with --server, or --tools and --config).
+    claims = configured_claims(settings_or_exit(config)) if server_name is not None or config is not None else ()
     if server_name is not None:
         tools, directory = _live_tools(server_name, config)
         source = f"server {server_name}"
@@ -65,7 +69,7 @@ def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Pa
             err.print(f"[red]{escape(source)}: {escape(str(exc))}[/red]")
             raise typer.Exit(2) from None
     try:
-        schema = build_schema(tools)
+        schema = build_schema(tools, claims)
     except SchemaError as exc:
         err.print(f"[red]{escape(source)}: {escape(str(exc))}[/red]")
         raise typer.Exit(2) from None
@@ -133,6 +137,20 @@ class _Caller:
     scopes: frozenset[str] = frozenset()
     actors: tuple[Actor, ...] = ()
     txn: str | None = None
+    user_attributes: UserAttributes = LOCAL_USER
+
+
+def _user_attributes(entry: dict[str, Any], user: str) -> UserAttributes:
+    """``groups``, ``email``, ``name``, ``idp`` (default ``local``) and ``claims`` of a case, checked like a token's."""
+    groups, claims = entry.get("groups", []), entry.get("claims", {})
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError("groups must be a list of strings")
+    if not isinstance(claims, dict) or not all(isinstance(v, str) for v in claims.values()):
+        raise ValueError("claims must be a table of strings")
+    texts = {key: entry.get(key, default) for key, default in (("email", ""), ("name", user), ("idp", "local"))}
+    if not all(isinstance(value, str) for value in texts.values()):
+        raise ValueError("email, name and idp must be strings")
+    return UserAttributes(texts["idp"], texts["name"], texts["email"], frozenset(groups), claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,8 +174,9 @@ def _cases(path: Path) -> list[_Case]:
     for index, raw in enumerate(document.get("case", []), start=1):
         entry = {**defaults, **raw}
         actors = tuple(Actor(a["sub"], a.get("client_id"), a.get("iss")) for a in entry.get("actors", []))
-        caller = _Caller(str(entry.get("user", "alice")), str(entry.get("agent", "test-agent")),
-                         str(entry.get("server", "demo")), frozenset(entry.get("scopes", [])), actors, entry.get("txn"))
+        user = str(entry.get("user", "alice"))
+        caller = _Caller(user, str(entry.get("agent", "test-agent")), str(entry.get("server", "demo")),
+                         frozenset(entry.get("scopes", [])), actors, entry.get("txn"), _user_attributes(entry, user))
         method = str(entry.get("method", TOOLS_CALL))
         target = entry.get("tool", entry.get("prompt", entry.get("uri")))
         if not isinstance(target, str) or entry.get("expect") not in OUTCOMES:
@@ -178,8 +197,9 @@ def test_command(cases_file: Annotated[Path, typer.Argument(help="TOML test case
 
     A case: ``[[case]]`` with ``name``, ``tool`` (or ``prompt``/``uri`` for other methods), ``method`` (default
     ``tools/call``), ``arguments``, ``user``, ``agent``, ``scopes``, ``actors`` (``[{sub, client_id, iss}]``,
-    current actor first), ``txn``, ``approved``, ``time``, ``expect`` and optional ``policies``; a ``[defaults]``
-    table applies to every case.
+    current actor first), ``txn``, the user's ``groups``, ``email``, ``name`` (default: ``user``), ``idp`` (default
+    ``local``) and ``claims`` (a table of strings), ``approved``, ``time``, ``expect`` and optional ``policies``; a
+    ``[defaults]`` table applies to every case.
     """
     schema, directory = _schema_or_exit(tools, server, config, policies)
     engine = _engine_or_exit(directory, schema)

@@ -79,4 +79,5 @@ class BearerAuthenticator:
             expires_at=claims.expires_at,
             grant_id=claims.grant_id,
             auth_time=claims.auth_time,
+            user_attributes=claims.user,
         )

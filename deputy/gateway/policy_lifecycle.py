@@ -55,8 +55,10 @@ class Unavailable:
 class PolicyLifecycle:
     """One server's engine, made from its live tool list and kept current."""
 
-    def __init__(self, server: UpstreamServer, credentials: UpstreamCredentials, issuer: str) -> None:
+    def __init__(self, server: UpstreamServer, credentials: UpstreamCredentials, issuer: str,
+                 user_claims: tuple[str, ...] = ()) -> None:
         assert server.policies is not None
+        self.user_claims = user_claims  # the extra claims context.user.claims types
         self.server = server
         self.directory: Path = server.policies
         self.credentials = credentials
@@ -85,7 +87,7 @@ class PolicyLifecycle:
                         self.server.name, exc or "timed out")
             return
         async with self._lock:
-            self.engine = PolicyEngine(self.directory, build_schema(tools))  # raises PolicyLoadError
+            self.engine = PolicyEngine(self.directory, build_schema(tools, self.user_claims))  # raises PolicyLoadError
         log.info("policies of %s active: version %s", self.server.name, self.engine.version[:12])
 
     async def ready_engine(self) -> PolicyEngine | Unavailable:
@@ -98,7 +100,7 @@ class PolicyLifecycle:
                 return Unavailable(self._failure[1])
             try:
                 tools = await fetch_tools(self.server, self.credentials, self.issuer)
-                self.engine = PolicyEngine(self.directory, build_schema(tools))
+                self.engine = PolicyEngine(self.directory, build_schema(tools, self.user_claims))
             except CatalogUnavailable as exc:
                 return self._failed(f"the server's tools could not be read: {exc}")
             except (PolicyLoadError, SchemaError) as exc:
@@ -144,7 +146,7 @@ class PolicyLifecycle:
             return
         try:
             tools = await fetch_tools(self.server, self.credentials, self.issuer)
-            schema = build_schema(tools)
+            schema = build_schema(tools, self.user_claims)
         except (CatalogUnavailable, SchemaError) as exc:
             log.error("tools of %s changed but cannot be read (%s); the previous schema stays active",
                       self.server.name, exc)

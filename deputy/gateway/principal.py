@@ -2,8 +2,10 @@
 
 "This agent, acting for Alice, for this task": ``user`` is the token's ``sub``
 (Alice, or the agent itself when no user is involved), ``agent`` the client that
-presented the token, ``actors`` the RFC 8693 ``act`` chain — current actor first,
-each hop vouched for by Deputy, which minted it — and ``txn`` the task.
+presented the token, ``user_attributes`` what the token says of the user (her name, e-mail,
+groups, identity provider and carried claims: :mod:`deputy.policy.user_attributes`; for an
+exchanged token, the subject's — Alice's — never the actor's), ``actors`` the RFC 8693
+``act`` chain — current actor first, each hop vouched for by Deputy, which minted it — and ``txn`` the task.
 ``expires_at`` and ``auth_time`` are the token's; a token Deputy mints for the
 upstream (:mod:`deputy.gateway.upstream_credentials`) never outlives it.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from deputy.act_chain import Actor
+from deputy.policy.user_attributes import NO_USER, UserAttributes
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class Principal:
     expires_at: int = 0
     grant_id: str | None = None
     auth_time: int | None = None  # when the user signed in (RFC 9068 §2.2.1); None without a user
+    user_attributes: UserAttributes = NO_USER
 
     @property
     def is_delegated(self) -> bool:

@@ -4,7 +4,9 @@ Minting: ``typ: at+jwt`` (RFC 9068 §2.1), ``kid`` of the current ES256 key, cla
 ``iss sub aud client_id scope jti iat exp auth_time`` (§2.2) plus ``sid``, the
 grant the token belongs to, which revocation works on, and the delegation claims
 ``act``, ``may_act`` (RFC 8693 §4.1, §4.4) and ``txn`` (the task a chain of
-exchanges serves; draft-ietf-oauth-transaction-tokens) when there are any.
+exchanges serves; draft-ietf-oauth-transaction-tokens) when there are any, and the user's
+attributes for policy (``groups``, ``name``, ``email`` and the private ``deputy_user``:
+:mod:`deputy.policy.user_attributes`).
 
 Checking (RFC 9068 §4; OAuth 2.1 §5.2; MCP "Token Handling"): algorithm on an
 allow-list (ES256 only, so ``none`` and HS256-with-the-public-key fail), ``typ``,
@@ -31,6 +33,7 @@ from deputy.bounded_json import check_jws_depth
 from deputy.clock import now, wall
 from deputy.keys import ALGORITHM, KeyRing
 from deputy.numeric_date import is_time
+from deputy.policy.user_attributes import NO_USER, UserAttributes, from_token_claims, token_claims
 
 TOKEN_TYPES = frozenset({"at+jwt", "application/at+jwt"})
 _CACHE_SIZE = 10_000
@@ -50,6 +53,7 @@ class AccessTokenClaims:
     raw: Mapping[str, Any]
     actors: tuple[Actor, ...] = ()  # the ``act`` chain, current actor first
     txn: str | None = None
+    user: UserAttributes = NO_USER
 
     @property
     def is_delegated(self) -> bool:
@@ -79,6 +83,7 @@ def mint_access_token(
     act: Mapping[str, Any] | None = None,
     may_act: Mapping[str, Any] | None = None,
     txn: str | None = None,
+    user: UserAttributes | None = None,
 ) -> tuple[str, dict[str, Any]]:
     """``expires_at``, when given, caps the lifetime below ``ttl`` (a token never outlives what it came from)."""
     key = keyring.signing_key
@@ -100,6 +105,8 @@ def mint_access_token(
     for name, value in (("act", act), ("may_act", may_act), ("txn", txn)):
         if value is not None:
             claims[name] = value
+    if user is not None:  # checked against the bounds by the caller (deputy.oauth.grants.issue)
+        claims.update(token_claims(user))
     header = {"alg": ALGORITHM, "typ": "at+jwt", "kid": key.kid}
     return jwt.encode(header, claims, key, algorithms=[ALGORITHM]), claims
 
@@ -184,6 +191,10 @@ class AccessTokenValidator:
         txn = claims.get("txn")
         if txn is not None and (not isinstance(txn, str) or not txn):
             raise InvalidToken("txn must be a string")
+        try:
+            user = from_token_claims(claims)
+        except ValueError as exc:
+            raise InvalidToken(f"user attributes: {exc}") from None
         return AccessTokenClaims(
             subject=claims["sub"],
             client_id=claims["client_id"],
@@ -197,4 +208,5 @@ class AccessTokenValidator:
             raw=claims,
             actors=actors,
             txn=txn,
+            user=user,
         )

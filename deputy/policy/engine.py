@@ -14,7 +14,8 @@ Decide: :meth:`PolicyEngine.decide` turns one MCP request (``tools/call`` with t
 tool's full arguments, ``resources/read``, ``prompts/get``) into a Cedar request —
 principal ``Deputy::User::<user>``, resource ``Deputy::Server::<server>``, the action
 for the tool or method, the arguments converted exactly as the schema types them
-(:mod:`deputy.policy.arguments`) plus the common context — and evaluates it always
+(:mod:`deputy.policy.arguments`) plus the common context, ``context.user`` included
+(:mod:`deputy.policy.user_attributes`: what the caller's token says of its user) — and evaluates it always
 *with* the schema. :meth:`PolicyEngine.decide_each` does the same for the items of a
 ``tools/list``, ``prompts/list``, ``resources/list`` or ``resources/templates/list``
 result through the list-time actions; an item stays listed unless its decision is
@@ -58,6 +59,7 @@ from deputy.policy.sources import (
     read_policy_files,
     validation_problems,
 )
+from deputy.policy.user_attributes import NO_USER, UserAttributes, cedar_value
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ class Caller(Protocol):
     def actors(self) -> Sequence[Actor]: ...
     @property
     def txn(self) -> str | None: ...
+    @property
+    def user_attributes(self) -> UserAttributes: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,8 +119,11 @@ def load_policies(directory: Path, schema: PolicySchema) -> LoadedPolicies:
                           {s.policy_id: s for s in sources}, policy_set, schema)
 
 
-def common_context(caller: Caller, registration: str, now: int) -> dict[str, Any]:
+def common_context(caller: Caller, registration: str, now: int, user_claims: Sequence[str] = ()) -> dict[str, Any]:
     actors = caller.actors
+    attributes = caller.user_attributes
+    if not isinstance(attributes, UserAttributes):  # fail closed: never a caller's stand-in for the record
+        attributes = NO_USER
     context: dict[str, Any] = {
         "scopes": list(caller.scopes),
         "agent": {"client_id": caller.agent, "registration": registration},
@@ -125,6 +132,7 @@ def common_context(caller: Caller, registration: str, now: int) -> dict[str, Any
         "actor_count": len(actors),
         "actor_client_ids": [a.client_id for a in actors if a.client_id],
         "time": now,
+        "user": cedar_value(attributes, user_claims),
     }
     if caller.txn is not None:
         context["txn"] = caller.txn
@@ -134,10 +142,10 @@ def common_context(caller: Caller, registration: str, now: int) -> dict[str, Any
 _Base = tuple[dict[str, str], dict[str, str], dict[str, Any]]
 
 
-def _base(caller: Caller, registration: str, now: int | None) -> _Base:
+def _base(caller: Caller, registration: str, now: int | None, schema: PolicySchema) -> _Base:
     """What every request of ``caller`` shares: principal, resource, common context."""
     return ({"type": USER_TYPE, "id": caller.user}, {"type": SERVER_TYPE, "id": caller.server},
-            common_context(caller, registration, clock.now() if now is None else now))
+            common_context(caller, registration, clock.now() if now is None else now, schema.user_claims))
 
 
 def _request(schema: PolicySchema, base: _Base, method: str, name: str,
@@ -189,7 +197,7 @@ class PolicyEngine:
         loaded = self._loaded
         action = str(name) if method == TOOLS_CALL else method
         try:
-            base = _base(caller, registration, now)
+            base = _base(caller, registration, now, loaded.schema)
             action, request, entities = _request(loaded.schema, base, method, name, arguments)
             result = cedarpy.is_authorized(request, loaded.policy_set, entities or self._no_entities,
                                            schema=loaded.schema.handle)
@@ -213,7 +221,7 @@ class PolicyEngine:
         try:
             if method not in LIST_ACTIONS:
                 raise UnknownAction(f"{method!r} is not a list-time action")
-            base = _base(caller, registration, now)
+            base = _base(caller, registration, now, loaded.schema)
             requests = [_request(loaded.schema, base, method, name, None)[1] for name in names]
             results = cedarpy.is_authorized_batch(requests, loaded.policy_set, self._no_entities,
                                                   schema=loaded.schema.handle) if requests else []

@@ -29,8 +29,9 @@ JSON form. Everything lives in the namespace ``Deputy``:
   Set<{index, sub, client_id, iss}>`` — the RFC 8693 ``act`` chain; Cedar has no
   ordered list, so each hop carries its position (0 = current actor) and an absent
   ``client_id``/``iss`` is ``""`` —, ``actor_count: Long``, ``actor_client_ids:
-  Set<String>`` (for "was agent X anywhere in the chain"), ``txn?: String`` and
-  ``time: Long`` (Unix seconds).
+  Set<String>`` (for "was agent X anywhere in the chain"), ``txn?: String``,
+  ``time: Long`` (Unix seconds) and ``user`` — the token's user: name, e-mail, groups,
+  identity provider and the configured extra claims (:mod:`deputy.policy.user_attributes`).
 
 A tool the generator cannot type is left out and named in :attr:`PolicySchema.skipped`
 (fail closed: no action, no permit). The output is deterministic (sorted canonical
@@ -41,7 +42,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -52,6 +53,7 @@ from deputy.canonical_json import canonical_json
 from deputy.policy.arguments import ArgumentError, Converter, Entities, SchemaTypeError, TypeCompiler
 from deputy.policy.hints import Hint
 from deputy.policy.names import NameClash, Renamer
+from deputy.policy.user_attributes import schema_type
 
 NAMESPACE: Final = "Deputy"
 USER_TYPE: Final = f"{NAMESPACE}::User"
@@ -131,6 +133,7 @@ class PolicySchema:
     handle: cedarpy.Schema
     inputs: Mapping[str, Converter]
     skipped: Mapping[str, str] = field(default_factory=dict)
+    user_claims: tuple[str, ...] = ()  # the extra claims ``context.user.claims`` types
 
     @property
     def tools(self) -> frozenset[str]:
@@ -181,8 +184,11 @@ def load_tools(document: Any) -> list[dict[str, Any]]:
     return document
 
 
-def build_schema(tools: Sequence[Mapping[str, Any]]) -> PolicySchema:
-    """Generate, post-process and parse the schema for a server offering ``tools``."""
+def build_schema(tools: Sequence[Mapping[str, Any]], user_claims: Iterable[str] = ()) -> PolicySchema:
+    """Generate, post-process and parse the schema for a server offering ``tools``; ``user_claims`` are the extra
+    claim names ``context.user.claims`` types (every identity provider's ``extra_claims``)."""
+    claim_names = tuple(sorted(set(user_claims)))
+    common = {**COMMON_CONTEXT, "user": schema_type(claim_names)}
     renamer = Renamer()
     prepared: list[dict[str, Any]] = []
     skipped: dict[str, str] = {}
@@ -209,10 +215,10 @@ def build_schema(tools: Sequence[Mapping[str, Any]]) -> PolicySchema:
     for name, action in actions.items():
         context = action.get("appliesTo", {}).get("context")
         if context is not None:
-            clash = COMMON_CONTEXT.keys() & context["attributes"].keys()
+            clash = common.keys() & context["attributes"].keys()
             if clash:
                 raise SchemaError(f"action {name!r} already has context attribute {sorted(clash)[0]!r}")
-            context["attributes"].update(COMMON_CONTEXT)
+            context["attributes"].update(common)
     renamer.restore_attributes(document)
     try:
         json_text = canonical_json(document).decode()  # RFC 8785: its SHA-256 is the schema's version
@@ -231,7 +237,7 @@ def build_schema(tools: Sequence[Mapping[str, Any]]) -> PolicySchema:
         except (SchemaTypeError, KeyError) as exc:  # fail closed: no converter, no action
             skipped[name] = f"arguments cannot be converted for Cedar: {exc}"
     return PolicySchema(json_text, str(handle), hashlib.sha256(json_text.encode()).hexdigest(), handle, inputs,
-                        dict(sorted(skipped.items())))
+                        dict(sorted(skipped.items())), claim_names)
 
 
 def _generate(prepared: list[dict[str, Any]], renamer: Renamer, skipped: dict[str, str]) -> dict[str, Any]:

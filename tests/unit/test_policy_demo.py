@@ -14,6 +14,7 @@ import pytest
 from deputy.act_chain import Actor
 from deputy.gateway.principal import Principal
 from deputy.policy import Outcome, PolicyEngine, PolicySchema, build_schema
+from deputy.policy.user_attributes import UserAttributes
 from tests.support.demo_policies import DEMO_POLICIES
 
 
@@ -32,7 +33,7 @@ def alice(scopes: frozenset[str] = frozenset({"demo:tools"}), agents: int = 0) -
 
 def test_the_demo_policies_validate_and_carry_ids(engine: PolicyEngine) -> None:
     assert set(engine.loaded.sources) == {"demo-tools", "demo-protect-low-ids", "demo-delete-needs-approval",
-                                          "demo-at-most-two-agents", "demo-browse"}
+                                          "demo-at-most-two-agents", "demo-browse", "demo-idp-delete-needs-admins"}
 
 
 @pytest.mark.parametrize(("tool", "arguments"), [
@@ -81,3 +82,21 @@ def test_every_list_method_has_a_list_time_action(engine: PolicyEngine) -> None:
         assert [d.outcome for d in engine.decide_each(alice(), method, [item])] == [Outcome.ALLOW], method
     refused = engine.decide_each(alice(), "tools/call", ["echo"])  # not a list-time action
     assert refused[0].outcome is Outcome.DENY and refused[0].errors
+
+
+@pytest.mark.parametrize(("user", "outcome"), [
+    (UserAttributes(idp="corp", groups=frozenset({"admins", "finance"})), Outcome.APPROVAL_REQUIRED),
+    (UserAttributes(idp="corp", groups=frozenset({"finance"})), Outcome.DENY),
+    (UserAttributes(idp="corp"), Outcome.DENY),
+    (UserAttributes(idp="local", name="alice"), Outcome.APPROVAL_REQUIRED),  # the demo's own users: unaffected
+    (UserAttributes(), Outcome.APPROVAL_REQUIRED),  # no user: an agent by client credentials
+])
+def test_an_identity_providers_user_deletes_users_only_as_an_admin(engine: PolicyEngine, user: UserAttributes,
+                                                                   outcome: Outcome) -> None:
+    caller = Principal(user="u", agent="demo-client", scopes=frozenset({"demo:tools"}), token_id="t", server="demo",
+                       user_attributes=user)
+    decision = engine.decide(caller, "tools/call", "delete_user", {"id": 500, "reason": "x"})
+    assert decision.outcome is outcome
+    if outcome is Outcome.DENY:
+        assert decision.determining == ("demo-idp-delete-needs-admins",)
+    assert engine.decide(caller, "tools/call", "echo", {"text": "x"}).allowed  # other tools: as before

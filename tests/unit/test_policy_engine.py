@@ -128,7 +128,8 @@ def test_an_evaluation_error_is_a_deny_where_cedar_itself_would_allow(tmp_path: 
     request = {"principal": {"type": USER_TYPE, "id": "alice"}, "action": {"type": ACTION_TYPE, "id": "transfer"},
                "resource": {"type": SERVER_TYPE, "id": "bank"},
                "context": {"input": arguments, "scopes": [], "agent": {"client_id": "a", "registration": "x"},
-                           "actors": [], "actor_count": 0, "actor_client_ids": [], "time": 0}}
+                           "actors": [], "actor_count": 0, "actor_client_ids": [], "time": 0,
+                               "user": {"name": "", "email": "", "groups": [], "idp": "", "claims": {}}}}
     raw = cedarpy.is_authorized(request, loaded.policy_set, [], schema=loaded.schema.handle)
     assert raw.allowed and raw.diagnostics.errors
     # ... Deputy denies, and names the policy that failed.
