@@ -38,8 +38,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from deputy.gateway.origin_check import serialized_origin
 from deputy.gateway.responses import JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
+from deputy.origins import serialized_origin
 
 # How long a browser may reuse a preflight's answer (Fetch, "CORS-preflight cache"); modest, so a changed
 # configuration is seen within minutes.

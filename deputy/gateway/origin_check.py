@@ -5,8 +5,8 @@ Deputy with its own ``Host`` and ``Origin``. Deputy is the origin server for its
 clients, so it checks both against its public URL (plus any origins the operator
 allows for browser-based clients) and answers 403 before anything else happens.
 Upstreams never see the client's ``Origin``: Deputy has already decided on it.
-The CORS answers for those same origins (:mod:`deputy.cors`) use the same
-:func:`serialized_origin`, so the two never disagree on what an allowed origin is.
+The CORS answers for those same origins (:mod:`deputy.cors`) and the pages' CSRF checks use the same
+:func:`deputy.origins.serialized_origin`, so they never disagree on what an allowed origin is.
 """
 
 from __future__ import annotations
@@ -14,23 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from urllib.parse import urlsplit
 
-_DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def serialized_origin(url: str) -> str:
-    """The origin of ``url`` as a browser writes it in ``Origin`` (RFC 6454 §6.1): lower-case scheme and host, the
-    port only when it is not the scheme's default; "" when ``url`` has no readable port. (The pages' CSRF check has
-    the same rule, ``deputy.web.csrf.origin_of``, a layer above the gateway.)"""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:  # an IPv6 literal keeps its brackets
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        return ""
-    return f"{scheme}://{host}" if port is None or port == _DEFAULT_PORTS.get(scheme) else f"{scheme}://{host}:{port}"
+from deputy.origins import serialized_origin
 
 
 class OriginCheck:

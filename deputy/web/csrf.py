@@ -25,11 +25,11 @@ import hmac
 import os
 from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+
+from deputy.origins import serialized_origin
 
 Purpose = Literal["login", "consent", "approval"]
 KEY_FILE = "csrf.key"
-DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 class CsrfTokens:
@@ -69,23 +69,8 @@ class CsrfTokens:
         return hmac.compare_digest(self.token(purpose, binding).encode(), presented.encode("utf-8", "replace"))
 
 
-def origin_of(url: str) -> str:
-    """The serialised origin of ``url`` (RFC 6454 §6.1): scheme, host and a port other than the default."""
-    parts = urlsplit(url.strip())
-    scheme = parts.scheme.lower()
-    host = (parts.hostname or "").lower()
-    if ":" in host:
-        host = f"[{host}]"
-    try:
-        port = parts.port
-    except ValueError:
-        return ""
-    suffix = f":{port}" if port is not None and port != DEFAULT_PORTS.get(scheme) else ""
-    return f"{scheme}://{host}{suffix}"
-
-
 def same_origin(origin_header: str | None, public_url: str) -> bool:
     """True when the request carries no ``Origin`` or Deputy's own; ``null`` and any other are foreign."""
     if origin_header is None:
         return True
-    return origin_of(origin_header) == origin_of(public_url) != ""
+    return serialized_origin(origin_header) == serialized_origin(public_url) != ""
