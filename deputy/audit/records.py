@@ -63,6 +63,8 @@ RECORD_TYPES: frozenset[str] = frozenset(
         "user.enabled",
         "key.rotated",
         "log.started",
+        "signin.succeeded",
+        "signin.failed",
     }
 )
 

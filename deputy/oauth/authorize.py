@@ -34,7 +34,9 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from deputy.clock import now
 from deputy.cookie_scope import redirect_shares_cookies
+from deputy.federation.relying_party import MAX_AGE_LIMIT, PROMPTS
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import (
@@ -53,19 +55,22 @@ from deputy.storage.clients import Client
 from deputy.storage.grants import ClientNotActive
 from deputy.storage.sessions import LoginSession
 from deputy.web.csrf import Purpose
+from deputy.web.federated_pages import START_PATH, FederatedPages
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
 
 PENDING_REQUEST_TTL = 600
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
-                 "code_challenge_method", "resource")
+                 "code_challenge_method", "resource", "prompt", "max_age")
 
 
 class AuthorizationEndpoint:
-    def __init__(self, services: Services, sign_in: SignIn | None = None) -> None:
+    def __init__(self, services: Services, sign_in: SignIn | None = None,
+                 federated: FederatedPages | None = None) -> None:
         self.services = services
         self.settings = services.settings
         self.sign_in = sign_in or SignIn(services)
+        self.federated = federated or FederatedPages(services, self.sign_in)
 
     # -- GET /authorize ---------------------------------------------------------------------------
 
@@ -101,8 +106,9 @@ class AuthorizationEndpoint:
         params["redirect_uri_sent"] = "redirect_uri" in query
         request_id = await self.services.sessions.save_request(client.client_id, params, PENDING_REQUEST_TTL)
         session = await self._session(request)
-        if session is None:
-            return self._login_page(request, request_id, client, params)
+        if self._needs_sign_in(session, params):
+            return await self._sign_in_page(request, request_id, client, params)
+        assert session is not None
         return await self._consent_or_code(request, request_id, params, client, session)
 
     def _validate(self, items: list[tuple[str, str]], client: Client) -> dict[str, Any]:
@@ -136,14 +142,36 @@ class AuthorizationEndpoint:
             raise InvalidScope(f"unknown scope for {server.name}: {' '.join(sorted(unknown))}")
         if "authorization_code" not in client.grant_types:
             raise UnauthorizedClient("this client may not use the authorization code grant")
-        return {
+        validated: dict[str, Any] = {
             "client_id": client.client_id,
             "state": one.get("state"),
             "code_challenge": challenge,
             "resource": server.resource,
             "server": server.name,
             "scope": " ".join(sorted(scopes)),
+            "requested_at": now(),
         }
+        # OpenID Connect Core §3.1.2.1: a fresh sign-in asked for, here and at the identity provider.
+        prompt = one.get("prompt")
+        if prompt is not None:
+            if not prompt or not set(prompt.split(" ")) <= PROMPTS:
+                raise InvalidRequest("prompt must be space-separated values of none, login, consent, select_account")
+            validated["prompt"] = prompt
+        max_age = one.get("max_age")
+        if max_age is not None:
+            if not max_age.isascii() or not max_age.isdigit() or int(max_age) > MAX_AGE_LIMIT:
+                raise InvalidRequest("max_age must be a number of seconds")
+            validated["max_age"] = int(max_age)
+        return validated
+
+    def _needs_sign_in(self, session: LoginSession | None, params: dict[str, Any]) -> bool:
+        """No session, or the client asked for a sign-in more recent than this one (prompt=login, max_age)."""
+        if session is None:
+            return True
+        if "login" in params.get("prompt", "").split() and session.auth_time < params.get("requested_at", 0):
+            return True
+        max_age = params.get("max_age")
+        return max_age is not None and now() - session.auth_time > max_age
 
     # -- login ------------------------------------------------------------------------------------
 
@@ -172,8 +200,9 @@ class AuthorizationEndpoint:
         if params is None or client is None or not client.is_active:
             return self._error_page(InvalidRequest, "this sign-in request has expired; start again")
         session = await self._session(request)
-        if session is None:
-            return self._login_page(request, request_id, client, params)
+        if self._needs_sign_in(session, params):
+            return await self._sign_in_page(request, request_id, client, params)
+        assert session is not None
         return await self._consent_or_code(request, request_id, params, client, session)
 
     async def consent(self, request: Request) -> Response:
@@ -267,6 +296,14 @@ class AuthorizationEndpoint:
     async def _session(self, request: Request) -> LoginSession | None:
         return await self.sign_in.session(request)
 
+    async def _sign_in_page(self, request: Request, request_id: str, client: Client,
+                            params: dict[str, Any]) -> Response:
+        """The login page; with one identity provider and no local users, that provider's sign-in at once."""
+        providers = self.settings.identity_providers
+        if len(providers) == 1 and not self.settings.local_users:
+            return await self.federated.begin(request, providers[0].name, request_id, params)
+        return self._login_page(request, request_id, client, params)
+
     def _login_page(
         self,
         request: Request,
@@ -287,6 +324,8 @@ class AuthorizationEndpoint:
             server_title=self.settings.servers[params["server"]].title,
             error=error,
             action="/authorize/login",
+            password_form=self.settings.local_users,
+            providers=[(provider.title, START_PATH + provider.name) for provider in self.settings.identity_providers],
         )
 
     def _form_page(self, request: Request, template: str, request_id: str, purpose: Purpose, status: int = 200,

@@ -87,6 +87,17 @@ authorization_requests = Table(
     Column("expires_at", BigInteger, nullable=False),
 )
 
+# Migration 0013: a sign-in sent to an identity provider, waiting for its callback (deputy.storage.federated_signins).
+federated_signins = Table(
+    "federated_signins",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("browser_hash", String(64), nullable=False),
+    Column("idp", String(64), nullable=False),
+    Column("pending", JSON, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
+
 grants = Table(
     "grants",
     metadata,

@@ -58,6 +58,7 @@ class CookieNames:
         prefix = "__Host-" if secure else ""
         self.session = f"{prefix}deputy_session"
         self.csrf = f"{prefix}deputy_csrf"
+        self.signin = f"{prefix}deputy_signin"  # binds a sign-in sent to an identity provider to this browser
 
     def set(self, response: Response, name: str, value: str, max_age: int) -> None:
         response.set_cookie(name, value, max_age=max_age, path="/", secure=self.secure, httponly=True,

@@ -53,6 +53,9 @@ class SignIn:
 
     async def attempt(self, request: Request, form: FormData) -> User | SignInRefused:
         """The user the form's ``username`` and ``password`` name, or why not."""
+        if not self.services.settings.local_users:  # local_users = false: only identity providers sign people in
+            return SignInRefused(403, "Password sign-in is off here; sign in with your organisation's identity "
+                                      "provider.")
         username = str(form.get("username", ""))
         address = request.client.host if request.client is not None else "unknown"
         name = username.lower()  # one budget whatever the case the guesser types

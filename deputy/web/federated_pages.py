@@ -1,0 +1,182 @@
+"""Signing in through an identity provider on Deputy's pages (issue 14; OpenID Connect Core 1.0 §3.1).
+
+**Start** (``POST /login/start/NAME``, a button of the login page; never a GET, so no other site can start a
+sign-in in the browser: RFC 9700 §4.7.1 login CSRF): the form's CSRF token is checked
+(:mod:`deputy.web.csrf`), the relying party (:mod:`deputy.federation.relying_party`) makes the authentication
+request, and the sign-in it starts waits server-side (:mod:`deputy.storage.federated_signins`) bound to this
+browser by a random cookie, with the pending authorization request it continues. ``prompt`` and ``max_age`` of the
+MCP client's authorization request are sent on (Core §3.1.2.1). With one provider and no local users,
+``/authorize`` starts here at once (:meth:`FederatedPages.begin`).
+
+**Callback** (``GET /login/callback/NAME``, the redirect URI registered at the provider), refused in this order:
+a repeated parameter (RFC 6749 §3.1); a ``state`` not waiting (unknown, used or expired) or started by another
+browser (RFC 6749 §10.12) — the waiting sign-in is taken, i.e. spent, before anything else is read; a sign-in
+started with another provider than the path names (RFC 9700 §4.4.2, mix-up: one redirect URI per provider); then
+the relying party's checks (RFC 9207 ``iss``, ``error``, the ID token, admission); a disabled user. Each ends on a
+page naming the provider and the reason, writes ``signin.failed`` (``reason``, ``idp``; never a code or token) and
+signs nobody in. Success writes ``signin.succeeded``, starts the login session as a password sign-in does
+(:meth:`deputy.web.sign_in.SignIn.start_session`) and continues to Deputy's consent page.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from deputy.config_identity_providers import IdentityProvider
+from deputy.federation.errors import IdTokenRefused, NotAdmitted, ProviderUnavailable, SignInFailed, shown
+from deputy.federation.relying_party import PENDING_TTL, PendingSignIn, RelyingParty
+from deputy.handles import new_handle
+from deputy.services import Services
+from deputy.storage.federated_signins import FederatedSignIns
+from deputy.storage.federated_users import ProfileRefused
+from deputy.storage.users import UserDisabled
+from deputy.web.pages import protect, render
+from deputy.web.sign_in import MIN_PRE_SESSION, SignIn
+
+log = logging.getLogger(__name__)
+CALLBACK_PATH = "/login/callback/"
+START_PATH = "/login/start/"
+MAX_CALLBACK_PARAMETERS = 16
+
+
+class Refused(Exception):
+    """A sign-in refused by the pages themselves (not by the relying party): a reason code, status and text."""
+
+    def __init__(self, reason: str, status: int, detail: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+        self.detail = detail
+
+
+class FederatedPages:
+    def __init__(self, services: Services, sign_in: SignIn, rp: RelyingParty | None = None) -> None:
+        self.services = services
+        self.settings = services.settings
+        self.sign_in = sign_in
+        self.cookies = sign_in.cookies
+        self.rp = rp or RelyingParty(self.settings.identity_providers, self.settings.clock_leeway)
+        self.waiting = FederatedSignIns(services.database.engine)
+
+    @property
+    def providers(self) -> tuple[IdentityProvider, ...]:
+        return self.settings.identity_providers
+
+    # -- start ------------------------------------------------------------------------------------
+
+    async def start(self, request: Request) -> Response:
+        """``POST /login/start/NAME``: a login page's button."""
+        name = request.path_params["name"]
+        form = await self.sign_in.read_form(request)
+        if name not in self.rp.providers:
+            return await self._failed(request, name, Refused("unknown_provider", 404, "no such identity provider"))
+        if not self.sign_in.csrf_ok(request, form, "login"):
+            return await self._failed(request, name, Refused("csrf", 403, "the form's CSRF token is missing or "
+                                                                          "wrong; go back and start again"))
+        request_id = str(form.get("request_id", ""))
+        params = await self.services.sessions.load_request(request_id)
+        if params is None:
+            return await self._failed(request, name, Refused("request_expired", 400, "this sign-in request has "
+                                                                                     "expired; start again"))
+        return await self.begin(request, name, request_id, params)
+
+    async def begin(self, request: Request, name: str, request_id: str, params: dict[str, Any]) -> Response:
+        """Send the browser to provider ``name`` to sign in for the pending authorization request ``request_id``."""
+        try:
+            url, pending = await self.rp.start(name, prompt=params.get("prompt"), max_age=params.get("max_age"))
+        except ValueError as exc:  # /authorize validated both; kept as a refusal, never a 500
+            return await self._failed(request, name, Refused("bad_request", 400, str(exc)))
+        except SignInFailed as exc:
+            return await self._failed(request, name, exc)
+        browser = request.cookies.get(self.cookies.signin)
+        if not browser or len(browser) < MIN_PRE_SESSION:
+            browser = new_handle()
+        kept = {"nonce": pending.nonce, "code_verifier": pending.code_verifier, "created_at": pending.created_at,
+                "max_age": pending.max_age, "request_id": request_id}
+        await self.waiting.save(pending.state, name, browser, kept, PENDING_TTL)
+        response = protect(RedirectResponse(url, status_code=303))
+        self.cookies.set(response, self.cookies.signin, browser, PENDING_TTL)
+        return response
+
+    # -- callback ---------------------------------------------------------------------------------
+
+    async def callback(self, request: Request) -> Response:
+        """``GET /login/callback/NAME``: the provider's authorization response (RFC 6749 §4.1.2)."""
+        name = request.path_params["name"]
+        try:
+            if name not in self.rp.providers:
+                raise Refused("unknown_provider", 404, "no such identity provider")
+            query = self._parameters(request)
+            state = query.get("state")
+            if not state:
+                raise Refused("state_missing", 400, "the response carries no state")
+            waiting = await self.waiting.take(state, request.cookies.get(self.cookies.signin))
+            if waiting == "foreign":
+                raise Refused("state_foreign", 400, "this response belongs to a sign-in another browser started")
+            if waiting == "unknown":
+                raise Refused("state_unknown", 400, "this sign-in is unknown, used already, or expired; start again")
+            if waiting.idp != name:
+                raise Refused("wrong_callback", 400, f"this sign-in was sent to {waiting.idp}, but the answer came "
+                                                     f"back as {name}'s (mix-up refused)")
+            kept = waiting.kept
+            pending = PendingSignIn(name, state, kept["nonce"], kept["code_verifier"], float(kept["created_at"]),
+                                    kept["max_age"])
+            identity = await self.rp.finish(pending, query)
+            user = await self.services.users.upsert_federated(
+                name, identity.issuer, identity.subject, identity.username, identity.email, identity.name,
+                identity.groups, identity.extra_claims)
+        except UserDisabled:
+            return await self._failed(request, name, Refused("user_disabled", 403, "this user is disabled here"))
+        except ProfileRefused as exc:
+            return await self._failed(request, name, Refused("profile_refused", 403, shown(exc.reason)))
+        except (Refused, SignInFailed) as exc:
+            return await self._failed(request, name, exc)
+        await self.services.record("signin.succeeded", user=user.user_id, username=user.username, idp=name,
+                                   method="oidc")
+        request_id = kept.get("request_id")
+        response = protect(RedirectResponse(f"/authorize/consent?{urlencode({'request_id': request_id})}", 303))
+        await self.sign_in.start_session(request, response, user)
+        return response
+
+    def _parameters(self, request: Request) -> dict[str, str]:
+        items = request.query_params.multi_items()
+        if len(items) > MAX_CALLBACK_PARAMETERS:
+            raise Refused("too_many_parameters", 400, "the response carries too many parameters")
+        seen: dict[str, str] = {}
+        for key, value in items:
+            if key in seen:  # RFC 6749 §3.1: never more than once; which one would count is the attack
+                raise Refused("repeated_parameter", 400, f"the response repeats {shown(key)!r}")
+            seen[key] = value
+        return seen
+
+    # -- failure ----------------------------------------------------------------------------------
+
+    async def _failed(self, request: Request, name: str, exc: Refused | SignInFailed) -> Response:
+        provider = self.rp.providers.get(name)
+        idp = provider.name if provider is not None else shown(name)[:64]
+        title = provider.title if provider is not None else idp
+        status = exc.status if isinstance(exc, Refused) else _status(exc)
+        fields: dict[str, Any] = {"reason": exc.reason, "idp": idp}
+        error = getattr(exc, "error", None)
+        if error is not None:
+            fields["error"] = error
+        if isinstance(exc, ProviderUnavailable):
+            # Start-up never waits for a provider; each use tries again (deputy.federation.discovery).
+            log.warning("identity provider %s unusable (%s): %s", idp, exc.reason, exc.detail)
+        await self.services.record("signin.failed", **fields)
+        return render("error.html", status=status, title=f"Sign-in through {title} failed", error=exc.reason,
+                      description=exc.detail)
+
+
+def _status(exc: SignInFailed) -> int:
+    if isinstance(exc, ProviderUnavailable):
+        return 502  # the provider, an upstream of this sign-in, failed
+    if isinstance(exc, IdTokenRefused | NotAdmitted):
+        return 403
+    return 403 if getattr(exc, "error", None) is not None else 400
+
