@@ -7,7 +7,7 @@ its class:
 ====  =========================================================================================================
  1    anything else (a bug): its type and message, and how to see the traceback
  2    the configuration: a bad or missing value, no configuration at all, a policy directory or stdio command
-      that does not exist
+      that does not exist, policies that cannot be used
  3    the database: unreachable (refused, unresolvable, timed out) or refusing the credentials or the database
  4    an address to listen on is in use or cannot be bound
  5    the data directory cannot be written
@@ -34,6 +34,7 @@ from deputy.audit.settings import AuditOriginMismatch
 from deputy.cli.terminal_text import line, operator_console
 from deputy.config_values import ConfigError
 from deputy.display_text import visible
+from deputy.policy.sources import PolicyLoadError
 
 EXIT_OTHER = 1
 EXIT_CONFIG = 2
@@ -42,6 +43,7 @@ EXIT_ADDRESS = 4
 EXIT_DATA_DIR = 5
 EXIT_AUDIT_ORIGIN = 6
 
+MAX_PROBLEMS = 5  # of an unusable policy set's, on the one line
 MAX_CAUSE = 300  # characters of a driver's message shown; a server may send a long one
 DEBUG_HINT = "run with --log-level debug (or DEPUTY_LOG_LEVEL=debug) for the traceback"
 
@@ -103,6 +105,11 @@ def describe(exc: BaseException, database_url: str | None = None) -> StartupFail
         return exc
     if isinstance(exc, ConfigError):
         return StartupFailure(EXIT_CONFIG, str(exc))
+    if isinstance(exc, PolicyLoadError):
+        problems = "; ".join(str(problem) for problem in exc.problems[:MAX_PROBLEMS])
+        more = f" (and {len(exc.problems) - MAX_PROBLEMS} more)" if len(exc.problems) > MAX_PROBLEMS else ""
+        return StartupFailure(EXIT_CONFIG, f"policies cannot be used: {problems}{more}; correct them (`deputy policy "
+                                           "validate` lists every problem)")
     if isinstance(exc, AuditOriginMismatch):
         return StartupFailure(EXIT_AUDIT_ORIGIN, str(exc))
     if isinstance(exc, SQLAlchemyError) and database_url is not None:

@@ -166,3 +166,11 @@ def test_an_explicit_origin_for_another_log_is_one_line(tmp_path: Path) -> None:
     config = _config(tmp_path, port, server='\n[audit]\norigin = "elsewhere.example/deputy-audit"\n')
     _assert_one_line(_deputy("serve", "--config", str(config), cwd=tmp_path), 6,
                      "elsewhere.example/deputy-audit", f"127.0.0.1:{port}/deputy-audit", "remove audit.origin")
+
+
+def test_policies_that_cannot_be_used(tmp_path: Path) -> None:
+    (tmp_path / "policies").mkdir()
+    (tmp_path / "policies" / "broken.cedar").write_text("permit(principal, action, resource)\n")  # no ';'
+    config = _config(tmp_path, free_port(), server='policies = "policies"\n')
+    _assert_one_line(_deputy("serve", "--config", str(config), cwd=tmp_path), 2,
+                     "policies cannot be used", "broken.cedar:1:", "deputy policy validate")
