@@ -131,10 +131,11 @@ client_secret = "{CONFIDENTIAL_SECRET}"
 
 @contextmanager
 def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "",
-                   preexec_fn: Callable[[], None] | None = None, public_host: str = "127.0.0.1"
-                   ) -> Iterator[RunningDeputy]:
-    """`deputy serve` on a free port; `preexec_fn` runs in the child before it starts (e.g. to set rlimits)."""
-    port = free_port()
+                   preexec_fn: Callable[[], None] | None = None, public_host: str = "127.0.0.1",
+                   port: int | None = None) -> Iterator[RunningDeputy]:
+    """`deputy serve` on `port` (default: a free one); `preexec_fn` runs in the child before it starts (e.g. to set
+    rlimits)."""
+    port = port or free_port()
     config = directory / "deputy.toml"
     write_config(config, port, upstream_url, extra_config, public_host)
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(directory / "data"),
