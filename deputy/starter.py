@@ -23,6 +23,7 @@ host = "127.0.0.1"                                                  # (DEPUTY_HO
 port = 8000                                                         # (DEPUTY_PORT)
 data_dir = ".deputy"      # SQLite database and keys, files 0600      (DEPUTY_DATA_DIR)
 # database_url = "postgresql+asyncpg://deputy@127.0.0.1:5432/deputy" # (DEPUTY_DATABASE_URL)
+# local_users = true      # Deputy's own password users; default: true without [[identity_providers]], else false
 
 [tokens]
 access_token_ttl = 600        # seconds; access tokens are short-lived JWTs (RFC 9068)
@@ -105,6 +106,19 @@ token_ttl = 300               # seconds an exchanged token may live, at most
 # token_endpoint_auth_method = "none"   # or client_secret_basic / client_secret_post + client_secret
 # grant_types = ["authorization_code", "refresh_token"]  # + "client_credentials",
 #               "urn:ietf:params:oauth:grant-type:token-exchange" (confidential clients only)
+
+# Sign in with the organisation's OpenID Provider (one button each on the login page).
+# Register the redirect URI {public_url}/login/callback/NAME at the provider.
+# [[identity_providers]]
+# name = "corp"                       # in URLs: a-z, 0-9, -
+# title = "Sign in with Corp"
+# issuer = "https://login.corp.example"   # exactly as its discovery document says
+# client_id = "deputy"
+# client_secret = { env = "CORP_OIDC_SECRET" }   # or private_key_file = "corp-key.pem" (private_key_jwt)
+# scopes = ["openid", "email", "profile"]
+# groups_claim = "groups"
+# allowed_email_domains = ["corp.example"]
+# required_groups = ["staff"]         # a member of any one of them may sign in
 '''
 
 
