@@ -19,6 +19,7 @@ from deputy.audit.note import NoteError, NoteSigner, NoteVerifier
 from deputy.audit.settings import load_log_keys, load_or_create_signer, retired_keys
 from deputy.audit.verify.readonly import DatabaseMissing, open_readonly
 from deputy.cli.common import err, settings_or_exit
+from deputy.cli.failures import StartupFailure, database_failure, exit_on_failure
 from deputy.cli.terminal_text import line
 from deputy.config import Settings
 from deputy.storage.db import Database
@@ -65,12 +66,18 @@ def run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
     async def main() -> T:
         database = Database(settings.database_url)
         try:
-            await database.migrate()
+            try:
+                await database.migrate()
+            except SQLAlchemyError as exc:
+                raise database_failure(exc, settings.database_url) from exc
             return await work(AuditLog(database.engine, settings.audit, signer, retired))
         finally:
             await database.dispose()
 
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except StartupFailure as exc:  # the database cannot be used: one line and exit 3 (deputy.cli.failures)
+        exit_on_failure(exc, settings.telemetry.log_level)
 
 
 def run_readonly(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:

@@ -9,7 +9,8 @@ its class:
  2    the configuration: a bad or missing value, no configuration at all, a policy directory or stdio command
       that does not exist, policies that cannot be used
  3    the database: unreachable (refused, unresolvable, timed out) or refusing the credentials or the database
- 4    an address to listen on is in use or cannot be bound
+ 4    an address to listen on (the public one, the demo upstream's, ``metrics.listen``) is in use or cannot be
+      bound
  5    the data directory cannot be written
  6    ``[audit] origin`` names another log than the data directory's audit key
 ====  =========================================================================================================
@@ -35,6 +36,7 @@ from deputy.cli.terminal_text import line, operator_console
 from deputy.config_values import ConfigError
 from deputy.display_text import visible
 from deputy.policy.sources import PolicyLoadError
+from deputy.telemetry.metrics_listener import MetricsListenerError
 
 EXIT_OTHER = 1
 EXIT_CONFIG = 2
@@ -110,6 +112,8 @@ def describe(exc: BaseException, database_url: str | None = None) -> StartupFail
         more = f" (and {len(exc.problems) - MAX_PROBLEMS} more)" if len(exc.problems) > MAX_PROBLEMS else ""
         return StartupFailure(EXIT_CONFIG, f"policies cannot be used: {problems}{more}; correct them (`deputy policy "
                                            "validate` lists every problem)")
+    if isinstance(exc, MetricsListenerError):
+        return StartupFailure(EXIT_ADDRESS, f"{exc}; free it, or set metrics.listen to another address")
     if isinstance(exc, AuditOriginMismatch):
         return StartupFailure(EXIT_AUDIT_ORIGIN, str(exc))
     if isinstance(exc, SQLAlchemyError) and database_url is not None:

@@ -88,9 +88,10 @@ def test_postgresql_refuses_the_role(tmp_path: Path) -> None:
     assert "secret-pw" not in line
 
 
-def test_users_list_with_no_database(tmp_path: Path, closed_port: int) -> None:
+@pytest.mark.parametrize("command", [("users", "list"), ("approvals", "list"), ("audit", "tail")])
+def test_admin_commands_with_no_database(tmp_path: Path, closed_port: int, command: tuple[str, str]) -> None:
     config = _config(tmp_path, free_port(), f'database_url = "{CLOSED_PORT_DB.format(port=closed_port)}"')
-    _assert_one_line(_deputy("users", "list", "--config", str(config), cwd=tmp_path), 3, "cannot reach the database")
+    _assert_one_line(_deputy(*command, "--config", str(config), cwd=tmp_path), 3, "cannot reach the database")
 
 
 def test_port_in_use(tmp_path: Path) -> None:
@@ -174,3 +175,13 @@ def test_policies_that_cannot_be_used(tmp_path: Path) -> None:
     config = _config(tmp_path, free_port(), server='policies = "policies"\n')
     _assert_one_line(_deputy("serve", "--config", str(config), cwd=tmp_path), 2,
                      "policies cannot be used", "broken.cedar:1:", "deputy policy validate")
+
+
+def test_metrics_address_in_use(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = _config(tmp_path, free_port(), f'[metrics]\nlisten = "127.0.0.1:{port}"\n')
+        _assert_one_line(_deputy("serve", "--config", str(config), cwd=tmp_path), 4,
+                         f"metrics.listen 127.0.0.1:{port}", "metrics.listen to another address")
