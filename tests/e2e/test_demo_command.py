@@ -114,6 +114,8 @@ def test_two_demos_side_by_side_then_admin_commands_without_a_configuration(tmp_
         result = _admin(first, *args)
         assert result.returncode == 0, (args, result.stdout, result.stderr)
     assert "alice" in _admin(first, "users", "list").stdout
+    explained = _admin(first, "policy", "explain", "no-such-decision")
+    assert "no decision no-such-decision in the audit log" in explained.stdout + explained.stderr, explained
 
 
 def test_a_demo_port_in_use_is_one_line_before_the_banner(tmp_path: Path) -> None:
