@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -111,9 +112,11 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                 await gateway.policy.start()  # an unusable policy set stops start-up here
             await revocations.start()
             services.metrics.revocation_staleness.set_function(revocations.staleness)
+            warm_up = asyncio.create_task(federated.warm_up())  # a provider that is down only warns
             try:
                 yield
             finally:
+                warm_up.cancel()
                 await revocations.stop()
                 if gateway.policy is not None:
                     await gateway.policy.stop()

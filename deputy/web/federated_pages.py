@@ -20,6 +20,7 @@ signs nobody in. Success writes ``signin.succeeded``, starts the login session a
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import urlencode
@@ -66,6 +67,17 @@ class FederatedPages:
     @property
     def providers(self) -> tuple[IdentityProvider, ...]:
         return self.settings.identity_providers
+
+    async def warm_up(self) -> None:
+        """At start, fetch each provider's discovery document once, in the background: a provider that is down is a
+        warning, never a failed start (each sign-in through it tries again)."""
+        async def one(provider: IdentityProvider) -> None:
+            try:
+                await self.rp.discovery.metadata(provider)
+            except ProviderUnavailable as exc:
+                log.warning("identity provider %s unusable at start (%s): %s; tried again at each sign-in",
+                            provider.name, exc.reason, exc.detail)
+        await asyncio.gather(*(one(provider) for provider in self.providers))
 
     # -- start ------------------------------------------------------------------------------------
 

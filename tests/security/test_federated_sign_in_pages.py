@@ -9,6 +9,7 @@ browser signed out.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import json
@@ -358,3 +359,15 @@ async def test_a_provider_that_is_down_is_named_on_the_page(fed_deputy: RunningD
         await assert_refused(fed_deputy, browser, response, "gamma", "discovery_failed", 502)
         assert "Gamma" in page_text(response.text)
         assert (await browser.get(f"{fed_deputy.url}/healthz")).status_code == 200
+
+
+async def test_a_provider_that_is_down_at_start_is_a_warning(fed_deputy: RunningDeputy) -> None:
+    """Deputy started (the fixture's health check answered) and says once that gamma was down."""
+    log = fed_deputy.data_dir.parent / "deputy.log"
+    for _ in range(300):  # the warm-up runs in the background after start: wait for its line, bounded
+        if "identity provider gamma unusable at start (discovery_failed)" in log.read_text(errors="replace"):
+            break
+        await asyncio.sleep(0.05)
+    text = log.read_text(errors="replace")
+    assert "identity provider gamma unusable at start (discovery_failed)" in text, text[-2000:]
+    assert "Traceback" not in text
