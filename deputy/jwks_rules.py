@@ -7,7 +7,9 @@ One home for the rules that both the configuration (``[[clients]]`` ``jwks``, ``
 - the asymmetric algorithm allow-list (RFC 7518 §3, RFC 8037 §3.1, RFC 9864): never ``none`` or an HMAC, which a
   public key would otherwise "verify"; Ed25519 goes by its fully specified name, the deprecated ``EdDSA`` is
   accepted but never advertised;
-- a JWK Set (RFC 7517 §5) holds public asymmetric keys only, RSA ones of at least :data:`MIN_RSA_BITS`.
+- a JWK Set (RFC 7517 §5) holds public asymmetric keys only, RSA ones of at least :data:`MIN_RSA_BITS`;
+- which keys of a set may have made a signature (:func:`candidate_keys`), for client assertions, trusted issuers'
+  tokens and identity providers' ID tokens alike.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from joserfc.errors import JoseError
-from joserfc.jwk import JWKRegistry, RSAKey
+from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 MIN_RSA_BITS = 2048
 # Algorithm → (key type, curve); a key of another type never verifies (no algorithm confusion).
@@ -32,6 +34,7 @@ DEPRECATED_ALGORITHMS = frozenset({"EdDSA"})
 ADVERTISED_ALGORITHMS = tuple(alg for alg in ALGORITHMS if alg not in DEPRECATED_ALGORITHMS)
 # Names of one signature algorithm: a key registered with ``"alg": "EdDSA"`` verifies ``Ed25519`` and back.
 SAME_SIGNATURE = {"EdDSA": "Ed25519"}
+VerifyingKey = ECKey | RSAKey | OKPKey
 
 
 class JwksError(ValueError):
@@ -62,3 +65,37 @@ def check_client_jwks(value: Any) -> dict[str, Any]:
         if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
             raise JwksError(f"RSA keys must have at least {MIN_RSA_BITS} bits", index)
     return value
+
+
+def candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None,
+                   algorithms: Mapping[str, tuple[str, str | None]] = ALGORITHMS) -> list[VerifyingKey]:
+    """The public keys of ``jwks`` that may have made a signature with ``algorithm`` (one of ``algorithms``; and
+    ``kid``, when given): the key type and curve the algorithm needs, ``use`` absent or ``sig``, ``alg`` absent or
+    the same signature, RSA of at least :data:`MIN_RSA_BITS`."""
+    if algorithm not in algorithms:
+        return []
+    key_type, curve = algorithms[algorithm]
+    found: list[VerifyingKey] = []
+    for data in jwks.get("keys", []):
+        if not isinstance(data, dict) or data.get("kty") != key_type or "d" in data:
+            continue
+        if kid is not None and data.get("kid") != kid:
+            continue
+        if data.get("use", "sig") != "sig" or _signature(data.get("alg", algorithm)) != _signature(algorithm):
+            continue
+        if curve is not None and data.get("crv") != curve:
+            continue
+        try:
+            # "alg" was matched above, by signature; left in, the library would compare the names again.
+            key = JWKRegistry.import_key({name: value for name, value in data.items() if name != "alg"})
+        except (JoseError, ValueError, TypeError, KeyError):
+            continue
+        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
+            continue
+        if isinstance(key, ECKey | RSAKey | OKPKey):
+            found.append(key)
+    return found
+
+
+def _signature(algorithm: object) -> object:
+    return SAME_SIGNATURE.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm

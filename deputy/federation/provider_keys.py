@@ -11,9 +11,9 @@ at least 2048 bits. A set holding a private or a symmetric key is refused whole 
 private key, or a symmetric one anyone can sign with, is not one whose signatures mean anything. While a refresh
 fails, the set already held stays in use; with none held, the sign-in fails with ``keys_unavailable``.
 
-Which keys may have made a signature (:func:`candidate_keys`): the key type and curve the algorithm needs
-(:data:`ID_TOKEN_ALGORITHMS`; an RSA key never checks an EC algorithm, no key ever an HMAC), ``use`` absent or
-``sig``, the key's own ``alg``, when it has one, the token's, and the token's ``kid`` when it names one.
+Which keys may have made a signature is :func:`deputy.jwks_rules.candidate_keys`, given the algorithms an ID token
+may use (:data:`ID_TOKEN_ALGORITHMS`; an RSA key never checks an EC algorithm, no key ever an HMAC): ``use`` absent
+or ``sig``, the key's own ``alg``, when it has one, the token's, and the token's ``kid`` when it names one.
 """
 
 from __future__ import annotations
@@ -22,14 +22,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
-
 from deputy import clock
 from deputy.config_identity_providers import IdentityProvider
 from deputy.federation.errors import ProviderUnavailable
 from deputy.federation.provider_http import ProviderHttp, ProviderHttpError
-from deputy.jwks_rules import MIN_RSA_BITS, SAME_SIGNATURE, JwksError, check_client_jwks
+from deputy.jwks_rules import JwksError, VerifyingKey, candidate_keys, check_client_jwks
 
 JWKS_MAX_BYTES = 64 * 1024
 KEYS_TTL = 3600.0
@@ -43,7 +40,6 @@ ID_TOKEN_ALGORITHMS: Mapping[str, tuple[str, str | None]] = {
     "EdDSA": ("OKP", "Ed25519"),  # RFC 8037; Ed448 is not accepted
     "Ed25519": ("OKP", "Ed25519"),  # RFC 9864's fully specified name
 }
-VerifyingKey = ECKey | RSAKey | OKPKey
 
 
 @dataclass(slots=True)
@@ -70,7 +66,7 @@ class ProviderKeys:
         held = self._held.get(provider.name)
         if held is None or clock.monotonic() - held.fetched_at >= self.ttl:
             held = await self._fetch(provider, jwks_uri, held)
-        found = candidate_keys(held.jwks, algorithm, kid)
+        found = candidate_keys(held.jwks, algorithm, kid, ID_TOKEN_ALGORITHMS)
         if found:
             return found
         now = clock.monotonic()
@@ -78,7 +74,7 @@ class ProviderKeys:
             return []
         held.refetched_at = now  # before the fetch: concurrent tokens with unknown kids wait for the next interval
         held = await self._fetch(provider, jwks_uri, held)
-        return candidate_keys(held.jwks, algorithm, kid)
+        return candidate_keys(held.jwks, algorithm, kid, ID_TOKEN_ALGORITHMS)
 
     async def _fetch(self, provider: IdentityProvider, jwks_uri: str, held: _Held | None) -> _Held:
         self.fetches += 1
@@ -95,34 +91,3 @@ class ProviderKeys:
         fresh = _Held(jwks, clock.monotonic(), held.refetched_at if held is not None else None)
         self._held[provider.name] = fresh
         return fresh
-
-
-def candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> list[VerifyingKey]:
-    """The keys of ``jwks`` that may have made a signature with ``algorithm`` (and ``kid``, when given)."""
-    if algorithm not in ID_TOKEN_ALGORITHMS:
-        return []
-    key_type, curve = ID_TOKEN_ALGORITHMS[algorithm]
-    found: list[VerifyingKey] = []
-    for data in jwks.get("keys", []):
-        if not isinstance(data, dict) or data.get("kty") != key_type or "d" in data:
-            continue
-        if (kid is not None and data.get("kid") != kid) or data.get("use", "sig") != "sig":
-            continue
-        if _signature(data.get("alg", algorithm)) != _signature(algorithm):
-            continue
-        if curve is not None and data.get("crv") != curve:
-            continue
-        try:
-            # "alg" was matched above, by signature; left in, the library would compare the names again.
-            key = JWKRegistry.import_key({name: value for name, value in data.items() if name != "alg"})
-        except (JoseError, ValueError, TypeError, KeyError):
-            continue
-        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
-            continue
-        if isinstance(key, ECKey | RSAKey | OKPKey):
-            found.append(key)
-    return found
-
-
-def _signature(algorithm: object) -> object:
-    return SAME_SIGNATURE.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm

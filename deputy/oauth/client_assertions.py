@@ -32,13 +32,12 @@ from typing import Any
 
 from joserfc import jws, jwt
 from joserfc.errors import JoseError, SecurityWarning
-from joserfc.jwk import ECKey, JWKRegistry, OKPKey, RSAKey
 
 from deputy import bounded_json
 from deputy.jwks_rules import ADVERTISED_ALGORITHMS as ADVERTISED_ALGORITHMS
 from deputy.jwks_rules import ALGORITHMS as ALGORITHMS
-from deputy.jwks_rules import MIN_RSA_BITS, SAME_SIGNATURE
 from deputy.jwks_rules import JwksError as JwksError
+from deputy.jwks_rules import candidate_keys as candidate_keys
 from deputy.jwks_rules import check_client_jwks as check_client_jwks
 from deputy.numeric_date import is_time
 from deputy.oauth.client_keys import ClientKeys
@@ -138,35 +137,6 @@ def _verified_claims(assertion: str, jwks: Mapping[str, Any]) -> dict[str, Any]:
             continue
         return dict(claims)
     raise UnknownSigningKey("client_assertion is not signed by a key the client registered")
-
-
-def candidate_keys(jwks: Mapping[str, Any], algorithm: str, kid: str | None) -> list[ECKey | RSAKey | OKPKey]:
-    """Registered keys that may have made a signature with ``algorithm`` (and ``kid``, when given)."""
-    key_type, curve = ALGORITHMS[algorithm]
-    found: list[ECKey | RSAKey | OKPKey] = []
-    for data in jwks.get("keys", []):
-        if not isinstance(data, dict) or data.get("kty") != key_type or "d" in data:
-            continue
-        if kid is not None and data.get("kid") != kid:
-            continue
-        if data.get("use", "sig") != "sig" or _signature(data.get("alg", algorithm)) != _signature(algorithm):
-            continue
-        if curve is not None and data.get("crv") != curve:
-            continue
-        try:
-            # "alg" was matched above, by signature; left in, the library would compare the names again.
-            key = JWKRegistry.import_key({name: value for name, value in data.items() if name != "alg"})
-        except (JoseError, ValueError, TypeError, KeyError):
-            continue
-        if isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS:
-            continue
-        if isinstance(key, ECKey | RSAKey | OKPKey):
-            found.append(key)
-    return found
-
-
-def _signature(algorithm: object) -> object:
-    return SAME_SIGNATURE.get(algorithm, algorithm) if isinstance(algorithm, str) else algorithm
 
 
 def require_assertion_type(form: Mapping[str, str]) -> str:
