@@ -301,7 +301,7 @@ class AuthorizationEndpoint:
         """The login page; with one identity provider and no local users, that provider's sign-in at once."""
         providers = self.settings.identity_providers
         if len(providers) == 1 and not self.settings.local_users:
-            return await self.federated.begin(request, providers[0].name, request_id, params)
+            return await self.federated.begin(request, providers[0].name, {"request_id": request_id}, params)
         return self._login_page(request, request_id, client, params)
 
     def _login_page(

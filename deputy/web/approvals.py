@@ -26,6 +26,7 @@ from deputy.services import Services
 from deputy.storage.approvals import Approval, ApprovalRefused, Status
 from deputy.storage.sessions import LoginSession
 from deputy.storage.users import User
+from deputy.web.federated_pages import START_PATH
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
 
@@ -125,9 +126,12 @@ class ApprovalPages:
     def _sign_in_page(self, request: Request, approval_id: str, error: str | None = None,
                       status: int = 200) -> Response:
         csrf, pre_session = self.sign_in.csrf_token(request, "login")
+        settings = self.services.settings
         response = render("login.html", status=status, title="Sign in", csrf_token=csrf, request_id=None,
                           purpose="Sign in to see a call that waits for approval.", error=error,
-                          action=self._path(approval_id) + "/sign-in")
+                          action=self._path(approval_id) + "/sign-in", password_form=settings.local_users,
+                          approval_id=approval_id,
+                          providers=[(p.title, START_PATH + p.name) for p in settings.identity_providers])
         self.sign_in.set_pre_session(response, pre_session)
         return response
 

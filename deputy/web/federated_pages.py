@@ -6,7 +6,8 @@ sign-in in the browser: RFC 9700 §4.7.1 login CSRF): the form's CSRF token is c
 request, and the sign-in it starts waits server-side (:mod:`deputy.storage.federated_signins`) bound to this
 browser by a random cookie, with the pending authorization request it continues. ``prompt`` and ``max_age`` of the
 MCP client's authorization request are sent on (Core §3.1.2.1). With one provider and no local users,
-``/authorize`` starts here at once (:meth:`FederatedPages.begin`).
+``/authorize`` starts here at once (:meth:`FederatedPages.begin`). An approval page's sign-in
+(:mod:`deputy.web.approvals`) offers the same buttons, and its sign-in returns to that approval page.
 
 **Callback** (``GET /login/callback/NAME``, the redirect URI registered at the provider), refused in this order:
 a repeated parameter (RFC 6749 §3.1); a ``state`` not waiting (unknown, used or expired) or started by another
@@ -15,7 +16,7 @@ started with another provider than the path names (RFC 9700 §4.4.2, mix-up: one
 the relying party's checks (RFC 9207 ``iss``, ``error``, the ID token, admission); a disabled user. Each ends on a
 page naming the provider and the reason, writes ``signin.failed`` (``reason``, ``idp``; never a code or token) and
 signs nobody in. Success writes ``signin.succeeded``, starts the login session as a password sign-in does
-(:meth:`deputy.web.sign_in.SignIn.start_session`) and continues to Deputy's consent page.
+(:meth:`deputy.web.sign_in.SignIn.start_session`) and continues to Deputy's consent page (or the approval page).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -32,6 +33,7 @@ from deputy.config_identity_providers import IdentityProvider
 from deputy.federation.errors import IdTokenRefused, NotAdmitted, ProviderUnavailable, SignInFailed, shown
 from deputy.federation.relying_party import PENDING_TTL, PendingSignIn, RelyingParty
 from deputy.handles import new_handle
+from deputy.page_paths import APPROVAL_PAGE
 from deputy.services import Services
 from deputy.storage.federated_signins import FederatedSignIns
 from deputy.storage.federated_users import ProfileRefused
@@ -90,15 +92,19 @@ class FederatedPages:
         if not self.sign_in.csrf_ok(request, form, "login"):
             return await self._failed(request, name, Refused("csrf", 403, "the form's CSRF token is missing or "
                                                                           "wrong; go back and start again"))
+        approval_id = str(form.get("approval_id", ""))
+        if approval_id and "request_id" not in form:  # the sign-in of an approval page: back there after
+            return await self.begin(request, name, {"approval_id": approval_id}, {})
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
         if params is None:
             return await self._failed(request, name, Refused("request_expired", 400, "this sign-in request has "
                                                                                      "expired; start again"))
-        return await self.begin(request, name, request_id, params)
+        return await self.begin(request, name, {"request_id": request_id}, params)
 
-    async def begin(self, request: Request, name: str, request_id: str, params: dict[str, Any]) -> Response:
-        """Send the browser to provider ``name`` to sign in for the pending authorization request ``request_id``."""
+    async def begin(self, request: Request, name: str, then: dict[str, str], params: dict[str, Any]) -> Response:
+        """Send the browser to provider ``name`` to sign in, then on to ``then``: the pending authorization request
+        (``request_id``, whose ``params`` may ask for ``prompt``/``max_age``) or an approval page (``approval_id``)."""
         try:
             url, pending = await self.rp.start(name, prompt=params.get("prompt"), max_age=params.get("max_age"))
         except ValueError as exc:  # /authorize validated both; kept as a refusal, never a 500
@@ -109,7 +115,7 @@ class FederatedPages:
         if not browser or len(browser) < MIN_PRE_SESSION:
             browser = new_handle()
         kept = {"nonce": pending.nonce, "code_verifier": pending.code_verifier, "created_at": pending.created_at,
-                "max_age": pending.max_age, "request_id": request_id}
+                "max_age": pending.max_age, **then}
         await self.waiting.save(pending.state, name, browser, kept, PENDING_TTL)
         response = protect(RedirectResponse(url, status_code=303))
         self.cookies.set(response, self.cookies.signin, browser, PENDING_TTL)
@@ -150,8 +156,12 @@ class FederatedPages:
             return await self._failed(request, name, exc)
         await self.services.record("signin.succeeded", user=user.user_id, username=user.username, idp=name,
                                    method="oidc")
-        request_id = kept.get("request_id")
-        response = protect(RedirectResponse(f"/authorize/consent?{urlencode({'request_id': request_id})}", 303))
+        approval_id = kept.get("approval_id")
+        if approval_id is not None:  # one path segment, whatever the form said: never another page or host
+            target = APPROVAL_PAGE + quote(str(approval_id), safe="")
+        else:
+            target = f"/authorize/consent?{urlencode({'request_id': kept.get('request_id', '')})}"
+        response = protect(RedirectResponse(target, 303))
         await self.sign_in.start_session(request, response, user)
         return response
 

@@ -192,6 +192,28 @@ async def test_one_provider_and_no_local_users_goes_straight_there(single_deputy
         assert consent.status_code == 200 and "Allow access?" in consent.text, "prompt=login satisfied: no loop"
 
 
+async def test_an_approval_pages_sign_in_offers_the_providers_and_returns_there(
+        fed_deputy: RunningDeputy, idps: tuple[HostileIdp, HostileIdp]) -> None:
+    alpha, _ = idps
+    for approval_id, expected in [("no-such-approval", "/approvals/no-such-approval"),
+                                  ("//evil.example/x?y", "/approvals/%2F%2Fevil.example%2Fx%3Fy")]:
+        async with httpx.AsyncClient(timeout=30) as browser:
+            page = await browser.get(f"{fed_deputy.url}/approvals/no-such-approval")
+            assert page.status_code == 200 and not any(f.has_password() for f in parse_forms(page.text))
+            [form] = [f for f in parse_forms(page.text) if f.action == "/login/start/alpha"]
+            assert form.fields["approval_id"] == "no-such-approval"
+            started = await browser.post(f"{fed_deputy.url}/login/start/alpha",
+                                         data={**form.data(), "approval_id": approval_id})
+            assert started.status_code == 303, started.text
+            sent = sent_parameters(started.headers["location"])
+            alpha.id_token = alpha.sign(valid_claims(alpha, sent, sub="approver-1", preferred_username="approver"))
+            back = await callback(browser, fed_deputy, "alpha", answer(alpha, sent))
+            assert back.status_code == 303 and back.headers["location"] == expected, "one path segment, never off"
+            assert signed_in(browser)
+            shown = await browser.get(f"{fed_deputy.url}/approvals/no-such-approval")
+            assert shown.status_code == 404 and "no such approval" in shown.text, "signed in: the page, not a login"
+
+
 # --- success ------------------------------------------------------------------------------------------------------
 
 async def test_a_valid_sign_in_lands_on_consent_signed_in(fed_deputy: RunningDeputy,
