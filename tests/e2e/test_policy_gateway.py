@@ -276,7 +276,7 @@ def test_policy_authors_check_against_the_live_server(setup: Setup) -> None:
     """`deputy policy validate|schema --server NAME` read the server's tools as the gateway does."""
     valid = setup.deputy.cli("policy", "validate", "--server", "guarded")
     assert valid.returncode == 0, valid.stderr
-    assert "5 policies" in valid.stdout and "valid against the schema of 4 tool(s)" in valid.stdout
+    assert "6 policies" in valid.stdout and "valid against the schema of 4 tool(s)" in valid.stdout
     broken = setup.deputy.cli("policy", "validate", "--server", "broken")
     assert broken.returncode == 1
     assert "broken.cedar:4:22" in broken.stderr and "input.volume" in broken.stderr

@@ -28,7 +28,7 @@ def run(*args: str) -> Any:
 def test_validate_accepts_the_demo_policies(tools_file: Path) -> None:
     result = run("validate", "--tools", str(tools_file), "--policies", str(DEMO_POLICIES))
     assert result.exit_code == 0, result.output
-    assert "5 policies in 2 file(s) are valid" in result.output
+    assert "6 policies in 2 file(s) are valid" in result.output
 
 
 def test_validate_names_file_line_column_and_exits_1(tools_file: Path, tmp_path: Path) -> None:
