@@ -284,7 +284,7 @@ def document_at(path: tuple[str | int, ...], key: str) -> dict[str, Any]:
     return dict(inner)
 
 
-@pytest.mark.parametrize(("path", "key"), [(path, key) for path, table in shaped(CONFIG) for key in table.keys],
+@pytest.mark.parametrize(("path", "key"), [(path, key) for path, table in shaped(CONFIG) for key in sorted(table.keys)],
                          ids=lambda value: dotted(value) if isinstance(value, tuple) else str(value))
 def test_a_typo_of_every_declared_key_is_refused_with_the_key_meant(path: tuple[str | int, ...], key: str) -> None:
     typo = key + key[-1]
