@@ -37,6 +37,7 @@ from starlette.responses import RedirectResponse, Response
 from deputy.clock import now
 from deputy.cookie_scope import redirect_shares_cookies
 from deputy.federation.relying_party import MAX_AGE_LIMIT, PROMPTS
+from deputy.handles import handle_hash
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import (
@@ -106,7 +107,7 @@ class AuthorizationEndpoint:
         params["redirect_uri_sent"] = "redirect_uri" in query
         request_id = await self.services.sessions.save_request(client.client_id, params, PENDING_REQUEST_TTL)
         session = await self._session(request)
-        if self._needs_sign_in(session, params):
+        if self._needs_sign_in(request, session, params):
             return await self._sign_in_page(request, request_id, client, params)
         assert session is not None
         return await self._consent_or_code(request, request_id, params, client, session)
@@ -149,7 +150,6 @@ class AuthorizationEndpoint:
             "resource": server.resource,
             "server": server.name,
             "scope": " ".join(sorted(scopes)),
-            "requested_at": now(),
         }
         # OpenID Connect Core §3.1.2.1: a fresh sign-in asked for, here and at the identity provider.
         prompt = one.get("prompt")
@@ -164,14 +164,16 @@ class AuthorizationEndpoint:
             validated["max_age"] = int(max_age)
         return validated
 
-    def _needs_sign_in(self, session: LoginSession | None, params: dict[str, Any]) -> bool:
-        """No session, or the client asked for a sign-in more recent than this one (prompt=login, max_age)."""
+    def _needs_sign_in(self, request: Request, session: LoginSession | None, params: dict[str, Any]) -> bool:
+        """No session, or the client asked for a sign-in more recent than this one (prompt=login, max_age) and
+        this session was not started for this very request (:meth:`SessionRepository.mark_signed_in`)."""
         if session is None:
             return True
-        if "login" in params.get("prompt", "").split() and session.auth_time < params.get("requested_at", 0):
-            return True
         max_age = params.get("max_age")
-        return max_age is not None and now() - session.auth_time > max_age
+        if "login" not in params.get("prompt", "").split() and (max_age is None or now() - session.auth_time < max_age):
+            return False
+        session_id = request.cookies.get(self.sign_in.cookies.session, "")
+        return params.get("signed_in_session") != handle_hash(session_id)
 
     # -- login ------------------------------------------------------------------------------------
 
@@ -188,7 +190,8 @@ class AuthorizationEndpoint:
                 response.headers["Retry-After"] = user.retry_after
             return response
         response = protect(RedirectResponse(f"/authorize/consent?{urlencode({'request_id': request_id})}", 303))
-        await self.sign_in.start_session(request, response, user)
+        session_id = await self.sign_in.start_session(request, response, user)
+        await self.services.sessions.mark_signed_in(request_id, session_id)
         return response
 
     # -- consent ----------------------------------------------------------------------------------
@@ -200,7 +203,7 @@ class AuthorizationEndpoint:
         if params is None or client is None or not client.is_active:
             return self._error_page(InvalidRequest, "this sign-in request has expired; start again")
         session = await self._session(request)
-        if self._needs_sign_in(session, params):
+        if self._needs_sign_in(request, session, params):
             return await self._sign_in_page(request, request_id, client, params)
         assert session is not None
         return await self._consent_or_code(request, request_id, params, client, session)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, delete, select
+from sqlalchemy import and_, delete, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.clock import now
@@ -62,6 +62,17 @@ class SessionRepository:
                 authorization_requests.c.request_id == request_id,
                 authorization_requests.c.expires_at >= now())))).first()
         return dict(row.params) if row is not None else None
+
+    async def mark_signed_in(self, request_id: str, session_id: str) -> None:
+        """Note that the person signed in for this pending request, with session ``session_id``: a ``prompt=login``
+        or ``max_age`` it carries is then satisfied by that session (and only by it)."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(select(authorization_requests.c.params).where(
+                authorization_requests.c.request_id == request_id))).first()
+            if row is not None:
+                await conn.execute(update(authorization_requests).where(
+                    authorization_requests.c.request_id == request_id).values(
+                    params={**dict(row.params), "signed_in_session": handle_hash(session_id)}))
 
     async def consume_request(self, request_id: str) -> bool:
         """Finish a pending request; only the first caller gets True (one code per request)."""

@@ -162,7 +162,9 @@ class FederatedPages:
         else:
             target = f"/authorize/consent?{urlencode({'request_id': kept.get('request_id', '')})}"
         response = protect(RedirectResponse(target, 303))
-        await self.sign_in.start_session(request, response, user)
+        session_id = await self.sign_in.start_session(request, response, user)
+        if approval_id is None:
+            await self.services.sessions.mark_signed_in(str(kept.get("request_id", "")), session_id)
         return response
 
     def _parameters(self, request: Request) -> dict[str, str]:

@@ -70,8 +70,9 @@ class SignIn:
         self.failed_logins.succeeded(address, name)
         return user
 
-    async def start_session(self, request: Request, response: Response, user: User) -> None:
-        """A new session for ``user``; the one this browser held before ends, and its pre-session cookie changes."""
+    async def start_session(self, request: Request, response: Response, user: User) -> str:
+        """A new session for ``user`` (its id); the one this browser held before ends, and its pre-session cookie
+        changes."""
         previous = request.cookies.get(self.cookies.session)
         if previous:
             await self.services.sessions.end(previous)
@@ -79,6 +80,7 @@ class SignIn:
         session_id = await self.services.sessions.start(user.user_id, ttl)
         self.cookies.set(response, self.cookies.session, session_id, ttl)
         self.cookies.set(response, self.cookies.csrf, new_handle(), PRE_SESSION_TTL)
+        return session_id
 
     async def session(self, request: Request) -> LoginSession | None:
         session_id = request.cookies.get(self.cookies.session)
