@@ -327,6 +327,20 @@ async def test_a_state_from_another_browser_is_refused_and_stays_its_owners(
         assert owner.status_code == 303, "refusing the foreign browser does not spend the owner's sign-in"
 
 
+async def test_the_same_answer_twice_at_once_signs_in_once(fed_deputy: RunningDeputy,
+                                                           idps: tuple[HostileIdp, HostileIdp]) -> None:
+    alpha, _ = idps
+    async with httpx.AsyncClient(timeout=30) as browser:
+        sent = await start(browser, fed_deputy, "alpha")
+        alpha.id_token = alpha.sign(valid_claims(alpha, sent, sub="racer", preferred_username="racer"))
+        query = answer(alpha, sent)
+        tokens_before = alpha.hits["token"]
+        first, second = await asyncio.gather(*(callback(browser, fed_deputy, "alpha", query) for _ in range(2)))
+        assert sorted([first.status_code, second.status_code]) == [303, 400]
+        assert "state_unknown" in (first if first.status_code == 400 else second).text
+        assert alpha.hits["token"] == tokens_before + 1, "the code was redeemed once"
+
+
 async def test_a_repeated_state_is_refused(fed_deputy: RunningDeputy, idps: tuple[HostileIdp, HostileIdp]) -> None:
     alpha, _ = idps
     async with httpx.AsyncClient(timeout=30) as browser:
