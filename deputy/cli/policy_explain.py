@@ -1,7 +1,8 @@
 """``deputy policy explain DECISION_ID``: why a call was allowed or refused, from the audit log.
 
 Every decision the gateway makes is an audit record (:mod:`deputy.gateway.audit_stage`):
-who asked (user, agent, the ordered actor chain, task, token), what (server, method, tool,
+who asked (user — with the attributes policy saw, ``context.user`` — agent, the ordered actor chain, task,
+token), what (server, method, tool,
 arguments as stored), and the answer (outcome, the policies that determined it, the
 policy-set and schema versions, errors). This command finds that record — newest records
 first, since the decisions people ask about are recent — and prints it with the text and
@@ -107,6 +108,9 @@ def explain(decision_id: Annotated[str, typer.Argument(metavar="DECISION_ID")], 
     table.add_row("outcome", shown(record["outcome"], "green" if record["outcome"] == "allow" else "red"))
     table.add_row("when", _when(int(record["time"])))
     table.add_row("user", shown(record.get("user")))
+    attributes = record.get("user_attributes")
+    if isinstance(attributes, dict):  # what policy saw of her (context.user), as her token carried it
+        table.add_row("user as policy saw her", shown(json.dumps(attributes, ensure_ascii=False, sort_keys=True)))
     table.add_row("agent", line(record.get("agent"), *((" (chain, current first: ", chain, ")") if chain else ())))
     if record.get("txn"):
         table.add_row("task (txn)", shown(record["txn"]))

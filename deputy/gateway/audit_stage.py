@@ -45,6 +45,7 @@ from deputy.gateway.jsonrpc import Category, McpMessage
 from deputy.gateway.principal import Principal
 from deputy.gateway.responses import INCOMPLETE
 from deputy.policy import Decision
+from deputy.policy.user_attributes import recorded_attributes
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,8 @@ class AuditStage:
         }
         if trace_id is not None:
             fields["trace_id"] = trace_id
+        if principal.user_attributes.idp:  # what policy saw of the user (deputy.policy.user_attributes)
+            fields["user_attributes"] = recorded_attributes(principal.user_attributes)
         try:
             fields.update(arguments_fields(operation.arguments, self.arguments))
             await self.log.append(new_record("decision", **fields))

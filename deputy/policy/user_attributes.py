@@ -111,6 +111,12 @@ def from_token_claims(claims: Mapping[str, Any]) -> UserAttributes:
         raise ValueError(exc.reason) from None
 
 
+def recorded_attributes(attributes: UserAttributes) -> dict[str, Any]:
+    """The attributes as a decision's audit record keeps them (optional field ``user_attributes``)."""
+    return {"idp": attributes.idp, "name": attributes.name, "email": attributes.email,
+            "groups": sorted(attributes.groups), "claims": dict(sorted(attributes.claims.items()))}
+
+
 def configured_claims(settings: Settings) -> tuple[str, ...]:
     """The extra claim names the schema types: every one any identity provider is configured to carry."""
     return tuple(sorted({name for provider in settings.identity_providers for name in provider.extra_claims}))

@@ -188,7 +188,13 @@ async def test_finance_is_permitted_and_engineering_denied(groups_deputy: Runnin
     fay, _ = await tokens_of(deputy, "fay", ["finance"])
     assert await call_add(deputy, fay) == {"result": 42}
     both, _ = await tokens_of(deputy, "bea", ["finance", "engineering"])
-    assert denied_by(await call_add(deputy, both)) == ["engineering-never"]
+    denied = await call_add(deputy, both)
+    assert denied_by(denied) == ["engineering-never"]
+    # The decision's audit record keeps what policy saw of her; `deputy policy explain` shows it.
+    explained = deputy.cli("policy", "explain", denied.error.data["decision_id"])
+    assert explained.returncode == 0, explained.stderr
+    assert "user as policy saw her" in explained.stdout and '"engineering", "finance"' in explained.stdout
+    assert '"idp": "corp"' in explained.stdout and "bea@example.com" in explained.stdout
 
 
 async def test_a_local_user_has_no_groups_and_her_attributes_still_type(groups_deputy: RunningDeputy) -> None:

@@ -149,6 +149,26 @@ def test_a_policy_the_schema_does_not_type_is_refused_at_load(tmp_path: Path, co
         engine(tmp_path, f'permit (principal, action == Deputy::Action::"pay", resource) when {{ {condition} }};')
 
 
+@pytest.mark.parametrize("condition", [
+    'context.user has grups && context.user.grups.contains("finance")',
+    'context.user.claims has departmnet && context.user.claims.departmnet == "treasury"',
+    'context.user.claims has "level"',  # not a configured claim
+    'context["user"] has email_address',
+])
+def test_a_has_test_that_can_never_be_true_is_refused_at_load(tmp_path: Path, condition: str) -> None:
+    """Cedar's validator types these as false and lets them through; a forbid with one would never forbid."""
+    with pytest.raises(PolicyLoadError, match="is never true"):
+        engine(tmp_path, f'forbid (principal, action, resource) when {{ {condition} }};\n'
+                         'permit (principal, action, resource);', ("department",))
+
+
+def test_has_tests_the_schema_allows_load(tmp_path: Path) -> None:
+    engine(tmp_path, 'forbid (principal, action, resource) when { context has user && context.user has groups && '
+                     'context.user.claims has department && context.user.claims.department == "x" };\n'
+                     'permit (principal, action == Deputy::Action::"pay", resource) when { context.input has amount };',
+           ("department",))
+
+
 def test_a_configured_claim_is_optional_and_must_be_tested_with_has(tmp_path: Path) -> None:
     unguarded = 'permit (principal, action, resource) when { context.user.claims.department == "treasury" };'
     with pytest.raises(PolicyLoadError):
