@@ -190,5 +190,6 @@ def _policy_directory(raw: Mapping[str, Any], where: str, base_dir: Path) -> Pat
         raise ConfigError(key, "must be the path of a directory of .cedar files")
     directory = (base_dir / Path(value).expanduser()).resolve()
     if not directory.is_dir():
-        raise ConfigError(key, f"{directory} is not a directory")
+        raise ConfigError(key, f"{directory} is not a directory; create it with the .cedar files, or correct the path "
+                               "(relative to the configuration file)")
     return directory
