@@ -48,6 +48,11 @@ permit (principal, action == Deputy::Action::"tools/list", resource);
 @id("finance-adds")
 permit (principal, action == Deputy::Action::"add", resource) when { context.user.groups.contains("finance") };
 
+@id("finance-deletes-on-approval")
+@approval("required")
+permit (principal, action == Deputy::Action::"delete_user", resource)
+when { context.user.groups.contains("finance") };
+
 @id("engineering-never")
 forbid (principal, action, resource) when { context.user.groups.contains("engineering") };
 '''
@@ -103,15 +108,19 @@ async def tokens_of(deputy: RunningDeputy, label: str, groups: list[str], client
 
 async def call_add(deputy: RunningDeputy, token: str) -> Any:
     """``add`` through the gateway with the MCP Python SDK client; its result, or the MCPError it raised."""
+    return await call(deputy, token, "add", {"a": 40, "b": 2})
+
+
+async def call(deputy: RunningDeputy, token: str, tool: str, arguments: dict[str, Any]) -> Any:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as http,
         Client(streamable_http_client(deputy.resource("books"), http_client=http), mode="legacy") as client,
     ):
         try:
-            result = await client.call_tool("add", {"a": 40, "b": 2})
+            result = await client.call_tool(tool, arguments)
         except MCPError as exc:
             return exc
-        return result.structured_content
+        return result.structured_content if result.structured_content is not None else result
 
 
 def denied_by(outcome: Any) -> list[str]:
@@ -179,6 +188,26 @@ async def test_a_refresh_after_the_profile_changed_sees_the_new_groups(groups_de
     assert refreshed.status_code == 200, refreshed.text
     assert claims_of(refreshed.json()["access_token"])["groups"] == ["finance"]
     assert await call_add(deputy, refreshed.json()["access_token"]) == {"result": 42}
+
+
+async def test_an_approved_call_is_decided_again_with_the_groups_of_the_token_that_retries_it(
+        groups_deputy: RunningDeputy) -> None:
+    """The approval names the call, user and agent; the groups are the retrying token's (signed when issued)."""
+    deputy = groups_deputy
+    before, refresh_token = await tokens_of(deputy, "flo", ["finance"])
+    arguments = {"id": 500, "reason": "left"}
+    held = await call(deputy, before, "delete_user", arguments)
+    assert isinstance(held, MCPError) and held.error.code == POLICY_DENIED, held
+    assert isinstance(held.error.data, dict) and held.error.data["outcome"] == "approval_required"
+    approved = deputy.cli("approvals", "approve", held.error.data["approval_id"], "--as", "alice")
+    assert approved.returncode == 0, approved.stderr
+    await signs_in(deputy, "flo", ["finance", "engineering"])  # joined engineering since
+    after = await refresh(deputy, refresh_token)
+    assert after.status_code == 200, after.text
+    assert denied_by(await call(deputy, after.json()["access_token"], "delete_user", arguments)) == [
+        "engineering-never"]
+    # The approval was not used up by the forbidden retry: the token from before, finance only, proceeds.
+    assert not isinstance(await call(deputy, before, "delete_user", arguments), MCPError)
 
 
 # --- the rules decide --------------------------------------------------------------------------------------------
