@@ -16,6 +16,7 @@ SECTION = "limits"
 KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
+    "signin_starts_per_minute", "signin_failures_per_minute",
 })
 LIMITS = Table(KNOWN_KEYS)
 
@@ -31,6 +32,10 @@ class LimitSettings:
     stdio_sessions_per_user: int = 8
     stdio_sessions_per_client: int = 16
     stdio_idle_timeout: float = 600.0
+    # Per client address: sign-ins started through identity providers, and refused ones (each a signin.failed
+    # record), so nobody can flood the audit log through the callback (deputy.web.federated_pages).
+    signin_starts_per_minute: int = 60
+    signin_failures_per_minute: int = 30
 
 
 _INT_RANGES = {
@@ -38,6 +43,8 @@ _INT_RANGES = {
     "stdio_sessions_per_server": (1, 10_000),
     "stdio_sessions_per_user": (1, 10_000),
     "stdio_sessions_per_client": (1, 10_000),
+    "signin_starts_per_minute": (1, 10_000),
+    "signin_failures_per_minute": (1, 10_000),
 }
 _SECONDS_RANGES = {
     "header_timeout": (0.5, 300.0),

@@ -2,11 +2,13 @@
 
 In process, so each replica counts on its own (N replicas admit up to N times the limit).
 The address is the TCP peer from the ASGI scope: behind a reverse proxy that is the
-proxy's address, and all clients share one budget.
+proxy's address, and all clients share one budget. An IPv6 peer is counted by its /64 (RFC 4291 §2.5.4:
+one network's interface identifiers), since whoever holds one address of a /64 usually holds them all.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 from collections import OrderedDict, deque
@@ -14,6 +16,21 @@ from collections.abc import Callable
 
 WINDOW = 60.0
 MAX_ADDRESSES = 10_000
+
+
+def address_key(host: str | None) -> str:
+    """The budget a peer address counts against: an IPv4 address itself, an IPv6 address its /64."""
+    if host is None:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # an IPv4 peer on a dual-stack socket
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class SlidingWindowLimiter:

@@ -17,6 +17,13 @@ the relying party's checks (RFC 9207 ``iss``, ``error``, the ID token, admission
 page naming the provider and the reason, writes ``signin.failed`` (``reason``, ``idp``; never a code or token) and
 signs nobody in. Success writes ``signin.succeeded``, starts the login session as a password sign-in does
 (:meth:`deputy.web.sign_in.SignIn.start_session`) and continues to Deputy's consent page (or the approval page).
+
+**Throttle** (per client address, an IPv6 peer by its /64: :func:`deputy.rate_limit.address_key`): refusals — each
+a ``signin.failed`` record, at start or callback — are counted in a sliding minute (``[limits]
+signin_failures_per_minute``), and so are sign-ins started (``signin_starts_per_minute``). Past either, a start or a
+callback from that address is answered 429 with ``Retry-After`` before anything is read or spent, and writes no
+record: forged callbacks cost the audit log at most the limit per address per minute, and a person elsewhere is
+not slowed.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from deputy.federation.errors import IdTokenRefused, NotAdmitted, ProviderUnavai
 from deputy.federation.relying_party import PENDING_TTL, PendingSignIn, RelyingParty
 from deputy.handles import new_handle
 from deputy.page_paths import APPROVAL_PAGE
+from deputy.rate_limit import SlidingWindowLimiter, address_key
 from deputy.services import Services
 from deputy.storage.federated_signins import FederatedSignIns
 from deputy.storage.federated_users import ProfileRefused
@@ -65,6 +73,9 @@ class FederatedPages:
         self.cookies = sign_in.cookies
         self.rp = rp or RelyingParty(self.settings.identity_providers, self.settings.clock_leeway)
         self.waiting = FederatedSignIns(services.database.engine)
+        limits = self.settings.limits
+        self.failures = SlidingWindowLimiter(limits.signin_failures_per_minute)
+        self.starts = SlidingWindowLimiter(limits.signin_starts_per_minute)
 
     @property
     def providers(self) -> tuple[IdentityProvider, ...]:
@@ -86,6 +97,8 @@ class FederatedPages:
     async def start(self, request: Request) -> Response:
         """``POST /login/start/NAME``: a login page's button."""
         name = request.path_params["name"]
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
         form = await self.sign_in.read_form(request)
         if name not in self.rp.providers:
             return await self._failed(request, name, Refused("unknown_provider", 404, "no such identity provider"))
@@ -105,6 +118,9 @@ class FederatedPages:
     async def begin(self, request: Request, name: str, then: dict[str, str], params: dict[str, Any]) -> Response:
         """Send the browser to provider ``name`` to sign in, then on to ``then``: the pending authorization request
         (``request_id``, whose ``params`` may ask for ``prompt``/``max_age``) or an approval page (``approval_id``)."""
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
+        self.starts.record(_peer(request))
         try:
             url, pending = await self.rp.start(name, prompt=params.get("prompt"), max_age=params.get("max_age"))
         except ValueError as exc:  # /authorize validated both; kept as a refusal, never a 500
@@ -126,6 +142,8 @@ class FederatedPages:
     async def callback(self, request: Request) -> Response:
         """``GET /login/callback/NAME``: the provider's authorization response (RFC 6749 §4.1.2)."""
         name = request.path_params["name"]
+        if (throttled := self._throttled(request)) is not None:
+            return throttled  # before the state is looked up: a throttled callback spends nothing
         try:
             if name not in self.rp.providers:
                 raise Refused("unknown_provider", 404, "no such identity provider")
@@ -180,6 +198,22 @@ class FederatedPages:
 
     # -- failure ----------------------------------------------------------------------------------
 
+    def _throttled(self, request: Request) -> Response | None:
+        """A 429 page when this address refused or started too many sign-ins in the last minute, else None."""
+        address = _peer(request)
+        wait = self.failures.blocked(address)
+        if wait is None:
+            wait = self.starts.blocked(address)
+        if wait is None:
+            return None
+        # No record: past the limit a flood of forged answers costs the audit log nothing (the limit's records
+        # before it already say what happened).
+        response = render("error.html", status=429, title="Too many sign-in attempts", error="too_many_attempts",
+                          description="Too many sign-ins were started or refused from here; wait a little and "
+                                      "try again.")
+        response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+        return response
+
     async def _failed(self, request: Request, name: str, exc: Refused | SignInFailed) -> Response:
         provider = self.rp.providers.get(name)
         idp = provider.name if provider is not None else shown(name)[:64]
@@ -192,9 +226,14 @@ class FederatedPages:
         if isinstance(exc, ProviderUnavailable):
             # Start-up never waits for a provider; each use tries again (deputy.federation.discovery).
             log.warning("identity provider %s unusable (%s): %s", idp, exc.reason, exc.detail)
+        self.failures.record(_peer(request))
         await self.services.record("signin.failed", **fields)
         return render("error.html", status=status, title=f"Sign-in through {title} failed", error=exc.reason,
                       description=exc.detail)
+
+
+def _peer(request: Request) -> str:
+    return address_key(request.client.host if request.client is not None else None)
 
 
 def _status(exc: SignInFailed) -> int:
