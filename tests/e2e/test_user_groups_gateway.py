@@ -15,6 +15,8 @@ the next token (refresh), and the token already out keeps what was signed.
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -22,6 +24,8 @@ from typing import Any, Final
 import httpx
 import httpx2
 import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
 from mcp.client import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
@@ -31,6 +35,7 @@ from deputy.storage.sessions import SessionRepository
 from deputy.storage.users import UserRepository
 from tests.support.delegation import (
     AGENT_A,
+    JWT_TOKEN_TYPE,
     agent_own_token,
     claims_of,
     delegation_deputy,
@@ -56,9 +61,16 @@ when { context.user.groups.contains("finance") };
 @id("engineering-never")
 forbid (principal, action, resource) when { context.user.groups.contains("engineering") };
 '''
-SERVER: Final = '''
+OUTSIDE: Final = "https://outside.example.com"  # a [[trusted_issuers]] entry accepting subject tokens
+OUTSIDE_KEY: Final = ECKey.generate_key("P-256", parameters={"kid": "outside-1"}, private=True)
+SERVER: Final = f'''
+[[trusted_issuers]]
+issuer = "{OUTSIDE}"
+jwks_file = "outside.jwks.json"
+accept = ["subject_token"]
+
 [servers.books]
-url = "{url}"
+url = "{{url}}"
 scopes = ["books:tools"]
 policies = "group-policies"
 '''
@@ -69,6 +81,7 @@ def groups_deputy(backend: str, upstream_url: str, tmp_path_factory: pytest.Temp
     directory = tmp_path_factory.mktemp(f"deputy-groups-{backend}")
     (directory / "group-policies").mkdir()
     (directory / "group-policies" / "groups.cedar").write_text(GROUP_POLICIES)
+    (directory / "outside.jwks.json").write_text(json.dumps({"keys": [OUTSIDE_KEY.as_dict(private=False)]}))
     with delegation_deputy(backend, upstream_url, directory, extra=SERVER.format(url=upstream_url)) as running:
         yield running
 
@@ -152,6 +165,25 @@ async def test_an_agent_acting_for_fay_sees_her_groups_whatever_it_sends(groups_
     for_eve = await exchange_token(deputy, AGENT_A, eve, actor)
     assert denied_by(await call_add(deputy, for_eve.json()["access_token"])) == ["engineering-never"]
     assert denied_by(await call_add(deputy, actor)) == []
+
+
+async def test_groups_in_an_outside_subject_token_are_not_carried(groups_deputy: RunningDeputy) -> None:
+    """A trusted issuer vouches for who its user is, not for her groups at Deputy: the exchanged token has none."""
+    deputy = groups_deputy
+    now = int(time.time())
+    claims = {"iss": OUTSIDE, "sub": "ext-user", "aud": deputy.url, "iat": now, "exp": now + 120, "jti": f"o-{now}",
+              "scope": "books:tools", "may_act": {"client_id": AGENT_A}, "groups": ["finance"],
+              "email": "ext@example.com", "deputy_user": {"idp": "corp", "claims": {}}}
+    subject = jwt.encode({"alg": "ES256", "typ": "JWT", "kid": OUTSIDE_KEY.kid}, claims, OUTSIDE_KEY,
+                         algorithms=["ES256"])
+    actor = await agent_own_token(deputy, AGENT_A, deputy.resource("books"))
+    response = await exchange_token(deputy, AGENT_A, subject, actor, subject_token_type=JWT_TOKEN_TYPE,
+                                    extra=[("resource", deputy.resource("books"))])
+    assert response.status_code == 200, response.text
+    exchanged = claims_of(response.json()["access_token"])
+    assert exchanged["sub"] == "ext-user"
+    assert not {"groups", "email", "name", "deputy_user"} & exchanged.keys()
+    assert denied_by(await call_add(deputy, response.json()["access_token"])) == []
 
 
 async def test_a_dynamic_clients_metadata_puts_no_groups_in_a_token(groups_deputy: RunningDeputy) -> None:
