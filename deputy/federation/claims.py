@@ -10,8 +10,9 @@ The rest is her profile, read from the ID token's claims (Core §5.1) as the pro
   not a non-empty string of at most :data:`MAX_TEXT` characters, more than :data:`MAX_GROUPS` of them, or a
   claim of another type — refuses the sign-in (``bad_claims``) rather than dropping what does not fit: groups
   feed policy, and a policy may forbid by group; a membership silently dropped would lift that forbid;
-- ``extra_claims``: each, when present, a string, a boolean, an integer, or a list of at most
-  :data:`MAX_GROUPS` strings, bounded like the groups; anything else refuses the sign-in the same way;
+- ``extra_claims``: each, when present, a string (bounded like a group), a boolean or an integer; anything else,
+  a list included, refuses the sign-in the same way: policies see each extra claim as one Cedar ``String``
+  (:mod:`deputy.policy.user_attributes`), and a user whose claim could not reach them would be refused every token;
 - ``email`` (bounded, one ``@``), ``email_verified`` (true only for the JSON ``true``), ``name``.
 
 Admission (the entry's "who may sign in"):
@@ -35,7 +36,7 @@ from deputy.federation.id_tokens import IdTokenClaims
 
 MAX_TEXT = 256
 MAX_GROUPS = 256
-ClaimValue = str | bool | int | tuple[str, ...]
+ClaimValue = str | bool | int
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +119,5 @@ def _extra(provider: IdentityProvider, name: str, value: Any) -> ClaimValue:
         return value
     if isinstance(value, str) and _text(value) is not None:
         return value
-    if isinstance(value, list) and len(value) <= MAX_GROUPS and all(_text(item) is not None for item in value):
-        return tuple(value)
-    raise NotAdmitted(provider.name, "bad_claims", f"claim {name} must be a string, a boolean, an integer or a "
-                                                   f"list of strings, bounded")
+    raise NotAdmitted(provider.name, "bad_claims", f"claim {name} must be a string of at most {MAX_TEXT} "
+                                                   "printable characters, a boolean or an integer")
