@@ -4,7 +4,8 @@ panva's ``oidc-provider`` (:mod:`tests.support.oidc_op`) is the organisation's i
 ``deputy serve`` on each database backend is its relying party with no local users, so an authorization goes
 straight to the OP. The MCP Python SDK client discovers, registers, is sent through the OP's login (walked like a
 browser by the form driver), Deputy's consent, gets a token and calls a tool of the demo upstream. In Chromium the
-same happens through the real pages.
+same happens through the real pages. A server whose Cedar policy decides by the OP's groups permits alice (finance)
+and denies bob (engineering) the same call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import httpx
 import pytest
 from joserfc import jwt
 from joserfc.jwk import KeySet
+from mcp.shared.exceptions import MCPError
 
 from tests.support.audit_log import read_log
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
@@ -30,6 +32,15 @@ from tests.support.sdk_client import free_port, sdk_oauth_client
 
 OP_CLIENT_ID = "deputy-e2e"
 OP_CLIENT_SECRET = "op-client-secret-for-tests-0123456789"
+POLICY_DENIED = -32003
+# The server "books" decides by the OP's groups: alice is in finance, bob in engineering (tests.support.oidc_op).
+GROUP_POLICIES = '''
+@id("browse")
+permit (principal, action == Deputy::Action::"tools/list", resource);
+
+@id("finance-adds")
+permit (principal, action == Deputy::Action::"add", resource) when { context.user.groups.contains("finance") };
+'''
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +59,14 @@ def op(deputy_port: int) -> Iterator[OpenIdProvider]:
 def fed_deputy(backend: str, op: OpenIdProvider, deputy_port: int, upstream_url: str,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory = tmp_path_factory.mktemp(f"deputy-op-{backend}")
+    (directory / "group-policies").mkdir()
+    (directory / "group-policies" / "groups.cedar").write_text(GROUP_POLICIES)
     extra = f'''
+[servers.books]
+url = "{upstream_url}"
+scopes = ["books:tools"]
+policies = "group-policies"
+
 [[identity_providers]]
 name = "corp"
 title = "Corp sign-in"
@@ -88,6 +106,22 @@ async def test_bob_signs_in_too_with_his_own_groups(fed_deputy: RunningDeputy) -
         result = await client.call_tool("add", {"a": 1, "b": 1})
         assert result.structured_content == {"result": 2}
     assert "bob@corp" in fed_deputy.cli("users", "list").stdout
+
+
+async def test_the_ops_groups_decide_the_call(fed_deputy: RunningDeputy) -> None:
+    """The same call, permitted for the OP's finance group and denied for its engineering group."""
+    async with sdk_oauth_client(fed_deputy.resource("books"), ALICE.username, ALICE.password) as (client, _run):
+        result = await client.call_tool("add", {"a": 40, "b": 2})
+        assert not result.is_error and result.structured_content == {"result": 42}
+    async with sdk_oauth_client(fed_deputy.resource("books"), BOB.username, BOB.password) as (client, _run):
+        with pytest.raises(MCPError) as denied:
+            await client.call_tool("add", {"a": 40, "b": 2})
+    assert denied.value.error.code == POLICY_DENIED
+    assert isinstance(denied.value.error.data, dict) and denied.value.error.data["policies"] == []  # no permit
+    log = await read_log(fed_deputy.database_url)
+    decisions = [leaf.record for leaf in log.of_type("decision") if leaf.record.get("tool") == "add"]
+    assert any(r.get("user_attributes", {}).get("groups") == ["engineering"] and r["outcome"] == "deny"
+               for r in decisions), decisions
 
 
 @pytest.mark.browser
