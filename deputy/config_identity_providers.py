@@ -67,7 +67,8 @@ CURVE_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384"}
 RSA_ALGORITHMS = ("RS256", "PS256")
 IDENTITY_PROVIDER = Table(frozenset({
     "name", "title", "issuer", "client_id", "client_secret", "private_key_file", "scopes", "username_claim",
-    "groups_claim", "extra_claims", "allowed_email_domains", "required_groups"}), {"client_secret": ENV_SECRET})
+    "groups_claim", "extra_claims", "allowed_email_domains", "required_groups", "assume_pkce_s256"}),
+    {"client_secret": ENV_SECRET})
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +95,9 @@ class IdentityProvider:
     extra_claims: tuple[str, ...] = ()
     allowed_email_domains: tuple[str, ...] = ()  # lower case; empty: any
     required_groups: tuple[str, ...] = ()  # any one of them admits; empty: no group needed
+    # The provider checks PKCE S256 though its discovery document leaves code_challenge_methods_supported out
+    # (Microsoft Entra ID): an operator's statement, honoured only while the document lists no methods at all.
+    assume_pkce_s256: bool = False
 
 
 def identity_providers(raw: Mapping[str, Any], public_url: str, environ: Mapping[str, str],
@@ -147,6 +151,7 @@ def _provider(where: str, raw: Any, public_url: str, environ: Mapping[str, str],
         extra_claims=_extra_claims(table, where),
         allowed_email_domains=_domains(table, where),
         required_groups=_groups(table, where),
+        assume_pkce_s256=read_bool(table, "assume_pkce_s256", where, False),
     )
 
 

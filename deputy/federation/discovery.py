@@ -9,7 +9,9 @@ Fetched on first use, through :mod:`deputy.federation.provider_http` (no redirec
   http only while the issuer itself is http on a loopback address, and then only on loopback — without fragment;
 - ``response_types_supported`` holds ``code`` (Core §3.1.2.1: the authorization code flow is all Deputy uses);
 - ``code_challenge_methods_supported`` holds ``S256`` (RFC 8414 §2; RFC 7636 §4.2): a provider that does not say
-  it checks PKCE is refused, as RFC 9700 §2.1.1 asks.
+  it checks PKCE is refused, as RFC 9700 §2.1.1 asks — unless the document leaves the list out altogether and the
+  operator says the provider checks S256 all the same (``assume_pkce_s256``: Microsoft Entra ID). A list that
+  names methods without S256 is refused whatever the setting: there the provider has said what it does.
 
 A document that passes is kept for :data:`METADATA_TTL`; a failure is a
 :class:`~deputy.federation.errors.ProviderUnavailable` naming the provider and the problem, and is not kept: the
@@ -65,7 +67,8 @@ def read_metadata(document: Any, provider: IdentityProvider) -> ProviderMetadata
                  for name in ("authorization_endpoint", "token_endpoint", "jwks_uri")}
     if "code" not in _strings(document, "response_types_supported", refuse, ()):
         raise refuse("response_types_supported does not include code")
-    if "S256" not in _strings(document, "code_challenge_methods_supported", refuse, ()):
+    assumed = provider.assume_pkce_s256 and "code_challenge_methods_supported" not in document
+    if not assumed and "S256" not in _strings(document, "code_challenge_methods_supported", refuse, ()):
         raise refuse("code_challenge_methods_supported does not include S256 (PKCE, RFC 7636)")
     signing = document.get("token_endpoint_auth_signing_alg_values_supported")
     return ProviderMetadata(

@@ -64,6 +64,23 @@ async def test_a_discovery_document_deputy_cannot_trust_is_refused(idp: HostileI
     assert idp.hits["token"] == 0
 
 
+@pytest.mark.parametrize("methods", [["plain"], [], "S256"])
+async def test_assuming_pkce_never_overrides_a_list_of_methods_without_s256(idp: HostileIdp, methods: Any) -> None:
+    """``assume_pkce_s256`` stands in for a missing list only: a provider that lists its methods has said."""
+    idp.metadata_changes["code_challenge_methods_supported"] = methods
+    error = await failure(idp, assume_pkce_s256=True)
+    assert (type(error), error.reason) == (ProviderUnavailable, "discovery_failed")
+
+
+async def test_a_provider_that_leaves_the_methods_out_signs_in_when_the_operator_assumes_s256(
+        idp: HostileIdp) -> None:
+    """Microsoft Entra ID's discovery document has no code_challenge_methods_supported; it checks S256."""
+    idp.metadata_changes["code_challenge_methods_supported"] = OMIT
+    provider = provider_for(idp, assume_pkce_s256=True)
+    identity = await sign_in(RelyingParty((provider,), LEEWAY), idp, provider)
+    assert identity.issuer == idp.issuer
+
+
 async def test_a_discovery_document_that_is_not_an_object_is_refused(idp: HostileIdp) -> None:
     idp.discovery_answer = Answer(200, b'["issuer"]')
     assert await provider_failure(idp) == "discovery_failed"
