@@ -268,7 +268,9 @@ async def test_counters_move_while_scraped_during_calls(metered: Metered) -> Non
     assert moved("deputy_token_refusals_total", grant_type="client_credentials", error="invalid_client") == 5
     # 14 tokens issued and 10 calls, each at least one audit record, in batches of one or more.
     assert moved("deputy_audit_append_batch_records_sum") >= 24
-    assert 1 <= moved("deputy_audit_append_batch_records_count") <= moved("deputy_audit_append_batch_records_sum")
+    batches = moved("deputy_audit_append_batch_records_count")
+    assert batches >= 1
+    assert moved("deputy_audit_append_batch_records_sum") >= batches  # no batch commits without a record
     assert moved("deputy_audit_commit_duration_seconds_count") == moved("deputy_audit_append_batch_records_count")
     assert value(after, "deputy_audit_commit_failures_total") == 0
     # Counters and histogram counts never go back between two scrapes taken during the calls.

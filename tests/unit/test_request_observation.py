@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -11,6 +12,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import Message
 
+from deputy.gateway import observation
 from deputy.gateway.jsonrpc import McpMessage, parse_message
 from deputy.gateway.observation import (
     AUDIT,
@@ -111,7 +113,8 @@ def test_ten_thousand_unknown_methods_and_tool_names_make_a_fixed_number_of_seri
     after = series(metrics)
     # One more method label (other) and nothing else: the tool name is never a label.
     assert after["deputy_requests"] == before["deputy_requests"] + 1
-    assert after["deputy_request_duration_seconds"] <= 2 * before["deputy_request_duration_seconds"]
+    # A histogram's samples for one label set (buckets, count, sum) twice over: tools/call, and other.
+    assert after["deputy_request_duration_seconds"] == 2 * before["deputy_request_duration_seconds"]
     assert after["deputy_stage_duration_seconds"] == before["deputy_stage_duration_seconds"]
     text = generate_latest(metrics.registry).decode()
     assert "tool-" not in text and "x/" not in text
@@ -143,16 +146,36 @@ def test_a_tool_name_with_line_breaks_and_controls_stays_one_bounded_line(record
     assert "x" * (MAX_TOOL_LOGGED + 1) not in line
 
 
-def test_the_log_line_names_the_call_but_never_its_arguments(records: Records) -> None:
+class StoppedClock:
+    """The observation module's clock, stopped at ``now`` (ns): durations come out exact, never measured."""
+
+    def __init__(self, now: int) -> None:
+        self.now = now
+
+    def perf_counter_ns(self) -> int:
+        return self.now
+
+    time_ns = staticmethod(time.time_ns)
+
+
+def test_the_log_line_names_the_call_but_never_its_arguments(records: Records,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     secret = "sk-live-do-not-log-4242"
+    clock = StoppedClock(10**12)
+    monkeypatch.setattr(observation, "time", clock)
     observer = RequestObserver(Metrics(), None, ["demo"])
-    seen = observe(observer, message=call(arguments={"password": secret, "token": secret}))
+    seen = observer.begin(_client_send)
+    seen.server, seen.started = "demo", clock.now - 3_500_000  # began 3.5 ms before the clock's "now"
+    seen.asked(call(arguments={"password": secret, "token": secret}))
+    for stage in (AUTHENTICATE, DECIDE, AUDIT, UPSTREAM):
+        seen.stage(stage, seen.started)
+    seen.status, seen.outcome = 200, RequestOutcome.FORWARDED
+    observer.finish(seen, {})
     (record,) = records.records
     assert record.name == "deputy.requests" and record.levelno == logging.INFO
     fields = {name: getattr(record, name) for name in ("server", "method", "tool", "outcome", "status")}
     assert fields == {"server": "demo", "method": "tools/call", "tool": "add", "outcome": "forwarded", "status": 200}
-    # The whole request, so at least until its last stage ended (rounded to the microsecond).
-    assert record.duration_ms >= (seen.stages[-1][2] - seen.started) / 1e6 - 0.001  # type: ignore[attr-defined]
+    assert record.duration_ms == 3.5  # type: ignore[attr-defined]  # from when it began until it finished
     for formatter in (TextLines(), JsonLines()):
         assert secret not in formatter.format(record)
     assert secret not in repr(record.__dict__)
