@@ -10,14 +10,11 @@ recording upstream that sends CORS fields of its own (which must never reach the
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from deputy.cors import McpCors
@@ -27,8 +24,7 @@ from tests.support.agents import agent_token, agents_config
 from tests.support.databases import database_url
 from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import INITIALIZE
-from tests.support.recording_upstream import RequestRecorder
-from tests.support.sdk_client import free_port
+from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
 APP = "http://app.example.com:5173"  # the one browser origin the operator allows
 FOREIGN = "https://attacker.example"
@@ -56,22 +52,8 @@ class UpstreamCors:
 @pytest.fixture(scope="module")
 def recorder() -> Iterator[tuple[str, RequestRecorder]]:
     """The demo server (stateful, so it issues Mcp-Session-Id) behind the CORS fields and a recorder, in a thread."""
-    port = free_port()
-    recording = RequestRecorder(UpstreamCors(demo_asgi_app(json_response=True)))
-    server = uvicorn.Server(uvicorn.Config(recording, host="127.0.0.1", port=port, log_level="warning",
-                                           http="h11", lifespan="on"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("the upstream did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/mcp", recording
-    finally:
-        server.should_exit = True
-        thread.join(10)
+    with recording_upstream(UpstreamCors(demo_asgi_app(json_response=True))) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")

@@ -57,10 +57,11 @@ class RequestRecorder:
 
 
 @contextmanager
-def recording_upstream() -> Iterator[tuple[str, RequestRecorder]]:
-    """The demo upstream on a free loopback port, in a thread, recording requests; yields (url, recorder)."""
+def recording_upstream(app: ASGIApp | None = None) -> Iterator[tuple[str, RequestRecorder]]:
+    """``app`` (default: the stateless demo upstream) on a free loopback port, in a thread, recording requests;
+    yields (url, recorder)."""
     port = free_port()
-    recorder = RequestRecorder(demo_asgi_app(stateless=True, json_response=True))
+    recorder = RequestRecorder(app if app is not None else demo_asgi_app(stateless=True, json_response=True))
     server = uvicorn.Server(uvicorn.Config(recorder, host="127.0.0.1", port=port, log_level="warning",
                                            http="h11", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
