@@ -6,15 +6,17 @@ the real CLI, and starts ``python -m deputy serve``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import IO
 from urllib.parse import urlsplit
 
 import httpx
@@ -132,31 +134,40 @@ client_secret = "{CONFIDENTIAL_SECRET}"
 @contextmanager
 def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "",
                    preexec_fn: Callable[[], None] | None = None, public_host: str = "127.0.0.1",
-                   port: int | None = None) -> Iterator[RunningDeputy]:
-    """`deputy serve` on `port` (default: a free one); `preexec_fn` runs in the child before it starts (e.g. to set
-    rlimits)."""
+                   port: int | None = None, *, environment: Mapping[str, str] | None = None,
+                   users: tuple[tuple[str, str], ...] = (), stderr_apart: bool = False) -> Iterator[RunningDeputy]:
+    """`deputy serve` on `port` (default: a free one), alice and `users` added; `preexec_fn` runs in the child
+    before it starts (e.g. to set rlimits); `environment` is added to its environment. Its output goes to
+    `directory/deputy.log`, or with `stderr_apart` standard error (the log) to `stderr.log` and standard output to
+    `stdout.log`."""
     port = port or free_port()
     config = directory / "deputy.toml"
     write_config(config, port, upstream_url, extra_config, public_host)
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(directory / "data"),
-           "DEPUTY_DATABASE_URL": database_url}
+           "DEPUTY_DATABASE_URL": database_url, **(environment or {})}
     deputy = RunningDeputy(f"http://{public_host}:{port}", directory / "data", config, database_url, upstream_url, env)
-    added = deputy.cli("users", "add", "alice", "--password", PASSWORD)
-    if added.returncode != 0:
-        raise RuntimeError(f"deputy users add failed: {added.stderr}")
-    log = (directory / "deputy.log").open("wb")
-    process = subprocess.Popen([sys.executable, "-m", "deputy", "serve"], env=env, stdout=log,
-                               stderr=subprocess.STDOUT, preexec_fn=preexec_fn)
-    try:
-        _wait_http(f"{deputy.url}/healthz", process, "deputy serve")
-        yield replace(deputy, process=process)
-    finally:
-        process.terminate()
+    for username, password in (("alice", PASSWORD), *users):
+        added = deputy.cli("users", "add", username, "--password", password)
+        if added.returncode != 0:
+            raise RuntimeError(f"deputy users add failed: {added.stderr}")
+    with contextlib.ExitStack() as files:
+        if stderr_apart:
+            out = files.enter_context((directory / "stdout.log").open("wb"))
+            err: IO[bytes] | int = files.enter_context((directory / "stderr.log").open("wb"))
+        else:
+            out, err = files.enter_context((directory / "deputy.log").open("wb")), subprocess.STDOUT
+        process = subprocess.Popen([sys.executable, "-m", "deputy", "serve"], env=env, stdout=out, stderr=err,
+                                   preexec_fn=preexec_fn)
         try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            _wait_http(f"{deputy.url}/healthz", process, "deputy serve")
+            yield replace(deputy, process=process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @contextmanager
