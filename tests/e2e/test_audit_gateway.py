@@ -15,10 +15,10 @@ import json
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -50,10 +50,10 @@ from tests.support.deputy_process import (
     PUBLIC_CLIENT,
     RunningDeputy,
 )
+from tests.support.eventually import eventually
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
-T = TypeVar("T")
 BOB_PASSWORD = "bob's own long passphrase"
 POLICY_DENIED = -32003
 JSONRPC_INTERNAL_ERROR = -32603
@@ -207,18 +207,6 @@ async def call(
 def succeeded(response: httpx.Response) -> None:
     assert response.status_code == 200, response.text
     assert "result" in response.json() and "error" not in response.json(), response.text
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 15.0) -> T:
-    """``check()``'s value once it stops failing an assertion; its last failure after ``within`` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 def forwarded_calls(recorder: RequestRecorder) -> list[tuple[str, Any]]:

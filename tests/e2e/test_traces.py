@@ -12,15 +12,14 @@ answers every call.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -30,11 +29,11 @@ from tests.support.audit_log import Leaf, read_log
 from tests.support.databases import database_url
 from tests.support.demo_policies import DEMO_POLICIES
 from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.eventually import eventually
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.otlp_receiver import OtlpReceiver, otlp_receiver
 from tests.support.recording_upstream import RecordedRequest, RequestRecorder, recording_upstream
 
-T = TypeVar("T")
 POLICY_DENIED = -32003
 CLIENT_SPAN = "00f067aa0ba902b7"
 STAGE_NAMES = {"authenticate", "decide", "audit", "upstream"}
@@ -151,18 +150,6 @@ async def call(traced: Traced, tool: str, arguments: dict[str, Any], headers: di
 def forwarded(recorder: RequestRecorder, marker: str) -> list[RecordedRequest]:
     """The requests the upstream received whose body holds ``marker``."""
     return [request for request in list(recorder.seen) if marker.encode() in request.body]
-
-
-async def eventually(check: Callable[[], Awaitable[T]], within: float = 20.0) -> T:
-    """``check()``'s value once it stops failing an assertion (a condition polled, not a sleep to wait out)."""
-    deadline = time.monotonic() + within
-    while True:
-        try:
-            return await check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        await asyncio.sleep(0.05)
 
 
 async def records_of(deputy: RunningDeputy, trace_id: str, types: set[str]) -> dict[str, Leaf]:
