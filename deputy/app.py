@@ -40,13 +40,20 @@ from deputy.oauth.metadata import MetadataEndpoint
 from deputy.oauth.registration import RegistrationEndpoint
 from deputy.oauth.revocation import RevocationEndpoint
 from deputy.oauth.token import TokenEndpoint
-from deputy.page_paths import APPROVAL_PAGE
+from deputy.page_paths import (
+    APPROVAL_PAGE,
+    CLIENT_METADATA_DOCUMENT,
+    CONNECT_CALLBACK,
+    CONNECT_PAGE,
+    CONNECTIONS_PAGE,
+)
 from deputy.policy.user_attributes import configured_claims
 from deputy.request_limits import RequestLimits, RequestRefused
 from deputy.services import Services
 from deputy.telemetry.metrics_listener import MetricsListener
 from deputy.telemetry.tracing import Tracing
 from deputy.web.approvals import ApprovalPages
+from deputy.web.connection_pages import ConnectionPages
 from deputy.web.federated_pages import CALLBACK_PATH, START_PATH, FederatedPages
 from deputy.web.sign_in import SignIn
 
@@ -177,6 +184,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     federated = FederatedPages(services, sign_in)
     authorize = AuthorizationEndpoint(services, sign_in, federated)
     approval_pages = ApprovalPages(services, sign_in)
+    connection_pages = ConnectionPages(services, sign_in)
     metadata = MetadataEndpoint(settings)
     resource_metadata = ResourceMetadataEndpoint(settings)
     routes = [
@@ -192,6 +200,13 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         Route(APPROVAL_PAGE + "{approval_id}", approval_pages.page, methods=["GET"]),
         Route(APPROVAL_PAGE + "{approval_id}", approval_pages.decide, methods=["POST"]),
         Route(APPROVAL_PAGE + "{approval_id}/sign-in", approval_pages.sign_in_form, methods=["POST"]),
+        # Before CONNECT_PATH + "{name}": these fixed paths are not server names.
+        Route(CONNECT_CALLBACK, connection_pages.callback, methods=["GET"]),
+        Route(CLIENT_METADATA_DOCUMENT, connection_pages.metadata_document, methods=["GET"]),
+        Route(CONNECT_PAGE + "{name}", connection_pages.connect_page, methods=["GET"]),
+        Route(CONNECT_PAGE + "{name}", connection_pages.start, methods=["POST"]),
+        Route(CONNECTIONS_PAGE, connection_pages.connections_page, methods=["GET"]),
+        Route(CONNECTIONS_PAGE + "/{name}/disconnect", connection_pages.disconnect, methods=["POST"]),
         Route("/token", TokenEndpoint(services).handle, methods=["POST"]),
         Route("/revoke", RevocationEndpoint(services).handle, methods=["POST"]),
         Route("/introspect", IntrospectionEndpoint(services).handle, methods=["POST"]),

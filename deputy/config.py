@@ -14,7 +14,8 @@ Each section is read by its own module, all with the readers of :mod:`deputy.con
 ``[registration]`` and ``[client_documents]`` :mod:`deputy.client_trust`, ``[delegation]`` and
 ``[[trusted_issuers]]`` :mod:`deputy.delegation_rules`, ``[audit]`` :mod:`deputy.audit.settings`,
 ``[[identity_providers]]`` and ``local_users`` :mod:`deputy.config_identity_providers`,
-``[limits]`` :mod:`deputy.limits`, ``log_level``, ``log_format`` and ``[metrics]``
+``[limits]`` :mod:`deputy.limits`, ``[servers.NAME.oauth]`` and ``[connections]``
+:mod:`deputy.config_connections`, ``log_level``, ``log_format`` and ``[metrics]``
 :mod:`deputy.telemetry.settings`; this module reads the rest and puts them together. Traces are configured by
 the standard ``OTEL_*`` environment variables, read here too (:mod:`deputy.telemetry.trace_settings`).
 
@@ -50,6 +51,7 @@ from deputy.config_approvals import ApprovalSettings as ApprovalSettings
 from deputy.config_clients import CLIENT, StaticClient, static_clients
 from deputy.config_clients import JWT_BEARER as JWT_BEARER
 from deputy.config_clients import TOKEN_EXCHANGE as TOKEN_EXCHANGE
+from deputy.config_connections import CONNECTIONS, ConnectionSettings, connection_settings
 from deputy.config_identity_providers import IDENTITY_PROVIDER, IdentityProvider, identity_providers, local_users
 from deputy.config_servers import INHERITED_ENV as INHERITED_ENV
 from deputy.config_servers import SERVER, upstream_servers
@@ -117,6 +119,7 @@ class Settings:
     tracing: TracingSettings = field(default_factory=TracingSettings)  # from the OTEL_* environment variables
     identity_providers: tuple[IdentityProvider, ...] = ()  # [[identity_providers]]: OpenID Providers to sign in with
     local_users: bool = True  # Deputy's own password users may sign in (default: only while no provider is set)
+    connections: ConnectionSettings = field(default_factory=ConnectionSettings)  # credentials = "oauth" upstreams
 
     @property
     def issuer(self) -> str:
@@ -200,13 +203,13 @@ SECTIONS: dict[str, Shape] = {
     "servers": Named(SERVER), "clients": Entries(CLIENT), "tokens": TOKENS, "registration": REGISTRATION,
     "client_documents": CLIENT_DOCUMENTS, "gateway": GATEWAY, "delegation": DELEGATION,
     "trusted_issuers": Entries(TRUSTED_ISSUER), "approvals": APPROVALS, "audit": AUDIT, "limits": LIMITS,
-    "metrics": METRICS, "identity_providers": Entries(IDENTITY_PROVIDER),
+    "metrics": METRICS, "identity_providers": Entries(IDENTITY_PROVIDER), "connections": CONNECTIONS,
 }
 TOP_LEVEL_KEYS = frozenset({"public_url", "host", "port", "data_dir", "database_url", "demo_password", "log_level",
                             "log_format", "local_users", *SECTIONS})
 CONFIG = Table(TOP_LEVEL_KEYS, SECTIONS)
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
-VARIABLES = frozenset({"DEPUTY_CONFIG", *ENV_KEYS})
+VARIABLES = frozenset({"DEPUTY_CONFIG", "DEPUTY_VAULT_KEY", *ENV_KEYS})
 _log = logging.getLogger(__name__)
 
 
@@ -273,6 +276,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         allowed_origins=_allowed_origins(gateway),
         identity_providers=providers,
         local_users=local_users(raw, providers),
+        connections=connection_settings(raw, environ),
     )
 
 

@@ -2,8 +2,9 @@
 
 Each upstream ``NAME`` is served at ``{public_url}/mcp/NAME``, its canonical resource identifier (RFC 8707 §2,
 MCP authorization "Canonical Server URI"). It is reached over HTTP (``url``) or stdio (``command``), and Deputy
-authenticates to it with nothing, configured headers (``static``), or tokens it mints for the upstream's own
-audience (``exchange``, RFC 8693 §2.1 ``audience``), which must never be Deputy itself. Its keys are
+authenticates to it with nothing, configured headers (``static``), tokens it mints for the upstream's own
+audience (``exchange``, RFC 8693 §2.1 ``audience``), which must never be Deputy itself, or each user's own token
+from the upstream's authorization server (``oauth``, :mod:`deputy.config_connections`). Its keys are
 :data:`SERVER` (checked before any value, :func:`deputy.config_values.check_keys`); ``headers`` and ``env`` name
 header fields (letters, digits and "-", never one Deputy sets itself) and environment variables.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from deputy.config_connections import UPSTREAM_OAUTH, UpstreamOAuth, upstream_oauth
 from deputy.config_values import (
     SECRET,
     ConfigError,
@@ -36,13 +38,13 @@ SERVER_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a
 HEADER_NAME = re.compile(r"\A[A-Za-z0-9-]+\Z")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
 # How Deputy authenticates to an upstream: minted tokens, configured headers, or nothing.
-UPSTREAM_CREDENTIALS = ("none", "static", "exchange")
+UPSTREAM_CREDENTIALS = ("none", "static", "exchange", "oauth")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
 # ``[servers.NAME]``: its keys, and the secrets its headers and its environment's variables are given as.
 SERVER = Table(frozenset({"title", "url", "command", "scopes", "required_scopes", "headers", "env", "credentials",
-                          "upstream_audience", "policies"}),
-               {"headers": Named(SECRET), "env": Named(SECRET)})
+                          "upstream_audience", "policies", "oauth"}),
+               {"headers": Named(SECRET), "env": Named(SECRET), "oauth": UPSTREAM_OAUTH})
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +65,8 @@ class UpstreamServer:
     upstream_audience: str | None = None
     # The directory of this server's Cedar policies; None: its calls are not decided by policy (yet).
     policies: Path | None = None
+    # ``credentials = "oauth"``: how Deputy is the user's OAuth client toward the upstream (deputy.connections).
+    oauth: UpstreamOAuth | None = None
 
 
 def canonical_resource(uri: str) -> str:
@@ -112,6 +116,7 @@ def upstream_server(name: str, raw: Any, public_url: str, environ: Mapping[str, 
         credentials=credentials,
         upstream_audience=_upstream_audience(table, where, url, credentials, public_url),
         policies=_policy_directory(table, where, base_dir),
+        oauth=upstream_oauth(table, where, environ, base_dir) if credentials == "oauth" else None,
     )
 
 
@@ -159,8 +164,10 @@ def _credentials(raw: Mapping[str, Any], where: str, url: str | None, headers: M
     credentials = read_choice(raw, "credentials", where, "static" if headers else "none", UPSTREAM_CREDENTIALS)
     if (credentials == "static") != bool(headers):
         raise ConfigError(key, '"static" credentials are the configured headers: set both or neither')
-    if credentials == "exchange" and url is None:
-        raise ConfigError(key, '"exchange" sends a bearer token, so the upstream must be HTTP (url)')
+    if credentials in ("exchange", "oauth") and url is None:
+        raise ConfigError(key, f'"{credentials}" sends a bearer token, so the upstream must be HTTP (url)')
+    if "oauth" in raw and credentials != "oauth":
+        raise ConfigError(at(where, "oauth"), 'is read only with credentials = "oauth"')
     return credentials
 
 

@@ -8,3 +8,8 @@ layer to name it.
 from __future__ import annotations
 
 APPROVAL_PAGE = "/approvals/"  # followed by the approval's id
+# Connecting a user's account at an upstream with its own authorization server (deputy.connections, issue 15).
+CONNECT_PAGE = "/connect/"  # {public_url}/connect/NAME: starts connecting to server NAME
+CONNECT_CALLBACK = "/connect/callback"  # the one redirect URI Deputy registers at every upstream authorization server
+CONNECTIONS_PAGE = "/connections"  # her connections, each with a disconnect button
+CLIENT_METADATA_DOCUMENT = "/connect/client-metadata.json"  # Deputy's client ID metadata document (https only)

@@ -11,6 +11,7 @@ from deputy.audit.records import new_record
 from deputy.audit.settings import load_or_create_signer
 from deputy.audit.witness_push import WitnessPusher
 from deputy.config import Settings
+from deputy.connections.service import Connections
 from deputy.keys import KeyRing
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.client_assertions import check_client_jwks
@@ -49,6 +50,7 @@ class Services:
     trusted_issuers: TrustedIssuers
     audit: AuditLog
     metrics: Metrics  # this process's Prometheus metrics; the audit log counts into it too
+    connections: Connections  # users' own tokens for credentials = "oauth" upstreams (deputy.connections)
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
@@ -93,6 +95,7 @@ class Services:
             trusted_issuers=TrustedIssuers(settings.trusted_issuers, settings.clock_leeway),
             audit=audit,
             metrics=metrics,
+            connections=Connections.open(settings, engine, audit),
         )
 
     async def record(self, record_type: str, **fields: Any) -> None:
@@ -144,6 +147,7 @@ class Services:
     async def close(self) -> None:
         """Sign a last checkpoint of what this process appended, then let the database go."""
         try:
+            await self.connections.close()
             await self.audit.stop()
         finally:
             await self.metrics.close()
