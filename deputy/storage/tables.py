@@ -246,3 +246,53 @@ audit_cosignatures = Table(
     Column("witness_name", String(1024), primary_key=True),
     Column("line", Text, nullable=False),
 )
+
+# Migration 0014 (issue 15): each user's connection to a credentials = "oauth" upstream (deputy.storage.connections).
+# Tokens are sealed (deputy.connections.vault: AES-256-GCM, bound to the row and field); token_digest is the SHA-256
+# of the access token, for audit records; version changes at each write a refresh must not overwrite unseen.
+upstream_connections = Table(
+    "upstream_connections",
+    metadata,
+    Column("user_id", String(64), ForeignKey("users.user_id", ondelete="CASCADE"), primary_key=True),
+    Column("server", String(64), primary_key=True),
+    Column("status", String(16), nullable=False),  # active | broken
+    Column("issuer", Text, nullable=False),
+    Column("client_id", Text, nullable=False),
+    Column("scope", Text),
+    Column("wanted_scope", Text),  # step-up: the scope a 403 insufficient_scope asked for
+    Column("access_token", LargeBinary, nullable=False),
+    Column("refresh_token", LargeBinary),
+    Column("expires_at", BigInteger),
+    Column("created_at", BigInteger, nullable=False),
+    Column("refreshed_at", BigInteger),
+    Column("token_digest", String(64), nullable=False),
+    Column("version", Integer, nullable=False),
+)
+Index("ix_upstream_connections_server", upstream_connections.c.server)
+
+# Deputy's identity at an upstream's authorization server, when Deputy registered it (RFC 7591) or uses its metadata
+# document; the secret sealed like the tokens.
+upstream_clients = Table(
+    "upstream_clients",
+    metadata,
+    Column("server", String(64), primary_key=True),
+    Column("issuer", String(1024), primary_key=True),
+    Column("client_id", Text, nullable=False),
+    Column("client_secret", LargeBinary),
+    Column("auth_method", String(64), nullable=False),
+    Column("source", String(32), nullable=False),  # configured | metadata_document | registered
+    Column("registered_at", BigInteger, nullable=False),
+)
+
+# A connection started in a browser, waiting for the upstream authorization server's callback: keyed by the SHA-256
+# of state, bound to the browser (SHA-256 of its cookie) and the user; used once.
+connection_flows = Table(
+    "connection_flows",
+    metadata,
+    Column("state_hash", String(64), primary_key=True),
+    Column("browser_hash", String(64), nullable=False),
+    Column("user_id", String(64), nullable=False),
+    Column("server", String(64), nullable=False),
+    Column("pending", JSON, nullable=False),
+    Column("expires_at", BigInteger, nullable=False),
+)
