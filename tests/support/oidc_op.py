@@ -143,6 +143,44 @@ def _ready_line(process: subprocess.Popen[bytes], timeout: float) -> str:
 
 
 @contextlib.contextmanager
+def node_server(
+    script: Path, config: Mapping[str, Any], *, name: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes], Path]]:
+    """Run ``script`` under Node 22 with oidc-provider and ``config`` (as a JSON file); yield its URL, process, log.
+
+    The script prints ``ready http://HOST:PORT`` once listening and exits when its stdin closes; the
+    OP here and the upstream authorization server of :mod:`tests.support.upstream_oauth` both are one.
+    ``name`` says which in errors and in the scratch directory's name.
+    """
+    require_oidc_provider()
+    with tempfile.TemporaryDirectory(prefix=f"deputy-{name}-") as scratch:
+        config_path = Path(scratch) / "config.json"
+        config_path.write_text(json.dumps(config))
+        log_path = Path(scratch) / "node.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                [str(NODE), str(script), str(config_path)],
+                cwd=REPO_ROOT,
+                env={**os.environ, "OIDC_PROVIDER_DIR": str(PACKAGE), "NO_COLOR": "1"},
+                stdin=subprocess.PIPE,  # the server exits when this closes, even if this process is killed
+                stdout=subprocess.PIPE,
+                stderr=log,
+            )
+        try:
+            line = _ready_line(process, READY_TIMEOUT)
+            if not line.startswith("ready http://"):
+                process.kill()
+                process.wait()
+                raise RuntimeError(
+                    f"the {name} did not start (exit code {process.returncode}, first line {line!r}): "
+                    f"{log_path.read_text(errors='replace')[-2000:]}"
+                )
+            yield line.removeprefix("ready "), process, log_path
+        finally:
+            _stop(process)
+
+
+@contextlib.contextmanager
 def openid_provider(
     clients: Sequence[OpClient],
     *,
@@ -155,35 +193,11 @@ def openid_provider(
     ``accounts`` (login name → ``password``, ``email``, ``name``, ``groups``, optional ``sub``...)
     replaces :data:`ALICE` and :data:`BOB`.
     """
-    require_oidc_provider()
-    with tempfile.TemporaryDirectory(prefix="deputy-op-") as scratch:
-        config = Path(scratch) / "op.json"
-        body: dict[str, Any] = {"host": host, "groups": groups, "clients": [c.metadata() for c in clients]}
-        if accounts is not None:
-            body["accounts"] = {login: dict(claims) for login, claims in accounts.items()}
-        config.write_text(json.dumps(body))
-        log_path = Path(scratch) / "op.log"
-        with log_path.open("wb") as log:
-            process = subprocess.Popen(
-                [str(NODE), str(OP_SCRIPT), str(config)],
-                cwd=REPO_ROOT,
-                env={**os.environ, "OIDC_PROVIDER_DIR": str(PACKAGE), "NO_COLOR": "1"},
-                stdin=subprocess.PIPE,  # the OP exits when this closes, even if this process is killed
-                stdout=subprocess.PIPE,
-                stderr=log,
-            )
-        try:
-            line = _ready_line(process, READY_TIMEOUT)
-            if not line.startswith("ready http://"):
-                process.kill()
-                process.wait()
-                raise RuntimeError(
-                    f"the OP did not start (exit code {process.returncode}, first line {line!r}): "
-                    f"{log_path.read_text(errors='replace')[-2000:]}"
-                )
-            yield OpenIdProvider(line.removeprefix("ready "), process, log_path, tuple(clients))
-        finally:
-            _stop(process)
+    body: dict[str, Any] = {"host": host, "groups": groups, "clients": [c.metadata() for c in clients]}
+    if accounts is not None:
+        body["accounts"] = {login: dict(claims) for login, claims in accounts.items()}
+    with node_server(OP_SCRIPT, body, name="OP") as (issuer, process, log_path):
+        yield OpenIdProvider(issuer, process, log_path, tuple(clients))
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
@@ -217,17 +231,23 @@ class _Walk:
     """The browser's part of the OP's pages, apart from any HTTP client (so sync and async share it).
 
     Follows redirects while they stay on the OP's origin, submits the login form once (or its
-    Cancel form), and stops at the first redirect leaving the OP: the authorization response.
+    Cancel form), then, when ``consent`` is not None, a consent page once (its allow form, or its
+    ``/abort`` form when ``consent`` is False), and stops at the first redirect leaving the OP: the
+    authorization response.
     """
 
     max_steps = 12
 
-    def __init__(self, authorization_url: str, username: str, password: str, cancel: bool) -> None:
+    def __init__(
+        self, authorization_url: str, username: str, password: str, cancel: bool, consent: bool | None = None
+    ) -> None:
         self.origin = urlsplit(authorization_url)[:2]
         self.username = username
         self.password = password
         self.cancel = cancel
+        self.consent = consent
         self.submitted = False
+        self.consented = False
         self.steps = 0
 
     def next(self, response: httpx.Response) -> Step | AuthorizationRedirect:
@@ -246,29 +266,45 @@ class _Walk:
         forms = parse_forms(response.text) if response.status_code == 200 else []
         if not forms:
             raise OpSignInError(f"HTTP {response.status_code} at {page_url}: {text}", response)
+        if not any(form.has_password() for form in forms):
+            return self._consent(forms, page_url, response, text)
         if self.submitted:
             raise OpSignInError(f"the login page came back at {page_url}: {text}", response)
         self.submitted = True
-        form = self._choose(forms, page_url, response)
+        form = self._choose(forms, page_url, response, self.cancel)
         data = form.data() if self.cancel else form.data(username=self.username, password=self.password)
         return (form.method, form.resolve_action(page_url), data)
 
-    def _choose(self, forms: list[Form], page_url: str, response: httpx.Response) -> Form:
+    def _consent(self, forms: list[Form], page_url: str, response: httpx.Response, text: str) -> Step:
+        if self.consent is None or self.consented:
+            raise OpSignInError(f"an unexpected page without a login form at {page_url}: {text}", response)
+        self.consented = True
+        form = self._choose(forms, page_url, response, not self.consent)
+        return (form.method, form.resolve_action(page_url), form.data())
+
+    def _choose(self, forms: list[Form], page_url: str, response: httpx.Response, cancel: bool) -> Form:
         for form in forms:
-            if form.resolve_action(page_url).endswith("/abort") == self.cancel:
+            if form.resolve_action(page_url).endswith("/abort") == cancel:
                 return form
-        raise OpSignInError(f"no {'cancel' if self.cancel else 'login'} form at {page_url}", response)
+        raise OpSignInError(f"no {'cancel' if cancel else 'submit'} form at {page_url}", response)
 
 
 def sign_in_at_op(
-    client: httpx.Client, authorization_url: str, username: str, password: str, *, cancel: bool = False
+    client: httpx.Client,
+    authorization_url: str,
+    username: str,
+    password: str,
+    *,
+    cancel: bool = False,
+    consent: bool | None = None,
 ) -> AuthorizationRedirect:
     """GET ``authorization_url`` at the OP, sign in (or press Cancel), return the redirect to the RP.
 
     ``client`` keeps the OP's cookies (an OP session makes a later sign-in skip the form, unless
-    ``prompt=login`` or ``max_age`` asks for it); it is never told to follow redirects.
+    ``prompt=login`` or ``max_age`` asks for it); it is never told to follow redirects. ``consent``:
+    expect a consent page after the login and allow (True) or deny (False) there.
     """
-    walk = _Walk(authorization_url, username, password, cancel)
+    walk = _Walk(authorization_url, username, password, cancel, consent)
     step: Step | AuthorizationRedirect = ("GET", authorization_url, None)
     while not isinstance(step, AuthorizationRedirect):
         method, url, data = step
