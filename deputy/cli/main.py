@@ -24,6 +24,7 @@ from deputy.cli.common import (
     start_logging,
     with_services,
 )
+from deputy.cli.connections import connections_app
 from deputy.cli.consents import consents_app
 from deputy.cli.demo_command import demo
 from deputy.cli.failures import EXIT_CONFIG, exit_on_failure
@@ -32,6 +33,7 @@ from deputy.cli.serving import Lifespan, Server, bind, check_commands, check_dat
 from deputy.cli.serving import listener_budget as _listener_budget
 from deputy.cli.tokens import tokens_app
 from deputy.cli.users import users_app
+from deputy.cli.vault import vault_app
 from deputy.cli.witness import witness_app_cli
 from deputy.services import Services
 from deputy.starter import STARTER_CONFIG
@@ -51,6 +53,8 @@ app.add_typer(policy_app, name="policy")
 app.add_typer(approvals_app, name="approvals")
 app.add_typer(witness_app_cli, name="witness")
 app.add_typer(audit_app, name="audit")
+app.add_typer(connections_app, name="connections")
+app.add_typer(vault_app, name="vault")
 app.command()(demo)
 
 

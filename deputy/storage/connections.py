@@ -3,9 +3,8 @@ for the authorization server's callback (issue 15; the tables of migration 0014)
 
 Tokens and client secrets arrive here sealed (:mod:`deputy.connections.vault`) and leave sealed: this module never
 sees one in clear. Each sealed value is bound to its row and field by the vault's additional authenticated data,
-whose text is made here, in one place, by :func:`token_context` and :func:`client_secret_context`: whoever seals
-and whoever re-seals (``deputy vault rotate-key``) name a field the same way, and a value copied to another row or
-field does not open.
+whose text :func:`token_context` and :func:`client_secret_context` make: whoever seals and whoever re-seals
+(``deputy vault rotate-key``) must name a field the same way; a value copied to another row or field does not open.
 
 A started connection (``connection_flows``) is keyed by the SHA-256 of its ``state`` and bound to the browser that
 started it by the SHA-256 of a random cookie (RFC 6749 §10.12; RFC 9700 §4.7.1). :meth:`ConnectionRepository.
@@ -17,7 +16,6 @@ A refresh is single-flight: :meth:`ConnectionRepository.refreshing` (:mod:`deput
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
@@ -50,13 +48,14 @@ RESEAL_BATCH = 200  # rows read per statement while re-sealing
 def token_context(user_id: str, server: str, field: TokenField) -> str:
     """The additional authenticated data of a connection's sealed token: its row (user, server) and field.
 
-    JSON, not a separator-joined string: no value can contain what would make two rows' contexts equal."""
-    return json.dumps(["connection", user_id, server, field], separators=(",", ":"))
+    Joined by NUL, which none of the parts can hold, so no two rows' contexts are equal. The same text as
+    ``deputy.connections.refresh.field_context``, which seals them (a unit test holds the two equal)."""
+    return f"deputy-connection\x00{user_id}\x00{server}\x00{field}"
 
 
 def client_secret_context(server: str, issuer: str) -> str:
     """The additional authenticated data of a registered client's sealed secret: its row (server, issuer)."""
-    return json.dumps(["client", server, issuer, "client_secret"], separators=(",", ":"))
+    return f"deputy-client\x00{server}\x00{issuer}\x00client_secret"
 
 
 @dataclass(frozen=True, slots=True)
