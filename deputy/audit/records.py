@@ -65,6 +65,11 @@ RECORD_TYPES: frozenset[str] = frozenset(
         "log.started",
         "signin.succeeded",
         "signin.failed",
+        # A user's connection to a credentials = "oauth" upstream (deputy.connections): a token's SHA-256 at most.
+        "connection.created",
+        "connection.refreshed",
+        "connection.broken",
+        "connection.revoked",
     }
 )
 

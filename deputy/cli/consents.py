@@ -2,7 +2,9 @@
 
 Revoking a consent also revokes the refresh-token families it produced and their
 access tokens (the gateway refuses them within its revocation staleness bound);
-the client must ask the user again.
+the client must ask the user again. Her connections to ``credentials = "oauth"``
+upstreams for that server (all of them, without ``--server``) are revoked too: their
+tokens revoked at the upstream and deleted (``connection.revoked``, ``consent_revoked``).
 """
 
 from __future__ import annotations
@@ -74,22 +76,31 @@ def consents_revoke(
         raise typer.Exit(2)
     resource = settings.resource_of(server) if server is not None else None
 
-    async def work(services: Services) -> ConsentRevocation | None:
+    async def work(services: Services) -> tuple[ConsentRevocation, int] | None:
         found = await _user_named(services, user)
         if found is None:
             return None
         revoked = await services.consents.revoke(found.user_id, client, resource)
         await services.record("consent.revoked", user=found.user_id, client_id=client, resource=resource,
                               consents=revoked.consents, grants_revoked=revoked.grants, by="cli")
-        return revoked
+        disconnected = 0
+        if revoked.consents:
+            # Her Deputy consent taken back: her upstream tokens for that server (or all) go too.
+            if server is None:
+                disconnected = await services.connections.disconnect_user(found.user_id, "consent_revoked")
+            elif await services.connections.disconnect(found.user_id, server, "consent_revoked"):
+                disconnected = 1
+        return revoked, disconnected
 
-    outcome = with_services(settings, work)
-    if outcome is None:
+    result = with_services(settings, work)
+    if result is None:
         err.print(line("no user ", user, style="red"))
         raise typer.Exit(1)
+    outcome, disconnected = result
     where = f" for server {server}" if server is not None else ""
     if outcome.consents == 0 and outcome.grants == 0:
         err.print(line(user, " has no consent or tokens for client ", client, where, style="red"))
         raise typer.Exit(1)
     console.print(line(f"revoked {outcome.consents} consent(s) of ", user, " for client ", client,
-                       f"{where}; {outcome.grants} token family(ies) revoked"))
+                       f"{where}; {outcome.grants} token family(ies) revoked",
+                       f"; {disconnected} upstream connection(s) revoked" if disconnected else ""))

@@ -72,19 +72,25 @@ def users_list(config: ConfigOption = None) -> None:
 
 @users_app.command("disable")
 def users_disable(name: str, config: ConfigOption = None) -> None:
-    """Refuse the user's next sign-in (password or identity provider), end her sessions, revoke all her grants."""
-    async def disable(services: Services) -> int | None:
+    """Refuse the user's next sign-in (password or identity provider), end her sessions, revoke all her grants and
+    her connections to upstreams (their tokens revoked at the upstream, deleted from the vault)."""
+    async def disable(services: Services) -> tuple[int, int] | None:
         revoked = await services.users.disable(name, services.grants)
-        if revoked is not None:
-            user = await services.users.find(name)
-            await services.record("user.disabled", username=name, user_id=user.user_id if user else None,
-                                  revoked_grants=revoked)
-        return revoked
+        if revoked is None:
+            return None
+        user = await services.users.find(name)
+        await services.record("user.disabled", username=name, user_id=user.user_id if user else None,
+                              revoked_grants=revoked)
+        # Her upstream tokens would otherwise stay usable at the upstreams themselves.
+        connections = await services.connections.disconnect_user(user.user_id, "user_disabled") if user else 0
+        return revoked, connections
 
-    revoked = with_services(settings_or_exit(config), disable)
-    if revoked is None:
+    outcome = with_services(settings_or_exit(config), disable)
+    if outcome is None:
         fail(1, f"no user named {name}")
-    console.print(line("disabled ", shown(name, style="bold"), f"; revoked {revoked} grant(s)"))
+    revoked, connections = outcome
+    console.print(line("disabled ", shown(name, style="bold"), f"; revoked {revoked} grant(s) and {connections} "
+                       "upstream connection(s)"))
 
 
 @users_app.command("enable")
