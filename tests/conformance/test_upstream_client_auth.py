@@ -1,0 +1,150 @@
+"""The official suite's client authorization scenarios, with Deputy's upstream OAuth client as the client under test.
+
+Issue 15, item 6: ``conformance client`` (0.2.0-alpha.12) runs every ``auth/*`` client scenario once, all at the
+same time into one output directory: the ``auth``, ``backcompat`` and ``extensions`` suites in one invocation each
+(each runs its scenarios in parallel), and each 2026-07-28 ``auth/*`` scenario with ``--scenario`` (the ``draft``
+suite holding them also holds scenarios that are not about authorization). The client command is
+:mod:`tests.conformance.upstream_auth_adapter`, which puts Deputy between a signed-in user and the scenario's mock
+server. Each scenario's ``checks.json`` decides, as the suite's own verdict
+and baseline do: it passes when no check is FAILURE or WARNING and at least one is SUCCESS.
+
+``upstream-auth-expected-failures.yml`` (the suite's ``--expected-failures`` format) lists the scenarios that
+cannot apply, each with its reason in the comment above it. Every other scenario must pass, and every listed one
+must still fail: an entry that starts passing is stale and must be removed, so the list cannot rot.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conformance.harness import REPO_ROOT, ScenarioResult, _node_env, require_conformance
+
+pytestmark = pytest.mark.conformance
+
+EXPECTED_FAILURES = Path(__file__).with_name("upstream-auth-expected-failures.yml")
+ADAPTER = f"{sys.executable} -m tests.conformance.upstream_auth_adapter"
+# Per scenario: Python, Deputy's start (migrations, a password hash) and three OAuth flows, with every scenario's
+# process on the same few CPUs at once. A hang still ends: the suite kills the client at this bound.
+SCENARIO_TIMEOUT_MS = 180_000
+RUN_TIMEOUT = 600.0
+_TIMESTAMP = re.compile(r"-\d{4}-\d{2}-\d{2}T[\d-]+Z$")
+_ENTRY = re.compile(r"^  - (auth/[a-z0-9-]+)$")
+DRAFT_ONLY = "2026-07-28"  # the version list of a scenario that only the draft suite runs
+
+
+def expected_failures(path: Path = EXPECTED_FAILURES) -> dict[str, str]:
+    """``{scenario: reason}`` from the file: ``client:`` then ``  - auth/NAME`` entries, each with its reason in
+    the ``#`` comment lines right above it. Anything else in the file is refused (the suite must read it alike)."""
+    entries: dict[str, str] = {}
+    reason: list[str] = []
+    in_client = False
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped:
+            reason = []
+        elif stripped.startswith("#"):
+            reason.append(stripped.lstrip("#").strip())
+        elif line == "client:":
+            in_client, reason = True, []
+        elif in_client and (match := _ENTRY.match(line)):
+            assert reason, f"{path.name}:{number}: {match[1]} has no reason in a comment above it"
+            assert match[1] not in entries, f"{path.name}:{number}: {match[1]} is listed twice"
+            entries[match[1]], reason = " ".join(reason), []
+        else:
+            raise AssertionError(f"{path.name}:{number}: not an entry of the expected-failures format: {line!r}")
+    return entries
+
+
+def listed_client_auth_scenarios(command: list[str]) -> dict[str, str]:
+    """Every ``auth/*`` client scenario of the installed suite: ``{name: its spec versions}``, as
+    ``conformance list --client`` prints them (``- auth/NAME [2025-11-25,2026-07-28]``)."""
+    listed = subprocess.run([*command, "list", "--client"], env=_node_env(), capture_output=True, text=True,
+                            timeout=60, check=True).stdout
+    return dict(re.findall(r"^\s+- (auth/[a-z0-9-]+) \[([^]]*)\]", listed, flags=re.MULTILINE))
+
+
+def selections(scenarios: dict[str, str]) -> list[list[str]]:
+    """One invocation per suite holding only auth scenarios (``auth``, ``backcompat``, ``extensions``: each runs its
+    scenarios in parallel) and one per scenario found only in the ``draft`` suite (the 2026-07-28 ones), which also
+    holds scenarios that are not about authorization. A scenario run twice or never fails the test."""
+    return ([["--suite", "auth"], ["--suite", "backcompat"], ["--suite", "extensions"]]
+            + [["--scenario", name] for name, versions in scenarios.items() if versions == DRAFT_ONLY])
+
+
+def run_client_scenarios(command: list[str], runs: list[list[str]], out_dir: Path) -> str:
+    """All ``runs`` at once, into ``out_dir``; their consoles, joined."""
+    def client_run(selection: list[str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*command, "client", "--command", ADAPTER, *selection, "--timeout", str(SCENARIO_TIMEOUT_MS),
+             "--expected-failures", str(EXPECTED_FAILURES), "-o", str(out_dir)],
+            cwd=REPO_ROOT, env=_node_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+
+    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+        done = list(pool.map(client_run, runs))
+    return "\n".join(f"$ conformance client {' '.join(selection)} (exit {result.returncode})\n{result.stdout}"
+                     for selection, result in zip(runs, done, strict=True))
+
+
+def load_client_results(out_dir: Path) -> dict[str, ScenarioResult]:
+    """``{auth/NAME: result}`` from ``<out_dir>/auth/<NAME>-<timestamp>/checks.json``."""
+    results: dict[str, ScenarioResult] = {}
+    for checks_file in sorted(out_dir.glob("auth/*/checks.json")):
+        name = "auth/" + _TIMESTAMP.sub("", checks_file.parent.name)
+        assert name not in results, f"{name} ran twice"
+        results[name] = ScenarioResult(name, json.loads(checks_file.read_text()))
+    return results
+
+
+def passed(result: ScenarioResult) -> bool:
+    """The suite's verdict: no FAILURE, no WARNING, and something succeeded."""
+    return result.count("FAILURE") == 0 and result.count("WARNING") == 0 and result.count("SUCCESS") > 0
+
+
+def _why(result: ScenarioResult, out_dir: Path) -> str:
+    problems = [f"{check.get('status')} {check.get('id')}: {check.get('errorMessage') or check.get('description')}"
+                for check in result.checks if check.get("status") in ("FAILURE", "WARNING")]
+    stderr = [path for path in out_dir.glob("auth/*/stderr.txt")
+              if "auth/" + _TIMESTAMP.sub("", path.parent.name) == result.scenario]
+    tail = stderr[0].read_text()[-1500:] if stderr else "(no stderr.txt)"
+    return "\n    ".join([result.scenario, *problems, "adapter stderr: " + tail.replace("\n", "\n      ")])
+
+
+def test_expected_failures_file_is_well_formed() -> None:
+    listed = expected_failures()
+    assert listed, "the file lists the scenarios that cannot apply"
+    assert all(len(reason) >= 40 for reason in listed.values()), "each reason says why, not just a word"
+
+
+def test_client_auth_scenarios_through_deputy(tmp_path: Path) -> None:
+    command = require_conformance("alpha")
+    expected = expected_failures()
+    scenarios = listed_client_auth_scenarios(command)
+    assert len(scenarios) >= 30, f"the installed suite lists its auth scenarios: {sorted(scenarios)}"
+    assert set(expected) <= set(scenarios), f"listed but not in the suite: {sorted(set(expected) - set(scenarios))}"
+
+    started = time.monotonic()
+    console = run_client_scenarios(command, selections(scenarios), tmp_path)
+    elapsed = time.monotonic() - started
+    (tmp_path / "console.log").write_text(console)
+    results = load_client_results(tmp_path)
+
+    assert set(results) == set(scenarios), (
+        f"never ran: {sorted(set(scenarios) - set(results))}; not listed: {sorted(set(results) - set(scenarios))}\n"
+        + console[-3000:])
+    applicable = [name for name in scenarios if name not in expected]
+    failing = [_why(results[name], tmp_path) for name in applicable if not passed(results[name])]
+    stale = [name for name in expected if passed(results[name])]
+    passing = len(applicable) - len(failing)
+    print(f"\nconformance client auth scenarios through Deputy: {passing}/{len(applicable)} applicable passed, "
+          f"{len(expected)} not applicable (still failing: {len(expected) - len(stale)}), "
+          f"{len(scenarios)} run in {elapsed:.0f} s")
+    assert not stale, f"listed as not applicable but now passing; remove from {EXPECTED_FAILURES.name}: {stale}"
+    assert not failing, "applicable scenarios that fail through Deputy:\n  " + "\n  ".join(failing)
