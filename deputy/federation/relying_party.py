@@ -16,10 +16,9 @@ the caller keeps bound to the browser's session and hands back once: this module
    before its code goes anywhere (RFC 9700 §4.4, mix-up) — an error response included;
 3. an ``error`` from the provider (RFC 6749 §4.1.2.1) ends the sign-in with it;
 4. the code is redeemed at the provider's token endpoint (Core §3.1.3.1) with the PKCE verifier and the redirect
-   URI, the client authenticated as the provider supports (Core §9): ``client_secret_basic`` (RFC 6749 §2.3.1,
-   both parts form-encoded first), else ``client_secret_post``; or ``private_key_jwt`` (RFC 7523 §3), an assertion
-   with ``iss`` = ``sub`` = the client id, ``aud`` the token endpoint, a fresh ``jti`` and a
-   :data:`ASSERTION_LIFETIME`-second life;
+   URI, the client authenticated as the provider supports (Core §9): ``client_secret_basic``, else
+   ``client_secret_post``; or ``private_key_jwt`` (:mod:`deputy.federation.oauth_client`, which Deputy's upstream
+   connections use too);
 5. the ID token is validated (:mod:`deputy.federation.id_tokens`); the user it names is mapped and admitted
    (:mod:`deputy.federation.claims`).
 
@@ -28,14 +27,10 @@ The provider's own tokens (access, refresh, the ID token itself) are dropped as 
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl, quote_plus, urlencode, urlsplit, urlunsplit
-
-from joserfc import jwt
+from urllib.parse import urlencode
 
 from deputy import clock
 from deputy.config_identity_providers import IdentityProvider
@@ -43,12 +38,13 @@ from deputy.federation.claims import FederatedIdentity, admit, federated_identit
 from deputy.federation.discovery import Discovery, ProviderMetadata
 from deputy.federation.errors import CallbackRefused, ProviderUnavailable, shown
 from deputy.federation.id_tokens import Expected, validate_id_token
+from deputy.federation.oauth_client import ClientCredentials, SigningKey, authenticate_client, with_query
 from deputy.federation.provider_http import ProviderHttp, ProviderHttpError
 from deputy.federation.provider_keys import ProviderKeys
 from deputy.handles import new_handle
+from deputy.oauth import pkce
 
 PENDING_TTL = 600  # seconds a sign-in may spend at the provider
-ASSERTION_LIFETIME = 60
 TOKEN_MAX_BYTES = 64 * 1024
 PROMPTS = frozenset({"none", "login", "consent", "select_account"})  # Core §3.1.2.1
 MAX_AGE_LIMIT = 10 * 365 * 24 * 3600
@@ -67,9 +63,8 @@ class PendingSignIn:
     max_age: int | None = None
 
 
-def code_challenge(verifier: str) -> str:
-    """RFC 7636 §4.2, S256: BASE64URL(SHA256(ASCII(code_verifier))), unpadded."""
-    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
+# RFC 7636 §4.2, S256: BASE64URL(SHA256(ASCII(code_verifier))), unpadded.
+code_challenge = pkce.s256
 
 
 class RelyingParty:
@@ -101,7 +96,7 @@ class RelyingParty:
             params["prompt"] = prompt
         if max_age is not None:
             params["max_age"] = str(max_age)
-        return _with_query(metadata.authorization_endpoint, params), pending
+        return with_query(metadata.authorization_endpoint, params), pending
 
     async def finish(self, pending: PendingSignIn, query: Mapping[str, str]) -> FederatedIdentity:
         """The user the provider signed in, admitted; else a :class:`~deputy.federation.errors.SignInFailed`.
@@ -168,7 +163,8 @@ def _check_issuer(provider: IdentityProvider, metadata: ProviderMetadata, iss: s
 def _client_authentication(provider: IdentityProvider, metadata: ProviderMetadata,
                            form: dict[str, str]) -> dict[str, str]:
     """Core §9: adds the client's credentials to ``form``, or returns the ``Authorization`` header that carries
-    them; a provider that supports none of the ways Deputy has is refused."""
+    them (:func:`deputy.federation.oauth_client.authenticate_client`); a provider that supports none of the ways
+    Deputy has is refused."""
     methods = metadata.token_endpoint_auth_methods
     if provider.client_key is not None:
         key = provider.client_key
@@ -176,28 +172,16 @@ def _client_authentication(provider: IdentityProvider, metadata: ProviderMetadat
         if "private_key_jwt" not in methods or (algs is not None and key.algorithm not in algs):
             raise ProviderUnavailable(provider.name, "token_request_failed",
                                       f"the provider does not accept private_key_jwt signed with {key.algorithm}")
-        now = clock.now()
-        claims = {"iss": provider.client_id, "sub": provider.client_id, "aud": metadata.token_endpoint,
-                  "jti": new_handle(), "iat": now, "exp": now + ASSERTION_LIFETIME}
-        assertion = jwt.encode({"alg": key.algorithm, "kid": key.kid, "typ": "JWT"}, claims, key.key,
-                               algorithms=[key.algorithm])
-        form.update({"client_id": provider.client_id, "client_assertion": assertion,
-                     "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"})
-        return {}
-    secret = provider.client_secret or ""
-    if "client_secret_basic" in methods:
-        # RFC 6749 §2.3.1: each part form-encoded, then joined with ":" and base64-encoded.
-        pair = f"{quote_plus(provider.client_id)}:{quote_plus(secret)}".encode()
-        return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
-    if "client_secret_post" in methods:
-        form.update({"client_id": provider.client_id, "client_secret": secret})
-        return {}
-    raise ProviderUnavailable(provider.name, "token_request_failed",
-                              "the provider accepts neither client_secret_basic nor client_secret_post")
+        credentials = ClientCredentials(provider.client_id, "private_key_jwt",
+                                        key=SigningKey(key.key, key.algorithm, key.kid))
+    elif "client_secret_basic" in methods:
+        credentials = ClientCredentials(provider.client_id, "client_secret_basic", provider.client_secret or "")
+    elif "client_secret_post" in methods:
+        credentials = ClientCredentials(provider.client_id, "client_secret_post", provider.client_secret or "")
+    else:
+        raise ProviderUnavailable(provider.name, "token_request_failed",
+                                  "the provider accepts neither client_secret_basic nor client_secret_post")
+    return authenticate_client(credentials, metadata.token_endpoint, form)
 
 
-def _with_query(endpoint: str, params: Mapping[str, str]) -> str:
-    """``endpoint`` with ``params`` added to the query it may already have (RFC 6749 §3.1), ours replacing its."""
-    parts = urlsplit(endpoint)
-    kept = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k not in params]
-    return urlunsplit(parts._replace(query=urlencode([*kept, *params.items()])))
+_with_query = with_query  # kept for callers of the old name

@@ -23,6 +23,10 @@ ID Metadata Document draft §6 "Server-Side Request Forgery"). The fetcher:
 The session, its TLS settings and the capped read are :mod:`deputy.outbound_http`'s, like every other
 request Deputy makes; what is added here is the address check and the connector that keeps to it.
 
+:meth:`DocumentFetcher.request` is the same checks and pinned connection for any method (an upstream's token or
+registration endpoint, :mod:`deputy.connections.upstream_http`): it returns whatever status came, a redirect
+included (never followed), and leaves the body's meaning to the caller.
+
 Every refusal is a :class:`FetchRefused` subclass naming its reason; nothing else escapes.
 """
 
@@ -31,7 +35,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit
@@ -41,7 +45,16 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
 from deputy import bounded_json
-from deputy.outbound_http import USER_AGENT, BodyTooLarge, open_session, read_capped, tls_context
+from deputy.outbound_http import (
+    USER_AGENT,
+    Answer,
+    BodyTooLarge,
+    NoAnswer,
+    fetch,
+    open_session,
+    read_capped,
+    tls_context,
+)
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -289,10 +302,34 @@ class DocumentFetcher:
                 raise AddressRefused(host, str(address), category)
         return host, port, addresses
 
+    async def request(self, method: str, url: str, *, headers: Mapping[str, str], data: bytes | None = None,
+                      max_bytes: int | None = None) -> Answer:
+        """``method`` ``url`` with the checks of the module docstring; the answer whatever its status (a 3xx is an
+        answer, not followed). Raises a :class:`FetchRefused` subclass (never an aiohttp error)."""
+        cap = self.max_bytes if max_bytes is None else max_bytes
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                host, _port, addresses = await self.check(url)
+                async with open_session(aiohttp.ClientTimeout(total=self.timeout_seconds),
+                                        connector=self._connector(host, addresses)) as session:
+                    return await fetch(session, method, url, max_bytes=cap, headers=headers, data=data)
+        except TimeoutError:
+            raise TimedOut(f"no complete answer within {self.timeout_seconds:g}s") from None
+        except BodyTooLarge:
+            raise TooLarge(f"the answer is larger than {cap} bytes") from None
+        except NoAnswer as exc:
+            if isinstance(exc.cause, TimeoutError):  # aiohttp's own time limit, reached first
+                raise TimedOut(f"no complete answer within {self.timeout_seconds:g}s") from None
+            raise ConnectionFailed(f"no answer from {url} ({exc.cause_name})") from None
+
+    def _connector(self, host: str, addresses: Sequence[IPAddress]) -> aiohttp.TCPConnector:
+        """Connects to ``addresses`` only, and only for ``host``: no second lookup to rebind."""
+        return aiohttp.TCPConnector(resolver=_CheckedAddresses(host, addresses), use_dns_cache=False,
+                                    ssl=self.ssl_context, limit=1, force_close=True)
+
     async def _fetch(self, url: str) -> FetchedDocument:
         host, _port, addresses = await self.check(url)
-        connector = aiohttp.TCPConnector(resolver=_CheckedAddresses(host, addresses), use_dns_cache=False,
-                                         ssl=self.ssl_context, limit=1, force_close=True)
+        connector = self._connector(host, addresses)
         headers = {"Accept": "application/json", "Accept-Encoding": "identity", "User-Agent": USER_AGENT}
         try:
             async with (
