@@ -224,8 +224,7 @@ class Vault:
         if len(sealed) < HEADER_BYTES + 16 or sealed[:1] != VERSION:
             raise VaultKeyError("not a value this vault sealed (unknown format)")
         kid = sealed[1:1 + KEY_ID_BYTES]
-        if kid not in self._ciphers:
-            self._reload_if_changed()  # another process may have rotated the key file
+        self._reload_if_changed()  # another process may have rotated the key file (one stat)
         cipher = self._ciphers.get(kid)
         if cipher is None:
             raise VaultKeyError(f"sealed with key {kid.hex()}, which the vault does not hold: {self._where()}")
