@@ -17,8 +17,10 @@ from __future__ import annotations
 import typer
 
 from deputy.cli.common import ConfigOption, console, err, fail, settings_or_exit, with_services
+from deputy.cli.failures import EXIT_CONFIG
 from deputy.cli.terminal_text import line
 from deputy.config import Settings
+from deputy.config_values import ConfigError
 from deputy.connections.vault import (
     ENVIRONMENT,
     KEY_FILE,
@@ -59,10 +61,13 @@ def _report(done: Resealed, kid: bytes) -> None:
 def rotate_key(config: ConfigOption = None) -> None:
     """Seal every stored upstream token and client secret under a new key (see `deputy vault --help`)."""
     settings = settings_or_exit(config)
-    if settings.connections.vault_key is not None:
-        _rotate_environment(settings, settings.connections.vault_key)
-    else:
-        _rotate_file(settings)
+    try:
+        if settings.connections.vault_key is not None:
+            _rotate_environment(settings, settings.connections.vault_key)
+        else:
+            _rotate_file(settings)
+    except ConfigError as exc:  # a malformed DEPUTY_VAULT_KEY or key file: nothing was changed
+        fail(EXIT_CONFIG, str(exc))
 
 
 def _rotate_environment(settings: Settings, value: str) -> None:

@@ -140,7 +140,6 @@ class KeyFile:
     def create(self) -> None:
         """Write a first key unless a file is there: written whole under another name, then linked into place, so
         no reader sees half a key and of processes creating it at once the first link wins for all."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         draft = self._draft([secrets.token_bytes(KEY_BYTES)])
         try:
             os.link(draft, self.path)
@@ -174,6 +173,7 @@ class KeyFile:
             os.close(fd)  # closing the descriptor releases the lock
 
     def _draft(self, keys: Sequence[bytes]) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         draft = self.path.with_name(f".{self.path.name}.{secrets.token_hex(8)}.tmp")
         fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "wb") as handle:

@@ -48,8 +48,8 @@ RESEAL_BATCH = 200  # rows read per statement while re-sealing
 def token_context(user_id: str, server: str, field: TokenField) -> str:
     """The additional authenticated data of a connection's sealed token: its row (user, server) and field.
 
-    Joined by NUL, which none of the parts can hold, so no two rows' contexts are equal. The same text as
-    ``deputy.connections.refresh.field_context``, which seals them (a unit test holds the two equal)."""
+    Joined by NUL, which none of the parts can hold, so no two rows' contexts are equal. The one definition:
+    the service seals with it (deputy.connections.refresh, connect_flow), ``deputy vault rotate-key`` re-seals."""
     return f"deputy-connection\x00{user_id}\x00{server}\x00{field}"
 
 

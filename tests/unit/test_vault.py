@@ -255,9 +255,3 @@ def test_running_vault_follows_a_rotated_key_file(tmp_path: Path) -> None:
         running.unseal(before, ALICE_ACCESS)
     assert stat.S_IMODE(os.stat(key_file.path).st_mode) == 0o600
 
-
-def test_contexts_match_what_the_service_seals_with() -> None:
-    """Re-sealing (rotate-key) names each field as the service that sealed it did, or nothing would open."""
-    refresh = pytest.importorskip("deputy.connections.refresh")
-    for field in ("access_token", "refresh_token"):
-        assert token_context("u", "s", field) == refresh.field_context("u", "s", field)
