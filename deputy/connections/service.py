@@ -37,7 +37,7 @@ from deputy.connections.parts import Parts, SealedClients
 from deputy.connections.refresh import Broken, Missing, Row, TokenKeeper
 from deputy.connections.registration import Registration
 from deputy.connections.upstream_http import UpstreamHttp, parse_challenge
-from deputy.connections.vault import Vault, VaultKeyError
+from deputy.connections.vault import Vault
 from deputy.gateway.principal import Principal
 from deputy.page_paths import CLIENT_METADATA_DOCUMENT, CONNECT_CALLBACK, CONNECT_PAGE
 from deputy.policy.user_attributes import NO_IDP
@@ -194,17 +194,19 @@ class Connections:
         return len(rows)
 
     async def _revoked(self, row: Row, reason: str) -> None:
-        """After the row is gone: revoke its tokens at the upstream, then record it."""
+        """After the row is gone: revoke its tokens at the upstream, then record it (which ones it revoked)."""
         revoked = await self._revoke_upstream(row)
         await self.parts.record("connection.revoked", user=row.user_id, server=row.server, issuer=row.issuer,
-                                reason=reason, token_sha256=row.token_digest, upstream_revoked=revoked)
+                                reason=reason, token_sha256=row.token_digest, upstream_revoked=list(revoked))
 
-    async def _revoke_upstream(self, row: Row) -> bool:
+    async def _revoke_upstream(self, row: Row) -> tuple[str, ...]:
+        """RFC 7009 §2.1 for each token, the refresh token first (revoking it ends the grant at servers that link
+        the two, RFC 7009 §2.1); each failure is logged and the next tried. The kinds revoked."""
         server = self.oauth_servers().get(row.server)
         if server is None:
             log.warning("connection of user %s to %s deleted; not revoked at the upstream: the server is no longer "
                         "configured with credentials = \"oauth\"", row.user_id, row.server)
-            return False
+            return ()
         try:
             protection = await self.parts.discovery.protection(server)
             if protection.authorization_server.issuer != row.issuer:
@@ -212,13 +214,20 @@ class Connections:
                 raise ConnectionFailed(row.server, "issuer_mismatch", "the upstream now names another "
                                        "authorization server than the one that issued the tokens")
             client = await self.parts.registration.client(server, protection)
-            if row.refresh_token is not None:
-                token = self.keeper.open(row, "refresh_token")
-                await self.parts.authorization.revoke(server, protection, client, token, "refresh_token")
-            token = self.keeper.open(row, "access_token")
-            await self.parts.authorization.revoke(server, protection, client, token, "access_token")
-        except (ConnectionFailed, VaultKeyError) as exc:
-            log.warning("connection of user %s to %s deleted; revoking its tokens at the upstream failed: %s",
+        except ConnectionFailed as exc:
+            log.warning("connection of user %s to %s deleted; its tokens not revoked at the upstream: %s",
                         row.user_id, row.server, exc)
-            return False
-        return True
+            return ()
+        revoked: tuple[str, ...] = ()
+        kinds = ("refresh_token", "access_token") if row.refresh_token is not None else ("access_token",)
+        for kind in kinds:
+            try:
+                await self.parts.authorization.revoke(server, protection, client, self.keeper.open(row, kind), kind)
+            except ConnectionFailed as exc:
+                # An authorization server may refuse to revoke a self-contained (JWT) access token
+                # (RFC 7009 §2.2.1 unsupported_token_type); it then lives until it expires.
+                log.warning("connection of user %s to %s deleted; revoking its %s at the upstream failed: %s",
+                            row.user_id, row.server, kind, exc)
+                continue
+            revoked += (kind,)
+        return revoked
