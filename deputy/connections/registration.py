@@ -1,12 +1,38 @@
-"""STUB (issue 15, helper H1 replaces this file): who Deputy is at an upstream's authorization server."""
+"""Who Deputy is at an upstream's authorization server (MCP 2026-07-28 "Client Registration"), in the
+specification's order of preference:
+
+1. a client the operator registered there (``[servers.NAME.oauth] client_id``, with ``client_secret`` or
+   ``private_key``; MCP "Preregistration");
+2. Deputy's own Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document): its https URL is the
+   ``client_id``, when the authorization server advertises ``client_id_metadata_document_supported`` and Deputy's
+   public URL is https (``mcp.client.auth.utils.is_valid_client_metadata_url``). The document
+   (:meth:`Registration.metadata_document`) names Deputy's one redirect URI and asks for no secret (``none``):
+   the URL itself identifies Deputy;
+3. RFC 7591 dynamic registration at the ``registration_endpoint``: ``application_type`` ``web`` (Deputy is a
+   server), the authorization code and refresh token grants, and the strongest token endpoint authentication the
+   server lists of ``client_secret_basic``, ``client_secret_post``, ``none`` (RFC 8414 §2: unlisted means basic).
+   The client is kept per (server, issuer) through :class:`RegisteredClients` and reused; a client registered at
+   one issuer is never presented to another (SEP-2352: after the upstream moves to another authorization server,
+   Deputy registers again there).
+"""
 
 from __future__ import annotations
 
 from typing import Protocol
 
+from mcp.client.auth.utils import is_valid_client_metadata_url
+from mcp.shared.auth import OAuthClientInformationFull
+from pydantic import ValidationError
+
 from deputy.config import UpstreamServer
+from deputy.connections.errors import ConnectionFailed, shown
 from deputy.connections.model import UpstreamClient, UpstreamProtection
-from deputy.connections.upstream_http import UpstreamHttp
+from deputy.connections.upstream_http import UpstreamHttp, UpstreamHttpError
+
+# Strongest first; private_key_jwt needs a key registered in advance, so it is the configured client's only.
+REGISTRATION_AUTH_METHODS = ("client_secret_basic", "client_secret_post", "none")
+GRANT_TYPES = ["authorization_code", "refresh_token"]
+MAX_CLIENT_ID = 1024
 
 
 class RegisteredClients(Protocol):
@@ -29,8 +55,69 @@ class Registration:
 
     async def client(self, server: UpstreamServer, protection: UpstreamProtection) -> UpstreamClient:
         """Configured client, else Deputy's client ID metadata document, else RFC 7591 registration."""
-        raise NotImplementedError
+        oauth = server.oauth
+        if oauth is not None and oauth.client_id is not None:
+            return UpstreamClient(oauth.client_id, oauth.client_secret, oauth.client_auth, "configured")
+        authorization_server = protection.authorization_server
+        if authorization_server.client_id_metadata_document_supported and \
+                is_valid_client_metadata_url(self.metadata_document_url):
+            return UpstreamClient(str(self.metadata_document_url), None, "none", "metadata_document")
+        issuer = authorization_server.issuer
+        kept = await self.store.registered(server.name, issuer)
+        if kept is not None:
+            return kept
+        client = await self._register(server, protection)
+        await self.store.remember(server.name, issuer, client)
+        return client
 
     def metadata_document(self) -> dict[str, object]:
         """Deputy's client ID metadata document (served at ``metadata_document_url``)."""
-        raise NotImplementedError
+        return {"client_id": self.metadata_document_url, "client_name": self.client_name,
+                "redirect_uris": [self.redirect_uri], "grant_types": GRANT_TYPES, "response_types": ["code"],
+                "token_endpoint_auth_method": "none", "application_type": "web"}
+
+    async def _register(self, server: UpstreamServer, protection: UpstreamProtection) -> UpstreamClient:
+        """RFC 7591 §3.1, §3.2.1."""
+        authorization_server = protection.authorization_server
+        endpoint = authorization_server.registration_endpoint
+        if endpoint is None:
+            raise ConnectionFailed(server.name, "registration_failed",
+                                   f"{authorization_server.issuer} offers no dynamic registration and no client is "
+                                   f"configured for it (set [servers.{server.name}.oauth] client_id)")
+        offered = authorization_server.token_endpoint_auth_methods
+        method = next((m for m in REGISTRATION_AUTH_METHODS if m in offered), None)
+        if method is None:
+            raise ConnectionFailed(server.name, "no_client_authentication",
+                                   f"{authorization_server.issuer} accepts none of "
+                                   f"{', '.join(REGISTRATION_AUTH_METHODS)} at its token endpoint")
+        request: dict[str, object] = {
+            "client_name": self.client_name, "redirect_uris": [self.redirect_uri], "grant_types": GRANT_TYPES,
+            "response_types": ["code"], "token_endpoint_auth_method": method, "application_type": "web"}
+        if protection.scopes:
+            request["scope"] = " ".join(protection.scopes)
+        try:
+            answer = await self.http.post_json(server, endpoint, request)
+        except UpstreamHttpError as exc:
+            raise ConnectionFailed(server.name, "registration_failed", exc.message) from None
+        if answer.status not in (200, 201) or not isinstance(answer.document, dict):
+            error = answer.document.get("error") if isinstance(answer.document, dict) else None
+            raise ConnectionFailed(server.name, "registration_failed",
+                                   f"the registration endpoint answered HTTP {answer.status}",
+                                   error=error if isinstance(error, str) else None)
+        try:
+            registered = OAuthClientInformationFull.model_validate(answer.document)
+        except ValidationError:
+            raise ConnectionFailed(server.name, "registration_failed",
+                                   "the registration response is not RFC 7591 client information") from None
+        if not registered.client_id or len(registered.client_id) > MAX_CLIENT_ID:
+            raise ConnectionFailed(server.name, "registration_failed", "the registration response has no client_id")
+        # RFC 7591 §3.2.1: the server may change what was asked; what it answers is what holds.
+        granted = registered.token_endpoint_auth_method or (method if registered.client_secret else "none")
+        if granted not in REGISTRATION_AUTH_METHODS:
+            raise ConnectionFailed(server.name, "no_client_authentication",
+                                   f"the client was registered for {shown(granted)}, which Deputy does not use")
+        if granted != "none" and not registered.client_secret:
+            raise ConnectionFailed(server.name, "registration_failed",
+                                   f"the client was registered for {granted} but given no client_secret")
+        return UpstreamClient(registered.client_id, registered.client_secret if granted != "none" else None,
+                              granted, "registered")

@@ -2,7 +2,7 @@
 
 An upstream MCP server names URLs Deputy then fetches or posts to: its protected resource metadata (RFC 9728), its
 authorization server's metadata (RFC 8414) and the endpoints listed there. Those names are the upstream's, not the
-operator's, so each request goes through the SSRF-safe fetcher (:mod:`deputy.oauth.document_fetcher`: https only,
+operator's, so each request goes through Deputy's SSRF-safe requests (:mod:`deputy.outbound_checked`: https only,
 every resolved address checked, the connection pinned to those addresses, no redirect followed, the body capped
 while it is read, one time limit for the whole) — unless the URL's host is one the operator vouched for: a host in
 ``[servers.NAME.oauth] trusted_hosts``, or the origin of the upstream's own configured ``url``. Those go through
@@ -30,7 +30,7 @@ import aiohttp
 
 from deputy import bounded_json
 from deputy.config import UpstreamServer
-from deputy.oauth.document_fetcher import DocumentFetcher, FetchRefused, HostResolver, is_loopback_host
+from deputy.outbound_checked import CheckedRequests, FetchRefused, HostResolver, is_loopback_host
 from deputy.outbound_http import USER_AGENT, Answer, BodyTooLarge, NoAnswer, fetch, open_session, step_timeout
 
 TIMEOUT = 10.0
@@ -124,7 +124,7 @@ class UpstreamHttp:
         self.development_mode = development_mode
         self.ca_file = ca_file
         self.timeout = timeout
-        self.fetcher = DocumentFetcher(max_bytes=MAX_BYTES, timeout_seconds=timeout,
+        self.fetcher = CheckedRequests(max_bytes=MAX_BYTES, timeout_seconds=timeout,
                                        development_mode=development_mode, ca_file=ca_file, resolver=resolver)
 
     def trusted(self, server: UpstreamServer, url: str) -> bool:

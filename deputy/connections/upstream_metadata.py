@@ -38,7 +38,7 @@ from mcp.client.auth.utils import issuers_match
 from deputy.config_servers import canonical_resource
 from deputy.connections.errors import ConnectionFailed, DiscoveryProblem, shown
 from deputy.connections.model import AuthorizationServer
-from deputy.oauth.document_fetcher import is_loopback_host
+from deputy.outbound_checked import is_loopback_host
 
 MAX_URL = 2048
 MAX_LISTED = 64  # entries of a list read; a longer one is cut (only membership is asked of most)

@@ -7,12 +7,14 @@ through (:mod:`deputy.federation.relying_party`) or an upstream MCP server's aut
   (§2.3.1, in the body), ``private_key_jwt`` (RFC 7523 §2.2 and §3: an assertion with ``iss`` = ``sub`` = the client
   id, ``aud`` the token endpoint, a fresh ``jti``, a :data:`ASSERTION_LIFETIME`-second life) or ``none`` (a public
   client names itself with ``client_id``, RFC 6749 §4.1.3);
+- :func:`code_challenge`: the PKCE S256 challenge of a verifier (RFC 7636 §4.2; ``plain`` is never sent);
 - :func:`with_query`: an authorization request URL, the endpoint's own query kept (RFC 6749 §3.1).
 """
 
 from __future__ import annotations
 
 import base64
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -71,6 +73,11 @@ def authenticate_client(credentials: ClientCredentials, token_endpoint: str, for
         return {"Authorization": "Basic " + base64.b64encode(pair).decode("ascii")}
     form.update({"client_id": client_id, "client_secret": credentials.secret})
     return {}
+
+
+def code_challenge(verifier: str) -> str:
+    """RFC 7636 §4.2, S256: BASE64URL(SHA256(ASCII(code_verifier))), unpadded."""
+    return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode()
 
 
 def with_query(endpoint: str, params: Mapping[str, str]) -> str:

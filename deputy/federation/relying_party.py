@@ -38,11 +38,16 @@ from deputy.federation.claims import FederatedIdentity, admit, federated_identit
 from deputy.federation.discovery import Discovery, ProviderMetadata
 from deputy.federation.errors import CallbackRefused, ProviderUnavailable, shown
 from deputy.federation.id_tokens import Expected, validate_id_token
-from deputy.federation.oauth_client import ClientCredentials, SigningKey, authenticate_client, with_query
+from deputy.federation.oauth_client import (
+    ClientCredentials,
+    SigningKey,
+    authenticate_client,
+    code_challenge,
+    with_query,
+)
 from deputy.federation.provider_http import ProviderHttp, ProviderHttpError
 from deputy.federation.provider_keys import ProviderKeys
 from deputy.handles import new_handle
-from deputy.oauth import pkce
 
 PENDING_TTL = 600  # seconds a sign-in may spend at the provider
 TOKEN_MAX_BYTES = 64 * 1024
@@ -63,8 +68,6 @@ class PendingSignIn:
     max_age: int | None = None
 
 
-# RFC 7636 §4.2, S256: BASE64URL(SHA256(ASCII(code_verifier))), unpadded.
-code_challenge = pkce.s256
 
 
 class RelyingParty:

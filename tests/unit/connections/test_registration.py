@@ -1,0 +1,159 @@
+"""Who Deputy is at an upstream's authorization server (issue 15, item 1; MCP 2026-07-28 "Client Registration"):
+configured → client ID metadata document → RFC 7591, the token endpoint authentication chosen from what the server
+lists, hostile registration responses refused, a registered client kept per (server, issuer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from deputy.connections.errors import ConnectionFailed
+from deputy.connections.model import AuthorizationServer, UpstreamClient, UpstreamProtection
+from deputy.connections.registration import Registration
+from deputy.connections.upstream_http import UpstreamHttp
+from tests.unit.connections.upstream_site import Answer, UpstreamSite, server_for, upstream_site
+
+REDIRECT_URI = "https://deputy.example/connect/callback"
+DOCUMENT_URL = "https://deputy.example/oauth/upstream-client.json"
+
+
+class Clients:
+    def __init__(self) -> None:
+        self.kept: dict[tuple[str, str], UpstreamClient] = {}
+
+    async def registered(self, server: str, issuer: str) -> UpstreamClient | None:
+        return self.kept.get((server, issuer))
+
+    async def remember(self, server: str, issuer: str, client: UpstreamClient) -> None:
+        self.kept[(server, issuer)] = client
+
+
+@pytest.fixture
+async def site() -> AsyncIterator[UpstreamSite]:
+    async with upstream_site() as served:
+        yield served
+
+
+def protection(site: UpstreamSite, issuer: str | None = None, **changes: Any) -> UpstreamProtection:
+    issuer = issuer or site.base
+    fields: dict[str, Any] = {"issuer": issuer, "authorization_endpoint": f"{site.base}/authorize",
+                              "token_endpoint": f"{site.base}/token", "registration_endpoint": f"{site.base}/register",
+                              **changes}
+    return UpstreamProtection(site.mcp_url, AuthorizationServer(**fields), ("mcp:read",))
+
+
+def registration(store: Clients | None = None, document_url: str | None = DOCUMENT_URL) -> Registration:
+    return Registration(UpstreamHttp(), store or Clients(), redirect_uri=REDIRECT_URI,
+                        metadata_document_url=document_url)
+
+
+async def refused(site: UpstreamSite, **changes: Any) -> ConnectionFailed:
+    with pytest.raises(ConnectionFailed) as info:
+        await registration().client(server_for(site), protection(site, **changes))
+    return info.value
+
+
+# --- hostile or useless registration answers ----------------------------------------------------------------------
+
+@pytest.mark.parametrize(("answer", "reason"), [
+    (Answer(400, {"error": "invalid_client_metadata"}), "registration_failed"),
+    (Answer(500, b"oops"), "registration_failed"),
+    (Answer(201, b"not json"), "registration_failed"),
+    (Answer(201, []), "registration_failed"),
+    (Answer(201, {"client_secret": "s"}), "registration_failed"),  # no client_id
+    (Answer(201, {"client_id": ""}), "registration_failed"),
+    (Answer(201, {"client_id": "x" * 5000}), "registration_failed"),
+    (Answer(201, {"client_id": 42}), "registration_failed"),
+    (Answer(201, {"client_id": "c", "token_endpoint_auth_method": "client_secret_basic"}), "registration_failed"),
+    (Answer(201, {"client_id": "c", "token_endpoint_auth_method": "tls_client_auth"}), "no_client_authentication"),
+    (Answer(302, headers={"Location": "https://evil.example/register"}), "registration_failed"),
+])
+async def test_a_registration_answer_deputy_cannot_use_is_refused_and_not_kept(
+        site: UpstreamSite, answer: Answer, reason: str) -> None:
+    site.answers["/register"] = answer
+    store = Clients()
+    with pytest.raises(ConnectionFailed) as info:
+        await registration(store).client(server_for(site), protection(site))
+    assert info.value.reason == reason and store.kept == {}
+    if answer.status == 400:
+        assert info.value.error == "invalid_client_metadata"
+
+
+async def test_an_authorization_server_without_registration_needs_a_configured_client(site: UpstreamSite) -> None:
+    failure = await refused(site, registration_endpoint=None)
+    assert failure.reason == "registration_failed" and "client_id" in failure.detail
+
+
+async def test_an_authorization_server_with_no_authentication_deputy_has_is_refused_unasked(
+        site: UpstreamSite) -> None:
+    failure = await refused(site, token_endpoint_auth_methods=("private_key_jwt", "tls_client_auth"))
+    assert failure.reason == "no_client_authentication" and site.requests("/register") == []
+
+
+async def test_a_secret_is_not_kept_for_a_client_registered_as_public(site: UpstreamSite) -> None:
+    site.answers["/register"] = Answer(201, {"client_id": "c", "client_secret": "s",
+                                             "token_endpoint_auth_method": "none"})
+    client = await registration().client(server_for(site), protection(site))
+    assert (client.auth_method, client.client_secret) == ("none", None)
+
+
+# --- the order of preference --------------------------------------------------------------------------------------
+
+async def test_a_configured_client_comes_first(site: UpstreamSite) -> None:
+    server = server_for(site, client_id="pre-registered", client_secret="pre-secret", client_auth="client_secret_post")
+    client = await registration().client(server, protection(site, client_id_metadata_document_supported=True))
+    assert client == UpstreamClient("pre-registered", "pre-secret", "client_secret_post", "configured")
+    assert site.seen == []
+
+
+async def test_the_metadata_document_is_used_where_the_server_supports_it(site: UpstreamSite) -> None:
+    client = await registration().client(server_for(site), protection(site, client_id_metadata_document_supported=True))
+    assert client == UpstreamClient(DOCUMENT_URL, None, "none", "metadata_document")
+    assert site.seen == []
+
+
+@pytest.mark.parametrize("document_url", [None, "http://deputy.example/oauth/upstream-client.json",
+                                          "https://deputy.example/"])
+async def test_without_an_https_document_url_deputy_registers(site: UpstreamSite, document_url: str | None) -> None:
+    client = await registration(document_url=document_url).client(
+        server_for(site), protection(site, client_id_metadata_document_supported=True))
+    assert client.source == "registered" and len(site.requests("/register")) == 1
+
+
+@pytest.mark.parametrize(("offered", "chosen", "secret"), [
+    (("client_secret_basic", "client_secret_post", "none"), "client_secret_basic", "registered-secret"),
+    (("none", "client_secret_post"), "client_secret_post", "registered-secret"),
+    (("none",), "none", None),
+    (("private_key_jwt", "none"), "none", None),
+])
+async def test_the_strongest_listed_authentication_is_registered(site: UpstreamSite, offered: tuple[str, ...],
+                                                                 chosen: str, secret: str | None) -> None:
+    client = await registration().client(server_for(site), protection(site, token_endpoint_auth_methods=offered))
+    assert client == UpstreamClient("registered-client", secret, chosen, "registered")
+    [request] = site.requests("/register")
+    assert request.document == {
+        "client_name": "Deputy", "redirect_uris": [REDIRECT_URI], "grant_types": ["authorization_code",
+                                                                                  "refresh_token"],
+        "response_types": ["code"], "token_endpoint_auth_method": chosen, "application_type": "web",
+        "scope": "mcp:read"}
+
+
+async def test_a_registered_client_is_kept_per_server_and_issuer(site: UpstreamSite) -> None:
+    store = Clients()
+    first = await registration(store).client(server_for(site), protection(site))
+    again = await registration(store).client(server_for(site), protection(site))
+    assert again == first and len(site.requests("/register")) == 1
+    site.answers["/register"] = Answer(201, {"client_id": "at-the-new-issuer", "token_endpoint_auth_method": "none"})
+    moved = await registration(store).client(server_for(site), protection(site, issuer=f"{site.base}/new"))
+    assert moved.client_id == "at-the-new-issuer" and len(site.requests("/register")) == 2
+    assert set(store.kept) == {("tracker", site.base), ("tracker", f"{site.base}/new")}
+
+
+def test_the_metadata_document_names_deputy_and_its_redirect_uri() -> None:
+    assert registration().metadata_document() == {
+        "client_id": DOCUMENT_URL, "client_name": "Deputy", "redirect_uris": [REDIRECT_URI],
+        "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+        "token_endpoint_auth_method": "none", "application_type": "web"}
