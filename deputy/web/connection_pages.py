@@ -36,6 +36,7 @@ from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import ConnectionSummary
 from deputy.page_paths import CONNECT_PAGE, CONNECTIONS_PAGE
+from deputy.rate_limit import SlidingWindowLimiter
 from deputy.services import Services
 from deputy.storage.sessions import LoginSession
 from deputy.web.connection_cookies import ConnectionCookies
@@ -50,6 +51,9 @@ FORM_PURPOSE: Purpose = "consent"
 # A sign-in posted from /connections goes to POST /connect/<this>: no server name can start with "_" (config).
 CONNECTIONS_SIGN_IN = "_connections"
 MAX_CALLBACK_PARAMETERS = 16
+# Each start costs a waiting row and requests to the upstream (discovery, registration): bounded per user (in this
+# process), so neither a stuck button nor a script with her session floods them; other users are not slowed.
+STARTS_PER_MINUTE = 30
 METADATA_CACHE = "public, max-age=300"  # the document changes only with the configuration
 FORGED = "The form's CSRF token is missing or wrong; reload the page and try again."
 NOTICE_TEXT = {"connected": "Connected to {title}.", "disconnected": "Disconnected from {title}.",
@@ -75,6 +79,7 @@ class ConnectionPages:
         self.services = services
         self.sign_in = sign_in
         self.cookies = ConnectionCookies(sign_in.cookies.secure, services.settings.connections.flow_ttl)
+        self.starts = SlidingWindowLimiter(STARTS_PER_MINUTE)
 
     # -- connecting -------------------------------------------------------------------------------
 
@@ -106,6 +111,12 @@ class ConnectionPages:
         session = await self.sign_in.session(request)
         if session is None:  # the token verified against a session cookie that has since ended
             return self._sign_in_page(request, server)
+        wait = self.starts.admit(session.user_id)
+        if wait is not None:
+            response = refusal_page(429, "too_many_attempts", "You started connecting too often in the last "
+                                                              "minute; wait a little and try again.")
+            response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+            return response
         browser = self.cookies.bind_browser(request)
         try:
             url = await self.services.connections.start(server.name, session.user_id, browser)

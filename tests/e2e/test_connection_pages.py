@@ -29,6 +29,7 @@ from deputy.config import load_settings
 from deputy.storage.db import Database
 from deputy.storage.tables import upstream_connections
 from deputy.web.connection_cookies import ConnectionCookies
+from deputy.web.connection_pages import STARTS_PER_MINUTE
 from deputy.web.csrf import CsrfTokens
 from tests.support.databases import database_url
 from tests.support.deputy_process import PASSWORD, RunningDeputy, running_deputy
@@ -36,6 +37,7 @@ from tests.support.sdk_client import page_text, parse_form, parse_forms
 from tests.support.upstream_oauth import ProtectedUpstream, UpstreamAuthServer, upstream_oauth
 
 BOB_PASSWORD = "bob's own long passphrase"
+CAROL_PASSWORD = "carol only floods the connect button"
 HOSTILE_TITLE = "Evil <img src=x onerror=alert(1)> & co"
 NOT_THIS_BROWSER = "This link is not for this browser or was already used"
 
@@ -76,8 +78,9 @@ credentials = "oauth"
 [servers.hostile.oauth]
 trusted_hosts = ["127.0.0.1"]
 '''
+    users = (("bob", BOB_PASSWORD), ("carol", CAROL_PASSWORD))
     with (database_url(backend, directory) as url,
-          running_deputy(directory, url, upstream_url, extra, users=(("bob", BOB_PASSWORD),)) as deputy):
+          running_deputy(directory, url, upstream_url, extra, users=users) as deputy):
         yield Stack(deputy, auth, upstream)
 
 
@@ -336,6 +339,19 @@ async def test_disconnect_without_a_valid_token_disconnects_nothing(stack: Stack
         assert not await connected(stack, bob) and await connected(stack, alice)
         await disconnect_all(stack, alice)
         assert not await connected(stack, alice)
+
+
+async def test_starts_are_bounded_per_user_not_for_everyone(stack: Stack) -> None:
+    """Each start costs a waiting row and requests to the upstream: a burst from one session is cut off at the limit
+    (STARTS_PER_MINUTE, counted per user) with Retry-After, and another user still connects."""
+    async with browser() as flooder, signed_in(stack) as alice:
+        await sign_in(stack, flooder, "carol", CAROL_PASSWORD)  # her own budget, whatever the other tests spent
+        form = await connect_form(stack, flooder)
+        answers = [await flooder.post(stack.page("/connect/ext"), data=form) for _ in range(STARTS_PER_MINUTE + 1)]
+        statuses = [answer.status_code for answer in answers]
+        assert statuses == [303] * STARTS_PER_MINUTE + [429], statuses
+        assert int(answers[-1].headers["retry-after"]) >= 1 and "location" not in answers[-1].headers
+        assert (await alice.post(stack.page("/connect/ext"), data=await connect_form(stack, alice))).status_code == 303
 
 
 # -- open redirects, XSS ------------------------------------------------------------------------
