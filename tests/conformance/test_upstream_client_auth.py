@@ -30,7 +30,8 @@ from tests.conformance.harness import REPO_ROOT, ScenarioResult, _node_env, requ
 pytestmark = pytest.mark.conformance
 
 EXPECTED_FAILURES = Path(__file__).with_name("upstream-auth-expected-failures.yml")
-ADAPTER = f"{sys.executable} -m tests.conformance.upstream_auth_adapter"
+# The suite runs the command through a shell and, at its timeout, kills that shell: exec makes the kill reach Python.
+ADAPTER = f"exec {sys.executable} -m tests.conformance.upstream_auth_adapter"
 # Per scenario: Python, Deputy's start (migrations, a password hash) and three OAuth flows, with every scenario's
 # process on the same few CPUs at once. A hang still ends: the suite kills the client at this bound.
 SCENARIO_TIMEOUT_MS = 180_000

@@ -141,8 +141,11 @@ async def deputy_in_process(scenario: Scenario, directory: Path) -> AsyncIterato
     await lifespan.startup()
     try:
         await services.users.add(USERNAME, PASSWORD)
+        # A long keep-alive: with every scenario's process on the same CPUs, a pooled connection the server
+        # closes after the default 5 s idle, just as the client reuses it, would fail a step for no reason of
+        # Deputy's OAuth client (the one thing under test here; Deputy's listener limits are tested elsewhere).
         server = _Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False,
-                                        timeout_graceful_shutdown=1))
+                                        timeout_keep_alive=120, timeout_graceful_shutdown=1))
         serving = asyncio.create_task(server.serve(sockets=[listener]))
         try:
             while not server.started:
@@ -264,10 +267,19 @@ async def mcp_session(person: Person, token: str, version: str) -> AsyncIterator
     """An SDK client session at ``/mcp/conf`` with her Deputy token; an ``initialize`` Deputy refuses until she
     connects is retried after connecting (a fresh session each time)."""
     mode = version if version in MODERN_VERSIONS else "legacy"
+
+    async def note_refusal(response: httpx2.Response) -> None:
+        # The SDK turns an HTTP error without a JSON-RPC body into "Server returned an error response": keep
+        # what Deputy actually answered, for the scenario's stderr.txt (Deputy's answers carry no token).
+        if response.status_code >= 400:
+            body = (await response.aread())[:300].decode("utf-8", "replace")
+            person.log.append(f"HTTP {response.status_code} {response.headers.get('content-type', '')}: {body}")
+
     while True:
         stack = contextlib.AsyncExitStack()
         http = await stack.enter_async_context(httpx2.AsyncClient(
-            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0)))
+            headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30.0, read=60.0),
+            event_hooks={"response": [note_refusal]}))
         try:
             client = await stack.enter_async_context(
                 Client(streamable_http_client(person.deputy.resource(SERVER), http_client=http), mode=mode,
