@@ -105,6 +105,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         body_timeout=settings.limits.body_timeout,
         tracing=tracing,
         metrics=services.metrics,
+        connections=services.connections,  # each user's own token for credentials = "oauth" servers
     )
 
     @contextlib.asynccontextmanager

@@ -18,7 +18,11 @@ duration, and ``complete``: false when the answer was cut short — the upstream
 mid-stream or the client left before its end (:data:`~deputy.gateway.responses.INCOMPLETE`), or
 the body was never ended (the relay failed) — the size and digest being then those of the part
 the client got. It is appended without holding the client (the answer has already been sent); a
-failure to append it is logged.
+failure to append it is logged. A call answered by Deputy in the upstream's stead because the user's own upstream
+credential was missing or unusable (``credentials = "oauth"``, :mod:`deputy.gateway.connection_answers`) says so:
+``not_forwarded`` (``connection_needed`` or ``connection_failed``) and ``not_forwarded_reason`` (why: the
+:class:`~deputy.connections.model.ConnectionNeeded` reason, or the :class:`~deputy.connections.errors.ConnectionFailed`
+one), both absent on every other record.
 
 Both records carry the call's W3C trace id (``trace_id``, 32 lowercase hex; :mod:`deputy.telemetry.tracing`) when
 the call has one — the client's, from a valid ``traceparent``, or the one Deputy started with tracing on — so a
@@ -50,6 +54,9 @@ from deputy.policy.user_attributes import recorded_attributes
 log = logging.getLogger(__name__)
 
 RECORDED = frozenset({Category.TOOL_CALL, Category.RESOURCE_READ, Category.PROMPT_GET, Category.UNKNOWN})
+# Set on the ``http.response.start`` of an answer Deputy gave because the call could not go upstream with the user's
+# own credential: (``not_forwarded``, ``not_forwarded_reason``). Gateway-internal, like responses.INCOMPLETE.
+NOT_FORWARDED = "deputy.not_forwarded"
 
 
 def who(principal: Principal) -> dict[str, Any]:
@@ -115,12 +122,14 @@ class AuditStage:
         """``send`` that measures the answer as it streams past, and the coroutine that records it once done."""
         digest = hashlib.sha256()
         # complete: the answer's body was ended (ASGI ``more_body`` false) and not marked cut short.
-        state = {"status": 0, "size": 0, "complete": False}
+        state: dict[str, Any] = {"status": 0, "size": 0, "complete": False}
         started = time.perf_counter()
 
         async def measuring(message_out: Message) -> None:
             if message_out["type"] == "http.response.start":
                 state["status"] = message_out["status"]
+                if NOT_FORWARDED in message_out:
+                    state[NOT_FORWARDED] = message_out[NOT_FORWARDED]
             elif message_out["type"] == "http.response.body":
                 body = message_out.get("body", b"")
                 digest.update(body)
@@ -136,6 +145,8 @@ class AuditStage:
                                 duration_us=int((time.perf_counter() - started) * 1_000_000))
             if trace_id is not None:
                 record["trace_id"] = trace_id
+            if NOT_FORWARDED in state:
+                record["not_forwarded"], record["not_forwarded_reason"] = state[NOT_FORWARDED]
             task = asyncio.get_running_loop().create_task(self._append_quietly(record))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)

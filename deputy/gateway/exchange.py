@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -11,6 +11,17 @@ from starlette.types import Receive, Scope, Send
 from deputy.gateway.jsonrpc import McpMessage
 from deputy.gateway.principal import Principal
 from deputy.telemetry.tracing import TraceContext
+
+Headers = Sequence[tuple[str, str]]
+
+
+class UpstreamRefusals(Protocol):
+    """What an HTTP upstream does when a ``credentials = "oauth"`` server refuses the user's own token
+    (:class:`deputy.gateway.connection_answers.OAuthCall`)."""
+
+    async def refused(self, send: Send, status: int, www_authenticate: str | None) -> Headers | None:
+        """Fresh headers to send the same request with once more; None: the client has been answered."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +46,10 @@ class Exchange:
     # The request's place in a trace (deputy.telemetry.tracing): what an HTTP upstream is sent as ``traceparent``;
     # None: no trace (tracing off and no valid client traceparent), and nothing is sent.
     trace: TraceContext | None = None
+    # credentials = "oauth" (deputy.connections): the user's own upstream credential headers, and who handles the
+    # upstream refusing them; () and None for every other server.
+    upstream_headers: Headers = ()
+    refusals: UpstreamRefusals | None = None
 
     @property
     def request_id(self) -> str | int | None:

@@ -19,6 +19,10 @@ approval is found again by the call itself. What Deputy added to a retry is Depu
 retry carrying Deputy's ``requestState`` reaches the upstream without it and without the
 answer to Deputy's elicitation (:func:`without_own_input`) — the upstream never asked, and
 a spec-following one refuses a ``requestState`` it did not issue.
+
+The same round trip sends a user to connect her account at an upstream
+(:mod:`deputy.gateway.connection_answers`): the capability check, the ``input_required`` result,
+the decline check and the stripping of Deputy's own input are here, once, for both.
 """
 
 from __future__ import annotations
@@ -32,6 +36,11 @@ from deputy.policy import Decision
 CLIENT_CAPABILITIES = "io.modelcontextprotocol/clientCapabilities"
 INPUT_KEY = "deputy_approval"
 STATE_PREFIX = "deputy-approval:"
+# A connection the user must make first (deputy.gateway.connection_answers).
+CONNECT_INPUT_KEY = "deputy_connect"
+CONNECT_STATE_PREFIX = "deputy-connect:"
+OWN_STATE_PREFIXES = (STATE_PREFIX, CONNECT_STATE_PREFIX)
+OWN_INPUT_KEYS = frozenset({INPUT_KEY, CONNECT_INPUT_KEY})
 
 
 def declares_url_elicitation(message: McpMessage) -> bool:
@@ -43,23 +52,33 @@ def declares_url_elicitation(message: McpMessage) -> bool:
     return isinstance(elicitation, dict) and isinstance(elicitation.get("url"), dict)
 
 
-def declined_approval(message: McpMessage) -> bool:
-    """Whether this is a retry whose answer to Deputy's approval elicitation is ``decline`` or ``cancel``."""
+def declined(message: McpMessage, input_key: str = INPUT_KEY) -> bool:
+    """Whether this is a retry whose answer to Deputy's elicitation ``input_key`` is ``decline`` or ``cancel``."""
     params = message.params
     responses = params.get("inputResponses") if isinstance(params, dict) else None
-    answer = responses.get(INPUT_KEY) if isinstance(responses, dict) else None
+    answer = responses.get(input_key) if isinstance(responses, dict) else None
     return isinstance(answer, dict) and answer.get("action") in ("decline", "cancel")
+
+
+def declined_approval(message: McpMessage) -> bool:
+    """Whether this is a retry whose answer to Deputy's approval elicitation is ``decline`` or ``cancel``."""
+    return declined(message, INPUT_KEY)
+
+
+def url_input_required(message: McpMessage, input_key: str, url: str, text: str, state: str) -> dict[str, Any]:
+    """The JSON-RPC response (MCP 2026-07-28 ``InputRequiredResult``) asking the client to send its user to ``url``
+    with ``text`` (one URL-mode ``elicitation/create``), then retry with ``state`` echoed."""
+    elicitation = {"method": "elicitation/create", "params": {"mode": "url", "url": url, "message": text}}
+    return {"jsonrpc": "2.0", "id": message.id, "result": {
+        "resultType": "input_required", "inputRequests": {input_key: elicitation}, "requestState": state}}
 
 
 def input_required(message: McpMessage, approval_id: str, approval_url: str, tool: str) -> dict[str, Any]:
     """The JSON-RPC response asking the client to send its user to the approval page, then retry."""
-    elicitation = {"method": "elicitation/create", "params": {
-        "mode": "url", "url": approval_url,
-        "message": f"Calling {tool} needs a human approval. Open the page to see the exact call and who can "
-                   f"approve it; then retry."}}
-    return {"jsonrpc": "2.0", "id": message.id, "result": {
-        "resultType": "input_required", "inputRequests": {INPUT_KEY: elicitation},
-        "requestState": STATE_PREFIX + approval_id}}
+    return url_input_required(
+        message, INPUT_KEY, approval_url,
+        f"Calling {tool} needs a human approval. Open the page to see the exact call and who can approve it; then "
+        f"retry.", STATE_PREFIX + approval_id)
 
 
 def denial_data(decision: Decision, approval_id: str, approval_url: str, expires_at: int) -> dict[str, Any]:
@@ -68,22 +87,22 @@ def denial_data(decision: Decision, approval_id: str, approval_url: str, expires
             "expires_at": expires_at}
 
 
-
 def without_own_input(message: McpMessage) -> bytes | None:
-    """The body to forward for a retry that carries Deputy's ``requestState``: the same message without
-    it and without Deputy's ``inputResponses`` entry; None for any other message (forward it as received).
+    """The body to forward for a retry that carries Deputy's ``requestState`` (an approval's or a connection's):
+    the same message without it and without Deputy's ``inputResponses`` entries; None for any other message
+    (forward it as received).
 
     The message was parsed strictly (no duplicate keys, exact numbers), so serialising the parsed
     document again says exactly what the policy decided on.
     """
     params = message.params
     state = params.get("requestState") if isinstance(params, dict) else None
-    if not isinstance(params, dict) or not isinstance(state, str) or not state.startswith(STATE_PREFIX):
+    if not isinstance(params, dict) or not isinstance(state, str) or not state.startswith(OWN_STATE_PREFIXES):
         return None
     forwarded = {key: value for key, value in params.items() if key != "requestState"}
     responses = params.get("inputResponses")
     if isinstance(responses, dict):
-        others = {key: value for key, value in responses.items() if key != INPUT_KEY}
+        others = {key: value for key, value in responses.items() if key not in OWN_INPUT_KEYS}
         if others:
             forwarded["inputResponses"] = others
         else:

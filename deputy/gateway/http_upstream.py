@@ -21,7 +21,10 @@ forbidden), hop-by-hop headers (RFC 9110 §7.6.1), and the upstream's
 ``Set-Cookie``/``WWW-Authenticate``, which would speak for Deputy's origin. The
 only credentials sent are Deputy's own for that server
 (:mod:`deputy.gateway.upstream_credentials`: a token minted for the upstream,
-configured headers, or none); a client header of the same name is dropped. The client's
+configured headers, or none), or, for ``credentials = "oauth"``, the user's own upstream token carried by the
+exchange (:mod:`deputy.gateway.connection_answers`, which also decides what an upstream 401/403 to that token
+means: the request is sent once more with fresh headers, or the user is asked to connect); a client header of
+the same name is dropped. The client's
 ``traceparent`` and ``tracestate`` are dropped too: W3C Trace Context §3.2 has each hop
 send its own, so the upstream is sent Deputy's (:meth:`TraceContext.upstream_traceparent
 <deputy.telemetry.trace_context.TraceContext.upstream_traceparent>`, naming Deputy's upstream
@@ -36,7 +39,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 
 from deputy.config import UpstreamServer
-from deputy.gateway.exchange import Exchange
+from deputy.gateway.exchange import Exchange, Headers, UpstreamRefusals
 from deputy.gateway.observation import mark_upstream_error
 from deputy.gateway.response_rewrite import (
     MAX_REWRITTEN,
@@ -118,6 +121,8 @@ class HttpUpstream:
         if exchange.session is not None:
             headers.append(("Mcp-Session-Id", exchange.session))
         headers.extend(self.credentials.headers(exchange.principal))
+        if exchange.upstream_headers:
+            headers.extend(exchange.upstream_headers)
         if exchange.trace is not None:
             headers.append(("traceparent", exchange.trace.upstream_traceparent().decode("ascii")))
             if exchange.trace.tracestate:
@@ -129,11 +134,13 @@ class HttpUpstream:
             response = await self.pool.session.request(
                 exchange.method, url, headers=headers, data=exchange.body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
-            log.warning("upstream %s unreachable: %s", self.server.name, type(exc).__name__)
-            mark_upstream_error(scope, "timeout" if isinstance(exc, TimeoutError) else "unreachable")
-            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable",
-                                                     request_id=exchange.request_id))
+            await self._unreachable(exchange, exc)
             return
+        if exchange.refusals is not None and response.status in (401, 403):
+            retried = await self._refused(exchange, exchange.refusals, url, headers, response)
+            if retried is None:
+                return
+            response = retried
         try:
             await self._relay(exchange, response)
         except (TimeoutError, aiohttp.ClientError) as exc:
@@ -144,6 +151,37 @@ class HttpUpstream:
             await end_body(send, complete=False)
         finally:
             response.release()
+
+    async def _unreachable(self, exchange: Exchange, exc: BaseException) -> None:
+        log.warning("upstream %s unreachable: %s", self.server.name, type(exc).__name__)
+        mark_upstream_error(exchange.scope, "timeout" if isinstance(exc, TimeoutError) else "unreachable")
+        await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable",
+                                                          request_id=exchange.request_id))
+
+    async def _refused(self, exchange: Exchange, refusals: UpstreamRefusals, url: str,
+                       headers: list[tuple[str, str]], response: aiohttp.ClientResponse
+                       ) -> aiohttp.ClientResponse | None:
+        """The upstream refused the user's own token (RFC 6750 §3.1: the request was not processed): the same
+        request once more with the fresh headers ``refusals`` gives, or None when it answered the client itself.
+        A retry refused again goes back to ``refusals`` (reconnect, step up), never to a third attempt."""
+        response.release()  # its connection back to the pool while the token is refreshed
+        fresh = await refusals.refused(exchange.send, response.status, response.headers.get("www-authenticate"))
+        if fresh is None:
+            return None
+        try:
+            response = await self.pool.session.request(
+                exchange.method, url, headers=_with_credentials(headers, exchange.upstream_headers, fresh),
+                data=exchange.body or None, allow_redirects=False)
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            await self._unreachable(exchange, exc)
+            return None
+        if response.status in (401, 403):
+            response.release()
+            again = await refusals.refused(exchange.send, response.status, response.headers.get("www-authenticate"))
+            if again is not None:  # never a third attempt: the refusal it is (502)
+                await self._relay(exchange, response)
+            return None
+        return response
 
     async def _relay(self, exchange: Exchange, response: aiohttp.ClientResponse) -> None:
         send = exchange.send
@@ -248,3 +286,9 @@ class HttpUpstream:
                 return
             await exchange.send({"type": "http.response.body", "body": chunk, "more_body": True})
         await end_body(exchange.send)
+
+
+def _with_credentials(headers: list[tuple[str, str]], old: Headers, fresh: Headers) -> list[tuple[str, str]]:
+    """``headers`` with the credential headers ``old`` replaced by ``fresh``."""
+    replaced = {name.lower() for name, _ in old} | {name.lower() for name, _ in fresh}
+    return [(name, value) for name, value in headers if name.lower() not in replaced] + list(fresh)

@@ -19,7 +19,9 @@ taken when the request arrived.
 
 Outcomes (:class:`RequestOutcome`) are a closed set: a request forwarded is ``forwarded``, or ``upstream_error``
 when the upstream failed (Deputy answered 502 in its stead, its stream broke off, or it answered 5xx); a policy
-refusal is ``denied``, ``held`` (waits for an approval), ``step_up`` or ``unavailable``; any other refusal is named
+refusal is ``denied``, ``held`` (waits for an approval), ``step_up`` or ``unavailable``; a call that needs the user
+to connect her account at the upstream first (``credentials = "oauth"``, :mod:`deputy.gateway.connection_answers`)
+is ``connection_needed``; any other refusal is named
 by the status Deputy answered (RFC 9110 §15): ``unauthorized`` 401, ``forbidden`` 403, ``not_found`` 404,
 ``method_not_allowed`` 405, ``timeout`` 408, ``too_large`` 413, ``bad_request`` 400 and any other 4xx,
 ``unavailable`` 503 and any other 5xx, ``gone`` when the client left before an answer.
@@ -70,6 +72,7 @@ class RequestOutcome(StrEnum):
     HELD = "held"
     STEP_UP = "step_up"
     UNAVAILABLE = "unavailable"
+    CONNECTION_NEEDED = "connection_needed"
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
     NOT_FOUND = "not_found"

@@ -11,7 +11,9 @@ and nothing is forwarded; the parsed message travels on the :class:`Exchange`,
 while upstreams receive the original bytes. A call to be forwarded is first
 decided (:mod:`deputy.gateway.policy_stage`) and its decision committed to the audit
 log (:mod:`deputy.gateway.audit_stage`): no record, no call. Responses are streamed by the
-upstream implementation; for a server with policies every answer relayed — to a POST, on a
+upstream implementation. A server with ``credentials = "oauth"`` is then sent the user's own token, asked for
+only now (:mod:`deputy.gateway.connection_answers`): without one she is sent to connect. For a server with policies
+every answer relayed — to a POST, on a
 GET stream, replayed on a resumed one — passes the one list filter on its way back
 (:mod:`deputy.gateway.response_rewrite`, :meth:`PolicyStage.answer_filter`; a list request's
 filter is made before it is forwarded, :meth:`PolicyStage.list_filter`).
@@ -38,6 +40,7 @@ from deputy.audit.log import AuditUnavailable
 from deputy.config import UpstreamServer
 from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
+from deputy.gateway.connection_answers import OAuthCall, UserConnections
 from deputy.gateway.exchange import Exchange, Upstream
 from deputy.gateway.held_calls import (
     declares_url_elicitation,
@@ -115,7 +118,9 @@ class Gateway:
         *,
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
+        connections: UserConnections | None = None,  # needed by credentials = "oauth" servers
     ) -> None:
+        self.connections = connections
         self.body_timeout = body_timeout
         self.origin_check = origin_check
         self.policy = policy
@@ -164,6 +169,13 @@ class Gateway:
             if isinstance(cleared, Answered):
                 return
         self._filter_answers(forwarding, server, principal)
+        oauth = None
+        if server.credentials == "oauth":  # her own token, asked for only once the call is decided and recorded
+            oauth = OAuthCall(self.connections, server, principal, message, self.sessions, headers.session_id, seen)
+            if not await oauth.prepare(forwarding.send):
+                if forwarding.finish is not None:
+                    await forwarding.finish()
+                return
         seen.outcome = RequestOutcome.FORWARDED
         started = time.perf_counter_ns()
         try:
@@ -174,11 +186,14 @@ class Gateway:
                 principal=principal,
                 body=forwarding.body,
                 session=upstream_session,
-                bind_session=functools.partial(self.sessions.outward, principal),
+                bind_session=(functools.partial(self.sessions.outward, principal) if oauth is None
+                              else oauth.bind_session),
                 message=message,
                 rewrite_result=forwarding.rewrite,
                 answers_list=forwarding.answers_list,
                 trace=seen.trace,
+                upstream_headers=oauth.headers if oauth is not None else (),
+                refusals=oauth,
             ))
         finally:
             seen.stage(UPSTREAM, started)

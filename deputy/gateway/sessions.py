@@ -6,6 +6,12 @@ upstream id. A session id presented with another principal's token does not
 verify and is answered like an unknown session (HTTP 404, MCP Streamable HTTP
 §Session Management), so possessing a session id is never authentication. The
 check is stateless, so every replica that shares the key agrees.
+
+One fact about the client travels in the id the same way: that its ``initialize`` declared URL-mode
+elicitation (MCP 2025-11-25, ``capabilities.elicitation.url``), which decides how Deputy later asks
+its user to connect an upstream account (:mod:`deputy.gateway.connection_answers`). Such an id's tag
+is :data:`URL_ELICITATION_MARK` followed by an HMAC that also covers the mark, so a client cannot
+add or remove it; every other id is exactly as before.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import os
 from pathlib import Path
 
 from deputy.gateway.principal import Principal
+
+URL_ELICITATION_MARK = "u"
+TAG_LENGTH = 22  # 16 bytes of HMAC-SHA-256, base64url without padding
 
 
 class SessionBinder:
@@ -33,19 +42,27 @@ class SessionBinder:
                 fh.write(os.urandom(32))
         return cls(path.read_bytes())
 
-    def _tag(self, principal: Principal, upstream_id: str) -> str:
-        message = "\0".join((principal.server, principal.user, principal.agent, upstream_id)).encode()
-        digest = hmac.new(self.key, message, hashlib.sha256).digest()[:16]
-        return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+    def _tag(self, principal: Principal, upstream_id: str, url_elicitation: bool = False) -> str:
+        message = "\0".join((principal.server, principal.user, principal.agent, upstream_id))
+        if url_elicitation:
+            message += "\0" + URL_ELICITATION_MARK
+        digest = hmac.new(self.key, message.encode(), hashlib.sha256).digest()[:16]
+        tag = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+        return URL_ELICITATION_MARK + tag if url_elicitation else tag
 
-    def outward(self, principal: Principal, upstream_id: str) -> str:
-        return f"{upstream_id}.{self._tag(principal, upstream_id)}"
+    def outward(self, principal: Principal, upstream_id: str, url_elicitation: bool = False) -> str:
+        return f"{upstream_id}.{self._tag(principal, upstream_id, url_elicitation)}"
+
+    @staticmethod
+    def declares_url_elicitation(client_id: str | None) -> bool:
+        """Whether a session id (already checked by :meth:`inward`) says its client declared URL-mode elicitation."""
+        return client_id is not None and len(client_id.rpartition(".")[2]) == TAG_LENGTH + len(URL_ELICITATION_MARK)
 
     def inward(self, principal: Principal, client_id: str) -> str | None:
         """The upstream session id, or None when the id was not issued to this principal."""
         upstream_id, dot, tag = client_id.rpartition(".")
         if not dot or not upstream_id:
             return None
-        expected = self._tag(principal, upstream_id).encode()
+        expected = self._tag(principal, upstream_id, len(tag) > TAG_LENGTH).encode()
         # Bytes, not str: compare_digest refuses non-ASCII strings, and header values may hold any octet.
         return upstream_id if hmac.compare_digest(tag.encode("latin-1"), expected) else None

@@ -22,6 +22,9 @@ it was issued for Deputy's resource, not for the upstream. Instead, per server:
   not give a longer life, so the cached token is used to the end.
 - ``static``: the configured headers (literal, ``{env = ...}`` or ``{file = ...}``,
   read at start).
+- ``oauth``: the user's own token at the upstream's authorization server (:mod:`deputy.connections`), got per
+  call after the policy decision (:mod:`deputy.gateway.connection_answers`) and carried by the exchange; nothing
+  is sent for the gateway itself, and a client's ``Authorization`` is dropped as for every server.
 - ``none``: nothing.
 """
 
@@ -58,6 +61,16 @@ class UpstreamCredentials(Protocol):
 
 class NoCredentials:
     header_names: frozenset[str] = frozenset()
+
+    def headers(self, principal: Principal) -> Headers:
+        return ()
+
+
+class OAuthCredentials:
+    """``credentials = "oauth"``: the headers come with each call (:attr:`Exchange.upstream_headers
+    <deputy.gateway.exchange.Exchange.upstream_headers>`), none for Deputy itself."""
+
+    header_names = frozenset({"authorization"})
 
     def headers(self, principal: Principal) -> Headers:
         return ()
@@ -145,4 +158,6 @@ def upstream_credentials(server: UpstreamServer, keyring: KeyRing, issuer: str) 
         return ExchangeCredentials(server, keyring, issuer)
     if server.credentials == "static":
         return StaticCredentials(list(server.headers.items()))
+    if server.credentials == "oauth":
+        return OAuthCredentials()
     return NoCredentials()
