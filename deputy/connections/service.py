@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import cast
+from typing import Literal, cast
 
 from mcp.client.auth.utils import union_scopes
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 
 Headers = Sequence[tuple[str, str]]
 
-MESSAGES = {
+NeededReason = Literal["not_connected", "broken", "insufficient_scope"]
+MESSAGES: dict[NeededReason, str] = {
     "not_connected": "Connect your account at {title} to use it through Deputy: {url}",
     "broken": "Your connection to {title} no longer works; connect your account again: {url}",
     "insufficient_scope": "{title} needs more access than you granted; connect your account again to grant it: {url}",
@@ -97,11 +98,10 @@ class Connections:
     def connect_url(self, server: str) -> str:
         return self.parts.settings.public_url + CONNECT_PAGE + server
 
-    def needed(self, server: UpstreamServer, reason: str) -> ConnectionNeeded:
+    def needed(self, server: UpstreamServer, reason: NeededReason) -> ConnectionNeeded:
         url = self.connect_url(server.name)
         message = MESSAGES[reason].format(title=server.title or server.name, url=url)
-        return ConnectionNeeded(server=server.name, connect_url=url, reason=reason,  # type: ignore[arg-type]
-                                message=message)
+        return ConnectionNeeded(server=server.name, connect_url=url, reason=reason, message=message)
 
     async def headers_for(self, server: UpstreamServer, principal: Principal) -> Headers | ConnectionNeeded:
         """The ``Authorization`` header for a call for ``principal.user``, refreshed first when near expiry (single
