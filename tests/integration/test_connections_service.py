@@ -289,6 +289,24 @@ async def test_a_token_refused_right_after_its_refresh_is_not_refreshed_again(
     assert oauth_upstream[0].token_requests() == asked + 1
 
 
+async def test_a_disconnect_on_another_replica_is_seen_within_the_revocation_staleness(
+        oauth_upstream: Upstream, services: Services, url: str, data: Path, tmp_path: Path, vault_key: str) -> None:
+    other = Services.open(settings_for(tmp_path / "other", data, url, oauth_upstream[1], vault_key))
+    await other.start()
+    try:
+        with clock.frozen() as frozen:
+            alice = await new_user(services)
+            await connected(oauth_upstream, services, alice)
+            assert not isinstance(await services.connections.headers_for(ext(services), principal(alice)),
+                                  ConnectionNeeded)
+            assert await other.connections.disconnect(alice, "ext", "user")
+            frozen.advance(services.settings.revocation_max_staleness + 0.1)
+            needed = await services.connections.headers_for(ext(services), principal(alice))
+            assert isinstance(needed, ConnectionNeeded) and needed.reason == "not_connected"
+    finally:
+        await other.close()
+
+
 # --- behaviour ------------------------------------------------------------------------------------------------------
 
 async def test_her_connection_carries_her_token_also_for_an_agent_acting_for_her(
