@@ -13,10 +13,10 @@ from urllib.parse import parse_qs, unquote_plus, urlsplit
 
 import pytest
 from joserfc import jwt
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, RSAKey
 
 from deputy import clock
-from deputy.connections.authorization import AuthorizationClient
+from deputy.connections.authorization import AuthorizationClient, signing_key
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import (
     AuthorizationServer,
@@ -313,3 +313,21 @@ async def test_a_revocation_endpoint_that_fails_is_reported(site: UpstreamSite) 
         await flow().revoke(server_for(site), protection(site), CLIENT, "rt-1", "refresh_token")
     assert info.value.reason == "upstream_unavailable"
 
+
+
+@pytest.mark.parametrize(("key", "declared", "algorithm"), [
+    (ECKey.generate_key("P-384"), None, "ES384"), (RSAKey.generate_key(2048), None, "RS256"),
+    (RSAKey.generate_key(2048), "PS256", "PS256"),
+])
+def test_a_configured_private_jwk_signs_with_its_own_alg_or_its_curves(key: Any, declared: str | None,
+                                                                        algorithm: str) -> None:
+    jwk = {**key.as_dict(private=True), **({"alg": declared} if declared else {})}
+    signing = signing_key(jwk)
+    assert (signing.algorithm, signing.kid) == (algorithm, key.thumbprint())
+    assertion = jwt.encode({"alg": signing.algorithm}, {"iss": "x"}, signing.key, algorithms=[signing.algorithm])
+    assert jwt.decode(assertion, key, algorithms=[algorithm]).claims == {"iss": "x"}
+
+
+def test_a_private_jwk_that_is_not_a_key_is_refused() -> None:
+    with pytest.raises(ValueError):
+        signing_key({"kty": "EC", "crv": "P-256", "d": "not-a-key"})
