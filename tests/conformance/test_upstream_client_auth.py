@@ -1,9 +1,9 @@
 """The official suite's client authorization scenarios, with Deputy's upstream OAuth client as the client under test.
 
-Issue 15, item 6: ``conformance client`` (0.2.0-alpha.12) runs every ``auth/*`` client scenario once, all at the
-same time into one output directory: the ``auth``, ``backcompat`` and ``extensions`` suites in one invocation each
-(each runs its scenarios in parallel), and each 2026-07-28 ``auth/*`` scenario with ``--scenario`` (the ``draft``
-suite holding them also holds scenarios that are not about authorization). The client command is
+Issue 15, item 6: ``conformance client`` (0.2.0-alpha.12) runs every ``auth/*`` client scenario once, into one
+output directory, in two waves of parallel runs (:func:`waves`): the ``auth``, ``backcompat`` and ``extensions``
+suites in one invocation each, and each 2026-07-28 ``auth/*`` scenario with ``--scenario`` (the ``draft`` suite
+holding them also holds scenarios that are not about authorization). The client command is
 :mod:`tests.conformance.upstream_auth_adapter`, which puts Deputy between a signed-in user and the scenario's mock
 server. Each scenario's ``checks.json`` decides, as the suite's own verdict
 and baseline do: it passes when no check is FAILURE or WARNING and at least one is SUCCESS.
@@ -72,26 +72,28 @@ def listed_client_auth_scenarios(command: list[str]) -> dict[str, str]:
     return dict(re.findall(r"^\s+- (auth/[a-z0-9-]+) \[([^]]*)\]", listed, flags=re.MULTILINE))
 
 
-def selections(scenarios: dict[str, str]) -> list[list[str]]:
-    """One invocation per suite holding only auth scenarios (``auth``, ``backcompat``, ``extensions``: each runs its
-    scenarios in parallel) and one per scenario found only in the ``draft`` suite (the 2026-07-28 ones), which also
-    holds scenarios that are not about authorization. A scenario run twice or never fails the test."""
-    return ([["--suite", "auth"], ["--suite", "backcompat"], ["--suite", "extensions"]]
-            + [["--scenario", name] for name, versions in scenarios.items() if versions == DRAFT_ONLY])
+def waves(scenarios: dict[str, str]) -> list[list[list[str]]]:
+    """The invocations, in two waves of about 16 scenarios each: one per suite holding only auth scenarios
+    (``auth``, ``backcompat``, ``extensions``; each runs its scenarios in parallel) and one per scenario found only
+    in the ``draft`` suite (the 2026-07-28 ones, which it holds among others that are not about authorization).
+    Everything is CPU-bound, so waves cost little wall time and halve the processes (each Deputy with the SDK, about
+    200 MB) alive at once. A scenario run twice or never fails the test."""
+    draft = [["--scenario", name] for name, versions in scenarios.items() if versions == DRAFT_ONLY]
+    return [[["--suite", "auth"], ["--suite", "backcompat"]], [["--suite", "extensions"], *draft]]
 
 
-def run_client_scenarios(command: list[str], runs: list[list[str]], out_dir: Path) -> str:
-    """All ``runs`` at once, into ``out_dir``; their consoles, joined."""
+def run_client_scenarios(command: list[str], wave: list[list[str]], out_dir: Path) -> str:
+    """The invocations of one wave at once, into ``out_dir``; their consoles, joined."""
     def client_run(selection: list[str]) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [*command, "client", "--command", ADAPTER, *selection, "--timeout", str(SCENARIO_TIMEOUT_MS),
              "--expected-failures", str(EXPECTED_FAILURES), "-o", str(out_dir)],
             cwd=REPO_ROOT, env=_node_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
 
-    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
-        done = list(pool.map(client_run, runs))
+    with concurrent.futures.ThreadPoolExecutor(len(wave)) as pool:
+        done = list(pool.map(client_run, wave))
     return "\n".join(f"$ conformance client {' '.join(selection)} (exit {result.returncode})\n{result.stdout}"
-                     for selection, result in zip(runs, done, strict=True))
+                     for selection, result in zip(wave, done, strict=True))
 
 
 def load_client_results(out_dir: Path) -> dict[str, ScenarioResult]:
@@ -132,7 +134,7 @@ def test_client_auth_scenarios_through_deputy(tmp_path: Path) -> None:
     assert set(expected) <= set(scenarios), f"listed but not in the suite: {sorted(set(expected) - set(scenarios))}"
 
     started = time.monotonic()
-    console = run_client_scenarios(command, selections(scenarios), tmp_path)
+    console = "\n".join(run_client_scenarios(command, wave, tmp_path) for wave in waves(scenarios))
     elapsed = time.monotonic() - started
     (tmp_path / "console.log").write_text(console)
     results = load_client_results(tmp_path)
