@@ -124,7 +124,10 @@ class Connections:
     async def refused(self, server: UpstreamServer, principal: Principal, status: int,
                       www_authenticate: str | None) -> ConnectionNeeded | None:
         """The upstream answered 401 or 403 to her token: refresh (401; None means retry once with new headers from
-        :meth:`headers_for`), mark broken, or ask for more scope (403 ``insufficient_scope``, step-up)."""
+        :meth:`headers_for`), mark broken, or ask for more scope (403 ``insufficient_scope``, step-up).
+
+        A 401 for the token a 401's refresh just gave breaks the connection rather than refreshing in a loop. A 403
+        without ``insufficient_scope`` refuses the call, not her credential: None, and nothing changes."""
         user = principal.user
         if status == 403:
             challenge = parse_challenge(www_authenticate)
