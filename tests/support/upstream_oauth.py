@@ -17,20 +17,23 @@ authorization specification describes, whose tokens come from a real authorizati
   ``admin_op`` (needs ``tools:admin``: ``403`` ``insufficient_scope`` otherwise, RFC 6750 §3.1).
 
 The contract other tests use is /tmp/deputy/FIXTURE_API.md: :func:`upstream_oauth` and the module-scope
-pytest fixture :func:`oauth_upstream`.
+pytest fixture :func:`oauth_upstream`. :func:`connect_account` (and its steps) is a person connecting her
+account through a running Deputy's pages over HTTP.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -49,7 +52,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tests.support.oidc_op import node_server, sign_in_at_op
 from tests.support.recording_upstream import RequestRecorder
-from tests.support.sdk_client import free_port
+from tests.support.sdk_client import Form, free_port, page_text, parse_forms
 
 AS_SCRIPT = Path(__file__).with_name("upstream_oauth_as") / "as.mjs"
 BASE_SCOPE = "tools:read"
@@ -279,9 +282,12 @@ def _serving_in_thread(app: ASGIApp, port: int) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def upstream_oauth(access_token_ttl: int = 300) -> Iterator[tuple[UpstreamAuthServer, ProtectedUpstream]]:
-    """Start the AS and the protected MCP server; skips (fails under CI=true) without Node or oidc-provider."""
-    config = {"host": "127.0.0.1", "access_token_ttl": access_token_ttl}
+def upstream_oauth(access_token_ttl: int = 300, *, logins: Sequence[str] = ("alice", "bob")
+                   ) -> Iterator[tuple[UpstreamAuthServer, ProtectedUpstream]]:
+    """Start the AS (whose accounts are ``logins``, password = login, ``sub`` = login) and the protected MCP
+    server; skips (fails under CI=true) without Node or oidc-provider."""
+    config = {"host": "127.0.0.1", "access_token_ttl": access_token_ttl,
+              "accounts": {login: {"password": login} for login in logins}}
     with node_server(AS_SCRIPT, config, name="upstream AS") as (issuer, _process, log_path):
         port = free_port()
         url = f"http://127.0.0.1:{port}/mcp"
@@ -300,3 +306,49 @@ def oauth_upstream() -> Iterator[tuple[UpstreamAuthServer, ProtectedUpstream]]:
     """One AS and protected upstream for a test module (access tokens live 300 s)."""
     with upstream_oauth() as pair:
         yield pair
+
+
+# ----------------------------------------------------------------------------- a person connecting, over HTTP
+
+
+async def connect_form(browser: httpx.AsyncClient, connect_url: str, username: str, password: str) -> Form:
+    """Open Deputy's connect page in ``browser`` (cookie-keeping, never following redirects), signing in to Deputy
+    first when it asks; its Connect form (with the CSRF field)."""
+    page = await browser.get(connect_url)
+    assert page.status_code == 200, page_text(page.text)
+    form = parse_forms(page.text)[0]
+    if form.has_password():
+        signed = await browser.post(form.resolve_action(connect_url), data=form.data(username=username,
+                                                                                     password=password))
+        assert signed.status_code == 303, page_text(signed.text)
+        assert signed.headers["location"] == urlsplit(connect_url).path
+        page = await browser.get(connect_url)
+        assert page.status_code == 200, page_text(page.text)
+        form = parse_forms(page.text)[0]
+    assert not form.has_password() and "csrf_token" in form.fields, page_text(page.text)
+    return form
+
+
+async def start_connecting(browser: httpx.AsyncClient, deputy_url: str, server: str, auth: UpstreamAuthServer,
+                           username: str, password: str) -> str:
+    """Press Connect on ``{deputy_url}/connect/{server}``; the authorization URL at ``auth`` Deputy sends her to."""
+    connect_url = f"{deputy_url}/connect/{server}"
+    form = await connect_form(browser, connect_url, username, password)
+    started = await browser.post(form.resolve_action(connect_url), data=form.data())
+    assert started.status_code == 303, page_text(started.text)
+    location: str = started.headers["location"]
+    assert location.startswith(auth.issuer + "/"), location
+    return location
+
+
+async def connect_account(deputy_url: str, server: str, auth: UpstreamAuthServer, username: str,
+                          password: str) -> None:
+    """The whole connection, as her browser does it: Deputy's sign-in, Connect, the AS's login and consent as
+    the account named like her (:meth:`UpstreamAuthServer.approve`), the callback with Deputy's cookies."""
+    async with httpx.AsyncClient(timeout=30) as browser:
+        authorization_url = await start_connecting(browser, deputy_url, server, auth, username, password)
+        callback = await asyncio.to_thread(auth.approve, authorization_url, username)
+        assert callback.startswith(f"{deputy_url}/connect/callback?"), callback
+        finished = await browser.get(callback)
+        assert finished.status_code == 303, page_text(finished.text)
+        assert finished.headers["location"] == "/connections"
