@@ -26,6 +26,8 @@ from pathlib import Path
 import pytest
 
 from tests.conformance.harness import REPO_ROOT, ScenarioResult, _node_env, require_conformance
+from tests.conformance.upstream_auth_adapter import connect_url_in
+from tests.support.deputy_process import RunningDeputy
 
 pytestmark = pytest.mark.conformance
 
@@ -120,9 +122,25 @@ def _why(result: ScenarioResult, out_dir: Path) -> str:
     return "\n    ".join([result.scenario, *problems, "adapter stderr: " + tail.replace("\n", "\n      ")])
 
 
+@pytest.mark.parametrize(("text", "problem"), [
+    ("client:\n  - auth/dpop\n", "has no reason"),
+    ("client:\n  # why\n  - auth/dpop\n  # why again\n  - auth/dpop\n", "listed twice"),
+    ("client:\n  # why\n  - auth/dpop: not-a-check\n", "not an entry"),
+    ("server:\n  # why\n  - auth/dpop\n", "not an entry"),
+    ("client:\n  # why\n\n  - auth/dpop\n", "has no reason"),  # a reason belongs to the entry right below it
+])
+def test_expected_failures_parser_refuses_what_it_cannot_vouch_for(tmp_path: Path, text: str, problem: str) -> None:
+    path = tmp_path / "expected.yml"
+    path.write_text(text)
+    with pytest.raises(AssertionError, match=problem):
+        expected_failures(path)
+
+
 def test_expected_failures_file_is_well_formed() -> None:
     listed = expected_failures()
-    assert listed, "the file lists the scenarios that cannot apply"
+    assert "auth/dpop" in listed and "auth/basic-cimd" in listed
+    assert not any(name.startswith(("auth/metadata-", "auth/iss-", "auth/scope-")) for name in listed), (
+        "discovery, RFC 9207 and scope scenarios are the authorization code flow Deputy does: never excused")
     assert all(len(reason) >= 40 for reason in listed.values()), "each reason says why, not just a word"
 
 
@@ -151,3 +169,15 @@ def test_client_auth_scenarios_through_deputy(tmp_path: Path) -> None:
           f"{len(scenarios)} run in {elapsed:.0f} s")
     assert not stale, f"listed as not applicable but now passing; remove from {EXPECTED_FAILURES.name}: {stale}"
     assert not failing, "applicable scenarios that fail through Deputy:\n  " + "\n  ".join(failing)
+
+
+def test_adapter_follows_only_deputys_own_connect_url() -> None:
+    deputy = RunningDeputy("http://127.0.0.1:8123", Path("data"), Path("deputy.toml"), "sqlite://", "http://u/mcp", {})
+    ours = "http://127.0.0.1:8123/connect/conf"
+    # An upstream's words relayed in an error (a link elsewhere, Deputy's host on another port, another path of
+    # Deputy's) are never where her browser goes.
+    assert connect_url_in({"message": "see http://evil.example/connect/conf",
+                           "data": {"url": "http://127.0.0.1:8124/connect/conf", "next": "http://127.0.0.1:8123/x",
+                                    "login": "https://127.0.0.1:8123/connect/conf"}}, deputy) is None
+    assert connect_url_in({"code": -32042, "data": {"connect_url": ours}}, deputy) == ours
+    assert connect_url_in({"data": {"elicitations": [{"mode": "url", "url": ours}]}}, deputy) == ours
