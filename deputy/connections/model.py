@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
+
+from deputy.policy.user_attributes import UserAttributes
 
 ClientSource = Literal["configured", "metadata_document", "registered"]
 ConnectionStatus = Literal["active", "broken"]
@@ -96,3 +98,14 @@ class ConnectionSummary:
     created_at: int
     refreshed_at: int | None
     expires_at: int | None
+
+
+class CallMaker(Protocol):
+    """Whom a call is made for, as far as connections care (the gateway's ``Principal`` is one): the user whose
+    connection is used — for an agent acting for Alice, Alice — and what the token says of her."""
+
+    @property
+    def user(self) -> str: ...
+
+    @property
+    def user_attributes(self) -> UserAttributes: ...

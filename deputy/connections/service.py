@@ -32,13 +32,12 @@ from deputy.connections.authorization import AuthorizationClient
 from deputy.connections.connect_flow import ConnectFlow
 from deputy.connections.discovery import Discovery
 from deputy.connections.errors import ConnectionFailed
-from deputy.connections.model import ConnectionNeeded, ConnectionStatus, ConnectionSummary
+from deputy.connections.model import CallMaker, ConnectionNeeded, ConnectionStatus, ConnectionSummary
 from deputy.connections.parts import Parts, SealedClients
 from deputy.connections.refresh import Broken, Missing, Row, TokenKeeper
 from deputy.connections.registration import Registration
 from deputy.connections.upstream_http import UpstreamHttp, parse_challenge
 from deputy.connections.vault import Vault
-from deputy.gateway.principal import Principal
 from deputy.page_paths import CLIENT_METADATA_DOCUMENT, CONNECT_CALLBACK, CONNECT_PAGE
 from deputy.policy.user_attributes import NO_IDP
 from deputy.storage.connections import ConnectionRepository
@@ -103,7 +102,7 @@ class Connections:
         message = MESSAGES[reason].format(title=server.title or server.name, url=url)
         return ConnectionNeeded(server=server.name, connect_url=url, reason=reason, message=message)
 
-    async def headers_for(self, server: UpstreamServer, principal: Principal) -> Headers | ConnectionNeeded:
+    async def headers_for(self, server: UpstreamServer, principal: CallMaker) -> Headers | ConnectionNeeded:
         """The ``Authorization`` header for a call for ``principal.user``, refreshed first when near expiry (single
         flight); :class:`ConnectionNeeded` when she has no usable connection. Raises :class:`ConnectionFailed`
         when her connection exists but cannot be used now (authorization server unreachable and the token expired,
@@ -121,7 +120,7 @@ class Connections:
         except Broken:
             return self.needed(server, "broken")
 
-    async def refused(self, server: UpstreamServer, principal: Principal, status: int,
+    async def refused(self, server: UpstreamServer, principal: CallMaker, status: int,
                       www_authenticate: str | None) -> ConnectionNeeded | None:
         """The upstream answered 401 or 403 to her token: refresh (401; None means retry once with new headers from
         :meth:`headers_for`), mark broken, or ask for more scope (403 ``insufficient_scope``, step-up).

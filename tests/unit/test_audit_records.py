@@ -137,7 +137,8 @@ def test_new_record_header_and_closed_type_set() -> None:
     assert uuid.UUID(hex=record["id"]).version == 4 and len(record["id"]) == 32
     assert isinstance(record["time"], int) and record["time"] > 1_700_000_000_000  # milliseconds
     assert new_record("decision")["id"] != new_record("decision")["id"]
-    assert len(RECORD_TYPES) == 19 and {"log.started", "user.disabled", "user.enabled"} <= RECORD_TYPES
+    assert len(RECORD_TYPES) == 23 and {"log.started", "user.disabled", "user.enabled"} <= RECORD_TYPES
+    assert {"connection.created", "connection.refreshed", "connection.broken", "connection.revoked"} <= RECORD_TYPES
     with pytest.raises(RecordError, match="unknown audit record type"):
         new_record("token.stolen")
     for reserved in ("v", "type", "id", "time"):
