@@ -39,6 +39,9 @@ class ConnectFlow:
 
     async def start(self, server_name: str, user_id: str, browser: str) -> str:
         server = self.server(server_name)
+        # A connection is made rarely and must follow where the upstream says it is protected now (an upstream that
+        # moved to another authorization server): discovered afresh, not from what calls cached.
+        self.parts.discovery.forget(server.name)
         kept = await self.parts.store.get(user_id, server.name)
         # Step-up (SEP-2350): what a 403 insufficient_scope asked for, with what was granted.
         wanted = kept.wanted_scope if kept is not None else None

@@ -42,6 +42,7 @@ from deputy.storage.sessions import LoginSession
 from deputy.web.connection_cookies import ConnectionCookies
 from deputy.web.connection_failures import failure_page, refusal_page
 from deputy.web.csrf import Purpose
+from deputy.web.federated_pages import START_PATH
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
 
@@ -241,10 +242,10 @@ class ConnectionPages:
             purpose = f"Sign in to connect your account at {server.title}."
         else:
             purpose = "Sign in to see the accounts you connected."
-        if not local and error is None:
-            error = "Sign in through your organisation's identity provider elsewhere first, then reload this page."
         response = render("login.html", status=status, title="Sign in", csrf_token=csrf, request_id=None,
-                          purpose=purpose, error=error, password_form=local, providers=[],
+                          purpose=purpose, error=error, password_form=local,
+                          connect=server.name if server is not None else CONNECTIONS_SIGN_IN,
+                          providers=[(p.title, START_PATH + p.name) for p in self.services.settings.identity_providers],
                           action=CONNECT_PAGE + (server.name if server is not None else CONNECTIONS_SIGN_IN))
         self.sign_in.set_pre_session(response, pre_session)
         return response

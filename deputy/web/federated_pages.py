@@ -40,7 +40,7 @@ from deputy.config_identity_providers import IdentityProvider
 from deputy.federation.errors import IdTokenRefused, NotAdmitted, ProviderUnavailable, SignInFailed, shown
 from deputy.federation.relying_party import PENDING_TTL, PendingSignIn, RelyingParty
 from deputy.handles import new_handle
-from deputy.page_paths import APPROVAL_PAGE
+from deputy.page_paths import APPROVAL_PAGE, CONNECT_PAGE, CONNECTIONS_PAGE
 from deputy.rate_limit import SlidingWindowLimiter, address_key
 from deputy.services import Services
 from deputy.storage.federated_signins import FederatedSignIns
@@ -108,6 +108,9 @@ class FederatedPages:
         approval_id = str(form.get("approval_id", ""))
         if approval_id and "request_id" not in form:  # the sign-in of an approval page: back there after
             return await self.begin(request, name, {"approval_id": approval_id}, {})
+        connect = str(form.get("connect", ""))
+        if connect and "request_id" not in form:  # the sign-in of a connect or connections page: back there after
+            return await self.begin(request, name, {"connect": connect}, {})
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
         if params is None:
@@ -175,13 +178,16 @@ class FederatedPages:
         await self.services.record("signin.succeeded", user=user.user_id, username=user.username, idp=name,
                                    method="oidc")
         approval_id = kept.get("approval_id")
+        connect = kept.get("connect")
         if approval_id is not None:  # one path segment, whatever the form said: never another page or host
             target = APPROVAL_PAGE + quote(str(approval_id), safe="")
+        elif connect is not None:  # the connect page of that server (one segment), or her connections page
+            target = CONNECTIONS_PAGE if connect == "_connections" else CONNECT_PAGE + quote(str(connect), safe="")
         else:
             target = f"/authorize/consent?{urlencode({'request_id': kept.get('request_id', '')})}"
         response = protect(RedirectResponse(target, 303))
         session_id = await self.sign_in.start_session(request, response, user)
-        if approval_id is None:
+        if approval_id is None and connect is None:
             await self.services.sessions.mark_signed_in(str(kept.get("request_id", "")), session_id)
         return response
 
