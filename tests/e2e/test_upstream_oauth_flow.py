@@ -10,10 +10,10 @@ the person's browser over HTTP: Deputy's sign-in, the connect page's form (CSRF)
 Abuse first: no connection → the call is answered with where to connect and never reaches the upstream; a
 callback opened in another user's browser connects nobody; a connect form without its CSRF token starts nothing;
 a refused consent stores nothing. Then: the call succeeds with her own upstream token (``whoami`` is her upstream
-``sub``) and the upstream never sees Deputy's or the client's token; refresh before each call when due (one token
-request per call, rotation honoured); revocation by the CLI and by the disconnect page reaches the upstream's AS
-(RFC 7009) and the next call asks to connect again; an URL-elicitation client (MCP 2026-07-28) is sent to connect
-and its retry succeeds.
+``sub``) and the upstream never sees Deputy's or the client's token; refresh before each request when due (one
+token request each, rotation honoured); step-up after ``403 insufficient_scope``; revocation by the CLI and by the
+disconnect page reaches the upstream's AS (RFC 7009) and the next call asks to connect again; a URL-elicitation
+client (MCP 2026-07-28) is sent to connect and its retry succeeds.
 """
 
 from __future__ import annotations
@@ -290,6 +290,22 @@ async def test_a_token_due_for_refresh_is_refreshed_once_per_request_and_rotatio
     used = bearer_tokens(setup.short)[start:]
     assert len(set(used)) == len(used), "a token was used twice: not refreshed"
     assert all(issued_by_the_upstream_as(setup.short, token)["sub"] == "erin" for token in used)
+
+
+async def test_a_tool_needing_more_scope_asks_her_to_connect_again_and_then_runs(setup: Setup) -> None:
+    """Step-up: ``admin_op`` answers her ``tools:read`` token 403 ``insufficient_scope`` naming ``tools:read
+    tools:admin``; Deputy sends her to connect again (never relaying the upstream's challenge), asks the AS for the
+    scopes the challenge named, and the call then runs."""
+    async with sdk_client(setup, setup.ext, "erin") as (client, _):
+        await connect(setup, setup.ext, "erin")
+        assert text_of(await call(client, "whoami")) == "erin"
+        data = connect_answer(setup, await call(client, "admin_op"), setup.ext)
+        assert data["reason"] == "insufficient_scope"
+        await connect(setup, setup.ext, "erin")
+        assert text_of(await call(client, "admin_op")) == "admin ok"
+    last = issued_by_the_upstream_as(setup.ext, bearer_tokens(setup.ext)[-1])
+    assert {"tools:read", "tools:admin"} <= set(last["scope"].split())
+    assert last["sub"] == "erin"
 
 
 async def test_revoking_by_the_cli_revokes_at_the_upstream_and_the_next_call_asks_to_connect(setup: Setup) -> None:
