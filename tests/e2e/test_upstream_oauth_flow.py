@@ -52,8 +52,8 @@ STATELESS = "2026-07-28"
 SHORT_TTL = 30
 # Deputy users, each also an account of the same name at both upstream authorization servers.
 # Few (each is a `deputy users add`); tests end with theirs as they found it, or connect first whatever it was.
-# Carol and Dave never connect.
-LOGINS = ("alice", "bob", "carol", "dave", "erin")
+# Carol and Dave never connect; Frank is disabled, Grace's consent revoked.
+LOGINS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace")
 OTHERS = tuple((login, f"{login}'s long passphrase") for login in LOGINS if login != "alice")
 PASSWORDS = {"alice": PASSWORD, **dict(OTHERS)}
 
@@ -342,6 +342,41 @@ async def test_disconnecting_on_the_page_revokes_at_the_upstream_and_the_next_ca
         # Same process, no cache to outlive: the very next call asks again.
         data = connect_answer(setup, await call(client, "whoami"), setup.short)
         assert data["reason"] == "not_connected"
+
+
+async def connected_at_both(setup: Setup, username: str) -> tuple[dict[str, int], list[str]]:
+    """Connect ``username`` at ``ext`` and ``short``, check a call through each; each AS's revocation count and the
+    Deputy client ids the SDK registered."""
+    client_ids = []
+    for upstream in (setup.ext, setup.short):
+        async with sdk_client(setup, upstream, username) as (client, storage):
+            await connect(setup, upstream, username)
+            assert text_of(await call(client, "whoami")) == username
+        assert storage.client_info is not None and storage.client_info.client_id
+        client_ids.append(storage.client_info.client_id)
+    return {upstream.name: len(upstream.auth.revoked_tokens()) for upstream in (setup.ext, setup.short)}, client_ids
+
+
+def revoked_at_both_and_gone(setup: Setup, username: str, before: dict[str, int]) -> None:
+    for upstream in (setup.ext, setup.short):
+        assert len(upstream.auth.revoked_tokens()) > before[upstream.name], f"{upstream.name}'s AS saw no revocation"
+    listed = setup.deputy.cli("connections", "list", "--user", username)
+    assert listed.returncode == 0, listed.stderr
+    assert "no connections" in listed.stdout
+
+
+async def test_disabling_her_revokes_her_connections_at_the_upstreams(setup: Setup) -> None:
+    before, _ = await connected_at_both(setup, "frank")
+    done = setup.deputy.cli("users", "disable", "frank")
+    assert done.returncode == 0, done.stderr
+    revoked_at_both_and_gone(setup, "frank", before)
+
+
+async def test_revoking_her_consent_revokes_her_connections_at_the_upstreams(setup: Setup) -> None:
+    before, client_ids = await connected_at_both(setup, "grace")
+    done = setup.deputy.cli("consents", "revoke", "--user", "grace", "--client", client_ids[0])
+    assert done.returncode == 0, done.stderr
+    revoked_at_both_and_gone(setup, "grace", before)
 
 
 # ----------------------------------------------------------------------------- URL elicitation (MCP 2026-07-28)
