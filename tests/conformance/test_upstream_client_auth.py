@@ -86,16 +86,17 @@ def waves(scenarios: dict[str, str]) -> list[list[list[str]]]:
 
 def run_client_scenarios(command: list[str], wave: list[list[str]], out_dir: Path) -> str:
     """The invocations of one wave at once, into ``out_dir``; their consoles, joined."""
-    def client_run(selection: list[str]) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+    def client_run(selection: list[str]) -> str:
+        started = time.monotonic()
+        result = subprocess.run(
             [*command, "client", "--command", ADAPTER, *selection, "--timeout", str(SCENARIO_TIMEOUT_MS),
              "--expected-failures", str(EXPECTED_FAILURES), "-o", str(out_dir)],
             cwd=REPO_ROOT, env=_node_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
+        return (f"$ conformance client {' '.join(selection)} (exit {result.returncode}, "
+                f"{time.monotonic() - started:.0f} s)\n{result.stdout}")
 
     with concurrent.futures.ThreadPoolExecutor(len(wave)) as pool:
-        done = list(pool.map(client_run, wave))
-    return "\n".join(f"$ conformance client {' '.join(selection)} (exit {result.returncode})\n{result.stdout}"
-                     for selection, result in zip(wave, done, strict=True))
+        return "\n".join(pool.map(client_run, wave))
 
 
 def load_client_results(out_dir: Path) -> dict[str, ScenarioResult]:
