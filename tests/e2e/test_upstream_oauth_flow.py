@@ -11,9 +11,10 @@ Abuse first: no connection → the call is answered with where to connect and ne
 callback opened in another user's browser connects nobody; a connect form without its CSRF token starts nothing;
 a refused consent stores nothing. Then: the call succeeds with her own upstream token (``whoami`` is her upstream
 ``sub``) and the upstream never sees Deputy's or the client's token; refresh before each request when due (one
-token request each, rotation honoured); step-up after ``403 insufficient_scope``; revocation by the CLI and by the
-disconnect page reaches the upstream's AS (RFC 7009) and the next call asks to connect again; a URL-elicitation
-client (MCP 2026-07-28) is sent to connect and its retry succeeds.
+token request each, rotation honoured), and after the upstream's 401 (refresh, one retry); step-up after ``403
+insufficient_scope``; revocation by the CLI, by the disconnect page, by disabling her and by revoking her consent
+reaches the upstream's AS (RFC 7009) and the next call asks to connect again; a URL-elicitation client (MCP
+2026-07-28) is sent to connect and its retry succeeds.
 """
 
 from __future__ import annotations
@@ -290,6 +291,22 @@ async def test_a_token_due_for_refresh_is_refreshed_once_per_request_and_rotatio
     used = bearer_tokens(setup.short)[start:]
     assert len(set(used)) == len(used), "a token was used twice: not refreshed"
     assert all(issued_by_the_upstream_as(setup.short, token)["sub"] == "erin" for token in used)
+
+
+async def test_a_token_the_upstream_refuses_is_refreshed_and_the_call_retried_once(setup: Setup) -> None:
+    """``ext``'s token is not due (300 s), but the upstream answers it 401 (RFC 6750 ``invalid_token``: expired or
+    revoked there): Deputy refreshes (one token request) and sends the same call once more with the new token."""
+    async with sdk_client(setup, setup.ext, "erin") as (client, _):
+        await connect(setup, setup.ext, "erin")
+        assert text_of(await call(client, "whoami")) == "erin"
+        current = bearer_tokens(setup.ext)[-1]
+        setup.ext.server.refuse(current)
+        token_requests, start = setup.ext.auth.token_requests(), len(bearer_tokens(setup.ext))
+        assert text_of(await call(client, "add", {"a": 20, "b": 22})) == "42"
+        assert setup.ext.auth.token_requests() == token_requests + 1
+    sent = bearer_tokens(setup.ext)[start:]
+    assert sent[0] == current and len(sent) == 2, "the refused token once, then the refreshed one once"
+    assert issued_by_the_upstream_as(setup.ext, sent[1])["sub"] == "erin"
 
 
 async def test_a_tool_needing_more_scope_asks_her_to_connect_again_and_then_runs(setup: Setup) -> None:

@@ -119,6 +119,18 @@ def test_a_forged_or_garbled_token_is_refused(pair: tuple[UpstreamAuthServer, Pr
     assert call(upstream, "whoami", "not-a-jwt").status_code == 401
 
 
+def test_a_token_the_upstream_was_told_to_refuse_is_refused_and_others_are_not(
+        pair: tuple[UpstreamAuthServer, ProtectedUpstream]) -> None:
+    server, upstream = pair
+    refused, kept = (token_for(server, upstream.resource)["access_token"] for _ in range(2))
+    assert call(upstream, "whoami", refused).status_code == 200
+    upstream.refuse(refused)
+    answer = call(upstream, "whoami", refused)
+    assert answer.status_code == 401
+    assert f'resource_metadata="{upstream.resource_metadata_url}"' in answer.headers["www-authenticate"]
+    assert call(upstream, "whoami", kept).status_code == 200
+
+
 def test_admin_op_without_the_admin_scope_is_403_insufficient_scope(
         pair: tuple[UpstreamAuthServer, ProtectedUpstream]) -> None:
     server, upstream = pair

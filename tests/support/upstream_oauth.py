@@ -101,6 +101,12 @@ class ProtectedUpstream:
     url: str
     resource: str
     recorder: RequestRecorder
+    verifier: JwtAccessTokenVerifier
+
+    def refuse(self, token: str) -> None:
+        """From now on answer ``token`` 401 ``invalid_token`` as if it had expired or been revoked here: what a
+        resource server may do at any time before ``exp`` (RFC 6750 §3.1), so a client must refresh and retry."""
+        self.verifier.refused.add(token_digest(token))
 
     @property
     def resource_metadata_url(self) -> str:
@@ -118,6 +124,7 @@ class JwtAccessTokenVerifier:
     def __init__(self, issuer: str, resource: str) -> None:
         self.issuer = issuer
         self.resource = resource
+        self.refused: set[str] = set()  # digests of tokens refused although valid (ProtectedUpstream.refuse)
         self._keys: KeySet | None = None
 
     async def _key_set(self) -> KeySet:
@@ -128,6 +135,8 @@ class JwtAccessTokenVerifier:
         return self._keys
 
     async def verify_token(self, token: str) -> AccessToken | None:
+        if token_digest(token) in self.refused:
+            return None
         try:
             decoded = jwt.decode(token, await self._key_set(), algorithms=["ES256"])
             if decoded.header.get("typ", "").lower() not in {"at+jwt", "application/at+jwt"}:
@@ -296,7 +305,7 @@ def upstream_oauth(access_token_ttl: int = 300, *, logins: Sequence[str] = ("ali
                                                                                 json_response=True)
         # The recorder outermost: it sees what the scope gate refuses too.
         gate = ScopeGate(app, verifier, str(build_resource_metadata_url(AnyHttpUrl(url))))
-        upstream = ProtectedUpstream(url, url, RequestRecorder(gate))
+        upstream = ProtectedUpstream(url, url, RequestRecorder(gate), verifier)
         with _serving_in_thread(upstream.recorder, port):
             yield UpstreamAuthServer(issuer, log_path), upstream
 
