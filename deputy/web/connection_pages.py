@@ -6,7 +6,8 @@ pages, :mod:`deputy.web.sign_in`; the form posts back here and returns here), th
 authorization server she will be sent to when Deputy knows it, what Deputy keeps, and a Connect button.
 
 ``POST /connect/NAME`` (the button; never a GET, so no other site can start a connection in her browser: RFC 9700
-§4.7.1): a CSRF token bound to her login session and to this form for this server (:mod:`deputy.web.csrf`), then
+§4.7.1): a CSRF token of the Connect form's own purpose, bound to her login session and to this server
+(:mod:`deputy.web.csrf`; no consent or approval form's token verifies here), then
 :meth:`~deputy.connections.service.Connections.start` binds the waiting connection to her and to this browser
 (:mod:`deputy.web.connection_cookies`) and the browser is sent to the upstream's authorization endpoint.
 
@@ -15,7 +16,8 @@ to :meth:`~deputy.connections.service.Connections.finish` with the signed-in use
 callback opened by another user, in another browser, or twice connects nobody (§10.12). Success is a redirect to
 the fixed path ``/connections``, never to anything the query names.
 
-``GET /connections`` lists her connections; ``POST /connections/NAME/disconnect`` (CSRF as above) revokes one.
+``GET /connections`` lists her connections; ``POST /connections/NAME/disconnect`` (CSRF as above, with the
+Disconnect form's own purpose) revokes one.
 ``GET /connect/client-metadata.json`` serves Deputy's client ID metadata document (OAuth Client ID Metadata
 Document draft §3) when the service has one (https deployments).
 
@@ -46,9 +48,10 @@ from deputy.web.federated_pages import START_PATH
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
 
-# The connect and disconnect forms carry a session-bound CSRF token whose purpose is the consent a person gives
-# (deputy.web.csrf), bound besides to the form and the server: one for "connect ext" verifies nowhere else.
-FORM_PURPOSE: Purpose = "consent"
+# The connect and disconnect forms carry session-bound CSRF tokens of their own purposes (deputy.web.csrf), bound
+# besides to the server: one for "connect ext" verifies nowhere else, and no consent or approval form's token here.
+CONNECT_PURPOSE: Purpose = "connect"
+DISCONNECT_PURPOSE: Purpose = "disconnect"
 # A sign-in posted from /connections goes to POST /connect/<this>: no server name can start with "_" (config).
 CONNECTIONS_SIGN_IN = "_connections"
 MAX_CALLBACK_PARAMETERS = 16
@@ -63,10 +66,6 @@ NOTICE_TEXT = {"connected": "Connected to {title}.", "disconnected": "Disconnect
 
 def _when(seconds: int | None) -> str | None:
     return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(seconds)) if seconds is not None else None
-
-
-def _form_binding(action: str, server: str) -> str:
-    return f"{action}\x00{server}"  # names are [a-z0-9_-]: the NUL cannot shift the boundary
 
 
 def _get_only(request: Request) -> Response | None:
@@ -107,7 +106,7 @@ class ConnectionPages:
             return self._unknown()
         if "username" in form:  # the sign-in form the connect page shows a visitor who is not signed in
             return await self._signed_in(request, form, server)
-        if not self.sign_in.csrf_ok(request, form, FORM_PURPOSE, _form_binding("connect", server.name)):
+        if not self.sign_in.csrf_ok(request, form, CONNECT_PURPOSE, server.name):
             return refusal_page(403, "csrf", FORGED)
         session = await self.sign_in.session(request)
         if session is None:  # the token verified against a session cookie that has since ended
@@ -174,7 +173,7 @@ class ConnectionPages:
         server = self._server(request.path_params["name"])
         if server is None:
             return self._unknown()
-        if not self.sign_in.csrf_ok(request, form, FORM_PURPOSE, _form_binding("disconnect", server.name)):
+        if not self.sign_in.csrf_ok(request, form, DISCONNECT_PURPOSE, server.name):
             return refusal_page(403, "csrf", FORGED)
         session = await self.sign_in.session(request)
         if session is None:
@@ -205,7 +204,7 @@ class ConnectionPages:
         # her earlier connection used (discovery happens when she presses Connect).
         pinned = server.oauth.authorization_server if server.oauth is not None else None
         issuer = pinned or (existing[0].issuer if existing else None)
-        csrf, _ = self.sign_in.csrf_token(request, FORM_PURPOSE, _form_binding("connect", server.name))
+        csrf, _ = self.sign_in.csrf_token(request, CONNECT_PURPOSE, server.name)
         return render("connect.html", title=f"Connect {server.title}", server=server.title,
                       server_name=server.name, issuer=issuer, username=user.username if user else None,
                       connection_status=existing[0].status if existing else None, action=CONNECT_PAGE + server.name,
@@ -213,7 +212,7 @@ class ConnectionPages:
 
     def _row(self, request: Request, summary: ConnectionSummary) -> dict[str, object]:
         server = self._server(summary.server)
-        csrf, _ = self.sign_in.csrf_token(request, FORM_PURPOSE, _form_binding("disconnect", summary.server))
+        csrf, _ = self.sign_in.csrf_token(request, DISCONNECT_PURPOSE, summary.server)
         return {"title": server.title if server is not None else summary.server, "name": summary.server,
                 "status": summary.status, "scope": summary.scope, "issuer": summary.issuer,
                 "connected": _when(summary.created_at), "refreshed": _when(summary.refreshed_at),

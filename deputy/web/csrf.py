@@ -2,7 +2,9 @@
 
 A form's token is ``HMAC-SHA256(key, purpose ‖ binding)`` (OAuth 2.1 §7.12, RFC 6749
 §10.12; the "signed double-submit" pattern). The *purpose* names the form (``login``,
-``consent``, ``approval``), so a token for one form is worthless on another. The
+``consent``, ``approval``, and the connection pages' ``connect`` and ``disconnect``), so
+a token for one form is worthless on another: a consent form's token never starts or ends
+a connection, a Connect button's never grants consent. The
 *binding* is what only this browser holds: its login session id on the forms of a
 signed-in person, and on the sign-in form (before there is a session) a random
 pre-session cookie. Without the key, planting a cookie does not help: the token for an
@@ -28,7 +30,7 @@ from typing import Literal
 
 from deputy.origins import serialized_origin
 
-Purpose = Literal["login", "consent", "approval"]
+Purpose = Literal["login", "consent", "approval", "connect", "disconnect"]
 KEY_FILE = "csrf.key"
 
 

@@ -140,6 +140,33 @@ async def test_connect_without_a_valid_token_starts_nothing(stack: Stack) -> Non
         assert answer.status_code == 303 and answer.headers["location"].startswith(stack.auth.issuer)
 
 
+async def test_a_consent_forms_token_neither_starts_nor_ends_a_connection(stack: Stack) -> None:
+    """The connect and disconnect forms have CSRF purposes of their own: a token minted for Deputy's consent form
+    (even one bound to exactly what the connection forms bind) is refused by both (deputy.web.csrf)."""
+    async with signed_in(stack) as alice:
+        await alice.get(await approve(stack, await begin(stack, alice)))
+        assert await connected(stack, alice)
+        tokens = CsrfTokens.from_data_dir(stack.deputy.data_dir)
+        session = alice.cookies["deputy_session"]
+        for bound in ("connect\x00ext", "disconnect\x00ext", "ext", ""):
+            consent = tokens.token("consent", f"{session}\x00{bound}" if bound else session)
+            started = await alice.post(stack.page("/connect/ext"), data={"csrf_token": consent})
+            assert started.status_code == 403 and "location" not in started.headers, (bound, started.status_code)
+            ended = await alice.post(stack.page("/connections/ext/disconnect"), data={"csrf_token": consent})
+            assert ended.status_code == 403, (bound, ended.status_code)
+        assert await connected(stack, alice)
+        await disconnect_all(stack, alice)
+
+
+def test_connection_tokens_and_consent_tokens_are_not_interchangeable(tmp_path: Path) -> None:
+    tokens = CsrfTokens.from_data_dir(tmp_path)
+    binding = "session-id\x00ext"
+    for purpose in ("connect", "disconnect"):
+        assert not tokens.verify("consent", binding, tokens.token(purpose, binding))
+        assert not tokens.verify(purpose, binding, tokens.token("consent", binding))
+    assert not tokens.verify("connect", binding, tokens.token("disconnect", binding))
+
+
 async def test_connect_without_a_session_shows_the_sign_in_only(stack: Stack) -> None:
     async with browser() as anonymous:
         page = await anonymous.get(stack.page("/connect/ext"))
