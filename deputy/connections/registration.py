@@ -93,8 +93,12 @@ class Registration:
         request: dict[str, object] = {
             "client_name": self.client_name, "redirect_uris": [self.redirect_uri], "grant_types": GRANT_TYPES,
             "response_types": ["code"], "token_endpoint_auth_method": method, "application_type": "web"}
-        if protection.scopes:
-            request["scope"] = " ".join(protection.scopes)
+        # RFC 7591 §2 "scope": what the client may ever ask for, not this connection's scopes — a client registered
+        # with the first challenge's scopes could never be granted a step-up's (an AS may hold it to them). So every
+        # scope the server lists, with the ones wanted now; when it lists none, none is named and its default holds.
+        listed = authorization_server.scopes_supported
+        if listed:
+            request["scope"] = " ".join(dict.fromkeys((*(protection.scopes or ()), *listed)))
         try:
             answer = await self.http.post_json(server, endpoint, request)
         except UpstreamHttpError as exc:

@@ -137,8 +137,23 @@ async def test_the_strongest_listed_authentication_is_registered(site: UpstreamS
     assert request.document == {
         "client_name": "Deputy", "redirect_uris": [REDIRECT_URI], "grant_types": ["authorization_code",
                                                                                   "refresh_token"],
-        "response_types": ["code"], "token_endpoint_auth_method": chosen, "application_type": "web",
-        "scope": "mcp:read"}
+        "response_types": ["code"], "token_endpoint_auth_method": chosen, "application_type": "web"}
+
+
+async def test_registration_names_every_scope_the_server_lists_so_a_step_up_can_be_granted(site: UpstreamSite
+                                                                                          ) -> None:
+    # An AS may hold a client to the scopes it registered: registered with the first challenge's scope only, the
+    # client could never be granted a later step-up's (oidc-provider answers invalid_scope).
+    await registration().client(server_for(site), protection(site, scopes_supported=("mcp:read", "mcp:admin",
+                                                                                     "offline_access")))
+    [request] = site.requests("/register")
+    assert request.document["scope"] == "mcp:read mcp:admin offline_access"
+
+
+async def test_registration_names_no_scope_when_the_server_lists_none(site: UpstreamSite) -> None:
+    await registration().client(server_for(site), protection(site))
+    [request] = site.requests("/register")
+    assert "scope" not in request.document
 
 
 async def test_a_registered_client_is_kept_per_server_and_issuer(site: UpstreamSite) -> None:
