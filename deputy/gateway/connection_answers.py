@@ -18,7 +18,8 @@ sign-in, then the upstream's consent), in the first form the client understands:
    (:func:`~deputy.gateway.held_calls.without_own_input`, shared with held calls). A ``decline``/``cancel``
    answer gets form 3.
 2. MCP 2025-11-25: the client declared ``capabilities.elicitation.url`` in its ``initialize`` — this request's, or
-   its session's (remembered in the session id, :class:`~deputy.gateway.sessions.SessionBinder`) → the JSON-RPC error
+   its session's (remembered in the session id, :class:`~deputy.gateway.sessions.SessionBinder`; for an upstream
+   that keeps no sessions, in a session of Deputy's own that reaches the upstream as none) → the JSON-RPC error
    ``URLElicitationRequiredError`` (-32042) with ``data.elicitations`` ``[{mode: "url", elicitationId, url,
    message}]`` (client/elicitation §"URL Elicitation Required Error"), plus ``connect_url``, ``server``, ``reason``.
 3. Otherwise the JSON-RPC error :data:`CONNECTION_REQUIRED` whose ``data`` carries ``connect_url``, ``server`` and
@@ -208,6 +209,13 @@ class OAuthCall:
         """The session id the client sees: an ``initialize`` declaring URL-mode elicitation marks it."""
         return self.sessions.outward(self.principal, upstream_id,
                                      url_elicitation=initialize_declares_url_elicitation(self.message))
+
+    def own_session(self, status: int) -> str | None:
+        """A stateless upstream answered this request without a session: when it is an ``initialize`` that
+        declared URL-mode elicitation and succeeded, a session of Deputy's own that remembers the declaration."""
+        if 200 <= status < 300 and initialize_declares_url_elicitation(self.message):
+            return self.sessions.own(self.principal)
+        return None
 
     async def refused(self, send: Send, status: int, www_authenticate: str | None) -> Headers | None:
         """The upstream answered her token with ``status`` (401/403): fresh headers for the one retry, else None

@@ -23,6 +23,10 @@ class UpstreamRefusals(Protocol):
         """Fresh headers to send the same request with once more; None: the client has been answered."""
         ...
 
+    def own_session(self, status: int) -> str | None:
+        """The session id to give a client whose answer (``status``) came without one; None: none."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class Exchange:

@@ -196,6 +196,10 @@ class HttpUpstream:
         upstream_session = response.headers.get("mcp-session-id")
         if upstream_session is not None:
             out.append((SESSION_HEADER, exchange.bind_session(upstream_session).encode("latin-1")))
+        elif exchange.refusals is not None:  # credentials = "oauth": a stateless upstream (sessions.SessionBinder.own)
+            own = exchange.refusals.own_session(response.status)
+            if own is not None:
+                out.append((SESSION_HEADER, own.encode("latin-1")))
         content_type = response.headers.get("content-type", "")
         length = response.content_length
         event_stream = content_type.startswith("text/event-stream")

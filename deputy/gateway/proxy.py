@@ -229,7 +229,7 @@ class Gateway:
         if upstream_session is None:
             await send_json(send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
             return ANSWERED
-        return principal, upstream_session
+        return principal, upstream_session or None  # "": Deputy's own session, none upstream
 
     async def _receive_body(self, receive: Receive, send: Send, declared: int) -> bytes | Answered:
         """The whole request body, within the size cap (413) and in time (408); nothing once the client left."""

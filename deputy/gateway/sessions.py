@@ -10,8 +10,11 @@ check is stateless, so every replica that shares the key agrees.
 One fact about the client travels in the id the same way: that its ``initialize`` declared URL-mode
 elicitation (MCP 2025-11-25, ``capabilities.elicitation.url``), which decides how Deputy later asks
 its user to connect an upstream account (:mod:`deputy.gateway.connection_answers`). Such an id's tag
-is :data:`URL_ELICITATION_MARK` followed by an HMAC that also covers the mark, so a client cannot
-add or remove it; every other id is exactly as before.
+is a mark followed by an HMAC that also covers the mark, so a client cannot add, change or remove
+it: :data:`URL_ELICITATION_MARK` on an upstream's session, :data:`OWN_SESSION_MARK` on a session
+Deputy issues itself (:meth:`SessionBinder.own`) because the upstream keeps none (a stateless
+server) and the fact must still be remembered; such a session stands for no upstream session and
+reaches the upstream as none. Every other id is exactly as before.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ import base64
 import hashlib
 import hmac
 import os
+import secrets
 from pathlib import Path
 
 from deputy.gateway.principal import Principal
 
 URL_ELICITATION_MARK = "u"
+OWN_SESSION_MARK = "o"
 TAG_LENGTH = 22  # 16 bytes of HMAC-SHA-256, base64url without padding
 
 
@@ -42,27 +47,37 @@ class SessionBinder:
                 fh.write(os.urandom(32))
         return cls(path.read_bytes())
 
-    def _tag(self, principal: Principal, upstream_id: str, url_elicitation: bool = False) -> str:
+    def _tag(self, principal: Principal, upstream_id: str, mark: str = "") -> str:
         message = "\0".join((principal.server, principal.user, principal.agent, upstream_id))
-        if url_elicitation:
-            message += "\0" + URL_ELICITATION_MARK
+        if mark:
+            message += "\0" + mark
         digest = hmac.new(self.key, message.encode(), hashlib.sha256).digest()[:16]
-        tag = base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
-        return URL_ELICITATION_MARK + tag if url_elicitation else tag
+        return mark + base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     def outward(self, principal: Principal, upstream_id: str, url_elicitation: bool = False) -> str:
-        return f"{upstream_id}.{self._tag(principal, upstream_id, url_elicitation)}"
+        return f"{upstream_id}.{self._tag(principal, upstream_id, URL_ELICITATION_MARK if url_elicitation else '')}"
+
+    def own(self, principal: Principal) -> str:
+        """A session of Deputy's own, for a client that declared URL-mode elicitation to a stateless upstream."""
+        own_id = secrets.token_urlsafe(16)
+        return f"{own_id}.{self._tag(principal, own_id, OWN_SESSION_MARK)}"
 
     @staticmethod
     def declares_url_elicitation(client_id: str | None) -> bool:
         """Whether a session id (already checked by :meth:`inward`) says its client declared URL-mode elicitation."""
-        return client_id is not None and len(client_id.rpartition(".")[2]) == TAG_LENGTH + len(URL_ELICITATION_MARK)
+        if client_id is None:
+            return False
+        tag = client_id.rpartition(".")[2]
+        return len(tag) == TAG_LENGTH + 1 and tag[0] in (URL_ELICITATION_MARK, OWN_SESSION_MARK)
 
     def inward(self, principal: Principal, client_id: str) -> str | None:
-        """The upstream session id, or None when the id was not issued to this principal."""
+        """The upstream session id, "" for a session of Deputy's own (:meth:`own`: none upstream), or None when
+        the id was not issued to this principal."""
         upstream_id, dot, tag = client_id.rpartition(".")
         if not dot or not upstream_id:
             return None
-        expected = self._tag(principal, upstream_id, len(tag) > TAG_LENGTH).encode()
+        expected = self._tag(principal, upstream_id, tag[0] if len(tag) > TAG_LENGTH else "").encode()
         # Bytes, not str: compare_digest refuses non-ASCII strings, and header values may hold any octet.
-        return upstream_id if hmac.compare_digest(tag.encode("latin-1"), expected) else None
+        if not hmac.compare_digest(tag.encode("latin-1"), expected):
+            return None
+        return "" if len(tag) > TAG_LENGTH and tag[0] == OWN_SESSION_MARK else upstream_id

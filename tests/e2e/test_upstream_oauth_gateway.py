@@ -5,9 +5,10 @@ server and the official MCP SDK's server as the upstream (tests/support/upstream
 client, and Deputy's own connect pages walked with httpx to connect. Abuse first: the client's token never reaches
 the upstream, a client credentials token has no connection to use; then each way a client is sent to connect
 (plain error, MCP 2026-07-28 ``input_required``, MCP 2025-11-25 ``URLElicitationRequiredError``), an agent acting
-for Alice through her connection, step-up after the upstream's ``403 insufficient_scope``. (A ``401`` answered by
-one refresh and one retry, and a policy denial that prompts nobody, are in tests/unit/test_connection_answers.py:
-this upstream's JWTs cannot be refused while Deputy still holds them for valid.)
+for Alice through her connection, step-up after the upstream's ``403 insufficient_scope``. Two cases are in
+tests/unit/test_connection_answers.py only: a ``401`` answered by one refresh and one retry (this upstream's JWTs
+cannot be refused while Deputy still holds them for valid), and a policy denial that sends nobody to connect
+(policies on a ``credentials = "oauth"`` server cannot read its tools yet: Deputy has no token of its own there).
 """
 
 from __future__ import annotations
@@ -198,11 +199,10 @@ async def test_a_2026_client_is_sent_to_connect_and_its_retry_proceeds(stack: St
     assert "Connect your account at Ext Tools" in shown[0].message
 
 
-async def test_a_2025_11_25_client_is_sent_to_step_up_with_the_connect_url(stack: Stack) -> None:
+async def test_a_2025_11_25_client_is_sent_to_step_up_by_url_elicitation_required(stack: Stack) -> None:
     """Connected when it initialized, the SDK client (initialize handshake, URL-mode elicitation declared) meets the
-    upstream's 403 insufficient_scope. This upstream keeps no sessions (stateless), so there is no session id to
-    remember the declaration in: the answer is the plain error with the connect URL (the -32042 form on a session
-    that remembers it: tests/unit/test_connection_answers.py)."""
+    upstream's 403 insufficient_scope: -32042 with the connect URL. This upstream keeps no sessions (stateless), so
+    the declaration is remembered in a session of Deputy's own, which never reaches the upstream."""
     fred = await token_of(stack, "fred")
 
     async def never(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
@@ -219,9 +219,13 @@ async def test_a_2025_11_25_client_is_sent_to_step_up_with_the_connect_url(stack
     while isinstance(error, ExceptionGroup) and len(error.exceptions) == 1:
         error = error.exceptions[0]
     assert isinstance(error, MCPError), raised.value
-    assert error.error.code == CONNECTION_REQUIRED, error.error
-    assert error.error.data == {"server": "ext", "reason": "insufficient_scope", "connect_url": stack.connect_url}
-    assert "needs more access" in error.error.message
+    assert error.error.code == URL_ELICITATION_REQUIRED, error.error
+    data = error.error.data
+    assert isinstance(data, dict) and data["reason"] == "insufficient_scope", data
+    assert data["connect_url"] == stack.connect_url
+    [elicitation] = data["elicitations"]
+    assert elicitation["mode"] == "url" and elicitation["url"] == stack.connect_url and elicitation["elicitationId"]
+    assert "needs more access" in elicitation["message"]
 
 
 # -- delegation, step-up ----------------------------------------------------------------------------------------

@@ -58,6 +58,7 @@ class Upstream:
 
     def __init__(self) -> None:
         self.valid: set[str] = set()
+        self.stateless = False  # answers initialize without a session id
         self.authorizations: list[list[bytes]] = []  # every Authorization field of each request, as received
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -82,7 +83,8 @@ class Upstream:
             await self._send(send, 403, {"error": "insufficient_scope"},
                              [(b"www-authenticate", b'Bearer error="insufficient_scope", scope="tools:admin"')])
             return
-        extra = [(b"mcp-session-id", b"upstream-session-1")] if request.get("method") == "initialize" else []
+        opens = request.get("method") == "initialize" and not self.stateless
+        extra = [(b"mcp-session-id", b"upstream-session-1")] if opens else []
         await self._send(send, 200, {"jsonrpc": "2.0", "id": request.get("id"),
                                      "result": {"token": token, "params": params}}, extra)
 
@@ -218,6 +220,7 @@ async def setup(upstream_server: tuple[str, RequestRecorder, Upstream], tmp_path
     url, recorder, app = upstream_server
     recorder.seen.clear()
     app.authorizations.clear()
+    app.stateless = False
     app.valid = {"up-alice-1", "up-alice-2"}
     ext = UpstreamServer(name="ext", resource=f"{PUBLIC}/mcp/ext", title="Ext", scopes=("t",), required_scopes=(),
                          url=url, credentials="oauth", policies=tmp_path)
@@ -298,6 +301,24 @@ async def test_a_session_cannot_claim_url_elicitation_it_did_not_declare(setup: 
     assert forged.status_code == 404  # an id Deputy did not issue: unknown session
     plain = await setup.post(call("whoami"), headers={"Mcp-Session-Id": session})
     assert plain.json()["error"]["code"] == CONNECTION_REQUIRED, plain.text
+
+
+async def test_deputys_own_session_for_a_stateless_upstream_is_bound_and_unforgeable(setup: Setup) -> None:
+    setup.connections.tokens["alice"] = "up-alice-1"
+    setup.upstream.stateless = True
+    assert "mcp-session-id" not in (await setup.post(initialize(url_elicitation=False))).headers  # nothing to keep
+    session = (await setup.post(initialize(url_elicitation=True))).headers["mcp-session-id"]
+    own_id, _, tag = session.rpartition(".")
+    FakeAuthenticator.principals["mallory"] = Principal("mallory", "client-1", frozenset({"t"}), "jti-m", "ext")
+    try:
+        stolen = await setup.post(call("whoami"), token="mallory", headers={"Mcp-Session-Id": session})
+    finally:
+        del FakeAuthenticator.principals["mallory"]
+    assert stolen.status_code == 404  # another user's session is no session
+    for forged in (f"{own_id}.u{tag[1:]}", f"{own_id}.{tag[1:]}", f"x{own_id}.{tag}"):
+        assert (await setup.post(call("whoami"), headers={"Mcp-Session-Id": forged})).status_code == 404, forged
+    assert (await setup.post(call("whoami"), headers={"Mcp-Session-Id": session})).status_code == 200
+    assert all("mcp-session-id" not in request.headers for request in setup.recorder.seen)  # none upstream
 
 
 async def test_a_token_without_a_user_is_not_sent_to_connect(setup: Setup) -> None:
@@ -390,6 +411,17 @@ async def test_a_session_that_declared_url_elicitation_gets_the_2025_11_25_error
     again = (await setup.post(call("admin_op"), headers={"Mcp-Session-Id": session})).json()["error"]
     assert again["data"]["elicitations"][0]["elicitationId"] != first  # each elicitation its own id
     assert setup.connections.refusals[0][1:] == (403, 'Bearer error="insufficient_scope", scope="tools:admin"')
+
+
+async def test_a_stateless_upstreams_client_that_declared_url_elicitation_gets_the_2025_11_25_error(
+        setup: Setup) -> None:
+    """No upstream session to remember the declaration in: Deputy's own session remembers it."""
+    setup.connections.tokens["alice"] = "up-alice-1"
+    setup.upstream.stateless = True
+    session = (await setup.post(initialize(url_elicitation=True))).headers["mcp-session-id"]
+    error = (await setup.post(call("admin_op"), headers={"Mcp-Session-Id": session})).json()["error"]
+    assert error["code"] == URL_ELICITATION_REQUIRED and error["data"]["reason"] == "insufficient_scope", error
+    assert error["data"]["elicitations"][0]["url"] == CONNECT_URL
 
 
 async def test_any_other_client_gets_an_error_with_the_connect_url(setup: Setup) -> None:
