@@ -29,10 +29,8 @@ from urllib.parse import urljoin
 import httpx
 import httpx2
 import pytest
-from joserfc import jwt
-from joserfc.jwk import KeySet
 from mcp.client import Client
-from mcp.client.session import ClientRequestContext, ElicitationFnT
+from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import CallToolResult, ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
@@ -48,8 +46,7 @@ from tests.support.upstream_oauth import ProtectedUpstream, UpstreamAuthServer
 CONNECTION_REQUIRED = -32004
 STATELESS = "2026-07-28"
 # Inside Deputy's default refresh margin (60 s), so every call finds the token due; long enough that a refreshed
-# token cannot expire on its way to the upstream on a loaded machine (2 s did: the upstream's 401 then made Deputy
-# refresh a second time within the one call).
+# token cannot expire on its way to the upstream on a loaded machine (a 401 there would add a second refresh).
 SHORT_TTL = 30
 # Deputy users, each also an account of the same name at both upstream authorization servers.
 # Few (each is a `deputy users add`); tests end with theirs as they found it, or connect first whatever it was.
@@ -74,15 +71,8 @@ class Setup:
 
 
 def oauth_server(name: str, upstream: ProtectedUpstream) -> str:
-    return f'''
-[servers.{name}]
-title = "Upstream {name}"
-url = "{upstream.url}"
-credentials = "oauth"
-
-[servers.{name}.oauth]
-trusted_hosts = ["127.0.0.1"]
-'''
+    return (f'\n[servers.{name}]\ntitle = "Upstream {name}"\nurl = "{upstream.url}"\ncredentials = "oauth"\n'
+            f'[servers.{name}.oauth]\ntrusted_hosts = ["127.0.0.1"]\n')
 
 
 @pytest.fixture(scope="module")
@@ -145,18 +135,6 @@ async def sdk_client(setup: Setup, upstream: Upstream, username: str, mode: str 
         yield client, run.storage
 
 
-def deputy_token(storage: InMemoryTokenStorage) -> str:
-    assert storage.tokens is not None, "the SDK client never signed in to Deputy"
-    return storage.tokens.access_token
-
-
-@asynccontextmanager
-async def browser() -> AsyncIterator[httpx.AsyncClient]:
-    """A cookie-keeping browser for Deputy's pages (never sent to the upstream's AS: approve() has its own)."""
-    async with httpx.AsyncClient(timeout=30) as http:
-        yield http
-
-
 async def connect_form(http: httpx.AsyncClient, connect_url: str, username: str) -> Form:
     return await upstream_oauth.connect_form(http, connect_url, username, PASSWORDS[username])
 
@@ -176,15 +154,11 @@ async def connect(setup: Setup, upstream: Upstream, username: str) -> None:
 
 
 def bearer_tokens(upstream: Upstream) -> list[str]:
-    seen = upstream.server.seen_authorizations()
-    assert all(header.startswith("Bearer ") for header in seen), seen
-    return [header.removeprefix("Bearer ") for header in seen]
+    return upstream.server.seen_tokens()
 
 
 def issued_by_the_upstream_as(upstream: Upstream, token: str) -> dict[str, Any]:
-    metadata = httpx.get(f"{upstream.auth.issuer}/.well-known/oauth-authorization-server").json()
-    keys = KeySet.import_key_set(httpx.get(metadata["jwks_uri"]).json())
-    claims: dict[str, Any] = jwt.decode(token, keys).claims  # a token of anyone else fails its signature
+    claims = upstream.auth.claims_of(token)  # a token of anyone else fails its signature
     assert claims["iss"] == upstream.auth.issuer
     assert claims["aud"] == upstream.server.resource
     return claims
@@ -202,7 +176,8 @@ async def test_without_a_connection_the_call_gets_the_connect_url_and_never_reac
         connect_answer(setup, await call(client, "add", {"a": 1, "b": 2}), setup.ext)
     after = bearer_tokens(setup.ext)[before:]
     assert after == [], "a call without her connection carried a token upstream"
-    assert deputy_token(storage) not in "".join(setup.ext.server.seen_authorizations())
+    assert storage.tokens is not None, "the SDK client never signed in to Deputy"
+    assert storage.tokens.access_token not in "".join(setup.ext.server.seen_authorizations())
 
 
 async def test_a_2025_client_is_sent_to_connect_by_its_initialize(setup: Setup) -> None:
@@ -217,19 +192,19 @@ async def test_a_2025_client_is_sent_to_connect_by_its_initialize(setup: Setup) 
 
 async def test_a_connect_form_without_its_csrf_token_starts_nothing(setup: Setup) -> None:
     connect_url = f"{setup.deputy.url}/connect/ext"
-    async with browser() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         form = await connect_form(http, connect_url, "dave")
         for forged in ({}, {"csrf_token": "x" * 43}):
             refused = await http.post(form.resolve_action(connect_url), data=forged)
             assert refused.status_code == 403
             assert "location" not in refused.headers
-    async with sdk_client(setup, setup.ext, "carol") as (client, _):
+    async with sdk_client(setup, setup.ext, "dave") as (client, _):
         connect_answer(setup, await call(client, "whoami"), setup.ext)
 
 
 async def test_a_callback_opened_in_another_users_browser_connects_nobody(setup: Setup) -> None:
     """Dave started; the AS's answer is opened in Carol's signed-in browser (a link sent to her): nobody connected."""
-    async with browser() as daves, browser() as carols:
+    async with httpx.AsyncClient(timeout=30) as daves, httpx.AsyncClient(timeout=30) as carols:
         callback = await approve(setup.ext, await start_connecting(setup, daves, setup.ext, "dave"), "dave")
         await connect_form(carols, f"{setup.deputy.url}/connect/ext", "carol")  # Carol is signed in to Deputy
         opened = await carols.get(callback)
@@ -241,7 +216,7 @@ async def test_a_callback_opened_in_another_users_browser_connects_nobody(setup:
 
 async def test_a_refused_consent_stores_nothing_and_asks_for_no_token(setup: Setup) -> None:
     token_requests = setup.ext.auth.token_requests()
-    async with browser() as http:
+    async with httpx.AsyncClient(timeout=30) as http:
         callback = await approve(setup.ext, await start_connecting(setup, http, setup.ext, "carol"), "carol",
                                  consent=False)
         assert "error=access_denied" in callback
@@ -265,7 +240,7 @@ async def test_after_connecting_the_same_call_carries_her_own_upstream_token(set
         assert text_of(await call(client, "add", {"a": 2, "b": 40})) == "42"
     seen = bearer_tokens(setup.ext)[before:]
     assert seen, "the upstream saw no call"
-    assert deputy_token(storage) not in seen
+    assert storage.tokens is not None and storage.tokens.access_token not in seen
     for token in seen:  # every one the AS's, for this resource, for alice: no passthrough, nobody else's
         assert issued_by_the_upstream_as(setup.ext, token)["sub"] == "alice"
     # Her connection is hers: Carol, through the same Deputy, still has none.
@@ -348,7 +323,7 @@ async def test_disconnecting_on_the_page_revokes_at_the_upstream_and_the_next_ca
         await connect(setup, setup.short, "erin")
         assert text_of(await call(client, "whoami")) == "erin"
         revoked_before = len(setup.short.auth.revoked_tokens())
-        async with browser() as http:
+        async with httpx.AsyncClient(timeout=30) as http:
             await connect_form(http, f"{setup.deputy.url}/connect/short", "erin")  # signs her in
             page = await http.get(f"{setup.deputy.url}/connections")
             assert page.status_code == 200 and "Upstream short" in page_text(page.text)
@@ -412,15 +387,10 @@ async def test_a_url_elicitation_client_is_sent_to_connect_and_its_retry_succeed
         await connect(setup, setup.ext, "bob")
         return ElicitResult(action="accept")
 
-    answer = await elicitation_call(setup, token, on_elicitation)
-    assert text_of(answer) == "bob"
-    assert [params.url for params in shown] == [f"{setup.deputy.url}/connect/ext"]
-
-
-async def elicitation_call(setup: Setup, token: str, on_elicitation: ElicitationFnT) -> CallToolResult:
     async with (
         httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30.0) as http,
-        Client(streamable_http_client(setup.deputy.resource("ext"), http_client=http), mode="2026-07-28",
+        Client(streamable_http_client(setup.deputy.resource("ext"), http_client=http), mode=STATELESS,
                elicitation_callback=on_elicitation) as client,
     ):
-        return await client.call_tool("whoami", {})
+        assert text_of(await client.call_tool("whoami", {})) == "bob"
+    assert [params.url for params in shown] == [f"{setup.deputy.url}/connect/ext"]

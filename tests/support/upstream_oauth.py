@@ -89,6 +89,14 @@ class UpstreamAuthServer:
         """How many requests its token endpoint served (whatever the grant, whatever the answer)."""
         return int(self._stats()["token_requests"])
 
+    def claims_of(self, token: str) -> dict[str, Any]:
+        """The claims of an access token this AS issued, its signature checked against the AS's JWKS (any other
+        token raises joserfc's error)."""
+        metadata = httpx.get(f"{self.issuer}/.well-known/oauth-authorization-server", timeout=10).json()
+        keys = KeySet.import_key_set(httpx.get(metadata["jwks_uri"], timeout=10).json())
+        claims: dict[str, Any] = jwt.decode(token, keys, algorithms=["ES256"]).claims
+        return claims
+
     def log(self) -> str:
         """What the AS wrote to stderr (a crash's stack trace)."""
         return self.log_path.read_text(errors="replace")
@@ -116,6 +124,12 @@ class ProtectedUpstream:
     def seen_authorizations(self) -> list[str]:
         """Every Authorization header that reached it, in order (requests without one are left out)."""
         return [seen.headers["authorization"] for seen in self.recorder.seen if "authorization" in seen.headers]
+
+    def seen_tokens(self) -> list[str]:
+        """The bearer tokens it received, in order (any other Authorization scheme fails the assertion)."""
+        seen = self.seen_authorizations()
+        assert all(header.startswith("Bearer ") for header in seen), seen
+        return [header.removeprefix("Bearer ") for header in seen]
 
 
 class JwtAccessTokenVerifier:
