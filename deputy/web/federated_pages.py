@@ -181,8 +181,12 @@ class FederatedPages:
         connect = kept.get("connect")
         if approval_id is not None:  # one path segment, whatever the form said: never another page or host
             target = APPROVAL_PAGE + quote(str(approval_id), safe="")
-        elif connect is not None:  # the connect page of that server (one segment), or her connections page
-            target = CONNECTIONS_PAGE if connect == "_connections" else CONNECT_PAGE + quote(str(connect), safe="")
+        elif connect is not None:
+            # The connect page of a server that has one, else her connections page: the form's value picks one of
+            # Deputy's own pages, never a path of its own ("..", "a/b") or another site.
+            servers = self.services.settings.servers
+            known = connect in servers and servers[str(connect)].credentials == "oauth"
+            target = CONNECT_PAGE + quote(str(connect), safe="") if known else CONNECTIONS_PAGE
         else:
             target = f"/authorize/consent?{urlencode({'request_id': kept.get('request_id', '')})}"
         response = protect(RedirectResponse(target, 303))
