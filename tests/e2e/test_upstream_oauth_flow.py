@@ -39,7 +39,7 @@ from tests.support import upstream_oauth
 from tests.support.databases import database_url
 from tests.support.deputy_process import PASSWORD, RunningDeputy, running_deputy
 from tests.support.eventually import eventually
-from tests.support.oauth_flow import tokens_for_alice
+from tests.support.oauth_flow import mcp_post, tokens_for_alice
 from tests.support.sdk_client import Form, InMemoryTokenStorage, page_text, parse_forms, sdk_oauth_client
 from tests.support.upstream_oauth import ProtectedUpstream, UpstreamAuthServer
 
@@ -106,7 +106,7 @@ async def call(client: Client, tool: str, arguments: dict[str, Any] | None = Non
         raise
 
 
-def connect_answer(setup: Setup, answer: CallToolResult | MCPError, upstream: Upstream) -> dict[str, Any]:
+def connect_answer(setup: Setup, answer: object, upstream: Upstream) -> dict[str, Any]:
     """The JSON-RPC error that sends her to connect (no URL elicitation declared: Deputy's -32004), checked."""
     assert isinstance(answer, MCPError), f"the call went through: {answer}"
     assert answer.code == CONNECTION_REQUIRED, answer.error
@@ -153,10 +153,6 @@ async def connect(setup: Setup, upstream: Upstream, username: str) -> None:
                                          PASSWORDS[username])
 
 
-def bearer_tokens(upstream: Upstream) -> list[str]:
-    return upstream.server.seen_tokens()
-
-
 def issued_by_the_upstream_as(upstream: Upstream, token: str) -> dict[str, Any]:
     claims = upstream.auth.claims_of(token)  # a token of anyone else fails its signature
     assert claims["iss"] == upstream.auth.issuer
@@ -169,12 +165,12 @@ def issued_by_the_upstream_as(upstream: Upstream, token: str) -> dict[str, Any]:
 
 async def test_without_a_connection_the_call_gets_the_connect_url_and_never_reaches_the_upstream(
         setup: Setup) -> None:
-    before = len(bearer_tokens(setup.ext))
+    before = len(setup.ext.server.seen_tokens())
     async with sdk_client(setup, setup.ext, "carol") as (client, storage):
         data = connect_answer(setup, await call(client, "whoami"), setup.ext)
         assert data["reason"] == "not_connected"
         connect_answer(setup, await call(client, "add", {"a": 1, "b": 2}), setup.ext)
-    after = bearer_tokens(setup.ext)[before:]
+    after = setup.ext.server.seen_tokens()[before:]
     assert after == [], "a call without her connection carried a token upstream"
     assert storage.tokens is not None, "the SDK client never signed in to Deputy"
     assert storage.tokens.access_token not in "".join(setup.ext.server.seen_authorizations())
@@ -185,9 +181,7 @@ async def test_a_2025_client_is_sent_to_connect_by_its_initialize(setup: Setup) 
     with pytest.raises((MCPError, ExceptionGroup)) as raised:
         async with sdk_client(setup, setup.ext, "carol", mode="legacy"):
             pass
-    error = unwrapped(raised.value)
-    assert isinstance(error, MCPError), raised.value
-    connect_answer(setup, error, setup.ext)
+    connect_answer(setup, unwrapped(raised.value), setup.ext)
 
 
 async def test_a_connect_form_without_its_csrf_token_starts_nothing(setup: Setup) -> None:
@@ -232,13 +226,13 @@ async def test_a_refused_consent_stores_nothing_and_asks_for_no_token(setup: Set
 
 
 async def test_after_connecting_the_same_call_carries_her_own_upstream_token(setup: Setup) -> None:
-    before = len(bearer_tokens(setup.ext))
+    before = len(setup.ext.server.seen_tokens())
     async with sdk_client(setup, setup.ext, "alice") as (client, storage):
         connect_answer(setup, await call(client, "whoami"), setup.ext)
         await connect(setup, setup.ext, "alice")
         assert text_of(await call(client, "whoami")) == "alice"
         assert text_of(await call(client, "add", {"a": 2, "b": 40})) == "42"
-    seen = bearer_tokens(setup.ext)[before:]
+    seen = setup.ext.server.seen_tokens()[before:]
     assert seen, "the upstream saw no call"
     assert storage.tokens is not None and storage.tokens.access_token not in seen
     for token in seen:  # every one the AS's, for this resource, for alice: no passthrough, nobody else's
@@ -256,14 +250,14 @@ async def test_a_token_due_for_refresh_is_refreshed_once_per_request_and_rotatio
     async with sdk_client(setup, setup.short, "erin") as (client, _):
         connect_answer(setup, await call(client, "whoami"), setup.short)
         await connect(setup, setup.short, "erin")
-        start = len(bearer_tokens(setup.short))
+        start = len(setup.short.server.seen_tokens())
         for _ in range(3):
-            token_requests, upstream_requests = setup.short.auth.token_requests(), len(bearer_tokens(setup.short))
+            token_requests, upstream_requests = setup.short.auth.token_requests(), len(setup.short.server.seen_tokens())
             assert text_of(await call(client, "whoami")) == "erin"
-            sent = len(bearer_tokens(setup.short)) - upstream_requests
+            sent = len(setup.short.server.seen_tokens()) - upstream_requests
             assert sent >= 1
             assert setup.short.auth.token_requests() - token_requests == sent
-    used = bearer_tokens(setup.short)[start:]
+    used = setup.short.server.seen_tokens()[start:]
     assert len(set(used)) == len(used), "a token was used twice: not refreshed"
     assert all(issued_by_the_upstream_as(setup.short, token)["sub"] == "erin" for token in used)
 
@@ -274,14 +268,30 @@ async def test_a_token_the_upstream_refuses_is_refreshed_and_the_call_retried_on
     async with sdk_client(setup, setup.ext, "erin") as (client, _):
         await connect(setup, setup.ext, "erin")
         assert text_of(await call(client, "whoami")) == "erin"
-        current = bearer_tokens(setup.ext)[-1]
+        current = setup.ext.server.seen_tokens()[-1]
         setup.ext.server.refuse(current)
-        token_requests, start = setup.ext.auth.token_requests(), len(bearer_tokens(setup.ext))
+        token_requests, start = setup.ext.auth.token_requests(), len(setup.ext.server.seen_tokens())
         assert text_of(await call(client, "add", {"a": 20, "b": 22})) == "42"
         assert setup.ext.auth.token_requests() == token_requests + 1
-    sent = bearer_tokens(setup.ext)[start:]
+    sent = setup.ext.server.seen_tokens()[start:]
     assert sent[0] == current and len(sent) == 2, "the refused token once, then the refreshed one once"
     assert issued_by_the_upstream_as(setup.ext, sent[1])["sub"] == "erin"
+
+
+async def test_many_calls_refused_at_once_cost_one_refresh(setup: Setup) -> None:
+    """Single flight: eight raw calls at once, all carrying the token the upstream now refuses, share one refresh."""
+    token, _ = await tokens_for_alice(setup.deputy, setup.deputy.resource("ext"), username="erin",
+                                      password=PASSWORDS["erin"])
+    await connect(setup, setup.ext, "erin")
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "whoami", "arguments": {}}}
+    headers = {"MCP-Protocol-Version": "2025-11-25", "Accept": "application/json, text/event-stream"}
+    assert (await mcp_post(setup.deputy, token, server="ext", body=body, headers=headers)).status_code == 200
+    setup.ext.server.refuse(setup.ext.server.seen_tokens()[-1])
+    token_requests = setup.ext.auth.token_requests()
+    answers = await asyncio.gather(*(mcp_post(setup.deputy, token, server="ext", body=body, headers=headers)
+                                     for _ in range(8)))
+    assert [a.json()["result"]["content"][0]["text"] for a in answers] == ["erin"] * 8
+    assert setup.ext.auth.token_requests() == token_requests + 1
 
 
 async def test_a_tool_needing_more_scope_asks_her_to_connect_again_and_then_runs(setup: Setup) -> None:
@@ -295,7 +305,7 @@ async def test_a_tool_needing_more_scope_asks_her_to_connect_again_and_then_runs
         assert data["reason"] == "insufficient_scope"
         await connect(setup, setup.ext, "erin")
         assert text_of(await call(client, "admin_op")) == "admin ok"
-    last = issued_by_the_upstream_as(setup.ext, bearer_tokens(setup.ext)[-1])
+    last = issued_by_the_upstream_as(setup.ext, setup.ext.server.seen_tokens()[-1])
     assert {"tools:read", "tools:admin"} <= set(last["scope"].split())
     assert last["sub"] == "erin"
 
@@ -337,8 +347,7 @@ async def test_disconnecting_on_the_page_revokes_at_the_upstream_and_the_next_ca
 
 
 async def connected_at_both(setup: Setup, username: str) -> tuple[dict[str, int], list[str]]:
-    """Connect ``username`` at ``ext`` and ``short``, check a call through each; each AS's revocation count and the
-    Deputy client ids the SDK registered."""
+    """Connect at ``ext`` and ``short``, a call through each; each AS's revocation count, the SDK's client ids."""
     client_ids = []
     for upstream in (setup.ext, setup.short):
         async with sdk_client(setup, upstream, username) as (client, storage):
@@ -349,26 +358,18 @@ async def connected_at_both(setup: Setup, username: str) -> tuple[dict[str, int]
     return {upstream.name: len(upstream.auth.revoked_tokens()) for upstream in (setup.ext, setup.short)}, client_ids
 
 
-def revoked_at_both_and_gone(setup: Setup, username: str, before: dict[str, int]) -> None:
+@pytest.mark.parametrize(("username", "ending"), [("frank", "users disable"), ("grace", "consents revoke")])
+async def test_disabling_her_or_revoking_her_consent_revokes_her_connections_at_the_upstreams(
+        setup: Setup, username: str, ending: str) -> None:
+    before, client_ids = await connected_at_both(setup, username)
+    command = (["users", "disable", username] if ending == "users disable" else
+               ["consents", "revoke", "--user", username, "--client", client_ids[0]])
+    done = setup.deputy.cli(*command)
+    assert done.returncode == 0, done.stderr
     for upstream in (setup.ext, setup.short):
         assert len(upstream.auth.revoked_tokens()) > before[upstream.name], f"{upstream.name}'s AS saw no revocation"
     listed = setup.deputy.cli("connections", "list", "--user", username)
-    assert listed.returncode == 0, listed.stderr
-    assert "no connections" in listed.stdout
-
-
-async def test_disabling_her_revokes_her_connections_at_the_upstreams(setup: Setup) -> None:
-    before, _ = await connected_at_both(setup, "frank")
-    done = setup.deputy.cli("users", "disable", "frank")
-    assert done.returncode == 0, done.stderr
-    revoked_at_both_and_gone(setup, "frank", before)
-
-
-async def test_revoking_her_consent_revokes_her_connections_at_the_upstreams(setup: Setup) -> None:
-    before, client_ids = await connected_at_both(setup, "grace")
-    done = setup.deputy.cli("consents", "revoke", "--user", "grace", "--client", client_ids[0])
-    assert done.returncode == 0, done.stderr
-    revoked_at_both_and_gone(setup, "grace", before)
+    assert listed.returncode == 0 and "no connections" in listed.stdout, listed.stdout + listed.stderr
 
 
 # ----------------------------------------------------------------------------- URL elicitation (MCP 2026-07-28)
