@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +30,11 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 from mcp_types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
 
+from tests.support.audit_log import read_log
 from tests.support.databases import database_url
-from tests.support.delegation import AGENT_A, agent_own_token, delegation_config, exchange_token
+from tests.support.delegation import AGENT_A, agent_own_token, claims_of, delegation_config, exchange_token
 from tests.support.deputy_process import PASSWORD, RunningDeputy, running_deputy
+from tests.support.eventually import eventually
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.sdk_client import page_text, parse_form
 from tests.support.upstream_oauth import ProtectedUpstream, UpstreamAuthServer, upstream_oauth
@@ -162,6 +164,20 @@ async def test_nothing_reaches_the_upstream_until_she_connects_and_never_the_cli
     seen = seen_by_upstream(stack)[before:]
     assert seen and all(value.startswith("Bearer ") and dora not in value for value in seen)
 
+    async def recorded() -> list[Mapping[str, Any]]:
+        """Dora's two calls: each decided (allow) and recorded, the first not forwarded for want of a connection."""
+        log = await read_log(stack.deputy.database_url)
+        decisions = [leaf.record for leaf in log.decisions(jti=claims_of(dora)["jti"], tool="whoami")]
+        outcomes = [leaf.record for d in decisions for leaf in log.outcomes_of(d["decision_id"])]
+        assert [d["outcome"] for d in decisions] == ["allow", "allow"] and len(outcomes) == 2, (decisions, outcomes)
+        return outcomes
+
+    first, second = await eventually(recorded)
+    assert (first["not_forwarded"], first["not_forwarded_reason"]) == ("connection_needed", "not_connected")
+    assert "not_forwarded" not in second and second["status"] == 200
+    texts = json.dumps([leaf.record for leaf in (await read_log(stack.deputy.database_url)).leaves])
+    assert all(value.removeprefix("Bearer ") not in texts for value in seen)  # her upstream token: never
+
 
 async def test_a_client_credentials_token_has_no_connection_to_use(stack: Stack) -> None:
     token = await agent_own_token(stack.deputy, AGENT_A, resource=stack.mcp)
@@ -254,8 +270,6 @@ async def test_insufficient_scope_sends_her_to_grant_more(stack: Stack) -> None:
     assert upstream_subject(await post(stack, gina, tool("whoami"))) == "gina"  # still connected for the rest
 
 
-@pytest.mark.xfail(strict=True, reason="Deputy registers at the upstream's AS with the challenge's scope only "
-                   "(deputy/connections/registration.py), so the AS refuses the step-up's tools:admin as invalid_scope")
 async def test_after_granting_more_the_call_proceeds(stack: Stack) -> None:
     hank = await token_of(stack, "hank")
     await connect(stack, stack.connect_url, "hank")
