@@ -29,7 +29,8 @@ sign-in, then the upstream's consent), in the first form the client understands:
 
 A request is answered with HTTP 200 (a JSON-RPC response, like any tool error); a notification, a GET stream or a
 DELETE, which have no response to carry it, with 403 and the same error. When her connection cannot be used for
-a reason she cannot fix (:class:`~deputy.connections.errors.ConnectionFailed`), the answer is 503 with
+a reason she cannot fix (:class:`~deputy.connections.errors.ConnectionFailed`, or the database holding it is
+unreachable: ``storage_unavailable``), the answer is 503 with
 ``Retry-After``, or 502 when the upstream's authorization server is unreachable; its message names no secret (the
 detail goes to the log). The upstream answering her token with 401 or 403 (RFC 6750 §3.1) is handed to
 :meth:`Connections.refused <deputy.connections.service.Connections.refused>`: the same request (its body is in
@@ -51,8 +52,10 @@ import json
 import logging
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Send
 
 from deputy.config import UpstreamServer
@@ -98,9 +101,12 @@ class UnusableConnection(Protocol):
     """:class:`deputy.connections.errors.ConnectionFailed`: her connection cannot be used now (a closed set of
     ``reason`` codes; ``detail`` is for the log, never holds a secret)."""
 
-    server: str
-    reason: str
-    detail: str
+    @property
+    def server(self) -> str: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
 
 
 class UserConnections(Protocol):
@@ -113,10 +119,22 @@ class UserConnections(Protocol):
                       www_authenticate: str | None) -> NeededConnection | None: ...
 
 
-def unusable(exc: Exception) -> UnusableConnection:
-    """``exc`` when it is the connections' own failure; any other error is not the gateway's to answer."""
+@dataclass(frozen=True, slots=True)
+class StorageFailure:
+    """Her connection could not be read: the database is unreachable (answered 503 like a policy store that is)."""
+
+    server: str
+    detail: str
+    reason: str = "storage_unavailable"
+
+
+def unusable(exc: Exception, server: str) -> UnusableConnection:
+    """``exc`` when it is the connections' own failure, or the store they read failing; any other error is not the
+    gateway's to answer."""
     if isinstance(exc, UnusableConnection):
         return exc
+    if isinstance(exc, (SQLAlchemyError, OSError)):
+        return StorageFailure(server, type(exc).__name__)
     raise exc
 
 
@@ -223,7 +241,7 @@ class OAuthCall:
         try:
             needed = await self.connections.refused(self.server, self.principal, status, www_authenticate)
         except Exception as exc:  # the connections' failure (unusable), else raised again
-            await self._failed(send, unusable(exc))
+            await self._failed(send, unusable(exc, self.server.name))
             return None
         if needed is not None:
             await self._needed(send, needed)
@@ -241,7 +259,7 @@ class OAuthCall:
         try:
             headers = await self.connections.headers_for(self.server, self.principal)
         except Exception as exc:  # the connections' failure (unusable), else raised again
-            await self._failed(send, unusable(exc))
+            await self._failed(send, unusable(exc, self.server.name))
             return None
         if isinstance(headers, NeededConnection):
             await self._needed(send, headers)

@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 from starlette.types import Receive, Scope, Send
 
 from deputy.audit.log import AuditLog
@@ -102,7 +103,7 @@ class FakeConnections:
 
     tokens: dict[str, str] = field(default_factory=dict)  # user -> her upstream access token
     broken: set[str] = field(default_factory=set)
-    failure: ConnectionFailed | None = None
+    failure: Exception | None = None
     refreshed: dict[str, str] = field(default_factory=dict)  # user -> the token a refresh gives
     asked: list[str] = field(default_factory=list)  # the users headers_for was asked for
     refusals: list[tuple[str, int, str | None]] = field(default_factory=list)
@@ -363,7 +364,15 @@ async def test_a_connection_failure_names_no_secret(setup: Setup) -> None:
     setup.connections.failure = ConnectionFailed("ext", "upstream_unavailable", "connect refused")
     response = await setup.post(call("whoami"))
     assert response.status_code == 502 and "retry-after" not in response.headers
+    setup.connections.failure = OperationalError("SELECT sealed FROM upstream_connections", {}, OSError("down"))
+    response = await setup.post(call("whoami"))  # her connection cannot be read: fail closed, plainly
+    assert response.status_code == 503 and response.headers["retry-after"] == "5"
+    assert response.json()["error"]["data"] == {"server": "ext", "reason": "storage_unavailable"}
+    assert "SELECT" not in response.text
     assert setup.recorder.seen == []
+    setup.connections.failure = RuntimeError("a bug")
+    with pytest.raises(RuntimeError):  # not the gateway's to answer as a connection problem
+        await setup.post(call("whoami"))
 
 
 # -- the answers ------------------------------------------------------------------------------------------------
