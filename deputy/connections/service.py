@@ -135,6 +135,10 @@ class Connections:
             row = await self.parts.store.get(user, server.name)
             if row is None:
                 return self.needed(server, "not_connected")
+            if challenge.scope and set(challenge.scope.split()) <= set((row.scope or "").split()):
+                # She already granted every scope it asks for: connecting again would grant nothing new and loop
+                # (MCP "Scope Selection": a client bounds its step-up retries). The call's refusal it is.
+                return None
             # SEP-2350: the next connect asks for the granted scopes and the challenged ones.
             wanted = union_scopes(union_scopes(row.scope, row.wanted_scope), challenge.scope)
             if wanted != row.scope:

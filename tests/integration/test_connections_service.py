@@ -389,6 +389,21 @@ async def test_insufficient_scope_asks_for_the_union_at_the_next_connect(oauth_u
     assert await services.connections.refused(ext(services), principal(alice), 403, None) is None
 
 
+async def test_insufficient_scope_for_scopes_already_granted_does_not_ask_her_again(oauth_upstream: Upstream,
+                                                                                   services: Services) -> None:
+    # Connecting again would grant nothing new: an upstream that keeps answering insufficient_scope for scopes she
+    # granted would send her round in a loop (the conformance suite's auth/scope-retry-limit).
+    alice = await new_user(services)
+    await connected(oauth_upstream, services, alice)
+    row = await services.connections.parts.store.get(alice, "ext")
+    assert row is not None and row.scope
+    granted = row.scope.split()[0]
+    challenge = f'Bearer error="insufficient_scope", scope="{granted}"'
+    assert await services.connections.refused(ext(services), principal(alice), 403, challenge) is None
+    kept = await services.connections.parts.store.get(alice, "ext")
+    assert kept is not None and kept.wanted_scope is None
+
+
 async def test_disconnect_deletes_then_revokes_both_tokens_at_the_authorization_server(
         oauth_upstream: Upstream, services: Services) -> None:
     alice = await new_user(services)
