@@ -9,61 +9,37 @@ by the next run, not restarted under a third key. Then the happy paths: filters,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import re
 import stat
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from sqlalchemy import select
-from typer.testing import CliRunner, Result
 
-from deputy.cli import app
-from deputy.cli.common import console, err
 from deputy.clock import now
-from deputy.config import load_settings
 from deputy.connections.vault import KEY_FILE, KeyFile, Vault, VaultKeyError, key_id, new_key, parse_key
 from deputy.services import Services
 from deputy.storage.connections import ConnectionRepository, StoredConnection, token_context
-from deputy.storage.tables import audit_leaves
+from tests.support.cli_deployment import ACTING, HOSTILE, Deployment, records, widen_consoles
 from tests.support.config_files import config_file
 from tests.support.databases import database_url
 
-T = TypeVar("T")
-HOSTILE = "x[/][conceal]secret[/conceal]\x1b]52;c;aGVsbG8=\x07\x1b[2J\u202egnp.exe\r\b:warning:"
-ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 OLD_KEY, NEW_KEY = bytes(range(32)), bytes(range(32, 64))
 
 
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "width", 400)
-    monkeypatch.setattr(err, "width", 400)
+    widen_consoles(monkeypatch)
     monkeypatch.delenv("DEPUTY_VAULT_KEY", raising=False)
 
 
-class Deployment:
+class VaultDeployment(Deployment):
+    """A deployment whose connections' tokens are sealed by the vault key in ``key_file``."""
+
     def __init__(self, config: Path) -> None:
-        self.config = config
-        self.settings = load_settings(config, environ={})
+        super().__init__(config)
         self.key_file = KeyFile(self.settings.data_dir / KEY_FILE)
-
-    def cli(self, *args: str, env: dict[str, str] | None = None) -> Result:
-        return CliRunner().invoke(app, [*args, "--config", str(self.config)], env=env)
-
-    def run(self, work: Callable[[Services], Awaitable[T]]) -> T:
-        async def opened() -> T:
-            services = Services.open(self.settings)
-            try:
-                await services.start()
-                return await work(services)
-            finally:
-                await services.close()
-        return asyncio.run(opened())
 
     def plant(self, vault: Vault, *rows: tuple[str, str, str], status: str = "active", issuer: str = "https://as",
               scope: str | None = "repo") -> dict[str, str]:
@@ -87,20 +63,14 @@ class Deployment:
 
 
 @pytest.fixture
-def deployment(backend: str, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(backend: str, tmp_path: Path) -> Iterator[VaultDeployment]:
     with database_url(backend, tmp_path) as url:
-        yield Deployment(config_file(tmp_path, (
+        yield VaultDeployment(config_file(tmp_path, (
             f'public_url = "https://deputy.example.com"\ndata_dir = "{tmp_path / "data"}"\n'
             f'database_url = "{url}"\n\n'
             '[servers.github]\nurl = "http://127.0.0.1:9/mcp"\ncredentials = "oauth"\n'
             '[servers.github.oauth]\ntrusted_hosts = ["127.0.0.1"]\n\n'
             '[servers.linear]\nurl = "http://127.0.0.1:9/linear"\ncredentials = "oauth"\n')))
-
-
-async def records(services: Services, record_type: str) -> list[dict[str, object]]:
-    async with services.database.engine.connect() as conn:
-        rows = (await conn.execute(select(audit_leaves.c.record).order_by(audit_leaves.c.idx))).scalars().all()
-    return [r for r in (json.loads(bytes(row)) for row in rows) if r["type"] == record_type]
 
 
 def opens(vault: Vault, row: StoredConnection) -> str:
@@ -109,7 +79,7 @@ def opens(vault: Vault, row: StoredConnection) -> str:
 
 # -- connections list / revoke --------------------------------------------------------------------------------------
 
-def test_list_never_shows_a_token_and_shows_upstream_words_as_text(deployment: Deployment) -> None:
+def test_list_never_shows_a_token_and_shows_upstream_words_as_text(deployment: VaultDeployment) -> None:
     vault = Vault([OLD_KEY])
     deployment.plant(vault, ("alice", "github", "gho_ALICE-SECRET"), issuer=f"https://as/{HOSTILE}", scope=HOSTILE)
     deployment.plant(vault, ("bob", "linear", "lin_BOB-SECRET"), status="broken")
@@ -122,7 +92,7 @@ def test_list_never_shows_a_token_and_shows_upstream_words_as_text(deployment: D
     assert "broken" in next(line for line in result.output.splitlines() if "bob" in line)
 
 
-def test_list_filters_and_refuses_what_names_nothing(deployment: Deployment) -> None:
+def test_list_filters_and_refuses_what_names_nothing(deployment: VaultDeployment) -> None:
     vault = Vault([OLD_KEY])
     deployment.plant(vault, ("alice", "github", "a1"), ("alice", "linear", "a2"), ("bob", "github", "b1"))
     only_bob = deployment.cli("connections", "list", "--user", "bob").output
@@ -134,7 +104,7 @@ def test_list_filters_and_refuses_what_names_nothing(deployment: Deployment) -> 
     assert "no connections" in deployment.cli("connections", "list", "--user", "bob", "--server", "linear").output
 
 
-def test_revoke_needs_a_filter_and_says_when_nothing_matched(deployment: Deployment) -> None:
+def test_revoke_needs_a_filter_and_says_when_nothing_matched(deployment: VaultDeployment) -> None:
     deployment.plant(Vault([OLD_KEY]), ("alice", "github", "a1"))
     assert deployment.cli("connections", "revoke").exit_code == 2
     assert deployment.cli("connections", "revoke", "--server", "../etc").exit_code == 2
@@ -144,7 +114,7 @@ def test_revoke_needs_a_filter_and_says_when_nothing_matched(deployment: Deploym
     assert len(deployment.connections()) == 1
 
 
-def test_revoke_by_user_server_or_both_deletes_and_records(deployment: Deployment) -> None:
+def test_revoke_by_user_server_or_both_deletes_and_records(deployment: VaultDeployment) -> None:
     vault = Vault([OLD_KEY])
     ids = deployment.plant(vault, ("alice", "github", "SECRET-a1"), ("alice", "linear", "SECRET-a2"),
                            ("bob", "github", "SECRET-b1"), ("carol", "linear", "SECRET-c1"))
@@ -162,7 +132,7 @@ def test_revoke_by_user_server_or_both_deletes_and_records(deployment: Deploymen
 
 # -- vault rotate-key -----------------------------------------------------------------------------------------------
 
-def test_key_file_others_may_read_stops_the_rotation(deployment: Deployment) -> None:
+def test_key_file_others_may_read_stops_the_rotation(deployment: VaultDeployment) -> None:
     deployment.key_file.write([OLD_KEY])
     deployment.key_file.path.chmod(0o644)
     result = deployment.cli("vault", "rotate-key")
@@ -173,19 +143,19 @@ def test_key_file_others_may_read_stops_the_rotation(deployment: Deployment) -> 
 
 # A fixed key: parameters are the same on every xdist worker.
 @pytest.mark.parametrize("value", ("not-a-key", "c2hvcnQ", "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8,"))
-def test_malformed_environment_key_stops_the_rotation(deployment: Deployment, value: str) -> None:
+def test_malformed_environment_key_stops_the_rotation(deployment: VaultDeployment, value: str) -> None:
     result = deployment.cli("vault", "rotate-key", env={"DEPUTY_VAULT_KEY": value})
     assert result.exit_code == 2 and "DEPUTY_VAULT_KEY" in result.output
     assert value.strip(",") not in result.output
 
 
-def test_no_key_yet_means_nothing_to_rotate(deployment: Deployment) -> None:
+def test_no_key_yet_means_nothing_to_rotate(deployment: VaultDeployment) -> None:
     result = deployment.cli("vault", "rotate-key")
     assert result.exit_code == 0 and "nothing to rotate" in result.output
     assert not deployment.key_file.path.exists()
 
 
-def test_rotate_key_file_reseals_everything_and_drops_the_old_key(deployment: Deployment) -> None:
+def test_rotate_key_file_reseals_everything_and_drops_the_old_key(deployment: VaultDeployment) -> None:
     deployment.key_file.write([OLD_KEY])
     deployment.plant(Vault([OLD_KEY]), ("alice", "github", "a1"), ("bob", "linear", "b1"))
     result = deployment.cli("vault", "rotate-key")
@@ -202,7 +172,7 @@ def test_rotate_key_file_reseals_everything_and_drops_the_old_key(deployment: De
     assert recorded[-1]["action"] == "vault.rotate-key" and recorded[-1]["key_id"] == key_id(keys[0]).hex()
 
 
-def test_rotation_stopped_midway_is_finished_not_restarted(deployment: Deployment) -> None:
+def test_rotation_stopped_midway_is_finished_not_restarted(deployment: VaultDeployment) -> None:
     """The file already holds NEW, OLD (the first run put the new key first, re-sealed one row, then stopped): the
     next run re-seals the rest under NEW and drops OLD; no third key."""
     deployment.key_file.write([OLD_KEY])
@@ -217,7 +187,7 @@ def test_rotation_stopped_midway_is_finished_not_restarted(deployment: Deploymen
     assert sorted(opens(Vault([NEW_KEY]), c) for c in deployment.connections()) == ["a1", "b1"]
 
 
-def test_rotate_environment_key(deployment: Deployment) -> None:
+def test_rotate_environment_key(deployment: VaultDeployment) -> None:
     """One key in DEPUTY_VAULT_KEY: a new one is printed, nothing changes; NEW,OLD: everything under NEW."""
     old, new = new_key(), new_key()
     deployment.plant(Vault([parse_key(old) or b""]), ("alice", "github", "a1"))

@@ -7,54 +7,22 @@ is outside text (shown, never obeyed; bounded). Disabling revokes every grant sh
 
 from __future__ import annotations
 
-import asyncio
-import json
-import re
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
-from sqlalchemy import select
-from typer.testing import CliRunner, Result
 
-from deputy.cli import app
-from deputy.cli.common import console, err
-from deputy.config import load_settings
 from deputy.services import Services
-from deputy.storage.tables import audit_leaves
+from tests.support.cli_deployment import ACTING, HOSTILE, Deployment, records, widen_consoles
 from tests.support.config_files import config_file
 from tests.support.databases import database_url
 
-T = TypeVar("T")
 REDIRECT = "http://127.0.0.1:33418/callback"
-HOSTILE = "x[/][conceal]secret[/conceal]\x1b]52;c;aGVsbG8=\x07\x1b[2J\u202egnp.exe\r\b:warning:"
-ACTING = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]")
 
 
 @pytest.fixture(autouse=True)
 def wide_consoles(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(console, "width", 400)
-    monkeypatch.setattr(err, "width", 400)
-
-
-class Deployment:
-    def __init__(self, config: Path) -> None:
-        self.config = config
-        self.settings = load_settings(config, environ={})
-
-    def cli(self, *args: str) -> Result:
-        return CliRunner().invoke(app, [*args, "--config", str(self.config)])
-
-    def run(self, work: Callable[[Services], Awaitable[T]]) -> T:
-        async def opened() -> T:
-            services = Services.open(self.settings)
-            try:
-                await services.start()
-                return await work(services)
-            finally:
-                await services.close()
-        return asyncio.run(opened())
+    widen_consoles(monkeypatch)
 
 
 @pytest.fixture
@@ -63,12 +31,6 @@ def deployment(backend: str, tmp_path: Path) -> Iterator[Deployment]:
         yield Deployment(config_file(tmp_path, (
             f'public_url = "https://deputy.example.com"\ndata_dir = "{tmp_path / "data"}"\n'
             f'database_url = "{url}"\n\n[servers.demo]\nurl = "http://127.0.0.1:9/mcp"\nscopes = ["demo:tools"]\n')))
-
-
-async def records(services: Services, record_type: str) -> list[dict[str, object]]:
-    async with services.database.engine.connect() as conn:
-        rows = (await conn.execute(select(audit_leaves.c.record).order_by(audit_leaves.c.idx))).scalars().all()
-    return [r for r in (json.loads(bytes(row)) for row in rows) if r["type"] == record_type]
 
 
 def test_list_shows_hostile_profile_as_text_and_bounded(deployment: Deployment) -> None:
