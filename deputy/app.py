@@ -89,7 +89,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         else StdioUpstream(server, settings.limits, services.metrics)
         for name, server in settings.servers.items()
     }
-    policy = PolicyStage({name: PolicyLifecycle(server, credentials[name], settings.issuer, configured_claims(settings))
+    policy = PolicyStage({name: PolicyLifecycle(server, credentials[name], settings.issuer, configured_claims(settings),
+                                                 connections=services.connections)  # oauth: read with hers
                           for name, server in settings.servers.items() if server.policies is not None},
                          services.approvals, settings.public_url, settings.policy_watch_seconds,
                          services.clients.get)

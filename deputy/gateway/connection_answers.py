@@ -3,7 +3,11 @@
 Such a server is called with the token Deputy holds for *this user* at the upstream's authorization server
 (:mod:`deputy.connections`), never with the client's (MCP "Token Passthrough"). The gateway asks for it only after
 the policy decided the call and the decision is durable (:mod:`deputy.gateway.proxy`): a denied call is answered
-with its denial and never sends anyone to connect. An agent acting for Alice (RFC 8693 token exchange) uses
+with its denial and never sends anyone to connect. One exception: a server with policies whose tools have not been
+read yet (Deputy has no credential of its own there; they are read with the caller's connection,
+:mod:`deputy.gateway.policy_lifecycle`) cannot decide for a caller without a usable connection, so she is sent to
+connect before any decision (:meth:`OAuthCall.tools_unread`); once read, no decision needs a connection. An agent
+acting for Alice (RFC 8693 token exchange) uses
 Alice's connection: the principal's ``user`` is hers. A token without a user (client credentials: ``sub`` is the
 client itself) has no connection to use and none to make.
 
@@ -40,10 +44,10 @@ above (step-up after ``insufficient_scope``); the upstream's ``WWW-Authenticate`
 Each such answer marks the call's ``call.outcome`` record (:data:`~deputy.gateway.audit_stage.NOT_FORWARDED`) and
 its observed outcome (``connection_needed``).
 
-``deputy.connections`` imports the gateway's :class:`~deputy.gateway.principal.Principal`, and imports between
-subpackages go one way only, so the gateway names what it needs of it structurally (:class:`UserConnections`,
-:class:`NeededConnection`, :class:`UnusableConnection`: the shapes of ``Connections``, ``ConnectionNeeded`` and
-``ConnectionFailed``), as it does the upstream it hands calls to.
+``deputy.connections`` does not import the gateway (whom a call is made for is its structural
+:class:`~deputy.connections.model.CallMaker`), so the gateway uses its types directly: ``ConnectionNeeded``,
+``ConnectionFailed``; only what it asks of ``Connections`` is named here as a protocol (:class:`UserConnections`),
+so a test can hand the gateway another implementation.
 """
 
 from __future__ import annotations
@@ -53,12 +57,14 @@ import logging
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol
 
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import Send
 
 from deputy.config import UpstreamServer
+from deputy.connections.errors import ConnectionFailed
+from deputy.connections.model import ConnectionNeeded
 from deputy.gateway.audit_stage import NOT_FORWARDED
 from deputy.gateway.exchange import Headers
 from deputy.gateway.held_calls import (
@@ -82,41 +88,14 @@ RETRY_AFTER = b"5"
 NO_USER = "no_user"  # why a token without a user is not forwarded
 
 
-@runtime_checkable
-class NeededConnection(Protocol):
-    """:class:`deputy.connections.model.ConnectionNeeded`: where she must (re)connect, and why."""
-
-    @property
-    def server(self) -> str: ...
-    @property
-    def connect_url(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def message(self) -> str: ...
-
-
-@runtime_checkable
-class UnusableConnection(Protocol):
-    """:class:`deputy.connections.errors.ConnectionFailed`: her connection cannot be used now (a closed set of
-    ``reason`` codes; ``detail`` is for the log, never holds a secret)."""
-
-    @property
-    def server(self) -> str: ...
-    @property
-    def reason(self) -> str: ...
-    @property
-    def detail(self) -> str: ...
-
-
 class UserConnections(Protocol):
     """What the gateway asks :class:`deputy.connections.service.Connections` for each call."""
 
     async def headers_for(self, server: UpstreamServer, principal: Principal
-                          ) -> Sequence[tuple[str, str]] | NeededConnection: ...
+                          ) -> Sequence[tuple[str, str]] | ConnectionNeeded: ...
 
     async def refused(self, server: UpstreamServer, principal: Principal, status: int,
-                      www_authenticate: str | None) -> NeededConnection | None: ...
+                      www_authenticate: str | None) -> ConnectionNeeded | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +107,13 @@ class StorageFailure:
     reason: str = "storage_unavailable"
 
 
+UnusableConnection = ConnectionFailed | StorageFailure  # her connection cannot be used now (``detail``: log only)
+
+
 def unusable(exc: Exception, server: str) -> UnusableConnection:
     """``exc`` when it is the connections' own failure, or the store they read failing; any other error is not the
     gateway's to answer."""
-    if isinstance(exc, UnusableConnection):
+    if isinstance(exc, ConnectionFailed):
         return exc
     if isinstance(exc, (SQLAlchemyError, OSError)):
         return StorageFailure(server, type(exc).__name__)
@@ -147,7 +129,7 @@ def initialize_declares_url_elicitation(message: McpMessage | None) -> bool:
     return isinstance(elicitation, dict) and isinstance(elicitation.get("url"), dict)
 
 
-def needed_answer(needed: NeededConnection, message: McpMessage | None,
+def needed_answer(needed: ConnectionNeeded, message: McpMessage | None,
                   session_declares_url: bool) -> tuple[int, dict[str, Any]]:
     """The status and body that send the user to ``needed.connect_url`` (the forms of the module docstring)."""
     data = {"server": needed.server, "reason": needed.reason, "connect_url": needed.connect_url}
@@ -208,13 +190,17 @@ class OAuthCall:
         self.retried = False
 
     @property
+    def _no_user_principal(self) -> bool:
+        """Client credentials: ``sub`` is the client itself, no user."""
+        return self.principal.user == self.principal.agent and not self.principal.actors
+
+    @property
     def request_id(self) -> str | int | None:
         return self.message.id if self.message is not None else None
 
     async def prepare(self, send: Send) -> bool:
         """Get her headers (:attr:`headers`); False when the client was answered instead."""
-        principal = self.principal
-        if principal.user == principal.agent and not principal.actors:  # client credentials: sub is the client
+        if self._no_user_principal:
             await self._no_user(send)
             return False
         headers = await self._headers_for(send)
@@ -261,12 +247,22 @@ class OAuthCall:
         except Exception as exc:  # the connections' failure (unusable), else raised again
             await self._failed(send, unusable(exc, self.server.name))
             return None
-        if isinstance(headers, NeededConnection):
+        if isinstance(headers, ConnectionNeeded):
             await self._needed(send, headers)
             return None
         return headers
 
-    async def _needed(self, send: Send, needed: NeededConnection) -> None:
+    async def tools_unread(self, send: Send, problem: ConnectionNeeded | Exception) -> None:
+        """The server's tools are not read yet and her connection cannot read them (``problem``): no decision can
+        be made, and she is answered as a forwarded call without a usable connection would be."""
+        if self._no_user_principal:
+            await self._no_user(send)
+        elif isinstance(problem, ConnectionNeeded):
+            await self._needed(send, problem)
+        else:
+            await self._failed(send, unusable(problem, self.server.name))
+
+    async def _needed(self, send: Send, needed: ConnectionNeeded) -> None:
         status, body = needed_answer(needed, self.message, self.session_declares_url)
         self.seen.outcome = RequestOutcome.CONNECTION_NEEDED
         await send_unforwarded(send, status, body, ("connection_needed", needed.reason))

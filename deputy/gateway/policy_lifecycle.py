@@ -10,6 +10,17 @@ would fetch Deputy's JWKS from the very process that is starting), is validated 
 first need instead (:meth:`PolicyLifecycle.ready_engine`): until then nothing is decided
 and its calls are refused.
 
+A ``credentials = "oauth"`` server has no credential of Deputy's own: only each user's
+connection (:mod:`deputy.connections`). Its tools are not read at start (logged), but at the
+first call, with the *calling* user's connection (asked of
+:meth:`Connections.headers_for <deputy.connections.service.Connections.headers_for>` like a
+forwarded call's). When she has none usable the policy cannot decide, and the answer is
+:class:`Unavailable` carrying what her connection lacks (the gateway sends her to connect:
+:mod:`deputy.gateway.connection_answers`); nothing is forwarded. Once built, decisions need no
+connection: a second user without one is decided (a denial stays a denial). A re-read
+(below) asks the connections again for the last user whose call built or refreshed the
+engine — only her principal is kept, never a header or a token.
+
 Kept current, never loosened by accident:
 
 * :meth:`PolicyLifecycle.reload` (SIGHUP, or the policy directory changed on disk —
@@ -28,11 +39,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
+
+from sqlalchemy.exc import SQLAlchemyError
 
 from deputy.config import UpstreamServer
+from deputy.connections.errors import ConnectionFailed
+from deputy.connections.model import ConnectionNeeded
+from deputy.gateway.principal import Principal
 from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 from deputy.policy import PolicyEngine, PolicyLoadError, SchemaError, build_schema
@@ -47,17 +64,30 @@ START_TIMEOUT = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Unavailable:
-    """No decision can be made for the server right now; ``reason`` is for the log and the error message."""
+    """No decision can be made for the server right now; ``reason`` is for the log and the error message.
+
+    ``connection``: for a ``credentials = "oauth"`` server whose tools are not read yet, why the caller's connection
+    could not read them — what she must do (:class:`ConnectionNeeded`), or her connection's failure
+    (:class:`ConnectionFailed`, or the store holding it unreachable)."""
 
     reason: str
+    connection: ConnectionNeeded | Exception | None = None
+
+
+class ConnectionHeaders(Protocol):
+    """What the lifecycle asks of :class:`deputy.connections.service.Connections`: a user's headers."""
+
+    async def headers_for(self, server: UpstreamServer, principal: Principal
+                          ) -> Sequence[tuple[str, str]] | ConnectionNeeded: ...
 
 
 class PolicyLifecycle:
     """One server's engine, made from its live tool list and kept current."""
 
     def __init__(self, server: UpstreamServer, credentials: UpstreamCredentials, issuer: str,
-                 user_claims: tuple[str, ...] = ()) -> None:
+                 user_claims: tuple[str, ...] = (), connections: ConnectionHeaders | None = None) -> None:
         assert server.policies is not None
+        self.connections = connections  # a credentials = "oauth" server's tools are read with a user's
         self.user_claims = user_claims  # the extra claims context.user.claims types
         self.server = server
         self.directory: Path = server.policies
@@ -69,15 +99,25 @@ class PolicyLifecycle:
         self._refresh: asyncio.Task[None] | None = None
         self._refreshed_at = 0.0
         self._stale = False  # a tools change was announced and not yet read
+        self._reader: Principal | None = None  # oauth: whose connection read the tools last (never her headers)
 
     @property
     def readable_before_serving(self) -> bool:
         """Whether the tools can be read while Deputy is not yet serving (its JWKS is not needed)."""
-        return self.server.url is None or self.server.credentials != "exchange"
+        return self.server.url is None or self.server.credentials not in ("exchange", "oauth")
+
+    @property
+    def per_user(self) -> bool:
+        """Whether the tools are read with a user's own connection (Deputy has no credential there)."""
+        return self.server.url is not None and self.server.credentials == "oauth"
 
     async def check_at_start(self) -> None:
         """Raise PolicyLoadError for a policy set that cannot be used (see the module docstring)."""
         parse_policy_files(read_policy_files(self.directory))
+        if self.per_user:
+            log.info("tools of %s are read at first use, with the calling user's connection (Deputy has no "
+                     "credential of its own there); its policies are validated then", self.server.name)
+            return
         if not self.readable_before_serving:
             return
         try:
@@ -90,7 +130,8 @@ class PolicyLifecycle:
             self.engine = PolicyEngine(self.directory, build_schema(tools, self.user_claims))  # raises PolicyLoadError
         log.info("policies of %s active: version %s", self.server.name, self.engine.version[:12])
 
-    async def ready_engine(self) -> PolicyEngine | Unavailable:
+    async def ready_engine(self, principal: Principal | None = None) -> PolicyEngine | Unavailable:
+        """The engine, built first when it is not yet (for an oauth server, with ``principal``'s connection)."""
         if self.engine is not None:
             return self.engine
         async with self._lock:
@@ -98,16 +139,41 @@ class PolicyLifecycle:
                 return self.engine
             if self._failure is not None and time.monotonic() - self._failure[0] < RETRY_SECONDS:
                 return Unavailable(self._failure[1])
+            headers = None
+            if self.per_user:
+                got = await self._headers_of(principal)
+                if isinstance(got, Unavailable):
+                    return got  # hers alone: not remembered as the server's failure
+                headers = got
             try:
-                tools = await fetch_tools(self.server, self.credentials, self.issuer)
+                tools = await fetch_tools(self.server, self.credentials, self.issuer, headers=headers)
                 self.engine = PolicyEngine(self.directory, build_schema(tools, self.user_claims))
             except CatalogUnavailable as exc:
                 return self._failed(f"the server's tools could not be read: {exc}")
             except (PolicyLoadError, SchemaError) as exc:
                 return self._failed(f"the policies of {self.server.name} do not validate:\n{exc}")
             self._failure = None
+            if self.per_user:
+                self._reader = principal
             log.info("policies of %s active: version %s", self.server.name, self.engine.version[:12])
             return self.engine
+
+    async def _headers_of(self, principal: Principal | None) -> Sequence[tuple[str, str]] | Unavailable:
+        """``principal``'s headers at a ``credentials = "oauth"`` server, or why there are none (for her)."""
+        name = self.server.name
+        if self.connections is None or principal is None:
+            return Unavailable(f"the tools of {name} are read with a user's connection, and there is none to use")
+        try:
+            got = await self.connections.headers_for(self.server, principal)
+        except (ConnectionFailed, SQLAlchemyError, OSError) as exc:  # any other error is not a connection problem
+            log.warning("tools of %s not read: the caller's connection cannot be used (%s)", name,
+                        getattr(exc, "reason", type(exc).__name__))
+            return Unavailable(f"the tools of {name} are read with the caller's connection, which cannot be used now",
+                               connection=exc)
+        if isinstance(got, ConnectionNeeded):
+            return Unavailable(f"the tools of {name} are read with the caller's connection: {got.reason}",
+                               connection=got)
+        return got
 
     def _failed(self, reason: str) -> Unavailable:
         log.error("no policy decisions for %s: %s", self.server.name, reason)
@@ -121,12 +187,16 @@ class PolicyLifecycle:
             return
         self.engine.reload()
 
-    def tools_changed(self) -> None:
+    def tools_changed(self, principal: Principal | None = None) -> None:
         """Schedule a re-read of the server's tools and a re-validation against them.
 
         A change announced while a re-read is under way is read again after it: the running
-        one may already have fetched the list from before that change.
+        one may already have fetched the list from before that change. ``principal``: the user
+        whose call's answer announced it; an oauth server's tools are re-read with her connection
+        (else with that of the last user who read them).
         """
+        if principal is not None and self.per_user and self.engine is not None:
+            self._reader = principal
         self._stale = True
         if self._refresh is None or self._refresh.done():
             self._refresh = asyncio.get_running_loop().create_task(self._refresh_tools())
@@ -144,8 +214,16 @@ class PolicyLifecycle:
         if self.engine is None:
             self._failure = None
             return
+        headers = None
+        if self.per_user:
+            got = await self._headers_of(self._reader)
+            if isinstance(got, Unavailable):
+                log.error("tools of %s changed but cannot be read (%s); the previous schema stays active",
+                          self.server.name, got.reason)
+                return
+            headers = got
         try:
-            tools = await fetch_tools(self.server, self.credentials, self.issuer)
+            tools = await fetch_tools(self.server, self.credentials, self.issuer, headers=headers)
             schema = build_schema(tools, self.user_claims)
         except (CatalogUnavailable, SchemaError) as exc:
             log.error("tools of %s changed but cannot be read (%s); the previous schema stays active",

@@ -17,7 +17,9 @@ The engine needs the server's schema, which comes from its tools; how each serve
 engine is checked at start, built and kept current (reloads, changed tools) is
 :mod:`deputy.gateway.policy_lifecycle`. Until the tools are read and the policies
 validated against them, nothing is decided and every such call is refused (fail
-closed).
+closed). A ``credentials = "oauth"`` server's tools are read with the caller's own
+connection, so the engine is asked for with her principal; when she has none usable the
+refusal carries what she must do, and the gateway sends her to connect.
 
 Answers: a denial is a JSON-RPC error with code :data:`~deputy.policy.decision.POLICY_DENIED`,
 the message "denied by policy…" and ``data`` naming the decision id and the deciding
@@ -137,11 +139,11 @@ class PolicyStage:
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
 
-    def tools_changed(self, server: str) -> None:
-        """The upstream said its tools changed (``notifications/tools/list_changed``)."""
+    def tools_changed(self, server: str, principal: Principal | None = None) -> None:
+        """The upstream said its tools changed (``notifications/tools/list_changed``) in an answer to ``principal``."""
         policy = self.policies.get(server)
         if policy is not None:
-            policy.tools_changed()
+            policy.tools_changed(principal)
 
     async def decide(self, principal: Principal, message: McpMessage) -> Decision | Held | Unavailable | None:
         """The decision on ``message`` (Held when it waits for an approval), Unavailable when none can be made,
@@ -151,7 +153,7 @@ class PolicyStage:
         category = operation.category
         if policy is None or category in (Category.HOUSEKEEPING, Category.LIST, Category.RESPONSE):
             return None
-        engine = await policy.ready_engine()
+        engine = await policy.ready_engine(principal)
         if isinstance(engine, Unavailable):
             return engine
         try:
@@ -202,7 +204,7 @@ class PolicyStage:
         policy = self.policies.get(principal.server)
         if policy is None or message.operation.category is not Category.LIST or message.method not in LIST_ITEMS:
             return None
-        engine = await policy.ready_engine()
+        engine = await policy.ready_engine(principal)
         if isinstance(engine, Unavailable):
             return engine
         try:
@@ -227,7 +229,7 @@ class PolicyStage:
             return None
 
         async def rewrite(result: dict[str, Any]) -> dict[str, Any]:
-            engine = await policy.ready_engine()
+            engine = await policy.ready_engine(principal)
             if isinstance(engine, Unavailable):
                 raise RewriteRefused(f"no policy decisions for {principal.server}: {engine.reason}")
             try:

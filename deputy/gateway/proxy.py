@@ -98,6 +98,7 @@ class Forwarding:
     rewrite: RewriteResult | None = None
     answers_list: bool = False
     finish: Callable[[], Awaitable[None]] | None = None  # records the call's outcome once it is answered
+    session_id: str | None = None  # as the client presented it (an oauth server's answers read what it declared)
 
 
 class Gateway:
@@ -163,7 +164,7 @@ class Gateway:
         upstream = await self._upstream_for(send, server, message)
         if isinstance(upstream, Answered):
             return
-        forwarding = Forwarding(send, body, seen)
+        forwarding = Forwarding(send, body, seen, session_id=headers.session_id)
         if message is not None:
             cleared = await self._clear_call(forwarding, server, principal, message)
             if isinstance(cleared, Answered):
@@ -303,13 +304,13 @@ class Gateway:
             started = time.perf_counter_ns()
             await self._record_refusal(principal, message, decided, seen.trace_id)
             seen.stage(AUDIT, started)
-            await self._deny(forwarding.send, server, principal, message, decided)
+            await self._deny(forwarding, server, principal, message, decided)
             return ANSWERED
         filtered = await self.policy.list_filter(principal, message)
         seen.stage(DECIDE, started)
         seen.decided(filtered if isinstance(filtered, Unavailable) else decided)
         if isinstance(filtered, Unavailable):
-            await self._deny(forwarding.send, server, principal, message, filtered)
+            await self._deny(forwarding, server, principal, message, filtered)
             return ANSWERED
         forwarding.rewrite = filtered
         forwarding.answers_list = filtered is not None
@@ -320,7 +321,8 @@ class Gateway:
         ``notifications/tools/list_changed``."""
         if self.policy is None or server.name not in self.policy.policies:
             return
-        forwarding.send = _watching_tools(forwarding.send, functools.partial(self.policy.tools_changed, server.name))
+        forwarding.send = _watching_tools(forwarding.send,
+                                          functools.partial(self.policy.tools_changed, server.name, principal))
         if forwarding.rewrite is None:  # whatever answers this request may still carry a list: filtered all the same
             forwarding.rewrite = self.policy.answer_filter(principal)
 
@@ -337,9 +339,15 @@ class Gateway:
         else:
             await self.audit.refusal(principal, message, decided, str(decided.outcome), trace_id=trace_id)
 
-    async def _deny(self, send: Send, server: UpstreamServer, principal: Principal, message: McpMessage,
-                    decided: Decision | Held | Unavailable) -> None:
+    async def _deny(self, forwarding: Forwarding, server: UpstreamServer, principal: Principal,
+                    message: McpMessage, decided: Decision | Held | Unavailable) -> None:
         """Answer a call that will not be forwarded (:mod:`deputy.gateway.policy_stage`)."""
+        send = forwarding.send
+        if isinstance(decided, Unavailable) and decided.connection is not None:  # her connection could not read
+            oauth = OAuthCall(self.connections, server, principal, message, self.sessions, forwarding.session_id,
+                              forwarding.seen)  # the server's tools: she is sent to connect, as for a call
+            await oauth.tools_unread(send, decided.connection)
+            return
         if isinstance(decided, Unavailable):
             await send_json(send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "policy decisions are unavailable for "
                                                      "this server; try again later", request_id=message.id),

@@ -7,7 +7,10 @@ as a client of its own: ``initialize``, then ``tools/list`` page by page (MCP
 "Pagination": follow ``nextCursor``), over the server's transport (Streamable HTTP,
 or a stdio process started for the purpose) and with the server's own upstream
 credentials (:mod:`deputy.gateway.upstream_credentials`); under ``exchange`` the
-token names the gateway itself as the subject, since no user asked.
+token names the gateway itself as the subject, since no user asked. A ``credentials =
+"oauth"`` server has no credential of Deputy's: the caller passes the headers of a user's
+connection (:mod:`deputy.gateway.policy_lifecycle` says whose), and without them the list is
+not asked for.
 
 Bounded: at most :data:`MAX_PAGES` pages and :data:`MAX_TOOLS` tools, and
 :data:`TIMEOUT` seconds for the whole conversation; a server that exceeds them, or
@@ -28,7 +31,7 @@ from mcp.client.streamable_http import streamable_http_client
 
 from deputy.config import UpstreamServer
 from deputy.gateway.principal import Principal
-from deputy.gateway.upstream_credentials import UpstreamCredentials, gateway_actor
+from deputy.gateway.upstream_credentials import Headers, UpstreamCredentials, gateway_actor
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +51,18 @@ def gateway_principal(server: UpstreamServer, issuer: str) -> Principal:
                      server=server.name, expires_at=2**62)
 
 
-async def fetch_tools(server: UpstreamServer, credentials: UpstreamCredentials, issuer: str) -> list[dict[str, Any]]:
-    """Every tool ``server`` lists, as the JSON objects of its ``tools/list`` results, in its order."""
+async def fetch_tools(server: UpstreamServer, credentials: UpstreamCredentials, issuer: str,
+                      headers: Headers | None = None) -> list[dict[str, Any]]:
+    """Every tool ``server`` lists, as the JSON objects of its ``tools/list`` results, in its order.
+
+    ``headers``: a user's, for a server Deputy has no credential of its own for (``oauth``); else its own."""
+    if headers is None and server.url is not None and server.credentials == "oauth":
+        raise CatalogUnavailable(f"{server.name}: its tools are read with a user's connection; none was given")
     try:
         with anyio.fail_after(TIMEOUT):
             if server.url is not None:
-                headers = dict(credentials.headers(gateway_principal(server, issuer)))
-                async with (httpx2.AsyncClient(headers=headers, timeout=TIMEOUT, follow_redirects=False,
+                sent = dict(credentials.headers(gateway_principal(server, issuer)) if headers is None else headers)
+                async with (httpx2.AsyncClient(headers=sent, timeout=TIMEOUT, follow_redirects=False,
                                                trust_env=False) as http,
                             Client(streamable_http_client(server.url, http_client=http), mode="legacy") as client):
                     return await _all_tools(client)
