@@ -31,16 +31,12 @@
 // Signing keys (EC P-256 for ES256, RSA 2048 for RS256) are generated at every start.
 // On listening it prints exactly one line to stdout: "ready http://HOST:PORT". It exits when
 // stdin closes, so an OP never outlives the test process that started it.
-import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import {
+  announceReady, escape, listen, loadOidcProvider, readConfig, readForm, send, sendInteractionError, sharedOptions,
+} from './shared.mjs';
 
-const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const packageDir = process.env.OIDC_PROVIDER_DIR;
-const packageJson = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8'));
-const { default: Provider } = await import(pathToFileURL(join(packageDir, packageJson.main)).href);
+const config = readConfig();
+const { default: Provider } = await loadOidcProvider();
 
 const DEFAULT_ACCOUNTS = {
   alice: {
@@ -60,11 +56,6 @@ const accounts = new Map(Object.entries(config.accounts ?? DEFAULT_ACCOUNTS).map
 ));
 const accountsBySub = new Map([...accounts.values()].map((account) => [account.sub, account]));
 
-function signingKey(kid, type, options, alg) {
-  const { privateKey } = generateKeyPairSync(type, options);
-  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
-}
-
 // Consent without a page: grant the scopes and claims this request asked for (the OP still
 // releases only claims its `claims` table maps to those scopes).
 async function loadExistingGrant(ctx) {
@@ -83,8 +74,6 @@ async function findAccount(_ctx, sub) {
   return { accountId: sub, claims: async () => claims };
 }
 
-const escape = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
-
 function loginPage(uid, params, error) {
   const alert = error ? `<p role="alert" class="error">${escape(error)}</p>` : '';
   return `<!doctype html><html><head><meta charset="utf-8"><title>Sign in - test OP</title></head><body>
@@ -95,17 +84,6 @@ function loginPage(uid, params, error) {
 <button id="sign-in" type="submit">Sign in</button></form>
 <form method="post" action="/interaction/${escape(uid)}/abort"><button id="cancel" type="submit">Cancel</button></form>
 </body></html>`;
-}
-
-async function readForm(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
-function send(res, status, type, body) {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-  res.end(body);
 }
 
 async function interaction(provider, req, res, uid, action) {
@@ -131,21 +109,12 @@ async function interaction(provider, req, res, uid, action) {
   });
 }
 
-const host = config.host ?? '127.0.0.1';
-const server = createServer();
-await new Promise((resolve) => { server.listen(config.port ?? 0, host, resolve); });
-const { port } = server.address();
-const issuer = `http://${host}:${port}`;
+const { server, port, issuer } = await listen(config);
 
 const groupsClaim = ['groups'];
 const provider = new Provider(issuer, {
+  ...sharedOptions('op', port),
   clients: config.clients ?? [],
-  jwks: {
-    keys: [
-      signingKey('ec-1', 'ec', { namedCurve: 'P-256' }, 'ES256'),
-      signingKey('rsa-1', 'rsa', { modulusLength: 2048 }, 'RS256'),
-    ],
-  },
   findAccount,
   loadExistingGrant,
   claims: {
@@ -161,19 +130,6 @@ const provider = new Provider(issuer, {
     devInteractions: { enabled: false },
     claimsParameter: { enabled: true },
   },
-  interactions: { url: (_ctx, found) => `/interaction/${found.uid}` },
-  // Cookies are per host, not per port: two OPs on 127.0.0.1 in one browser must not overwrite
-  // each other's session and interaction cookies, so their names carry the port.
-  cookies: {
-    keys: [randomBytes(32).toString('base64url')],
-    names: { session: `op${port}_session`, interaction: `op${port}_interaction`, resume: `op${port}_resume` },
-  },
-  // oidc-provider's default answers CORS for any origin a client registered; no browser test needs it.
-  clientBasedCORS: () => false,
-  renderError: (ctx, out) => {
-    ctx.type = 'text/plain';
-    ctx.body = `${out.error}: ${out.error_description ?? ''}`;
-  },
 });
 
 // A 500 from the OP is a fixture bug: its stack trace goes to stderr, which the launcher keeps.
@@ -184,13 +140,7 @@ const INTERACTION = /^\/interaction\/([A-Za-z0-9_-]+)(\/login|\/abort)?$/;
 server.on('request', (req, res) => {
   const match = INTERACTION.exec(new URL(req.url, issuer).pathname);
   if (!match) return providerCallback(req, res);
-  return interaction(provider, req, res, match[1], match[2]).catch((error) => {
-    // SessionNotFound (no or expired interaction cookie) and friends: a plain 400 naming it.
-    if (!res.headersSent) send(res, error.statusCode ?? 500, 'text/plain', `${error.name}: ${error.message}`);
-  });
+  return interaction(provider, req, res, match[1], match[2]).catch((error) => sendInteractionError(res, error));
 });
 
-process.stdin.on('end', () => process.exit(0));
-process.stdin.resume();
-process.on('SIGTERM', () => process.exit(0));
-console.log(`ready ${issuer}`);
+announceReady(issuer);

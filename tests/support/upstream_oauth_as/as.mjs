@@ -26,16 +26,14 @@
 // GET /_fixture/stats answers what the tests count: {token_requests, revoked: [sha256 hex of each token
 // revoked]}; the tokens themselves are never kept. Prints "ready http://HOST:PORT" once listening and exits
 // when stdin closes, so it never outlives the test process that started it.
-import { createHash, generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { createServer } from 'node:http';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { createHash } from 'node:crypto';
 
-const config = JSON.parse(readFileSync(process.argv[2], 'utf8'));
-const packageDir = process.env.OIDC_PROVIDER_DIR;
-const packageJson = JSON.parse(readFileSync(join(packageDir, 'package.json'), 'utf8'));
-const { default: Provider, errors } = await import(pathToFileURL(join(packageDir, packageJson.main)).href);
+import {
+  announceReady, escape, listen, loadOidcProvider, readConfig, readForm, send, sendInteractionError, sharedOptions,
+} from '../oidc_provider/shared.mjs';
+
+const config = readConfig();
+const { default: Provider, errors } = await loadOidcProvider();
 
 const RESOURCE_SCOPES = 'tools:read tools:admin';
 const accessTokenTTL = config.access_token_ttl ?? 300;
@@ -43,13 +41,6 @@ const accounts = new Map(Object.entries(config.accounts ?? { alice: {}, bob: {} 
   ([login, account]) => [login, { password: login, sub: login, ...account }],
 ));
 const stats = { token_requests: 0, revoked: [] };
-
-function signingKey(kid, type, options, alg) {
-  const { privateKey } = generateKeyPairSync(type, options);
-  return { ...privateKey.export({ format: 'jwk' }), kid, alg, use: 'sig' };
-}
-
-const escape = (text) => String(text).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function page(title, body) {
   return `<!doctype html><html><head><meta charset="utf-8"><title>${escape(title)} - upstream AS</title></head>`
@@ -72,17 +63,6 @@ function consentPage(uid, details) {
   return page('Allow access?', `<p>${escape(details.params.client_id)} asks for:</p><ul>${resources}</ul>
 <form method="post" action="/interaction/${escape(uid)}/confirm"><button id="allow" type="submit">Allow</button></form>
 <form method="post" action="/interaction/${escape(uid)}/abort"><button id="deny" type="submit">Deny</button></form>`);
-}
-
-async function readForm(req) {
-  const chunks = [];
-  for await (const chunk of req) chunks.push(chunk);
-  return new URLSearchParams(Buffer.concat(chunks).toString('utf8'));
-}
-
-function send(res, status, type, body) {
-  res.writeHead(status, { 'content-type': type, 'cache-control': 'no-store' });
-  res.end(body);
 }
 
 // Consent grants exactly what the prompt found missing: OIDC scopes and claims, and per resource its scopes.
@@ -138,19 +118,10 @@ function isResourceUrl(indicator) {
   }
 }
 
-const host = config.host ?? '127.0.0.1';
-const server = createServer();
-await new Promise((resolve) => { server.listen(config.port ?? 0, host, resolve); });
-const { port } = server.address();
-const issuer = `http://${host}:${port}`;
+const { server, port, issuer } = await listen(config);
 
 const provider = new Provider(issuer, {
-  jwks: {
-    keys: [
-      signingKey('ec-1', 'ec', { namedCurve: 'P-256' }, 'ES256'),
-      signingKey('rsa-1', 'rsa', { modulusLength: 2048 }, 'RS256'),
-    ],
-  },
+  ...sharedOptions('as', port),
   findAccount: async (_ctx, sub) => ({ accountId: sub, claims: async () => ({ sub }) }),
   // The resource scopes are listed too so that the metadata's scopes_supported names them.
   scopes: ['openid', 'offline_access', ...RESOURCE_SCOPES.split(' ')],
@@ -182,16 +153,6 @@ const provider = new Provider(issuer, {
       },
     },
   },
-  interactions: { url: (_ctx, found) => `/interaction/${found.uid}` },
-  cookies: {
-    keys: [randomBytes(32).toString('base64url')],
-    names: { session: `as${port}_session`, interaction: `as${port}_interaction`, resume: `as${port}_resume` },
-  },
-  clientBasedCORS: () => false,
-  renderError: (ctx, out) => {
-    ctx.type = 'text/plain';
-    ctx.body = `${out.error}: ${out.error_description ?? ''}`;
-  },
 });
 
 provider.on('server_error', (_ctx, error) => console.error(error));
@@ -216,12 +177,7 @@ server.on('request', (req, res) => {
   if (pathname === '/.well-known/oauth-authorization-server') req.url = '/.well-known/openid-configuration';
   const match = INTERACTION.exec(pathname);
   if (!match) return providerCallback(req, res);
-  return interaction(provider, req, res, match[1], match[2]).catch((error) => {
-    if (!res.headersSent) send(res, error.statusCode ?? 500, 'text/plain', `${error.name}: ${error.message}`);
-  });
+  return interaction(provider, req, res, match[1], match[2]).catch((error) => sendInteractionError(res, error));
 });
 
-process.stdin.on('end', () => process.exit(0));
-process.stdin.resume();
-process.on('SIGTERM', () => process.exit(0));
-console.log(`ready ${issuer}`);
+announceReady(issuer);
