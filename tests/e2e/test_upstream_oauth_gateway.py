@@ -5,10 +5,9 @@ server and the official MCP SDK's server as the upstream (tests/support/upstream
 client, and Deputy's own connect pages walked with httpx to connect. Abuse first: the client's token never reaches
 the upstream, a client credentials token has no connection to use; then each way a client is sent to connect
 (plain error, MCP 2026-07-28 ``input_required``, MCP 2025-11-25 ``URLElicitationRequiredError``), an agent acting
-for Alice through her connection, step-up after the upstream's ``403 insufficient_scope``. Two cases are in
-tests/unit/test_connection_answers.py only: a ``401`` answered by one refresh and one retry (this upstream's JWTs
-cannot be refused while Deputy still holds them for valid), and a policy denial that sends nobody to connect
-(policies on a ``credentials = "oauth"`` server cannot read its tools yet: Deputy has no token of its own there).
+for Alice through her connection, step-up after the upstream's ``403 insufficient_scope``. A ``401`` answered by
+one refresh and one retry is in tests/e2e/test_upstream_oauth_flow.py (the fixture's ``refuse()``), a policy
+denial that sends nobody to connect in tests/e2e/test_upstream_oauth_policy.py.
 """
 
 from __future__ import annotations
