@@ -15,9 +15,9 @@ environment. The mock servers judge what reaches them; here the client they see 
    ``tools/list``; ``tools/call`` of the tool offered). When Deputy answers that she must connect her account
    (an error carrying a ``/connect/conf`` URL), her browser opens it, presses Connect, follows the mock
    authorization server's immediate redirect back into Deputy's callback, and the refused step is sent again.
-   A person asked to connect more than :data:`MAX_CONNECTS` times in one run gives up: ``auth/scope-retry-limit``
-   (at most three authorization requests) therefore passes by her bound, not Deputy's. Deputy starts an
-   authorization only when she presses Connect, but it does ask again for a scope the refused token already had.
+   A person asked to connect more than :data:`MAX_CONNECTS` times in one run gives up. Deputy starts an
+   authorization only when she presses Connect, and does not ask her again for scopes she already granted (an
+   upstream that still answers ``insufficient_scope`` for them gets its refusal relayed): ``auth/scope-retry-limit``.
 
 Exit 0 when the tool was called; 1 with the reason on standard error otherwise (scenarios that expect Deputy to
 refuse, such as ``auth/iss-wrong-issuer``, allow that). Nothing printed holds a token, a code or a secret.
