@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from deputy.audit.log import AuditUnavailable
 from deputy.config import UpstreamServer
@@ -67,6 +67,7 @@ from deputy.gateway.request_reading import MAX_REQUEST_BODY, BodyRefused, Reques
 from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
+from deputy.gateway.tools_watch import watching_tools
 from deputy.policy import POLICY_DENIED, Decision, Outcome
 from deputy.telemetry.metrics import Metrics
 
@@ -75,8 +76,6 @@ if TYPE_CHECKING:
 
 PREFIX = "/mcp/"
 ALLOWED_METHODS = frozenset({"POST", "GET", "DELETE"})
-TOOLS_LIST_CHANGED = b"notifications/tools/list_changed"
-SEAM = len(TOOLS_LIST_CHANGED) - 1
 
 
 class Answered(Enum):
@@ -321,7 +320,7 @@ class Gateway:
         ``notifications/tools/list_changed``."""
         if self.policy is None or server.name not in self.policy.policies:
             return
-        forwarding.send = _watching_tools(forwarding.send,
+        forwarding.send = watching_tools(forwarding.send,
                                           functools.partial(self.policy.tools_changed, server.name, principal))
         if forwarding.rewrite is None:  # whatever answers this request may still carry a list: filtered all the same
             forwarding.rewrite = self.policy.answer_filter(principal)
@@ -378,25 +377,3 @@ class Gateway:
         body = {"error": refusal.error or "unauthorized", "error_description": refusal.description}
         await send_json(send, refusal.status, body, headers)
 
-
-def _watching_tools(send: Send, tools_changed: Callable[[], None]) -> Send:
-    """``send`` that calls ``tools_changed`` when the upstream's answer carries ``notifications/tools/list_changed``.
-
-    A plain byte search over what streams past (a notification split across two chunks is
-    still seen); a false match only costs a re-read of the tools.
-    """
-    tail = b""
-
-    async def watching(message: Message) -> None:
-        nonlocal tail
-        if message["type"] == "http.response.body":
-            body = message.get("body", b"")
-            # Searched in the chunk and across the seam with the previous one; only the seam is copied.
-            if TOOLS_LIST_CHANGED in body or TOOLS_LIST_CHANGED in tail + body[:SEAM]:
-                tools_changed()
-                tail = b""
-            else:
-                tail = (tail + body[-SEAM:])[-SEAM:]
-        await send(message)
-
-    return watching

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from deputy.gateway.proxy import _watching_tools
+from deputy.gateway.tools_watch import watching_tools
 
 NOTIFICATION = b'event: message\ndata: {"jsonrpc":"2.0","method":"notifications/tools/list_changed"}\n\n'
 RESULT = b'event: message\ndata: {"jsonrpc":"2.0","id":1,"result":{"content":[]}}\n\n'
@@ -19,7 +19,7 @@ async def relay(chunks: list[bytes]) -> tuple[int, bytes]:
         if message["type"] == "http.response.body":
             sent.append(message["body"])
 
-    watching = _watching_tools(send, lambda: fired.append(1))
+    watching = watching_tools(send, lambda: fired.append(1))
     await watching({"type": "http.response.start", "status": 200, "headers": []})
     for chunk in chunks:
         await watching({"type": "http.response.body", "body": chunk, "more_body": True})
