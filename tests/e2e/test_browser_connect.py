@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import pytest
 
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.support.connection_pages import oauth_server_toml
 from tests.support.databases import database_url, require
 from tests.support.deputy_process import PASSWORD, RunningDeputy, running_deputy
 from tests.support.upstream_oauth import UpstreamAuthServer, upstream_oauth
@@ -39,14 +40,7 @@ def backend(request: pytest.FixtureRequest) -> str:
 def stack(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp(f"deputy-browser-connect-{backend}")
     with upstream_oauth() as (auth, upstream):
-        extra = f'''
-[servers.ext]
-title = "Ext Tools"
-url = "{upstream.url}"
-credentials = "oauth"
-[servers.ext.oauth]
-trusted_hosts = ["127.0.0.1"]
-'''
+        extra = oauth_server_toml("ext", "Ext Tools", upstream.url)
         with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url, extra) as deputy:
             yield Stack(deputy, auth)
 

@@ -20,24 +20,23 @@ upstream identity.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 import pytest
 
+from tests.support.connection_pages import Stack, browser, oauth_server_toml
+from tests.support.corp_op import corp_provider_toml, deputy_port, op
 from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
-from tests.support.oidc_op import ALICE, OpClient, OpenIdProvider, openid_provider, sign_in_at_op_async
-from tests.support.sdk_client import Form, free_port, page_text, parse_forms, sdk_oauth_client
+from tests.support.deputy_process import running_deputy
+from tests.support.oidc_op import ALICE, OpenIdProvider, sign_in_at_op_async
+from tests.support.sdk_client import Form, page_text, parse_forms, sdk_oauth_client
 from tests.support.upstream_oauth import ProtectedUpstream, UpstreamAuthServer, oauth_upstream
 
-__all__ = ["oauth_upstream"]  # the module-scope fixture, used by name below
+__all__ = ["deputy_port", "oauth_upstream", "op"]  # the module-scope fixtures, used by name below
 
-OP_CLIENT_ID = "deputy-connect-e2e"
-OP_CLIENT_SECRET = "op-client-secret-for-connect-tests-0123"
 START = "/login/start/corp"
 # What the hidden `connect` field may be made to say (by the person herself: the login CSRF token keeps everyone
 # else out): never a server name, each aimed at another page or another site once put after "/connect/" — a dot
@@ -60,67 +59,31 @@ HOSTILE_CONNECT_VALUES = (
 
 
 @dataclass(frozen=True)
-class Stack:
-    deputy: RunningDeputy
+class FederatedStack(Stack):
+    """The connection pages' stack (tests/support/connection_pages.py) with the identity provider Deputy signs in
+    through."""
+
     op: OpenIdProvider
-    auth: UpstreamAuthServer
-
-    def page(self, path: str) -> str:
-        return f"{self.deputy.url}{path}"
-
-
-@pytest.fixture(scope="module")
-def deputy_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def op(deputy_port: int) -> Iterator[OpenIdProvider]:
-    client = OpClient(OP_CLIENT_ID, (f"http://127.0.0.1:{deputy_port}/login/callback/corp",), OP_CLIENT_SECRET)
-    with openid_provider([client]) as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
 def stack(backend: str, upstream_url: str, op: OpenIdProvider, deputy_port: int,
           oauth_upstream: tuple[UpstreamAuthServer, ProtectedUpstream],
-          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[FederatedStack]:
     auth, upstream = oauth_upstream
     directory = tmp_path_factory.mktemp(f"deputy-connect-federated-{backend}")
     # Every request here comes from 127.0.0.1: the per-address sign-in limits are tested elsewhere.
-    extra = f'''
-[servers.ext]
-title = "Ext Tools"
-url = "{upstream.url}"
-credentials = "oauth"
-[servers.ext.oauth]
-trusted_hosts = ["127.0.0.1"]
-
+    extra = oauth_server_toml("ext", "Ext Tools", upstream.url) + '''
 [limits]
 signin_starts_per_minute = 1000
 signin_failures_per_minute = 1000
-
-[[identity_providers]]
-name = "corp"
-title = "Corp sign-in"
-issuer = "{op.issuer}"
-client_id = "{OP_CLIENT_ID}"
-client_secret = "{OP_CLIENT_SECRET}"
-scopes = ["openid", "email", "profile"]
-'''
+''' + corp_provider_toml(op, ["openid", "email", "profile"])
     with (database_url(backend, directory) as url,
           running_deputy(directory, url, upstream_url, extra, port=deputy_port) as deputy):
-        yield Stack(deputy, op, auth)
+        yield FederatedStack(deputy, auth, upstream, op)
 
 
-@asynccontextmanager
-async def browser() -> AsyncIterator[httpx.AsyncClient]:
-    """A cookie-keeping client (Deputy's and the OP's cookies) that never follows redirects."""
-    async with httpx.AsyncClient(timeout=30, follow_redirects=False) as http:
-        yield http
-
-
-async def provider_button(stack: Stack, http: httpx.AsyncClient, path: str) -> Form:
+async def provider_button(stack: FederatedStack, http: httpx.AsyncClient, path: str) -> Form:
     """The page at ``path`` for a visitor not signed in: the provider's button, and no password form."""
     page = await http.get(stack.page(path))
     assert page.status_code == 200, page_text(page.text)
@@ -131,7 +94,8 @@ async def provider_button(stack: Stack, http: httpx.AsyncClient, path: str) -> F
     return button
 
 
-async def sign_in_through_op(stack: Stack, http: httpx.AsyncClient, button: Form, connect: str) -> httpx.Response:
+async def sign_in_through_op(stack: FederatedStack, http: httpx.AsyncClient, button: Form,
+                             connect: str) -> httpx.Response:
     """Press the provider's button with ``connect`` in its hidden field, sign in at the OP as alice, and open
     Deputy's callback: Deputy's answer to it."""
     started = await http.post(stack.page(START), data=button.data(connect=connect))
@@ -140,6 +104,15 @@ async def sign_in_through_op(stack: Stack, http: httpx.AsyncClient, button: Form
     back = await sign_in_at_op_async(http, started.headers["location"], ALICE.username, ALICE.password)
     assert back.url.startswith(stack.page("/login/callback/corp?")), back.url
     return await http.get(back.url)
+
+
+async def sign_in_from(stack: FederatedStack, http: httpx.AsyncClient, path: str, connect: str) -> None:
+    """Press the provider's button on the page at ``path``, whose hidden field says ``connect``, and sign in at the
+    OP as alice: back at ``path``."""
+    button = await provider_button(stack, http, path)
+    assert button.fields["connect"] == connect
+    back = await sign_in_through_op(stack, http, button, button.fields["connect"])
+    assert back.status_code == 303 and back.headers["location"] == path, page_text(back.text)
 
 
 def assert_no_op_was_asked(answer: httpx.Response) -> None:
@@ -152,7 +125,7 @@ def assert_no_op_was_asked(answer: httpx.Response) -> None:
 
 
 @pytest.mark.parametrize("connect", HOSTILE_CONNECT_VALUES)
-async def test_a_connect_field_never_redirects_off_a_connect_page(stack: Stack, connect: str) -> None:
+async def test_a_connect_field_never_redirects_off_a_connect_page(stack: FederatedStack, connect: str) -> None:
     async with browser() as http:
         button = await provider_button(stack, http, "/connect/ext")
         answer = await sign_in_through_op(stack, http, button, connect)
@@ -170,7 +143,7 @@ async def test_a_connect_field_never_redirects_off_a_connect_page(stack: Stack, 
 # -- abuse: a start without the login form's CSRF token ------------------------------------------
 
 
-async def test_a_forged_connect_sign_in_sends_nobody_to_the_op(stack: Stack) -> None:
+async def test_a_forged_connect_sign_in_sends_nobody_to_the_op(stack: FederatedStack) -> None:
     async with browser() as attacker:
         attackers = await provider_button(stack, attacker, "/connect/ext")
     async with browser() as victim:
@@ -191,15 +164,12 @@ async def test_a_forged_connect_sign_in_sends_nobody_to_the_op(stack: Stack) -> 
 # -- the happy path --------------------------------------------------------------------------------
 
 
-async def test_a_federated_user_connects_her_account(stack: Stack) -> None:
+async def test_a_federated_user_connects_her_account(stack: FederatedStack) -> None:
     async with browser() as http:
         page = await http.get(stack.page("/connect/ext"))  # from the gateway's connect_url, not signed in
         assert "Sign in to connect your account at Ext Tools" in page_text(page.text)
         assert "Corp sign-in" in page_text(page.text)
-        button = await provider_button(stack, http, "/connect/ext")
-        assert button.fields["connect"] == "ext"
-        back = await sign_in_through_op(stack, http, button, button.fields["connect"])
-        assert back.status_code == 303 and back.headers["location"] == "/connect/ext", page_text(back.text)
+        await sign_in_from(stack, http, "/connect/ext", "ext")
 
         page = await http.get(stack.page("/connect/ext"))
         text = page_text(page.text)
@@ -226,14 +196,11 @@ async def test_a_federated_user_connects_her_account(stack: Stack) -> None:
     assert not result.is_error and result.content[0].text == "alice"  # type: ignore[union-attr]
 
 
-async def test_the_connections_page_signs_her_in_through_the_op_and_comes_back(stack: Stack) -> None:
+async def test_the_connections_page_signs_her_in_through_the_op_and_comes_back(stack: FederatedStack) -> None:
     async with browser() as http:
         page = await http.get(stack.page("/connections"))
         assert "Sign in to see the accounts you connected" in page_text(page.text)
-        button = await provider_button(stack, http, "/connections")
-        assert button.fields["connect"] == "_connections"
-        back = await sign_in_through_op(stack, http, button, button.fields["connect"])
-        assert back.status_code == 303 and back.headers["location"] == "/connections", page_text(back.text)
+        await sign_in_from(stack, http, "/connections", "_connections")
         listed = await http.get(stack.page("/connections"))
         assert listed.status_code == 200
         text = page_text(listed.text)

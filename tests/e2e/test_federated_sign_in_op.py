@@ -25,13 +25,14 @@ from mcp.shared.exceptions import MCPError
 
 from tests.support.audit_log import read_log
 from tests.support.browser import CHROMIUM, CHROMIUM_FLAGS
+from tests.support.corp_op import corp_provider_toml, deputy_port, op
 from tests.support.databases import database_url, require
 from tests.support.deputy_process import PUBLIC_CLIENT, REDIRECT_URI, RunningDeputy, running_deputy
-from tests.support.oidc_op import ALICE, BOB, OpClient, OpenIdProvider, openid_provider
-from tests.support.sdk_client import free_port, sdk_oauth_client
+from tests.support.oidc_op import ALICE, BOB, OpenIdProvider
+from tests.support.sdk_client import sdk_oauth_client
 
-OP_CLIENT_ID = "deputy-e2e"
-OP_CLIENT_SECRET = "op-client-secret-for-tests-0123456789"
+__all__ = ["deputy_port", "op"]  # the module-scope fixtures, used by name below
+
 POLICY_DENIED = -32003
 # The server "books" decides by the OP's groups: alice is in finance, bob in engineering (tests.support.oidc_op).
 GROUP_POLICIES = '''
@@ -41,18 +42,6 @@ permit (principal, action == Deputy::Action::"tools/list", resource);
 @id("finance-adds")
 permit (principal, action == Deputy::Action::"add", resource) when { context.user.groups.contains("finance") };
 '''
-
-
-@pytest.fixture(scope="module")
-def deputy_port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def op(deputy_port: int) -> Iterator[OpenIdProvider]:
-    client = OpClient(OP_CLIENT_ID, (f"http://127.0.0.1:{deputy_port}/login/callback/corp",), OP_CLIENT_SECRET)
-    with openid_provider([client], groups="scope") as running:
-        yield running
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +55,7 @@ def fed_deputy(backend: str, op: OpenIdProvider, deputy_port: int, upstream_url:
 url = "{upstream_url}"
 scopes = ["books:tools"]
 policies = "group-policies"
-
-[[identity_providers]]
-name = "corp"
-title = "Corp sign-in"
-issuer = "{op.issuer}"
-client_id = "{OP_CLIENT_ID}"
-client_secret = "{OP_CLIENT_SECRET}"
-scopes = ["openid", "email", "profile", "groups"]
-required_groups = ["finance", "engineering"]
-'''
+''' + corp_provider_toml(op, ["openid", "email", "profile", "groups"], required_groups=["finance", "engineering"])
     with database_url(backend, directory) as url, \
             running_deputy(directory, url, upstream_url, extra, port=deputy_port) as running:
         yield running

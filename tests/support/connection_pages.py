@@ -46,25 +46,25 @@ def stack(backend: str, upstream_url: str, oauth_upstream: tuple[UpstreamAuthSer
           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     auth, upstream = oauth_upstream
     directory = tmp_path_factory.mktemp(f"deputy-connect-{backend}")
-    extra = f'''
-[servers.ext]
-title = "Ext Tools"
-url = "{upstream.url}"
-credentials = "oauth"
-[servers.ext.oauth]
-trusted_hosts = ["127.0.0.1"]
-
-[servers.hostile]
-title = "{HOSTILE_TITLE}"
-url = "{upstream.url}"
-credentials = "oauth"
-[servers.hostile.oauth]
-trusted_hosts = ["127.0.0.1"]
-'''
+    extra = (oauth_server_toml("ext", "Ext Tools", upstream.url)
+             + oauth_server_toml("hostile", HOSTILE_TITLE, upstream.url))
     users = (("bob", BOB_PASSWORD), ("carol", CAROL_PASSWORD))
     with (database_url(backend, directory) as url,
           running_deputy(directory, url, upstream_url, extra, users=users) as deputy):
         yield Stack(deputy, auth, upstream)
+
+
+def oauth_server_toml(name: str, title: str, url: str) -> str:
+    """Deputy's ``[servers.NAME]`` entry for a ``credentials = "oauth"`` server at ``url`` whose authorization
+    server runs on loopback (trusted as such)."""
+    return f'''
+[servers.{name}]
+title = "{title}"
+url = "{url}"
+credentials = "oauth"
+[servers.{name}.oauth]
+trusted_hosts = ["127.0.0.1"]
+'''
 
 
 def assert_protected(response: httpx.Response) -> None:
