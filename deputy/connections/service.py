@@ -34,7 +34,7 @@ from deputy.connections.discovery import Discovery
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import CallMaker, ConnectionNeeded, ConnectionStatus, ConnectionSummary
 from deputy.connections.parts import Parts, SealedClients
-from deputy.connections.refresh import Broken, Missing, Row, TokenKeeper
+from deputy.connections.refresh import Broken, Missing, Row, TokenKeeper, token_digest
 from deputy.connections.registration import Registration
 from deputy.connections.upstream_http import UpstreamHttp, parse_challenge
 from deputy.connections.vault import Vault
@@ -121,7 +121,7 @@ class Connections:
             return self.needed(server, "broken")
 
     async def refused(self, server: UpstreamServer, principal: CallMaker, status: int,
-                      www_authenticate: str | None) -> ConnectionNeeded | None:
+                      www_authenticate: str | None, sent: str | None = None) -> ConnectionNeeded | None:
         """The upstream answered 401 or 403 to her token: refresh (401; None means retry once with new headers from
         :meth:`headers_for`), mark broken, or ask for more scope (403 ``insufficient_scope``, step-up).
 
@@ -146,7 +146,10 @@ class Connections:
             return self.needed(server, "insufficient_scope")
         if status != 401:
             return None
-        refused_token = self.keeper.handed_out(user, server.name)
+        # The token the refused request carried (``sent``): with calls in flight at once, what this process hands out
+        # now may already be the one another call's refusal refreshed to, and taking that for the refused one would
+        # break a connection that works.
+        refused_token = token_digest(sent) if sent is not None else self.keeper.handed_out(user, server.name)
         self.keeper.forget(user, server.name)
         row = await self.parts.store.get(user, server.name)
         if row is None:

@@ -95,7 +95,7 @@ class UserConnections(Protocol):
                           ) -> Sequence[tuple[str, str]] | ConnectionNeeded: ...
 
     async def refused(self, server: UpstreamServer, principal: Principal, status: int,
-                      www_authenticate: str | None) -> ConnectionNeeded | None: ...
+                      www_authenticate: str | None, sent: str | None = None) -> ConnectionNeeded | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +225,8 @@ class OAuthCall:
         """The upstream answered her token with ``status`` (401/403): fresh headers for the one retry, else None
         (the client has been answered: connect, step up, or the upstream refused even the retry)."""
         try:
-            needed = await self.connections.refused(self.server, self.principal, status, www_authenticate)
+            needed = await self.connections.refused(self.server, self.principal, status, www_authenticate,
+                                                    sent=sent_token(self.headers))
         except Exception as exc:  # the connections' failure (unusable), else raised again
             await self._failed(send, unusable(exc, self.server.name))
             return None
@@ -282,3 +283,11 @@ class OAuthCall:
         status, body = failure_answer(failed, self.request_id)
         await send_unforwarded(send, status, body, ("connection_failed", failed.reason),
                                ((b"retry-after", RETRY_AFTER),) if status == 503 else ())
+
+
+def sent_token(headers: Headers) -> str | None:
+    """The bearer token in the ``Authorization`` header of ``headers`` (what the refused request carried)."""
+    for name, value in headers:
+        if name.lower() == "authorization" and value[:7].lower() == "bearer ":
+            return value[7:]
+    return None

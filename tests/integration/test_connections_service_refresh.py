@@ -145,6 +145,27 @@ async def test_a_token_refused_right_after_its_refresh_is_not_refreshed_again(
     assert oauth_upstream[0].token_requests() == asked + 1
 
 
+async def test_a_refusal_of_the_old_token_after_another_calls_refresh_does_not_break_the_connection(
+        oauth_upstream: Upstream, services: Services) -> None:
+    # Calls in flight at once all carry the old token; the first refusal refreshes. A later refusal of that same old
+    # token must not be taken for a refusal of the new one (it broke her connection, under load in CI).
+    alice = await new_user(services)
+    await connected(oauth_upstream, services, alice)
+    [(_, old)] = await services.connections.headers_for(ext(services), principal(alice))
+    sent = old.removeprefix("Bearer ")
+    asked = oauth_upstream[0].token_requests()
+    challenge = 'Bearer error="invalid_token"'
+    assert await services.connections.refused(ext(services), principal(alice), 401, challenge, sent=sent) is None
+    [(_, new)] = await services.connections.headers_for(ext(services), principal(alice))
+    assert new != old
+    assert await services.connections.refused(ext(services), principal(alice), 401, challenge, sent=sent) is None
+    assert oauth_upstream[0].token_requests() == asked + 1  # the stale refusal asked for no second refresh
+    row = await services.connections.parts.store.get(alice, "ext")
+    assert row is not None and row.status == "active"
+    [(_, kept)] = await services.connections.headers_for(ext(services), principal(alice))
+    assert kept == new
+
+
 # --- behaviour ------------------------------------------------------------------------------------------------------
 
 async def test_an_authorization_server_away_uses_the_token_while_valid_then_fails(

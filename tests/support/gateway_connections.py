@@ -125,7 +125,7 @@ class FakeConnections:
         return self.needed("not_connected") if token is None else (("Authorization", f"Bearer {token}"),)
 
     async def refused(self, server: UpstreamServer, principal: Principal, status: int,
-                      www_authenticate: str | None) -> ConnectionNeeded | None:
+                      www_authenticate: str | None, sent: str | None = None) -> ConnectionNeeded | None:
         self.refusals.append((principal.user, status, www_authenticate))
         if self.always_retry:
             return None
