@@ -151,19 +151,27 @@ async def test_a_refusal_of_the_old_token_after_another_calls_refresh_does_not_b
     # token must not be taken for a refusal of the new one (it broke her connection, under load in CI).
     alice = await new_user(services)
     await connected(oauth_upstream, services, alice)
-    [(_, old)] = await services.connections.headers_for(ext(services), principal(alice))
+    old = await authorization(services, alice)
     sent = old.removeprefix("Bearer ")
     asked = oauth_upstream[0].token_requests()
     challenge = 'Bearer error="invalid_token"'
     assert await services.connections.refused(ext(services), principal(alice), 401, challenge, sent=sent) is None
-    [(_, new)] = await services.connections.headers_for(ext(services), principal(alice))
+    new = await authorization(services, alice)
     assert new != old
     assert await services.connections.refused(ext(services), principal(alice), 401, challenge, sent=sent) is None
     assert oauth_upstream[0].token_requests() == asked + 1  # the stale refusal asked for no second refresh
     row = await services.connections.parts.store.get(alice, "ext")
     assert row is not None and row.status == "active"
-    [(_, kept)] = await services.connections.headers_for(ext(services), principal(alice))
-    assert kept == new
+    assert await authorization(services, alice) == new
+
+
+async def authorization(services: Services, user: str) -> str:
+    """The one ``Authorization`` value the connections give ``user``'s next call."""
+    headers = await services.connections.headers_for(ext(services), principal(user))
+    assert not isinstance(headers, ConnectionNeeded), headers
+    [(name, value)] = headers
+    assert name == "Authorization"
+    return value
 
 
 # --- behaviour ------------------------------------------------------------------------------------------------------
