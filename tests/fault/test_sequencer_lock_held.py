@@ -225,10 +225,14 @@ async def test_a_replica_paused_while_holding_the_lock_is_ended_by_the_server(
     await load.stop()
     await eventually_answered(paused, f"{prefix} b after")
     # Resumed, the paused replica refuses for a while on its own account too (its revocation view went stale while
-    # it was stopped: 503 with an OAuth error body); anything but an answer or a 503 would be wrong.
-    other = [entry for entry in load.unexpected if ": HTTP 503 " not in entry]
+    # it was stopped: 503 with an OAuth error body), and a call it was connecting upstream when it was stopped has
+    # outlived its connect timeout (502 "upstream server unreachable", seen in CI under load); anything but an answer
+    # or one of those would be wrong.
+    refusals = (": HTTP 503 ", ': HTTP 502 {"jsonrpc":"2.0","id":1,"error":{"code":-32603,"message":"upstream server '
+                               'unreachable"}}')
+    other = [entry for entry in load.unexpected if not any(refusal in entry for refusal in refusals)]
     assert other == [], other[:5]
-    refused = {*load.refused, *(entry.split(": HTTP 503 ", 1)[0] for entry in load.unexpected)}
+    refused = {*load.refused, *(entry.split(": HTTP 50", 1)[0] for entry in load.unexpected)}
     assert not refused & set(serving.forwarded(prefix)), "a refused call reached the upstream"
     assert await serving.check_log(prefix) == []
     assert serving.alive() and paused.alive()
