@@ -232,7 +232,9 @@ async def test_a_replica_paused_while_holding_the_lock_is_ended_by_the_server(
                                'unreachable"}}')
     other = [entry for entry in load.unexpected if not any(refusal in entry for refusal in refusals)]
     assert other == [], other[:5]
-    refused = {*load.refused, *(entry.split(": HTTP 50", 1)[0] for entry in load.unexpected)}
+    # A 502 may have reached the upstream (the break can come after the request was sent): only 503s were refused.
+    refused = {*load.refused, *(entry.split(": HTTP 503 ", 1)[0] for entry in load.unexpected
+                                if ": HTTP 503 " in entry)}
     assert not refused & set(serving.forwarded(prefix)), "a refused call reached the upstream"
     assert await serving.check_log(prefix) == []
     assert serving.alive() and paused.alive()
