@@ -192,4 +192,6 @@ async def test_no_secret_token_or_argument_reaches_the_log(json_deputy: RunningD
     assert {("guarded", "echo", "forwarded"), ("guarded", "delete_user", "denied"), ("guarded", "delete_user", "held"),
             ("demo", "echo", "forwarded"), ("local", "echo", "forwarded")} <= set(calls)
     echo = calls["guarded", "echo", "forwarded"]
-    assert echo["status"] == 200 and echo["duration_ms"] >= 0 and len(echo["decision_id"]) >= 16
+    assert echo["status"] == 200
+    assert isinstance(echo["duration_ms"], float)  # present and a number; its value is the clock's, not asserted
+    assert len(echo["decision_id"]) == 32 and int(echo["decision_id"], 16) >= 0
