@@ -73,6 +73,7 @@ AUDIT_LOG = ("bundle", "export", "log", "log_plan", "rotation", "sequencer", "sq
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("deputy", "act_chain", "bounded_json", "canonical_json", "clock", "config_values", "cookie_scope",
               "display_text", "exact_json", "hashing", "jwks_rules", "keys", "limits", "numeric_date", "outbound_http",
+              "worker_identity",
               "outbound_checked", "page_paths", "rate_limit", "handles", "origins", "audit",
               *(f"audit.{m}" for m in AUDIT_FORMATS),
               "telemetry", "telemetry.logs", "telemetry.metrics", "telemetry.tracing", "telemetry.trace_export",
