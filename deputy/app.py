@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from deputy import worker_identity
 from deputy.audit.log import AuditUnavailable
 from deputy.config import Settings
 from deputy.cors import McpCors, PublicCors
@@ -32,6 +33,7 @@ from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.gateway.upstream_credentials import upstream_credentials
+from deputy.gateway.worker_routing import WorkerRouting
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
 from deputy.oauth.errors import OAuthError, TemporarilyUnavailable
@@ -108,6 +110,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         metrics=services.metrics,
         connections=services.connections,  # each user's own token for credentials = "oauth" servers
     )
+    mcp: ASGIApp = McpCors(gateway, settings.allowed_origins)
+    routing = _worker_routing(settings, mcp)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -132,6 +136,8 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                 for upstream in upstreams.values():
                     await upstream.close()
                 await pool.close()
+                if routing is not None:
+                    await routing.close()
                 await services.close()
                 await tracing.shutdown()  # the last requests' spans, flushed (bounded by OTEL_BSP_EXPORT_TIMEOUT)
         finally:
@@ -226,4 +232,14 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                                         ClientDisconnect: client_gone, SQLAlchemyError: storage_unavailable,
                                         AuditUnavailable: storage_unavailable})
     return DeputyApp(PublicCors(RequestLimits(app, settings.limits.body_timeout), settings.registration.enabled),
-                     gateway, McpCors(gateway, settings.allowed_origins))
+                     gateway, routing if routing is not None else mcp)
+
+
+def _worker_routing(settings: Settings, mcp: ASGIApp) -> WorkerRouting | None:
+    """With several workers (``deputy serve --workers N``), ``/mcp/`` behind the router that passes another worker's
+    stdio sessions to it (deputy.gateway.worker_routing); with one, nothing."""
+    identity = worker_identity.current()
+    if identity is None or identity.count < 2:
+        return None
+    stdio = [name for name, server in settings.servers.items() if server.command is not None]
+    return WorkerRouting(mcp, identity, stdio, settings.limits.body_timeout)

@@ -120,6 +120,7 @@ class Settings:
     identity_providers: tuple[IdentityProvider, ...] = ()  # [[identity_providers]]: OpenID Providers to sign in with
     local_users: bool = True  # Deputy's own password users may sign in (default: only while no provider is set)
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)  # credentials = "oauth" upstreams
+    workers: int = 1  # processes serving the one listening socket (`deputy serve --workers N`, deputy.workers)
 
     @property
     def issuer(self) -> str:
@@ -194,6 +195,7 @@ ENV_KEYS = {
     "DEPUTY_DEMO_PASSWORD": "demo_password",
     "DEPUTY_LOG_LEVEL": "log_level",
     "DEPUTY_LOG_FORMAT": "log_format",
+    "DEPUTY_WORKERS": "workers",
 }
 APPROVALS = Table(frozenset({"ttl", "approvers"}))
 TOKENS = Table(frozenset({"access_token_ttl", "refresh_token_ttl", "code_ttl", "login_session_ttl", "clock_leeway"}))
@@ -206,9 +208,10 @@ SECTIONS: dict[str, Shape] = {
     "metrics": METRICS, "identity_providers": Entries(IDENTITY_PROVIDER), "connections": CONNECTIONS,
 }
 TOP_LEVEL_KEYS = frozenset({"public_url", "host", "port", "data_dir", "database_url", "demo_password", "log_level",
-                            "log_format", "local_users", *SECTIONS})
+                            "log_format", "local_users", "workers", *SECTIONS})
 CONFIG = Table(TOP_LEVEL_KEYS, SECTIONS)
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
+MAX_WORKERS = 64  # processes of one Deputy; past this, replicas (a second machine) are the way to grow
 VARIABLES = frozenset({"DEPUTY_CONFIG", "DEPUTY_VAULT_KEY", *ENV_KEYS})
 _log = logging.getLogger(__name__)
 
@@ -277,6 +280,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         identity_providers=providers,
         local_users=local_users(raw, providers),
         connections=connection_settings(raw, environ),
+        workers=read_int(raw, "workers", "", 1, 1, MAX_WORKERS, digits=True),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -35,6 +36,8 @@ from deputy.cli.tokens import tokens_app
 from deputy.cli.users import users_app
 from deputy.cli.vault import vault_app
 from deputy.cli.witness import witness_app_cli
+from deputy.cli.workers import with_workers
+from deputy.config import MAX_WORKERS
 from deputy.services import Services
 from deputy.starter import STARTER_CONFIG
 
@@ -69,13 +72,18 @@ def init(path: Annotated[Path, typer.Argument()] = Path("deputy.toml"),
     console.print(f"wrote {path}; edit it, then run [bold]DEPUTY_CONFIG={path} deputy serve[/bold]")
 
 
+WorkersOption = Annotated[int | None, typer.Option(
+    "--workers", min=1, max=MAX_WORKERS,
+    help="processes serving the one port and database (default: workers, $DEPUTY_WORKERS, 1)")]
+
+
 @app.command()
-def serve(config: ConfigOption = None, log_level: LogLevelOption = None) -> None:
+def serve(config: ConfigOption = None, log_level: LogLevelOption = None, workers: WorkersOption = None) -> None:
     """Run Deputy with the given configuration."""
     if config is None and not os.environ.get("DEPUTY_CONFIG"):
         fail(EXIT_CONFIG, "no configuration: give one with --config FILE or DEPUTY_CONFIG=FILE (`deputy init "
                           "deputy.toml` writes a commented starter), or try `deputy demo`")
-    settings = settings_or_exit(config)
+    settings = with_workers(settings_or_exit(config), workers)
     level = start_logging(settings, log_level)
     try:
         check_commands(settings.servers)
@@ -83,11 +91,35 @@ def serve(config: ConfigOption = None, log_level: LogLevelOption = None) -> None
         budget, files = _listener_budget(settings)
         sock = bind(settings.host, settings.port, budget.backlog, "host and port",
                     "stop what listens there, or set port (DEPUTY_PORT) to a free one")
-        run_async(_serve(settings, sock, budget, files))
+        if settings.workers > 1:
+            _serve_workers(settings, sock, budget, files, level)
+        else:
+            run_async(_serve(settings, sock, budget, files))
     except typer.Exit:
         raise
     except Exception as exc:
         exit_on_failure(exc, level, settings.database_url)
+
+
+def _banner(settings: Settings, files: str) -> None:
+    workers = f"; workers: {settings.workers}" if settings.workers > 1 else ""
+    console.print(f"Deputy on {settings.public_url} (issuer); servers: "
+                  + ", ".join(f"{settings.resource_of(n)}" for n in settings.servers) + workers)
+    console.print(files)
+
+
+def _serve_workers(settings: Settings, sock: socket.socket, budget: ListenerBudget, files: str, level: str) -> None:
+    """Start-up once in this process, then the workers (deputy.cli.workers); a worker's failure to start is raised
+    here, before the banner, as a single process's would be."""
+    from deputy.cli.workers import Supervisor, prepare_shared_state
+
+    asyncio.run(prepare_shared_state(settings))
+    supervisor = Supervisor(settings, sock, budget, level)
+    supervisor.start()
+    if supervisor.stop_signal is None:
+        _banner(settings, files)
+        supervisor.serve()
+    supervisor.end_by_signal()
 
 
 async def _serve(settings: Settings, sock: socket.socket, budget: ListenerBudget, files: str) -> None:
@@ -97,9 +129,7 @@ async def _serve(settings: Settings, sock: socket.socket, budget: ListenerBudget
     lifespan = Lifespan(target)
     await lifespan.startup()  # the database, the audit log, the policies: a failure stops here, before the banner
     try:
-        console.print(f"Deputy on {settings.public_url} (issuer); servers: "
-                      + ", ".join(f"{settings.resource_of(n)}" for n in settings.servers))
-        console.print(files)
+        _banner(settings, files)
         await Server(uvicorn_config(target, settings.limits, budget), lifespan).serve(sockets=[sock])
     finally:
         await lifespan.shutdown()
