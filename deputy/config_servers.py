@@ -7,6 +7,12 @@ audience (``exchange``, RFC 8693 §2.1 ``audience``), which must never be Deputy
 from the upstream's authorization server (``oauth``, :mod:`deputy.config_connections`). Its keys are
 :data:`SERVER` (checked before any value, :func:`deputy.config_values.check_keys`); ``headers`` and ``env`` name
 header fields (letters, digits and "-", never one Deputy sets itself) and environment variables.
+
+A stdio server's ``spare_processes`` (:data:`DEFAULT_SPARE_PROCESSES`, from 0 to :data:`MAX_SPARE_PROCESSES`)
+is how many of its processes Deputy keeps started ahead of the sessions that will take them
+(:mod:`deputy.gateway.stdio_spares`). A spare can serve any user because nothing in a stdio process depends on
+who will use it: its ``command`` and ``env`` are the server's, and credentials that are per user
+(``exchange``, ``oauth``) are refused for stdio (:func:`_credentials`).
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from deputy.config_values import (
     at,
     check_http_url,
     read_choice,
+    read_int,
     read_scopes,
     read_table,
     secret_value,
@@ -41,9 +48,13 @@ FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "cont
 UPSTREAM_CREDENTIALS = ("none", "static", "exchange", "oauth")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
 INHERITED_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "VIRTUAL_ENV", "PYTHONPATH", "SYSTEMROOT")
+# A stdio server's processes started ahead of its sessions: one makes the next session as quick as an HTTP one;
+# more only help bursts of new sessions, and each costs a process's memory while it waits.
+DEFAULT_SPARE_PROCESSES = 1
+MAX_SPARE_PROCESSES = 16
 # ``[servers.NAME]``: its keys, and the secrets its headers and its environment's variables are given as.
 SERVER = Table(frozenset({"title", "url", "command", "scopes", "required_scopes", "headers", "env", "credentials",
-                          "upstream_audience", "policies", "oauth"}),
+                          "upstream_audience", "policies", "oauth", "spare_processes"}),
                {"headers": Named(SECRET), "env": Named(SECRET), "oauth": UPSTREAM_OAUTH})
 
 
@@ -67,6 +78,8 @@ class UpstreamServer:
     policies: Path | None = None
     # ``credentials = "oauth"``: how Deputy is the user's OAuth client toward the upstream (deputy.connections).
     oauth: UpstreamOAuth | None = None
+    # stdio: processes kept started for the next sessions (deputy.gateway.stdio_spares); 0 for HTTP.
+    spare_processes: int = 0
 
 
 def canonical_resource(uri: str) -> str:
@@ -117,6 +130,7 @@ def upstream_server(name: str, raw: Any, public_url: str, environ: Mapping[str, 
         upstream_audience=_upstream_audience(table, where, url, credentials, public_url),
         policies=_policy_directory(table, where, base_dir),
         oauth=upstream_oauth(table, where, environ, base_dir) if credentials == "oauth" else None,
+        spare_processes=_spare_processes(table, where, command is not None),
     )
 
 
@@ -133,6 +147,15 @@ def _transport(raw: Mapping[str, Any], where: str) -> tuple[str | None, tuple[st
         if not isinstance(part, str):
             raise ConfigError(at(at(where, "command"), index), "must be a string")
     return None, tuple(command)
+
+
+def _spare_processes(raw: Mapping[str, Any], where: str, stdio: bool) -> int:
+    """``spare_processes``: a stdio server's processes started ahead of its sessions; meaningless over HTTP."""
+    if not stdio:
+        if "spare_processes" in raw:
+            raise ConfigError(at(where, "spare_processes"), "is read only for a stdio server (command)")
+        return 0
+    return read_int(raw, "spare_processes", where, DEFAULT_SPARE_PROCESSES, 0, MAX_SPARE_PROCESSES)
 
 
 def _headers(raw: Mapping[str, Any], where: str, environ: Mapping[str, str], base_dir: Path) -> dict[str, str]:

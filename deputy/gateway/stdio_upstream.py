@@ -20,6 +20,12 @@ cannot take every process. Past a user's or a client's cap ``initialize`` is ans
 server's 503, both with ``Retry-After`` and a JSON-RPC error naming the limit. A process that cannot be
 started (its command missing or not executable) is answered 502 with a JSON-RPC error naming the server, one
 warning in the log and ``deputy_upstream_errors{kind="process"}``.
+
+A new session takes one of the server's spare processes when there is one (``servers.NAME.spare_processes``,
+:mod:`deputy.gateway.stdio_spares`): started ahead, never spoken to, counted within
+``stdio_sessions_per_server``; otherwise it starts its own. Every session id starts with
+:func:`deputy.worker_identity.stdio_session_prefix`, so with ``serve --workers N`` a request for the session
+can be sent to the worker whose child the process is.
 """
 
 from __future__ import annotations
@@ -48,13 +54,14 @@ from deputy.gateway.responses import (
     relay_until_disconnect,
     send_json,
 )
+from deputy.gateway.stdio_spares import NotStarted, SparePool, spawn, stop_process
 from deputy.gateway.stdio_stderr import StderrRelay, drain_stderr
 from deputy.limits import LimitSettings
 from deputy.telemetry.metrics import Metrics
+from deputy.worker_identity import stdio_session_prefix
 
 log = logging.getLogger(__name__)
 
-MAX_LINE = 4 * 1024 * 1024
 REAP_EVERY = 30.0  # seconds between sweeps for idle sessions (at most; less for a short idle timeout)
 UNSOLICITED_BACKLOG = 1000
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
@@ -69,7 +76,8 @@ def _key(value: Any) -> str:
 
 class StdioSession:
     def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process,
-                 user: str = "", agent: str = "", stderr: StderrRelay | None = None) -> None:
+                 user: str = "", agent: str = "", stderr: StderrRelay | None = None,
+                 stderr_reader: asyncio.Task[None] | None = None) -> None:
         self.session_id = session_id
         self.server = server
         self.process = process
@@ -82,7 +90,9 @@ class StdioSession:
         self.last_used = time.monotonic()
         self.alive = True
         self._write_lock = asyncio.Lock()
-        self._tasks = [asyncio.create_task(self._read_stdout()), asyncio.create_task(self._read_stderr())]
+        # A spare's stderr has been drained since it started: that reader goes on, never a second one.
+        self._tasks = [asyncio.create_task(self._read_stdout()),
+                       stderr_reader or asyncio.create_task(self._read_stderr())]
 
     @property
     def busy(self) -> bool:
@@ -165,18 +175,7 @@ class StdioSession:
 
     async def stop(self) -> None:
         self.alive = False
-        if self.process.returncode is None:
-            if self.process.stdin is not None:
-                self.process.stdin.close()
-            try:
-                await asyncio.wait_for(self.process.wait(), 2)
-            except TimeoutError:
-                self.process.terminate()
-                try:
-                    await asyncio.wait_for(self.process.wait(), 2)
-                except TimeoutError:
-                    self.process.kill()
-                    await self.process.wait()
+        await stop_process(self.process)
         for task in self._tasks:
             task.cancel()
 
@@ -193,10 +192,6 @@ class SessionCapReached(Exception):
         self.whose = whose
 
 
-class NotStarted(Exception):
-    """The server's process could not be started; the message says why, for the operator."""
-
-
 class StdioUpstream:
     def __init__(self, server: UpstreamServer, limits: LimitSettings | None = None,
                  metrics: Metrics | None = None) -> None:
@@ -209,17 +204,32 @@ class StdioUpstream:
         self._reaper: asyncio.Task[None] | None = None
         self._starting = asyncio.Lock()  # counting and starting is one step: concurrent starts cannot overshoot
         self.reap_every = min(REAP_EVERY, self.limits.stdio_idle_timeout / 2)
+        self.spares = SparePool(server, self.stderr, self._starting, self._free_places)
+        self._spares_started = False
+
+    def start(self) -> None:
+        """Start the spare processes in the background (the first request does it otherwise): call in the
+        running loop, e.g. at application start-up; it returns at once, so readiness never waits for them."""
+        self._spares_started = True
+        self.spares.wake()
+
+    def _free_places(self) -> int:
+        return self.limits.stdio_sessions_per_server - len(self.sessions)
 
     async def close(self) -> None:
+        await self.spares.close()  # first: none is started again for the room the sessions below leave
         if self._reaper is not None:
             self._reaper.cancel()
         await asyncio.gather(*(s.stop() for s in self.sessions.values()), return_exceptions=True)
         self.sessions.clear()
 
     async def forward(self, exchange: Exchange) -> None:
+        if not self._spares_started:
+            self.start()
         session = self.sessions.get(exchange.session) if exchange.session is not None else None
         if exchange.session is not None and (session is None or not session.alive):
-            self.sessions.pop(exchange.session, None)
+            if self.sessions.pop(exchange.session, None) is not None:
+                self.spares.wake()
             await send_json(exchange.send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
             return
         if session is not None:
@@ -237,6 +247,7 @@ class StdioUpstream:
             await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
         else:  # DELETE
             self.sessions.pop(session.session_id, None)
+            self.spares.wake()  # its place may hold a spare again
             await session.stop()
             await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
             await exchange.send({"type": "http.response.body", "body": b""})
@@ -319,27 +330,15 @@ class StdioUpstream:
         async with self._starting:
             self._reap()
             self._check_caps(principal)
-            process = await self._spawn()
-            session = StdioSession(secrets.token_urlsafe(24), self.server.name, process, principal.user,
-                                   principal.agent, self.stderr)
+            session_id = stdio_session_prefix() + secrets.token_urlsafe(24)
+            spare = self.spares.take()  # started ahead and never spoken to; else a process of its own, now
+            process = spare.process if spare is not None else await spawn(self.server)
+            session = StdioSession(session_id, self.server.name, process, principal.user, principal.agent,
+                                   self.stderr, spare.stderr if spare is not None else None)
             self.sessions[session.session_id] = session
         if self._reaper is None:
             self._reaper = asyncio.create_task(self._reap_forever())
         return session
-
-    async def _spawn(self) -> asyncio.subprocess.Process:
-        command = self.server.command
-        assert command is not None
-        try:
-            return await asyncio.create_subprocess_exec(
-                *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=dict(self.server.env), limit=MAX_LINE)
-        except FileNotFoundError:
-            raise NotStarted(f"command not found: {command[0]}") from None
-        except PermissionError:
-            raise NotStarted(f"command not executable: {command[0]}") from None
-        except OSError as exc:  # e.g. ENOEXEC, ENOTDIR, E2BIG: the exec failed, whatever the reason
-            raise NotStarted(f"{command[0]}: {exc.strerror or type(exc).__name__}") from None
 
     def _check_caps(self, principal: Principal) -> None:
         limits = self.limits
@@ -360,6 +359,7 @@ class StdioUpstream:
             if not session.alive or (session.last_used < cutoff and not session.busy):
                 self.sessions.pop(session.session_id, None)
                 asyncio.create_task(session.stop())  # noqa: RUF006 - stop() ends on its own
+                self.spares.wake()
 
     async def _reap_forever(self) -> None:
         while True:
