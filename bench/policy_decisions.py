@@ -18,6 +18,12 @@ requests, pre-built (context included), same ``PolicySet``, ``Schema`` and empty
 
     .venv/bin/python bench/policy_decisions.py [--decisions 20000] [--rounds 5] [--cpu N]
 
+How the cost grows with the policy set: ``--policy-counts 10,100,1000`` instead measures, for each size, a set of
+that many realistic policies (the demo's 5 plus generated ones, :mod:`policy_sets`: team permits, approvals,
+blocked users and agents, argument conditions, per-server scopes; all validated against the schema), the same
+four requests (no actor chain), bare and through Deputy, the sizes interleaved within each round. Deputy's own
+work per decision is the difference of the two; if only the bare figure grows with the set, the growth is Cedar's.
+
 Single-threaded throughout; ``--cpu N`` pins the process to CPU N.
 """
 
@@ -38,12 +44,15 @@ from typing import Any
 import cedarpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from policy_sets import action_scope_matches, sliced_policy_set_json, write_policy_set
+
 from deputy.act_chain import Actor
 from deputy.demo.server import build_demo_server
 from deputy.gateway.principal import Principal
 from deputy.policy import PolicyEngine, build_schema
-from deputy.policy.engine import common_context
-from deputy.policy.schema import ACTION_TYPE, SERVER_TYPE, USER_TYPE
+from deputy.policy.engine import LoadedPolicies, common_context
+from deputy.policy.schema import ACTION_TYPE, SERVER_TYPE, USER_TYPE, PolicySchema
 from deputy.starter import DEMO_POLICY_DIR
 
 DEMO_POLICIES = DEMO_POLICY_DIR
@@ -141,6 +150,8 @@ def main() -> int:
     parser.add_argument("--decisions", type=int, default=20000, help="decisions per run (default 20000)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds, each a bare run and a Deputy run (default 5)")
     parser.add_argument("--cpu", type=int, help="pin the process to this CPU")
+    parser.add_argument("--policy-counts", type=lambda v: [int(c) for c in v.split(",")], default=None,
+                        help="measure sets of these many generated policies instead (e.g. 10,100,1000)")
     args = parser.parse_args()
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
@@ -151,6 +162,8 @@ def main() -> int:
         return [tool.model_dump(mode="json", by_alias=True, exclude_none=True) for tool in listed]
 
     schema = build_schema(asyncio.run(tools()))
+    if args.policy_counts:
+        return by_policy_count(schema, args)
     with tempfile.TemporaryDirectory() as directory:
         for path in DEMO_POLICIES.glob("*.cedar"):
             (Path(directory) / path.name).write_text(path.read_text())
@@ -184,7 +197,8 @@ def main() -> int:
 
         measure(bare, 2000), measure(deputy, 2000)  # warm-up
         for round_ in range(args.rounds):
-            for name, call in [("bare", bare), ("deputy", deputy)][:: 1 if round_ % 2 == 0 else -1]:
+            paths: list[tuple[str, Callable[[int], object]]] = [("bare", bare), ("deputy", deputy)]
+            for name, call in paths[:: 1 if round_ % 2 == 0 else -1]:
                 rate, p50, p99 = measure(call, args.decisions)
                 results.setdefault((hops, name), []).append((rate, p50, p99))
                 print(f"{hops} hops, round {round_ + 1}, {name:6} {rate:9,.0f}/s  p50 {p50:6.1f} µs  "
@@ -203,6 +217,93 @@ def main() -> int:
             print(f"| {hops} hops | {label} | {rate:,.0f} | {p50:.0f} | {p99:.0f} | {rate / bare_rate:.2f} |")
     return 0
 
+
+def cpu_per_call_us(call: Callable[[int], object], count: int) -> float:
+    """Process CPU µs per call of ``count`` calls ``call(i)``: on a shared, loaded machine CPU time is what holds."""
+    start = time.process_time()
+    for i in range(count):
+        call(i)
+    return 1e6 * (time.process_time() - start) / count
+
+
+def by_policy_count(schema: PolicySchema, args: argparse.Namespace) -> int:
+    """Bare Cedar, Cedar on the action's slice of the set, and Deputy's whole decide path, for each set size."""
+    principal = Principal(user="alice", agent="agent-b", scopes=frozenset({"demo:tools", "openid"}),
+                          token_id="t", server="demo", actors=(), txn="txn-1")
+    no_entities = cedarpy.Entities.from_json_str("[]")
+    calls: dict[tuple[int, str], Callable[[int], object]] = {}
+    kept: dict[int, float] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for count in args.policy_counts:
+            started = time.process_time()
+            engine = PolicyEngine(write_policy_set(Path(directory) / str(count), count), schema)
+            loaded = engine.loaded
+            print(f"{len(loaded.sources)} policies validated and parsed in {time.process_time() - started:.2f} s CPU")
+            if len(loaded.sources) != count:
+                print(f"expected {count} policies, loaded {len(loaded.sources)}", file=sys.stderr)
+                return 1
+            for tool, arguments, expected in REQUESTS:  # generated policies change no decision: check it
+                decision = engine.decide(principal, "tools/call", tool, arguments)
+                if str(decision.outcome) != expected or not all(p.startswith("demo-") for p in decision.determining):
+                    print(f"{count} policies, {tool}: expected {expected} by demo policies, got {decision.outcome} "
+                          f"by {decision.determining}", file=sys.stderr)
+                    return 1
+            requests = [{"principal": {"type": USER_TYPE, "id": "alice"}, "action": {"type": ACTION_TYPE, "id": tool},
+                         "resource": {"type": SERVER_TYPE, "id": "demo"},
+                         "context": {"input": arguments, **common_context(principal, "unknown", int(time.time()))}}
+                        for tool, arguments, _ in REQUESTS]
+            ests = {pid: source.est for pid, source in loaded.sources.items()}
+            slices = [cedarpy.PolicySet.from_json_str(sliced_policy_set_json(ests, tool)) for tool, _, _ in REQUESTS]
+            kept[count] = statistics.mean(
+                sum(action_scope_matches(est["action"], tool) for est in ests.values()) for tool, _, _ in REQUESTS)
+            for request, policy_slice in zip(requests, slices, strict=True):  # the slice decides the same
+                whole = cedarpy.is_authorized(request, loaded.policy_set, no_entities, schema=loaded.schema.handle)
+                part = cedarpy.is_authorized(request, policy_slice, no_entities, schema=loaded.schema.handle)
+                if (whole.decision, sorted(whole.diagnostics.reasons)) != (part.decision,
+                                                                           sorted(part.diagnostics.reasons)):
+                    print(f"{count} policies: the action's slice decides differently", file=sys.stderr)
+                    return 1
+
+            def bare(i: int, requests: list[dict[str, Any]] = requests, loaded: LoadedPolicies = loaded) -> object:
+                return cedarpy.is_authorized(requests[i & 3], loaded.policy_set, no_entities,
+                                             schema=loaded.schema.handle)
+
+            def sliced(i: int, requests: list[dict[str, Any]] = requests, slices: list[Any] = slices,
+                       loaded: LoadedPolicies = loaded) -> object:
+                return cedarpy.is_authorized(requests[i & 3], slices[i & 3], no_entities, schema=loaded.schema.handle)
+
+            def deputy(i: int, engine: PolicyEngine = engine) -> object:
+                tool, arguments, _ = REQUESTS[i & 3]
+                return engine.decide(principal, "tools/call", tool, arguments)
+
+            calls[(count, "bare")], calls[(count, "sliced")], calls[(count, "deputy")] = bare, sliced, deputy
+            for call in (bare, sliced, deputy):
+                cpu_per_call_us(call, 200)  # warm-up
+    results: dict[tuple[int, str], list[float]] = {}
+    names = ("bare", "sliced", "deputy")
+    for round_ in range(args.rounds):
+        order = args.policy_counts if round_ % 2 == 0 else args.policy_counts[::-1]
+        for count in order:
+            for name in names if round_ % 2 == 0 else names[::-1]:
+                decisions = max(400, args.decisions * min(args.policy_counts) // count)
+                us = cpu_per_call_us(calls[(count, name)], decisions)
+                results.setdefault((count, name), []).append(us)
+                print(f"round {round_ + 1}, {count:5} policies, {name:6} {us:8.1f} µs CPU/decision "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+    print(f"\nmedians of {args.rounds} rounds, process CPU µs per decision (4 rotating tools/call requests, "
+          "no actor chain):\n")
+    print("| policies | Cedar alone (cedarpy `is_authorized`, pre-built request) | Deputy `decide` (whole path) "
+          "| Deputy's own work (difference) | Cedar ÷ smallest set | Deputy ÷ smallest set "
+          "| Cedar on the action's slice (policies kept, mean) |")
+    print("|---|---|---|---|---|---|---|")
+    smallest = min(args.policy_counts)
+    base = {name: statistics.median(results[(smallest, name)]) for name in names}
+    for count in args.policy_counts:
+        per = {name: statistics.median(results[(count, name)]) for name in names}
+        print(f"| {count:,} | {per['bare']:.1f} | {per['deputy']:.1f} | {per['deputy'] - per['bare']:.1f} "
+              f"| {per['bare'] / base['bare']:.2f} | {per['deputy'] / base['deputy']:.2f} "
+              f"| {per['sliced']:.1f} ({kept[count]:.0f}) |")
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
