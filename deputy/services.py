@@ -4,29 +4,28 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from deputy.audit.log import AuditLog, AuditUnavailable
-from deputy.audit.records import new_record
-from deputy.audit.settings import load_or_create_signer
-from deputy.audit.witness_push import WitnessPusher
-from deputy.config import Settings
-from deputy.connections.service import Connections
-from deputy.keys import KeyRing
-from deputy.oauth.access_tokens import AccessTokenValidator
-from deputy.oauth.client_assertions import check_client_jwks
-from deputy.oauth.client_documents import ClientDocumentResolver
-from deputy.oauth.client_keys import ClientKeys
-from deputy.oauth.clients import ClientRegistry
-from deputy.oauth.trusted_issuers import TrustedIssuers
-from deputy.storage.approvals import Approval, ApprovalRepository
-from deputy.storage.clients import ClientRepository, new_client
-from deputy.storage.consents import ConsentRepository
-from deputy.storage.db import Database
-from deputy.storage.grants import GrantRepository
-from deputy.storage.sessions import SessionRepository
-from deputy.storage.users import User, UserRepository
-from deputy.telemetry.metrics import Metrics
+# What the parts are made of (SQLAlchemy, the audit log, the OAuth components, the SDK's helpers) is imported
+# where the parts are built, in Services.open: every `deputy` command imports this module for its type, and
+# `deputy --help` or a command that never opens storage should not pay a second of imports for it.
+if TYPE_CHECKING:
+    from deputy.audit.log import AuditLog
+    from deputy.config import Settings
+    from deputy.connections.service import Connections
+    from deputy.keys import KeyRing
+    from deputy.oauth.access_tokens import AccessTokenValidator
+    from deputy.oauth.client_keys import ClientKeys
+    from deputy.oauth.clients import ClientRegistry
+    from deputy.oauth.trusted_issuers import TrustedIssuers
+    from deputy.storage.approvals import Approval, ApprovalRepository
+    from deputy.storage.clients import ClientRepository
+    from deputy.storage.consents import ConsentRepository
+    from deputy.storage.db import Database
+    from deputy.storage.grants import GrantRepository
+    from deputy.storage.sessions import SessionRepository
+    from deputy.storage.users import User, UserRepository
+    from deputy.telemetry.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,27 @@ class Services:
 
     @classmethod
     def open(cls, settings: Settings) -> Services:
+        from deputy.audit.log import AuditLog, AuditUnavailable
+        from deputy.audit.records import new_record
+        from deputy.audit.settings import load_or_create_signer
+        from deputy.audit.witness_push import WitnessPusher
+        from deputy.connections.service import Connections
+        from deputy.keys import KeyRing
+        from deputy.oauth.access_tokens import AccessTokenValidator
+        from deputy.oauth.client_assertions import check_client_jwks
+        from deputy.oauth.client_documents import ClientDocumentResolver
+        from deputy.oauth.client_keys import ClientKeys
+        from deputy.oauth.clients import ClientRegistry
+        from deputy.oauth.trusted_issuers import TrustedIssuers
+        from deputy.storage.approvals import ApprovalRepository
+        from deputy.storage.clients import ClientRepository
+        from deputy.storage.consents import ConsentRepository
+        from deputy.storage.db import Database
+        from deputy.storage.grants import GrantRepository
+        from deputy.storage.sessions import SessionRepository
+        from deputy.storage.users import UserRepository
+        from deputy.telemetry.metrics import Metrics
+
         metrics = Metrics()  # first: the parts built below count into it
         database = Database(settings.database_url)
         engine = database.engine
@@ -100,6 +120,8 @@ class Services:
 
     async def record(self, record_type: str, **fields: Any) -> None:
         """Append an audit record of a security event; raises AuditUnavailable when it cannot be made durable."""
+        from deputy.audit.records import new_record
+
         await self.audit.append(new_record(record_type, **fields))
 
     async def decide_approval(self, approval_id: str, approver: User, approve: bool) -> Approval:
@@ -128,6 +150,8 @@ class Services:
         A denied or removed config client stays so (`deputy clients deny|remove` is not undone by a restart or
         by the next CLI command), and each start says so, naming it and how to serve it again.
         """
+        from deputy.storage.clients import new_client
+
         for static in self.settings.clients:
             stored = await self.clients.declare(new_client(
                 client_id=static.client_id,

@@ -17,16 +17,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
 
 from deputy.cli.failures import EXIT_CONFIG, database_failure, exit_on_failure
 from deputy.cli.terminal_text import line, operator_console
-from deputy.config import ConfigError, Settings, load_settings
 from deputy.services import Services
 from deputy.starter import DEFAULT_DATA_DIR, demo_config_path
 from deputy.telemetry.logs import LOG_LEVELS
 
+# Every command module imports this one, and `deputy --help` imports every command module: what only running a
+# command needs (the configuration's models, SQLAlchemy) is imported in the functions that run it.
 if TYPE_CHECKING:
+    from deputy.config import Settings
     from deputy.telemetry.logs import LogLevel
 
 T = TypeVar("T")
@@ -50,6 +51,8 @@ def fail(code: int, message: str) -> NoReturn:
 
 
 def settings_or_exit(config: Path | None, defaults: dict[str, Any] | None = None) -> Settings:
+    from deputy.config import ConfigError, load_settings
+
     if config is None and defaults is None and not os.environ.get("DEPUTY_CONFIG"):
         recorded = demo_config_path(Path(os.environ.get("DEPUTY_DATA_DIR") or DEFAULT_DATA_DIR))
         if not recorded.is_file():
@@ -72,6 +75,8 @@ def start_logging(settings: Settings, log_level: StrEnum | None) -> str:
 
 def with_services(settings: Settings, work: Callable[[Services], Awaitable[T]]) -> T:
     """Run ``work`` with storage open and started; storage that cannot be opened is one line and its exit code."""
+    from sqlalchemy.exc import SQLAlchemyError
+
     from deputy.cli.serving import check_data_dir
 
     async def run() -> T:

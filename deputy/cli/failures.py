@@ -24,19 +24,16 @@ from __future__ import annotations
 
 import errno
 import traceback
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich.text import Text
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
-from deputy.audit.settings import AuditOriginMismatch
 from deputy.cli.terminal_text import line, operator_console
-from deputy.config_values import ConfigError
 from deputy.display_text import visible
-from deputy.policy.sources import PolicyLoadError
-from deputy.telemetry.metrics_listener import MetricsListenerError
+
+if TYPE_CHECKING:
+    from sqlalchemy.exc import SQLAlchemyError
 
 EXIT_OTHER = 1
 EXIT_CONFIG = 2
@@ -63,6 +60,9 @@ class StartupFailure(Exception):
 
 def safe_url(url: str) -> str:
     """A database URL with its password hidden."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -103,6 +103,15 @@ def database_failure(exc: SQLAlchemyError, database_url: str) -> StartupFailure:
 
 def describe(exc: BaseException, database_url: str | None = None) -> StartupFailure | None:
     """What ``exc`` means for the operator, or None when it is none of the known failures (a bug)."""
+    # The classes are imported here, on the way out, not with this module: every command imports it, and the
+    # failures it knows come from SQLAlchemy, Cedar and the metrics listener, a second of imports together.
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from deputy.audit.settings import AuditOriginMismatch
+    from deputy.config_values import ConfigError
+    from deputy.policy.sources import PolicyLoadError
+    from deputy.telemetry.metrics_listener import MetricsListenerError
+
     if isinstance(exc, StartupFailure):
         return exc
     if isinstance(exc, ConfigError):

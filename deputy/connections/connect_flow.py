@@ -14,14 +14,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 
-from mcp.client.auth.utils import union_scopes
-
 from deputy import clock
 from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import PendingConnection, UpstreamTokens
 from deputy.connections.parts import Parts
 from deputy.connections.refresh import TokenKeeper, token_digest
+from deputy.connections.sdk_auth import union_scopes
 from deputy.storage.connections import StoredConnection, token_context
 
 

@@ -30,16 +30,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from mcp.client.auth.utils import (
-    build_oauth_authorization_server_metadata_discovery_urls,
-    build_protected_resource_metadata_discovery_urls,
-    issuers_match,
-    union_scopes,
-)
-
 from deputy import clock
 from deputy.config import UpstreamServer
 from deputy.connections.model import AuthorizationServer, UpstreamProtection
+from deputy.connections.sdk_auth import (
+    authorization_server_metadata_urls,
+    issuers_match,
+    protected_resource_metadata_urls,
+    union_scopes,
+)
 from deputy.connections.upstream_http import Challenge, UpstreamHttp, UpstreamHttpError, origin
 from deputy.connections.upstream_metadata import (
     MetadataRefused,
@@ -97,12 +96,12 @@ class Discovery:
         issuers: tuple[str, ...]
         if published is None:  # the 2025-03-26 revision: the upstream's origin is its authorization server
             resource, issuers, prm_scopes = server_url, (origin(server_url),), None
-            metadata_urls = build_oauth_authorization_server_metadata_discovery_urls(None, server_url)
+            metadata_urls = authorization_server_metadata_urls(None, server_url)
         else:
             resource, issuers, prm_scopes = published
         issuer = self._chosen_issuer(server, issuers)
         if published is not None:
-            metadata_urls = build_oauth_authorization_server_metadata_discovery_urls(issuer, server_url)
+            metadata_urls = authorization_server_metadata_urls(issuer, server_url)
         authorization_server = await self._authorization_server(server, issuer, metadata_urls)
         return UpstreamProtection(resource, authorization_server,
                                   _scopes(server, challenge, prm_scopes, authorization_server))
@@ -110,7 +109,7 @@ class Discovery:
     async def _protected_resource(self, server: UpstreamServer, challenge: Challenge
                                   ) -> tuple[str, tuple[str, ...], tuple[str, ...] | None] | None:
         """The first protected resource metadata found, read; None when no URL has any."""
-        urls = build_protected_resource_metadata_discovery_urls(challenge.resource_metadata, server.url or "")
+        urls = protected_resource_metadata_urls(challenge.resource_metadata, server.url or "")
         for url in urls:
             answer = await self._get(server, url)
             if answer is not None:

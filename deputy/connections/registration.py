@@ -5,7 +5,7 @@ specification's order of preference:
    ``private_key``; MCP "Preregistration");
 2. Deputy's own Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document): its https URL is the
    ``client_id``, when the authorization server advertises ``client_id_metadata_document_supported`` and Deputy's
-   public URL is https (``mcp.client.auth.utils.is_valid_client_metadata_url``). The document
+   public URL is https (``is_valid_client_metadata_url``, the SDK's). The document
    (:meth:`Registration.metadata_document`) names Deputy's one redirect URI and asks for no secret (``none``):
    the URL itself identifies Deputy;
 3. RFC 7591 dynamic registration at the ``registration_endpoint``: ``application_type`` ``web`` (Deputy is a
@@ -20,13 +20,12 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from mcp.client.auth.utils import is_valid_client_metadata_url
-from mcp.shared.auth import OAuthClientInformationFull
 from pydantic import ValidationError
 
 from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed, shown
 from deputy.connections.model import UpstreamClient, UpstreamProtection
+from deputy.connections.sdk_auth import is_valid_client_metadata_url, registered_client
 from deputy.connections.upstream_http import UpstreamHttp, UpstreamHttpError
 
 # Strongest first; private_key_jwt needs a key registered in advance, so it is the configured client's only.
@@ -109,7 +108,7 @@ class Registration:
                                    f"the registration endpoint answered HTTP {answer.status}",
                                    error=error if isinstance(error, str) else None)
         try:
-            registered = OAuthClientInformationFull.model_validate(answer.document)
+            registered = registered_client(answer.document)
         except ValidationError:
             raise ConnectionFailed(server.name, "registration_failed",
                                    "the registration response is not RFC 7591 client information") from None

@@ -23,7 +23,6 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Literal, cast
 
-from mcp.client.auth.utils import union_scopes
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from deputy.audit.log import AuditLog
@@ -36,6 +35,7 @@ from deputy.connections.model import CallMaker, ConnectionNeeded, ConnectionStat
 from deputy.connections.parts import Parts, SealedClients
 from deputy.connections.refresh import Broken, Missing, Row, TokenKeeper, token_digest
 from deputy.connections.registration import Registration
+from deputy.connections.sdk_auth import union_scopes
 from deputy.connections.upstream_http import UpstreamHttp, parse_challenge
 from deputy.connections.vault import Vault
 from deputy.page_paths import CLIENT_METADATA_DOCUMENT, CONNECT_CALLBACK, CONNECT_PAGE

@@ -21,11 +21,11 @@ from typing import Any
 
 from joserfc.errors import JoseError
 from joserfc.jws import extract_compact
-from mcp.client.auth.utils import issuers_match
 
 from deputy.config_servers import canonical_resource
 from deputy.connections.errors import ConnectionFailed, TokenProblem, shown
 from deputy.connections.model import UpstreamTokens
+from deputy.connections.sdk_auth import issuers_match
 from deputy.connections.upstream_http import JsonAnswer
 
 MAX_TOKEN = 16 * 1024

@@ -33,11 +33,10 @@ from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlsplit
 
-from mcp.client.auth.utils import issuers_match
-
 from deputy.config_servers import canonical_resource
 from deputy.connections.errors import ConnectionFailed, DiscoveryProblem, shown
 from deputy.connections.model import AuthorizationServer
+from deputy.connections.sdk_auth import issuers_match
 from deputy.outbound_checked import is_loopback_host
 
 MAX_URL = 2048
