@@ -159,8 +159,12 @@ class SparePool:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while await self._start_one():
-                pass
+            while True:
+                try:
+                    if not await self._start_one():
+                        break
+                except Exception as exc:  # whatever it was, the keeper outlives it (backing off)
+                    self._failed(f"could not be started ({type(exc).__name__}: {exc})")
 
     async def _start_one(self) -> bool:
         """Start one spare if one is missing and there is room; whether to try again at once."""
