@@ -271,6 +271,17 @@ class Supervisor:
             signal.raise_signal(self.stop_signal)
 
 
+def warn_about_sqlite_refreshes(settings: Settings) -> None:
+    """On SQLite an upstream token refresh is single-flight only within a process (deputy.storage.connection_refresh):
+    said at start when several workers could refresh one ``credentials = "oauth"`` connection at once."""
+    oauth = [name for name, server in settings.servers.items() if server.credentials == "oauth"]
+    if settings.workers > 1 and oauth and settings.database_url.startswith("sqlite"):
+        log.warning("%d workers on SQLite: two of them may refresh one user's connection to %s at once, and an "
+                    "authorization server that rotates refresh tokens may then refuse one; use PostgreSQL "
+                    "(database_url) for credentials = \"oauth\" servers with more than one worker",
+                    settings.workers, ", ".join(oauth))
+
+
 def with_workers(settings: Settings, workers: int | None) -> Settings:
     """``settings`` with ``--workers`` applied (already checked to be within 1 to MAX_WORKERS)."""
     return settings if workers is None else dataclasses.replace(settings, workers=workers)
