@@ -15,6 +15,7 @@ assertion signed by the bench for every request, its ``jti`` recorded by Deputy)
 
     .venv/bin/python bench/token_exchange.py [--seconds S] [--concurrency 8,32] [--rounds 3]
         [--backends sqlite,postgresql] [--auth basic,jwt] [--quick] [--profile OUT] [--uncached-secrets]
+        [--count N]   # instead of load: the database work of one request, counted over N sequential ones
 
 See bench/README.md for what the figures mean. Exits 1 if any request failed.
 """
@@ -50,6 +51,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 from _load import RunResult
+from _statement_counts import per_request, print_counts
 from tools_call import HOST, cpu_seconds, free_port, stop, wait_http
 
 from tests.support.databases import database_url, postgres_available
@@ -131,7 +133,8 @@ class Deputy:
 
 
 @contextmanager
-def running_deputy(work: Path, db_url: str, profile: Path | None, uncached: bool) -> Iterator[Deputy]:
+def running_deputy(work: Path, db_url: str, profile: Path | None, uncached: bool,
+                   counts: Path | None = None) -> Iterator[Deputy]:
     port = free_port()
     config = work / "deputy.toml"
     config.write_text(deputy_config(port))
@@ -139,6 +142,8 @@ def running_deputy(work: Path, db_url: str, profile: Path | None, uncached: bool
            "DEPUTY_DATABASE_URL": db_url}
     if uncached:
         command = [sys.executable, "-c", UNCACHED]
+    elif counts is not None:
+        command = [sys.executable, str(BENCH_DIR / "_count_deputy_statements.py"), str(counts), "serve"]
     elif profile is not None:
         command = [sys.executable, str(BENCH_DIR / "_cprofile_deputy.py"), str(profile), "serve"]
     else:
@@ -334,6 +339,13 @@ async def measure(deputy: Deputy, tokens: Tokens, backend: str, auth: str, grant
 
 async def bench_backend(deputy: Deputy, backend: str, args: argparse.Namespace) -> list[Measured]:
     tokens = await setup(deputy, args.subject_tokens, args.auth)
+    if args.count:
+        counted = [(backend, AUTH_NAMES[auth], grant,
+                    await per_request(f"{deputy.url}/token", request_maker(deputy, tokens, grant, auth), args.count,
+                                      deputy.log.with_name("counts.json"), MARKERS[grant]))
+                   for auth in args.auth for grant in args.grants]
+        print_counts(console, counted)
+        return []
     for auth in args.auth:  # warm-up: caches, connection pools, the secret remembered
         for grant in args.grants:
             await measure(deputy, tokens, backend, auth, grant, min(args.concurrency), 0, args.warmup)
@@ -447,6 +459,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="smoke run: one short round")
     p.add_argument("--profile", type=Path, default=None,
                    help="run Deputy under cProfile, pstats to OUT.BACKEND (figures are then slower)")
+    p.add_argument("--count", type=int, default=0, metavar="N",
+                   help="no load: count the database work of N sequential requests of each kind, per request")
     p.add_argument("--uncached-secrets", action="store_true",
                    help="turn Deputy's remembered-secret cache off: every client_secret_basic request runs argon2")
     args = p.parse_args(argv)
@@ -480,14 +494,17 @@ def main() -> int:
         work = Path(tempfile.mkdtemp(prefix=f"deputy-bench-tx-{backend}-"))
         try:
             profile = args.profile.resolve().with_suffix(f".{backend}.pstats") if args.profile else None
-            with database(backend, work) as db_url, running_deputy(work, db_url, profile,
-                                                                   args.uncached_secrets) as deputy:
+            counts = work / "counts.json" if args.count else None
+            with database(backend, work) as db_url, running_deputy(work, db_url, profile, args.uncached_secrets,
+                                                                   counts) as deputy:
                 console.print(f"[bold]{backend}[/bold]: Deputy pid {deputy.process.pid} at {deputy.url}")
                 measured = uvloop.run(bench_backend(deputy, backend, args))
                 runs += measured
                 failures += sum(m.result.errors for m in measured)
         finally:
             shutil.rmtree(work, ignore_errors=True)
+    if args.count:
+        return 0
     if not runs:
         console.print("[red]nothing measured[/red]")
         return 1

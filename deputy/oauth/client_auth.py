@@ -6,6 +6,11 @@ authenticate with its registered method — ``client_secret_basic``,
 ``client_secret_post`` or ``private_key_jwt`` (:mod:`deputy.oauth.client_assertions`);
 a public client (``none``) identifies itself with ``client_id`` and proves possession
 through PKCE instead.
+
+With ``remembered=True`` (the token endpoint, for the grants that confirm the client where they write:
+client credentials and token exchange) the client's row may come from memory; a request it refuses is
+checked once more against the row as stored, so a secret or key changed elsewhere is not refused by a
+stale copy, and one the copy accepts is refused where the grant is written (``ClientChanged``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ SECRET_METHODS = ("client_secret_basic", "client_secret_post")
 METHODS = ("none", *SECRET_METHODS, "private_key_jwt")
 
 
-async def authenticate_client(request: Request, form: Mapping[str, str], services: Services) -> Client:
+async def authenticate_client(request: Request, form: Mapping[str, str], services: Services, *,
+                              remembered: bool = False) -> Client:
     basic = _basic_credentials(request.headers.get("authorization"))
     posted_secret = form.get("client_secret")
     uses_assertion = "client_assertion" in form or "client_assertion_type" in form
@@ -55,7 +61,22 @@ async def authenticate_client(request: Request, form: Mapping[str, str], service
         raise InvalidRequest("client_id in the body differs from the authenticated client")
     if not client_id:
         raise InvalidClient("client authentication failed")
-    client = await services.registry.find(client_id)
+    client = await services.registry.find(client_id, remembered=remembered)
+    try:
+        return await _authenticated(client, method, secret, assertion, services)
+    except InvalidClient:
+        if not remembered or client is None or not client.is_active:  # none of these came from memory
+            raise
+        # The copy may be older than a new secret or key: the row as stored decides a refusal.
+        stored = await services.registry.find(client_id)
+        if stored == client:
+            raise
+        services.clients.forget(client_id)
+        return await _authenticated(stored, method, secret, assertion, services)
+
+
+async def _authenticated(client: Client | None, method: str, secret: str | None, assertion: str | None,
+                         services: Services) -> Client:
     if client is None or not client.is_active:
         raise InvalidClient("client authentication failed")
     if client.token_endpoint_auth_method != method:

@@ -26,6 +26,7 @@ from deputy.audit.log import AuditUnavailable
 from deputy.config import JWT_BEARER, TOKEN_EXCHANGE
 from deputy.oauth.client_auth import authenticate_client, presents_client
 from deputy.oauth.errors import (
+    InvalidClient,
     InvalidRequest,
     OAuthError,
     TemporarilyUnavailable,
@@ -40,6 +41,7 @@ from deputy.oauth.grants.refresh_token import refresh
 from deputy.oauth.grants.token_exchange import token_exchange
 from deputy.services import Services
 from deputy.storage.clients import Client
+from deputy.storage.grants import ClientChanged
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ GRANTS: dict[str, Grant] = {
 GRANT_LABELS = {"authorization_code": "authorization_code", "refresh_token": "refresh_token",
                 "client_credentials": "client_credentials", TOKEN_EXCHANGE: "token_exchange", JWT_BEARER: "jwt_bearer"}
 OTHER_GRANT = "other"  # missing, unknown, or in a form that could not be read
+# Grants that write their grant with ``confirm=client`` (the client's row compared where it is held), so their
+# client may be authenticated against a remembered copy of that row (deputy.oauth.client_auth).
+CONFIRMING_GRANTS = frozenset({"client_credentials", TOKEN_EXCHANGE})
 
 
 class TokenEndpoint:
@@ -89,7 +94,22 @@ class TokenEndpoint:
             raise UnsupportedGrantType(f"grant_type {grant_type} is not supported")
         if grant_type == JWT_BEARER and not presents_client(request, form):
             return await jwt_bearer(self.services, form, None)
-        client = await authenticate_client(request, form, self.services)
+        remembered = grant_type in CONFIRMING_GRANTS
+        client = await authenticate_client(request, form, self.services, remembered=remembered)
         if grant_type not in client.grant_types:
             raise UnauthorizedClient(f"this client is not registered for {grant_type}")
-        return await grant(self.services, form, client)
+        try:
+            return await grant(self.services, form, client)
+        except ClientChanged:
+            # Authenticated against a copy of the client's row that has changed since (rotated secret or keys,
+            # re-registered): nothing was written. Once more, as without the copy; an assertion's jti is used up.
+            self.services.clients.forget(client.client_id)
+            if not remembered or client.token_endpoint_auth_method == "private_key_jwt":
+                raise InvalidClient("the client's registration changed during this request; try again") from None
+            client = await authenticate_client(request, form, self.services)
+            if grant_type not in client.grant_types:
+                raise UnauthorizedClient(f"this client is not registered for {grant_type}") from None
+            try:
+                return await grant(self.services, form, client)
+            except ClientChanged:
+                raise InvalidClient("the client's registration changed during this request; try again") from None

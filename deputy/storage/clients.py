@@ -13,11 +13,19 @@ through the client's row: :func:`withdraw` changes the row first in the transact
 also revokes the client's grants, and :func:`hold_if_active` reads it, locked, in every
 transaction that creates a grant or token. Either the creation commits first (and the
 withdrawal, which waited for its lock, revokes what it made) or it sees the new status.
+
+The token endpoint authenticates a client against a remembered copy of its row (:meth:`ClientRepository.remembered`,
+active clients only, for :data:`REMEMBER_CLIENT_SECONDS`), never a stale one in effect: the transaction that writes
+the grant reads the row it holds (:func:`hold_active_client`) and compares what authentication and the grant
+depended on (:func:`same_credentials`); a difference refuses the request, on any replica, whatever this process
+remembered. A change made through this process also forgets the copy at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Required, TypedDict, Unpack
@@ -35,6 +43,11 @@ from deputy.storage.tables import assertion_jtis, clients
 STATUSES = ("active", "pending", "denied", "removed")
 WITHDRAWN = ("denied", "removed")  # only an operator lifts these (`deputy clients approve`)
 PRUNE_INTERVAL = 60  # seconds between sweeps of expired assertion identifiers
+REMEMBER_CLIENT_SECONDS = 30.0  # how long an active client's row is reused to authenticate it
+REMEMBERED_CLIENTS_MAX = 10_000
+# What client authentication and the choice of grant read from a client's row: compared where the grant is written.
+CREDENTIAL_FIELDS = ("client_id", "status", "source", "token_endpoint_auth_method", "client_secret_hash", "jwks",
+                     "jwks_uri", "grant_types")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,11 +93,42 @@ class ClientRepository:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._pruned_at = 0
+        self._remembered: OrderedDict[str, tuple[Client, float]] = OrderedDict()
+        self._forgotten = 0  # bumped by every forget: a read begun before it must not be remembered
 
     async def get(self, client_id: str) -> Client | None:
         async with self.engine.connect() as conn:
             row = (await conn.execute(select(clients).where(clients.c.client_id == client_id))).first()
         return _client(row) if row is not None else None
+
+    async def remembered(self, client_id: str) -> Client | None:
+        """The client as :meth:`get` returns it, an active one possibly from memory (up to
+        :data:`REMEMBER_CLIENT_SECONDS` old). Only for a request whose grant is written with
+        ``GrantRepository.create(confirm=client)``, which refuses it if the row has changed since."""
+        entry = self._remembered.get(client_id)
+        t = time.monotonic()
+        if entry is not None and t - entry[1] < REMEMBER_CLIENT_SECONDS:
+            return entry[0]
+        forgotten = self._forgotten
+        client = await self.get(client_id)
+        if client is None or not client.is_active:
+            # Unknown ids are not kept (memory a caller could fill), nor inactive clients (an approval elsewhere
+            # must serve them at once).
+            self._remembered.pop(client_id, None)
+        elif forgotten == self._forgotten:
+            self._remembered[client_id] = (client, t)
+            self._remembered.move_to_end(client_id)
+            while len(self._remembered) > REMEMBERED_CLIENTS_MAX:
+                self._remembered.popitem(last=False)
+        return client
+
+    def forget(self, client_id: str | None = None) -> None:
+        """Drop the remembered copy of ``client_id`` (every client: None)."""
+        self._forgotten += 1
+        if client_id is None:
+            self._remembered.clear()
+        else:
+            self._remembered.pop(client_id, None)
 
     async def list(self, status: str | None = None) -> list[Client]:
         query = select(clients).order_by(clients.c.created_at)
@@ -116,6 +160,7 @@ class ClientRepository:
                 index_elements=[clients.c.client_id],
                 set_={name: statement.excluded[name] for name in values if name not in kept}))
             row = (await conn.execute(select(clients).where(clients.c.client_id == client.client_id))).one()
+        self.forget(client.client_id)  # after the commit: a read begun before it is not remembered either
         return _client(row)
 
     async def insert(self, client: Client) -> Client:
@@ -124,6 +169,7 @@ class ClientRepository:
         async with self.engine.begin() as conn:
             await conn.execute(delete(clients).where(clients.c.client_id == client.client_id))
             await conn.execute(clients.insert().values(**values))
+        self.forget(client.client_id)
         return client
 
     async def set_status(self, client_id: str, status: str) -> bool:
@@ -131,11 +177,13 @@ class ClientRepository:
             raise ValueError(f"unknown client status {status!r}")
         async with self.engine.begin() as conn:
             result = await conn.execute(update(clients).where(clients.c.client_id == client_id).values(status=status))
+        self.forget(client_id)
         return result.rowcount == 1
 
     async def remove(self, client_id: str) -> bool:
         async with self.engine.begin() as conn:
             result = await conn.execute(delete(clients).where(clients.c.client_id == client_id))
+        self.forget(client_id)
         return result.rowcount == 1
 
     async def remember_assertion(self, client_id: str, jti: str, expires_at: int) -> bool:
@@ -164,6 +212,7 @@ class ClientRepository:
         values["status"] = case((clients.c.status.in_(WITHDRAWN), clients.c.status), else_=client.status)
         async with self.engine.begin() as conn:
             result = await conn.execute(update(clients).where(clients.c.client_id == client.client_id).values(**values))
+        self.forget(client.client_id)
         return result.rowcount == 1
 
 
@@ -224,6 +273,23 @@ async def hold_if_active(conn: AsyncConnection, client_id: str) -> bool:
         return (await conn.execute(select(clients.c.client_id).where(live).with_for_update(read=True))).first() \
             is not None
     return (await conn.execute(update(clients).where(live).values(status=clients.c.status))).rowcount == 1
+
+
+async def hold_active_client(conn: AsyncConnection, client_id: str) -> Client | None:
+    """:func:`hold_if_active`, returning the row it holds (None: not active) so that the caller can compare it with
+    the copy the request was authenticated against (:func:`same_credentials`); one statement, as there."""
+    live = and_(clients.c.client_id == client_id, clients.c.status == "active")
+    if conn.dialect.name == "postgresql":
+        row = (await conn.execute(select(clients).where(live).with_for_update(read=True))).first()
+    else:
+        row = (await conn.execute(update(clients).where(live).values(status=clients.c.status)
+                                  .returning(*clients.c))).first()
+    return _client(row) if row is not None else None
+
+
+def same_credentials(stored: Client, used: Client) -> bool:
+    """Whether everything authentication and the grant read from ``used`` is still so in ``stored``."""
+    return all(getattr(stored, name) == getattr(used, name) for name in CREDENTIAL_FIELDS)
 
 
 async def withdraw(conn: AsyncConnection, client_id: str, status: str) -> bool:

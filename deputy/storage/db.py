@@ -3,6 +3,14 @@
 SQLite runs in WAL mode with a busy timeout so readers never block the writer;
 PostgreSQL goes through asyncpg. Migrations are alembic's, applied by Deputy at
 start (``Database.migrate``) on the same engine the application uses.
+
+A pooled PostgreSQL connection is checked as it is taken from the pool (:func:`_check_on_checkout`), not pinged
+every time (SQLAlchemy's ``pool_pre_ping`` is three round trips — ``BEGIN``, ``;``, ``ROLLBACK`` — before every
+transaction, more than the work of most requests): one the server closed (a restart, ``pg_terminate_backend``,
+an idle timeout) is known to asyncpg as closed as soon as the event loop has read its end, and is replaced; one
+unused for :data:`IDLE_BEFORE_PING` seconds is pinged first (a peer that vanished without closing, e.g. a
+failover); none is kept longer than :data:`RECYCLE_SECONDS`. A connection lost in the middle of a statement fails
+that request (503, fail closed) and SQLAlchemy then replaces every connection opened before the loss.
 """
 
 from __future__ import annotations
@@ -11,6 +19,7 @@ import asyncio
 import fcntl
 import logging
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +27,14 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATION_LOCK = 0x6465707574790001  # 'deputy' + 1
 MIGRATIONS = Path(__file__).parent / "migrations"
+IDLE_BEFORE_PING = 5.0  # seconds a pooled PostgreSQL connection may sit unused before a checkout pings it
+RECYCLE_SECONDS = 1800  # no PostgreSQL connection is used longer than this
 
 
 class StorageUnavailable(SQLAlchemyError):
@@ -52,8 +63,10 @@ class Database:
             self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15}, hide_parameters=True)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
-            self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True,
+            self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_recycle=RECYCLE_SECONDS,
                                               hide_parameters=True)
+            event.listen(self.engine.sync_engine.pool, "checkin", _idle_from_now)
+            event.listen(self.engine.sync_engine.pool, "checkout", _check_on_checkout)
         event.listen(self.engine.sync_engine, "do_connect", _connect_or_unavailable)
         event.listen(self.engine.sync_engine, "handle_error", _unreachable)
 
@@ -109,6 +122,25 @@ def _unreachable(context: ExceptionContext) -> StorageUnavailable | None:
     if context.sqlalchemy_exception is None and isinstance(context.original_exception, OSError):
         return StorageUnavailable(f"the database cannot be reached: {type(context.original_exception).__name__}")
     return None
+
+
+def _idle_from_now(_dbapi_connection: Any, record: Any) -> None:
+    record.info["idle_since"] = time.monotonic()
+
+
+def _check_on_checkout(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Replace a pooled connection the server has closed, or one idle for long that does not answer a ping
+    (raising ``DisconnectionError`` makes the pool open a new one in its place)."""
+    driver = getattr(dbapi_connection, "driver_connection", None)
+    if driver is not None and driver.is_closed():
+        raise DisconnectionError("the database closed this pooled connection")
+    idle_since = record.info.get("idle_since")
+    if idle_since is not None and time.monotonic() - idle_since > IDLE_BEFORE_PING:
+        try:
+            dbapi_connection.ping()
+        except Exception as exc:  # whatever the failure, this connection is not to be used
+            raise DisconnectionError(f"a pooled connection idle for long failed its ping: {type(exc).__name__}") \
+                from exc
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

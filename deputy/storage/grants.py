@@ -39,8 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.clock import now
 from deputy.handles import handle_hash, new_handle
-from deputy.storage.clients import hold_if_active, withdraw
+from deputy.storage.clients import Client, withdraw
 from deputy.storage.exchanged_grants import chunks, insert_derived, revoke_derived
+from deputy.storage.refusals import ClientChanged as ClientChanged
+from deputy.storage.refusals import ClientNotActive as ClientNotActive
+from deputy.storage.refusals import HandleRefused as HandleRefused
+from deputy.storage.refusals import require_active as _require_active
 from deputy.storage.revocations import Revocation, revocations_after, revocations_since
 from deputy.storage.tables import authorization_codes, grants, refresh_tokens, revocations
 from deputy.storage.user_status import hold_if_enabled, mark_disabled
@@ -76,26 +80,6 @@ class RedeemedCode:
     grant: Grant
     redirect_uri: str
     code_challenge: str
-
-
-class HandleRefused(Exception):
-    """The code or refresh token is unknown, expired, used, or its grant is revoked."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class ClientNotActive(HandleRefused):
-    """The client is denied, removed, pending or unknown: nothing is created for it."""
-
-    def __init__(self) -> None:
-        super().__init__("the client is not (or no longer) served")
-
-
-async def _require_active(conn: AsyncConnection, client_id: str) -> None:
-    if not await hold_if_active(conn, client_id):
-        raise ClientNotActive()
 
 
 Revoked = list[tuple[str, str]]
@@ -150,11 +134,13 @@ class GrantRepository:
 
     async def create(self, *, client_id: str, user_id: str, resource: str, scope: str, auth_time: int,
                      parent_grant_id: str | None = None, actor_grant_id: str | None = None,
-                     registered_client: bool = True) -> Grant:
+                     registered_client: bool = True, confirm: Client | None = None) -> Grant:
         """A grant without a code or refresh token (client credentials, exchanges): only access tokens carry it.
 
         The client must be active (:class:`ClientNotActive`); ``registered_client=False`` is for a grant
-        whose ``client_id`` names no registered client (a workload's identity, RFC 7523 §3).
+        whose ``client_id`` names no registered client (a workload's identity, RFC 7523 §3). ``confirm`` is the
+        copy of the client's row the request was authenticated against: a row that differs from it in what
+        authentication read refuses the grant (:class:`ClientChanged`).
 
         An exchange's grant names the subject token's grant (``parent_grant_id``) and the actor token's
         (``actor_grant_id``): it is written only while both are live, in one transaction that no revocation of
@@ -166,7 +152,7 @@ class GrantRepository:
                       auth_time=auth_time, created_at=now())
         async with self.engine.begin() as conn:
             if registered_client:
-                await _require_active(conn, client_id)  # first: the client's row before any grant's row
+                await _require_active(conn, client_id, confirm)  # first: the client's row before any grant's row
             if not await insert_derived(conn, values, parent_grant_id=parent_grant_id, actor_grant_id=actor_grant_id):
                 raise HandleRefused("a token this one comes from is revoked, being revoked, or unknown")
         return grant

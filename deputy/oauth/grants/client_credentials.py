@@ -21,7 +21,7 @@ from deputy.oauth.grants.issue import token_response
 from deputy.oauth.grants.targets import granted_scope, requested_server
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import ClientNotActive
+from deputy.storage.grants import ClientChanged, ClientNotActive
 
 
 async def client_credentials(services: Services, form: Mapping[str, str], client: Client) -> Response:
@@ -31,7 +31,9 @@ async def client_credentials(services: Services, form: Mapping[str, str], client
     scope = granted_scope(form, server)
     try:  # checked again where the grant is written: a client withdrawn since it authenticated gets nothing
         grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
-                                             resource=server.resource, scope=scope, auth_time=now())
+                                             resource=server.resource, scope=scope, auth_time=now(), confirm=client)
+    except ClientChanged:
+        raise  # the token endpoint authenticates the client again, against its row as stored
     except ClientNotActive:
         raise InvalidClient("this client is no longer served") from None
     return await token_response(services, grant, scope, None, user_authenticated=False,

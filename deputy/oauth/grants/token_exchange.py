@@ -54,7 +54,7 @@ from deputy.oauth.grants.targets import granted_scope
 from deputy.oauth.trusted_issuers import AssertionRefused
 from deputy.services import Services
 from deputy.storage.clients import Client
-from deputy.storage.grants import ClientNotActive, HandleRefused
+from deputy.storage.grants import ClientChanged, ClientNotActive, HandleRefused
 
 ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
@@ -117,7 +117,9 @@ async def token_exchange(services: Services, form: Mapping[str, str], client: Cl
         grant = await services.grants.create(
             client_id=client.client_id, user_id=subject.sub, resource=server.resource, scope=scope,
             auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id,
-            actor_grant_id=proof.grant_id if proof is not None else None)
+            actor_grant_id=proof.grant_id if proof is not None else None, confirm=client)
+    except ClientChanged:
+        raise  # the token endpoint authenticates the client again, against its row as stored
     except ClientNotActive:
         raise InvalidClient("this client is no longer served") from None
     except HandleRefused as exc:
