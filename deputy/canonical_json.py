@@ -54,21 +54,23 @@ def takes_fast_path(value: Any) -> bool:
         return True
     if kind is int:
         return bool(INT_MIN <= value <= INT_MAX)
-    if kind is dict:
-        members = value.values()
-        if not all(type(key) is str and key.isascii() for key in value):
-            return False
-    elif kind is list or kind is tuple:
-        members = value
-    else:
-        return False  # floats and anything else
     # The members that are strings, null or booleans (most of a record's) are passed here without a call each:
     # this runs on every audit record, and those calls were most of its cost.
-    for member in members:
-        kind = type(member)
-        if kind is not str and member is not None and kind is not bool and not takes_fast_path(member):
-            return False
-    return True
+    if kind is dict:
+        for key, member in value.items():
+            if type(key) is not str or not key.isascii():
+                return False
+            kind = type(member)
+            if kind is not str and member is not None and kind is not bool and not takes_fast_path(member):
+                return False
+        return True
+    if kind is list or kind is tuple:
+        for member in value:
+            kind = type(member)
+            if kind is not str and member is not None and kind is not bool and not takes_fast_path(member):
+                return False
+        return True
+    return False  # floats and anything else
 
 
 def fast_path_text(value: Any) -> str:
