@@ -3,9 +3,11 @@
 Issue 15, item 6: ``conformance client`` (0.2.0-alpha.12) runs every ``auth/*`` client scenario once, into one
 output directory, in two waves of parallel runs (:func:`waves`): the ``auth``, ``backcompat`` and ``extensions``
 suites in one invocation each, and each 2026-07-28 ``auth/*`` scenario with ``--scenario`` (the ``draft`` suite
-holding them also holds scenarios that are not about authorization). The client command is
+holding them also holds scenarios that are not about authorization). The client under test is
 :mod:`tests.conformance.upstream_auth_adapter`, which puts Deputy between a signed-in user and the scenario's mock
-server. Each scenario's ``checks.json`` decides, as the suite's own verdict
+server; the command the suite runs is its launcher, each run a child forked from one process that imported the
+adapter once (:mod:`tests.conformance.adapter_host`: thirty starts at four seconds of imports each were most of
+this test's time). Each scenario's ``checks.json`` decides, as the suite's own verdict
 and baseline do: it passes when no check is FAILURE or WARNING and at least one is SUCCESS.
 
 ``upstream-auth-expected-failures.yml`` (the suite's ``--expected-failures`` format) lists the scenarios that
@@ -17,10 +19,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
+import socket
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,8 +38,7 @@ from tests.support.deputy_process import RunningDeputy
 pytestmark = pytest.mark.conformance
 
 EXPECTED_FAILURES = Path(__file__).with_name("upstream-auth-expected-failures.yml")
-# The suite runs the command through a shell and, at its timeout, kills that shell: exec makes the kill reach Python.
-ADAPTER = f"exec {sys.executable} -m tests.conformance.upstream_auth_adapter"
+LAUNCHER = Path(__file__).with_name("adapter_launcher.py")
 # Per scenario: Python, Deputy's start (migrations, a password hash) and three OAuth flows, with every scenario's
 # process on the same few CPUs at once. A hang still ends: the suite kills the client at this bound.
 SCENARIO_TIMEOUT_MS = 180_000
@@ -84,12 +89,39 @@ def waves(scenarios: dict[str, str]) -> list[list[list[str]]]:
     return [[["--suite", "auth"], ["--suite", "backcompat"]], [["--suite", "extensions"], *draft]]
 
 
-def run_client_scenarios(command: list[str], wave: list[list[str]], out_dir: Path) -> str:
+def adapter_command(host_socket: Path) -> str:
+    """What the suite runs per scenario (through a shell, to which it appends the server's URL). At its timeout
+    the suite kills that shell: exec makes the kill reach the launcher, whose closed connection kills the adapter."""
+    return f"exec {sys.executable} {LAUNCHER} {host_socket}"
+
+
+@pytest.fixture(scope="module")
+def adapter_host() -> Iterator[Path]:
+    """The forking host of :mod:`tests.conformance.adapter_host` on a fresh socket; its socket's path."""
+    with tempfile.TemporaryDirectory(prefix="deputy-adapter-host-") as directory:
+        socket_path = Path(directory) / "host.sock"
+        host = subprocess.Popen([sys.executable, "-m", "tests.conformance.adapter_host", str(socket_path)],
+                                cwd=REPO_ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            # "ready" once imported and listening; a host that fails to import exits, and this reads nothing.
+            assert host.stdout.readline() == "ready\n", f"the adapter host exited with {host.wait()}"  # type: ignore[union-attr]
+            yield socket_path
+        finally:
+            host.stdin.close()  # type: ignore[union-attr]
+            try:
+                host.wait(10)
+            except subprocess.TimeoutExpired:
+                host.kill()
+                host.wait()
+
+
+def run_client_scenarios(command: list[str], wave: list[list[str]], out_dir: Path, host_socket: Path) -> str:
     """The invocations of one wave at once, into ``out_dir``; their consoles, joined."""
     def client_run(selection: list[str]) -> str:
         started = time.monotonic()
         result = subprocess.run(
-            [*command, "client", "--command", ADAPTER, *selection, "--timeout", str(SCENARIO_TIMEOUT_MS),
+            [*command, "client", "--command", adapter_command(host_socket), *selection,
+             "--timeout", str(SCENARIO_TIMEOUT_MS),
              "--expected-failures", str(EXPECTED_FAILURES), "-o", str(out_dir)],
             cwd=REPO_ROOT, env=_node_env(), capture_output=True, text=True, timeout=RUN_TIMEOUT, check=False)
         return (f"$ conformance client {' '.join(selection)} (exit {result.returncode}, "
@@ -145,7 +177,7 @@ def test_expected_failures_file_is_well_formed() -> None:
     assert all(len(reason) >= 40 for reason in listed.values()), "each reason says why, not just a word"
 
 
-def test_client_auth_scenarios_through_deputy(tmp_path: Path) -> None:
+def test_client_auth_scenarios_through_deputy(tmp_path: Path, adapter_host: Path) -> None:
     command = require_conformance("alpha")
     expected = expected_failures()
     scenarios = listed_client_auth_scenarios(command)
@@ -153,7 +185,7 @@ def test_client_auth_scenarios_through_deputy(tmp_path: Path) -> None:
     assert set(expected) <= set(scenarios), f"listed but not in the suite: {sorted(set(expected) - set(scenarios))}"
 
     started = time.monotonic()
-    console = "\n".join(run_client_scenarios(command, wave, tmp_path) for wave in waves(scenarios))
+    console = "\n".join(run_client_scenarios(command, wave, tmp_path, adapter_host) for wave in waves(scenarios))
     elapsed = time.monotonic() - started
     (tmp_path / "console.log").write_text(console)
     results = load_client_results(tmp_path)
@@ -182,3 +214,34 @@ def test_adapter_follows_only_deputys_own_connect_url() -> None:
                                     "login": "https://127.0.0.1:8123/connect/conf"}}, deputy) is None
     assert connect_url_in({"code": -32042, "data": {"connect_url": ours}}, deputy) == ours
     assert connect_url_in({"data": {"elicitations": [{"mode": "url", "url": ours}]}}, deputy) == ours
+
+
+def _host_children(host_socket: Path) -> set[int]:
+    """The pids of the adapter host's children (the host is the process listening on ``host_socket``)."""
+    [host] = [int(pid) for pid in subprocess.run(["pgrep", "-f", f"adapter_host {host_socket}"], capture_output=True,
+                                                 text=True, check=False).stdout.split()]
+    return {int(pid) for task in Path(f"/proc/{host}/task").iterdir()
+            for pid in (task / "children").read_text().split()}
+
+
+def test_the_launcher_hands_over_its_streams_arguments_and_exit_status(adapter_host: Path, tmp_path: Path) -> None:
+    """What the suite sees of a forked adapter is what it saw of ``python -m``: its output on the launcher's own
+    streams, the adapter's exit status; the adapter reads the argument the suite appended."""
+    usage = subprocess.run(adapter_command(adapter_host), shell=True, capture_output=True, text=True, timeout=60,
+                           check=False)
+    assert usage.returncode == 1 and "usage: upstream_auth_adapter SERVER_URL" in usage.stderr, usage
+    with socket.socket() as silent:  # accepts, never answers: the adapter's Deputy waits on it
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/mcp"
+        launcher = subprocess.Popen(f"{adapter_command(adapter_host)} {url}", shell=True, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, env={**os.environ, "MCP_CONFORMANCE_SCENARIO": "x"})
+        deadline = time.monotonic() + 60
+        while not (children := _host_children(adapter_host)):
+            assert launcher.poll() is None and time.monotonic() < deadline, "no adapter was forked"
+            time.sleep(0.05)
+        launcher.terminate()  # the suite's kill at its timeout
+        launcher.wait(10)
+        while children & _host_children(adapter_host):  # its adapter ends with it
+            assert time.monotonic() < deadline, "the adapter outlived its launcher"
+            time.sleep(0.05)
