@@ -21,7 +21,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,7 +38,8 @@ from deputy.audit.note import NoteSigner, NoteVerifier
 from deputy.audit.records import parse_record
 from deputy.storage.db import Database
 from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
-from tests.support.deputy_process import PASSWORD, RunningDeputy, _wait_http, write_config
+from tests.support.deputy_process import PASSWORD, RunningDeputy, _wait_http, add_users, write_config
+from tests.support.forked_deputy import ForkedDeputy, start_deputy
 from tests.support.sdk_client import free_port
 
 TRIGGER = "deputy_test_block_audit"
@@ -324,15 +324,16 @@ class KillableDeputy:
             f"http://127.0.0.1:{port}", directory / "data", config, database_url, upstream_url, env
         )
         self.log_path = directory / "deputy.log"
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: ForkedDeputy | None = None
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
+        """``python -m deputy serve``, forked from a process that imported Deputy once
+        (:mod:`tests.support.forked_deputy`): restarted twenty times per backend under load, its imports were most
+        of a fault test's time. Its start (configuration, storage, recovery of the audit log) is its own."""
         assert self.process is None or self.process.poll() is not None, "deputy is already running"
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "deputy", "serve"], env=self.deputy.env, stdout=self._log, stderr=subprocess.STDOUT
-        )
+        self.process = start_deputy(["serve"], self.deputy.env, stdout=self._log, stderr=subprocess.STDOUT)
         _wait_http(f"{self.deputy.url}/healthz", self.process, "deputy serve")
 
     def kill(self) -> None:
@@ -366,22 +367,11 @@ def killable_deputy(
     extra_config: str = "",
     users: Mapping[str, str] | None = None,
 ) -> Iterator[KillableDeputy]:
-    """A started `KillableDeputy` with ``users`` (username: password; alice by default), added by concurrent
-    ``deputy users add`` processes; stopped on exit."""
+    """A started `KillableDeputy` with ``users`` (username: password; alice by default), added as
+    ``deputy users add`` does, in this process (:func:`tests.support.deputy_process.add_users`: no process start
+    of two seconds of imports each); stopped on exit."""
     killable = KillableDeputy(directory, database_url, upstream_url, extra_config)
-    adding = [
-        subprocess.Popen(
-            [sys.executable, "-m", "deputy", "users", "add", name, "--password", password],
-            env=killable.deputy.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        for name, password in (users or {"alice": PASSWORD}).items()
-    ]
-    for process in adding:
-        _, stderr = process.communicate(timeout=60)
-        if process.returncode != 0:
-            raise RuntimeError(f"deputy users add failed: {stderr.decode(errors='replace')}")
+    add_users(killable.deputy, tuple((users or {"alice": PASSWORD}).items()))
     try:
         killable.start()
         yield killable
