@@ -76,14 +76,24 @@ def oauth_server(name: str, upstream: ProtectedUpstream) -> str:
 
 
 @pytest.fixture(scope="module")
-def setup(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    directory = tmp_path_factory.mktemp(f"deputy-upstream-oauth-{backend}")
+def upstreams() -> Iterator[tuple[Upstream, Upstream]]:
+    """``ext`` and ``short`` with their authorization servers, started once for both backends' Deputies: each
+    Deputy registers a client of its own at each AS, the tests of one module run one at a time, and each counts
+    tokens, token requests and revocations from where it started."""
     with (upstream_oauth.upstream_oauth(logins=LOGINS) as (ext_auth, ext_server),
           upstream_oauth.upstream_oauth(access_token_ttl=SHORT_TTL, logins=LOGINS) as (short_auth, short_server)):
-        extra = oauth_server("ext", ext_server) + oauth_server("short", short_server)
-        with (database_url(backend, directory) as url,
-              running_deputy(directory, url, upstream_url, extra, users=OTHERS) as deputy):
-            yield Setup(deputy, Upstream("ext", ext_auth, ext_server), Upstream("short", short_auth, short_server))
+        yield Upstream("ext", ext_auth, ext_server), Upstream("short", short_auth, short_server)
+
+
+@pytest.fixture(scope="module")
+def setup(backend: str, upstream_url: str, upstreams: tuple[Upstream, Upstream],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    directory = tmp_path_factory.mktemp(f"deputy-upstream-oauth-{backend}")
+    ext, short = upstreams
+    extra = oauth_server("ext", ext.server) + oauth_server("short", short.server)
+    with (database_url(backend, directory) as url,
+          running_deputy(directory, url, upstream_url, extra, users=OTHERS) as deputy):
+        yield Setup(deputy, ext, short)
 
 
 # ----------------------------------------------------------------------------- the client and the browser

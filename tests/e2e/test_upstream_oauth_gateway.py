@@ -67,10 +67,19 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def oauth_parts() -> Iterator[tuple[UpstreamAuthServer, ProtectedUpstream]]:
+    """The AS and the upstream, started once for both backends' Deputies: each Deputy registers a client of its own
+    at the AS, and each test counts what the upstream saw from where it started."""
+    with upstream_oauth(logins=USERS) as parts:
+        yield parts
+
+
+@pytest.fixture(scope="module")
+def stack(backend: str, upstream_url: str, oauth_parts: tuple[UpstreamAuthServer, ProtectedUpstream],
+          tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp(f"deputy-oauth-gateway-{backend}")
-    with upstream_oauth(logins=USERS) as (auth, upstream):
-        extra = delegation_config(extra=f'''
+    auth, upstream = oauth_parts
+    extra = delegation_config(extra=f'''
 [servers.ext]
 title = "Ext Tools"
 url = "{upstream.url}"
@@ -79,10 +88,10 @@ scopes = ["ext:tools"]
 [servers.ext.oauth]
 trusted_hosts = ["127.0.0.1"]
 ''')
-        with (database_url(backend, directory) as url,
-              running_deputy(directory, url, upstream_url, extra,
-                             users=tuple((user, password(user)) for user in USERS[1:])) as deputy):
-            yield Stack(deputy, auth, upstream)
+    with (database_url(backend, directory) as url,
+          running_deputy(directory, url, upstream_url, extra,
+                         users=tuple((user, password(user)) for user in USERS[1:])) as deputy):
+        yield Stack(deputy, auth, upstream)
 
 
 @asynccontextmanager
