@@ -105,7 +105,10 @@ def _receive(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
 def serve(socket_path: str) -> None:
     """Fork a ``python -m deputy`` per request on ``socket_path`` until standard input closes."""
     for module in PRELOAD:
-        __import__(module)
+        # One that fails to import (renamed, or broken mid-edit) is left to the child, which fails as
+        # `python -m deputy` would.
+        with contextlib.suppress(Exception):
+            __import__(module)
     if threading.active_count() != 1:  # a thread would be missing in every child, holding whatever lock it held
         raise RuntimeError(f"importing Deputy started threads: {threading.enumerate()}")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
