@@ -9,6 +9,7 @@ import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -26,6 +27,7 @@ from tests.e2e.workers_support import (
 )
 from tests.support.audit_log import log_verifier, read_log, verify_log
 from tests.support.databases import database_url
+from tests.support.demo_policies import DEMO_POLICIES
 from tests.support.deputy_process import PUBLIC_CLIENT, RunningDeputy, running_deputy
 from tests.support.eventually import eventually
 from tests.support.oauth_flow import INITIALIZE, tokens_for_alice
@@ -56,7 +58,15 @@ METRICS_PORT = _metrics_port()
 @pytest.fixture(scope="module")
 def deputy(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory: Path = tmp_path_factory.mktemp("deputy-workers")
-    extra = f'\n[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\n'
+    extra = f'''
+[servers.guarded]
+url = "{upstream_url}"
+scopes = ["demo:tools", "demo:admin"]
+policies = "{DEMO_POLICIES}"
+
+[metrics]
+listen = "127.0.0.1:{METRICS_PORT}"
+'''
     with database_url("sqlite", directory) as url, running_deputy(
             directory, url, upstream_url, extra, environment={"DEPUTY_WORKERS": "2"},
             users=(("bob", BOB_PASSWORD),)) as running:
@@ -68,13 +78,15 @@ def _port(deputy: RunningDeputy) -> int:
     return int(deputy.url.rsplit(":", 1)[1])
 
 
-async def _tool_calls_per_worker() -> list[float]:
+async def _tool_calls_per_worker(*labels: str) -> list[float]:
+    """Each worker's count of tools/call requests (with ``labels`` too), from its own /metrics."""
     counts = []
     async with httpx.AsyncClient(timeout=30) as http:
         for index in range(2):
             text = (await http.get(f"http://127.0.0.1:{METRICS_PORT + index}/metrics")).text
             counts.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                              if line.startswith("deputy_requests_total{") and 'method="tools/call"' in line))
+                              if line.startswith("deputy_requests_total{") and 'method="tools/call"' in line
+                              and all(label in line for label in labels)))
     return counts
 
 
@@ -121,6 +133,51 @@ async def test_a_revocation_on_one_worker_is_seen_by_every_worker(deputy: Runnin
         assert [a.status_code for a in answers] == [401] * 12
 
     await eventually(refused_everywhere)
+
+
+async def _delete_user(deputy: RunningDeputy, token: str, user_id: int, session: str) -> dict[str, Any]:
+    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "delete_user", "arguments": {"id": user_id, "reason": "left"}}}
+    answer = await fresh_post(deputy, token, call, server="guarded", session=session)
+    assert answer.status_code == 200, answer.text
+    if answer.headers["content-type"].startswith("text/event-stream"):  # the upstream's answer
+        return sse_messages(answer.text)[-1]
+    body: dict[str, Any] = answer.json()  # Deputy's own (held)
+    return body
+
+
+async def test_an_approval_is_one_for_every_worker(deputy: RunningDeputy) -> None:
+    wait_for_workers(deputy, 2)
+    token, _ = await tokens_for_alice(deputy, deputy.resource("guarded"))
+    opened = await fresh_post(deputy, token, INITIALIZE, server="guarded")
+    assert opened.status_code == 200, opened.text
+    session = opened.headers["mcp-session-id"]
+    held = (await _delete_user(deputy, token, 4242, session))["error"]["data"]["approval_id"]
+    before = await _tool_calls_per_worker('server="guarded"', 'outcome="held"')
+    for _ in range(10):  # retries on connections of their own until both workers have held the call
+        retries = await asyncio.gather(*(_delete_user(deputy, token, 4242, session) for _ in range(8)))
+        assert {retry["error"]["data"]["approval_id"] for retry in retries} == {held}, "one approval, not one each"
+        after = await _tool_calls_per_worker('server="guarded"', 'outcome="held"')
+        if all(a > b for a, b in zip(after, before, strict=True)):
+            break
+    else:
+        raise AssertionError(f"one worker held every retry: {before} -> {after}")
+
+    # Approved calls, each made on a connection of its own, until both workers have let one through.
+    before = await _tool_calls_per_worker('server="guarded"', 'outcome="forwarded"')
+    for user_id in range(5000, 5012):
+        approval = (await _delete_user(deputy, token, user_id, session))["error"]["data"]["approval_id"]
+        decided = deputy.cli("approvals", "approve", approval, "--as", "bob")
+        assert decided.returncode == 0, decided.stderr
+        proceeded = await _delete_user(deputy, token, user_id, session)
+        assert "result" in proceeded, proceeded
+        again = await _delete_user(deputy, token, user_id, session)
+        assert again["error"]["data"]["approval_id"] != approval, "used once, by whichever worker: held again"
+        after = await _tool_calls_per_worker('server="guarded"', 'outcome="forwarded"')
+        if all(a > b for a, b in zip(after, before, strict=True)):
+            break
+    else:
+        raise AssertionError(f"one worker forwarded every approved call: {before} -> {after}")
 
 
 # stdio sessions: a request reaching the worker that does not hold the session's process
@@ -176,6 +233,30 @@ async def test_a_stdio_session_is_served_by_its_worker_whichever_worker_is_reach
     assert status == 200, text
     gone = await fresh_post(deputy, token, CALL, server="local", session=session)
     assert gone.status_code == 404, "the owner ended the session: unknown on every worker"
+
+
+async def test_a_get_stream_is_opened_at_the_owner_through_the_other_worker(deputy: RunningDeputy) -> None:
+    wait_for_workers(deputy, 2)
+    token, _ = await tokens_for_alice(deputy, deputy.resource("local"))
+    session, owner = await _stdio_session(deputy, token)
+    pid = worker_pid(deputy, owner)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        sock = raw_request(_port(deputy), "GET", "/mcp/local",
+                           {**_headers(token, session), "Accept": "text/event-stream"})
+        wait_accepted(_port(deputy))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    with sock:
+        head = b""
+        while b"\r\n\r\n" not in head:  # the stream stays open: only its head is read, then it is left
+            chunk = sock.recv(4096)
+            assert chunk, head
+            head += chunk
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"content-type: text/event-stream" in head.lower()
+    still = await fresh_post(deputy, token, CALL, server="local", session=session)
+    assert still.status_code == 200, "the session outlives the stream that was left"
 
 
 async def test_session_ids_cannot_be_moved_nor_borrowed(deputy: RunningDeputy) -> None:
