@@ -30,7 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Required, TypedDict, Unpack
 
-from sqlalchemy import and_, case, delete, select, update
+from sqlalchemy import and_, bindparam, case, delete, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from deputy.clock import now
 from deputy.handles import handle_hash, same_secret
 from deputy.hashing import hash_secret, verify_client_secret
+from deputy.storage.db import one_writer
 from deputy.storage.tables import assertion_jtis, clients
 
 STATUSES = ("active", "pending", "denied", "removed")
@@ -194,7 +195,7 @@ class ClientRepository:
         there only refuses an identifier its client should not have reused.
         """
         t = now()
-        async with self.engine.begin() as conn:
+        async with one_writer(self.engine), self.engine.begin() as conn:
             if t - self._pruned_at >= PRUNE_INTERVAL:
                 self._pruned_at = t
                 await conn.execute(delete(assertion_jtis).where(assertion_jtis.c.expires_at < t))
@@ -278,13 +279,15 @@ async def hold_if_active(conn: AsyncConnection, client_id: str) -> bool:
 async def hold_active_client(conn: AsyncConnection, client_id: str) -> Client | None:
     """:func:`hold_if_active`, returning the row it holds (None: not active) so that the caller can compare it with
     the copy the request was authenticated against (:func:`same_credentials`); one statement, as there."""
-    live = and_(clients.c.client_id == client_id, clients.c.status == "active")
-    if conn.dialect.name == "postgresql":
-        row = (await conn.execute(select(clients).where(live).with_for_update(read=True))).first()
-    else:
-        row = (await conn.execute(update(clients).where(live).values(status=clients.c.status)
-                                  .returning(*clients.c))).first()
+    statement = _HOLD_ACTIVE_POSTGRESQL if conn.dialect.name == "postgresql" else _HOLD_ACTIVE_SQLITE
+    row = (await conn.execute(statement, {"held_client_id": client_id})).first()
     return _client(row) if row is not None else None
+
+
+_ACTIVE = and_(clients.c.client_id == bindparam("held_client_id"), clients.c.status == "active")
+# Built once: SQLAlchemy reuses their cache keys and compiled forms (every grant of the token endpoint runs one).
+_HOLD_ACTIVE_POSTGRESQL = select(clients).where(_ACTIVE).with_for_update(read=True)
+_HOLD_ACTIVE_SQLITE = update(clients).where(_ACTIVE).values(status=clients.c.status).returning(*clients.c)
 
 
 def same_credentials(stored: Client, used: Client) -> bool:

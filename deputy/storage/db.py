@@ -11,6 +11,12 @@ an idle timeout) is known to asyncpg as closed as soon as the event loop has rea
 unused for :data:`IDLE_BEFORE_PING` seconds is pinged first (a peer that vanished without closing, e.g. a
 failover); none is kept longer than :data:`RECYCLE_SECONDS`. A connection lost in the middle of a statement fails
 that request (503, fail closed) and SQLAlchemy then replaces every connection opened before the loss.
+
+SQLite has one writer. Write transactions of this process that many requests run at once (a grant, a client
+assertion's ``jti``) take :func:`one_writer` first: they queue on an ``asyncio.Lock`` without holding a pooled
+connection, instead of each holding one while sleeping in SQLite's busy handler for the database's write lock
+(which then only other processes, and the audit log's writer thread, contend for). The pool keeps as many
+connections as PostgreSQL's, so that a burst does not open and close aiosqlite connections (a thread each).
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import fcntl
 import logging
 import os
 import time
+import weakref
+from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +68,8 @@ class Database:
                 # Created 0600 before SQLite opens it; its -wal and -shm files take the same mode.
                 os.close(os.open(self.sqlite_path, os.O_RDWR | os.O_CREAT, 0o600))
             # hide_parameters: an error's text (logged) never carries the values of a statement, e.g. a record's.
-            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15}, hide_parameters=True)
+            self.engine: AsyncEngine = create_async_engine(url, connect_args={"timeout": 15}, pool_size=10,
+                                                           max_overflow=10, hide_parameters=True)
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         else:
             self.engine = create_async_engine(url, pool_size=10, max_overflow=10, pool_recycle=RECYCLE_SECONDS,
@@ -101,6 +110,25 @@ class Database:
 
     async def dispose(self) -> None:
         await self.engine.dispose()
+
+
+_writers: weakref.WeakKeyDictionary[AsyncEngine, dict[asyncio.AbstractEventLoop, asyncio.Lock]] = \
+    weakref.WeakKeyDictionary()
+
+
+def one_writer(engine: AsyncEngine) -> AbstractAsyncContextManager[Any]:
+    """Held around a write transaction on ``engine``: on SQLite, one such transaction of this process at a time
+    (per event loop: a lock belongs to one); on PostgreSQL, nothing (row locks decide)."""
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    locks = _writers.setdefault(engine, {})
+    loop = asyncio.get_running_loop()
+    lock = locks.get(loop)
+    if lock is None:
+        for stale in [other for other in locks if other.is_closed()]:
+            del locks[stale]
+        lock = locks[loop] = asyncio.Lock()
+    return lock
 
 
 def _lock_file(path: Path) -> int:

@@ -25,9 +25,10 @@ The check in the ``INSERT`` runs on both, so neither backend relies on the other
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Mapping, Sequence
 
-from sqlalchemy import and_, exists, literal, or_, select, update
+from sqlalchemy import BindParameter, Insert, Select, and_, bindparam, exists, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -55,25 +56,43 @@ async def insert_derived(conn: AsyncConnection, values: Mapping[str, object], *,
     sources = sorted({g for g in (parent_grant_id, actor_grant_id) if g is not None})
     row = {**values, "parent_grant_id": parent_grant_id, "actor_grant_id": actor_grant_id}
     if not sources:
-        await conn.execute(grants.insert().values(**row))
+        await conn.execute(_INSERT, row)
         return True
-    source = grants.alias("source")
-    live = [exists().where(and_(source.c.grant_id == g, source.c.revoked_at.is_(None))) for g in sources]
+    bound = {f"source_{i}": g for i, g in enumerate(sources)}
     if conn.dialect.name == "postgresql":
         try:
-            held = (await conn.execute(
-                select(grants.c.grant_id).where(and_(grants.c.grant_id.in_(sources), grants.c.revoked_at.is_(None)))
-                .order_by(grants.c.grant_id).with_for_update(read=True, nowait=True))).all()
+            held = (await conn.execute(_hold_sources(len(sources)), bound)).all()
         except DBAPIError as exc:
             if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
                 return False  # a source is being revoked right now
             raise
         if len(held) != len(sources):
             return False
-    names = list(row)
-    inserted = await conn.execute(grants.insert().from_select(
-        names, select(*(literal(row[n], grants.c[n].type) for n in names)).where(and_(*live))))
+    inserted = await conn.execute(_insert_if_live(tuple(row), len(sources)),
+                                  {**{f"value_{n}": v for n, v in row.items()}, **bound})
     return inserted.rowcount == 1
+
+
+# The statements of an exchange, built once per shape: SQLAlchemy then reuses their cache keys and compiled forms
+# instead of building and hashing a new expression for every request.
+
+_INSERT = grants.insert()
+
+
+@functools.cache
+def _hold_sources(count: int) -> Select[tuple[str]]:
+    ids: list[BindParameter[str]] = [bindparam(f"source_{i}") for i in range(count)]
+    return (select(grants.c.grant_id).where(and_(grants.c.grant_id.in_(ids), grants.c.revoked_at.is_(None)))
+            .order_by(grants.c.grant_id).with_for_update(read=True, nowait=True))
+
+
+@functools.cache
+def _insert_if_live(names: tuple[str, ...], count: int) -> Insert:
+    source = grants.alias("source")
+    live = [exists().where(and_(source.c.grant_id == bindparam(f"source_{i}"), source.c.revoked_at.is_(None)))
+            for i in range(count)]
+    values = select(*(bindparam(f"value_{n}", type_=grants.c[n].type) for n in names)).where(and_(*live))
+    return grants.insert().from_select(list(names), values)
 
 
 async def revoke_derived(conn: AsyncConnection, grant_id: str, at: int) -> list[str]:

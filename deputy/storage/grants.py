@@ -40,6 +40,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from deputy.clock import now
 from deputy.handles import handle_hash, new_handle
 from deputy.storage.clients import Client, withdraw
+from deputy.storage.db import one_writer
 from deputy.storage.exchanged_grants import chunks, insert_derived, revoke_derived
 from deputy.storage.refusals import ClientChanged as ClientChanged
 from deputy.storage.refusals import ClientNotActive as ClientNotActive
@@ -150,7 +151,7 @@ class GrantRepository:
                       actor_grant_id)
         values = dict(grant_id=grant.grant_id, client_id=client_id, user_id=user_id, resource=resource, scope=scope,
                       auth_time=auth_time, created_at=now())
-        async with self.engine.begin() as conn:
+        async with one_writer(self.engine), self.engine.begin() as conn:
             if registered_client:
                 await _require_active(conn, client_id, confirm)  # first: the client's row before any grant's row
             if not await insert_derived(conn, values, parent_grant_id=parent_grant_id, actor_grant_id=actor_grant_id):
