@@ -27,8 +27,11 @@ Group commit: :meth:`AuditLog.append` canonicalises the record in the caller's t
 writer task commits up to ``batch_max`` queued records per transaction and then resolves their futures, so a
 receipt means the record is committed, and under load one commit serves many appends. If the transaction fails,
 every append of that batch raises :class:`AuditUnavailable` and the writer goes on with the next batch (a
-database that comes back works again). Durability is the database's: on SQLite, Deputy's ``synchronous=NORMAL``
-in WAL mode survives a process crash, while a power loss may lose the last commits.
+database that comes back works again). A record nobody waits for (``append(..., linger=True)``: a call's outcome,
+appended after its answer was sent) waits up to :data:`LINGER_SECONDS` for one somebody does wait for, to share its
+transaction: under load a call costs one commit share, not two; :meth:`AuditLog.stop` commits all that is queued.
+Durability is the database's: on SQLite, Deputy's ``synchronous=NORMAL`` in WAL mode survives a process crash, while
+a power loss may lose the last commits.
 
 Checkpoints (C2SP tlog-checkpoint): a background task signs ``origin / size / base64(root)`` every
 ``checkpoint_every`` records or ``checkpoint_interval_ms``, whichever comes first, and once more on
@@ -46,10 +49,9 @@ when ``[audit] witnesses`` are configured), so this module imports none of them.
 Metrics (:mod:`deputy.telemetry.metrics`): each committed batch's size and commit time, failed commits, and — read
 at scrape time — the queue's depth and the age of the newest checkpoint, whichever replica signed it.
 
-Measured (``bench/audit_append.py``, a shared 2-core VM, ~0.3 kB records, batch_max 512, medians of 3 runs):
-17,100 durable appends/s on SQLite and 9,100/s on PostgreSQL with 128 concurrent appenders (p50 6.8 ms / 14 ms,
-~127 records per commit); 13,400/s and 3,200/s with 16; 3,700/s and 360/s for one appender, which waits for its
-own commit every time.
+Measured (``bench/audit_append.py``, a shared 2-core VM, ~0.3 kB records, batch_max 512, medians of 3 runs): 17,100
+durable appends/s on SQLite, 9,100/s on PostgreSQL with 128 appenders (p50 6.8 / 14 ms, ~127 records per commit);
+13,400/s and 3,200/s with 16; 3,700/s and 360/s for one appender, which waits for its own commit every time.
 """
 
 from __future__ import annotations
@@ -68,14 +70,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.audit.checkpoint import Checkpoint, SignedCheckpoint
-from deputy.audit.log_plan import Node, Queued, Receipt, compact_of, decompose, fold, plan_batch
-from deputy.audit.merkle import (
-    EMPTY_ROOT,
-    CompactRange,
-    consistency_proof,
-    inclusion_proof,
-    leaf_hash,
-)
+from deputy.audit.log_plan import Node, Queued, Receipt, compact_of, decompose, fold, plan_batch, proof_ranges
+from deputy.audit.merkle import EMPTY_ROOT, CompactRange, consistency_proof, inclusion_proof, leaf_hash
 from deputy.audit.note import NoteSigner, NoteVerifier
 from deputy.audit.records import canonical
 from deputy.audit.sequencer import Sequencer
@@ -87,6 +83,9 @@ from deputy.telemetry.metrics import Metrics
 log = logging.getLogger(__name__)
 
 READ_BATCH = 1000
+# How long a record nobody waits for may stay queued for company (see the module docstring): far below the second
+# a checkpoint may take, far above the gap between two calls under load.
+LINGER_SECONDS = 0.02
 
 
 class AuditUnavailable(RuntimeError):
@@ -111,6 +110,7 @@ class AuditLog:
         self._sequencer = Sequencer(engine, settings.append_timeout_ms)
         self.commits = 0  # successful append transactions: under load, fewer than appends
         self._queue: deque[Queued] = deque()
+        self._waited_for = 0  # queued records somebody waits for (a writer with none of them may linger)
         self._wake = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._checkpointer: asyncio.Task[None] | None = None
@@ -129,17 +129,22 @@ class AuditLog:
 
     # Appending
 
-    async def append(self, record: Mapping[str, Any]) -> Receipt:
+    async def append(self, record: Mapping[str, Any], *, linger: bool = False) -> Receipt:
         """Append ``record``; returns once it is committed. Raises ``RecordError`` (not serialisable, nothing
-        queued) or ``AuditUnavailable`` (the transaction failed; nothing of it is stored)."""
+        queued) or ``AuditUnavailable`` (the transaction failed; nothing of it is stored). ``linger``: nobody is
+        held until it commits, so it may wait for company (:data:`LINGER_SECONDS`, the module docstring)."""
         entry = canonical(record)
         if self._stopped:
             raise AuditUnavailable("the audit log is stopped")
-        future: asyncio.Future[Receipt] = asyncio.get_running_loop().create_future()
-        self._queue.append(Queued(entry, leaf_hash(entry), future))
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Receipt] = loop.create_future()
+        first = not self._queue
+        self._queue.append(Queued(entry, leaf_hash(entry), future, not linger, monotonic() if linger else 0.0))
+        self._waited_for += not linger
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._write_loop(), name="audit-log-writer")
-        self._wake.set()
+            self._writer = loop.create_task(self._write_loop(), name="audit-log-writer")
+        if first or not linger:  # a lingering record joining others does not hurry the writer
+            self._wake.set()
         # A cancelled caller leaves its record queued: it is written anyway, which errs on the side of the record.
         return await future
 
@@ -153,7 +158,15 @@ class AuditLog:
                         return
                     await self._wake.wait()
                     continue
+                if not self._waited_for and not self._stopped and len(self._queue) < self.settings.batch_max:
+                    linger = self._queue[0].queued_at + LINGER_SECONDS - monotonic()
+                    if linger > 0:  # only records nobody waits for: wait for one somebody does, or the linger
+                        self._wake.clear()
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(self._wake.wait(), linger)
+                        continue
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.settings.batch_max))]
+                self._waited_for -= sum(queued.waited_for for queued in batch)
                 began = monotonic()
                 try:
                     start, size = await self._commit(batch)
@@ -174,6 +187,7 @@ class AuditLog:
             # Cancelled (loop shutdown) mid-batch or with appends queued: none of them is known durable.
             _fail([*batch, *self._queue], None)
             self._queue.clear()
+            self._waited_for = 0
 
     async def _compact(self, conn: AsyncConnection) -> CompactRange | None:
         head = await self._sequencer.head(conn)
@@ -302,13 +316,13 @@ class AuditLog:
 
     async def inclusion_proof(self, index: int, size: int) -> list[bytes]:
         """RFC 9162 §2.1.3.1 PATH for leaf ``index`` in the tree of ``size`` leaves (``size`` <= the head)."""
-        ranges = _ranges(lambda fetch: inclusion_proof(index, size, fetch))
+        ranges = proof_ranges(lambda fetch: inclusion_proof(index, size, fetch))
         hashes = await self._subtree_roots(ranges, size)
         return inclusion_proof(index, size, lambda s, e: hashes[(s, e)])
 
     async def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
         """RFC 9162 §2.1.4.1 PROOF from ``old_size`` to ``new_size`` (``0 < old_size <= new_size`` <= the head)."""
-        ranges = _ranges(lambda fetch: consistency_proof(old_size, new_size, fetch))
+        ranges = proof_ranges(lambda fetch: consistency_proof(old_size, new_size, fetch))
         hashes = await self._subtree_roots(ranges, new_size)
         return consistency_proof(old_size, new_size, lambda s, e: hashes[(s, e)])
 
@@ -368,18 +382,6 @@ async def _newest_checkpoint(conn: AsyncConnection) -> tuple[int, int] | None:
     row = (await conn.execute(select(audit_checkpoints.c.size, audit_checkpoints.c.created_at)
                               .order_by(audit_checkpoints.c.size.desc()).limit(1))).first()
     return (int(row.size), int(row.created_at)) if row is not None else None
-
-
-def _ranges(proof: Any) -> list[tuple[int, int]]:
-    """The subtree ranges a proof generator asks for: its shape depends only on the sizes."""
-    asked: list[tuple[int, int]] = []
-
-    def record(start: int, end: int) -> bytes:
-        asked.append((start, end))
-        return b""
-
-    proof(record)
-    return asked
 
 
 async def _after_checkpoint(callback: Callable[[SignedCheckpoint], Awaitable[None]], signed: SignedCheckpoint) -> None:

@@ -9,6 +9,7 @@ fold is its hash, so a root or a proof reads O(log n) rows.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from deputy.audit.merkle import CompactRange, node_hash
@@ -27,6 +28,8 @@ class Queued:
     entry: bytes
     leaf: bytes
     future: asyncio.Future[Receipt]
+    waited_for: bool = True  # someone waits for this commit (a call about to be forwarded); else it may linger
+    queued_at: float = 0.0  # monotonic seconds, for a record that may linger
 
 
 Node = tuple[int, int]  # (level, idx): the perfect subtree of 2**level leaves from leaf idx * 2**level
@@ -83,3 +86,15 @@ def fold(hashes: list[bytes]) -> bytes:
     for h in reversed(hashes[:-1]):
         root = node_hash(h, root)
     return root
+
+
+def proof_ranges(proof: Callable[[Callable[[int, int], bytes]], object]) -> list[tuple[int, int]]:
+    """The subtree ranges a proof generator asks for: its shape depends only on the sizes."""
+    asked: list[tuple[int, int]] = []
+
+    def record(start: int, end: int) -> bytes:
+        asked.append((start, end))
+        return b""
+
+    proof(record)
+    return asked

@@ -17,8 +17,9 @@ HTTP status, the size and SHA-256 of the relayed body (JSON or the SSE stream as
 duration, and ``complete``: false when the answer was cut short — the upstream broke off
 mid-stream or the client left before its end (:data:`~deputy.gateway.responses.INCOMPLETE`), or
 the body was never ended (the relay failed) — the size and digest being then those of the part
-the client got. It is appended without holding the client (the answer has already been sent); a
-failure to append it is logged. A call answered by Deputy in the upstream's stead because the user's own upstream
+the client got. It is appended without holding the client (the answer has already been sent), and may wait a
+moment for the next call's decision to share its commit (:data:`deputy.audit.log.LINGER_SECONDS`); a failure to
+append it is logged. A call answered by Deputy in the upstream's stead because the user's own upstream
 credential was missing or unusable (``credentials = "oauth"``, :mod:`deputy.gateway.connection_answers`) says so:
 ``not_forwarded`` (``connection_needed`` or ``connection_failed``) and ``not_forwarded_reason`` (why: the
 :class:`~deputy.connections.model.ConnectionNeeded` reason, or the :class:`~deputy.connections.errors.ConnectionFailed`
@@ -155,6 +156,6 @@ class AuditStage:
 
     async def _append_quietly(self, record: dict[str, Any]) -> None:
         try:
-            await self.log.append(record)
+            await self.log.append(record, linger=True)  # nobody waits for it: it may share the next call's commit
         except (AuditUnavailable, RecordError) as exc:
             log.error("call outcome not recorded: %s", exc)

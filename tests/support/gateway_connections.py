@@ -159,7 +159,7 @@ class FakeAuthenticator:
 class MemoryLog:
     records: list[dict[str, Any]] = field(default_factory=list)
 
-    async def append(self, record: dict[str, Any]) -> None:
+    async def append(self, record: dict[str, Any], *, linger: bool = False) -> None:
         self.records.append(record)
 
 

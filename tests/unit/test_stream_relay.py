@@ -79,7 +79,7 @@ class RecordingLog:
     def __init__(self) -> None:
         self.records: list[dict[str, Any]] = []
 
-    async def append(self, record: dict[str, Any]) -> None:
+    async def append(self, record: dict[str, Any], *, linger: bool = False) -> None:
         self.records.append(record)
 
 
