@@ -99,10 +99,12 @@ def _alive(pid: int) -> bool:
 
 
 async def _spare_of(spares: Spares, server: str, besides: set[int]) -> int:
+    """The one live process of ``server`` outside ``besides`` (the sessions' own, or all known so far): its spare.
+    Processes of sessions ended earlier are gone, whatever order the tests ran in."""
     async def started() -> int:
-        waiting = [pid for pid in spares.starts(server) if pid not in besides]
-        assert waiting, f"no spare of {server} started yet"
-        return waiting[-1]
+        waiting = [pid for pid in spares.starts(server) if pid not in besides and _alive(pid)]
+        assert len(waiting) == 1, f"{server}: waiting for exactly one spare, found {waiting}"
+        return waiting[0]
     return await eventually(started)
 
 
@@ -120,9 +122,7 @@ async def test_a_new_session_takes_the_spare_and_a_replacement_starts(spares: Sp
             received = served["received"]
             assert isinstance(received, list) and received[0] == "initialize", \
                 "a spare is sent nothing before the session's own initialize"
-            replacement = await _spare_of(spares, "warm", {first_pid, spare})
-            assert _alive(replacement)
-            assert len(spares.starts("warm")) == 3, "one replacement, not more"
+            await _spare_of(spares, "warm", {first_pid, spare})  # one replacement, not more
 
 
 async def _asserted(condition: bool, message: str) -> None:
