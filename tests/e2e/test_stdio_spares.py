@@ -230,3 +230,27 @@ async def test_no_spare_outlives_deputy(upstream_url: str, tmp_path: Path) -> No
 
 async def _asserted_none(alive: list[int]) -> None:
     assert not alive, f"orphaned processes: {alive}"
+
+
+async def test_with_two_workers_every_session_id_names_its_worker_and_each_session_keeps_its_process(
+        upstream_url: str, tmp_path: Path) -> None:
+    """``serve --workers 2``: the id the client gets starts with ``w<index>-`` (the worker whose child the process
+    is), and every later request of the session reaches that process, whichever worker accepts the connection."""
+    with database_url("sqlite", tmp_path) as url, \
+            running_deputy(tmp_path, url, upstream_url, servers_config(tmp_path, {"warm": (1, ())}),
+                           environment={"DEPUTY_WORKERS": "2"}) as deputy:
+        token, _ = await tokens_for_alice(deputy, deputy.resource("warm"))
+        opened: list[str] = []
+
+        async def remember(response: httpx2.Response) -> None:
+            if "mcp-session-id" in response.headers:
+                opened.append(response.headers["mcp-session-id"])
+
+        for _ in range(4):
+            async with (httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30.0,
+                                           event_hooks={"response": [remember]}) as http,
+                        Client(streamable_http_client(deputy.resource("warm"), http_client=http),
+                               mode="legacy") as client):
+                pids = {(await whoami(client))["pid"] for _ in range(3)}
+                assert len(pids) == 1, "one session, one process, whichever worker took the connection"
+        assert opened and all(session[:3] in ("w0-", "w1-") for session in opened), opened
