@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Column, Table
@@ -17,8 +18,16 @@ from rich.table import Column, Table
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.terminal_text import line, shown
 from deputy.services import Services
-from deputy.storage.approvals import Approval, ApprovalRefused, Status
-from deputy.storage.users import User
+
+# The storage (SQLAlchemy, the migrations) is imported by the commands that open it, not by `deputy --help`.
+if TYPE_CHECKING:
+    from deputy.storage.approvals import Approval, ApprovalRefused
+    from deputy.storage.users import User
+
+# deputy.storage.approvals.Status's values, for --status: typer reads every command's options at each start, and
+# importing the storage for them would cost every command a second (tests/unit/test_lazy_imports.py keeps them equal).
+STATUS_NAMES = ("pending", "approved", "denied", "used", "expired")
+StatusName = StrEnum("StatusName", {name: name for name in STATUS_NAMES})  # type: ignore[misc]
 
 approvals_app = typer.Typer(help="Calls held for a human approval.", no_args_is_help=True)
 
@@ -45,13 +54,15 @@ def _arguments(approval: Approval) -> str:
 
 @approvals_app.command("list")
 def approvals_list(config: ConfigOption = None,
-                   status: Annotated[Status | None, typer.Option("--status", help="only these")] = None) -> None:
+                   status: Annotated[StatusName | None, typer.Option("--status", help="only these")] = None) -> None:
     """List approvals, newest first: the call, whose it is, its status and expiry."""
+    from deputy.storage.approvals import Status
+
     settings = settings_or_exit(config)
 
     async def work(services: Services) -> tuple[dict[str, str], list[Approval]]:
         names = {u.user_id: u.username for u in await services.users.list()}
-        return names, await services.approvals.list(status)
+        return names, await services.approvals.list(Status(status) if status is not None else None)
 
     names, approvals = with_services(settings, work)
     table = Table(Column("id", no_wrap=True), "server", "tool", "arguments", "user", "agent", "status",
@@ -64,6 +75,8 @@ def approvals_list(config: ConfigOption = None,
 
 
 def _decide(config: ConfigOption, approval_id: str, approver: str, approve: bool) -> None:
+    from deputy.storage.approvals import ApprovalRefused
+
     settings = settings_or_exit(config)
 
     async def work(services: Services) -> Approval | ApprovalRefused | None:

@@ -18,23 +18,21 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from sqlalchemy import select
 
 from deputy import bounded_json
-from deputy.audit.bundle import BundleError, check_bundle, check_consistency, consistency, make_bundle
-from deputy.audit.export import export_jsonl
-from deputy.audit.log import AuditLog
-from deputy.audit.note import NoteVerifier
 from deputy.cli.audit_common import QuorumOption, WitnessOption, log_key, run, witness_keys
 from deputy.cli.audit_keys import checkpoint, key_app
 from deputy.cli.audit_verify import verify
 from deputy.cli.common import ConfigOption, console, err
 from deputy.cli.small_input import PROOF_BYTES, PROOF_LINES, read_small
 from deputy.cli.terminal_text import line, shown, shown_json
-from deputy.storage.tables import audit_leaves
+
+if TYPE_CHECKING:
+    from deputy.audit.log import AuditLog
+    from deputy.audit.note import NoteVerifier
 
 audit_app = typer.Typer(help="The tamper-evident audit log: verify, prove, tail, export.", no_args_is_help=True)
 
@@ -50,6 +48,7 @@ def prove(
     size: Annotated[int | None, typer.Option(help="prove against this checkpoint (default: the latest)")] = None,
 ) -> None:
     """Print a C2SP tlog-proof of one record (the record, its inclusion path, the signed checkpoint)."""
+    from deputy.audit.bundle import BundleError, make_bundle
 
     async def work(log: AuditLog) -> str:
         return (await make_bundle(log, index, size)).text()
@@ -69,6 +68,8 @@ def check_proof(
     quorum: QuorumOption = None,
 ) -> None:
     """Check a record's proof offline: record, log signature, witness cosignatures, inclusion."""
+    from deputy.audit.bundle import BundleError, check_bundle
+
     witnesses = [w for _, w in witness_keys(witness, quorum)]
     try:
         text = read_small(file, PROOF_BYTES, PROOF_LINES, what="a tlog-proof")  # refused before it is read whole
@@ -98,6 +99,7 @@ def consistency_cmd(
     config: ConfigOption = None,
 ) -> None:
     """Print the proof that checkpoint A is a prefix of checkpoint B, and check it with the log's key."""
+    from deputy.audit.bundle import BundleError, check_consistency, consistency
 
     async def work(log: AuditLog) -> tuple[str, NoteVerifier]:
         return (await consistency(log, size_a, size_b)).text(), log.verifier
@@ -157,6 +159,10 @@ def tail(
     interval: Annotated[float, typer.Option(help="seconds between polls with -f")] = 1.0,
 ) -> None:
     """Print the latest records, one line each: time, index, type, user, agent, tool, outcome, decision id."""
+    from sqlalchemy import select
+
+    from deputy.storage.tables import audit_leaves
+
     wanted = {
         k: v
         for k, v in {"user": user, "agent": agent, "tool": tool, "outcome": decision, "txn": txn,
@@ -228,6 +234,8 @@ def export(
     output: Annotated[Path | None, typer.Option("--output", "-o", help="file to write (default: stdout)")] = None,
 ) -> None:
     """Stream the whole log as JSON Lines: header, records, signed checkpoints with consistency proofs."""
+    from deputy.audit.export import export_jsonl
+
     if format_ != "jsonl":
         err.print("[red]--format: only jsonl is supported[/red]")
         raise typer.Exit(2)

@@ -6,23 +6,22 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.audit.cosignature import CosignatureVerifier
-from deputy.audit.log import AuditLog
-from deputy.audit.log_keys import LogKeys
-from deputy.audit.note import NoteError, NoteSigner, NoteVerifier
-from deputy.audit.settings import load_log_keys, load_or_create_signer, retired_keys
-from deputy.audit.verify.readonly import DatabaseMissing, open_readonly
 from deputy.cli.common import err, settings_or_exit
 from deputy.cli.failures import StartupFailure, database_failure, exit_on_failure
 from deputy.cli.terminal_text import line
-from deputy.config import Settings
-from deputy.storage.db import Database
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from deputy.audit.cosignature import CosignatureVerifier
+    from deputy.audit.log import AuditLog
+    from deputy.audit.log_keys import LogKeys
+    from deputy.audit.note import NoteSigner, NoteVerifier
+    from deputy.config import Settings
 
 T = TypeVar("T")
 
@@ -37,6 +36,8 @@ QuorumOption = Annotated[
 
 def signer_or_exit(settings: Settings) -> NoteSigner:
     """The log's signing key (created on first use), or exit 2 saying why it cannot be used."""
+    from deputy.audit.settings import load_or_create_signer
+
     try:
         return load_or_create_signer(settings.audit)
     except ValueError as exc:
@@ -46,6 +47,8 @@ def signer_or_exit(settings: Settings) -> NoteSigner:
 
 def log_keys_or_exit(settings: Settings) -> LogKeys:
     """The log's key chain from the key files, never creating a key; exit 2 if there is none."""
+    from deputy.audit.settings import load_log_keys
+
     try:
         return load_log_keys(settings.audit)
     except ValueError as exc:
@@ -55,6 +58,12 @@ def log_keys_or_exit(settings: Settings) -> LogKeys:
 
 def run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
     """Run ``work`` with the configured database's audit log (migrated; its checkpointer not started)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from deputy.audit.log import AuditLog
+    from deputy.audit.settings import retired_keys
+    from deputy.storage.db import Database
+
     settings = settings_or_exit(config)
     signer = signer_or_exit(settings)
     try:
@@ -82,6 +91,10 @@ def run(config: Path | None, work: Callable[[AuditLog], Awaitable[T]]) -> T:
 
 def run_readonly(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]) -> T:
     """Run ``work`` on a read-only engine: nothing created, migrated or written; exit 1 if the log cannot be read."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from deputy.audit.verify.readonly import DatabaseMissing, open_readonly
+
     try:
         engine = open_readonly(settings.database_url)
     except DatabaseMissing as exc:
@@ -104,6 +117,8 @@ def run_readonly(settings: Settings, work: Callable[[AsyncEngine], Awaitable[T]]
 
 
 def log_key(vkey: str) -> NoteVerifier:
+    from deputy.audit.note import NoteError, NoteVerifier
+
     try:
         return NoteVerifier.from_vkey(vkey)
     except NoteError as exc:
@@ -113,6 +128,9 @@ def log_key(vkey: str) -> NoteVerifier:
 
 def witness_keys(values: list[str] | None, quorum: int | None) -> list[tuple[str | None, CosignatureVerifier]]:
     """``--witness`` values: (URL or None, cosigner key); a vkey never contains a space."""
+    from deputy.audit.cosignature import CosignatureVerifier
+    from deputy.audit.note import NoteError
+
     witnesses: list[tuple[str | None, CosignatureVerifier]] = []
     for value in values or []:
         url, _, vkey = value.rpartition(" ")

@@ -12,21 +12,19 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from typing import TYPE_CHECKING
 
 import typer
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.audit.note import NoteError, NoteVerifier, open_note
-from deputy.audit.rotation import RotationError, rotate
-from deputy.audit.settings import history_file, load_signer
-from deputy.audit.witness_push import cosigned_note
 from deputy.cli.audit_common import run_readonly, signer_or_exit
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.terminal_text import line
-from deputy.config import Settings
-from deputy.storage.db import Database
-from deputy.storage.tables import audit_checkpoints, audit_cosignatures
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from deputy.audit.note import NoteVerifier
+    from deputy.config import Settings
 
 key_app = typer.Typer(help="The log's signing key: print it, list its history, rotate it.", invoke_without_command=True)
 
@@ -42,6 +40,9 @@ def key(ctx: typer.Context, config: ConfigOption = None) -> None:
 
 def _known_keys(settings: Settings) -> list[NoteVerifier]:
     """Every verifier key the log has had, oldest first (the history file, then the current key); none created."""
+    from deputy.audit.note import NoteError, NoteVerifier
+    from deputy.audit.settings import history_file, load_signer
+
     vkeys: list[str] = []
     path = history_file(settings.audit)
     try:
@@ -68,6 +69,9 @@ def key_history(config: ConfigOption = None) -> None:
 @key_app.command("rotate")
 def key_rotate(config: ConfigOption = None) -> None:
     """Hand the log over to a new signing key. Stop every Deputy process first; start them again after."""
+    from deputy.audit.rotation import RotationError, rotate
+    from deputy.storage.db import Database
+
     settings = settings_or_exit(config)
 
     async def work() -> None:
@@ -95,6 +99,12 @@ def key_rotate(config: ConfigOption = None) -> None:
 
 def checkpoint(config: ConfigOption = None) -> None:
     """Print the latest signed checkpoint (with its cosignatures) for an auditor to keep and pass to --trusted."""
+    from sqlalchemy import select
+
+    from deputy.audit.note import NoteError, open_note
+    from deputy.audit.witness_push import cosigned_note
+    from deputy.storage.tables import audit_checkpoints, audit_cosignatures
+
     settings = settings_or_exit(config)
     keys = _known_keys(settings)
 

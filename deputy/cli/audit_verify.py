@@ -13,25 +13,12 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
-from sqlalchemy.ext.asyncio import AsyncEngine
 
-from deputy.audit.cosignature import CosignatureVerifier
-from deputy.audit.log_keys import LogKeys
-from deputy.audit.verify import (
-    Anchor,
-    AnchorError,
-    VerifyError,
-    VerifyReport,
-    fetch_witnessed,
-    trusted_checkpoint,
-    verify_database,
-    verify_file,
-)
 from deputy.cli.audit_common import (
     QuorumOption,
     WitnessOption,
@@ -43,6 +30,15 @@ from deputy.cli.audit_common import (
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.small_input import CHECKPOINT_BYTES, CHECKPOINT_LINES, read_small
 from deputy.cli.terminal_text import line, shown
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from deputy.audit.cosignature import CosignatureVerifier
+    from deputy.audit.verify import (
+        Anchor,
+        VerifyReport,
+    )
 
 PROGRESS_FROM = 50_000  # leaves; below this a progress bar only flickers
 
@@ -126,6 +122,8 @@ def render_report(report: VerifyReport) -> None:
 
 
 def _read_trusted(paths: list[Path] | None) -> list[Anchor]:
+    from deputy.audit.verify import AnchorError, trusted_checkpoint
+
     anchors = []
     for path in paths or []:
         try:
@@ -143,6 +141,7 @@ def _read_trusted(paths: list[Path] | None) -> list[Anchor]:
 
 def _fetch_witnessed(witnesses: list[tuple[str, CosignatureVerifier]], origin: str) -> list[Anchor]:
     """Each witness's latest cosigned checkpoint; a witness that cannot answer fails the verification."""
+    from deputy.audit.verify import AnchorError, fetch_witnessed
 
     async def fetch_all() -> list[Anchor]:
         return list(await asyncio.gather(*(fetch_witnessed(url, w, origin) for url, w in witnesses)))
@@ -167,6 +166,10 @@ def verify(
     workers: Annotated[int | None, typer.Option(help="processes checking records (default: auto)")] = None,
 ) -> None:
     """Verify every record, tree node and checkpoint, and the anchors given; exit 1 naming the first problem."""
+    from deputy.audit.cosignature import CosignatureVerifier
+    from deputy.audit.log_keys import LogKeys
+    from deputy.audit.verify import VerifyError, verify_database, verify_file
+
     given = witness_keys(witness, quorum)
     cosigners = [w for _, w in given]
     anchors = _read_trusted(trusted)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.markup import escape
@@ -20,12 +20,11 @@ from rich.text import Text
 from deputy import bounded_json
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.terminal_text import shown
-from deputy.config import Settings
-from deputy.oauth.client_metadata import public_jwks
-from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri
-from deputy.oauth.redirect_uris import check_redirect_uris, refuse_deputy_host
 from deputy.services import Services
-from deputy.storage.clients import STATUSES, Client
+
+if TYPE_CHECKING:
+    from deputy.config import Settings
+    from deputy.storage.clients import Client
 
 clients_app = typer.Typer(help="OAuth clients.", no_args_is_help=True)
 ClientId = Annotated[str, typer.Argument(help="the client_id")]
@@ -43,6 +42,10 @@ def clients_add(
         "--jwks-file", help="JWK Set of the client's public keys: it authenticates with private_key_jwt")] = None,
 ) -> None:
     """Register a client by hand."""
+    from deputy.oauth.client_metadata import public_jwks
+    from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri
+    from deputy.oauth.redirect_uris import check_redirect_uris, refuse_deputy_host
+
     if confidential and jwks_file is not None:
         err.print("[red]choose one: --confidential (a secret) or --jwks-file (private_key_jwt)[/red]")
         raise typer.Exit(2)
@@ -83,6 +86,8 @@ def clients_list(
     status: Annotated[str | None, typer.Option(help="only clients in this status: active, pending or denied")] = None,
 ) -> None:
     """List the clients, with their status and where they came from."""
+    from deputy.storage.clients import STATUSES
+
     if status is not None and status not in STATUSES:
         err.print(f"[red]--status must be one of {', '.join(STATUSES)}[/red]")
         raise typer.Exit(2)

@@ -9,16 +9,17 @@ words: printed through :func:`deputy.cli.terminal_text.shown`, bounded.
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Column, Table
 
 from deputy.cli.common import ConfigOption, console, fail, settings_or_exit, with_services
 from deputy.cli.terminal_text import line, shown
-from deputy.config import SERVER_NAME
 from deputy.services import Services
-from deputy.storage.connections import ConnectionRepository, StoredConnection
+
+if TYPE_CHECKING:
+    from deputy.storage.connections import StoredConnection
 
 connections_app = typer.Typer(help="Users' connections to upstreams with their own authorization server.",
                               no_args_is_help=True)
@@ -39,6 +40,8 @@ def _bounded(text: str | None) -> str:
 
 
 def _check_server(server: str | None) -> None:
+    from deputy.config import SERVER_NAME
+
     if server is not None and not SERVER_NAME.match(server):
         fail(2, f"{server!r} is not a server name")
 
@@ -59,6 +62,8 @@ async def _user_id(services: Services, username: str | None) -> str | None:
 @connections_app.command("list")
 def connections_list(config: ConfigOption = None, user: UserFilter = None, server: ServerFilter = None) -> None:
     """List connections: user, server, status, issuer, scope, created, refreshed, expires (never a token)."""
+    from deputy.storage.connections import ConnectionRepository
+
     _check_server(server)
     settings = settings_or_exit(config)
 
@@ -86,6 +91,8 @@ def connections_list(config: ConfigOption = None, user: UserFilter = None, serve
 @connections_app.command("revoke")
 def connections_revoke(config: ConfigOption = None, user: UserFilter = None, server: ServerFilter = None) -> None:
     """Disconnect: revoke the upstream tokens (RFC 7009 where offered) and delete them; --user, --server or both."""
+    from deputy.storage.connections import ConnectionRepository
+
     if user is None and server is None:
         fail(2, "give --user, --server or both")
     _check_server(server)

@@ -10,17 +10,19 @@ tokens revoked at the upstream and deleted (``connection.revoked``, ``consent_re
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
 
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.terminal_text import line, shown
-from deputy.config import SERVER_NAME, Settings
 from deputy.services import Services
-from deputy.storage.consents import Consent, ConsentRevocation
-from deputy.storage.users import User
+
+if TYPE_CHECKING:
+    from deputy.config import Settings
+    from deputy.storage.consents import Consent, ConsentRevocation
+    from deputy.storage.users import User
 
 consents_app = typer.Typer(help="Consents users gave to clients.", no_args_is_help=True)
 
@@ -70,6 +72,8 @@ def consents_revoke(
     server: Annotated[str | None, typer.Option("--server", help="only for this server (default: all)")] = None,
 ) -> None:
     """Revoke a user's consent for a client, and every token it produced."""
+    from deputy.config import SERVER_NAME
+
     settings = settings_or_exit(config)
     if server is not None and not SERVER_NAME.match(server):
         err.print(line(repr(server), " is not a server name", style="red"))

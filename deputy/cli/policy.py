@@ -20,7 +20,7 @@ import json
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -32,10 +32,10 @@ from deputy.cli.common import ConfigOption, console, err, settings_or_exit
 from deputy.cli.policy_explain import explain
 from deputy.cli.small_input import CASES_BYTES, TOOLS_BYTES, read_small
 from deputy.display_text import visible_json
-from deputy.keys import KeyRing
-from deputy.policy import Outcome, PolicyEngine, PolicyLoadError, PolicySchema, SchemaError, build_schema, load_tools
-from deputy.policy.schema import TOOLS_CALL
-from deputy.policy.user_attributes import UserAttributes, configured_claims
+
+if TYPE_CHECKING:
+    from deputy.policy import PolicyEngine, PolicySchema
+    from deputy.policy.user_attributes import UserAttributes
 
 policy_app = typer.Typer(help="Cedar policies: validate them, see the schema, test them, explain a decision.",
                          no_args_is_help=True)
@@ -45,13 +45,14 @@ ServerOption = Annotated[str | None, typer.Option("--server", help="read the too
 PoliciesOption = Annotated[Path | None, typer.Option("--policies", help="directory of *.cedar files "
                                                                          "(default: the server's, else ./policies)")]
 DEFAULT_POLICIES = Path("policies")
-OUTCOMES = tuple(str(outcome) for outcome in Outcome)
-LOCAL_USER = UserAttributes(idp="local")
 
 
 def _schema_or_exit(tools_file: Path | None, server_name: str | None, config: Path | None,
                     policies: Path | None) -> tuple[PolicySchema, Path]:
     """The schema and the policy directory to use, from ``--tools FILE`` or ``--server NAME``."""
+    from deputy.policy import SchemaError, build_schema, load_tools
+    from deputy.policy.user_attributes import configured_claims
+
     if (tools_file is None) == (server_name is None):
         err.print("[red]give exactly one of --tools FILE or --server NAME[/red]")
         raise typer.Exit(2)
@@ -82,6 +83,7 @@ def _live_tools(server_name: str, config: Path | None) -> tuple[list[dict[str, A
     # Imported here: the MCP client costs about a second at start, and only this command needs it.
     from deputy.gateway.tool_catalog import CatalogUnavailable, fetch_tools
     from deputy.gateway.upstream_credentials import upstream_credentials
+    from deputy.keys import KeyRing
 
     settings = settings_or_exit(config)
     server = settings.servers.get(server_name)
@@ -98,6 +100,8 @@ def _live_tools(server_name: str, config: Path | None) -> tuple[list[dict[str, A
 
 
 def _engine_or_exit(policies: Path, schema: PolicySchema) -> PolicyEngine:
+    from deputy.policy import PolicyEngine, PolicyLoadError
+
     try:
         return PolicyEngine(policies, schema)
     except PolicyLoadError as exc:
@@ -134,14 +138,16 @@ class _Caller:
     user: str
     agent: str
     server: str
+    user_attributes: UserAttributes
     scopes: frozenset[str] = frozenset()
     actors: tuple[Actor, ...] = ()
     txn: str | None = None
-    user_attributes: UserAttributes = LOCAL_USER
 
 
 def _user_attributes(entry: dict[str, Any], user: str) -> UserAttributes:
     """``groups``, ``email``, ``name``, ``idp`` (default ``local``) and ``claims`` of a case, checked like a token's."""
+    from deputy.policy.user_attributes import UserAttributes
+
     groups, claims = entry.get("groups", []), entry.get("claims", {})
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise ValueError("groups must be a list of strings")
@@ -168,19 +174,23 @@ class _Case:
 
 
 def _cases(path: Path) -> list[_Case]:
+    from deputy.policy import Outcome
+    from deputy.policy.schema import TOOLS_CALL
+
     document = bounded_json.loads_toml(read_small(path, CASES_BYTES, what="a file of test cases"))
     defaults = document.get("defaults", {})
     cases = []
+    outcomes = tuple(str(outcome) for outcome in Outcome)
     for index, raw in enumerate(document.get("case", []), start=1):
         entry = {**defaults, **raw}
         actors = tuple(Actor(a["sub"], a.get("client_id"), a.get("iss")) for a in entry.get("actors", []))
         user = str(entry.get("user", "alice"))
         caller = _Caller(user, str(entry.get("agent", "test-agent")), str(entry.get("server", "demo")),
-                         frozenset(entry.get("scopes", [])), actors, entry.get("txn"), _user_attributes(entry, user))
+                         _user_attributes(entry, user), frozenset(entry.get("scopes", [])), actors, entry.get("txn"))
         method = str(entry.get("method", TOOLS_CALL))
         target = entry.get("tool", entry.get("prompt", entry.get("uri")))
-        if not isinstance(target, str) or entry.get("expect") not in OUTCOMES:
-            raise ValueError(f"case {index}: needs tool, prompt or uri, and expect = " + "|".join(OUTCOMES))
+        if not isinstance(target, str) or entry.get("expect") not in outcomes:
+            raise ValueError(f"case {index}: needs tool, prompt or uri, and expect = " + "|".join(outcomes))
         policies = entry.get("policies")
         cases.append(_Case(str(raw.get("name", f"case {index}")), caller, method, target,
                            entry.get("arguments"), entry["expect"], None if policies is None else tuple(policies),

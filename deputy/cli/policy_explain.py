@@ -18,18 +18,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Column, Table
 
-from deputy.audit.records import RecordError, parse_record
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.terminal_text import line, shown
-from deputy.config import Settings
-from deputy.policy import PolicyLoadError, PolicySource
-from deputy.policy.sources import parse_policy_files, policy_set_version, read_policy_files
 from deputy.services import Services
+
+if TYPE_CHECKING:
+    from deputy.config import Settings
+    from deputy.policy import PolicySource
 
 SEARCH_BATCH = 5_000
 
@@ -39,6 +39,8 @@ Found = tuple[int, Mapping[str, Any], Mapping[str, Any] | None]
 
 async def find_decision(services: Services, decision_id: str) -> Found:
     """The decision record with ``decision_id`` (its index) and its call outcome, searching newest first."""
+    from deputy.audit.records import RecordError, parse_record
+
     needle = f'"decision_id":"{decision_id}"'.encode()
     end = await services.audit.size()
     decision: tuple[int, Mapping[str, Any]] | None = None
@@ -71,6 +73,9 @@ async def find_decision(services: Services, decision_id: str) -> Found:
 
 def _current_policies(settings: Settings, server: str) -> tuple[str | None, dict[str, PolicySource]]:
     """The server's policy-set version and policies as its directory holds them now."""
+    from deputy.policy import PolicyLoadError
+    from deputy.policy.sources import parse_policy_files, policy_set_version, read_policy_files
+
     config = settings.servers.get(server)
     if config is None or config.policies is None:
         return None, {}

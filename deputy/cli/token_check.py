@@ -14,18 +14,16 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jwk import ECKey
+from typing import TYPE_CHECKING, Any
 
 from deputy import bounded_json
 from deputy.act_chain import MalformedChain, parse_act
-from deputy.config import Settings
-from deputy.keys import ALGORITHM, KeyRing
 from deputy.numeric_date import is_time
-from deputy.oauth.access_tokens import TOKEN_TYPES
+
+if TYPE_CHECKING:
+    from joserfc.jwk import ECKey
+
+    from deputy.config import Settings
 
 EXIT_OK = 0
 EXIT_UNREADABLE = 1  # not a JWT, or the configuration or key ring could not be read
@@ -98,6 +96,10 @@ def _json_part(part: str, what: str) -> dict[str, Any]:
 
 def read_ring(directory: Path, max_token_lifetime: int, now: float) -> list[RingKey] | None:
     """Every key in the ring, with whether Deputy still publishes it; None when there is no ring."""
+    from joserfc.jwk import ECKey
+
+    from deputy.keys import ALGORITHM, KeyRing
+
     ring = KeyRing(directory, max_token_lifetime)  # the constructor reads nothing; open() would create a key
     if not (directory / "keys.json").exists():
         return None
@@ -118,6 +120,11 @@ def read_ring(directory: Path, max_token_lifetime: int, now: float) -> list[Ring
 def check_signature(token: str, header: Mapping[str, Any], keys: Sequence[RingKey],
                     where: Path) -> tuple[str, str, str | None]:
     """(signature status, what it means, status of the key that signed)."""
+    from joserfc import jws
+    from joserfc.errors import JoseError
+
+    from deputy.keys import ALGORITHM
+
     alg = header.get("alg")
     if alg != ALGORITHM:
         return "invalid", f"alg {claim_text(alg)}: Deputy signs and accepts only {ALGORITHM}", None
@@ -140,6 +147,8 @@ def check_signature(token: str, header: Mapping[str, Any], keys: Sequence[RingKe
 
 
 def verify(token: str, decoded: Decoded, settings: Settings | None, now: float) -> Verification:
+    from deputy.oauth.access_tokens import TOKEN_TYPES
+
     if settings is None:
         result = Verification("not_checked", "no configuration (--config or DEPUTY_CONFIG): decoded only")
     else:

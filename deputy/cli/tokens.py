@@ -19,10 +19,9 @@ import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from joserfc.errors import JoseError
 from rich.markup import escape
 from rich.table import Column, Table
 
@@ -40,8 +39,10 @@ from deputy.cli.token_check import (
     relative,
     verify,
 )
-from deputy.config import ConfigError, Settings, load_settings
 from deputy.numeric_date import is_time
+
+if TYPE_CHECKING:
+    from deputy.config import Settings
 
 tokens_app = typer.Typer(help="Access tokens.", no_args_is_help=True)
 
@@ -178,6 +179,8 @@ def _read_token(token: str) -> str:
 
 
 def _settings(config: Path | None) -> Settings | None:
+    from deputy.config import ConfigError, load_settings
+
     if config is None and not os.environ.get("DEPUTY_CONFIG"):
         return None
     try:
@@ -209,6 +212,8 @@ def tokens_inspect(
 
     2 the signature does not verify, the token has expired, or Deputy would refuse it (issuer, typ, claims).
     """
+    from joserfc.errors import JoseError
+
     now = clock.wall()
     try:
         text = _read_token(token)

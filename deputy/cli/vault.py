@@ -14,32 +14,30 @@ data directory; the first key seals, every key opens.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import typer
 
 from deputy.cli.common import ConfigOption, console, err, fail, settings_or_exit, with_services
 from deputy.cli.failures import EXIT_CONFIG
 from deputy.cli.terminal_text import line
-from deputy.config import Settings
 from deputy.config_values import ConfigError
-from deputy.connections.vault import (
-    ENVIRONMENT,
-    KEY_FILE,
-    KeyFile,
-    Resealed,
-    Vault,
-    environment_keys,
-    key_id,
-    new_key,
-    parse_key,
-    reseal_all,
-)
 from deputy.services import Services
-from deputy.storage.connections import ConnectionRepository
+
+if TYPE_CHECKING:
+    from deputy.config import Settings
+    from deputy.connections.vault import (
+        Resealed,
+        Vault,
+    )
 
 vault_app = typer.Typer(help="The vault of users' upstream tokens (AES-256-GCM).", no_args_is_help=True)
 
 
 def _reseal(settings: Settings, vault: Vault) -> Resealed:
+    from deputy.connections.vault import reseal_all
+    from deputy.storage.connections import ConnectionRepository
+
     async def work(services: Services) -> Resealed:
         done = await reseal_all(vault, ConnectionRepository(services.database.engine))
         await services.record("admin.action", action="vault.rotate-key", key_id=(vault.current_key_id or b"").hex(),
@@ -71,6 +69,8 @@ def rotate_key(config: ConfigOption = None) -> None:
 
 
 def _rotate_environment(settings: Settings, value: str) -> None:
+    from deputy.connections.vault import ENVIRONMENT, Vault, environment_keys, key_id, new_key
+
     keys = environment_keys(value)
     if len(keys) == 1:
         console.print(new_key(), soft_wrap=True, highlight=False)
@@ -87,6 +87,8 @@ def _rotate_environment(settings: Settings, value: str) -> None:
 
 
 def _rotate_file(settings: Settings) -> None:
+    from deputy.connections.vault import KEY_FILE, KeyFile, Vault, new_key, parse_key
+
     key_file = KeyFile(settings.data_dir / KEY_FILE)
     with key_file.locked():
         keys = key_file.read()

@@ -20,21 +20,23 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-import uvicorn
 
-from deputy.audit.cosignature import CosignatureSigner
-from deputy.audit.note import NoteError, NoteVerifier, Verifier
 from deputy.cli.common import console, err
 from deputy.cli.terminal_text import line
+
+if TYPE_CHECKING:
+    from deputy.audit.note import Verifier
 
 witness_app_cli = typer.Typer(help="A transparency log witness (C2SP tlog-witness).", no_args_is_help=True)
 
 
 def parse_logs(values: list[str]) -> dict[str, list[Verifier]]:
     """``VKEY`` or ``ORIGIN VKEY`` values to origin → log keys; raises ``NoteError``."""
+    from deputy.audit.note import NoteVerifier
+
     logs: dict[str, list[Verifier]] = {}
     for value in values:
         origin, sep, vkey = value.rpartition(" ")
@@ -52,6 +54,10 @@ def serve(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8090,
 ) -> None:
     """Serve POST /add-checkpoint and GET /checkpoint?origin=ORIGIN."""
+    import uvicorn
+
+    from deputy.audit.cosignature import CosignatureSigner
+    from deputy.audit.note import NoteError
     from deputy.audit.witness import WitnessStore, witness_app
 
     try:
@@ -95,6 +101,9 @@ def keygen(
     out: Annotated[Path | None, typer.Option("--out", help="write the signer key here (mode 0600)")] = None,
 ) -> None:
     """Make a cosigning key; print its vkey (and the signer key, unless --out is given)."""
+    from deputy.audit.cosignature import CosignatureSigner
+    from deputy.audit.note import NoteError
+
     try:
         signer = CosignatureSigner.generate(name)
     except NoteError as exc:

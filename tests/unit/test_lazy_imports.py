@@ -48,3 +48,27 @@ def test_the_sdk_helpers_are_the_sdks_once_used() -> None:
 def test_the_services_container_imports_its_parts_only_when_it_builds_them() -> None:
     loaded = loaded_packages("import deputy.services")
     assert not loaded & {"mcp", "sqlalchemy", "alembic", "aiohttp", "cedarpy"}
+
+
+HEAVY_FOR_HELP = {"mcp", "sqlalchemy", "alembic", "aiohttp", "cedarpy"}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["users", "--help"], ["audit", "--help"], ["approvals", "list", "--help"],
+                                  ["policy", "test", "--help"], ["connections", "--help"]])
+def test_the_cli_shows_its_help_without_the_storage_the_sdk_or_cedar(argv: list[str]) -> None:
+    # Every deputy command starts by importing the CLI and reading every command's options; what a command
+    # needs to run is imported when it runs.
+    loaded = loaded_packages("from deputy.cli import app\n"
+                             "try:\n"
+                             f"    app({argv!r})\n"
+                             "except SystemExit as exit:\n"
+                             "    assert not exit.code, exit.code")
+    assert not loaded & HEAVY_FOR_HELP, loaded & HEAVY_FOR_HELP
+
+
+def test_approvals_status_choices_are_the_storages_statuses() -> None:
+    from deputy.cli.approvals import STATUS_NAMES, StatusName
+    from deputy.storage.approvals import Status
+
+    assert tuple(status.value for status in Status) == STATUS_NAMES
+    assert [member.value for member in StatusName] == list(STATUS_NAMES)
