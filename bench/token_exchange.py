@@ -342,7 +342,8 @@ async def bench_backend(deputy: Deputy, backend: str, args: argparse.Namespace) 
     if args.count:
         counted = [(backend, AUTH_NAMES[auth], grant,
                     await per_request(f"{deputy.url}/token", request_maker(deputy, tokens, grant, auth), args.count,
-                                      deputy.log.with_name("counts.json"), MARKERS[grant]))
+                                      deputy.log.with_name("counts.json"), MARKERS[grant],
+                                      lambda: cpu_seconds(deputy.process.pid)))
                    for auth in args.auth for grant in args.grants]
         print_counts(console, counted)
         return []
