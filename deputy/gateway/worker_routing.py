@@ -49,9 +49,10 @@ log = logging.getLogger(__name__)
 
 PREFIX = "/mcp/"
 CONNECT_TIMEOUT = 5.0  # seconds to reach a worker's socket; the request itself may last as long as its stream
-# Hop-by-hop fields (RFC 9110 §7.6.1) belong to one connection; content-length is re-stated for the body sent on.
+# Hop-by-hop fields (RFC 9110 §7.6.1) belong to one connection; content-length is re-stated for the body sent on,
+# and the body is read whole before it is sent, so an Expect: 100-continue (RFC 9110 §10.1.1) has been met here.
 HOP_BY_HOP = frozenset({b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding",
-                        b"upgrade", b"content-length"})
+                        b"upgrade", b"content-length", b"expect"})
 # The answer's own hop-by-hop fields, and the date this worker's HTTP server states itself.
 ANSWER_DROPPED = frozenset({b"connection", b"keep-alive", b"transfer-encoding", b"date"})
 # aiohttp adds these unless told not to: the owner must see the client's request as it was.
@@ -101,7 +102,10 @@ class WorkerRouting:
     def _session(self, owner: int) -> aiohttp.ClientSession:
         session = self._sessions.get(owner)
         if session is None or session.closed:
-            connector = aiohttp.UnixConnector(path=str(self.identity.socket_path(owner)))
+            # A connection per request: a kept-alive one could be closed by the owner (its idle timeout, or its
+            # connection guard making room) just as it is reused, and that race would be answered 503. Connecting to
+            # a Unix socket costs microseconds.
+            connector = aiohttp.UnixConnector(path=str(self.identity.socket_path(owner)), force_close=True)
             timeout = aiohttp.ClientTimeout(total=None, connect=CONNECT_TIMEOUT, sock_read=None)
             session = self._sessions[owner] = open_session(timeout, connector=connector,
                                                            skip_auto_headers=NO_AUTO_HEADERS)
