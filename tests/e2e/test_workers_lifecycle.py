@@ -99,3 +99,16 @@ def test_the_workers_option_overrides_the_configuration(upstream_url: str, tmp_p
     refused = subprocess.run([sys.executable, "-m", "deputy", "serve", "--workers", "65"], env=env,
                              capture_output=True, text=True, timeout=120, check=False)
     assert refused.returncode == 2 and "--workers" in refused.stderr
+
+
+def test_workers_stop_when_the_parent_is_killed(upstream_url: str, tmp_path: Path) -> None:
+    with database_url("sqlite", tmp_path) as url, running_deputy(
+            tmp_path, url, upstream_url, environment={"DEPUTY_WORKERS": "2"}) as deputy:
+        assert deputy.process is not None
+        workers = wait_for_workers(deputy, 2)
+        deputy.process.kill()  # SIGKILL: the parent stops nobody; each worker sees its pipe to the parent end
+        deputy.process.wait(30)
+        deadline = time.monotonic() + 60
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not any(_alive(pid) for pid in workers), "no worker outlives its parent"
