@@ -31,19 +31,15 @@ can be sent to the worker whose child the process is.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 import logging
 import math
 import secrets
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-from deputy import bounded_json
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange
-from deputy.gateway.jsonrpc import Kind, McpMessage
+from deputy.gateway.jsonrpc import Kind
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
@@ -54,8 +50,9 @@ from deputy.gateway.responses import (
     relay_until_disconnect,
     send_json,
 )
-from deputy.gateway.stdio_spares import NotStarted, SparePool, spawn, stop_process
-from deputy.gateway.stdio_stderr import StderrRelay, drain_stderr
+from deputy.gateway.stdio_session import Item, StdioSession
+from deputy.gateway.stdio_spares import NotStarted, SparePool, spawn
+from deputy.gateway.stdio_stderr import StderrRelay
 from deputy.limits import LimitSettings
 from deputy.telemetry.metrics import Metrics
 from deputy.worker_identity import stdio_session_prefix
@@ -63,121 +60,7 @@ from deputy.worker_identity import stdio_session_prefix
 log = logging.getLogger(__name__)
 
 REAP_EVERY = 30.0  # seconds between sweeps for idle sessions (at most; less for a short idle timeout)
-UNSOLICITED_BACKLOG = 1000
 SSE_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-store")]
-
-# A queued message from the server: the raw JSON line, and whether it ends the request.
-Item = tuple[bytes, bool] | None
-
-
-def _key(value: Any) -> str:
-    return json.dumps(value, sort_keys=True)
-
-
-class StdioSession:
-    def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process,
-                 user: str = "", agent: str = "", stderr: StderrRelay | None = None,
-                 stderr_reader: asyncio.Task[None] | None = None) -> None:
-        self.session_id = session_id
-        self.server = server
-        self.process = process
-        self.stderr = stderr or StderrRelay(server)
-        self.user = user  # who opened it, counted against their caps
-        self.agent = agent
-        self.pending: dict[str, asyncio.Queue[Item]] = {}
-        self.progress: dict[str, str] = {}
-        self.unsolicited: asyncio.Queue[Item] = asyncio.Queue(UNSOLICITED_BACKLOG)
-        self.last_used = time.monotonic()
-        self.alive = True
-        self._write_lock = asyncio.Lock()
-        # A spare's stderr has been drained since it started: that reader goes on, never a second one.
-        self._tasks = [asyncio.create_task(self._read_stdout()),
-                       stderr_reader or asyncio.create_task(self._read_stderr())]
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.pending)
-
-    async def write(self, body: bytes) -> None:
-        """Send one message, as the client wrote it, on one line (MCP stdio: newline-delimited)."""
-        # A JSON text can hold a line break only as insignificant whitespace (never inside a string).
-        line = body.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n"
-        assert self.process.stdin is not None  # started with stdin=PIPE
-        async with self._write_lock:
-            self.process.stdin.write(line)
-            await self.process.stdin.drain()
-
-    def open_request(self, message: McpMessage) -> asyncio.Queue[Item]:
-        queue: asyncio.Queue[Item] = asyncio.Queue()
-        key = _key(message.id)
-        self.pending[key] = queue
-        meta = message.params.get("_meta") if isinstance(message.params, dict) else None
-        token = meta.get("progressToken") if isinstance(meta, dict) else None
-        if token is not None:
-            self.progress[_key(token)] = key
-        return queue
-
-    def close_request(self, message: McpMessage) -> None:
-        key = _key(message.id)
-        self.pending.pop(key, None)
-        self.progress = {t: k for t, k in self.progress.items() if k != key}
-
-    def _route(self, line: bytes) -> None:
-        try:
-            message = bounded_json.loads(line)
-        except bounded_json.TooDeep:
-            raise  # the session ends (_read_stdout): no line can be routed past it
-        except ValueError:
-            log.warning("stdio server %s wrote a line that is not JSON; dropped", self.server)
-            return
-        if not isinstance(message, dict):
-            return
-        if "method" not in message and "id" in message:
-            queue = self.pending.get(_key(message["id"]))
-            if queue is not None:
-                queue.put_nowait((line, True))
-            return
-        target = None
-        if message.get("method") == "notifications/progress":
-            token = (message.get("params") or {}).get("progressToken")
-            target = self.pending.get(self.progress.get(_key(token), ""))
-        if target is None and self.pending:
-            # A server request or notification sent while a request is open belongs to that request's stream.
-            target = self.pending[next(reversed(self.pending))]
-        if target is not None:
-            target.put_nowait((line, False))
-        elif self.unsolicited.full():
-            log.warning("stdio server %s: no GET stream is reading; message dropped", self.server)
-        else:
-            self.unsolicited.put_nowait((line, False))
-
-    async def _read_stdout(self) -> None:
-        assert self.process.stdout is not None
-        try:
-            while line := await self.process.stdout.readline():
-                if line.strip():
-                    self._route(line.strip())
-        except bounded_json.TooDeep as exc:
-            log.warning("stdio server %s wrote a line nested deeper than %d levels; session ended", self.server,
-                        exc.limit)
-        except (ValueError, asyncio.LimitOverrunError):
-            log.warning("stdio server %s wrote an over-long line; session ended", self.server)
-        finally:
-            self.alive = False
-            for queue in self.pending.values():
-                queue.put_nowait(None)
-            with contextlib.suppress(asyncio.QueueFull):
-                self.unsolicited.put_nowait(None)
-
-    async def _read_stderr(self) -> None:
-        assert self.process.stderr is not None
-        await drain_stderr(self.process.stderr, self.server, self.stderr)
-
-    async def stop(self) -> None:
-        self.alive = False
-        await stop_process(self.process)
-        for task in self._tasks:
-            task.cancel()
 
 
 class SessionCapReached(Exception):
@@ -208,8 +91,9 @@ class StdioUpstream:
         self._spares_started = False
 
     def start(self) -> None:
-        """Start the spare processes in the background (the first request does it otherwise): call in the
-        running loop, e.g. at application start-up; it returns at once, so readiness never waits for them."""
+        """Start the spare processes in the background; it returns at once. Called once the server's first
+        request is answered: a server no one uses costs no process, and the first session's own process does not
+        compete with a spare's start (both slow) on the way to its first answer."""
         self._spares_started = True
         self.spares.wake()
 
@@ -224,8 +108,13 @@ class StdioUpstream:
         self.sessions.clear()
 
     async def forward(self, exchange: Exchange) -> None:
-        if not self._spares_started:
-            self.start()
+        try:
+            await self._forward(exchange)
+        finally:  # spares start once the first request is answered, so its process started alone (is ready)
+            if not self._spares_started:
+                self.start()
+
+    async def _forward(self, exchange: Exchange) -> None:
         session = self.sessions.get(exchange.session) if exchange.session is not None else None
         if exchange.session is not None and (session is None or not session.alive):
             if self.sessions.pop(exchange.session, None) is not None:
