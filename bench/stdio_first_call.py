@@ -29,6 +29,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -153,6 +154,8 @@ def main() -> int:
     parser.add_argument("--gap", type=float, default=8.0, help="seconds before each round (spares start meanwhile)")
     parser.add_argument("--before", metavar="REV", help="also measure Deputy at this commit (spares did not exist)")
     args = parser.parse_args()
+    # SIGTERM (e.g. timeout) ends the run through the finally blocks: the Deputies stop, and their processes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     with tempfile.TemporaryDirectory(prefix="deputy-stdio-bench-") as temp:
         work = Path(temp)
         kinds = commands(work, args.sleep)

@@ -119,13 +119,18 @@ class SparePool:
     def __len__(self) -> int:
         return len(self.spares)
 
-    def wake(self) -> None:
-        """Start spares up to the wanted number, in the background (started at the first call)."""
+    def start(self) -> None:
+        """Start spares up to the wanted number, in the background, and keep them there from now on."""
         if self.wanted == 0 or self._closed:
             return
         if self._keeper is None:
             self._keeper = asyncio.create_task(self._keep())
         self._wake.set()
+
+    def refill(self) -> None:
+        """A spare or a session's place was freed: start what is missing (once :meth:`start` was called)."""
+        if self._keeper is not None:
+            self._wake.set()
 
     def take(self) -> Spare | None:
         """The oldest live spare, now no longer a spare; None when there is none. Call under ``starting``."""
@@ -138,7 +143,7 @@ class SparePool:
                 taken = spare
                 if time.monotonic() - spare.started >= HEALTHY_AFTER:
                     self._recovered()
-        self.wake()  # its replacement
+        self.refill()  # its replacement
         return taken
 
     async def close(self) -> None:
@@ -191,7 +196,7 @@ class SparePool:
                 self._failed(f"exited with status {code} before any session used it")
             else:
                 self._recovered()
-            self.wake()
+            self.refill()
 
     def _failed(self, what: str) -> None:
         self.failures += 1

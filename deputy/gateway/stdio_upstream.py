@@ -95,7 +95,7 @@ class StdioUpstream:
         request is answered: a server no one uses costs no process, and the first session's own process does not
         compete with a spare's start (both slow) on the way to its first answer."""
         self._spares_started = True
-        self.spares.wake()
+        self.spares.start()
 
     def _free_places(self) -> int:
         return self.limits.stdio_sessions_per_server - len(self.sessions)
@@ -118,7 +118,7 @@ class StdioUpstream:
         session = self.sessions.get(exchange.session) if exchange.session is not None else None
         if exchange.session is not None and (session is None or not session.alive):
             if self.sessions.pop(exchange.session, None) is not None:
-                self.spares.wake()
+                self.spares.refill()
             await send_json(exchange.send, 404, jsonrpc_error(JSONRPC_INVALID_REQUEST, "session not found"))
             return
         if session is not None:
@@ -136,7 +136,7 @@ class StdioUpstream:
             await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
         else:  # DELETE
             self.sessions.pop(session.session_id, None)
-            self.spares.wake()  # its place may hold a spare again
+            self.spares.refill()  # its place may hold a spare again
             await session.stop()
             await exchange.send({"type": "http.response.start", "status": 200, "headers": []})
             await exchange.send({"type": "http.response.body", "body": b""})
@@ -248,7 +248,7 @@ class StdioUpstream:
             if not session.alive or (session.last_used < cutoff and not session.busy):
                 self.sessions.pop(session.session_id, None)
                 asyncio.create_task(session.stop())  # noqa: RUF006 - stop() ends on its own
-                self.spares.wake()
+                self.spares.refill()
 
     async def _reap_forever(self) -> None:
         while True:

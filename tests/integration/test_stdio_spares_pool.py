@@ -89,6 +89,18 @@ async def test_a_spare_is_handed_out_once_then_replaced(tmp_path: Path, upstream
     await eventually(started)
 
 
+async def test_a_session_before_the_spares_start_starts_no_spare(tmp_path: Path,
+                                                                  upstreams: list[StdioUpstream]) -> None:
+    """The first session's process starts alone (spares start once its first request is answered): two slow
+    starts at once would delay its first answer."""
+    upstream = StdioUpstream(_server(tmp_path))
+    upstreams.append(upstream)
+    await upstream._start_session(ALICE)
+    assert upstream.spares._keeper is None and len(upstream.spares) == 0
+    upstream.start()
+    await _settled(upstream, 1)
+
+
 async def test_no_spare_is_started_where_the_sessions_leave_no_room(tmp_path: Path,
                                                                     upstreams: list[StdioUpstream]) -> None:
     upstream = StdioUpstream(_server(tmp_path, spares=2),
