@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 import sys
 from datetime import UTC, datetime
 from types import TracebackType
@@ -48,8 +50,19 @@ UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None]
 
 
+_second: tuple[int, str] = (0, "1970-01-01T00:00:00")  # the last second formatted: one datetime per second
+
+
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` (UTC) of the record: what ``isoformat(timespec="milliseconds")`` gives, the date
+    and time formatted once per second (a line per request made this a cost of every call)."""
+    global _second
+    fraction, whole = math.modf(record.created)  # split and rounded as datetime.fromtimestamp does
+    second, micro = divmod(int(whole) * 1_000_000 + round(fraction * 1e6), 1_000_000)
+    known = _second
+    if known[0] != second:
+        known = _second = (second, datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{known[1]}.{micro // 1000:03d}Z"
 
 
 def exception_line(exc: BaseException) -> str:
@@ -97,10 +110,14 @@ def _quoted(value: str) -> str:
     return '"' + visible(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
+# Plain: printable ASCII (U+0021..U+007E), not ``"``, ``=`` or ``\\``; one or more of them.
+_PLAIN = re.compile(r'[!#-<>-\[\]-~]+')
+
+
 def text_value(value: object) -> str:
     """A field value on a text line: as it is when it is plain printable ASCII, else quoted and escaped."""
     text = str(value)
-    if text and text.isascii() and text.isprintable() and not any(c in text for c in ' "=\\'):
+    if _PLAIN.fullmatch(text):
         return text
     return _quoted(text)
 

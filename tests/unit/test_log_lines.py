@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import pytest
 
@@ -107,3 +108,23 @@ def test_uvicorn_and_the_sdk_go_through_the_same_handler(level: str) -> None:
     expected = ["Uvicorn running", "Processing request"] + (["a debug line"] if level == "debug" else [])
     assert messages == expected
     assert {line["logger"] for line in lines} <= {"uvicorn.error", "mcp.server.lowlevel", "deputy.gateway"}
+
+
+@pytest.mark.parametrize("created", [0.0, 1_796_542_699.0, 1_796_542_699.0004999, 1_796_542_699.9995,
+                                     1_796_542_699.9999995, 118_037_251.9999995, 4_102_444_799.999, 1_796_542_700.0005])
+def test_the_time_is_the_records_own_to_the_millisecond_in_utc(created: float) -> None:
+    """The date and time are formatted once per second and reused: a record of another second, or of the same
+    second after one of another, still shows its own (what ``isoformat`` gives, rounded as ``fromtimestamp``)."""
+    for before in (created - 1.5, created + 86_400.25, created):
+        for formatter in (TextLines(), JsonLines()):
+            formatter.format(_with_time(before))
+        record = _with_time(created)
+        want = datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert TextLines().format(record).split(" ", 1)[0] == want
+        assert json.loads(JsonLines().format(record))["time"] == want
+
+
+def _with_time(created: float) -> logging.LogRecord:
+    record = _record("m")
+    record.created = created
+    return record
