@@ -1,7 +1,8 @@
 """Deputy and the demo upstream as real processes on free loopback ports.
 
-Nothing of Deputy is mocked: the test writes a ``deputy.toml``, adds a user with
-the real CLI, and starts ``python -m deputy serve``.
+Nothing of Deputy is mocked: the test writes a ``deputy.toml``, adds its users with the
+CLI's own code, and starts ``python -m deputy serve``. ``RunningDeputy.cli`` forks
+``python -m deputy`` from a process that imported Deputy once (tests.support.forked_deputy).
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ no connection: checked). ``random`` is reseeded in each child.
 The child is the host's, not the caller's: :class:`ForkedDeputy` offers what the tests use of ``subprocess.Popen``
 (``pid``, ``poll``, ``wait``, ``terminate``, ``kill``, ``returncode``), with the exit status the host reports. The
 host exits when the test process that started it closes its standard input (at its end, or when it dies), killing
-any child left.
+any child left. What ``/proc/PID/cmdline`` and ``/proc/PID/environ`` show of a child are the host's (fork changes
+neither): a test that finds Deputy's process by those needs a process of its own (``running_deputy`` starts one).
 """
 
 from __future__ import annotations
@@ -48,9 +49,11 @@ PRELOAD = ("deputy.cli", "deputy.cli.serving", "deputy.app", "deputy.services", 
 # ----------------------------------------------------------------------------- the host
 
 
-def _run_child(request: dict[str, Any], fds: list[int], inherited: list[socket.socket]) -> None:
+def _run_child(request: dict[str, Any], fds: list[int], inherited: list[socket.socket],
+               selector: selectors.BaseSelector) -> None:
     code = 1
     try:
+        selector.close()  # the host's: this process's descriptors are Deputy's alone
         for sock in inherited:
             sock.close()
         for number in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
@@ -134,7 +137,7 @@ def serve(socket_path: str) -> None:
                         continue
                     pid = os.fork()
                     if pid == 0:
-                        _run_child(request, fds, [listener, connection, *running.values()])
+                        _run_child(request, fds, [listener, connection, *running.values()], selector)
                     for fd in fds:
                         os.close(fd)
                     running[pid] = connection
