@@ -135,8 +135,8 @@ def report(runs: list[Run], args: argparse.Namespace, load_before: str, load_aft
                       fmt(run.cpu_ms), fmt(run.upstream_cpu_ms), str(run.errors))
     console.print(table)
     summary = Table(title=f"Medians over {args.rounds} interleaved rounds of {args.seconds:g} s")
-    for column in ("c", "target", "calls/s", "÷ 1 worker", "p50 ms", "p99 ms", "Deputy CPU ms/call",
-                   "upstream CPU ms/call"):
+    for column in ("c", "target", "calls/s", "÷ 1 worker", "÷ 1 worker, paired", "p50 ms", "p99 ms",
+                   "Deputy CPU ms/call", "upstream CPU ms/call"):
         summary.add_column(column, justify="left" if column == "target" else "right")
     for concurrency in args.concurrency:
         names = list(dict.fromkeys(run.target for run in runs))
@@ -144,7 +144,11 @@ def report(runs: list[Run], args: argparse.Namespace, load_before: str, load_aft
         for name in names:
             mine = [r for r in runs if r.concurrency == concurrency and r.target == name]
             rate = median([r.rate for r in mine])
-            summary.add_row(str(concurrency), name, f"{rate:.0f}", fmt(rate / base), fmt(median([r.p50 for r in mine])),
+            # The ratio within each round (the two ran back to back, under the same load), then its median.
+            first = {r.round: r.rate for r in runs if r.concurrency == concurrency and r.target == names[0]}
+            paired = median([r.rate / first[r.round] for r in mine])
+            summary.add_row(str(concurrency), name, f"{rate:.0f}", fmt(rate / base), fmt(paired),
+                            fmt(median([r.p50 for r in mine])),
                             fmt(median([r.p99 for r in mine])), fmt(median([r.cpu_ms for r in mine])),
                             fmt(median([r.upstream_cpu_ms for r in mine])))
     console.print(summary)
