@@ -133,7 +133,8 @@ async def probe_call(port: int, token: str, session: str, wait: float) -> str:
     except (TimeoutError, OSError) as exc:
         return f"no answer within {wait:g} s ({type(exc).__name__})"
     ok = status == 200 and b'"result":3' in body.replace(b" ", b"")
-    return f"HTTP {status}{' ok' if ok else ''} in {1000 * (time.perf_counter() - started):.0f} ms"
+    said = " ok" if ok else f" {body[:160]!r}"
+    return f"HTTP {status}{said} in {1000 * (time.perf_counter() - started):.0f} ms"
 
 
 async def open_streams(port: int, token: str, sessions: list[str], args: argparse.Namespace, pid: int,
@@ -141,6 +142,7 @@ async def open_streams(port: int, token: str, sessions: list[str], args: argpars
     streams: list[Client] = []
     refused = timed_out = 0
     probes: list[str] = []
+    statuses: dict[int, int] = {}  # of the refused ones
     semaphore = asyncio.Semaphore(args.open_concurrency)
     next_mark = len(sessions) // 10
 
@@ -162,6 +164,7 @@ async def open_streams(port: int, token: str, sessions: list[str], args: argpars
                 return
             if status != 200:
                 refused += 1
+                statuses[status] = statuses.get(status, 0) + 1
                 client.close()
                 return
             streams.append(client)
@@ -174,6 +177,8 @@ async def open_streams(port: int, token: str, sessions: list[str], args: argpars
                                   f"{await probe_call(port, token, sessions[0], args.stream_timeout)}")
 
     await asyncio.gather(*(one(s) for s in sessions))
+    if statuses:
+        probes.append(f"refused streams by status: {statuses}")
     return streams, refused, timed_out, probes
 
 
