@@ -31,8 +31,8 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
 import re
-import uuid
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -95,7 +95,16 @@ def new_record(record_type: str, /, **fields: Any) -> dict[str, Any]:
     reserved = RESERVED_FIELDS.intersection(fields)
     if reserved:
         raise RecordError(f"record fields {sorted(reserved)} are reserved for the record header")
-    return {"v": RECORD_VERSION, "type": record_type, "id": uuid.uuid4().hex, "time": now_ms(), **fields}
+    return {"v": RECORD_VERSION, "type": record_type, "id": uuid4_hex(), "time": now_ms(), **fields}
+
+
+def uuid4_hex() -> str:
+    """``uuid.uuid4().hex``, the same 122 random bits and the same version and variant bits (RFC 9562 §5.4), without
+    the UUID object (two records a call: a third of the cost was the object)."""
+    octets = bytearray(os.urandom(16))
+    octets[6] = octets[6] & 0x0F | 0x40  # version 4
+    octets[8] = octets[8] & 0x3F | 0x80  # variant 10
+    return octets.hex()
 
 
 def canonical(value: Any) -> bytes:

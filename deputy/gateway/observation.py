@@ -191,10 +191,12 @@ class RequestObserver:
             outcome = seen.outcome or refusal_outcome(seen.status)
         self._measure(seen, outcome, ended)
         if log.isEnabledFor(logging.INFO):
-            log.info("mcp request", extra={
+            # The record made here rather than by log.info: that would walk the stack for the caller's file and line
+            # on every request, which no line of Deputy's prints.
+            log.handle(log.makeRecord(log.name, logging.INFO, __file__, 0, "mcp request", (), None, "finish", {
                 "server": seen.server, "method": seen.method, "tool": seen.tool, "outcome": outcome.value,
                 "status": seen.status, "duration_ms": round((ended - seen.started) / 1e6, 3),
-                "decision_id": seen.decision_id, "trace_id": seen.trace_id})
+                "decision_id": seen.decision_id, "trace_id": seen.trace_id}))
         if seen.trace is not None and self.tracing is not None:
             offset = seen.wall - seen.started
             self.tracing.finish(seen.trace, server=seen.server, method=seen.method, tool=seen.tool,

@@ -30,6 +30,7 @@ from deputy.audit.records import (
     new_record,
     parse_record,
     recorded_arguments,
+    uuid4_hex,
 )
 from deputy.audit.settings import AuditOriginMismatch, AuditSettings, audit_settings, load_or_create_signer
 from deputy.canonical_json import takes_fast_path
@@ -343,3 +344,11 @@ def test_concurrent_key_creation_yields_one_key(tmp_path: Path) -> None:
     for t in threads:
         t.join()
     assert len(keys) == 8 and len(set(keys)) == 1
+
+
+def test_record_ids_are_uuid4_hex_and_distinct() -> None:
+    ids = [new_record("decision")["id"] for _ in range(2000)] + [uuid4_hex() for _ in range(2000)]
+    assert len(set(ids)) == len(ids)
+    for value in ids:
+        parsed = uuid.UUID(hex=value)
+        assert parsed.hex == value and parsed.version == 4 and parsed.variant == uuid.RFC_4122
