@@ -61,9 +61,11 @@ def worker_main(start: WorkerStart, shared: socket.socket, parent: Connection, t
         with contextlib.suppress(OSError):
             os.close(descriptor)
     signal.set_wakeup_fd(-1)  # the supervisor's, inherited: its loop is not this process's
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    # The supervisor passes SIGHUP on to every worker: the policies reload it where there are policies (their
+    # handler replaces this one); elsewhere, and while starting, it must not end the worker and its sessions.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     from deputy.cli.serving import run_async
     from deputy.telemetry.logs import configure_logging
     from deputy.worker_identity import WorkerIdentity, set_current

@@ -34,6 +34,14 @@ def test_a_killed_worker_is_replaced_and_sigterm_stops_every_worker(upstream_url
             tmp_path, url, upstream_url, environment={"DEPUTY_WORKERS": "2"}) as deputy:
         assert deputy.process is not None
         first = wait_for_workers(deputy, 2)
+        deputy.process.send_signal(signal.SIGHUP)  # passed on to each worker: reloads policies, ends nothing
+        deadline = time.monotonic() + 30
+        while "SIGHUP: passed on to every worker" not in (tmp_path / "deputy.log").read_text():
+            assert time.monotonic() < deadline, "the parent did not pass SIGHUP on"
+            time.sleep(0.1)
+        assert httpx.get(f"{deputy.url}/healthz", timeout=10).status_code == 200
+        assert workers_of(deputy) == first and all(_alive(pid) for pid in first), "no worker ended on SIGHUP"
+
         os.kill(first[0], signal.SIGKILL)
         replaced = wait_for_workers(deputy, 2, other_than={first[0]})
         assert first[1] in replaced, "the other worker went on serving"
