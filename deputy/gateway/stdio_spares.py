@@ -76,11 +76,14 @@ async def stop_process(process: asyncio.subprocess.Process) -> None:
     try:
         await asyncio.wait_for(process.wait(), STOP_GRACE)
     except TimeoutError:
-        process.terminate()
+        # ProcessLookupError: it exited after the wait timed out, before asyncio saw it; it is gone all the same.
+        with contextlib.suppress(ProcessLookupError):
+            process.terminate()
         try:
             await asyncio.wait_for(process.wait(), STOP_GRACE)
         except TimeoutError:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
             await process.wait()
 
 

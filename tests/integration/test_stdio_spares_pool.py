@@ -7,6 +7,7 @@ retried, the back-off's values, and the worker prefix of every session id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -131,3 +132,33 @@ async def test_a_command_that_cannot_start_is_retried_with_back_off_and_logged_o
 def test_back_off_doubles_from_half_a_second_up_to_a_minute() -> None:
     assert [backoff(n) for n in range(0, 10)] == [0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
     assert backoff(10_000) == 60.0
+
+
+class _ExitsAsItIsSignalled:
+    """A process whose exit asyncio has not seen yet when the SIGTERM finds it gone (ProcessLookupError)."""
+
+    returncode = None
+    stdin = None
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()
+
+    async def wait(self) -> int:
+        await self.gone.wait()
+        return 0
+
+    def terminate(self) -> None:
+        self.gone.set()
+        raise ProcessLookupError
+
+    def kill(self) -> None:
+        raise ProcessLookupError
+
+
+async def test_a_process_that_exits_as_it_is_stopped_is_stopped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A DELETE was answered 500 (ProcessLookupError from terminate) when the process ended on its own just after
+    the grace period, before asyncio had reaped it."""
+    monkeypatch.setattr(stdio_spares, "STOP_GRACE", 0.01)
+    process = _ExitsAsItIsSignalled()
+    await stdio_spares.stop_process(process)  # type: ignore[arg-type]
+    assert process.gone.is_set()
