@@ -13,7 +13,8 @@ Extra environment for Deputy only (to compare a lever without editing code) goes
     .venv/bin/python bench/memory.py [--calls 30000] [--concurrency 8] [--repeat 3] [--no-policies] [--env K=V]
 
 Also, without a server: ``--imports`` prints what importing each of the CLI's and the server's entry modules
-costs in a fresh interpreter (RSS and modules loaded), which is the floor under every figure above.
+costs in a fresh interpreter (RSS and modules loaded), which is the floor under every figure above. It runs
+outside the working tree, so ``PYTHONPATH=OTHER_TREE`` measures another tree's modules.
 
 Not a test: nothing is asserted against a size. Exits 1 if any call failed.
 """
@@ -120,7 +121,7 @@ def imports_table() -> None:
         runs = []
         for _ in range(3):
             out = subprocess.run([sys.executable, "-c", IMPORT_PROBE.format(module=module)], capture_output=True,
-                                 text=True, check=True).stdout.split()
+                                 text=True, check=True, cwd=tempfile.gettempdir()).stdout.split()
             runs.append(out)
         rss = statistics.median(float(r[0]) for r in runs)
         cpu = statistics.median(float(r[2]) for r in runs)

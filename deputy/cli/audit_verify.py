@@ -35,10 +35,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from deputy.audit.cosignature import CosignatureVerifier
-    from deputy.audit.verify import (
-        Anchor,
-        VerifyReport,
-    )
+    from deputy.audit.verify import Anchor, VerifyReport
 
 PROGRESS_FROM = 50_000  # leaves; below this a progress bar only flickers
 

@@ -21,15 +21,11 @@ import typer
 from deputy.cli.common import ConfigOption, console, err, fail, settings_or_exit, with_services
 from deputy.cli.failures import EXIT_CONFIG
 from deputy.cli.terminal_text import line
-from deputy.config_values import ConfigError
 from deputy.services import Services
 
 if TYPE_CHECKING:
     from deputy.config import Settings
-    from deputy.connections.vault import (
-        Resealed,
-        Vault,
-    )
+    from deputy.connections.vault import Resealed, Vault
 
 vault_app = typer.Typer(help="The vault of users' upstream tokens (AES-256-GCM).", no_args_is_help=True)
 
@@ -58,6 +54,8 @@ def _report(done: Resealed, kid: bytes) -> None:
 @vault_app.command("rotate-key")
 def rotate_key(config: ConfigOption = None) -> None:
     """Seal every stored upstream token and client secret under a new key (see `deputy vault --help`)."""
+    from deputy.config_values import ConfigError
+
     settings = settings_or_exit(config)
     try:
         if settings.connections.vault_key is not None:
