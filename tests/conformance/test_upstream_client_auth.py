@@ -216,12 +216,18 @@ def test_adapter_follows_only_deputys_own_connect_url() -> None:
     assert connect_url_in({"data": {"elicitations": [{"mode": "url", "url": ours}]}}, deputy) == ours
 
 
+def _children(pid: int | str) -> set[int]:
+    return {int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()}
+
+
 def _host_children(host_socket: Path) -> set[int]:
-    """The pids of the adapter host's children (the host is the process listening on ``host_socket``)."""
-    [host] = [int(pid) for pid in subprocess.run(["pgrep", "-f", f"adapter_host {host_socket}"], capture_output=True,
-                                                 text=True, check=False).stdout.split()]
-    return {int(pid) for task in Path(f"/proc/{host}/task").iterdir()
-            for pid in (task / "children").read_text().split()}
+    """The pids of the adapter host's children (the host: this process's child started for ``host_socket``; its
+    forked children show the same command line)."""
+    [host] = [pid for pid in _children("self")
+              if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-3:-1]
+              == [b"tests.conformance.adapter_host", str(host_socket).encode()]]
+    return _children(host)
 
 
 def test_the_launcher_hands_over_its_streams_arguments_and_exit_status(adapter_host: Path, tmp_path: Path) -> None:
