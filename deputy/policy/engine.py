@@ -194,7 +194,8 @@ def context_text(common: str, now: int, specific: Mapping[str, Any]) -> str:
         merged: dict[str, Any] = {**specific, **json.loads(common), "time": now}
         return json.dumps(merged)
     own = json.dumps(specific)
-    return f'{common[:-1]}, "time": {json.dumps(now)}{", " + own[1:] if specific else "}"}'
+    time = str(now) if type(now) is int else json.dumps(now)  # an int's JSON is its digits
+    return f'{common[:-1]}, "time": {time}{", " + own[1:] if specific else "}"}'
 
 
 def _request(schema: PolicySchema, base: _Base, method: str, name: str,
