@@ -16,6 +16,7 @@ assertion signed by the bench for every request, its ``jti`` recorded by Deputy)
     .venv/bin/python bench/token_exchange.py [--seconds S] [--concurrency 8,32] [--rounds 3]
         [--backends sqlite,postgresql] [--auth basic,jwt] [--quick] [--profile OUT] [--uncached-secrets]
         [--count N]   # instead of load: the database work of one request, counted over N sequential ones
+        [--workers N] # deputy serve --workers N; Deputy CPU is then the sum over its processes
 
 See bench/README.md for what the figures mean. Exits 1 if any request failed.
 """
@@ -134,7 +135,7 @@ class Deputy:
 
 @contextmanager
 def running_deputy(work: Path, db_url: str, profile: Path | None, uncached: bool,
-                   counts: Path | None = None) -> Iterator[Deputy]:
+                   counts: Path | None = None, workers: int = 1) -> Iterator[Deputy]:
     port = free_port()
     config = work / "deputy.toml"
     config.write_text(deputy_config(port))
@@ -147,7 +148,7 @@ def running_deputy(work: Path, db_url: str, profile: Path | None, uncached: bool
     elif profile is not None:
         command = [sys.executable, str(BENCH_DIR / "_cprofile_deputy.py"), str(profile), "serve"]
     else:
-        command = [sys.executable, "-m", "deputy", "serve"]
+        command = [sys.executable, "-m", "deputy", "serve", *(["--workers", str(workers)] if workers > 1 else [])]
     log = work / "deputy.log"
     process = subprocess.Popen(command, env=env, cwd=work, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     try:
@@ -299,14 +300,34 @@ async def run_load(url: str, make: Request, concurrency: int, seconds: float, ma
                     errors += 1
                     first_error = first_error or f"HTTP {status}: {raw[:200]!r}"
 
-        d0, c0 = cpu_seconds(pid), time.process_time()
+        d0, c0 = tree_cpu_seconds(pid), time.process_time()
         started = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - started
-        d1, c1 = cpu_seconds(pid), time.process_time()
+        d1, c1 = tree_cpu_seconds(pid), time.process_time()
     result = RunResult(calls=sent, ok=len(latencies), errors=errors, wall=wall, latencies_ns=latencies,
                        first_error=first_error)
     return result, d1 - d0, c1 - c0
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of ``pid`` and every process below it (``serve --workers N``: the workers are its children)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            total += cpu_seconds(current)
+        except OSError:
+            continue
+        todo.extend(children.get(current, []))
+    return total
 
 
 MARKERS = {"exchange": b'"issued_token_type"', "client_credentials": b'"access_token"'}
@@ -462,6 +483,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="run Deputy under cProfile, pstats to OUT.BACKEND (figures are then slower)")
     p.add_argument("--count", type=int, default=0, metavar="N",
                    help="no load: count the database work of N sequential requests of each kind, per request")
+    p.add_argument("--workers", type=int, default=1, help="deputy serve --workers N (default 1)")
     p.add_argument("--uncached-secrets", action="store_true",
                    help="turn Deputy's remembered-secret cache off: every client_secret_basic request runs argon2")
     args = p.parse_args(argv)
@@ -497,7 +519,7 @@ def main() -> int:
             profile = args.profile.resolve().with_suffix(f".{backend}.pstats") if args.profile else None
             counts = work / "counts.json" if args.count else None
             with database(backend, work) as db_url, running_deputy(work, db_url, profile, args.uncached_secrets,
-                                                                   counts) as deputy:
+                                                                   counts, args.workers) as deputy:
                 console.print(f"[bold]{backend}[/bold]: Deputy pid {deputy.process.pid} at {deputy.url}")
                 measured = uvloop.run(bench_backend(deputy, backend, args))
                 runs += measured
