@@ -2,11 +2,12 @@
 
 The parent does once what must happen once, before any worker exists, so that workers never race to create a
 file or a table: the configuration is checked, the data directory written, the socket bound (with the listener's
-budget shared between the workers, :func:`worker_budget`), and the storage started once — migrations, the token
-signing keys, the audit log's key, the session key (:func:`prepare_shared_state`). Then it starts N workers and
-waits until each has started its application or failed; a failure is reported once, as a single-process start-up
-failure is (:mod:`deputy.cli.failures`), the other workers are stopped and the parent exits with its code. Only
-then is the banner printed, naming the worker count.
+budget shared between the workers, :func:`worker_budget`), and what the workers share is created once —
+migrations, the token signing keys, the audit log's key, the session key (:func:`prepare_shared_state`; nothing is
+started there: a background task stopped at once could leave a transaction, and SQLite's one write lock, held in
+a process that lives on). Then it starts N workers and waits until each has started its application or failed; a
+failure is reported once, as a single-process start-up failure is (:mod:`deputy.cli.failures`), the other workers
+are stopped and the parent exits with its code. Only then is the banner printed, naming the worker count.
 
 Workers are forked from the parent (``multiprocessing`` *fork*) once it has done that start-up and let go of
 everything it opened: its storage is closed and its event loop ended, so a worker inherits no thread, no database
@@ -76,7 +77,9 @@ def prepare_run_dir(data_dir: Path) -> Path:
 
 
 async def prepare_shared_state(settings: Settings) -> None:
-    """Start the storage once and stop it: migrations, keys, the audit log's key, the session key exist after."""
+    """Create what the workers share and must not race to create: the token signing keys, the audit log's key and
+    the session key (files in the data directory), and the schema (migrations). Nothing is started: the audit log's
+    checkpointer, the clients the configuration declares and everything else a process runs are each worker's."""
     import deputy.app  # noqa: F401 - imported once here, where every worker forked later shares it
     from deputy.gateway.sessions import SessionBinder
     from deputy.services import Services
@@ -84,12 +87,9 @@ async def prepare_shared_state(settings: Settings) -> None:
     services = Services.open(settings)  # token signing keys and the audit key are created here if missing
     SessionBinder.from_data_dir(settings.data_dir)
     try:
-        await services.start()  # migrations
-    except BaseException:
-        with contextlib.suppress(Exception):
-            await services.database.dispose()
-        raise
-    await services.close()
+        await services.database.migrate()
+    finally:
+        await services.database.dispose()  # no connection, thread or task is left for the workers to inherit
 
 
 class _Worker:

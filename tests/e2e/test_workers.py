@@ -17,6 +17,7 @@ import pytest
 from tests.e2e.workers_support import (
     CALL,
     fresh_post,
+    fresh_posts,
     raw_request,
     read_answer,
     sse_messages,
@@ -99,8 +100,7 @@ async def test_both_workers_answer_and_append_to_one_audit_log(deputy: RunningDe
     before = await _tool_calls_per_worker()
     made = 0
     for _ in range(10):  # batches of concurrent calls, each on its own connection, until both workers have served
-        answers = await asyncio.gather(*(fresh_post(deputy, token, {**CALL, "id": 100 + i}, session=session)
-                                         for i in range(16)))
+        answers = await fresh_posts(deputy, token, [{**CALL, "id": 100 + i} for i in range(16)], session=session)
         made += len(answers)
         for answer in answers:
             assert answer.status_code == 200, answer.text
@@ -135,16 +135,22 @@ async def test_a_revocation_on_one_worker_is_seen_by_every_worker(deputy: Runnin
     assert revoked.status_code == 200
 
     async def refused_everywhere() -> None:
-        answers = await asyncio.gather(*(fresh_post(deputy, token, INITIALIZE) for _ in range(12)))
+        answers = await fresh_posts(deputy, token, [INITIALIZE] * 12)
         assert [a.status_code for a in answers] == [401] * 12
 
     await eventually(refused_everywhere)
 
 
-async def _delete_user(deputy: RunningDeputy, token: str, user_id: int, session: str) -> dict[str, Any]:
-    call = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+def _deletion(user_id: int) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
             "params": {"name": "delete_user", "arguments": {"id": user_id, "reason": "left"}}}
-    answer = await fresh_post(deputy, token, call, server="guarded", session=session)
+
+
+async def _delete_user(deputy: RunningDeputy, token: str, user_id: int, session: str) -> dict[str, Any]:
+    return _answer(await fresh_post(deputy, token, _deletion(user_id), server="guarded", session=session))
+
+
+def _answer(answer: httpx.Response) -> dict[str, Any]:
     assert answer.status_code == 200, answer.text
     if answer.headers["content-type"].startswith("text/event-stream"):  # the upstream's answer
         return sse_messages(answer.text)[-1]
@@ -161,7 +167,8 @@ async def test_an_approval_is_one_for_every_worker(deputy: RunningDeputy) -> Non
     held = (await _delete_user(deputy, token, 4242, session))["error"]["data"]["approval_id"]
     before = await _tool_calls_per_worker('server="guarded"', 'outcome="held"')
     for _ in range(10):  # retries on connections of their own until both workers have held the call
-        retries = await asyncio.gather(*(_delete_user(deputy, token, 4242, session) for _ in range(8)))
+        retries = [_answer(retry) for retry in
+                   await fresh_posts(deputy, token, [_deletion(4242)] * 8, server="guarded", session=session)]
         assert {retry["error"]["data"]["approval_id"] for retry in retries} == {held}, "one approval, not one each"
         after = await _tool_calls_per_worker('server="guarded"', 'outcome="held"')
         if all(a > b for a, b in zip(after, before, strict=True)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import time
@@ -53,6 +54,14 @@ def sse_messages(text: str) -> list[dict[str, Any]]:
     return [json.loads(line[len("data: "):]) for line in text.splitlines() if line.startswith("data: ")]
 
 
+def fresh_client() -> httpx.AsyncClient:
+    """A client that opens a connection per request. One for many requests: building a client costs tens of
+    milliseconds of CPU (its TLS context), and many built at once on a loaded machine can hold the event loop for
+    longer than Deputy's header deadline between a connection's opening and its request."""
+    return httpx.AsyncClient(timeout=60, headers={"Connection": "close"},
+                             limits=httpx.Limits(max_keepalive_connections=0))
+
+
 async def fresh_post(deputy: RunningDeputy, token: str, body: dict[str, Any], server: str = "demo",
                      session: str | None = None, extra: dict[str, str] | None = None) -> httpx.Response:
     """One POST on a connection of its own: the kernel gives each new connection to any worker."""
@@ -60,8 +69,20 @@ async def fresh_post(deputy: RunningDeputy, token: str, body: dict[str, Any], se
                "Authorization": f"Bearer {token}", **(extra or {})}
     if session is not None:
         headers["Mcp-Session-Id"] = session
-    async with httpx.AsyncClient(timeout=60, headers={"Connection": "close"}) as http:
+    async with fresh_client() as http:
         return await http.post(deputy.resource(server), json=body, headers=headers)
+
+
+async def fresh_posts(deputy: RunningDeputy, token: str, bodies: list[dict[str, Any]], server: str = "demo",
+                      session: str | None = None) -> list[httpx.Response]:
+    """Concurrent POSTs, each on a connection of its own, through one client."""
+    headers = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json",
+               "Authorization": f"Bearer {token}"}
+    if session is not None:
+        headers["Mcp-Session-Id"] = session
+    async with fresh_client() as http:
+        return list(await asyncio.gather(*(http.post(deputy.resource(server), json=body, headers=headers)
+                                           for body in bodies)))
 
 
 def raw_request(port: int, method: str, path: str, headers: dict[str, str], body: bytes = b"",
