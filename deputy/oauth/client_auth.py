@@ -92,6 +92,13 @@ async def _authenticated(client: Client | None, method: str, secret: str | None,
     return client
 
 
+def confirmable(client: Client) -> Client | None:
+    """The copy a grant's transaction compares with the stored row (``GrantRepository.create(confirm=…)``): every
+    client from the clients table. A client resolved from its metadata document is the document's, not the row's
+    (:mod:`deputy.oauth.client_documents` keeps both as before), so it is never remembered here nor compared."""
+    return None if client.source == "document" else client
+
+
 def presents_client(request: Request, form: Mapping[str, str]) -> bool:
     """Whether the request carries any client identification or authentication."""
     fields = ("client_id", "client_secret", "client_assertion", "client_assertion_type")

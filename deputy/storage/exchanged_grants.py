@@ -11,12 +11,12 @@ revoked loses what it obtained with it, at any depth.
 An exchange racing the revocation of one of its sources leaves no live grant, in
 either order:
 
-- PostgreSQL: the exchange reads its sources ``FOR SHARE NOWAIT`` in the transaction
-  that writes the new grant. A revocation already holding a source (it updates the
-  row) makes the exchange fail at once, never queue, so it never joins a deadlock
-  with a revocation of several grants; a revocation that comes later waits for the
-  exchange to commit, and its next statement (READ COMMITTED) finds the new grant
-  among the dependants it revokes.
+- PostgreSQL: the exchange reads its sources ``FOR SHARE NOWAIT`` in the statement
+  that writes the new grant (a subquery of its ``INSERT … SELECT``). A revocation
+  already holding a source (it updates the row) makes the exchange fail at once,
+  never queue, so it never joins a deadlock with a revocation of several grants; a
+  revocation that comes later waits for the exchange to commit, and its next
+  statement (READ COMMITTED) finds the new grant among the dependants it revokes.
 - SQLite has one writer: the grant is written by one ``INSERT … SELECT`` that checks
   the sources, so check and write happen under the write lock a revocation also needs.
 
@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator, Mapping, Sequence
 
-from sqlalchemy import BindParameter, Insert, Select, and_, bindparam, exists, or_, select, update
+from sqlalchemy import BindParameter, ColumnElement, Insert, and_, bindparam, exists, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -59,17 +59,14 @@ async def insert_derived(conn: AsyncConnection, values: Mapping[str, object], *,
         await conn.execute(_INSERT, row)
         return True
     bound = {f"source_{i}": g for i, g in enumerate(sources)}
-    if conn.dialect.name == "postgresql":
-        try:
-            held = (await conn.execute(_hold_sources(len(sources)), bound)).all()
-        except DBAPIError as exc:
-            if getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
-                return False  # a source is being revoked right now
-            raise
-        if len(held) != len(sources):
-            return False
-    inserted = await conn.execute(_insert_if_live(tuple(row), len(sources)),
-                                  {**{f"value_{n}": v for n, v in row.items()}, **bound})
+    values_bound = {f"value_{n}": v for n, v in row.items()}
+    postgresql = conn.dialect.name == "postgresql"
+    try:
+        inserted = await conn.execute(_insert_if_live(tuple(row), len(sources), postgresql), {**values_bound, **bound})
+    except DBAPIError as exc:
+        if postgresql and getattr(exc.orig, "sqlstate", None) == LOCK_NOT_AVAILABLE:
+            return False  # a source is being revoked right now
+        raise
     return inserted.rowcount == 1
 
 
@@ -80,17 +77,16 @@ _INSERT = grants.insert()
 
 
 @functools.cache
-def _hold_sources(count: int) -> Select[tuple[str]]:
-    ids: list[BindParameter[str]] = [bindparam(f"source_{i}") for i in range(count)]
-    return (select(grants.c.grant_id).where(and_(grants.c.grant_id.in_(ids), grants.c.revoked_at.is_(None)))
-            .order_by(grants.c.grant_id).with_for_update(read=True, nowait=True))
-
-
-@functools.cache
-def _insert_if_live(names: tuple[str, ...], count: int) -> Insert:
+def _insert_if_live(names: tuple[str, ...], count: int, postgresql: bool) -> Insert:
     source = grants.alias("source")
-    live = [exists().where(and_(source.c.grant_id == bindparam(f"source_{i}"), source.c.revoked_at.is_(None)))
+    live: list[ColumnElement[bool]] = [
+        exists().where(and_(source.c.grant_id == bindparam(f"source_{i}"), source.c.revoked_at.is_(None)))
             for i in range(count)]
+    if postgresql:
+        ids: list[BindParameter[str]] = [bindparam(f"source_{i}") for i in range(count)]
+        held = (select(grants.c.grant_id).where(and_(grants.c.grant_id.in_(ids), grants.c.revoked_at.is_(None)))
+                .order_by(grants.c.grant_id).with_for_update(read=True, nowait=True).subquery("held"))
+        live.append(select(func.count()).select_from(held).scalar_subquery() == count)
     values = select(*(bindparam(f"value_{n}", type_=grants.c[n].type) for n in names)).where(and_(*live))
     return grants.insert().from_select(list(names), values)
 

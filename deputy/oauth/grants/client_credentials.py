@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from starlette.responses import Response
 
 from deputy.clock import now
+from deputy.oauth.client_auth import confirmable
 from deputy.oauth.errors import InvalidClient, UnauthorizedClient
 from deputy.oauth.grants.issue import token_response
 from deputy.oauth.grants.targets import granted_scope, requested_server
@@ -31,7 +32,8 @@ async def client_credentials(services: Services, form: Mapping[str, str], client
     scope = granted_scope(form, server)
     try:  # checked again where the grant is written: a client withdrawn since it authenticated gets nothing
         grant = await services.grants.create(client_id=client.client_id, user_id=client.client_id,
-                                             resource=server.resource, scope=scope, auth_time=now(), confirm=client)
+                                             resource=server.resource, scope=scope, auth_time=now(),
+                                             confirm=confirmable(client))
     except ClientChanged:
         raise  # the token endpoint authenticates the client again, against its row as stored
     except ClientNotActive:

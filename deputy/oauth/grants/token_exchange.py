@@ -42,6 +42,7 @@ from deputy.clock import now
 from deputy.config import TOKEN_EXCHANGE, UpstreamServer
 from deputy.oauth.access_tokens import AccessTokenClaims, InvalidToken
 from deputy.oauth.client_assertions import AssertionContext, verify_client_assertion
+from deputy.oauth.client_auth import confirmable
 from deputy.oauth.errors import (
     InvalidClient,
     InvalidGrant,
@@ -117,7 +118,7 @@ async def token_exchange(services: Services, form: Mapping[str, str], client: Cl
         grant = await services.grants.create(
             client_id=client.client_id, user_id=subject.sub, resource=server.resource, scope=scope,
             auth_time=subject.auth_time or t, parent_grant_id=subject.grant_id,
-            actor_grant_id=proof.grant_id if proof is not None else None, confirm=client)
+            actor_grant_id=proof.grant_id if proof is not None else None, confirm=confirmable(client))
     except ClientChanged:
         raise  # the token endpoint authenticates the client again, against its row as stored
     except ClientNotActive:
