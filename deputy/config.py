@@ -85,7 +85,8 @@ from deputy.delegation_rules import (
     delegation_rules,
     trusted_issuers,
 )
-from deputy.limits import LIMITS, LimitSettings, limit_settings
+from deputy.limits import KNOWN_KEYS as LIMIT_KEYS
+from deputy.limits import MAX_WORKERS, LimitSettings, limit_settings
 from deputy.telemetry.settings import METRICS, TelemetrySettings, telemetry_settings
 from deputy.telemetry.trace_settings import TracingSettings, tracing_settings
 
@@ -204,14 +205,13 @@ GATEWAY = Table(frozenset({"revocation_max_staleness", "policy_watch_seconds", "
 SECTIONS: dict[str, Shape] = {
     "servers": Named(SERVER), "clients": Entries(CLIENT), "tokens": TOKENS, "registration": REGISTRATION,
     "client_documents": CLIENT_DOCUMENTS, "gateway": GATEWAY, "delegation": DELEGATION,
-    "trusted_issuers": Entries(TRUSTED_ISSUER), "approvals": APPROVALS, "audit": AUDIT, "limits": LIMITS,
+    "trusted_issuers": Entries(TRUSTED_ISSUER), "approvals": APPROVALS, "audit": AUDIT, "limits": Table(LIMIT_KEYS),
     "metrics": METRICS, "identity_providers": Entries(IDENTITY_PROVIDER), "connections": CONNECTIONS,
 }
 TOP_LEVEL_KEYS = frozenset({"public_url", "host", "port", "data_dir", "database_url", "demo_password", "log_level",
                             "log_format", "local_users", "workers", *SECTIONS})
 CONFIG = Table(TOP_LEVEL_KEYS, SECTIONS)
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
-MAX_WORKERS = 64  # processes of one Deputy; past this, replicas (a second machine) are the way to grow
 VARIABLES = frozenset({"DEPUTY_CONFIG", "DEPUTY_VAULT_KEY", *ENV_KEYS})
 _log = logging.getLogger(__name__)
 

@@ -3,6 +3,10 @@
 Every resource an unauthenticated or authenticated peer can make Deputy hold — a socket, a
 buffer, a process — has a bound here, so that load cannot exhaust memory or descriptors or take
 the process down (the attack classes "Input size and time" and "Per-principal quotas").
+
+Only the standard library at import: ``deputy --help`` reads :data:`MAX_WORKERS` for its ``--workers`` option, and
+the configuration's readers (:mod:`deputy.config_values`, which judges JWK Sets with joserfc) are imported by
+:func:`limit_settings`, when a configuration is read (tests/unit/test_lazy_imports.py).
 """
 
 from __future__ import annotations
@@ -10,15 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from deputy.config_values import ConfigError, Table, as_table, at, check_known, read_int, read_number
-
+MAX_WORKERS = 64  # processes of one Deputy (``workers``); past this, replicas (a second machine) are the way to grow
 SECTION = "limits"
 KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
     "signin_starts_per_minute", "signin_failures_per_minute",
 })
-LIMITS = Table(KNOWN_KEYS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +58,8 @@ _SECONDS_RANGES = {
 
 def limit_settings(raw: Any) -> LimitSettings:
     """Read ``[limits]``; an unknown key or a value out of range raises :class:`ConfigError` naming ``limits.<key>``."""
+    from deputy.config_values import ConfigError, as_table, at, check_known, read_int, read_number
+
     table = as_table(raw, SECTION)
     check_known(table, SECTION, KNOWN_KEYS)
     # Only the keys given: the defaults are LimitSettings' own.

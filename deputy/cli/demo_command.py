@@ -20,16 +20,6 @@ import typer
 
 from deputy.cli.common import LogLevelOption, console, settings_or_exit, start_logging
 from deputy.cli.failures import exit_on_failure
-from deputy.cli.serving import (
-    Lifespan,
-    Server,
-    bind,
-    bound_port,
-    check_data_dir,
-    listener_budget,
-    run_async,
-    uvicorn_config,
-)
 from deputy.services import Services
 from deputy.starter import DEMO_UPSTREAM_PORT, demo_config, demo_config_path, demo_defaults, write_demo_config
 
@@ -44,6 +34,8 @@ UPSTREAM_HOST = "127.0.0.1"
 def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP server (0: any free port)")]
          = DEMO_UPSTREAM_PORT, log_level: LogLevelOption = None) -> None:
     """Run Deputy with embedded defaults in front of the demo MCP server."""
+    from deputy.cli.serving import bind, bound_port, check_data_dir, listener_budget, run_async  # uvicorn: here only
+
     level, database_url = "info", None
     upstream_sock = None
     try:
@@ -71,6 +63,7 @@ def demo(upstream_port: Annotated[int, typer.Option(help="port of the demo MCP s
 async def _run(settings: Settings, upstream_sock: socket.socket, deputy_sock: socket.socket,
                budget: ListenerBudget, files: str) -> None:
     from deputy.app import create_app
+    from deputy.cli.serving import Lifespan, Server, bound_port, uvicorn_config
     from deputy.demo.server import demo_asgi_app
 
     upstream_app = demo_asgi_app()

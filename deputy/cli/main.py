@@ -30,14 +30,11 @@ from deputy.cli.consents import consents_app
 from deputy.cli.demo_command import demo
 from deputy.cli.failures import EXIT_CONFIG, exit_on_failure
 from deputy.cli.policy import policy_app
-from deputy.cli.serving import Lifespan, Server, bind, check_commands, check_data_dir, run_async, uvicorn_config
-from deputy.cli.serving import listener_budget as _listener_budget
 from deputy.cli.tokens import tokens_app
 from deputy.cli.users import users_app
 from deputy.cli.vault import vault_app
 from deputy.cli.witness import witness_app_cli
-from deputy.cli.workers import with_workers
-from deputy.config import MAX_WORKERS
+from deputy.limits import MAX_WORKERS
 from deputy.services import Services
 from deputy.starter import STARTER_CONFIG
 
@@ -80,6 +77,11 @@ WorkersOption = Annotated[int | None, typer.Option(
 @app.command()
 def serve(config: ConfigOption = None, log_level: LogLevelOption = None, workers: WorkersOption = None) -> None:
     """Run Deputy with the given configuration."""
+    # Imported here, not at the top: every deputy command (--help too) imports this module, and only serving
+    # needs uvicorn and the listener (tests/unit/test_lazy_imports.py).
+    from deputy.cli.serving import bind, check_commands, check_data_dir, listener_budget, run_async
+    from deputy.cli.workers import with_workers
+
     if config is None and not os.environ.get("DEPUTY_CONFIG"):
         fail(EXIT_CONFIG, "no configuration: give one with --config FILE or DEPUTY_CONFIG=FILE (`deputy init "
                           "deputy.toml` writes a commented starter), or try `deputy demo`")
@@ -88,7 +90,7 @@ def serve(config: ConfigOption = None, log_level: LogLevelOption = None, workers
     try:
         check_commands(settings.servers)
         check_data_dir(settings.data_dir)
-        budget, files = _listener_budget(settings)
+        budget, files = listener_budget(settings)
         sock = bind(settings.host, settings.port, budget.backlog, "host and port",
                     "stop what listens there, or set port (DEPUTY_PORT) to a free one")
         if settings.workers > 1:
@@ -125,6 +127,7 @@ def _serve_workers(settings: Settings, sock: socket.socket, budget: ListenerBudg
 
 async def _serve(settings: Settings, sock: socket.socket, budget: ListenerBudget, files: str) -> None:
     from deputy.app import create_app
+    from deputy.cli.serving import Lifespan, Server, uvicorn_config
 
     target = create_app(settings)
     lifespan = Lifespan(target)
