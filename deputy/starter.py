@@ -77,6 +77,7 @@ idle_timeout = 5              # seconds a keep-alive connection may wait between
 [servers.demo]
 title = "Demo server"
 url = "http://127.0.0.1:8001/mcp"       # or: command = ["python", "-m", "my_server"]
+# spare_processes = 1                   # stdio: processes started ahead so a new session need not wait; 0: off
 scopes = ["demo:tools", "demo:admin"]   # every scope tokens for this server may carry
 required_scopes = ["demo:tools"]        # needed for any call; advertised in challenges
 # policies = "policies/demo"           # a directory of Cedar policies deciding every call to this server
