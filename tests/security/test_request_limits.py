@@ -74,19 +74,10 @@ def log_of(deputy: RunningDeputy) -> str:
 
 
 def serve_pid(deputy: RunningDeputy) -> int:
-    """The pid of the `deputy serve` process started with this Deputy's configuration."""
-    marker = f"DEPUTY_CONFIG={deputy.config}".encode()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            environ = (entry / "environ").read_bytes().split(b"\0")
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if marker in environ and b"serve" in cmdline:
-            return int(entry.name)
-    raise LookupError(f"no deputy serve process for {deputy.config}")
+    """The pid of this Deputy's `deputy serve` process: the one `running_deputy` started (a process forked from
+    tests.support.forked_deputy's host shows the host's /proc cmdline and environ, so it is not found by those)."""
+    assert deputy.process is not None and deputy.process.poll() is None, "deputy serve is not running"
+    return deputy.process.pid
 
 
 def rss(pid: int) -> int:

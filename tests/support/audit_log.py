@@ -39,7 +39,7 @@ from deputy.audit.records import parse_record
 from deputy.storage.db import Database
 from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
 from tests.support.deputy_process import PASSWORD, RunningDeputy, _wait_http, add_users, write_config
-from tests.support.forked_deputy import ForkedDeputy, start_deputy
+from tests.support.forked_deputy import DeputyProcess, start_deputy
 from tests.support.sdk_client import free_port
 
 TRIGGER = "deputy_test_block_audit"
@@ -324,7 +324,7 @@ class KillableDeputy:
             f"http://127.0.0.1:{port}", directory / "data", config, database_url, upstream_url, env
         )
         self.log_path = directory / "deputy.log"
-        self.process: ForkedDeputy | None = None
+        self.process: DeputyProcess | None = None
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:

@@ -1,8 +1,9 @@
 """Deputy and the demo upstream as real processes on free loopback ports.
 
 Nothing of Deputy is mocked: the test writes a ``deputy.toml``, adds its users with the
-CLI's own code, and starts ``python -m deputy serve``. ``RunningDeputy.cli`` forks
-``python -m deputy`` from a process that imported Deputy once (tests.support.forked_deputy).
+CLI's own code, and starts ``python -m deputy serve``. That process, and ``RunningDeputy.cli``'s, is forked from a
+process that imported Deputy once (tests.support.forked_deputy) unless it needs what fork cannot give (a
+``preexec_fn``): find it by ``RunningDeputy.process.pid``, never by its /proc cmdline or environ (the host's).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from tests.support.forked_deputy import run_deputy
+from tests.support.forked_deputy import DeputyProcess, run_deputy, start_deputy
 from tests.support.sdk_client import free_port
 
 PASSWORD = "correct horse battery staple"
@@ -44,7 +45,7 @@ class RunningDeputy:
     database_url: str
     upstream_url: str
     env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = field(default=None, compare=False)
+    process: DeputyProcess | None = field(default=None, compare=False)
 
     def resource(self, name: str = "demo") -> str:
         return f"{self.url}/mcp/{name}"
@@ -195,8 +196,7 @@ def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_
             err: IO[bytes] | int = files.enter_context((directory / "stderr.log").open("wb"))
         else:
             out, err = files.enter_context((directory / "deputy.log").open("wb")), subprocess.STDOUT
-        process = subprocess.Popen([sys.executable, "-m", "deputy", "serve"], env=env, stdout=out, stderr=err,
-                                   preexec_fn=preexec_fn)
+        process = start_deputy(["serve"], env, out, err, preexec_fn=preexec_fn)
         try:
             _wait_http(f"{deputy.url}/healthz", process, "deputy serve")
             yield replace(deputy, process=process)
