@@ -11,6 +11,7 @@ the configuration's readers (:mod:`deputy.config_values`, which judges JWK Sets 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,3 +73,11 @@ def limit_settings(raw: Any) -> LimitSettings:
     if settings.stdio_sessions_per_user > settings.stdio_sessions_per_server:
         raise ConfigError(at(SECTION, "stdio_sessions_per_user"), "must not exceed stdio_sessions_per_server")
     return settings
+
+
+def worker_share(limit: int, workers: int) -> int:
+    """What one of ``workers`` processes may admit of a per-address ``limit`` it counts in memory by itself
+    (deputy.rate_limit: each worker sees only the requests it serves), so that the whole Deputy admits about
+    ``limit``: ``limit / workers`` rounded up (at most ``workers - 1`` over), and at least 1, so no limit shuts
+    a door for good. A client whose requests all reach one worker gets only that worker's share."""
+    return max(1, math.ceil(limit / max(1, workers)))

@@ -37,6 +37,7 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import ConnectionSummary
+from deputy.limits import worker_share
 from deputy.page_paths import CONNECT_PAGE, CONNECTIONS_PAGE
 from deputy.rate_limit import SlidingWindowLimiter
 from deputy.services import Services
@@ -79,7 +80,7 @@ class ConnectionPages:
         self.services = services
         self.sign_in = sign_in
         self.cookies = ConnectionCookies(sign_in.cookies.secure, services.settings.connections.flow_ttl)
-        self.starts = SlidingWindowLimiter(STARTS_PER_MINUTE)
+        self.starts = SlidingWindowLimiter(worker_share(STARTS_PER_MINUTE, services.settings.workers))  # per worker
 
     # -- connecting -------------------------------------------------------------------------------
 

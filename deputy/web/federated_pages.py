@@ -40,6 +40,7 @@ from deputy.config_identity_providers import IdentityProvider
 from deputy.federation.errors import IdTokenRefused, NotAdmitted, ProviderUnavailable, SignInFailed, shown
 from deputy.federation.relying_party import PENDING_TTL, PendingSignIn, RelyingParty
 from deputy.handles import new_handle
+from deputy.limits import worker_share
 from deputy.page_paths import APPROVAL_PAGE, CONNECT_PAGE, CONNECTIONS_PAGE
 from deputy.rate_limit import SlidingWindowLimiter, address_key
 from deputy.services import Services
@@ -74,8 +75,9 @@ class FederatedPages:
         self.rp = rp or RelyingParty(self.settings.identity_providers, self.settings.clock_leeway)
         self.waiting = FederatedSignIns(services.database.engine)
         limits = self.settings.limits
-        self.failures = SlidingWindowLimiter(limits.signin_failures_per_minute)
-        self.starts = SlidingWindowLimiter(limits.signin_starts_per_minute)
+        workers = self.settings.workers  # each worker counts what it serves: its share of the whole Deputy's limit
+        self.failures = SlidingWindowLimiter(worker_share(limits.signin_failures_per_minute, workers))
+        self.starts = SlidingWindowLimiter(worker_share(limits.signin_starts_per_minute, workers))
 
     @property
     def providers(self) -> tuple[IdentityProvider, ...]:

@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from deputy.handles import new_handle
+from deputy.limits import worker_share
 from deputy.rate_limit import FailureBackoff, SlidingWindowLimiter
 from deputy.services import Services
 from deputy.storage.sessions import LoginSession
@@ -44,11 +45,15 @@ class SignInRefused:
     retry_after: str | None = None
 
 
+FREE_FAILED_SIGN_INS = 5  # per address and user name, the whole Deputy's, before the back-off starts
+
+
 class SignIn:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.cookies = CookieNames(services.settings.secure_cookies)
-        self.failed_logins = FailureBackoff()
+        # Counted in this process only: with N workers each lets its share of the free failures through.
+        self.failed_logins = FailureBackoff(free=worker_share(FREE_FAILED_SIGN_INS, services.settings.workers))
         self.tokens = CsrfTokens.from_data_dir(services.settings.data_dir)
 
     async def attempt(self, request: Request, form: FormData) -> User | SignInRefused:
