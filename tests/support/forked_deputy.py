@@ -10,8 +10,8 @@ listener) runs in the child; only the imports were done before, in a process whe
 
 What fork cannot give, :func:`start_deputy` leaves to ``subprocess.Popen`` (the same command, as before): a
 ``preexec_fn``, or an environment that differs from the host's in a variable read at interpreter start or at import
-(``PYTHON*``, locale, ``TZ``, ``LD_*``, ...: only ``DEPUTY_*`` and the ``OTEL_*`` read at run time may differ), or a
-hard resource limit above the host's.
+(``PYTHON*``, locale, ``TZ``, ``LD_*``, ...: only ``DEPUTY_*``, the ``OTEL_*`` read at run time and pytest's
+``PYTEST_*`` may differ), or a hard resource limit above the host's.
 
 The child is the host's, not the caller's: :class:`ForkedDeputy` offers what the tests use of ``subprocess.Popen``
 (``pid``, ``poll``, ``wait``, ``send_signal``, ``terminate``, ``kill``, ``returncode``), signalling and polling
@@ -41,9 +41,10 @@ from pathlib import Path
 from typing import IO
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-# Read by Deputy when it runs, not at interpreter start or import (the host imported with its own values):
-# the only variables in which a forked child's environment may differ from the host's.
-RUN_TIME_PREFIXES = ("DEPUTY_", "OTEL_")
+# Read by Deputy when it runs, not at interpreter start or import (the host imported with its own values), or by
+# nothing of Deputy (pytest's, which change per test): the only variables in which a forked child's environment may
+# differ from the host's.
+RUN_TIME_PREFIXES = ("DEPUTY_", "OTEL_", "PYTEST_")
 READ_AT_IMPORT = ("OTEL_PROPAGATORS", "OTEL_PYTHON_")  # opentelemetry.propagate and .context, at import
 RLIMITS = sorted(name for name in dir(resource) if name.startswith("RLIMIT_"))
 
@@ -191,20 +192,28 @@ def start_deputy(args: list[str], env: dict[str, str], stdout: IO[bytes] | int, 
     """``subprocess.Popen([python, "-m", "deputy", *args], env=env, stdout=stdout, stderr=stderr, cwd=cwd,
     preexec_fn=preexec_fn)``: forked from the host unless it needs what fork cannot give (module docstring), then
     that very ``Popen``. A forked one's standard input is /dev/null (pytest's own is)."""
-    if preexec_fn is not None or not _HOST.can_give(env):
+    if preexec_fn is not None or subprocess.PIPE in (stdout, stderr) or not _HOST.can_give(env):
         return subprocess.Popen([sys.executable, "-m", "deputy", *args], env=env, stdout=stdout, stderr=stderr,
                                 cwd=cwd, preexec_fn=preexec_fn)
-    out = stdout if isinstance(stdout, int) else stdout.fileno()
-    err = out if stderr == subprocess.STDOUT else stderr if isinstance(stderr, int) else stderr.fileno()
+    with open(os.devnull, "r+b") as devnull:
+        out = devnull.fileno() if stdout == subprocess.DEVNULL else _descriptor(stdout)
+        err = out if stderr == subprocess.STDOUT else devnull.fileno() if stderr == subprocess.DEVNULL \
+            else _descriptor(stderr)
+        return _forked(args, env, [devnull.fileno(), out, err], cwd)
+
+
+def _descriptor(stream: IO[bytes] | int) -> int:
+    return stream if isinstance(stream, int) else stream.fileno()
+
+
+def _forked(args: list[str], env: dict[str, str], streams: list[int], cwd: str | None) -> ForkedDeputy:
     request = json.dumps({"args": args, "env": env, "cwd": os.path.abspath(cwd or os.getcwd()),
                           "pgid": os.getpgrp(), "rlimits": _limits(), "umask": _umask()}).encode()
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         connection.connect(_HOST.path())
-        with open(os.devnull, "rb") as devnull:
-            descriptors = array.array("i", [devnull.fileno(), out, err])
-            connection.sendmsg([len(request).to_bytes(4, "big") + request],
-                               [(socket.SOL_SOCKET, socket.SCM_RIGHTS, descriptors.tobytes())])
+        connection.sendmsg([len(request).to_bytes(4, "big") + request],
+                           [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", streams).tobytes())])
         return ForkedDeputy(connection, args)
     except BaseException:
         connection.close()
