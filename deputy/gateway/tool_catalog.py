@@ -21,17 +21,17 @@ answers something that is not a tool list, is an error the caller must treat as
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx2
-from mcp.client import Client
-from mcp.client.stdio import StdioServerParameters
-from mcp.client.streamable_http import streamable_http_client
 
 from deputy.config import UpstreamServer
 from deputy.gateway.principal import Principal
 from deputy.gateway.upstream_credentials import Headers, UpstreamCredentials, gateway_actor
+
+if TYPE_CHECKING:
+    from mcp.client import Client
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,11 @@ async def fetch_tools(server: UpstreamServer, credentials: UpstreamCredentials, 
     ``headers``: a user's, for a server Deputy has no credential of its own for (``oauth``); else its own."""
     if headers is None and server.url is not None and server.credentials == "oauth":
         raise CatalogUnavailable(f"{server.name}: its tools are read with a user's connection; none was given")
+    # The SDK's client (about 17 MB of imports) only when a catalog is read: a server without policies never reads one.
+    from mcp.client import Client
+    from mcp.client.stdio import StdioServerParameters
+    from mcp.client.streamable_http import streamable_http_client
+
     try:
         with anyio.fail_after(TIMEOUT):
             if server.url is not None:

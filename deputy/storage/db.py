@@ -2,7 +2,10 @@
 
 SQLite runs in WAL mode with a busy timeout so readers never block the writer;
 PostgreSQL goes through asyncpg. Migrations are alembic's, applied by Deputy at
-start (``Database.migrate``) on the same engine the application uses.
+start (``Database.migrate``) on the same engine the application uses. A database already at
+:data:`HEAD_REVISION` is left alone without loading alembic (about 10 MB of a serving process's memory, and
+every worker of ``serve --workers N`` after the parent has migrated); ``tests/unit/test_migration_head.py``
+holds that constant to alembic's own head, so a new migration cannot be skipped.
 
 A pooled PostgreSQL connection is checked as it is taken from the pool (:func:`_check_on_checkout`), not pinged
 every time (SQLAlchemy's ``pool_pre_ping`` is three round trips — ``BEGIN``, ``;``, ``ROLLBACK`` — before every
@@ -31,9 +34,7 @@ from contextlib import AbstractAsyncContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import event, text
+from sqlalchemy import event, inspect, text
 from sqlalchemy.engine import Connection, Dialect, ExceptionContext
 from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -41,6 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATION_LOCK = 0x6465707574790001  # 'deputy' + 1
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD_REVISION = "0014"  # the newest revision in migrations/versions
 IDLE_BEFORE_PING = 5.0  # seconds a pooled PostgreSQL connection may sit unused before a checkout pings it
 RECYCLE_SECONDS = 1800  # no PostgreSQL connection is used longer than this
 
@@ -181,7 +183,19 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _upgrade(connection: Connection) -> None:
+    if at_head(connection):
+        return
+    from alembic import command
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     config.attributes["connection"] = connection
     command.upgrade(config, "head")
+
+
+def at_head(connection: Connection) -> bool:
+    """Whether the schema is exactly at :data:`HEAD_REVISION` (one row, that revision)."""
+    if not inspect(connection).has_table("alembic_version"):
+        return False
+    return list(connection.execute(text("SELECT version_num FROM alembic_version")).scalars()) == [HEAD_REVISION]
