@@ -113,9 +113,8 @@ def _banner(settings: Settings, files: str) -> None:
 def _serve_workers(settings: Settings, sock: socket.socket, budget: ListenerBudget, files: str, level: str) -> None:
     """Start-up once in this process, then the workers (deputy.cli.workers); a worker's failure to start is raised
     here, before the banner, as a single process's would be."""
-    from deputy.cli.workers import Supervisor, prepare_shared_state, warn_about_sqlite_refreshes
+    from deputy.cli.workers import Supervisor, prepare_shared_state
 
-    warn_about_sqlite_refreshes(settings)
     asyncio.run(prepare_shared_state(settings))
     supervisor = Supervisor(settings, sock, budget, level)
     supervisor.start()

@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RUN_DIR = "run"  # under data_dir: the workers' private Unix sockets (0700)
+RUN_DIR = "run"  # under data_dir (0700): the workers' private Unix sockets, the refresh lock files (deputy.connections)
 STOP_GRACE = 30.0  # seconds a stopping worker has to finish (uvicorn's 5 s of requests, then the app's shutdown)
 RESTART_PAUSE_MAX = 60.0  # seconds; the pause before restarting a worker doubles while it fails to start
 STOPPING_SIGNALS = (signal.SIGTERM, signal.SIGINT)
@@ -269,17 +269,6 @@ class Supervisor:
             signal.signal(signum, signal.SIG_DFL if signum != signal.SIGINT else signal.default_int_handler)
         if self.stop_signal is not None:
             signal.raise_signal(self.stop_signal)
-
-
-def warn_about_sqlite_refreshes(settings: Settings) -> None:
-    """On SQLite an upstream token refresh is single-flight only within a process (deputy.storage.connection_refresh):
-    said at start when several workers could refresh one ``credentials = "oauth"`` connection at once."""
-    oauth = [name for name, server in settings.servers.items() if server.credentials == "oauth"]
-    if settings.workers > 1 and oauth and settings.database_url.startswith("sqlite"):
-        log.warning("%d workers on SQLite: two of them may refresh one user's connection to %s at once, and an "
-                    "authorization server that rotates refresh tokens may then refuse one; use PostgreSQL "
-                    "(database_url) for credentials = \"oauth\" servers with more than one worker",
-                    settings.workers, ", ".join(oauth))
 
 
 def with_workers(settings: Settings, workers: int | None) -> Settings:

@@ -2,8 +2,9 @@
 refreshed first (RFC 6749 §6) — once, however many calls race for it.
 
 **Single flight.** Within a process the first call that finds the token due starts one refresh task and every
-other call for the same (user, server) awaits that task. Across replicas the refresh runs inside the store's
-``refreshing`` lock (a row lock on PostgreSQL), and the row is read again inside it: another replica may have
+other call for the same (user, server) awaits that task. Across processes the refresh runs inside the store's
+``refreshing`` lock (a row lock on PostgreSQL, across replicas too) or, on SQLite, a lock file the workers share
+(:mod:`deputy.connections.refresh_lock`), and the row is read again inside it: another worker or replica may have
 refreshed already, and sending its now-rotated refresh token again would be refused (RFC 9700 §4.14.2: a reused
 refresh token may revoke the whole family).
 
@@ -20,10 +21,12 @@ disconnect made on another replica is seen that soon) and never past the time th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import logging
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -32,6 +35,7 @@ from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import UpstreamTokens
 from deputy.connections.parts import Parts
+from deputy.connections.refresh_lock import held_across_processes
 from deputy.connections.vault import VaultKeyError
 from deputy.storage.connections import HeldConnection, RefreshBusy, StoredConnection, token_context
 
@@ -163,9 +167,20 @@ class TokenKeeper:
             raise ConnectionFailed(row.server, "vault_key", "a stored token does not open with the vault key; the "
                                    "operator must restore the key, or the user connect again") from None
 
+    def _across_processes(self, user_id: str, server: str) -> AbstractAsyncContextManager[None]:
+        """On SQLite, the lock file other workers' refreshes of this connection wait on (deputy.connections.
+        refresh_lock); on PostgreSQL nothing: the store's row lock holds across processes and replicas."""
+        store = self.parts.store
+        if store.engine.dialect.name != "sqlite":
+            return contextlib.nullcontext()
+        return held_across_processes(self.parts.settings.data_dir, user_id, server, store.single_flight.wait)
+
     async def _refresh(self, server: UpstreamServer, user_id: str, refused_sha256: str | None) -> Row:
         try:
-            async with self.parts.store.refreshing(user_id, server.name) as held:
+            # The lock file first, then the store's hold, which reads the row: what another worker stored before
+            # letting go of the lock is what this one sees.
+            async with self._across_processes(user_id, server.name), \
+                    self.parts.store.refreshing(user_id, server.name) as held:
                 outcome = await self._refresh_held(server, held, refused_sha256)
         except RefreshBusy:
             row = await self.parts.store.get(user_id, server.name)
