@@ -23,7 +23,7 @@ import hashlib
 import json
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,17 @@ class PolicySource:
 class PolicyFile:
     name: str
     text: str
+    # Offset of each line's first character, found once: every policy of the file asks for its position, and a
+    # scan per question made loading quadratic in the file's length.
+    line_starts: tuple[int, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "line_starts", (0, *(m.end() for m in re.finditer("\n", self.text))))
 
     def position(self, offset: int) -> tuple[int, int]:
-        starts = [0] + [m.end() for m in re.finditer("\n", self.text)]
-        line = bisect.bisect_right(starts, offset)
-        return line, offset - starts[line - 1] + 1
+        """1-based (line, column) of ``offset``; a line ends just past its ``\\n`` (a ``\\r`` counts as a column)."""
+        line = bisect.bisect_right(self.line_starts, offset)
+        return line, offset - self.line_starts[line - 1] + 1
 
     def problem(self, offset: int, message: str) -> PolicyProblem:
         return PolicyProblem(self.name, *self.position(offset), message)
