@@ -49,9 +49,7 @@ when ``[audit] witnesses`` are configured), so this module imports none of them.
 Metrics (:mod:`deputy.telemetry.metrics`): each committed batch's size and commit time, failed commits, and — read
 at scrape time — the queue's depth and the age of the newest checkpoint, whichever replica signed it.
 
-Measured (``bench/audit_append.py``, a shared 2-core VM, ~0.3 kB records, batch_max 512, medians of 3 runs): 17,100
-durable appends/s on SQLite, 9,100/s on PostgreSQL with 128 appenders (p50 6.8 / 14 ms, ~127 records per commit);
-13,400/s and 3,200/s with 16; 3,700/s and 360/s for one appender, which waits for its own commit every time.
+Measured append rates by backend and appenders: ``bench/audit_append.py``, figures in ``bench/README.md``.
 """
 
 from __future__ import annotations
@@ -228,9 +226,9 @@ class AuditLog:
             await self._writer
             self._writer = None
         if self._checkpointer is not None:
-            self._checkpointer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._checkpointer
+            # Told to end, not cancelled: a cancelled checkpoint's transaction would end whenever its thread did.
+            self._checkpoint_due.set()
+            await self._checkpointer
             self._checkpointer = None
         try:
             await self.sign_checkpoint()
@@ -245,6 +243,8 @@ class AuditLog:
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._checkpoint_due.wait(), interval)
+            if self._stopped:
+                return  # stop() signs the last checkpoint itself
             self._checkpoint_due.clear()
             try:
                 await self.sign_checkpoint()
