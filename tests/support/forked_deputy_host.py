@@ -88,6 +88,16 @@ def _become_the_requested_process(request: dict[str, Any], fds: list[int], inher
     sys.path[0] = request["cwd"]  # `python -m` puts the working directory first
     sys.argv = ["deputy", *request["args"]]
     random.seed()
+    _fresh_multiprocessing_state(request["cwd"])
+
+
+def _fresh_multiprocessing_state(cwd: str) -> None:
+    """What ``multiprocessing`` set at import in the host from the host's process: its working directory (a spawned
+    child resolves the main module against it) and the authentication key, which no two processes should share."""
+    import multiprocessing.process  # imported with Deputy already: nothing is loaded here
+
+    multiprocessing.process.ORIGINAL_DIR = cwd  # type: ignore[attr-defined]  # in the module, not its stub
+    multiprocessing.current_process().authkey = os.urandom(32)
 
 
 def _run_child(request: dict[str, Any], fds: list[int], inherited: list[socket.socket],
