@@ -6,9 +6,11 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from sqlalchemy import delete
 
 from deputy.storage.db import Database
 from deputy.storage.grants import GrantRepository
+from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
 from tests.support.databases import database_url
 
 
@@ -29,6 +31,15 @@ async def db(url: str) -> AsyncIterator[Database]:
     await database.migrate()
     yield database
     await database.dispose()
+
+
+@pytest.fixture
+async def fresh(db: Database) -> AsyncIterator[Database]:
+    """The module's database with an empty audit log: one log per database, so each test starts from zero."""
+    async with db.engine.begin() as conn:
+        for table in (audit_leaves, audit_nodes, audit_checkpoints, audit_head):
+            await conn.execute(delete(table))
+    yield db
 
 
 @pytest.fixture(scope="module")

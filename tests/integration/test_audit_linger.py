@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from deputy.audit import log as audit_log
 from deputy.audit.log import AuditLog, AuditUnavailable
@@ -15,7 +14,7 @@ from deputy.audit.note import NoteSigner, generate_signer_key
 from deputy.audit.records import canonical, new_record
 from deputy.audit.settings import AuditSettings
 from deputy.storage.db import Database
-from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
+from deputy.storage.tables import audit_leaves
 
 ORIGIN = "deputy.test/deputy-audit"
 SIGNER = NoteSigner.from_key(generate_signer_key(ORIGIN))
@@ -26,13 +25,6 @@ def new_log(db: Database, batch_max: int = 512) -> AuditLog:
                              checkpoint_interval_ms=3_600_000, batch_max=batch_max)
     return AuditLog(db.engine, settings, SIGNER)
 
-
-@pytest.fixture
-async def fresh(db: Database) -> AsyncIterator[Database]:
-    async with db.engine.begin() as conn:
-        for table in (audit_leaves, audit_nodes, audit_checkpoints, audit_head):
-            await conn.execute(delete(table))
-    yield db
 
 
 @pytest.fixture

@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import delete, func, select, text
+from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from deputy.audit.checkpoint import SignedCheckpoint
@@ -21,7 +20,7 @@ from deputy.audit.note import NoteSigner, generate_signer_key
 from deputy.audit.records import RecordError, new_record, parse_record
 from deputy.audit.settings import AuditSettings
 from deputy.storage.db import Database
-from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
+from deputy.storage.tables import audit_checkpoints, audit_leaves, audit_nodes
 
 ORIGIN = "deputy.test/deputy-audit"
 SIGNER = NoteSigner.from_key(generate_signer_key(ORIGIN))
@@ -31,14 +30,6 @@ def make_settings(**overrides: int) -> AuditSettings:
     values = {"checkpoint_every": 1000, "checkpoint_interval_ms": 3_600_000, "batch_max": 512, **overrides}
     return AuditSettings(origin=ORIGIN, key_file=Path("/nonexistent/audit.key"), **values)  # type: ignore[arg-type]
 
-
-@pytest.fixture
-async def fresh(db: Database) -> AsyncIterator[Database]:
-    """The module's database with an empty audit log: one log per database, so each test starts from zero."""
-    async with db.engine.begin() as conn:
-        for table in (audit_leaves, audit_nodes, audit_checkpoints, audit_head):
-            await conn.execute(delete(table))
-    yield db
 
 
 async def stored(db: Database) -> list[bytes]:

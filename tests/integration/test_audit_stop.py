@@ -7,29 +7,21 @@ the database's write lock held meanwhile; a stopping worker of ``serve --workers
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from deputy.audit.log import AuditLog
 from deputy.audit.note import NoteSigner, generate_signer_key
 from deputy.audit.records import new_record
 from deputy.audit.settings import AuditSettings
 from deputy.storage.db import Database
-from deputy.storage.tables import audit_checkpoints, audit_head, audit_leaves, audit_nodes
+from deputy.storage.tables import audit_checkpoints
 
 ORIGIN = "deputy.test/deputy-audit"
 SIGNER = NoteSigner.from_key(generate_signer_key(ORIGIN))
 
-
-@pytest.fixture
-async def fresh(db: Database) -> AsyncIterator[Database]:
-    async with db.engine.begin() as conn:
-        for table in (audit_leaves, audit_nodes, audit_checkpoints, audit_head):
-            await conn.execute(delete(table))
-    yield db
 
 
 async def test_stop_waits_for_the_checkpoint_in_progress(fresh: Database, monkeypatch: pytest.MonkeyPatch) -> None:
