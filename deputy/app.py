@@ -32,6 +32,7 @@ from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoin
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
+from deputy.gateway.stream_caps import StreamCaps
 from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.gateway.worker_routing import WorkerRouting
 from deputy.limits import worker_share
@@ -85,7 +86,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
     revocations = RevocationList(services.grants, settings.revocation_max_staleness)
     validator = AccessTokenValidator(services.keyring, settings.issuer, settings.clock_leeway,
                                      revocations.is_revoked)
-    pool = UpstreamPool()
+    pool = UpstreamPool(streams=settings.limits.upstream_streams)
     credentials = {name: upstream_credentials(server, services.keyring, settings.issuer)
                    for name, server in settings.servers.items()}
     upstreams: dict[str, Upstream] = {
@@ -111,6 +112,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         tracing=tracing,
         metrics=services.metrics,
         connections=services.connections,  # each user's own token for credentials = "oauth" servers
+        streams=StreamCaps(settings.limits.streams_per_principal, settings.limits.streams_per_session),
     )
     mcp: ASGIApp = McpCors(gateway, settings.allowed_origins)
     routing = _worker_routing(settings, mcp)

@@ -33,8 +33,9 @@ span as parent) and the validated ``tracestate``, or neither when the call has n
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import aiohttp
 
@@ -51,11 +52,13 @@ from deputy.gateway.response_rewrite import (
 )
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
+    RETRY_AFTER,
     end_body,
     jsonrpc_error,
     relay_until_disconnect,
     send_json,
 )
+from deputy.gateway.stream_caps import Slots
 from deputy.gateway.upstream_credentials import UpstreamCredentials
 from deputy.outbound_http import open_session
 
@@ -76,28 +79,64 @@ DROP_RESPONSE_HEADERS = frozenset({
 SMALL_BODY = 64 * 1024
 
 
+# Pooled connections to HTTP upstreams for calls (POST, DELETE): at most this many at once, at most half of them to
+# one upstream server (one that hangs cannot take the others' places), and a call waits at most CALL_WAIT seconds for
+# a place before it is answered 503. GET streams have their own pool (``limits.upstream_streams``).
+UPSTREAM_CALLS = 256
+UPSTREAM_CALLS_PER_SERVER = UPSTREAM_CALLS // 2
+CALL_WAIT = 10.0
+
+
 class UpstreamPool:
-    """The shared client session; created inside the running event loop, closed at shutdown."""
+    """The shared client sessions, one for calls and one for GET streams, each with its own connections, so that
+    long-lived streams never hold a place a call needs; created inside the running event loop, closed at shutdown.
 
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+    The places are counted here (:class:`Slots`), not only by aiohttp's connector limits: a request that finds
+    no place is answered 503 at once (a stream) or after ``CALL_WAIT`` (a call), where aiohttp would queue it
+    without a bound. The connectors' limits stay as a backstop (``connect`` bounds any wait left in them)."""
 
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = open_session(
+    def __init__(self, streams: int = 256, calls: int = UPSTREAM_CALLS) -> None:
+        self.stream_slots = Slots(streams)
+        self.call_slots = Slots(calls)
+        self._sessions: dict[bool, aiohttp.ClientSession] = {}
+
+    def session_for(self, stream: bool) -> aiohttp.ClientSession:
+        session = self._sessions.get(stream)
+        if session is None:
+            size = self.stream_slots.size if stream else self.call_slots.size
+            session = self._sessions[stream] = open_session(
                 # No read timeout: an SSE stream may stay quiet for long; a client going away ends it.
-                aiohttp.ClientTimeout(total=None, sock_connect=10),
-                connector=aiohttp.TCPConnector(limit=256, keepalive_timeout=60, ttl_dns_cache=60),
+                aiohttp.ClientTimeout(total=None, connect=CALL_WAIT + 10, sock_connect=10),
+                connector=aiohttp.TCPConnector(limit=size, keepalive_timeout=60, ttl_dns_cache=60),
                 # The client's own headers are relayed; none is made up for it.
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
             )
-        return self._session
+        return session
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        return self.session_for(stream=False)
+
+    async def admit(self, server_calls: Slots, stream: bool) -> Callable[[], None] | None:
+        """A place for one request (its release to call once answered), or None: the pool is full."""
+        if stream:
+            return self.stream_slots.give_back if await self.stream_slots.take(None) else None
+        deadline = asyncio.get_running_loop().time() + CALL_WAIT
+        if not await server_calls.take(deadline):
+            return None
+        if not await self.call_slots.take(deadline):
+            server_calls.give_back()
+            return None
+
+        def give_back() -> None:
+            self.call_slots.give_back()
+            server_calls.give_back()
+        return give_back
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        sessions, self._sessions = self._sessions, {}
+        for session in sessions.values():
+            await session.close()
 
 
 class HttpUpstream:
@@ -107,12 +146,35 @@ class HttpUpstream:
         self.url = server.url
         self.pool = pool
         self.credentials = credentials
+        self.calls = Slots(UPSTREAM_CALLS_PER_SERVER)
         self.drop_request_headers = DROP_REQUEST_HEADERS | {n.encode("latin-1") for n in credentials.header_names}
 
     async def close(self) -> None:
         return None  # the shared pool is closed by its owner
 
     async def forward(self, exchange: Exchange) -> None:
+        stream = exchange.method == "GET"
+        give_back = await self.pool.admit(self.calls, stream)
+        if give_back is None:
+            await self._busy(exchange, stream)
+            return
+        try:
+            await self._forward(exchange, self.pool.session_for(stream))
+        finally:
+            give_back()  # after the response's release below: its connection is back in the pool or closed
+
+    async def _busy(self, exchange: Exchange, stream: bool) -> None:
+        """No place in the pool: 503 with Retry-After (RFC 9110 §15.6.4), the request never sent."""
+        log.warning("upstream %s: no free %s connection; answered 503", self.server.name,
+                    "stream" if stream else "call")
+        mark_upstream_error(exchange.scope, "busy")
+        message = ("too many event streams open to upstream servers" if stream
+                   else "no free connection to the upstream server")
+        await send_json(exchange.send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, f"{message}; try again later",
+                                                          request_id=exchange.request_id),
+                        [(b"retry-after", RETRY_AFTER)])
+
+    async def _forward(self, exchange: Exchange, session: aiohttp.ClientSession) -> None:
         scope, send = exchange.scope, exchange.send
         # RFC 9110 §5.5: a field value excludes surrounding whitespace.
         headers = [(k.decode("latin-1"), v.strip(b" \t").decode("latin-1"))
@@ -131,13 +193,13 @@ class HttpUpstream:
         if scope["query_string"]:
             url = f"{url}?{scope['query_string'].decode('latin-1')}"
         try:
-            response = await self.pool.session.request(
+            response = await session.request(
                 exchange.method, url, headers=headers, data=exchange.body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             await self._unreachable(exchange, exc)
             return
         if exchange.refusals is not None and response.status in (401, 403):
-            retried = await self._refused(exchange, exchange.refusals, url, headers, response)
+            retried = await self._refused(exchange, session, exchange.refusals, url, headers, response)
             if retried is None:
                 return
             response = retried
@@ -158,7 +220,7 @@ class HttpUpstream:
         await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server unreachable",
                                                           request_id=exchange.request_id))
 
-    async def _refused(self, exchange: Exchange, refusals: UpstreamRefusals, url: str,
+    async def _refused(self, exchange: Exchange, session: aiohttp.ClientSession, refusals: UpstreamRefusals, url: str,
                        headers: list[tuple[str, str]], response: aiohttp.ClientResponse
                        ) -> aiohttp.ClientResponse | None:
         """The upstream refused the user's own token (RFC 6750 §3.1: the request was not processed): the same
@@ -169,7 +231,7 @@ class HttpUpstream:
         if fresh is None:
             return None
         try:
-            response = await self.pool.session.request(
+            response = await session.request(
                 exchange.method, url, headers=_with_credentials(headers, exchange.upstream_headers, fresh),
                 data=exchange.body or None, allow_redirects=False)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:

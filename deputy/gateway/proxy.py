@@ -67,6 +67,7 @@ from deputy.gateway.request_reading import MAX_REQUEST_BODY, BodyRefused, Reques
 from deputy.gateway.response_rewrite import RewriteResult
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
 from deputy.gateway.sessions import SessionBinder
+from deputy.gateway.stream_caps import CapReached, StreamCaps
 from deputy.gateway.tools_watch import watching_tools
 from deputy.policy import POLICY_DENIED, Decision, Outcome
 from deputy.telemetry.metrics import Metrics
@@ -119,7 +120,9 @@ class Gateway:
         metrics: Metrics | None = None,
         tracing: Tracing | None = None,
         connections: UserConnections | None = None,  # needed by credentials = "oauth" servers
+        streams: StreamCaps | None = None,  # GET streams per principal and per session (limits.streams_per_…)
     ) -> None:
+        self.streams = streams or StreamCaps(8, 4)
         self.connections = connections
         self.body_timeout = body_timeout
         self.origin_check = origin_check
@@ -176,6 +179,11 @@ class Gateway:
                 if forwarding.finish is not None:
                     await forwarding.finish()
                 return
+        # A GET stream holds its places until it ends, whichever way (client gone, upstream done, cancelled).
+        hold = self.streams.take(principal, headers.session_id) if scope["method"] == "GET" else None
+        if isinstance(hold, CapReached):
+            await hold.answer(forwarding.send, "too many event streams open")
+            return
         seen.outcome = RequestOutcome.FORWARDED
         started = time.perf_counter_ns()
         try:
@@ -196,6 +204,8 @@ class Gateway:
                 refusals=oauth,
             ))
         finally:
+            if hold is not None:
+                hold.release()
             seen.stage(UPSTREAM, started)
             if forwarding.finish is not None:
                 await forwarding.finish()

@@ -17,6 +17,9 @@ from starlette.types import Message, Receive, Send
 JSONRPC_PARSE_ERROR = -32700
 JSONRPC_INVALID_REQUEST = -32600
 JSONRPC_INTERNAL_ERROR = -32603
+# Retry-After (RFC 9110 §10.2.3) on Deputy's own 429 and 503 answers: long enough that a client retrying in a loop
+# costs little, short enough that a place freed is soon used.
+RETRY_AFTER = b"5"
 # Set on the last body message of an answer cut short (:func:`end_body`), for the audit stage's ``call.outcome``
 # record; a gateway-internal key that ASGI servers ignore (they read only ``body`` and ``more_body``).
 INCOMPLETE = "deputy.incomplete"
