@@ -8,7 +8,10 @@ policy ids are Deputy's (``@id`` or ``file#n``); any problem raises
 and start-up stops. :meth:`PolicyEngine.reload` (policies edited) and
 :meth:`PolicyEngine.use_schema` (the server's tools changed) build a new set the same
 way and swap it in only when it is valid; otherwise the previous set stays active,
-the refusal is logged at ERROR with every problem, and the result says why.
+the refusal is logged at ERROR with every problem, and the result says why. Each load also
+splits the set per action (:mod:`deputy.policy.slices`): a request is evaluated on only the
+policies whose action scope may match its action — the same decision, determining policies
+and errors as on the whole set, at a cost that follows the action's policies, not all of them.
 
 Decide: :meth:`PolicyEngine.decide` turns one MCP request (``tools/call`` with the
 tool's full arguments, ``resources/read``, ``prompts/get``) into a Cedar request —
@@ -33,7 +36,7 @@ import logging
 import uuid
 from collections.abc import Mapping, Sequence
 from collections.abc import Set as AbstractSet
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -53,6 +56,7 @@ from deputy.policy.schema import (
     PolicySchema,
     UnknownAction,
 )
+from deputy.policy.slices import sliced_policy_sets
 from deputy.policy.sources import (
     PolicyLoadError,
     PolicyProblem,
@@ -96,6 +100,17 @@ class LoadedPolicies:
     sources: Mapping[str, PolicySource]
     policy_set: cedarpy.PolicySet
     schema: PolicySchema
+    # The empty entity store, made with the schema: only then does it hold the schema's action entities, whose
+    # parents are what ``action in Deputy::Action::"tools/call"`` is decided on. A store made without it left
+    # every group scope unmatched on requests without entities (a group forbid not applied: fail open).
+    no_entities: cedarpy.Entities
+    # Per action, only the policies whose action scope may match it (deputy.policy.slices); an action not here
+    # (not in the schema, or its hierarchy uncertain) is decided on the whole set.
+    action_sets: Mapping[str, cedarpy.PolicySet] = field(default_factory=dict)
+
+    def policy_set_for(self, action: str) -> cedarpy.PolicySet:
+        """The policies Cedar needs for a request of ``action``: the same decision, reasons and errors as all."""
+        return self.action_sets.get(action, self.policy_set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,13 +131,16 @@ def load_policies(directory: Path, schema: PolicySchema) -> LoadedPolicies:
         impossible = impossible_user_tests(sources, schema.user_claims)
         if impossible:
             raise PolicyLoadError(impossible)
-    document = {"staticPolicies": {s.policy_id: s.est for s in sources}, "templates": {}, "templateLinks": []}
+    ests = {s.policy_id: s.est for s in sources}
+    document = {"staticPolicies": ests, "templates": {}, "templateLinks": []}
     try:
         policy_set = cedarpy.PolicySet.from_json_str(json.dumps(document))
+        action_sets = sliced_policy_sets(ests, schema.json_text)
+        no_entities = cedarpy.Entities.from_json_str("[]", schema=schema.handle)
     except ValueError as exc:  # not expected after each policy parsed; still a load error, not a crash
         raise PolicyLoadError([PolicyProblem(str(directory), 0, 0, f"Cedar refused the policy set: {exc}")]) from None
     return LoadedPolicies(directory, policy_set_version(files), tuple(f.name for f in files),
-                          {s.policy_id: s for s in sources}, policy_set, schema)
+                          {s.policy_id: s for s in sources}, policy_set, schema, no_entities, action_sets)
 
 
 def common_context(caller: Caller, registration: str, now: int, user_claims: Sequence[str] = ()) -> dict[str, Any]:
@@ -209,7 +227,6 @@ def _request(schema: PolicySchema, base: _Base, method: str, name: str,
 class PolicyEngine:
     def __init__(self, directory: Path, schema: PolicySchema) -> None:
         self._loaded = load_policies(directory, schema)
-        self._no_entities = cedarpy.Entities.from_json_str("[]")
         self._contexts = CommonContexts()
         log.info("policies %s: %d policies from %s, version %s", directory, len(self._loaded.sources),
                  ", ".join(self._loaded.files) or "no files", self._loaded.version[:12])
@@ -249,7 +266,7 @@ class PolicyEngine:
         try:
             base = self._base(caller, registration, now, loaded.schema)
             action, request, entities = _request(loaded.schema, base, method, name, arguments)
-            result = cedarpy.is_authorized(request, loaded.policy_set, entities or self._no_entities,
+            result = cedarpy.is_authorized(request, loaded.policy_set_for(action), entities or loaded.no_entities,
                                            schema=loaded.schema.handle)
             judged = verdict(result, loaded.sources, caller.scopes, approved)
         except ArgumentError as exc:
@@ -273,7 +290,7 @@ class PolicyEngine:
                 raise UnknownAction(f"{method!r} is not a list-time action")
             base = self._base(caller, registration, now, loaded.schema)
             requests = [_request(loaded.schema, base, method, name, None)[1] for name in names]
-            results = cedarpy.is_authorized_batch(requests, loaded.policy_set, self._no_entities,
+            results = cedarpy.is_authorized_batch(requests, loaded.policy_set_for(method), loaded.no_entities,
                                                   schema=loaded.schema.handle) if requests else []
             judged = [verdict(result, loaded.sources, caller.scopes, False) for result in results]
         except (ArgumentError, UnknownAction) as exc:
