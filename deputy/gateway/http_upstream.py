@@ -95,9 +95,10 @@ class UpstreamPool:
     no place is answered 503 at once (a stream) or after ``CALL_WAIT`` (a call), where aiohttp would queue it
     without a bound. The connectors' limits stay as a backstop (``connect`` bounds any wait left in them)."""
 
-    def __init__(self, streams: int = 256, calls: int = UPSTREAM_CALLS) -> None:
+    def __init__(self, streams: int = 256, calls: int = UPSTREAM_CALLS, call_wait: float = CALL_WAIT) -> None:
         self.stream_slots = Slots(streams)
         self.call_slots = Slots(calls)
+        self.call_wait = call_wait
         self._sessions: dict[bool, aiohttp.ClientSession] = {}
 
     def session_for(self, stream: bool) -> aiohttp.ClientSession:
@@ -106,7 +107,7 @@ class UpstreamPool:
             size = self.stream_slots.size if stream else self.call_slots.size
             session = self._sessions[stream] = open_session(
                 # No read timeout: an SSE stream may stay quiet for long; a client going away ends it.
-                aiohttp.ClientTimeout(total=None, connect=CALL_WAIT + 10, sock_connect=10),
+                aiohttp.ClientTimeout(total=None, connect=self.call_wait + 10, sock_connect=10),
                 connector=aiohttp.TCPConnector(limit=size, keepalive_timeout=60, ttl_dns_cache=60),
                 # The client's own headers are relayed; none is made up for it.
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
@@ -121,7 +122,7 @@ class UpstreamPool:
         """A place for one request (its release to call once answered), or None: the pool is full."""
         if stream:
             return self.stream_slots.give_back if await self.stream_slots.take(None) else None
-        deadline = asyncio.get_running_loop().time() + CALL_WAIT
+        deadline = asyncio.get_running_loop().time() + self.call_wait
         if not await server_calls.take(deadline):
             return None
         if not await self.call_slots.take(deadline):

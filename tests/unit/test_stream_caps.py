@@ -1,0 +1,103 @@
+"""GET stream caps and upstream pool places (deputy.gateway.stream_caps, UpstreamPool.admit), and their settings.
+
+The end-to-end cases (429, 503, calls passing while streams fill their pool, every release path) are in
+tests/e2e/test_event_stream_caps.py; these cover what a process cannot show cheaply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from deputy.config_values import ConfigError
+from deputy.gateway.http_upstream import UpstreamPool
+from deputy.gateway.principal import Principal
+from deputy.gateway.stream_caps import CapReached, Slots, StreamCaps, StreamHold
+from deputy.limits import limit_settings
+
+
+def principal(user: str, agent: str = "client", server: str = "demo") -> Principal:
+    return Principal(user=user, agent=agent, scopes=frozenset(), token_id="t", server=server)
+
+
+def test_a_principal_past_its_cap_is_refused_and_others_are_not() -> None:
+    caps = StreamCaps(per_principal=2, per_session=2)
+    held = [caps.take(principal("alice"), None) for _ in range(2)]
+    assert all(isinstance(hold, StreamHold) for hold in held)
+    assert caps.take(principal("alice"), None) == CapReached("limits.streams_per_principal", 2, 429)
+    # Another user, client or server is another principal.
+    for other in (principal("bob"), principal("alice", agent="other"), principal("alice", server="other")):
+        assert isinstance(caps.take(other, None), StreamHold)
+
+
+def test_a_session_past_its_cap_is_refused() -> None:
+    caps = StreamCaps(per_principal=8, per_session=1)
+    assert isinstance(caps.take(principal("alice"), "s1"), StreamHold)
+    assert caps.take(principal("alice"), "s1") == CapReached("limits.streams_per_session", 1, 429)
+    assert isinstance(caps.take(principal("alice"), "s2"), StreamHold)
+
+
+def test_releasing_gives_places_back_once_and_leaves_nothing_behind() -> None:
+    caps = StreamCaps(per_principal=1, per_session=1)
+    hold = caps.take(principal("alice"), "s1")
+    assert isinstance(hold, StreamHold)
+    hold.release()
+    hold.release()  # a second release (two paths ending one stream) gives nothing more back
+    assert caps.open_streams() == 0
+    assert not caps._by_principal and not caps._by_session  # no entry kept for a principal that has gone
+    again = caps.take(principal("alice"), "s1")
+    assert isinstance(again, StreamHold)
+    assert caps.take(principal("alice"), "s1") == CapReached("limits.streams_per_principal", 1, 429)
+
+
+async def test_a_full_slot_pool_refuses_at_once_or_after_a_bounded_wait() -> None:
+    slots = Slots(1)
+    assert await slots.take(None)
+    assert not await slots.take(None)  # a stream: not at all
+    assert not await slots.take(asyncio.get_running_loop().time() + 0.05)  # a call: until its deadline
+    slots.give_back()
+    assert await slots.take(None)
+
+
+async def test_a_call_waits_for_a_place_given_back_in_time() -> None:
+    slots = Slots(1)
+    assert await slots.take(None)
+    waiting = asyncio.create_task(slots.take(asyncio.get_running_loop().time() + 30))
+    await asyncio.sleep(0)
+    slots.give_back()
+    assert await asyncio.wait_for(waiting, 30)
+
+
+async def test_streams_never_take_a_calls_place_and_one_server_not_all_of_them() -> None:
+    """The benchmark's finding: streams filling their pool leave the calls' pool whole; and one server's calls
+    take at most its own share."""
+    pool = UpstreamPool(streams=2, calls=4, call_wait=0.05)
+    server, other = Slots(2), Slots(2)
+    streams = [await pool.admit(server, stream=True) for _ in range(2)]
+    assert all(streams) and await pool.admit(server, stream=True) is None
+    calls = [await pool.admit(server, stream=False) for _ in range(2)]
+    assert all(calls)
+    assert await pool.admit(server, stream=False) is None  # this server's share is taken
+    assert await pool.admit(other, stream=False) is not None  # the others' is not
+    for give_back in (*streams, *calls):
+        assert give_back is not None
+        give_back()
+    assert await pool.admit(server, stream=True) is not None
+    assert await pool.admit(server, stream=False) is not None
+
+
+@pytest.mark.parametrize(("table", "key"), [
+    ({"streams_per_principal": 0}, "limits.streams_per_principal"),
+    ({"upstream_streams": 0}, "limits.upstream_streams"),
+    ({"streams_per_session": 9}, "limits.streams_per_session"),  # more than streams_per_principal (8)
+])
+def test_stream_limits_out_of_range_are_config_errors(table: dict[str, int], key: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        limit_settings(table)
+    assert key in str(raised.value)
+
+
+def test_stream_limits_are_read() -> None:
+    limits = limit_settings({"upstream_streams": 64, "streams_per_principal": 4, "streams_per_session": 2})
+    assert (limits.upstream_streams, limits.streams_per_principal, limits.streams_per_session) == (64, 4, 2)
