@@ -45,7 +45,7 @@ import cedarpy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from policy_sets import action_scope_matches, sliced_policy_set_json, write_policy_set
+from policy_sets import write_policy_set
 
 from deputy.act_chain import Actor
 from deputy.demo.server import build_demo_server
@@ -53,6 +53,7 @@ from deputy.gateway.principal import Principal
 from deputy.policy import PolicyEngine, build_schema
 from deputy.policy.engine import LoadedPolicies, common_context
 from deputy.policy.schema import ACTION_TYPE, SERVER_TYPE, USER_TYPE, PolicySchema
+from deputy.policy.slices import action_members
 from deputy.starter import DEMO_POLICY_DIR
 
 DEMO_POLICIES = DEMO_POLICY_DIR
@@ -230,7 +231,6 @@ def by_policy_count(schema: PolicySchema, args: argparse.Namespace) -> int:
     """Bare Cedar, Cedar on the action's slice of the set, and Deputy's whole decide path, for each set size."""
     principal = Principal(user="alice", agent="agent-b", scopes=frozenset({"demo:tools", "openid"}),
                           token_id="t", server="demo", actors=(), txn="txn-1")
-    no_entities = cedarpy.Entities.from_json_str("[]")
     calls: dict[tuple[int, str], Callable[[int], object]] = {}
     kept: dict[int, float] = {}
     with tempfile.TemporaryDirectory() as directory:
@@ -238,6 +238,7 @@ def by_policy_count(schema: PolicySchema, args: argparse.Namespace) -> int:
             started = time.process_time()
             engine = PolicyEngine(write_policy_set(Path(directory) / str(count), count), schema)
             loaded = engine.loaded
+            no_entities = loaded.no_entities  # made with the schema, as Deputy's: group scopes match
             print(f"{len(loaded.sources)} policies validated and parsed in {time.process_time() - started:.2f} s CPU")
             if len(loaded.sources) != count:
                 print(f"expected {count} policies, loaded {len(loaded.sources)}", file=sys.stderr)
@@ -253,9 +254,9 @@ def by_policy_count(schema: PolicySchema, args: argparse.Namespace) -> int:
                          "context": {"input": arguments, **common_context(principal, "unknown", int(time.time()))}}
                         for tool, arguments, _ in REQUESTS]
             ests = {pid: source.est for pid, source in loaded.sources.items()}
-            slices = [cedarpy.PolicySet.from_json_str(sliced_policy_set_json(ests, tool)) for tool, _, _ in REQUESTS]
-            kept[count] = statistics.mean(
-                sum(action_scope_matches(est["action"], tool) for est in ests.values()) for tool, _, _ in REQUESTS)
+            members = action_members(ests, loaded.schema.json_text)  # what Deputy's per-action sets hold
+            slices = [loaded.policy_set_for(tool) for tool, _, _ in REQUESTS]
+            kept[count] = statistics.mean(len(members[tool]) for tool, _, _ in REQUESTS)
             for request, policy_slice in zip(requests, slices, strict=True):  # the slice decides the same
                 whole = cedarpy.is_authorized(request, loaded.policy_set, no_entities, schema=loaded.schema.handle)
                 part = cedarpy.is_authorized(request, policy_slice, no_entities, schema=loaded.schema.handle)
@@ -265,12 +266,13 @@ def by_policy_count(schema: PolicySchema, args: argparse.Namespace) -> int:
                     return 1
 
             def bare(i: int, requests: list[dict[str, Any]] = requests, loaded: LoadedPolicies = loaded) -> object:
-                return cedarpy.is_authorized(requests[i & 3], loaded.policy_set, no_entities,
+                return cedarpy.is_authorized(requests[i & 3], loaded.policy_set, loaded.no_entities,
                                              schema=loaded.schema.handle)
 
             def sliced(i: int, requests: list[dict[str, Any]] = requests, slices: list[Any] = slices,
                        loaded: LoadedPolicies = loaded) -> object:
-                return cedarpy.is_authorized(requests[i & 3], slices[i & 3], no_entities, schema=loaded.schema.handle)
+                return cedarpy.is_authorized(requests[i & 3], slices[i & 3], loaded.no_entities,
+                                             schema=loaded.schema.handle)
 
             def deputy(i: int, engine: PolicyEngine = engine) -> object:
                 tool, arguments, _ = REQUESTS[i & 3]

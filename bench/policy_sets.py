@@ -14,15 +14,13 @@ distinct:
 
 None of the generated policies is satisfied by the benchmark's requests (user ``alice``/``bench-user``, agent
 ``bench-client``/``agent-b``, small arguments), so every decision is the one the demo policies give, and the cost
-measured is that of the set's size alone: Cedar evaluates every policy whose scope matches the request.
+measured is that of the set's size alone: Cedar evaluates every policy it is given (Deputy gives it, per request,
+the policies whose action scope may match: :mod:`deputy.policy.slices`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from deputy.starter import DEMO_POLICY_DIR
 
@@ -76,23 +74,3 @@ def write_policy_set(directory: Path, count: int) -> Path:
         (directory / path.name).write_text(path.read_text())
     (directory / "zz_generated.cedar").write_text(generated_policies(count))
     return directory
-
-
-def action_scope_matches(est_action: Mapping[str, Any], action: str, groups: Iterable[str] = ("tools/call",)) -> bool:
-    """Whether a policy's action scope (its EST ``action``) can match ``action``, a member of ``groups``."""
-    op = est_action.get("op")
-    if op == "All":
-        return True
-    named = {action, *groups}
-    if op == "==":
-        return bool(est_action["entity"]["id"] == action)
-    if op == "in":
-        entities = est_action["entities"] if "entities" in est_action else [est_action["entity"]]
-        return any(e["id"] in named for e in entities)
-    return True  # an unknown form: keep it (the slice may only ever drop policies that cannot apply)
-
-
-def sliced_policy_set_json(ests: Mapping[str, Mapping[str, Any]], action: str) -> str:
-    """The JSON policy set of only the policies whose action scope can match ``action`` (the fix measured)."""
-    kept = {pid: est for pid, est in ests.items() if action_scope_matches(est["action"], action)}
-    return json.dumps({"staticPolicies": kept, "templates": {}, "templateLinks": []})
