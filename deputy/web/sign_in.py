@@ -68,9 +68,11 @@ class SignIn:
         if wait is not None:
             return SignInRefused(429, "Too many failed sign-ins for this user from here; wait a little and try "
                                       "again.", SlidingWindowLimiter.retry_after(wait))
+        # Counted as failed before the password is checked (no await between the check and the count): guesses
+        # sent at once would otherwise all pass the check above before the first was counted. A right one clears it.
+        self.failed_logins.failed(address, name)
         user = await self.services.users.authenticate(username, str(form.get("password", "")))
         if user is None:
-            self.failed_logins.failed(address, name)
             return SignInRefused(401, "Wrong username or password.")
         self.failed_logins.succeeded(address, name)
         return user
