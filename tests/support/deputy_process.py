@@ -182,7 +182,8 @@ def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_
     """`deputy serve` on `port` (default: a free one), alice and `users` added; `preexec_fn` runs in the child
     before it starts (e.g. to set rlimits); `environment` is added to its environment. Its output goes to
     `directory/deputy.log`, or with `stderr_apart` standard error (the log) to `stderr.log` and standard output to
-    `stdout.log`."""
+    `stdout.log`. The process is forked from tests.support.forked_deputy's host (its imports done once) unless it
+    needs what fork cannot give (a `preexec_fn`: then ``subprocess.Popen``); either way `process.pid` is its pid."""
     port = port or free_port()
     config = directory / "deputy.toml"
     write_config(config, port, upstream_url, extra_config, public_host)
