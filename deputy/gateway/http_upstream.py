@@ -125,7 +125,12 @@ class UpstreamPool:
         deadline = asyncio.get_running_loop().time() + self.call_wait
         if not await server_calls.take(deadline):
             return None
-        if not await self.call_slots.take(deadline):
+        try:
+            taken = await self.call_slots.take(deadline)
+        except BaseException:  # cancelled while waiting (shutdown): the server's place is given back all the same
+            server_calls.give_back()
+            raise
+        if not taken:
             server_calls.give_back()
             return None
 

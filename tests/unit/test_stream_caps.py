@@ -87,6 +87,20 @@ async def test_streams_never_take_a_calls_place_and_one_server_not_all_of_them()
     assert await pool.admit(server, stream=False) is not None
 
 
+async def test_a_call_cancelled_while_waiting_gives_its_server_place_back() -> None:
+    pool = UpstreamPool(streams=1, calls=1, call_wait=30)
+    server = Slots(2)
+    first = await pool.admit(server, stream=False)
+    assert first is not None
+    waiting = asyncio.create_task(pool.admit(server, stream=False))  # has the server's place, waits for the pool's
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    first()
+    assert [await server.take(None), await server.take(None)] == [True, True]  # both places are free
+
+
 @pytest.mark.parametrize(("table", "key"), [
     ({"streams_per_principal": 0}, "limits.streams_per_principal"),
     ({"upstream_streams": 0}, "limits.upstream_streams"),
