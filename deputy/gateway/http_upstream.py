@@ -1,8 +1,9 @@
 """Upstream MCP servers reached over Streamable HTTP, with pooled connections.
 
-One aiohttp client session serves every HTTP upstream, so connections are kept
-alive and reused across calls (a new connection per call is what made peers
-slow, ``shared/reference/performance.md``; httpx cost Deputy ~4 ms of CPU per
+Two aiohttp client sessions serve every HTTP upstream, one for calls and one for GET streams (so long-lived
+streams never take a connection a call needs; places bounded by :class:`UpstreamPool`, and
+:mod:`deputy.gateway.stream_caps`), so connections are kept alive and reused across calls (a new
+connection per call is what made peers slow, ``shared/reference/performance.md``; httpx cost Deputy ~4 ms of CPU per
 call in ``bench/``, most of it in its connection pool, so the hot path uses
 aiohttp; :mod:`deputy.outbound_http` opens the session). Forwarding is
 faithful: POST answered with JSON or SSE, the GET
