@@ -35,7 +35,6 @@ from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.gateway.stream_caps import StreamCaps
 from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.gateway.worker_routing import WorkerRouting
-from deputy.limits import worker_share
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint
 from deputy.oauth.errors import OAuthError, TemporarilyUnavailable
@@ -52,7 +51,6 @@ from deputy.page_paths import (
     CONNECTIONS_PAGE,
 )
 from deputy.policy.user_attributes import configured_claims
-from deputy.rate_limit import SlidingWindowLimiter
 from deputy.request_limits import RequestLimits, RequestRefused
 from deputy.services import Services
 from deputy.telemetry.metrics_listener import MetricsListener
@@ -229,9 +227,6 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         routes.append(Route(WELL_KNOWN, resource_metadata.handle, methods=["GET"]))
     if settings.registration.enabled:
         registration = RegistrationEndpoint(services)
-        # Counted in this process: each of N workers admits its share of the per-address rate.
-        registration.limiter = SlidingWindowLimiter(
-            worker_share(settings.registration.rate_limit_per_minute, settings.workers))
         routes.append(Route("/register", registration.handle, methods=["POST"]))
         routes.append(Route("/register/{client_id}", registration.manage, methods=["GET", "PUT", "DELETE"]))
     app = Starlette(routes=routes, lifespan=lifespan,

@@ -1,6 +1,7 @@
 """Sliding-window limits (registrations per address) and the back-off after failed sign-ins.
 
-In process, so each replica counts on its own (N replicas admit up to N times the limit).
+In process, so each replica counts on its own (N replicas admit up to N times the limit); the N workers of
+one ``serve --workers N`` each take their share of a limit (:func:`deputy.limits.worker_share`).
 The address is the TCP peer from the ASGI scope: behind a reverse proxy that is the
 proxy's address, and all clients share one budget. An IPv6 peer is counted by its /64 (RFC 4291 §2.5.4:
 one network's interface identifiers), since whoever holds one address of a /64 usually holds them all.

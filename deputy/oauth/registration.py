@@ -29,6 +29,7 @@ from starlette.responses import JSONResponse, Response
 
 from deputy import bounded_json
 from deputy.handles import new_handle
+from deputy.limits import worker_share
 from deputy.oauth.admission import admit
 from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
 from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
@@ -47,7 +48,9 @@ class RegistrationEndpoint:
     def __init__(self, services: Services) -> None:
         self.services = services
         self.policy = services.settings.registration
-        self.limiter = SlidingWindowLimiter(self.policy.rate_limit_per_minute)
+        # Counted in this process: each of N workers admits its share of the per-address rate.
+        self.limiter = SlidingWindowLimiter(worker_share(self.policy.rate_limit_per_minute,
+                                                         services.settings.workers))
 
     async def handle(self, request: Request) -> Response:
         """``POST /register``."""

@@ -14,7 +14,8 @@ caller that finds the access token near expiry refreshes inside :meth:`SingleFli
 
 SQLite has one writer per database, and a write transaction held across an upstream request would stall every
 other write; there the row is read without a lock and :meth:`HeldConnection.store` writes only if its ``version``
-is still the one read (one SQLite database serves one process).
+is still the one read. Across the processes of ``serve --workers N`` on one SQLite file the refresh is held by
+:mod:`deputy.connections.refresh_lock` (a file lock per connection), which this store's reader runs under.
 """
 
 from __future__ import annotations

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import os
 import socket
 import stat
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from deputy.cli.worker_process import bind_unix, worker_settings
-from deputy.cli.workers import prepare_run_dir, warn_about_sqlite_refreshes, worker_budget
+from deputy.cli.workers import prepare_run_dir, worker_budget
 from deputy.config import ConfigError, Settings, load_settings
 from deputy.listener import MIN_CONNECTIONS, ListenerBudget
 
@@ -84,17 +83,3 @@ def test_a_worker_socket_is_created_owner_only_and_replaces_a_stale_one(tmp_path
     finally:
         sock.close()
 
-
-def test_several_workers_on_sqlite_with_an_oauth_server_are_warned_about(tmp_path: Path,
-                                                                         caplog: pytest.LogCaptureFixture) -> None:
-    base = _settings(tmp_path)
-    oauth = {"demo": dataclasses.replace(base.servers["demo"], credentials="oauth")}
-    caplog.set_level(logging.WARNING, logger="deputy.cli.workers")
-    warn_about_sqlite_refreshes(dataclasses.replace(base, servers=oauth, workers=1))
-    warn_about_sqlite_refreshes(dataclasses.replace(base, workers=2))
-    warn_about_sqlite_refreshes(dataclasses.replace(base, servers=oauth, workers=2,
-                                                    database_url="postgresql+asyncpg://deputy@db/deputy"))
-    assert caplog.records == []
-    warn_about_sqlite_refreshes(dataclasses.replace(base, servers=oauth, workers=2))
-    (record,) = caplog.records
-    assert "use PostgreSQL" in record.getMessage() and "demo" in record.getMessage()
