@@ -98,7 +98,8 @@ def refusal_outcome(status: int) -> RequestOutcome:
 
 
 def mark_upstream_error(scope: Scope, kind: str) -> None:
-    """An HTTP upstream failed this request (``kind``: unreachable, timeout, broken, refused, too_large)."""
+    """An HTTP upstream failed this request (``kind``: unreachable, timeout, broken, refused, too_large,
+    busy: no pooled connection free in time, :mod:`deputy.gateway.stream_caps`)."""
     scope[UPSTREAM_ERROR_KEY] = kind
 
 

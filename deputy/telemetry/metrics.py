@@ -78,7 +78,7 @@ class Metrics:
             ("server", "outcome"), registry=registry)
         self.upstream_errors = Counter(
             "deputy_upstream_errors",
-            "Upstream failures by server and kind (HTTP: unreachable, timeout, broken, refused, too_large; "
+            "Upstream failures by server and kind (HTTP: unreachable, timeout, broken, refused, too_large, busy; "
             "stdio: process)",
             ("server", "kind"), registry=registry)
         # The authorization server (deputy.oauth.token).
