@@ -33,13 +33,14 @@ from mcp.client import Client
 from mcp.client.session import ClientRequestContext
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-from mcp_types import CallToolResult, ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
+from mcp_types import ElicitRequestParams, ElicitRequestURLParams, ElicitResult, ErrorData
 
 from tests.support import upstream_oauth
 from tests.support.databases import database_url
 from tests.support.deputy_process import PASSWORD, RunningDeputy, running_deputy
 from tests.support.eventually import eventually
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
+from tests.support.sdk_calls import call, text_of, unwrapped
 from tests.support.sdk_client import Form, InMemoryTokenStorage, page_text, parse_forms, sdk_oauth_client
 from tests.support.upstream_oauth import ProtectedUpstream, UpstreamAuthServer
 
@@ -99,23 +100,6 @@ def setup(backend: str, upstream_url: str, upstreams: tuple[Upstream, Upstream],
 # ----------------------------------------------------------------------------- the client and the browser
 
 
-def unwrapped(error: BaseException) -> BaseException:
-    """The SDK's task groups may wrap the one error the server answered."""
-    while isinstance(error, BaseExceptionGroup) and len(error.exceptions) == 1:
-        error = error.exceptions[0]
-    return error
-
-
-async def call(client: Client, tool: str, arguments: dict[str, Any] | None = None) -> CallToolResult | MCPError:
-    try:
-        return await client.call_tool(tool, arguments or {})
-    except (MCPError, ExceptionGroup) as raised:
-        error = unwrapped(raised)
-        if isinstance(error, MCPError):
-            return error
-        raise
-
-
 def connect_answer(setup: Setup, answer: object, upstream: Upstream) -> dict[str, Any]:
     """The JSON-RPC error that sends her to connect (no URL elicitation declared: Deputy's -32004), checked."""
     assert isinstance(answer, MCPError), f"the call went through: {answer}"
@@ -124,12 +108,6 @@ def connect_answer(setup: Setup, answer: object, upstream: Upstream) -> dict[str
     assert data["connect_url"] == f"{setup.deputy.url}/connect/{upstream.name}"
     assert data["server"] == upstream.name
     return data
-
-
-def text_of(answer: CallToolResult | MCPError) -> str:
-    assert isinstance(answer, CallToolResult), f"the call was refused: {answer}"
-    assert not answer.is_error, answer
-    return str(answer.content[0].text)  # type: ignore[union-attr]
 
 
 @asynccontextmanager
