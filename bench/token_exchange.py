@@ -29,14 +29,11 @@ import base64
 import json
 import os
 import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,129 +42,29 @@ from urllib.parse import urlencode
 import aiohttp
 import uvloop
 from joserfc import jwt
-from joserfc.jwk import ECKey
-from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 from _load import RunResult
 from _statement_counts import per_request, print_counts
-from tools_call import HOST, cpu_seconds, free_port, stop, wait_http
+from _token_deputy import (
+    ACCESS_TOKEN_TYPE,
+    ACTOR_KEY,
+    ACTORS,
+    ASSERTION_TYPE,
+    AUTH_NAMES,
+    GRANTS,
+    SECRETS,
+    SUBJECT,
+    TOKEN_EXCHANGE,
+    Deputy,
+    database,
+    running_deputy,
+)
+from _token_report import Measured, argon2_cost, console, machine_line, print_runs, print_summary
+from tools_call import cpu_seconds
 
-from tests.support.databases import database_url, postgres_available
-
-BENCH_DIR = Path(__file__).resolve().parent
-TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
-ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
-ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-SUBJECT = "agent-a"  # its client credentials tokens are the subject tokens
-ACTORS = {"basic": "agent-b", "jwt": "agent-b-jwt"}  # the exchanging client, per authentication method
-AUTH_NAMES = {"basic": "client_secret_basic", "jwt": "private_key_jwt"}
-SECRETS = {"agent-a": "agent-a-bench-s3cret-0123456789abcdef", "agent-b": "agent-b-bench-s3cret-0123456789abcdef"}
-ACTOR_KEY = ECKey.generate_key("P-256", parameters={"kid": "bench-1", "alg": "ES256"}, private=True)
-GRANTS = ("exchange", "client_credentials")
-TARGET = 1000.0  # exchanges/s, the issue's aim
-console = Console(width=None if sys.stdout.isatty() else 180)
-
-
-# --- Deputy -----------------------------------------------------------------------------------------
-
-def deputy_config(port: int) -> str:
-    jwk = ACTOR_KEY.as_dict(private=False)
-    toml_key = "{" + ", ".join(f'{k} = "{v}"' for k, v in jwk.items()) + "}"
-    grants = f'["client_credentials", "{TOKEN_EXCHANGE}"]'
-    return f'''
-public_url = "http://{HOST}:{port}"
-port = {port}
-
-[tokens]
-access_token_ttl = 3600
-
-[registration]
-mode = "off"
-
-[servers.demo]
-title = "Demo"
-url = "http://{HOST}:9/mcp"   # never called: the bench talks to /token only
-scopes = ["demo:tools"]
-
-[[clients]]
-client_id = "agent-a"
-client_name = "Agent A (subject tokens)"
-token_endpoint_auth_method = "client_secret_basic"
-client_secret = "{SECRETS['agent-a']}"
-grant_types = {grants}
-
-[[clients]]
-client_id = "agent-b"
-client_name = "Agent B (client_secret_basic)"
-token_endpoint_auth_method = "client_secret_basic"
-client_secret = "{SECRETS['agent-b']}"
-grant_types = {grants}
-
-[[clients]]
-client_id = "agent-b-jwt"
-client_name = "Agent B (private_key_jwt)"
-token_endpoint_auth_method = "private_key_jwt"
-grant_types = {grants}
-jwks = {{keys = [{toml_key}]}}
-
-[delegation]
-token_ttl = 300
-
-[[delegation.may_act]]
-client = "agent-a"
-actors = ["agent-b", "agent-b-jwt"]
-'''
-
-
-# Deputy with its remembered-secret cache off: every client_secret_basic request pays argon2.
-UNCACHED = "import deputy.hashing as h; h.REMEMBER_SECONDS = 0.0; from deputy.cli import app; app(['serve'])"
-
-
-@dataclass
-class Deputy:
-    process: subprocess.Popen[bytes]
-    url: str
-    log: Path
-
-
-@contextmanager
-def running_deputy(work: Path, db_url: str, profile: Path | None, uncached: bool,
-                   counts: Path | None = None, workers: int = 1) -> Iterator[Deputy]:
-    port = free_port()
-    config = work / "deputy.toml"
-    config.write_text(deputy_config(port))
-    env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(work / "data"),
-           "DEPUTY_DATABASE_URL": db_url}
-    if uncached:
-        command = [sys.executable, "-c", UNCACHED]
-    elif counts is not None:
-        command = [sys.executable, str(BENCH_DIR / "_count_deputy_statements.py"), str(counts), "serve"]
-    elif profile is not None:
-        command = [sys.executable, str(BENCH_DIR / "_cprofile_deputy.py"), str(profile), "serve"]
-    else:
-        command = [sys.executable, "-m", "deputy", "serve", *(["--workers", str(workers)] if workers > 1 else [])]
-    log = work / "deputy.log"
-    process = subprocess.Popen(command, env=env, cwd=work, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-    try:
-        url = f"http://{HOST}:{port}"
-        wait_http(f"{url}/healthz", process, "deputy serve", log)
-        yield Deputy(process, url, log)
-    finally:
-        stop(process)
-
-
-@contextmanager
-def database(backend: str, work: Path) -> Iterator[str]:
-    if backend == "sqlite":
-        (work / "data").mkdir(parents=True, exist_ok=True)
-        yield f"sqlite+aiosqlite:///{work / 'data' / 'deputy.db'}"
-        return
-    with database_url(backend, work) as url:  # a fresh database, dropped afterwards
-        yield url
-
+from tests.support.databases import postgres_available
 
 # --- requests ---------------------------------------------------------------------------------------
 
@@ -333,21 +230,6 @@ def tree_cpu_seconds(pid: int) -> float:
 MARKERS = {"exchange": b'"issued_token_type"', "client_credentials": b'"access_token"'}
 
 
-@dataclass
-class Measured:
-    backend: str
-    auth: str
-    concurrency: int
-    round: int
-    grant: str
-    result: RunResult
-    deputy_cpu: float
-    client_cpu: float
-
-    def per_op_ms(self, seconds: float) -> float:
-        return 1000 * seconds / self.result.ok if self.result.ok else float("nan")
-
-
 async def measure(deputy: Deputy, tokens: Tokens, backend: str, auth: str, grant: str, concurrency: int,
                   round_: int, seconds: float) -> Measured:
     result, deputy_cpu, client_cpu = await run_load(f"{deputy.url}/token", request_maker(deputy, tokens, grant, auth),
@@ -379,90 +261,6 @@ async def bench_backend(deputy: Deputy, backend: str, args: argparse.Namespace) 
                 for grant in order:
                     runs.append(await measure(deputy, tokens, backend, auth, grant, c, r, args.seconds))
     return runs
-
-
-# --- reporting --------------------------------------------------------------------------------------
-
-def fmt(value: float, digits: int = 2) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"  # NaN -> dash
-
-
-def median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
-
-
-COLUMNS = ("backend", "auth", "c", "grant")
-
-
-def print_runs(runs: list[Measured]) -> None:
-    table = Table(title="Per run (POST /token; CPU = process time ÷ successful requests)")
-    for col in (*COLUMNS[:3], "round", "grant", "ok", "errors", "req/s", "÷ cc", "p50 ms", "p99 ms",
-                "Deputy CPU ms/req", "client CPU ms/req"):
-        table.add_column(col, justify="left" if col in ("backend", "auth", "grant") else "right")
-    cc_rate = {(m.backend, m.auth, m.concurrency, m.round): m.result.rate for m in runs
-               if m.grant == "client_credentials"}
-    for m in runs:
-        base = cc_rate.get((m.backend, m.auth, m.concurrency, m.round), float("nan"))
-        table.add_row(m.backend, AUTH_NAMES[m.auth], str(m.concurrency), str(m.round), m.grant,
-                      f"{m.result.ok:,}", str(m.result.errors), f"{m.result.rate:.0f}",
-                      fmt(m.result.rate / base if base else float("nan")), fmt(m.result.percentile_ms(0.5)),
-                      fmt(m.result.percentile_ms(0.99)), fmt(m.per_op_ms(m.deputy_cpu)),
-                      fmt(m.per_op_ms(m.client_cpu)))
-    console.print(table)
-
-
-def print_summary(runs: list[Measured], args: argparse.Namespace) -> None:
-    table = Table(title=f"Summary: medians over {args.rounds} interleaved round(s) of {args.seconds:g} s per run")
-    for col in (*COLUMNS, "req/s", "÷ cc", "p50 ms", "p99 ms", "Deputy CPU ms/req", "1-core ceiling/s",
-                "client CPU ms/req"):
-        table.add_column(col, justify="left" if col in ("backend", "auth", "grant") else "right")
-    verdicts = []
-    keys = sorted({(m.backend, m.auth, m.concurrency) for m in runs},
-                  key=lambda k: (k[0] != "sqlite", k[1], k[2]))
-    for backend, auth, c in keys:
-        rows = {}
-        for grant in args.grants:
-            ms = [m for m in runs if (m.backend, m.auth, m.concurrency, m.grant) == (backend, auth, c, grant)]
-            rows[grant] = (median([m.result.rate for m in ms]),
-                           median([m.result.percentile_ms(0.5) for m in ms]),
-                           median([m.result.percentile_ms(0.99) for m in ms]),
-                           median([m.per_op_ms(m.deputy_cpu) for m in ms]),
-                           median([m.per_op_ms(m.client_cpu) for m in ms]))
-        base = rows.get("client_credentials", (float("nan"),))[0]
-        ratio = rows["exchange"][0] / base if "exchange" in rows and base else float("nan")
-        for grant, (rate, p50, p99, cpu, client) in rows.items():
-            table.add_row(backend, AUTH_NAMES[auth], str(c), grant, f"{rate:.0f}",
-                          fmt(ratio) if grant == "exchange" else "1.00", fmt(p50), fmt(p99), fmt(cpu),
-                          f"{1000 / cpu:.0f}" if cpu == cpu and cpu > 0 else "-", fmt(client))
-        if "exchange" in rows:
-            verdicts.append((backend, auth, c, rows["exchange"][0], ratio))
-    console.print(table)
-    for backend, auth, c, rate, ratio in verdicts:
-        ok = "[green]meets[/green]" if rate >= TARGET else "[red]misses[/red]"
-        console.print(f"{backend}, {AUTH_NAMES[auth]}, c={c}: {rate:.0f} exchanges/s {ok} the ≥ {TARGET:,.0f}/s aim; "
-                      f"{fmt(ratio)} of client credentials")
-
-
-def argon2_cost() -> float:
-    """Milliseconds of one argon2id verification here and now (what an uncached client_secret_basic costs)."""
-    from deputy.hashing import _hasher
-
-    stored = _hasher.hash("bench-secret")
-    t = time.perf_counter()
-    for _ in range(3):
-        _hasher.verify(stored, "bench-secret")
-    return (time.perf_counter() - t) / 3 * 1000
-
-
-def machine_line() -> str:
-    load = os.getloadavg()
-    head = subprocess.run(["git", "-C", str(BENCH_DIR.parent), "rev-parse", "--short", "HEAD"], capture_output=True,
-                          text=True, check=False).stdout.strip()
-    dirty = subprocess.run(["git", "-C", str(BENCH_DIR.parent), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, check=False).stdout.strip()
-    return (f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}; commit {head}{' + uncommitted changes' if dirty else ''}")
 
 
 # --- main -------------------------------------------------------------------------------------------
