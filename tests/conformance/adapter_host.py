@@ -19,7 +19,6 @@ killed too, as the suite's kill of the adapter process did.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import selectors
@@ -30,26 +29,7 @@ import threading
 import traceback
 from typing import Any
 
-MAX_REQUEST = 1 << 20  # the launcher's environment and argument, as JSON
-DESCRIPTORS = 3  # standard input, output and error
-
-
-def receive_request(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    """The launcher's request (4-byte length, then JSON) and the three descriptors sent with its first bytes."""
-    data, fds, _flags, _address = socket.recv_fds(connection, MAX_REQUEST, DESCRIPTORS)
-    if len(fds) != DESCRIPTORS or len(data) < 4:
-        for fd in fds:
-            os.close(fd)
-        raise ValueError("a launcher must send its three standard descriptors with its request")
-    length = int.from_bytes(data[:4], "big")
-    body = data[4:]
-    while len(body) < length:
-        chunk = connection.recv(length - len(body))
-        if not chunk:
-            raise ValueError("the launcher's request ended early")
-        body += chunk
-    request: dict[str, Any] = json.loads(body)
-    return request, fds
+from tests.support.fork_requests import receive_request
 
 
 def run_child(request: dict[str, Any], fds: list[int], inherited: list[socket.socket]) -> None:

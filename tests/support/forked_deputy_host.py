@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import json
 import os
 import random
 import resource
@@ -36,8 +35,8 @@ import threading
 import traceback
 from typing import Any
 
-MAX_REQUEST = 1 << 20
-DESCRIPTORS = 3  # standard input, output and error
+from tests.support.fork_requests import receive_request
+
 # What `deputy serve` imports (the CLI may import lazily): the app, its services and storage drivers.
 PRELOAD = ("deputy.cli", "deputy.cli.serving", "deputy.app", "deputy.services", "sqlalchemy.dialects.sqlite",
            "sqlalchemy.dialects.postgresql", "aiosqlite", "asyncpg", "uvicorn")
@@ -140,23 +139,6 @@ def _finish() -> None:
     atexit._run_exitfuncs()
 
 
-def _receive(connection: socket.socket) -> tuple[dict[str, Any], list[int]]:
-    data, fds, _flags, _address = socket.recv_fds(connection, MAX_REQUEST, DESCRIPTORS)
-    if len(fds) != DESCRIPTORS or len(data) < 4:
-        for fd in fds:
-            os.close(fd)
-        raise ValueError("a request must carry three descriptors")
-    length = int.from_bytes(data[:4], "big")
-    body = data[4:]
-    while len(body) < length:
-        chunk = connection.recv(length - len(body))
-        if not chunk:
-            raise ValueError("the request ended early")
-        body += chunk
-    request: dict[str, Any] = json.loads(body)
-    return request, fds
-
-
 def _check_nothing_runs() -> None:
     """A thread would be missing in every child, holding whatever lock it held; a loop would be shared with it."""
     if threading.active_count() != 1 or len(os.listdir("/proc/self/task")) != 1:
@@ -202,7 +184,7 @@ def serve(socket_path: str) -> None:
                 if key.fileobj is listener:
                     connection, _address = listener.accept()
                     try:
-                        request, fds = _receive(connection)
+                        request, fds = receive_request(connection)
                     except (OSError, ValueError) as exc:
                         print(f"forked deputy host: refused a request: {exc}", file=sys.stderr, flush=True)
                         connection.close()
