@@ -19,9 +19,7 @@ principal ``Deputy::User::<user>``, resource ``Deputy::Server::<server>``, the a
 for the tool or method, the arguments converted exactly as the schema types them
 (:mod:`deputy.policy.arguments`) plus the common context, ``context.user`` included
 (:mod:`deputy.policy.user_attributes`: what the caller's token says of its user) — and evaluates it always
-*with* the schema. The context goes to Cedar as JSON text whose caller part (everything but ``time`` and the
-request's own part) is serialised once per caller (:class:`CommonContexts`).
-:meth:`PolicyEngine.decide_each` does the same for the items of a
+*with* the schema. :meth:`PolicyEngine.decide_each` does the same for the items of a
 ``tools/list``, ``prompts/list``, ``resources/list`` or ``resources/templates/list``
 result through the list-time actions; an item stays listed unless its decision is
 ``deny`` (step-up and approval are enforced when it is called). Annotations and fail-closed rules:
@@ -163,71 +161,27 @@ def common_context(caller: Caller, registration: str, now: int, user_claims: Seq
     return context
 
 
-_Base = tuple[dict[str, str], dict[str, str], str, int]
-# The fields common_context may set: a request's own part naming one of them is merged as a dict would merge it.
-COMMON_FIELDS = frozenset({"scopes", "agent", "actors", "actor_count", "actor_client_ids", "time", "user", "txn"})
-CONTEXTS_KEPT = 4096  # callers whose common context text is kept (a bound: the keys come from tokens)
+_Base = tuple[dict[str, str], dict[str, str], dict[str, Any]]
 
 
-class CommonContexts:
-    """The JSON text of each caller's common context, ``time`` left out, made once per caller.
-
-    What a caller's token says (scopes, agent, actor chain, txn, user) is the same on every call it makes; only the
-    time and the request's own part change. Cedar takes the context as JSON text, so that text is kept per caller
-    and only the time and the request's part are serialised per call (:func:`context_text`). The key is the values
-    the context is made of, never the caller's identity: an equal caller finds the same text, a different one never
-    does. A caller whose values cannot be a key (unhashable) gets its text made afresh each time.
-    """
-
-    def __init__(self, kept: int = CONTEXTS_KEPT) -> None:
-        self.kept = kept
-        self._texts: dict[tuple[Any, ...], str] = {}
-
-    def text(self, caller: Caller, registration: str, user_claims: tuple[str, ...]) -> str:
-        key = (caller.agent, caller.scopes, caller.actors, caller.txn, caller.user_attributes, registration,
-               user_claims)
-        try:
-            known = self._texts.get(key)
-        except TypeError:  # a caller of unhashable values: nothing kept
-            return _common_text(caller, registration, user_claims)
-        if known is None:
-            known = _common_text(caller, registration, user_claims)
-            if len(self._texts) >= self.kept:
-                self._texts.clear()
-            self._texts[key] = known
-        return known
-
-
-def _common_text(caller: Caller, registration: str, user_claims: Sequence[str]) -> str:
-    common = common_context(caller, registration, 0, user_claims)
-    del common["time"]  # added per request: the one common value that changes
-    return json.dumps(common)
-
-
-def context_text(common: str, now: int, specific: Mapping[str, Any]) -> str:
-    """The context of one request as JSON text: the caller's ``common`` text, ``time`` and the request's own part
-    (the same object as ``{**specific, **common, "time": now}``; a request part that names a common field is
-    merged as that dict would merge it)."""
-    if not COMMON_FIELDS.isdisjoint(specific):  # no request part does today
-        merged: dict[str, Any] = {**specific, **json.loads(common), "time": now}
-        return json.dumps(merged)
-    own = json.dumps(specific)
-    time = str(now) if type(now) is int else json.dumps(now)  # an int's JSON is its digits
-    return f'{common[:-1]}, "time": {time}{", " + own[1:] if specific else "}"}'
+def _base(caller: Caller, registration: str, now: int | None, schema: PolicySchema) -> _Base:
+    """What every request of ``caller`` shares: principal, resource, common context."""
+    return ({"type": USER_TYPE, "id": caller.user}, {"type": SERVER_TYPE, "id": caller.server},
+            common_context(caller, registration, clock.now() if now is None else now, schema.user_claims))
 
 
 def _request(schema: PolicySchema, base: _Base, method: str, name: str,
              arguments: Any) -> tuple[str, dict[str, Any], Entities]:
-    action, specific, entities = schema.request(method, name, arguments)
+    action, context, entities = schema.request(method, name, arguments)
+    context.update(base[2])
     request = {"principal": base[0], "action": {"type": ACTION_TYPE, "id": action}, "resource": base[1],
-               "context": context_text(base[2], base[3], specific)}
+               "context": context}
     return action, request, entities
 
 
 class PolicyEngine:
     def __init__(self, directory: Path, schema: PolicySchema) -> None:
         self._loaded = load_policies(directory, schema)
-        self._contexts = CommonContexts()
         log.info("policies %s: %d policies from %s, version %s", directory, len(self._loaded.sources),
                  ", ".join(self._loaded.files) or "no files", self._loaded.version[:12])
 
@@ -264,7 +218,7 @@ class PolicyEngine:
         loaded = self._loaded
         action = str(name) if method == TOOLS_CALL else method
         try:
-            base = self._base(caller, registration, now, loaded.schema)
+            base = _base(caller, registration, now, loaded.schema)
             action, request, entities = _request(loaded.schema, base, method, name, arguments)
             result = cedarpy.is_authorized(request, loaded.policy_set_for(action), entities or loaded.no_entities,
                                            schema=loaded.schema.handle)
@@ -288,7 +242,7 @@ class PolicyEngine:
         try:
             if method not in LIST_ACTIONS:
                 raise UnknownAction(f"{method!r} is not a list-time action")
-            base = self._base(caller, registration, now, loaded.schema)
+            base = _base(caller, registration, now, loaded.schema)
             requests = [_request(loaded.schema, base, method, name, None)[1] for name in names]
             results = cedarpy.is_authorized_batch(requests, loaded.policy_set_for(method), loaded.no_entities,
                                                   schema=loaded.schema.handle) if requests else []
@@ -299,11 +253,6 @@ class PolicyEngine:
             log.error("policy evaluation failed: %s", type(exc).__name__)  # as in decide
             judged = [Verdict(Outcome.DENY, (), (f"evaluation failed: {type(exc).__name__}: {exc}",))] * len(names)
         return [self._decision(loaded, method, caller, one) for one in judged]
-
-    def _base(self, caller: Caller, registration: str, now: int | None, schema: PolicySchema) -> _Base:
-        """What every request of ``caller`` shares: principal, resource, the common context's text, the time."""
-        return ({"type": USER_TYPE, "id": caller.user}, {"type": SERVER_TYPE, "id": caller.server},
-                self._contexts.text(caller, registration, schema.user_claims), clock.now() if now is None else now)
 
     @staticmethod
     def _decision(loaded: LoadedPolicies, action: str, caller: Caller, judged: Verdict) -> Decision:

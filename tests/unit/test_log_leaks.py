@@ -8,7 +8,6 @@ writer) end with the statement's parameters, a record's bytes among them.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ def test_a_refused_integer_is_not_quoted() -> None:
 def test_a_failing_policy_evaluation_logs_no_argument(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                       caplog: pytest.LogCaptureFixture) -> None:
     def failing(request: dict[str, Any], *_: object, **__: object) -> None:
-        raise RuntimeError(f"cannot evaluate {json.loads(request['context'])['input']}")  # the context's JSON text
+        raise RuntimeError(f"cannot evaluate {request['context']['input']}")
 
     monkeypatch.setattr(cedarpy, "is_authorized", failing)  # the engine calls cedarpy.is_authorized
     engine = engine_with(tmp_path)
