@@ -11,13 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from urllib.parse import urlencode, urljoin
 
 import httpx
 
-from tests.support.deputy_process import PASSWORD, PUBLIC_CLIENT, REDIRECT_URI, RunningDeputy
-from tests.support.oauth_flow import Pkce
-from tests.support.sdk_client import parse_form
+from tests.support.deputy_process import PASSWORD, RunningDeputy
+from tests.support.sign_in_form import sign_in_form
 
 GUESSER_ADDRESS = "127.0.0.1"
 OWNER_ADDRESS = "127.0.0.2"  # any 127/8 address reaches a listener on 127.0.0.1 (Linux loopback)
@@ -27,23 +25,13 @@ def browser_from(address: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(timeout=30, transport=httpx.AsyncHTTPTransport(local_address=address))
 
 
-async def _login_form(http: httpx.AsyncClient, deputy: RunningDeputy) -> tuple[str, dict[str, str]]:
-    query = urlencode({"response_type": "code", "client_id": PUBLIC_CLIENT, "redirect_uri": REDIRECT_URI,
-                       "code_challenge": Pkce.new().challenge, "code_challenge_method": "S256",
-                       "resource": deputy.resource("demo"), "state": "s"})
-    page = await http.get(f"{deputy.url}/authorize?{query}")
-    assert page.status_code == 200, page.text
-    form = parse_form(page.text)
-    return urljoin(f"{deputy.url}/authorize", form.action), form.data()
-
-
 async def test_guessing_as_BOB_does_not_lock_bob_out(deputy: RunningDeputy) -> None:
     """Finding 8: 10 failures as the upper-case name from one address; bob, from another, signs in (303)."""
     owner = f"owner-{secrets.token_hex(4)}"
     added = await asyncio.to_thread(deputy.cli, "users", "add", owner, "--password", PASSWORD)
     assert added.returncode == 0, added.stderr
     async with browser_from(GUESSER_ADDRESS) as guesser:
-        action, fields = await _login_form(guesser, deputy)
+        action, fields = await sign_in_form(guesser, deputy)
         answers = []
         for _ in range(10):
             wrong = await guesser.post(action, data={**fields, "username": owner.upper(), "password": "guess"})
@@ -55,6 +43,6 @@ async def test_guessing_as_BOB_does_not_lock_bob_out(deputy: RunningDeputy) -> N
         assert set(answers) <= {401, 429} and 429 in answers, answers
 
     async with browser_from(OWNER_ADDRESS) as own_browser:
-        action, fields = await _login_form(own_browser, deputy)
+        action, fields = await sign_in_form(own_browser, deputy)
         signed_in = await own_browser.post(action, data={**fields, "username": owner, "password": PASSWORD})
         assert signed_in.status_code == 303, "the owner, from another address, is not locked out"

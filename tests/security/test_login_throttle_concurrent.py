@@ -10,26 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from urllib.parse import urlencode, urljoin
 
 import httpx
 
 from deputy.web.sign_in import FREE_FAILED_SIGN_INS
-from tests.support.deputy_process import PASSWORD, PUBLIC_CLIENT, REDIRECT_URI, RunningDeputy
-from tests.support.oauth_flow import Pkce
-from tests.support.sdk_client import parse_form
+from tests.support.deputy_process import PASSWORD, RunningDeputy
+from tests.support.sign_in_form import sign_in_form
 
 GUESSES = 20
-
-
-async def _login_form(http: httpx.AsyncClient, deputy: RunningDeputy) -> tuple[str, dict[str, str]]:
-    query = urlencode({"response_type": "code", "client_id": PUBLIC_CLIENT, "redirect_uri": REDIRECT_URI,
-                       "code_challenge": Pkce.new().challenge, "code_challenge_method": "S256",
-                       "resource": deputy.resource("demo"), "state": "s"})
-    page = await http.get(f"{deputy.url}/authorize?{query}")
-    assert page.status_code == 200, page.text
-    form = parse_form(page.text)
-    return urljoin(f"{deputy.url}/authorize", form.action), form.data()
 
 
 async def test_guesses_sent_at_once_are_not_all_heard(deputy: RunningDeputy) -> None:
@@ -37,7 +25,7 @@ async def test_guesses_sent_at_once_are_not_all_heard(deputy: RunningDeputy) -> 
     added = await asyncio.to_thread(deputy.cli, "users", "add", owner, "--password", PASSWORD)
     assert added.returncode == 0, added.stderr
     async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=GUESSES)) as guesser:
-        action, fields = await _login_form(guesser, deputy)
+        action, fields = await sign_in_form(guesser, deputy)
         answers = await asyncio.gather(*(guesser.post(action, data={**fields, "username": owner, "password": "x"})
                                          for _ in range(GUESSES)))
     statuses = [answer.status_code for answer in answers]
