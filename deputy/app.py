@@ -110,7 +110,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         tracing=tracing,
         metrics=services.metrics,
         connections=services.connections,  # each user's own token for credentials = "oauth" servers
-        streams=StreamCaps(settings.limits.streams_per_principal, settings.limits.streams_per_session),
+        streams=StreamCaps.from_limits(settings.limits),
     )
     mcp: ASGIApp = McpCors(gateway, settings.allowed_origins)
     routing = _worker_routing(settings, mcp)

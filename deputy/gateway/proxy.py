@@ -69,6 +69,7 @@ from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQ
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stream_caps import CapReached, StreamCaps
 from deputy.gateway.tools_watch import watching_tools
+from deputy.limits import LimitSettings
 from deputy.policy import POLICY_DENIED, Decision, Outcome
 from deputy.telemetry.metrics import Metrics
 
@@ -122,7 +123,7 @@ class Gateway:
         connections: UserConnections | None = None,  # needed by credentials = "oauth" servers
         streams: StreamCaps | None = None,  # GET streams per principal and per session (limits.streams_per_…)
     ) -> None:
-        self.streams = streams or StreamCaps(8, 4)
+        self.streams = streams or StreamCaps.from_limits(LimitSettings())
         self.connections = connections
         self.body_timeout = body_timeout
         self.origin_check = origin_check

@@ -26,6 +26,7 @@ from starlette.types import Send
 
 from deputy.gateway.principal import Principal
 from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, RETRY_AFTER, jsonrpc_error, send_json
+from deputy.limits import LimitSettings
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,10 @@ class StreamCaps:
         self.per_session = per_session
         self._by_principal: Counter[tuple[str, str, str]] = Counter()
         self._by_session: Counter[str] = Counter()
+
+    @classmethod
+    def from_limits(cls, limits: LimitSettings) -> StreamCaps:
+        return cls(limits.streams_per_principal, limits.streams_per_session)
 
     def take(self, principal: Principal, session: str | None) -> StreamHold | CapReached:
         key = (principal.server, principal.user, principal.agent)
