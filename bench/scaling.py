@@ -38,8 +38,9 @@ from pathlib import Path
 import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _tools_call_report import Measured, fmt, median
 from policy_sets import write_policy_set
-from tools_call import Bench, Measured, Servers, console, fmt, median, start_servers, stop
+from tools_call import Bench, Servers, console, start_servers, stop
 
 from deputy.limits import LimitSettings
 from deputy.listener import listener_budget

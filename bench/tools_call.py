@@ -18,7 +18,6 @@ import json
 import os
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -30,10 +29,10 @@ from pathlib import Path
 
 import uvloop
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _load import RunResult, build_post, one_call, run_load
+from _load import build_post, one_call, run_load
+from _tools_call_report import BARE, Measured, print_memory, print_runs, print_summary
 
 from deputy.keys import KeyRing
 from deputy.oauth.access_tokens import mint_access_token
@@ -94,6 +93,8 @@ class Servers:
     deputy: subprocess.Popen[bytes]
     deputy_port: int
     token: str
+    bare: subprocess.Popen[bytes] | None = None  # bench/_bare_proxy.py, the same-run floor (tools_call.py only)
+    bare_port: int = 0
 
 
 def write_config(path: Path, public_url: str, port: int, upstream_port: int, policies: Path | None = None) -> None:
@@ -127,7 +128,8 @@ def bench_token(data_dir: Path, public_url: str) -> str:
     return token
 
 
-def start_servers(work: Path, profile: Path | None, policies: Path | None = None) -> Servers:
+def start_servers(work: Path, profile: Path | None, policies: Path | None = None, *,
+                  bare_proxy: bool = False) -> Servers:
     upstream_port, deputy_port = free_port(), free_port()
     up_log = work / "upstream.log"
     # The upstream is the fixed reference: it does not inherit PYTHONPATH (which may hold a Deputy experiment).
@@ -157,7 +159,25 @@ def start_servers(work: Path, profile: Path | None, policies: Path | None = None
         stop(deputy)
         stop(upstream)
         raise
-    return Servers(upstream, upstream_port, deputy, deputy_port, token)
+    servers = Servers(upstream, upstream_port, deputy, deputy_port, token)
+    if bare_proxy:
+        servers.bare_port = free_port()
+        bare_log = work / "bare-proxy.log"
+        servers.bare = subprocess.Popen([sys.executable, str(BENCH_DIR / "_bare_proxy.py"), str(servers.bare_port),
+                                         f"http://{HOST}:{upstream_port}/mcp"],
+                                        env=up_env, stdout=bare_log.open("wb"), stderr=subprocess.STDOUT)
+        try:
+            wait_http(f"http://{HOST}:{servers.bare_port}/mcp", servers.bare, "bare proxy", bare_log)
+        except BaseException:
+            stop_servers(servers)
+            raise
+    return servers
+
+
+def stop_servers(servers: Servers) -> None:
+    for process in (servers.bare, servers.deputy, servers.upstream):
+        if process is not None:
+            stop(process)
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
@@ -172,20 +192,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 # --- measuring ------------------------------------------------------------------------------------
 
-@dataclass
-class Measured:
-    target: str
-    concurrency: int
-    round: int
-    result: RunResult
-    deputy_cpu: float
-    upstream_cpu: float
-    client_cpu: float
-
-    def per_call_ms(self, seconds: float) -> float:
-        return 1000 * seconds / self.result.ok if self.result.ok else float("nan")
-
-
 class Bench:
     def __init__(self, servers: Servers) -> None:
         self.s = servers
@@ -195,14 +201,26 @@ class Bench:
         self.via_deputy = build_post(HOST, servers.deputy_port, "/mcp/demo", TOOL_CALL,
                                      {**headers, "Authorization": f"Bearer {servers.token}"})
         self.no_token = build_post(HOST, servers.deputy_port, "/mcp/demo", TOOL_CALL, headers)
+        self.via_bare = build_post(HOST, servers.bare_port, "/mcp", TOOL_CALL, headers)
         self.failures = 0
         self.deputy_calls = 0
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        return ("direct", BARE, "deputy") if self.s.bare is not None else ("direct", "deputy")
+
     def target(self, name: str) -> tuple[int, bytes]:
-        return (self.s.upstream_port, self.direct) if name == "direct" else (self.s.deputy_port, self.via_deputy)
+        if name == "direct":
+            return self.s.upstream_port, self.direct
+        return (self.s.bare_port, self.via_bare) if name == BARE else (self.s.deputy_port, self.via_deputy)
+
+    def front_pid(self, name: str) -> int:
+        """The process whose CPU a run of ``name`` charges per call: Deputy, the bare proxy, or (direct) Deputy
+        idling, which the reports do not show."""
+        return self.s.bare.pid if name == BARE and self.s.bare is not None else self.s.deputy.pid
 
     async def check_first_calls(self) -> None:
-        for name in ("direct", "deputy"):
+        for name in self.targets:
             port, raw = self.target(name)
             status, body = await one_call(HOST, port, raw)
             result = json.loads(body).get("result", {}) if status == 200 else {}
@@ -219,9 +237,10 @@ class Bench:
     async def run(self, name: str, concurrency: int, round_: int = 0, *, calls: int | None = None,
                   seconds: float | None = None) -> Measured:
         port, raw = self.target(name)
-        d0, u0, c0 = cpu_seconds(self.s.deputy.pid), cpu_seconds(self.s.upstream.pid), time.process_time()
+        front = self.front_pid(name)
+        d0, u0, c0 = cpu_seconds(front), cpu_seconds(self.s.upstream.pid), time.process_time()
         result = await run_load(HOST, port, raw, concurrency, OK_MARKER, calls=calls, seconds=seconds)
-        d1, u1, c1 = cpu_seconds(self.s.deputy.pid), cpu_seconds(self.s.upstream.pid), time.process_time()
+        d1, u1, c1 = cpu_seconds(front), cpu_seconds(self.s.upstream.pid), time.process_time()
         if result.errors:
             self.failures += result.errors
             console.print(f"[red]{name} c={concurrency}: {result.errors} failed calls; first: "
@@ -231,22 +250,13 @@ class Bench:
         return Measured(name, concurrency, round_, result, d1 - d0, u1 - u0, c1 - c0)
 
 
-def fmt(value: float, digits: int = 2) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"  # NaN -> dash
-
-
-def median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
-
-
 async def bench(servers: Servers, args: argparse.Namespace) -> int:
     b = Bench(servers)
     pid = servers.deputy.pid
     memory: list[tuple[str, int, float]] = [("idle after start", 0, rss_mb(pid))]
 
     await b.check_first_calls()
-    for name in ("direct", "deputy"):
+    for name in b.targets:
         await b.run(name, 8, seconds=args.warmup)
     memory.append(("after warm-up", b.deputy_calls, rss_mb(pid)))
 
@@ -264,78 +274,20 @@ async def bench(servers: Servers, args: argparse.Namespace) -> int:
     runs: list[Measured] = []
     for c in args.concurrency:
         for r in range(1, args.rounds + 1):
-            order = ("direct", "deputy") if r % 2 else ("deputy", "direct")  # alternate who goes first
+            order = b.targets if r % 2 else b.targets[::-1]  # alternate who goes first
             for name in order:
                 runs.append(await b.run(name, c, r, calls=args.calls,
                                         seconds=None if args.calls else args.seconds))
     memory.append(("after the throughput rounds", b.deputy_calls, rss_mb(pid)))
 
-    print_runs(runs)
-    print_summary(runs, args)
-    print_memory(memory)
+    print_runs(console, runs)
+    print_summary(console, runs, args, b.targets)
+    print_memory(console, memory)
     if b.failures:
         console.print(f"[bold red]{b.failures} calls failed[/bold red]")
         return 1
     console.print("[green]all calls succeeded[/green]")
     return 0
-
-
-# --- reporting ------------------------------------------------------------------------------------
-
-def print_runs(runs: list[Measured]) -> None:
-    table = Table(title="Per run (tools/call add; CPU = process time ÷ successful calls)")
-    for col in ("c", "round", "target", "calls", "errors", "calls/s", "÷ direct", "p50 ms", "p99 ms",
-                "Deputy CPU ms/call", "upstream CPU ms/call", "client CPU ms/call"):
-        table.add_column(col, justify="left" if col == "target" else "right")
-    direct_rate = {(m.concurrency, m.round): m.result.rate for m in runs if m.target == "direct"}
-    for m in runs:
-        ratio = m.result.rate / direct_rate[(m.concurrency, m.round)] if m.target == "deputy" else 1.0
-        table.add_row(str(m.concurrency), str(m.round), m.target, f"{m.result.calls:,}", str(m.result.errors),
-                      f"{m.result.rate:.0f}", fmt(ratio), fmt(m.result.percentile_ms(0.5)),
-                      fmt(m.result.percentile_ms(0.99)),
-                      fmt(m.per_call_ms(m.deputy_cpu)) if m.target == "deputy" else "-",
-                      fmt(m.per_call_ms(m.upstream_cpu)), fmt(m.per_call_ms(m.client_cpu)))
-    console.print(table)
-
-
-def print_summary(runs: list[Measured], args: argparse.Namespace) -> None:
-    size = f"{args.calls:,} calls" if args.calls else f"{args.seconds:g} s"
-    table = Table(title=f"Summary: medians over {args.rounds} interleaved round(s) of {size} per run")
-    for col in ("c", "target", "calls/s", "÷ direct", "p50 ms", "p99 ms", "Deputy CPU ms/call",
-                "upstream CPU ms/call", "client CPU ms/call"):
-        table.add_column(col, justify="left" if col == "target" else "right")
-    verdicts = []
-    for c in args.concurrency:
-        rates = {}
-        for name in ("direct", "deputy"):
-            ms = [m for m in runs if m.concurrency == c and m.target == name]
-            rates[name] = median([m.result.rate for m in ms])
-            dep_cpu = median([m.per_call_ms(m.deputy_cpu) for m in ms])
-            ratio = rates[name] / rates["direct"]
-            table.add_row(str(c), name, f"{rates[name]:.0f}", fmt(ratio),
-                          fmt(median([m.result.percentile_ms(0.5) for m in ms])),
-                          fmt(median([m.result.percentile_ms(0.99) for m in ms])),
-                          fmt(dep_cpu) if name == "deputy" else "-",
-                          fmt(median([m.per_call_ms(m.upstream_cpu) for m in ms])),
-                          fmt(median([m.per_call_ms(m.client_cpu) for m in ms])))
-            if name == "deputy":
-                verdicts.append((c, dep_cpu, ratio))
-    console.print(table)
-    for c, cpu, ratio in verdicts:
-        cpu_ok = "[green]meets[/green]" if cpu <= 1.0 else "[red]misses[/red]"
-        ratio_ok = "[green]meets[/green]" if ratio >= 0.8 else "[red]misses[/red]"
-        console.print(f"c={c}: Deputy CPU {cpu:.2f} ms/call {cpu_ok} the ≤ 1 ms target; "
-                      f"throughput {ratio:.2f}x direct {ratio_ok} the >= 0.8x target")
-
-
-def print_memory(memory: list[tuple[str, int, float]]) -> None:
-    table = Table(title="Deputy memory (VmRSS)")
-    table.add_column("when")
-    table.add_column("calls through Deputy", justify="right")
-    table.add_column("RSS MB", justify="right")
-    for when, calls, mb in memory:
-        table.add_row(when, f"{calls:,}", f"{mb:.1f}")
-    console.print(table)
 
 
 # --- main -----------------------------------------------------------------------------------------
@@ -357,6 +309,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="decide every call with the Cedar policies in this directory (e.g. deputy/demo/policies)")
     p.add_argument("--profile", type=Path, default=None,
                    help="run Deputy under cProfile and write pstats here (figures are then slower)")
+    p.add_argument("--no-bare-proxy", action="store_true",
+                   help="leave out the bare pass-through proxy (bench/_bare_proxy.py) measured beside Deputy")
     args = p.parse_args(argv)
     quick = args.quick
     args.seconds = args.seconds or (2.0 if quick else 8.0)
@@ -375,15 +329,14 @@ def main() -> int:
     started = time.monotonic()
     try:
         servers = start_servers(work, args.profile.resolve() if args.profile else None,
-                                args.policies.resolve() if args.policies else None)
+                                args.policies.resolve() if args.policies else None, bare_proxy=not args.no_bare_proxy)
         try:
             console.print(f"upstream pid {servers.upstream.pid} on :{servers.upstream_port}, "
                           f"Deputy pid {servers.deputy.pid} on :{servers.deputy_port}; "
                           f"{os.cpu_count()} CPUs; {time.strftime('%Y-%m-%d %H:%M')}")
             code = uvloop.run(bench(servers, args))
         finally:
-            stop(servers.deputy)
-            stop(servers.upstream)
+            stop_servers(servers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     console.print(f"took {time.monotonic() - started:.0f} s")
