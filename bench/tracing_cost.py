@@ -32,6 +32,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import build_post, run_load
+from _tools_call_report import median
 from tools_call import (
     HOST,
     OK_MARKER,
@@ -41,7 +42,6 @@ from tools_call import (
     console,
     cpu_seconds,
     free_port,
-    median,
     start_servers,
     stop,
     wait_http,

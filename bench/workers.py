@@ -27,6 +27,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import build_post, one_call, run_load
+from _tools_call_report import fmt, median
 from tools_call import (
     BENCH_DIR,
     HOST,
@@ -36,9 +37,7 @@ from tools_call import (
     bench_token,
     console,
     cpu_seconds,
-    fmt,
     free_port,
-    median,
     stop,
     wait_http,
     write_config,
