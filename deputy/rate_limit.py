@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 WINDOW = 60.0
 MAX_ADDRESSES = 10_000
+PENDING_RETRY = 1.0  # blocked only by attempts still in flight: their outcome is known within about a second
 
 
 def address_key(host: str | None) -> str:
@@ -47,12 +48,16 @@ class SlidingWindowLimiter:
             self.record(address)
         return wait
 
-    def blocked(self, key: str) -> float | None:
-        """Without counting: None when a new attempt would be admitted, else the seconds to wait."""
+    def blocked(self, key: str, pending: int = 0) -> float | None:
+        """Without counting: None when a new attempt would be admitted, else the seconds to wait.
+
+        ``pending``: attempts already heard whose outcome is not known yet, each of which may still be counted;
+        they take their place in the window now, so requests sent all at once cannot all slip in before the first
+        is counted."""
         t = self.clock()
         stamps = self._window(key, t)
-        if len(stamps) >= self.per_minute:
-            return max(stamps[0] + WINDOW - t, 0.0)
+        if len(stamps) + pending >= self.per_minute:
+            return max(stamps[0] + WINDOW - t, 0.0) if stamps else PENDING_RETRY
         return None
 
     def record(self, key: str) -> None:

@@ -23,13 +23,17 @@ a ``signin.failed`` record, at start or callback — are counted in a sliding mi
 signin_failures_per_minute``), and so are sign-ins started (``signin_starts_per_minute``). Past either, a start or a
 callback from that address is answered 429 with ``Retry-After`` before anything is read or spent, and writes no
 record: forged callbacks cost the audit log at most the limit per address per minute, and a person elsewhere is
-not slowed.
+not slowed. A start or callback still being handled counts as a refusal until it ends (it may become one): sent all
+at once, a flood meets the limit as it does sent one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -78,6 +82,7 @@ class FederatedPages:
         workers = self.settings.workers  # each worker counts what it serves: its share of the whole Deputy's limit
         self.failures = SlidingWindowLimiter(worker_share(limits.signin_failures_per_minute, workers))
         self.starts = SlidingWindowLimiter(worker_share(limits.signin_starts_per_minute, workers))
+        self.in_flight: Counter[str] = Counter()  # starts and callbacks being handled, per address
 
     @property
     def providers(self) -> tuple[IdentityProvider, ...]:
@@ -98,9 +103,13 @@ class FederatedPages:
 
     async def start(self, request: Request) -> Response:
         """``POST /login/start/NAME``: a login page's button."""
-        name = request.path_params["name"]
         if (throttled := self._throttled(request)) is not None:
             return throttled
+        with self._heard(request):
+            return await self._start(request)
+
+    async def _start(self, request: Request) -> Response:
+        name = request.path_params["name"]
         form = await self.sign_in.read_form(request)
         if name not in self.rp.providers:
             return await self._failed(request, name, Refused("unknown_provider", 404, "no such identity provider"))
@@ -109,21 +118,23 @@ class FederatedPages:
                                                                           "wrong; go back and start again"))
         approval_id = str(form.get("approval_id", ""))
         if approval_id and "request_id" not in form:  # the sign-in of an approval page: back there after
-            return await self.begin(request, name, {"approval_id": approval_id}, {})
+            return await self.begin(request, name, {"approval_id": approval_id}, {}, heard=True)
         connect = str(form.get("connect", ""))
         if connect and "request_id" not in form:  # the sign-in of a connect or connections page: back there after
-            return await self.begin(request, name, {"connect": connect}, {})
+            return await self.begin(request, name, {"connect": connect}, {}, heard=True)
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
         if params is None:
             return await self._failed(request, name, Refused("request_expired", 400, "this sign-in request has "
                                                                                      "expired; start again"))
-        return await self.begin(request, name, {"request_id": request_id}, params)
+        return await self.begin(request, name, {"request_id": request_id}, params, heard=True)
 
-    async def begin(self, request: Request, name: str, then: dict[str, str], params: dict[str, Any]) -> Response:
+    async def begin(self, request: Request, name: str, then: dict[str, str], params: dict[str, Any], *,
+                    heard: bool = False) -> Response:
         """Send the browser to provider ``name`` to sign in, then on to ``then``: the pending authorization request
-        (``request_id``, whose ``params`` may ask for ``prompt``/``max_age``) or an approval page (``approval_id``)."""
-        if (throttled := self._throttled(request)) is not None:
+        (``request_id``, whose ``params`` may ask for ``prompt``/``max_age``) or an approval page (``approval_id``).
+        ``heard``: this request already counts as in flight (a login page's start), not to be counted twice."""
+        if (throttled := self._throttled(request, heard=heard)) is not None:
             return throttled
         self.starts.record(_peer(request))
         try:
@@ -146,9 +157,13 @@ class FederatedPages:
 
     async def callback(self, request: Request) -> Response:
         """``GET /login/callback/NAME``: the provider's authorization response (RFC 6749 §4.1.2)."""
-        name = request.path_params["name"]
         if (throttled := self._throttled(request)) is not None:
             return throttled  # before the state is looked up: a throttled callback spends nothing
+        with self._heard(request):
+            return await self._callback(request)
+
+    async def _callback(self, request: Request) -> Response:
+        name = request.path_params["name"]
         try:
             if name not in self.rp.providers:
                 raise Refused("unknown_provider", 404, "no such identity provider")
@@ -210,10 +225,24 @@ class FederatedPages:
 
     # -- failure ----------------------------------------------------------------------------------
 
-    def _throttled(self, request: Request) -> Response | None:
-        """A 429 page when this address refused or started too many sign-ins in the last minute, else None."""
+    @contextmanager
+    def _heard(self, request: Request) -> Iterator[None]:
         address = _peer(request)
-        wait = self.failures.blocked(address)
+        self.in_flight[address] += 1
+        try:
+            yield
+        finally:
+            self.in_flight[address] -= 1
+            if self.in_flight[address] <= 0:
+                del self.in_flight[address]
+
+    def _throttled(self, request: Request, *, heard: bool = False) -> Response | None:
+        """A 429 page when this address refused or started too many sign-ins in the last minute, else None.
+
+        Starts and callbacks still being handled count as refusals (each may become one); ``heard``: the asking
+        request is one of them."""
+        address = _peer(request)
+        wait = self.failures.blocked(address, pending=self.in_flight.get(address, 0) - heard)
         if wait is None:
             wait = self.starts.blocked(address)
         if wait is None:

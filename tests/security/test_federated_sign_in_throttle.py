@@ -10,6 +10,7 @@ process, before storage, so one backend (SQLite) is enough; its window arithmeti
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,9 @@ STARTS_PER_MINUTE = 8
 FLOODER = "127.0.0.3"  # any 127/8 address reaches a listener on 127.0.0.1 (Linux loopback)
 STARTER = "127.0.0.4"
 PERSON = "127.0.0.5"
+ALL_AT_ONCE = "127.0.0.6"
+STARTS_AT_ONCE = "127.0.0.7"
+FLOOD = 40
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +53,8 @@ def deputy(idp: HostileIdp, upstream_url: str, tmp_path_factory: pytest.TempPath
 
 
 def browser_from(address: str) -> httpx.AsyncClient:
-    return httpx.AsyncClient(timeout=30, transport=httpx.AsyncHTTPTransport(local_address=address))
+    return httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=FLOOD),
+                             transport=httpx.AsyncHTTPTransport(local_address=address))
 
 
 async def failures(deputy: RunningDeputy) -> list[dict[str, Any]]:
@@ -100,3 +105,30 @@ async def test_sign_ins_started_from_one_address_are_bounded(deputy: RunningDepu
     assert answers == [303] * STARTS_PER_MINUTE + [429] * 4, answers
     async with browser_from(PERSON) as person:  # another address starts as usual
         assert (await person.get(authorize_url(deputy))).status_code == 303
+
+
+async def test_forged_callbacks_sent_all_at_once_meet_the_same_limit(deputy: RunningDeputy, idp: HostileIdp) -> None:
+    """A refusal used to be counted only when it was answered: forty callbacks sent at once had all passed the check
+    before the first was counted, and each wrote a record. A callback being handled now counts from when it is heard."""
+    before = len(await failures(deputy))
+    async with browser_from(ALL_AT_ONCE) as flooder:
+        answers = await asyncio.gather(*(
+            callback(flooder, deputy, "corp", [("code", "c"), ("state", secrets.token_urlsafe(16)),
+                                               ("iss", idp.issuer)])
+            for _ in range(FLOOD)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {400, 429}, statuses
+    assert statuses.count(400) <= FAILURES_PER_MINUTE, statuses
+    assert len((await failures(deputy))[before:]) <= FAILURES_PER_MINUTE
+
+
+async def test_refused_starts_sent_all_at_once_meet_the_same_limit(deputy: RunningDeputy) -> None:
+    """The same for a login page's start button: forty starts with a wrong CSRF token, sent at once."""
+    before = len(await failures(deputy))
+    async with browser_from(STARTS_AT_ONCE) as flooder:
+        answers = await asyncio.gather(*(flooder.post(f"{deputy.url}/login/start/corp", data={"csrf_token": "x"})
+                                         for _ in range(FLOOD)))
+    statuses = [answer.status_code for answer in answers]
+    assert set(statuses) <= {403, 429}, statuses
+    assert statuses.count(403) <= FAILURES_PER_MINUTE, statuses
+    assert len((await failures(deputy))[before:]) <= FAILURES_PER_MINUTE
