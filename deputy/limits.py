@@ -21,7 +21,7 @@ KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
     "signin_starts_per_minute", "signin_failures_per_minute",
-    "upstream_streams", "streams_per_principal", "streams_per_session",
+    "upstream_streams", "streams_per_user", "streams_per_principal", "streams_per_session",
 })
 
 
@@ -41,8 +41,10 @@ class LimitSettings:
     signin_starts_per_minute: int = 60
     signin_failures_per_minute: int = 30
     # MCP GET streams (SSE, long-lived): open at once to HTTP upstreams (their own connection pool, apart from
-    # calls'), held by one principal (user, client, server) and by one session (deputy.gateway.stream_caps).
+    # calls'), held by one user on one server whatever her clients, by one principal (user, client, server) and by
+    # one session (deputy.gateway.stream_caps).
     upstream_streams: int = 256
+    streams_per_user: int = 32
     streams_per_principal: int = 8
     streams_per_session: int = 4
 
@@ -55,6 +57,7 @@ _INT_RANGES = {
     "signin_starts_per_minute": (1, 10_000),
     "signin_failures_per_minute": (1, 10_000),
     "upstream_streams": (1, 100_000),
+    "streams_per_user": (1, 10_000),
     "streams_per_principal": (1, 10_000),
     "streams_per_session": (1, 10_000),
 }
@@ -81,6 +84,8 @@ def limit_settings(raw: Any) -> LimitSettings:
     settings = LimitSettings(**values)
     if settings.stdio_sessions_per_user > settings.stdio_sessions_per_server:
         raise ConfigError(at(SECTION, "stdio_sessions_per_user"), "must not exceed stdio_sessions_per_server")
+    if settings.streams_per_principal > settings.streams_per_user:
+        raise ConfigError(at(SECTION, "streams_per_principal"), "must not exceed streams_per_user")
     if settings.streams_per_session > settings.streams_per_principal:
         raise ConfigError(at(SECTION, "streams_per_session"), "must not exceed streams_per_principal")
     return settings

@@ -5,8 +5,10 @@ Events stream that may stay open for hours, holding a Deputy connection and, for
 upstream connection. Without bounds one authenticated client could open enough of them to take every pooled
 connection and leave every other client's calls waiting (attack classes: "Per-principal quotas"). So:
 
-- :class:`StreamCaps`: GET streams open at once per principal (user, client, server;
-  ``limits.streams_per_principal``) and per session (``limits.streams_per_session``). Past either the stream is
+- :class:`StreamCaps`: GET streams open at once per user on a server, whatever her clients (``limits.
+  streams_per_user``: one person registering client after client still holds a bounded share of the stream pool),
+  per principal (user, client, server; ``limits.streams_per_principal``) and per session
+  (``limits.streams_per_session``). Past any of them the stream is
   refused with 429 (RFC 6585 §4: the client itself sent too many; it frees a place by closing one of its own) and
   a JSON-RPC error naming the limit. The place is given back whichever way the stream ends: the client leaves,
   the upstream ends it, the request is cancelled (shutdown).
@@ -19,8 +21,11 @@ connection and leave every other client's calls waiting (attack classes: "Per-pr
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import Counter
+from collections.abc import Hashable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from starlette.types import Send
 
@@ -43,12 +48,16 @@ class CapReached:
             {"limit": self.setting, "value": self.cap}), [(b"retry-after", RETRY_AFTER)])
 
 
+PrincipalKey = tuple[str, str, str]  # server, user, client
+K = TypeVar("K", bound=Hashable)
+
+
 class StreamHold:
     """One open stream's places; :meth:`release` gives them back (once, however often it is called)."""
 
     __slots__ = ("_caps", "_principal_key", "_session")
 
-    def __init__(self, caps: StreamCaps, principal_key: tuple[str, str, str], session: str | None) -> None:
+    def __init__(self, caps: StreamCaps, principal_key: PrincipalKey, session: str | None) -> None:
         self._caps: StreamCaps | None = caps
         self._principal_key = principal_key
         self._session = session
@@ -62,22 +71,27 @@ class StreamHold:
 class StreamCaps:
     """GET streams open at once, counted per principal and per session, in this process."""
 
-    def __init__(self, per_principal: int, per_session: int) -> None:
+    def __init__(self, per_principal: int, per_session: int, per_user: int | None = None) -> None:
+        self.per_user = sys.maxsize if per_user is None else per_user  # None: no cap per user
         self.per_principal = per_principal
         self.per_session = per_session
-        self._by_principal: Counter[tuple[str, str, str]] = Counter()
+        self._by_user: Counter[tuple[str, str]] = Counter()
+        self._by_principal: Counter[PrincipalKey] = Counter()
         self._by_session: Counter[str] = Counter()
 
     @classmethod
     def from_limits(cls, limits: LimitSettings) -> StreamCaps:
-        return cls(limits.streams_per_principal, limits.streams_per_session)
+        return cls(limits.streams_per_principal, limits.streams_per_session, limits.streams_per_user)
 
     def take(self, principal: Principal, session: str | None) -> StreamHold | CapReached:
         key = (principal.server, principal.user, principal.agent)
         if self._by_principal[key] >= self.per_principal:
             return CapReached("limits.streams_per_principal", self.per_principal, 429)
+        if self._by_user[key[:2]] >= self.per_user:
+            return CapReached("limits.streams_per_user", self.per_user, 429)
         if session is not None and self._by_session[session] >= self.per_session:
             return CapReached("limits.streams_per_session", self.per_session, 429)
+        self._by_user[key[:2]] += 1
         self._by_principal[key] += 1
         if session is not None:
             self._by_session[session] += 1
@@ -86,15 +100,18 @@ class StreamCaps:
     def open_streams(self) -> int:
         return sum(self._by_principal.values())
 
-    def _give_back(self, key: tuple[str, str, str], session: str | None) -> None:
-        # Entries at zero are deleted: a principal or session that has gone costs nothing.
-        self._by_principal[key] -= 1
-        if self._by_principal[key] <= 0:
-            del self._by_principal[key]
+    def _give_back(self, key: PrincipalKey, session: str | None) -> None:
+        _less(self._by_user, key[:2])
+        _less(self._by_principal, key)
         if session is not None:
-            self._by_session[session] -= 1
-            if self._by_session[session] <= 0:
-                del self._by_session[session]
+            _less(self._by_session, session)
+
+
+def _less(counts: Counter[K], key: K) -> None:
+    # Entries at zero are deleted: a user, principal or session that has gone costs nothing.
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]
 
 
 class Slots:

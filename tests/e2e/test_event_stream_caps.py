@@ -20,7 +20,7 @@ import pytest
 
 from tests.e2e.stream_upstream import StreamUpstream, stream_upstream
 from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.deputy_process import CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET, RunningDeputy, running_deputy
 from tests.support.eventually import eventually
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
 
@@ -32,6 +32,7 @@ scopes = ["streams:tools"]
 
 [limits]
 upstream_streams = 3
+streams_per_user = 3
 streams_per_principal = 3
 streams_per_session = 2
 """
@@ -44,6 +45,7 @@ class Setup:
     upstream: StreamUpstream
     alice: str
     bob: str
+    alice_other_client: str  # the same user through another client: another principal
 
 
 @contextlib.contextmanager
@@ -60,7 +62,9 @@ async def setup(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Setup
         alice, _ = await tokens_for_alice(deputy, resource, scope="streams:tools")
         bob, _ = await tokens_for_alice(deputy, resource, scope="streams:tools", username="bob",
                                         password=BOB_PASSWORD)
-        yield Setup(deputy, upstream, alice, bob)
+        other, _ = await tokens_for_alice(deputy, resource, scope="streams:tools", client_id=CONFIDENTIAL_CLIENT,
+                                          basic=(CONFIDENTIAL_CLIENT, CONFIDENTIAL_SECRET))
+        yield Setup(deputy, upstream, alice, bob, other)
 
 
 class Streams:
@@ -125,6 +129,19 @@ async def test_streams_past_a_cap_are_refused_and_calls_still_pass(setup: Setup)
             answered = await call(setup, token)
             assert answered.status_code == 200, answered.text
             assert answered.json()["result"]["content"][0]["text"] == "answered"
+    await upstream_holds(setup, 0)
+
+
+async def test_one_user_through_another_client_shares_her_cap(setup: Setup) -> None:
+    """Each client of alice's is a principal of its own, but her streams on a server count together
+    (``streams_per_user``): two streams through one client and one through another fill her share; a fourth, through
+    either, is 429 naming that limit."""
+    async with contextlib.AsyncExitStack() as stack:
+        streams = Streams(setup.deputy, stack)
+        for token in (setup.alice, setup.alice, setup.alice_other_client):
+            assert (await streams.open(token)).status_code == 200
+        await upstream_holds(setup, 3)
+        refused_by(await streams.open(setup.alice_other_client), 429, "limits.streams_per_user")
     await upstream_holds(setup, 0)
 
 

@@ -31,6 +31,20 @@ def test_a_principal_past_its_cap_is_refused_and_others_are_not() -> None:
         assert isinstance(caps.take(other, None), StreamHold)
 
 
+def test_one_user_with_many_clients_holds_at_most_her_share() -> None:
+    """Each client of hers is a principal of its own: without a cap per user, one person registering client after
+    client could hold every place in the stream pool."""
+    caps = StreamCaps(per_principal=2, per_session=2, per_user=3)
+    held = [caps.take(principal("alice", agent=f"client-{n}"), None) for n in range(3)]
+    assert all(isinstance(hold, StreamHold) for hold in held)
+    assert caps.take(principal("alice", agent="client-3"), None) == CapReached("limits.streams_per_user", 3, 429)
+    assert isinstance(caps.take(principal("bob"), None), StreamHold)  # another user has her own share
+    assert isinstance(caps.take(principal("alice", server="other"), None), StreamHold)  # and so has another server
+    held[0].release()  # type: ignore[union-attr]
+    assert isinstance(caps.take(principal("alice", agent="client-3"), None), StreamHold)
+    assert not caps._by_user.keys() - {("demo", "alice"), ("demo", "bob"), ("other", "alice")}
+
+
 def test_a_session_past_its_cap_is_refused() -> None:
     caps = StreamCaps(per_principal=8, per_session=1)
     assert isinstance(caps.take(principal("alice"), "s1"), StreamHold)
@@ -45,7 +59,8 @@ def test_releasing_gives_places_back_once_and_leaves_nothing_behind() -> None:
     hold.release()
     hold.release()  # a second release (two paths ending one stream) gives nothing more back
     assert caps.open_streams() == 0
-    assert not caps._by_principal and not caps._by_session  # no entry kept for a principal that has gone
+    # no entry kept for a user, principal or session that has gone
+    assert not caps._by_user and not caps._by_principal and not caps._by_session
     again = caps.take(principal("alice"), "s1")
     assert isinstance(again, StreamHold)
     assert caps.take(principal("alice"), "s1") == CapReached("limits.streams_per_principal", 1, 429)
@@ -105,6 +120,8 @@ async def test_a_call_cancelled_while_waiting_gives_its_server_place_back() -> N
     ({"streams_per_principal": 0}, "limits.streams_per_principal"),
     ({"upstream_streams": 0}, "limits.upstream_streams"),
     ({"streams_per_session": 9}, "limits.streams_per_session"),  # more than streams_per_principal (8)
+    ({"streams_per_user": 0}, "limits.streams_per_user"),
+    ({"streams_per_user": 4}, "limits.streams_per_principal"),  # streams_per_principal (8) more than a user's
 ])
 def test_stream_limits_out_of_range_are_config_errors(table: dict[str, int], key: str) -> None:
     with pytest.raises(ConfigError) as raised:
@@ -113,5 +130,9 @@ def test_stream_limits_out_of_range_are_config_errors(table: dict[str, int], key
 
 
 def test_stream_limits_are_read() -> None:
-    limits = limit_settings({"upstream_streams": 64, "streams_per_principal": 4, "streams_per_session": 2})
-    assert (limits.upstream_streams, limits.streams_per_principal, limits.streams_per_session) == (64, 4, 2)
+    limits = limit_settings({"upstream_streams": 64, "streams_per_user": 6, "streams_per_principal": 4,
+                             "streams_per_session": 2})
+    assert (limits.upstream_streams, limits.streams_per_user, limits.streams_per_principal,
+            limits.streams_per_session) == (64, 6, 4, 2)
+    caps = StreamCaps.from_limits(limits)
+    assert (caps.per_user, caps.per_principal, caps.per_session) == (6, 4, 2)
