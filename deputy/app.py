@@ -72,6 +72,10 @@ class DeputyApp:
         self.gateway = gateway
         self.mcp = mcp if mcp is not None else gateway  # the gateway behind its CORS answers (deputy.cors)
 
+    def end_streams(self) -> None:
+        """The server begins to shut down: end the open GET streams (see :meth:`StreamCaps.end_all`)."""
+        self.gateway.streams.end_all()
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(PREFIX):
             await self.mcp(scope, receive, send)

@@ -19,7 +19,7 @@ import shutil
 import socket
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import uvicorn
 from starlette.types import ASGIApp, Message
@@ -128,15 +128,26 @@ class Lifespan:
         raise RuntimeError("the application ended its lifespan without answering")
 
 
+@runtime_checkable
+class EndsStreams(Protocol):
+    """An app whose long-lived responses (MCP GET streams) can be told to end: :class:`deputy.app.DeputyApp`."""
+
+    def end_streams(self) -> None: ...
+
+
 class Server(uvicorn.Server):
     """uvicorn's server, whose shutdown ends the app's :class:`Lifespan` too, before uvicorn hands back the
-    signal that stopped it (``capture_signals`` raises it again once ``serve`` returns)."""
+    signal that stopped it (``capture_signals`` raises it again once ``serve`` returns). The app's GET streams are
+    ended first: uvicorn waits for every response to finish, and a stream that never would held each shutdown up
+    for the whole graceful period, then was cut with an ERROR line."""
 
     def __init__(self, config: uvicorn.Config, lifespan: Lifespan) -> None:
         super().__init__(config)
         self.app_lifespan = lifespan
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if isinstance(self.app_lifespan.app, EndsStreams):
+            self.app_lifespan.app.end_streams()
         try:
             await super().shutdown(sockets)
         finally:

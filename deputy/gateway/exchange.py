@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -54,6 +55,9 @@ class Exchange:
     # upstream refusing them; () and None for every other server.
     upstream_headers: Headers = ()
     refusals: UpstreamRefusals | None = None
+    # A GET stream: set when Deputy begins to shut down; the relay then ends the stream cleanly (the client may open
+    # it again, on a replica that stays) instead of holding the shutdown up until it is cut. None for POST and DELETE.
+    stream_ends: asyncio.Event | None = None
 
     @property
     def request_id(self) -> str | int | None:

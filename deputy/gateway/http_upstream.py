@@ -292,7 +292,8 @@ class HttpUpstream:
             chunks: AsyncIterator[bytes] = response.content.iter_any()
             if rewrite is not None:
                 chunks = rewrite_sse(chunks, exchange.request_id, rewrite, answers_list=exchange.answers_list)
-            await end_body(send, complete=await relay_until_disconnect(chunks, exchange.receive, send))
+            await end_body(send, complete=await relay_until_disconnect(chunks, exchange.receive, send,
+                                                                       exchange.stream_ends))
             return
         async for chunk in response.content.iter_any():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})

@@ -203,6 +203,7 @@ class Gateway:
                 trace=seen.trace,
                 upstream_headers=oauth.headers if oauth is not None else (),
                 refusals=oauth,
+                stream_ends=self.streams.ending if hold is not None else None,
             ))
         finally:
             if hold is not None:

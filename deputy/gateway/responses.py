@@ -7,6 +7,7 @@ sees a clean end, and the ending says the answer is incomplete (:data:`INCOMPLET
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
@@ -52,10 +53,12 @@ async def end_body(send: Send, *, complete: bool = True) -> None:
     await send(message)
 
 
-async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send) -> bool:
-    """Send each chunk as it comes; stop waiting for more as soon as the client goes away.
+async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send,
+                                 ends: asyncio.Event | None = None) -> bool:
+    """Send each chunk as it comes; stop waiting for more as soon as the client goes away, or ``ends`` is set.
 
-    Returns whether ``chunks`` ran out (False: the client left first). An error raised by ``chunks`` (an
+    Returns whether the stream ended as it should: ``chunks`` ran out, or ``ends`` was set (a GET stream closed
+    by a shutdown: its client opens it again); False: the client left first. An error raised by ``chunks`` (an
     upstream that broke off) is raised as it is, not wrapped in the task group's ExceptionGroup, so the
     caller's ``except`` for its transport's errors sees it.
     """
@@ -68,7 +71,15 @@ async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive,
                 pass
             group.cancel_scope.cancel()
 
+        async def end_when_told(ends: asyncio.Event) -> None:
+            nonlocal ran_out
+            await ends.wait()
+            ran_out = True
+            group.cancel_scope.cancel()
+
         group.start_soon(watch)
+        if ends is not None:
+            group.start_soon(end_when_told, ends)
         try:
             async for chunk in chunks:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

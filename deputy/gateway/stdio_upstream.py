@@ -132,7 +132,7 @@ class StdioUpstream:
             events = _unsolicited(session.unsolicited)
             if exchange.rewrite_result is not None:
                 events = rewrite_sse(events, None, exchange.rewrite_result, answers_list=False)
-            await relay_until_disconnect(events, exchange.receive, exchange.send)
+            await relay_until_disconnect(events, exchange.receive, exchange.send, exchange.stream_ends)
             await exchange.send({"type": "http.response.body", "body": b"", "more_body": False})
         else:  # DELETE
             self.sessions.pop(session.session_id, None)

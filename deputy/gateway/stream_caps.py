@@ -78,6 +78,12 @@ class StreamCaps:
         self._by_user: Counter[tuple[str, str]] = Counter()
         self._by_principal: Counter[PrincipalKey] = Counter()
         self._by_session: Counter[str] = Counter()
+        self.ending = asyncio.Event()  # set by end_all: every GET stream ends cleanly (Exchange.stream_ends)
+
+    def end_all(self) -> None:
+        """Deputy is shutting down: end every open GET stream now, and any opened from here on at once, rather than
+        hold the shutdown up until uvicorn cuts them (its graceful period, an ERROR line each)."""
+        self.ending.set()
 
     @classmethod
     def from_limits(cls, limits: LimitSettings) -> StreamCaps:
