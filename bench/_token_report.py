@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _load import RunResult
 from _token_deputy import AUTH_NAMES, BENCH_DIR, TARGET
+from _tools_call_report import fmt, median
 
 console = Console(width=None if sys.stdout.isatty() else 180)
 
@@ -35,15 +35,6 @@ class Measured:
     def per_op_ms(self, seconds: float) -> float:
         return 1000 * seconds / self.result.ok if self.result.ok else float("nan")
 
-
-
-def fmt(value: float, digits: int = 2) -> str:
-    return "-" if value != value else f"{value:.{digits}f}"  # NaN -> dash
-
-
-def median(values: list[float]) -> float:
-    values = [v for v in values if v == v]
-    return statistics.median(values) if values else float("nan")
 
 
 COLUMNS = ("backend", "auth", "c", "grant")

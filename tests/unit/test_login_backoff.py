@@ -1,8 +1,10 @@
-"""The back-off after failed sign-ins (issue 11, finding 8): it grows, it is per address and name, it forgets."""
+"""The back-off after failed sign-ins (issue 11, finding 8): it grows, it is per address and name, it forgets. And a
+sliding window's attempts still in flight (:meth:`SlidingWindowLimiter.blocked`'s ``pending``, the identity
+providers' sign-in throttle): requests sent all at once meet the limit as requests sent one after another do."""
 
 from __future__ import annotations
 
-from deputy.rate_limit import FailureBackoff
+from deputy.rate_limit import PENDING_RETRY, WINDOW, FailureBackoff, SlidingWindowLimiter
 
 
 class Clock:
@@ -49,3 +51,21 @@ def test_the_wait_runs_out_and_a_success_or_a_quiet_spell_forgets_the_failures()
     clock.now += 901.0
     backoff.failed("a", "bob")
     assert backoff.wait("a", "bob") == 1.0, "failures older than forget_after no longer count"
+
+
+def test_pending_attempts_fill_the_window_before_any_is_counted() -> None:
+    limiter = SlidingWindowLimiter(3, Clock())
+    assert limiter.blocked("a", pending=2) is None
+    assert limiter.blocked("a", pending=3) == PENDING_RETRY  # nothing counted yet: ask again soon
+    assert limiter.blocked("b", pending=0) is None  # another address has its own budget
+
+
+def test_pending_and_counted_attempts_add_up() -> None:
+    clock = Clock()
+    limiter = SlidingWindowLimiter(3, clock)
+    limiter.record("a")
+    clock.now += 10
+    assert limiter.blocked("a", pending=1) is None
+    assert limiter.blocked("a", pending=2) == WINDOW - 10  # until the counted one leaves the window
+    clock.now += WINDOW
+    assert limiter.blocked("a", pending=2) is None
