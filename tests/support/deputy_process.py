@@ -23,6 +23,7 @@ from typing import IO, Protocol
 from urllib.parse import urlsplit
 
 import httpx
+from argon2 import PasswordHasher
 
 from tests.support.forked_deputy import DeputyProcess, run_deputy, start_deputy
 from tests.support.sdk_client import free_port
@@ -144,11 +145,20 @@ client_secret = "{CONFIDENTIAL_SECRET}"
 ''')
 
 
+TEST_PASSWORD_HASHER = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1)
+
+
 def add_users(deputy: RunningDeputy, users: tuple[tuple[str, str], ...]) -> None:
     """Add ``users`` (name, password) as `deputy users add` does — its own code: the same storage, the same
     ``admin.action`` record — in one start of the storage for all of them, not a CLI process each (a process costs
     about two seconds of imports, and the suite starts over a hundred Deputies). `deputy users add` itself is
-    tested as a command elsewhere."""
+    tested as a command elsewhere.
+
+    Their passwords are argon2id hashes with the smallest parameters argon2 takes (:data:`TEST_PASSWORD_HASHER`):
+    Deputy verifies a hash by the parameters it carries, so every sign-in of these users then costs well under a
+    millisecond instead of about 0.2 s of CPU (RFC 9106's 64 MiB, three passes), over the suite's hundreds of
+    sign-ins. What Deputy hashes itself (`deputy users add`, configured client secrets) keeps its own parameters."""
+    from deputy import hashing
     from deputy.cli.common import with_services
     from deputy.config import load_settings
     from deputy.services import Services
@@ -167,9 +177,14 @@ def add_users(deputy: RunningDeputy, users: tuple[tuple[str, str], ...]) -> None
         except BaseException as exc:  # handed to the caller below (SystemExit from a failed start too)
             failure.append(exc)
 
-    worker = threading.Thread(target=run)
-    worker.start()
-    worker.join()
+    # Swapped only while this process's one other thread of work (the caller's) waits in join() below.
+    deputys_hasher, hashing._hasher = hashing._hasher, TEST_PASSWORD_HASHER
+    try:
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    finally:
+        hashing._hasher = deputys_hasher
     if failure:
         raise RuntimeError(f"adding users failed: {failure[0]!r}")
 
