@@ -123,7 +123,7 @@ def _dead(pid: int) -> bool:
     """A zombie whose threads have all ended (a killed leader is a zombie before they have), or reaped."""
     try:
         return _stat_fields(pid)[0] == "Z" and len(list(Path(f"/proc/{pid}/task").iterdir())) == 1
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before, or while, its /proc entry was read
         return True
 
 
