@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -36,6 +34,7 @@ from tests.support.databases import database_url, require
 from tests.support.delegation import AGENT_A, AGENT_B, AGENT_C, agent_own_token, delegation_config, exchange_token
 from tests.support.demo_policies import DEMO_POLICIES, GuardedDeputy
 from tests.support.deputy_process import PASSWORD, PUBLIC_CLIENT, running_deputy
+from tests.support.forked_deputy import run_deputy
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import recording_upstream
 from tests.support.sdk_client import page_text, parse_form, parse_forms
@@ -127,9 +126,8 @@ def decide(setup: Setup, verb: str, approval_id: str, approver: str) -> None:
 
 def listed(setup: Setup, status: str) -> str:
     """`deputy approvals list --status STATUS` on a terminal wide enough for every column."""
-    result = subprocess.run([sys.executable, "-m", "deputy", "approvals", "list", "--status", status],
-                            env={**setup.deputy.env, "COLUMNS": "400"}, capture_output=True, text=True, timeout=60,
-                            check=False)
+    result = run_deputy(["approvals", "list", "--status", status], {**setup.deputy.env, "COLUMNS": "400"},
+                        timeout=60)
     assert result.returncode == 0, result.stderr
     return result.stdout
 

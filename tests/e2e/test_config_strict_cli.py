@@ -7,11 +7,11 @@ Before, ``[servers.x] polices = "…"`` started the server with no policy at all
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.forked_deputy import run_deputy
 
 SERVER = '[servers.x]\nurl = "http://127.0.0.1:9/mcp"\n'
 
@@ -27,8 +27,7 @@ def test_serve_refuses_a_misspelt_key_in_one_line(tmp_path: Path, table: str, pa
     # Port 0: were the key ignored, Deputy would start listening instead of exiting, and the run time out.
     config.write_text(f'host = "127.0.0.1"\nport = 0\ndata_dir = "{tmp_path / "data"}"\n{table}')
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPUTY_")}
-    result = subprocess.run([sys.executable, "-m", "deputy", "serve", "--config", str(config)], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False)
+    result = run_deputy(["serve", "--config", str(config)], env, timeout=120, cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert result.stderr.splitlines() == [
         f"configuration error: {path}: unknown setting; did you mean {meant}?"], result.stderr

@@ -15,6 +15,7 @@ import httpx
 import pytest
 from mcp.shared.exceptions import MCPError
 
+from tests.support.forked_deputy import run_deputy
 from tests.support.sdk_client import free_port, sdk_oauth_client
 
 
@@ -90,8 +91,7 @@ def _demo_in(directory: Path, port: int) -> tuple[subprocess.Popen[bytes], Path]
 
 def _admin(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEPUTY_")}
-    return subprocess.run([sys.executable, "-m", "deputy", *args], env=env, cwd=directory, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return run_deputy(list(args), env, timeout=120, cwd=directory)
 
 
 def test_two_demos_side_by_side_then_admin_commands_without_a_configuration(tmp_path: Path) -> None:

@@ -13,8 +13,6 @@ import itertools
 import math
 import os
 import socket
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -45,6 +43,7 @@ from tests.support.deputy_process import (
     running_deputy,
     write_config,
 )
+from tests.support.forked_deputy import run_deputy
 from tests.support.oauth_flow import mcp_post, post_token, refresh, tokens_for_alice
 from tests.support.sdk_client import free_port
 
@@ -208,8 +207,7 @@ def test_deputy_serve_refuses_to_start(tmp_path: Path, upstream_url: str, proble
         write_config(config, port, upstream_url, f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n')
         env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(tmp_path / "data"),
                "DEPUTY_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'deputy.db'}"}
-        served = subprocess.run([sys.executable, "-m", "deputy", "serve"], env=env, capture_output=True, text=True,
-                                timeout=120, check=False)
+        served = run_deputy(["serve"], env, timeout=120)
     assert served.returncode != 0
     output = served.stdout + served.stderr
     if problem == "taken":

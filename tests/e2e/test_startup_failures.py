@@ -22,6 +22,7 @@ import pytest
 
 from tests.support.databases import postgres_available, require
 from tests.support.deputy_process import _wait_http
+from tests.support.forked_deputy import run_deputy
 from tests.support.sdk_client import free_port
 
 CLOSED_PORT_DB = "postgresql+asyncpg://deputy:secret-pw@127.0.0.1:{port}/deputy"
@@ -41,8 +42,7 @@ def _config(directory: Path, port: int, extra_top: str = "", server: str = "", d
 
 
 def _deputy(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "deputy", *args], env=env or _env(), cwd=cwd, capture_output=True,
-                          text=True, timeout=120, check=False)
+    return run_deputy(list(args), env or _env(), timeout=120, cwd=cwd)
 
 
 def _assert_one_line(result: subprocess.CompletedProcess[str], code: int, *named: str) -> str:

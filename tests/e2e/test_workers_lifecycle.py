@@ -18,6 +18,7 @@ import pytest
 from tests.e2e.workers_support import wait_for_workers, workers_of
 from tests.support.databases import database_url
 from tests.support.deputy_process import running_deputy, write_config
+from tests.support.forked_deputy import run_deputy
 from tests.support.sdk_client import free_port
 
 
@@ -91,8 +92,7 @@ def test_a_worker_count_out_of_range_is_a_configuration_error(upstream_url: str,
     write_config(config, free_port(), upstream_url)
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(tmp_path / "data"),
            "DEPUTY_WORKERS": given}
-    done = subprocess.run([sys.executable, "-m", "deputy", "serve"], env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
+    done = run_deputy(["serve"], env, timeout=120)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "workers: must be an integer from 1 to 64" in done.stderr
 
@@ -104,8 +104,7 @@ def test_the_workers_option_overrides_the_configuration(upstream_url: str, tmp_p
         assert workers_of(deputy) == [], "one worker: the process serves itself"
     config = tmp_path / "deputy.toml"
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(tmp_path / "data2")}
-    refused = subprocess.run([sys.executable, "-m", "deputy", "serve", "--workers", "65"], env=env,
-                             capture_output=True, text=True, timeout=120, check=False)
+    refused = run_deputy(["serve", "--workers", "65"], env, timeout=120)
     assert refused.returncode == 2 and "--workers" in refused.stderr
 
 

@@ -45,12 +45,13 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 # nothing of Deputy (pytest's, which change per test): the only variables in which a forked child's environment may
 # differ from the host's.
 RUN_TIME_PREFIXES = ("DEPUTY_", "OTEL_", "PYTEST_")
+RUN_TIME_NAMES = ("COLUMNS", "LINES")  # the terminal's size: rich reads them when a console is made, in a command
 READ_AT_IMPORT = ("OTEL_PROPAGATORS", "OTEL_PYTHON_")  # opentelemetry.propagate and .context, at import
 RLIMITS = sorted(name for name in dir(resource) if name.startswith("RLIMIT_"))
 
 
 def _read_at_run_time(name: str) -> bool:
-    return name.startswith(RUN_TIME_PREFIXES) and not name.startswith(READ_AT_IMPORT)
+    return (name.startswith(RUN_TIME_PREFIXES) or name in RUN_TIME_NAMES) and not name.startswith(READ_AT_IMPORT)
 
 
 def _limits() -> dict[str, tuple[int, int]]:
@@ -220,11 +221,13 @@ def _forked(args: list[str], env: dict[str, str], streams: list[int], cwd: str |
         raise
 
 
-def run_deputy(args: list[str], env: dict[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
-    """``subprocess.run([python, "-m", "deputy", *args], env=env, capture_output=True, text=True, timeout=timeout)``
-    with the process forked from the host; past ``timeout`` it is killed and ``TimeoutExpired`` raised, as there."""
+def run_deputy(args: list[str], env: dict[str, str], timeout: float,
+               cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``subprocess.run([python, "-m", "deputy", *args], env=env, cwd=cwd, capture_output=True, text=True,
+    timeout=timeout)`` with the process forked from the host; past ``timeout`` it is killed and ``TimeoutExpired``
+    raised, as there."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = start_deputy(args, env, out, err)
+        process = start_deputy(args, env, out, err, cwd=None if cwd is None else os.fspath(cwd))
         try:
             code = process.wait(timeout)
         except subprocess.TimeoutExpired:
