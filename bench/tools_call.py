@@ -120,10 +120,10 @@ scopes = ["demo:tools"]
 def bench_token(data_dir: Path, public_url: str) -> str:
     """An access token for /mcp/demo minted with the Deputy's own signing key (created at its start): the bench
     measures the call path, not the OAuth flow. A grant id (sid) makes every call run the revocation check, as
-    real tokens do."""
+    real tokens do. Valid for a day: a soak on a busy machine can run past an hour (bench/soak.py)."""
     ring = KeyRing.open(data_dir / "keys", 3600)
     token, _ = mint_access_token(ring, issuer=public_url, subject="bench-user", client_id="bench-client",
-                                 audience=f"{public_url}/mcp/demo", scope="demo:tools", ttl=3600,
+                                 audience=f"{public_url}/mcp/demo", scope="demo:tools", ttl=86_400,
                                  grant_id="bench-grant", auth_time=None)
     return token
 
