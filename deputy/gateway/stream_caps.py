@@ -69,7 +69,7 @@ class StreamHold:
 
 
 class StreamCaps:
-    """GET streams open at once, counted per principal and per session, in this process."""
+    """GET streams open at once, counted per user (on a server), per principal and per session, in this process."""
 
     def __init__(self, per_principal: int, per_session: int, per_user: int | None = None) -> None:
         self.per_user = sys.maxsize if per_user is None else per_user  # None: no cap per user
