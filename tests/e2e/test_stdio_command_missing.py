@@ -19,11 +19,16 @@ from tests.support.deputy_process import RunningDeputy, running_deputy
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
 from tests.support.sdk_client import free_port
 
-METRICS_PORT = free_port()
+
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    """Chosen when the module's Deputy starts, not at collection: minutes later it may have been taken."""
+    return free_port()
 
 
 @pytest.fixture(scope="module")
-def commands(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDeputy, Path, Path]]:
+def commands(upstream_url: str, metrics_port: int,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[RunningDeputy, Path, Path]]:
     """A Deputy with two stdio servers whose commands stop working once it runs; its metrics on ``metrics.port``."""
     directory = tmp_path_factory.mktemp("deputy-stdio-missing")
     gone, locked = directory / "gone-server", directory / "locked-server"
@@ -32,7 +37,7 @@ def commands(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
         script.chmod(0o755)
     extra = "".join(f'\n[servers.{name}]\ncommand = {json.dumps([str(path)])}\nscopes = ["{name}:tools"]\n'
                     for name, path in (("gone", gone), ("locked", locked)))
-    extra += f'\n[metrics]\nlisten = "127.0.0.1:{METRICS_PORT}"\n'
+    extra += f'\n[metrics]\nlisten = "127.0.0.1:{metrics_port}"\n'
     with database_url("sqlite", directory) as url, running_deputy(directory, url, upstream_url, extra) as deputy:
         gone.unlink()
         locked.chmod(0o644)
@@ -45,7 +50,7 @@ def _log(deputy: RunningDeputy) -> str:
 
 @pytest.mark.parametrize(("server", "reason"), [("gone", "command not found"), ("locked", "command not executable")])
 async def test_a_command_that_cannot_start_is_a_json_rpc_error_and_one_warning(
-        commands: tuple[RunningDeputy, Path, Path], server: str, reason: str) -> None:
+        commands: tuple[RunningDeputy, Path, Path], metrics_port: int, server: str, reason: str) -> None:
     """Issue 13: the first call was answered 500 with uvicorn's traceback of FileNotFoundError."""
     deputy, gone, locked = commands
     path = gone if server == "gone" else locked
@@ -61,5 +66,5 @@ async def test_a_command_that_cannot_start_is_a_json_rpc_error_and_one_warning(
         assert f"{reason}: {path}" in warnings[-1]
     assert "Traceback" not in _log(deputy), _log(deputy)[-3000:]
     async with httpx.AsyncClient(timeout=10) as http:
-        exposition = (await http.get(f"http://127.0.0.1:{METRICS_PORT}/metrics")).text
+        exposition = (await http.get(f"http://127.0.0.1:{metrics_port}/metrics")).text
     assert f'deputy_upstream_errors_total{{kind="process",server="{server}"}} 2.0' in exposition

@@ -53,11 +53,15 @@ def _metrics_port() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
-METRICS_PORT = _metrics_port()
+@pytest.fixture(scope="module")
+def metrics_port() -> int:
+    """Chosen when the module's Deputy starts, not at collection: minutes later, the suite's own connections may
+    have taken a port that was free then."""
+    return _metrics_port()
 
 
 @pytest.fixture(scope="module")
-def deputy(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
+def deputy(upstream_url: str, metrics_port: int, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory: Path = tmp_path_factory.mktemp("deputy-workers")
     extra = f'''
 [servers.guarded]
@@ -66,7 +70,7 @@ scopes = ["demo:tools", "demo:admin"]
 policies = "{DEMO_POLICIES}"
 
 [metrics]
-listen = "127.0.0.1:{METRICS_PORT}"
+listen = "127.0.0.1:{metrics_port}"
 '''
     with database_url("sqlite", directory) as url, running_deputy(
             directory, url, upstream_url, extra, environment={"DEPUTY_WORKERS": "2"},
@@ -79,25 +83,25 @@ def _port(deputy: RunningDeputy) -> int:
     return int(deputy.url.rsplit(":", 1)[1])
 
 
-async def _tool_calls_per_worker(*labels: str) -> list[float]:
+async def _tool_calls_per_worker(metrics_port: int, *labels: str) -> list[float]:
     """Each worker's count of tools/call requests (with ``labels`` too), from its own /metrics."""
     counts = []
     async with httpx.AsyncClient(timeout=30) as http:
         for index in range(2):
-            text = (await http.get(f"http://127.0.0.1:{METRICS_PORT + index}/metrics")).text
+            text = (await http.get(f"http://127.0.0.1:{metrics_port + index}/metrics")).text
             counts.append(sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                               if line.startswith("deputy_requests_total{") and 'method="tools/call"' in line
                               and all(label in line for label in labels)))
     return counts
 
 
-async def test_both_workers_answer_and_append_to_one_audit_log(deputy: RunningDeputy) -> None:
+async def test_both_workers_answer_and_append_to_one_audit_log(deputy: RunningDeputy, metrics_port: int) -> None:
     wait_for_workers(deputy, 2)
     token, _ = await tokens_for_alice(deputy, deputy.resource("demo"))
     opened = await fresh_post(deputy, token, INITIALIZE)
     assert opened.status_code == 200, opened.text
     session = opened.headers["mcp-session-id"]
-    before = await _tool_calls_per_worker()
+    before = await _tool_calls_per_worker(metrics_port)
     made = 0
     for _ in range(10):  # batches of concurrent calls, each on its own connection, until both workers have served
         answers = await fresh_posts(deputy, token, [{**CALL, "id": 100 + i} for i in range(16)], session=session)
@@ -105,7 +109,7 @@ async def test_both_workers_answer_and_append_to_one_audit_log(deputy: RunningDe
         for answer in answers:
             assert answer.status_code == 200, answer.text
             assert sse_messages(answer.text)[-1]["result"]["structuredContent"] == {"result": 7}
-        after = await _tool_calls_per_worker()
+        after = await _tool_calls_per_worker(metrics_port)
         if all(a > b for a, b in zip(after, before, strict=True)):
             break
     else:
@@ -158,26 +162,26 @@ def _answer(answer: httpx.Response) -> dict[str, Any]:
     return body
 
 
-async def test_an_approval_is_one_for_every_worker(deputy: RunningDeputy) -> None:
+async def test_an_approval_is_one_for_every_worker(deputy: RunningDeputy, metrics_port: int) -> None:
     wait_for_workers(deputy, 2)
     token, _ = await tokens_for_alice(deputy, deputy.resource("guarded"))
     opened = await fresh_post(deputy, token, INITIALIZE, server="guarded")
     assert opened.status_code == 200, opened.text
     session = opened.headers["mcp-session-id"]
     held = (await _delete_user(deputy, token, 4242, session))["error"]["data"]["approval_id"]
-    before = await _tool_calls_per_worker('server="guarded"', 'outcome="held"')
+    before = await _tool_calls_per_worker(metrics_port, 'server="guarded"', 'outcome="held"')
     for _ in range(10):  # retries on connections of their own until both workers have held the call
         retries = [_answer(retry) for retry in
                    await fresh_posts(deputy, token, [_deletion(4242)] * 8, server="guarded", session=session)]
         assert {retry["error"]["data"]["approval_id"] for retry in retries} == {held}, "one approval, not one each"
-        after = await _tool_calls_per_worker('server="guarded"', 'outcome="held"')
+        after = await _tool_calls_per_worker(metrics_port, 'server="guarded"', 'outcome="held"')
         if all(a > b for a, b in zip(after, before, strict=True)):
             break
     else:
         raise AssertionError(f"one worker held every retry: {before} -> {after}")
 
     # Approved calls, each made on a connection of its own, until both workers have let one through.
-    before = await _tool_calls_per_worker('server="guarded"', 'outcome="forwarded"')
+    before = await _tool_calls_per_worker(metrics_port, 'server="guarded"', 'outcome="forwarded"')
     for user_id in range(5000, 5012):
         approval = (await _delete_user(deputy, token, user_id, session))["error"]["data"]["approval_id"]
         decided = deputy.cli("approvals", "approve", approval, "--as", "bob")
@@ -186,7 +190,7 @@ async def test_an_approval_is_one_for_every_worker(deputy: RunningDeputy) -> Non
         assert "result" in proceeded, proceeded
         again = await _delete_user(deputy, token, user_id, session)
         assert again["error"]["data"]["approval_id"] != approval, "used once, by whichever worker: held again"
-        after = await _tool_calls_per_worker('server="guarded"', 'outcome="forwarded"')
+        after = await _tool_calls_per_worker(metrics_port, 'server="guarded"', 'outcome="forwarded"')
         if all(a > b for a, b in zip(after, before, strict=True)):
             break
     else:
