@@ -25,7 +25,15 @@ from typing import Any
 import httpx
 
 from tests.e2e.test_audit_gateway import AUDIT_CONFIG, call, forwarded_calls, servers
-from tests.support.audit_log import AuditProbe, KillableDeputy, killable_deputy, log_verifier, read_log, verify_log
+from tests.support.audit_log import (
+    AuditProbe,
+    KillableDeputy,
+    LogSnapshot,
+    killable_deputy,
+    log_verifier,
+    read_log,
+    verify_log,
+)
 from tests.support.databases import database_url
 from tests.support.deputy_process import RunningDeputy
 from tests.support.oauth_flow import tokens_for_alice
@@ -70,7 +78,7 @@ class FaultyDeputy:
         """Verify the whole log (recomputed by the tests' own code, and by ``deputy audit verify``); return the
         texts forwarded upstream under ``prefix`` that lack an allowing ``decision`` there, or whose decision was
         not yet committed when the call arrived upstream (both must be empty)."""
-        snapshot = await read_log(self.deputy.database_url)
+        snapshot = await self._checkpointed_log()
         verify_log(snapshot, log_verifier(self.deputy.data_dir))
         verified = await asyncio.to_thread(self.deputy.cli, "audit", "verify")
         assert verified.returncode == 0, f"deputy audit verify failed:\n{verified.stdout}\n{verified.stderr}"
@@ -80,6 +88,19 @@ class FaultyDeputy:
         late = {str(c.arguments.get("text")) for c in self.probe.calls
                 if isinstance(c.arguments, dict) and not c.recorded}
         return [text for text in self.forwarded(prefix) if text not in allowed or text in late]
+
+    async def _checkpointed_log(self, within: float = 30.0) -> LogSnapshot:
+        """The log once its newest signed checkpoint covers every record. The last call's records may have been
+        committed a moment ago (an outcome lingers up to 20 ms for a commit to share) and checkpointed only up to
+        ``checkpoint_interval_ms`` later, and `deputy audit verify` allows no unsigned record; a Deputy that never
+        catches up is left to fail that verification."""
+        deadline = time.monotonic() + within
+        while True:
+            snapshot = await read_log(self.deputy.database_url)
+            signed = max((checkpoint.size for checkpoint in snapshot.checkpoints), default=0)
+            if signed >= len(snapshot.leaves) or time.monotonic() > deadline:
+                return snapshot
+            await asyncio.sleep(0.05)
 
     def log_text(self) -> str:
         return self.killable.log_path.read_text(encoding="utf-8", errors="replace")
