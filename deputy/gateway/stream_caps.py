@@ -21,7 +21,6 @@ connection and leave every other client's calls waiting (attack classes: "Per-pr
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections import Counter
 from collections.abc import Hashable
 from dataclasses import dataclass
@@ -71,8 +70,8 @@ class StreamHold:
 class StreamCaps:
     """GET streams open at once, counted per user (on a server), per principal and per session, in this process."""
 
-    def __init__(self, per_principal: int, per_session: int, per_user: int | None = None) -> None:
-        self.per_user = sys.maxsize if per_user is None else per_user  # None: no cap per user
+    def __init__(self, *, per_user: int, per_principal: int, per_session: int) -> None:
+        self.per_user = per_user
         self.per_principal = per_principal
         self.per_session = per_session
         self._by_user: Counter[tuple[str, str]] = Counter()
@@ -87,7 +86,8 @@ class StreamCaps:
 
     @classmethod
     def from_limits(cls, limits: LimitSettings) -> StreamCaps:
-        return cls(limits.streams_per_principal, limits.streams_per_session, limits.streams_per_user)
+        return cls(per_user=limits.streams_per_user, per_principal=limits.streams_per_principal,
+                   per_session=limits.streams_per_session)
 
     def take(self, principal: Principal, session: str | None) -> StreamHold | CapReached:
         key = (principal.server, principal.user, principal.agent)

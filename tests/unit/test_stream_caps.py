@@ -22,7 +22,7 @@ def principal(user: str, agent: str = "client", server: str = "demo") -> Princip
 
 
 def test_a_principal_past_its_cap_is_refused_and_others_are_not() -> None:
-    caps = StreamCaps(per_principal=2, per_session=2)
+    caps = StreamCaps(per_user=8, per_principal=2, per_session=2)
     held = [caps.take(principal("alice"), None) for _ in range(2)]
     assert all(isinstance(hold, StreamHold) for hold in held)
     assert caps.take(principal("alice"), None) == CapReached("limits.streams_per_principal", 2, 429)
@@ -34,7 +34,7 @@ def test_a_principal_past_its_cap_is_refused_and_others_are_not() -> None:
 def test_one_user_with_many_clients_holds_at_most_her_share() -> None:
     """Each client of hers is a principal of its own: without a cap per user, one person registering client after
     client could hold every place in the stream pool."""
-    caps = StreamCaps(per_principal=2, per_session=2, per_user=3)
+    caps = StreamCaps(per_user=3, per_principal=2, per_session=2)
     held = [caps.take(principal("alice", agent=f"client-{n}"), None) for n in range(3)]
     assert all(isinstance(hold, StreamHold) for hold in held)
     assert caps.take(principal("alice", agent="client-3"), None) == CapReached("limits.streams_per_user", 3, 429)
@@ -46,14 +46,14 @@ def test_one_user_with_many_clients_holds_at_most_her_share() -> None:
 
 
 def test_a_session_past_its_cap_is_refused() -> None:
-    caps = StreamCaps(per_principal=8, per_session=1)
+    caps = StreamCaps(per_user=8, per_principal=8, per_session=1)
     assert isinstance(caps.take(principal("alice"), "s1"), StreamHold)
     assert caps.take(principal("alice"), "s1") == CapReached("limits.streams_per_session", 1, 429)
     assert isinstance(caps.take(principal("alice"), "s2"), StreamHold)
 
 
 def test_releasing_gives_places_back_once_and_leaves_nothing_behind() -> None:
-    caps = StreamCaps(per_principal=1, per_session=1)
+    caps = StreamCaps(per_user=1, per_principal=1, per_session=1)
     hold = caps.take(principal("alice"), "s1")
     assert isinstance(hold, StreamHold)
     hold.release()
