@@ -29,7 +29,7 @@ class Measured:
     concurrency: int
     round: int
     result: RunResult
-    deputy_cpu: float  # of the process in front of the upstream: Deputy, or the bare proxy for that target
+    proxy_cpu: float  # of the process in front of the upstream: Deputy, or the bare proxy for that target
     upstream_cpu: float
     client_cpu: float
 
@@ -57,7 +57,7 @@ def print_runs(console: Console, runs: list[Measured]) -> None:
         table.add_row(str(m.concurrency), str(m.round), m.target, f"{m.result.calls:,}", str(m.result.errors),
                       f"{m.result.rate:.0f}", fmt(ratio), fmt(m.result.percentile_ms(0.5)),
                       fmt(m.result.percentile_ms(0.99)),
-                      fmt(m.per_call_ms(m.deputy_cpu)) if m.target != "direct" else "-",
+                      fmt(m.per_call_ms(m.proxy_cpu)) if m.target != "direct" else "-",
                       fmt(m.per_call_ms(m.upstream_cpu)), fmt(m.per_call_ms(m.client_cpu)))
     console.print(table)
 
@@ -82,8 +82,8 @@ def print_summary(console: Console, runs: list[Measured], args: argparse.Namespa
             ms = list(rounds.values())
             # Ratios are taken round by round (each against its own round's direct and bare runs), then the median.
             vs_direct = median([m.result.rate / direct[r].result.rate for r, m in rounds.items()])
-            cpu = median([m.per_call_ms(m.deputy_cpu) for m in ms])
-            vs_bare = median([m.per_call_ms(m.deputy_cpu) / bare[r].per_call_ms(bare[r].deputy_cpu)
+            cpu = median([m.per_call_ms(m.proxy_cpu) for m in ms])
+            vs_bare = median([m.per_call_ms(m.proxy_cpu) / bare[r].per_call_ms(bare[r].proxy_cpu)
                               for r, m in rounds.items() if r in bare]) if name == "deputy" else float("nan")
             table.add_row(str(c), name, f"{median([m.result.rate for m in ms]):.0f}", fmt(vs_direct),
                           fmt(median([m.result.percentile_ms(0.5) for m in ms])),

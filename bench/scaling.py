@@ -54,7 +54,7 @@ class Run:
 
     @property
     def deputy_ms(self) -> float:
-        return self.measured.per_call_ms(self.measured.deputy_cpu)
+        return self.measured.per_call_ms(self.measured.proxy_cpu)
 
     @property
     def upstream_ms(self) -> float:
