@@ -32,8 +32,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -103,10 +102,7 @@ class FederatedPages:
 
     async def start(self, request: Request) -> Response:
         """``POST /login/start/NAME``: a login page's button."""
-        if (throttled := self._throttled(request)) is not None:
-            return throttled
-        with self._heard(request):
-            return await self._start(request)
+        return await self._admitted(request, self._start)
 
     async def _start(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -157,10 +153,7 @@ class FederatedPages:
 
     async def callback(self, request: Request) -> Response:
         """``GET /login/callback/NAME``: the provider's authorization response (RFC 6749 §4.1.2)."""
-        if (throttled := self._throttled(request)) is not None:
-            return throttled  # before the state is looked up: a throttled callback spends nothing
-        with self._heard(request):
-            return await self._callback(request)
+        return await self._admitted(request, self._callback)  # throttled before the state is looked up
 
     async def _callback(self, request: Request) -> Response:
         name = request.path_params["name"]
@@ -225,12 +218,15 @@ class FederatedPages:
 
     # -- failure ----------------------------------------------------------------------------------
 
-    @contextmanager
-    def _heard(self, request: Request) -> Iterator[None]:
+    async def _admitted(self, request: Request, handle: Callable[[Request], Awaitable[Response]]) -> Response:
+        """A start or callback: 429 when its address is throttled, before anything is read or spent; else handled,
+        and counted as in flight (a refusal it may become) until it ends."""
+        if (throttled := self._throttled(request)) is not None:
+            return throttled
         address = _peer(request)
         self.in_flight[address] += 1
         try:
-            yield
+            return await handle(request)
         finally:
             self.in_flight[address] -= 1
             if self.in_flight[address] <= 0:
