@@ -14,10 +14,14 @@ bounds both the time and the count, so load is shed instead of taking the proces
 - **keep-alive idle** — between requests a connection may wait ``[limits] idle_timeout``
   (uvicorn's keep-alive timer, RFC 9112 §9.3 persistence);
 - **connection count** — at most ``max_connections`` are open; a new connection past it closes the
-  *oldest connection that has not yet sent a whole request header* (an attacker's stockpile of
-  silent sockets), then the oldest idle keep-alive one, and only if every other connection is
-  serving a request the newcomer itself. A request in flight — including a long-lived event
-  stream — is never cut for room;
+  oldest connection that has not yet sent a whole request header (an attacker's stockpile of
+  silent sockets) *of the peer address holding the most such connections* (an IPv6 peer by its
+  /64, :func:`deputy.rate_limit.address_key`), then the oldest idle keep-alive one, and only if
+  every other connection is serving a request the newcomer itself. Choosing by address first
+  keeps a flood from one or a few addresses from cutting another peer's connection in the moment
+  between its accept and its headers being read, which a flood refilling faster than that moment
+  otherwise does (behind a reverse proxy every peer is the proxy, and this is plain oldest-first).
+  A request in flight — including a long-lived event stream — is never cut for room;
 - **descriptor budget** — at start the soft ``RLIMIT_NOFILE`` is raised to the hard limit, and
   ``max_connections`` is kept below it with room for the accept backlog, the database, upstream
   connections and stdio server processes (:func:`listener_budget`). Should the descriptors run
@@ -36,6 +40,7 @@ from typing import Any, ClassVar, Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from deputy.limits import LimitSettings
+from deputy.rate_limit import address_key
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +119,18 @@ class Cuttable(Protocol):
 class ConnectionGuard:
     """The open connections of one listener, by state, each state in arrival order.
 
-    *Waiting*: no complete request header yet since the connection opened. *Idle*: between
-    requests of a keep-alive connection. *Serving*: a request's headers are in and its response
-    is not complete. Plain dicts keep insertion order, so the oldest of a state is its first key.
+    *Waiting*: no complete request header yet since the connection opened, also grouped by peer
+    address, with the addresses bucketed by how many they hold so the heaviest is found at once.
+    *Idle*: between requests of a keep-alive connection. *Serving*: a request's headers are in and
+    its response is not complete. Plain dicts keep insertion order, so the oldest is the first key.
     """
 
     def __init__(self, max_connections: int) -> None:
         self.max_connections = max_connections
-        self._waiting: dict[Cuttable, None] = {}
+        self._waiting: dict[Cuttable, str] = {}  # connection: its peer's address key
+        self._waiting_by_address: dict[str, dict[Cuttable, None]] = {}
+        self._addresses_holding: dict[int, dict[str, None]] = {}  # n: the addresses with n waiting connections
+        self._most_held = 0
         self._idle: dict[Cuttable, None] = {}
         self._serving: set[Cuttable] = set()
         self.cut_for_room = 0
@@ -131,9 +140,13 @@ class ConnectionGuard:
     def open(self) -> int:
         return len(self._waiting) + len(self._idle) + len(self._serving)
 
-    def admit(self, connection: Cuttable) -> None:
-        """Count a new connection; past the limit, cut the connection that is least likely real work."""
-        self._waiting[connection] = None
+    def admit(self, connection: Cuttable, address: str) -> None:
+        """Count a new connection from `address` (an address key); past the limit, cut the connection that
+        is least likely real work."""
+        self._waiting[connection] = address
+        held = self._waiting_by_address.setdefault(address, {})
+        held[connection] = None
+        self._move_address(address, len(held) - 1, len(held))
         while self.open > self.max_connections:
             victim = self._victim(connection)
             self.release(victim)
@@ -141,13 +154,16 @@ class ConnectionGuard:
             victim.cut()
         if self.cut_for_room and time.monotonic() - self._last_warning >= CUT_LOG_INTERVAL:
             self._last_warning = time.monotonic()
-            log.warning("%d connections open (the limit): closing the oldest that sent no request "
-                        "(%d closed so far)", self.open, self.cut_for_room)
+            log.warning("%d connections open (the limit): closing the oldest that sent no request, from the "
+                        "address holding the most (%d closed so far)", self.open, self.cut_for_room)
 
     def _victim(self, newcomer: Cuttable) -> Cuttable:
-        oldest_waiting = next(iter(self._waiting))
-        if oldest_waiting is not newcomer:
-            return oldest_waiting
+        # Only when every address holds one silent connection can the heaviest's oldest be the newcomer
+        # itself, and then the next address in that bucket is taken.
+        for address in self._addresses_holding.get(self._most_held, ()):
+            oldest = next(iter(self._waiting_by_address[address]))
+            if oldest is not newcomer:
+                return oldest
         if self._idle:
             return next(iter(self._idle))
         return newcomer  # every other connection is serving a request: those are never cut for room
@@ -165,14 +181,34 @@ class ConnectionGuard:
 
     def _forget(self, connection: Cuttable) -> bool:
         """Remove from whichever state holds it; False if the guard no longer counts it (cut or closed)."""
-        for state in (self._waiting, self._idle):
-            if connection in state:
-                del state[connection]
-                return True
+        address = self._waiting.pop(connection, None)
+        if address is not None:
+            held = self._waiting_by_address[address]
+            del held[connection]
+            if not held:
+                del self._waiting_by_address[address]
+            self._move_address(address, len(held) + 1, len(held))
+            return True
+        if connection in self._idle:
+            del self._idle[connection]
+            return True
         if connection in self._serving:
             self._serving.discard(connection)
             return True
         return False
+
+    def _move_address(self, address: str, before: int, after: int) -> None:
+        """`address` now holds `after` waiting connections instead of `before` (one more or one fewer)."""
+        if before:
+            bucket = self._addresses_holding[before]
+            del bucket[address]
+            if not bucket:
+                del self._addresses_holding[before]
+                if self._most_held == before:
+                    self._most_held = after
+        if after:
+            self._addresses_holding.setdefault(after, {})[address] = None
+            self._most_held = max(self._most_held, after)
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -190,7 +226,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self._arm_header_deadline()
-        self.guard.admit(self)
+        self.guard.admit(self, address_key(self.client[0] if self.client else None))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_header_deadline()

@@ -5,6 +5,7 @@ End to end, against a real ``deputy serve`` under attack: tests/security/test_co
 
 from __future__ import annotations
 
+import random
 import resource
 from collections.abc import Iterator
 
@@ -26,10 +27,10 @@ class Connection:
         return self.name
 
 
-def _admitted(guard: ConnectionGuard, *names: str) -> list[Connection]:
+def _admitted(guard: ConnectionGuard, *names: str, address: str = "192.0.2.1") -> list[Connection]:
     connections = [Connection(name) for name in names]
     for connection in connections:
-        guard.admit(connection)
+        guard.admit(connection, address)
     return connections
 
 
@@ -75,6 +76,70 @@ def test_a_cut_or_closed_connection_is_counted_once() -> None:
     guard.serving(b)
     guard.idle(b)
     assert guard.open == 1
+
+
+def test_a_flood_from_one_address_cuts_its_own_connections_not_an_older_one_from_another() -> None:
+    """The real client's connection, accepted amid a flood, keeps its place until its headers are read."""
+    guard = ConnectionGuard(4)
+    (client,) = _admitted(guard, "client", address="192.0.2.7")
+    flood = _admitted(guard, *(f"attacker-{n}" for n in range(50)), address="198.51.100.9")
+    assert not client.was_cut
+    assert [c.was_cut for c in flood] == [True] * 47 + [False] * 3  # the flood's own oldest went, in order
+    assert guard.open == 4
+
+
+def test_the_address_holding_the_most_silent_connections_loses_its_oldest() -> None:
+    guard = ConnectionGuard(5)
+    a_first, a_second = _admitted(guard, "a-1", "a-2", address="192.0.2.1")
+    b_first, b_second, b_third = _admitted(guard, "b-1", "b-2", "b-3", address="192.0.2.2")
+    (newcomer,) = _admitted(guard, "c-1", address="192.0.2.3")
+    assert b_first.was_cut and not any(c.was_cut for c in (a_first, a_second, b_second, b_third, newcomer))
+    guard.serving(b_second)
+    guard.serving(b_third)  # b now holds none waiting, a holds two: a's oldest is next
+    (later,) = _admitted(guard, "d-1", address="192.0.2.4")
+    assert a_first.was_cut and not later.was_cut
+
+
+def test_when_every_address_holds_one_silent_connection_another_address_goes_not_the_newcomer() -> None:
+    guard = ConnectionGuard(2)
+    (first,) = _admitted(guard, "first", address="192.0.2.1")
+    (second,) = _admitted(guard, "second", address="192.0.2.2")
+    (newcomer,) = _admitted(guard, "newcomer", address="192.0.2.3")
+    assert first.was_cut and not second.was_cut and not newcomer.was_cut
+
+
+def test_the_choice_matches_a_plain_recount_through_any_sequence_of_events() -> None:
+    """The guard's buckets against a recount from scratch, over random admits, requests and closes."""
+    rng = random.Random(1)
+    guard = ConnectionGuard(12)
+    waiting: dict[Connection, str] = {}  # the model: what the guard should hold as waiting, in order
+    for step in range(4000):
+        event = rng.random()
+        if event < 0.5 or not waiting:
+            address = f"192.0.2.{rng.choice([1, 1, 1, 2, 2, 3, 4, 5])}"
+            per_address = {a: [c for c, held_by in waiting.items() if held_by == a] for a in set(waiting.values())}
+            most = max((len(held) for held in per_address.values()), default=0)
+            open_before = guard.open
+            connection = Connection(f"c{step}")
+            guard.admit(connection, address)
+            waiting[connection] = address
+            if open_before == 12:
+                cut = [c for c in waiting if c.was_cut]
+                assert len(cut) == 1, step
+                # The cut one was the oldest of an address holding the most (the newcomer counted too).
+                per_address.setdefault(address, []).append(connection)
+                most = max(len(held) for held in per_address.values())
+                assert any(held[0] is cut[0] for held in per_address.values() if len(held) == most), step
+                del waiting[cut[0]]
+        else:
+            connection = rng.choice(list(waiting))
+            del waiting[connection]
+            if event < 0.75:
+                guard.serving(connection)
+                guard.release(connection)
+            else:
+                guard.release(connection)
+        assert guard.open == len(waiting)
 
 
 def test_the_budget_keeps_room_for_the_backlog_and_other_descriptors() -> None:
