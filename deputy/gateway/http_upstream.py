@@ -37,8 +37,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from enum import Enum
+from typing import Final, Literal
 
 import aiohttp
+from starlette.types import Receive
 
 from deputy.config import UpstreamServer
 from deputy.gateway.exchange import Exchange, Headers, UpstreamRefusals
@@ -54,6 +57,7 @@ from deputy.gateway.response_rewrite import (
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
     RETRY_AFTER,
+    client_left,
     end_body,
     jsonrpc_error,
     relay_until_disconnect,
@@ -88,6 +92,14 @@ UPSTREAM_CALLS_PER_SERVER = UPSTREAM_CALLS // 2
 CALL_WAIT = 10.0
 
 
+class Waited(Enum):
+    CLIENT_LEFT = "client left"
+
+
+CLIENT_LEFT: Final = Waited.CLIENT_LEFT
+Place = Callable[[], None] | None | Literal[Waited.CLIENT_LEFT]
+
+
 class UpstreamPool:
     """The shared client sessions, one for calls and one for GET streams, each with its own connections, so that
     long-lived streams never hold a place a call needs; created inside the running event loop, closed at shutdown.
@@ -119,16 +131,34 @@ class UpstreamPool:
     def session(self) -> aiohttp.ClientSession:
         return self.session_for(stream=False)
 
-    async def admit(self, server_calls: Slots, stream: bool) -> Callable[[], None] | None:
-        """A place for one request (its release to call once answered), or None: the pool is full."""
+    async def admit(self, server_calls: Slots, stream: bool, receive: Receive) -> Place:
+        """A place for one request (its release to call once answered); None: the pool is full; CLIENT_LEFT: the
+        client went away while the call waited for a place, so it must not be sent (nobody would read the answer,
+        and a client that retries would have its tool run twice)."""
         if stream:
             return self.stream_slots.give_back if await self.stream_slots.take(None) else None
+        if not (server_calls.full or self.call_slots.full):
+            return await self._call_place(server_calls)  # both free: taken at once, no client to watch
+        waiting = asyncio.ensure_future(self._call_place(server_calls))
+        left = asyncio.ensure_future(client_left(receive))
+        try:
+            await asyncio.wait((waiting, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            # Nothing once it is done; else it ends at its next step, and a place it was granted in this same moment
+            # goes back (asyncio.Semaphore re-releases a grant its cancelled waiter never used; _call_place gives the
+            # server's place back).
+            waiting.cancel()
+        await asyncio.wait((waiting,))
+        return CLIENT_LEFT if waiting.cancelled() else waiting.result()
+
+    async def _call_place(self, server_calls: Slots) -> Callable[[], None] | None:
         deadline = asyncio.get_running_loop().time() + self.call_wait
         if not await server_calls.take(deadline):
             return None
         try:
             taken = await self.call_slots.take(deadline)
-        except BaseException:  # cancelled while waiting (shutdown): the server's place is given back all the same
+        except BaseException:  # cancelled while waiting: the server's place is given back all the same
             server_calls.give_back()
             raise
         if not taken:
@@ -161,25 +191,26 @@ class HttpUpstream:
 
     async def forward(self, exchange: Exchange) -> None:
         stream = exchange.method == "GET"
-        give_back = await self.pool.admit(self.calls, stream)
-        if give_back is None:
-            await self._busy(exchange, stream)
+        give_back = await self.pool.admit(self.calls, stream, exchange.receive)
+        if give_back is None or give_back is CLIENT_LEFT:
+            await self._busy(exchange, stream, unread=give_back is CLIENT_LEFT)
             return
         try:
             await self._forward(exchange, self.pool.session_for(stream))
         finally:
             give_back()  # after the response's release below: its connection is back in the pool or closed
 
-    async def _busy(self, exchange: Exchange, stream: bool) -> None:
-        """No place in the pool: 503 with Retry-After (RFC 9110 §15.6.4), the request never sent."""
-        log.warning("upstream %s: no free %s connection; answered 503", self.server.name,
-                    "stream" if stream else "call")
+    async def _busy(self, exchange: Exchange, stream: bool, unread: bool) -> None:
+        """No place in the pool: 503 with Retry-After (RFC 9110 §15.6.4), the request never sent; ``unread``: its
+        client went away while it waited, and the answer (for the call's record) is marked so."""
+        log.warning("upstream %s: no free %s connection; %s", self.server.name, "stream" if stream else "call",
+                    "the client left while its call waited, the call not sent" if unread else "answered 503")
         mark_upstream_error(exchange.scope, "busy")
         message = ("too many event streams open to upstream servers" if stream
                    else "no free connection to the upstream server")
         await send_json(exchange.send, 503, jsonrpc_error(JSONRPC_INTERNAL_ERROR, f"{message}; try again later",
                                                           request_id=exchange.request_id),
-                        [(b"retry-after", RETRY_AFTER)])
+                        [(b"retry-after", RETRY_AFTER)], unread=unread)
 
     async def _forward(self, exchange: Exchange, session: aiohttp.ClientSession) -> None:
         scope, send = exchange.scope, exchange.send

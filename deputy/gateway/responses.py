@@ -26,7 +26,9 @@ RETRY_AFTER = b"5"
 INCOMPLETE = "deputy.incomplete"
 
 
-async def send_json(send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = ()) -> None:
+async def send_json(send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = (), *,
+                    unread: bool = False) -> None:
+    """``unread``: the client has already gone, so the answer is marked :data:`INCOMPLETE` for the call's record."""
     payload = json.dumps(body, separators=(",", ":")).encode()
     await send({
         "type": "http.response.start",
@@ -34,7 +36,10 @@ async def send_json(send: Send, status: int, body: Any, headers: Iterable[tuple[
         "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode()),
                     (b"cache-control", b"no-store"), *headers],
     })
-    await send({"type": "http.response.body", "body": payload})
+    last: Message = {"type": "http.response.body", "body": payload}
+    if unread:
+        last[INCOMPLETE] = True
+    await send(last)
 
 
 def jsonrpc_error(code: int, message: str, data: Any = None, request_id: str | int | None = None) -> dict[str, Any]:
@@ -53,6 +58,12 @@ async def end_body(send: Send, *, complete: bool = True) -> None:
     await send(message)
 
 
+async def client_left(receive: Receive) -> None:
+    """Returns once the client has gone (ASGI ``http.disconnect``); for a request whose body has been read whole."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
 async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send,
                                  ends: asyncio.Event | None = None) -> bool:
     """Send each chunk as it comes; stop waiting for more as soon as the client goes away, or ``ends`` is set.
@@ -67,8 +78,7 @@ async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive,
     async with anyio.create_task_group() as group:
 
         async def watch() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
+            await client_left(receive)
             group.cancel_scope.cancel()
 
         async def end_when_told(ends: asyncio.Event) -> None:

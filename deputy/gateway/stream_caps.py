@@ -128,7 +128,7 @@ class Slots:
         self._free = asyncio.Semaphore(size)
 
     async def take(self, deadline: float | None) -> bool:
-        if not self._free.locked():
+        if not self.full:
             return await self._free.acquire()  # free: returns at once, no timer armed on the hot path
         if deadline is None:
             return False
@@ -137,6 +137,10 @@ class Slots:
                 return await self._free.acquire()
         except TimeoutError:
             return False
+
+    @property
+    def full(self) -> bool:
+        return self._free.locked()
 
     def give_back(self) -> None:
         self._free.release()

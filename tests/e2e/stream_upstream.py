@@ -1,9 +1,12 @@
-"""An HTTP MCP upstream for the GET stream tests, served from a thread, that counts the streams it holds open.
+"""An HTTP MCP upstream for the GET stream and call pool tests, served from a thread, that counts the streams and
+calls it holds open.
 
 - ``GET`` opens an SSE stream: a comment (so the client knows it is established), then nothing until the
   connection goes away; with ``?end=1`` it ends the stream itself after that comment. :attr:`open_streams` counts
   the streams whose connection is still up, as the upstream sees it: what a leaked upstream connection shows.
 - ``POST`` answers JSON: ``initialize`` with a fresh ``Mcp-Session-Id``, anything else a one-line text result.
+  :attr:`called` lists the name of every ``tools/call`` that arrived; while :attr:`holding` is set, a call to the
+  tool ``hold`` is answered only once :meth:`release` is called (:attr:`held` counts those waiting).
 """
 
 from __future__ import annotations
@@ -23,6 +26,10 @@ from starlette.types import Receive, Scope, Send
 class StreamUpstream:
     def __init__(self) -> None:
         self.open_streams = 0
+        self.called: list[str] = []
+        self.holding = False
+        self.held = 0
+        self._released: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -37,6 +44,8 @@ class StreamUpstream:
             if not message.get("more_body"):
                 break
         request = json.loads(body) if body else {}
+        if request.get("method") == "tools/call":
+            await self._call(request["params"]["name"])
         headers = [(b"content-type", b"application/json")]
         if request.get("method") == "initialize":
             headers.append((b"mcp-session-id", secrets.token_hex(8).encode()))
@@ -47,6 +56,25 @@ class StreamUpstream:
         payload = json.dumps({"jsonrpc": "2.0", "id": request.get("id"), "result": result}).encode()
         await send({"type": "http.response.start", "status": 200 if "id" in request else 202, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
+
+    async def _call(self, name: str) -> None:
+        self.called.append(name)
+        if name != "hold" or not self.holding:
+            return
+        if self._released is None:
+            self._released = asyncio.get_running_loop(), asyncio.Event()
+        self.held += 1
+        try:
+            await self._released[1].wait()
+        finally:
+            self.held -= 1
+
+    def release(self) -> None:
+        """From the test's thread: every held call is answered, and none is held from now on."""
+        self.holding = False
+        if self._released is not None:
+            loop, released = self._released
+            loop.call_soon_threadsafe(released.set)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.open_streams += 1

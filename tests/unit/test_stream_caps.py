@@ -9,12 +9,32 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from starlette.types import Message
 
 from deputy.config_values import ConfigError
-from deputy.gateway.http_upstream import UpstreamPool
+from deputy.gateway.http_upstream import CLIENT_LEFT, UpstreamPool
 from deputy.gateway.principal import Principal
 from deputy.gateway.stream_caps import CapReached, Slots, StreamCaps, StreamHold
 from deputy.limits import limit_settings
+
+
+class Client:
+    """An ASGI ``receive`` for a request whose body has been read: ``http.disconnect`` once ``leave`` is called."""
+
+    def __init__(self) -> None:
+        self.gone = asyncio.Event()
+        self.asked = 0
+
+    def leave(self) -> None:
+        self.gone.set()
+
+    async def receive(self) -> Message:
+        self.asked += 1
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+
+STILL_HERE = Client().receive
 
 
 def principal(user: str, agent: str = "client", server: str = "demo") -> Principal:
@@ -89,31 +109,95 @@ async def test_streams_never_take_a_calls_place_and_one_server_not_all_of_them()
     take at most its own share."""
     pool = UpstreamPool(streams=2, calls=4, call_wait=0.05)
     server, other = Slots(2), Slots(2)
-    streams = [await pool.admit(server, stream=True) for _ in range(2)]
-    assert all(streams) and await pool.admit(server, stream=True) is None
-    calls = [await pool.admit(server, stream=False) for _ in range(2)]
+    streams = [await pool.admit(server, stream=True, receive=STILL_HERE) for _ in range(2)]
+    assert all(streams) and await pool.admit(server, stream=True, receive=STILL_HERE) is None
+    calls = [await pool.admit(server, stream=False, receive=STILL_HERE) for _ in range(2)]
     assert all(calls)
-    assert await pool.admit(server, stream=False) is None  # this server's share is taken
-    assert await pool.admit(other, stream=False) is not None  # the others' is not
+    assert await pool.admit(server, stream=False, receive=STILL_HERE) is None  # this server's share is taken
+    assert await pool.admit(other, stream=False, receive=STILL_HERE) is not None  # the others' is not
     for give_back in (*streams, *calls):
-        assert give_back is not None
+        assert callable(give_back)
         give_back()
-    assert await pool.admit(server, stream=True) is not None
-    assert await pool.admit(server, stream=False) is not None
+    assert await pool.admit(server, stream=True, receive=STILL_HERE) is not None
+    assert await pool.admit(server, stream=False, receive=STILL_HERE) is not None
 
 
 async def test_a_call_cancelled_while_waiting_gives_its_server_place_back() -> None:
     pool = UpstreamPool(streams=1, calls=1, call_wait=30)
     server = Slots(2)
-    first = await pool.admit(server, stream=False)
-    assert first is not None
-    waiting = asyncio.create_task(pool.admit(server, stream=False))  # has the server's place, waits for the pool's
+    first = await pool.admit(server, stream=False, receive=STILL_HERE)
+    assert callable(first)
+    # It has the server's place and waits for the pool's.
+    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=STILL_HERE))
     await asyncio.sleep(0)
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
     first()
     assert [await server.take(None), await server.take(None)] == [True, True]  # both places are free
+
+
+async def test_a_call_whose_client_leaves_while_it_waits_is_never_given_a_place() -> None:
+    """Sent later, it would run the tool for nobody, and again when the client retries."""
+    pool = UpstreamPool(streams=1, calls=1, call_wait=30)
+    server = Slots(2)
+    first = await pool.admit(server, stream=False, receive=STILL_HERE)
+    assert callable(first)
+    client = Client()
+    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
+    await asyncio.sleep(0.01)
+    assert not waiting.done() and client.asked == 1  # waiting, and watching its client
+    client.leave()
+    assert await asyncio.wait_for(waiting, 30) is CLIENT_LEFT
+    first()
+    # Nothing held for the call that left: the pool's one place and both of the server's are free.
+    assert callable(await pool.admit(server, stream=False, receive=STILL_HERE))
+    assert await server.take(None) and server.full  # the server's other place was free too
+
+
+async def test_a_call_that_gets_its_place_stops_watching_its_client() -> None:
+    pool = UpstreamPool(streams=1, calls=1, call_wait=30)
+    server = Slots(2)
+    first = await pool.admit(server, stream=False, receive=STILL_HERE)
+    assert callable(first)
+    client = Client()
+    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
+    await asyncio.sleep(0.01)
+    first()
+    place = await asyncio.wait_for(waiting, 30)
+    assert callable(place)
+    client.leave()  # after its place: the call goes on, and nothing is left watching
+    await asyncio.sleep(0)
+    assert client.asked == 1
+    place()
+
+
+async def test_a_call_with_free_places_does_not_watch_its_client() -> None:
+    """The hot path: no task per call when both places are free."""
+    pool = UpstreamPool(streams=1, calls=2, call_wait=30)
+    client = Client()
+    place = await pool.admit(Slots(2), stream=False, receive=client.receive)
+    assert callable(place) and client.asked == 0
+
+
+async def test_a_client_that_leaves_as_its_place_is_granted_leaks_no_place() -> None:
+    pool = UpstreamPool(streams=1, calls=1, call_wait=30)
+    server = Slots(2)
+    first = await pool.admit(server, stream=False, receive=STILL_HERE)
+    assert callable(first)
+    client = Client()
+    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
+    await asyncio.sleep(0.01)
+    client.leave()
+    first()  # the same moment: whichever wins, no place may be lost
+    outcome = await asyncio.wait_for(waiting, 30)
+    if callable(outcome):
+        outcome()
+    for _ in range(2):  # twice: each place has come back every time
+        place = await pool.admit(server, stream=False, receive=STILL_HERE)
+        assert callable(place)
+        place()
+    assert [await server.take(None), await server.take(None)] == [True, True]
 
 
 @pytest.mark.parametrize(("table", "key"), [
