@@ -27,7 +27,8 @@ KNOWN_KEYS = frozenset({
 
 @dataclass(frozen=True, slots=True)
 class LimitSettings:
-    # Connections open at once (HTTP); past it the oldest connection that has not yet sent a whole request is cut.
+    # Connections open at once (HTTP); past it the oldest connection that has not yet sent a whole request, from the
+    # address holding the most such connections, is cut (deputy.listener).
     max_connections: int = 4096
     header_timeout: float = 10.0  # seconds for a new connection to send its request line and headers
     body_timeout: float = 30.0  # seconds for a whole request body to arrive once its headers have

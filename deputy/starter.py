@@ -66,7 +66,8 @@ ttl = 900                     # seconds an approval lives: to be decided, then u
 approvers = []                # usernames who may approve; empty: any user but the requester
 
 [limits]                      # what one connection may cost (lowered at start to fit the file-descriptor limit)
-max_connections = 4096        # open at once; past it the oldest that has sent no request is closed
+max_connections = 4096        # open at once; past it the oldest that has sent no request is closed,
+                              # taken from the client address holding the most such connections
 header_timeout = 10           # seconds a connection has to send its request line and headers
 idle_timeout = 5              # seconds a keep-alive connection may wait between requests
 
