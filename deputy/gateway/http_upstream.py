@@ -75,6 +75,8 @@ DROP_REQUEST_HEADERS = frozenset({
     b"proxy-authorization", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
     b"accept-encoding", b"dpop", SESSION_HEADER, b"forwarded", b"x-forwarded-for", b"x-forwarded-host",
     b"x-forwarded-proto", b"origin", b"traceparent", b"tracestate",
+    # The body's representation is Deputy's to state: the JSON it decided on (deputy.gateway.request_reading).
+    b"content-type", b"content-encoding",
 })
 DROP_RESPONSE_HEADERS = frozenset({
     b"connection", b"keep-alive", b"transfer-encoding", b"trailer", b"upgrade", b"set-cookie",
@@ -218,6 +220,8 @@ class HttpUpstream:
         headers = [(k.decode("latin-1"), v.strip(b" \t").decode("latin-1"))
                    for k, v in scope["headers"] if k not in self.drop_request_headers]
         headers.append(("Accept-Encoding", "identity"))
+        if exchange.body:
+            headers.append(("Content-Type", "application/json"))
         if exchange.session is not None:
             headers.append(("Mcp-Session-Id", exchange.session))
         headers.extend(self.credentials.headers(exchange.principal))

@@ -31,7 +31,6 @@ import functools
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import TYPE_CHECKING
 
 from starlette.types import Receive, Scope, Send
@@ -49,7 +48,7 @@ from deputy.gateway.held_calls import (
     input_required,
     without_own_input,
 )
-from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
+from deputy.gateway.jsonrpc import McpMessage
 from deputy.gateway.observation import (
     AUDIT,
     AUTHENTICATE,
@@ -63,9 +62,16 @@ from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.policy_lifecycle import Unavailable
 from deputy.gateway.policy_stage import Held, PolicyStage
 from deputy.gateway.principal import Principal
-from deputy.gateway.request_reading import MAX_REQUEST_BODY, BodyRefused, RequestHeaders, read_body
+from deputy.gateway.request_reading import MAX_REQUEST_BODY, BodyRefused, RequestHeaders, read_body, read_message
 from deputy.gateway.response_rewrite import RewriteResult
-from deputy.gateway.responses import JSONRPC_INTERNAL_ERROR, JSONRPC_INVALID_REQUEST, jsonrpc_error, send_json
+from deputy.gateway.responses import (
+    ANSWERED,
+    JSONRPC_INTERNAL_ERROR,
+    JSONRPC_INVALID_REQUEST,
+    Answered,
+    jsonrpc_error,
+    send_json,
+)
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stream_caps import CapReached, StreamCaps
 from deputy.gateway.tools_watch import watching_tools
@@ -79,14 +85,6 @@ if TYPE_CHECKING:
 PREFIX = "/mcp/"
 ALLOWED_METHODS = frozenset({"POST", "GET", "DELETE"})
 
-
-class Answered(Enum):
-    """A step refused the request and has sent the answer: the gateway does nothing more with it."""
-
-    ANSWERED = 0
-
-
-ANSWERED = Answered.ANSWERED
 
 
 @dataclass(slots=True)
@@ -159,7 +157,7 @@ class Gateway:
         body = await self._receive_body(receive, send, headers.declared_length)
         if isinstance(body, Answered):
             return
-        message = await self._message(scope, send, body)
+        message = await read_message(scope["method"], send, body, headers)
         if isinstance(message, Answered):
             return
         if message is not None:
@@ -255,17 +253,6 @@ class Gateway:
             await send_json(send, body.value[0], jsonrpc_error(JSONRPC_INVALID_REQUEST, body.value[1]),
                             [(b"connection", b"close")])
         return ANSWERED
-
-    @staticmethod
-    async def _message(scope: Scope, send: Send, body: bytes) -> McpMessage | Answered | None:
-        """A POST's one well-formed JSON-RPC message (else its JSON-RPC error); None for GET and DELETE."""
-        if scope["method"] != "POST":
-            return None
-        try:
-            return parse_message(body)
-        except JsonRpcRefused as refused:
-            await send_json(send, refused.status, refused.response())
-            return ANSWERED
 
     async def _upstream_for(self, send: Send, server: UpstreamServer,
                             message: McpMessage | None) -> Upstream | Answered:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterable
+from enum import Enum
 from typing import Any
 
 import anyio
@@ -24,6 +25,15 @@ RETRY_AFTER = b"5"
 # Set on the last body message of an answer cut short (:func:`end_body`), for the audit stage's ``call.outcome``
 # record; a gateway-internal key that ASGI servers ignore (they read only ``body`` and ``more_body``).
 INCOMPLETE = "deputy.incomplete"
+
+
+class Answered(Enum):
+    """A step refused the request and has sent the answer: the gateway does nothing more with it."""
+
+    ANSWERED = 0
+
+
+ANSWERED = Answered.ANSWERED
 
 
 async def send_json(send: Send, status: int, body: Any, headers: Iterable[tuple[bytes, bytes]] = (), *,
