@@ -190,9 +190,8 @@ def start(work: Path, max_connections: int) -> tuple[subprocess.Popen[bytes], su
     wait_http(f"http://{HOST}:{upstream_port}/mcp", upstream, "demo upstream", up_log)
     public_url = f"http://{HOST}:{deputy_port}"
     config = work / "deputy.toml"
-    write_config(config, public_url, deputy_port, upstream_port)
-    with config.open("a") as fh:
-        fh.write(f"\n[limits]\nmax_connections = {max_connections}\nidle_timeout = 60\n")
+    write_config(config, public_url, deputy_port, upstream_port,
+                 limits=f"max_connections = {max_connections}\nidle_timeout = 60\n")
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(work / "data")}
     env.pop("DEPUTY_DATABASE_URL", None)
     dep_log = work / "deputy.log"

@@ -97,8 +97,11 @@ class Servers:
     bare_port: int = 0
 
 
-def write_config(path: Path, public_url: str, port: int, upstream_port: int, policies: Path | None = None) -> None:
-    """The configuration of a Deputy on ``port`` in front of the demo upstream (also used by audit_path.py)."""
+def write_config(path: Path, public_url: str, port: int, upstream_port: int, policies: Path | None = None,
+                 limits: str = "") -> None:
+    """The configuration of a Deputy on ``port`` in front of the demo upstream (also used by audit_path.py);
+    ``limits``: more lines of its ``[limits]`` table. Every call comes from one user (the bench's token), at up to
+    512 at once (bench/scaling.py), so her cap on calls in flight is lifted."""
     path.write_text(f'''
 public_url = "{public_url}"
 port = {port}
@@ -114,6 +117,10 @@ title = "Demo"
 url = "http://{HOST}:{upstream_port}/mcp"
 scopes = ["demo:tools"]
 {f'policies = "{policies}"' if policies is not None else ""}
+
+[limits]
+calls_per_user = 100000
+{limits}
 ''')
 
 

@@ -32,7 +32,7 @@ from deputy.gateway.resource_metadata import WELL_KNOWN, ResourceMetadataEndpoin
 from deputy.gateway.revocations import RevocationList, RevocationsUnavailable
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
-from deputy.gateway.stream_caps import StreamCaps
+from deputy.gateway.stream_caps import CallCaps, StreamCaps
 from deputy.gateway.upstream_credentials import upstream_credentials
 from deputy.gateway.worker_routing import WorkerRouting
 from deputy.oauth.access_tokens import AccessTokenValidator
@@ -115,6 +115,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         metrics=services.metrics,
         connections=services.connections,  # each user's own token for credentials = "oauth" servers
         streams=StreamCaps.from_limits(settings.limits),
+        calls=CallCaps(settings.limits.calls_per_user),
     )
     mcp: ASGIApp = McpCors(gateway, settings.allowed_origins)
     routing = _worker_routing(settings, mcp)

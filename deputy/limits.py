@@ -21,7 +21,7 @@ KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
     "signin_starts_per_minute", "signin_failures_per_minute",
-    "upstream_streams", "streams_per_user", "streams_per_principal", "streams_per_session",
+    "upstream_streams", "streams_per_user", "streams_per_principal", "streams_per_session", "calls_per_user",
 })
 
 
@@ -48,6 +48,9 @@ class LimitSettings:
     streams_per_user: int = 32
     streams_per_principal: int = 8
     streams_per_session: int = 4
+    # Calls (POST, DELETE) one user may have in flight at once on one server, whatever her clients
+    # (deputy.gateway.stream_caps.CallCaps): a server's calls share at most 128 pooled upstream connections.
+    calls_per_user: int = 32
 
 
 _INT_RANGES = {
@@ -61,6 +64,7 @@ _INT_RANGES = {
     "streams_per_user": (1, 10_000),
     "streams_per_principal": (1, 10_000),
     "streams_per_session": (1, 10_000),
+    "calls_per_user": (1, 100_000),
 }
 _SECONDS_RANGES = {
     "header_timeout": (0.5, 300.0),

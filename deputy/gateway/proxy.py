@@ -73,7 +73,7 @@ from deputy.gateway.responses import (
     send_json,
 )
 from deputy.gateway.sessions import SessionBinder
-from deputy.gateway.stream_caps import CapReached, StreamCaps
+from deputy.gateway.stream_caps import CallCaps, CapReached, StreamCaps
 from deputy.gateway.tools_watch import watching_tools
 from deputy.limits import LimitSettings
 from deputy.policy import POLICY_DENIED, Decision, Outcome
@@ -120,8 +120,10 @@ class Gateway:
         tracing: Tracing | None = None,
         connections: UserConnections | None = None,  # needed by credentials = "oauth" servers
         streams: StreamCaps | None = None,  # GET streams per principal and per session (limits.streams_per_…)
+        calls: CallCaps | None = None,  # calls in flight per user on a server (limits.calls_per_user)
     ) -> None:
         self.streams = streams or StreamCaps.from_limits(LimitSettings())
+        self.calls = calls or CallCaps(LimitSettings().calls_per_user)
         self.connections = connections
         self.body_timeout = body_timeout
         self.origin_check = origin_check
@@ -165,50 +167,59 @@ class Gateway:
         upstream = await self._upstream_for(send, server, message)
         if isinstance(upstream, Answered):
             return
-        forwarding = Forwarding(send, body, seen, session_id=headers.session_id)
-        if message is not None:
-            cleared = await self._clear_call(forwarding, server, principal, message)
-            if isinstance(cleared, Answered):
+        # A call holds its place from before it is decided (an approval may be used up) until its answer ends.
+        call = self.calls.take(principal) if scope["method"] != "GET" else None
+        if isinstance(call, CapReached):
+            await call.answer(send, "too many calls in flight to this server")
+            return
+        try:
+            forwarding = Forwarding(send, body, seen, session_id=headers.session_id)
+            if message is not None:
+                cleared = await self._clear_call(forwarding, server, principal, message)
+                if isinstance(cleared, Answered):
+                    return
+            self._filter_answers(forwarding, server, principal)
+            oauth = None
+            if server.credentials == "oauth":  # her own token, asked for only once the call is decided and recorded
+                oauth = OAuthCall(self.connections, server, principal, message, self.sessions, headers.session_id, seen)
+                if not await oauth.prepare(forwarding.send):
+                    if forwarding.finish is not None:
+                        await forwarding.finish()
+                    return
+            # A GET stream holds its places until it ends, whichever way (client gone, upstream done, cancelled).
+            hold = self.streams.take(principal, headers.session_id) if scope["method"] == "GET" else None
+            if isinstance(hold, CapReached):
+                await hold.answer(forwarding.send, "too many event streams open")
                 return
-        self._filter_answers(forwarding, server, principal)
-        oauth = None
-        if server.credentials == "oauth":  # her own token, asked for only once the call is decided and recorded
-            oauth = OAuthCall(self.connections, server, principal, message, self.sessions, headers.session_id, seen)
-            if not await oauth.prepare(forwarding.send):
+            seen.outcome = RequestOutcome.FORWARDED
+            started = time.perf_counter_ns()
+            try:
+                await upstream.forward(Exchange(
+                    scope=scope,
+                    receive=receive,
+                    send=forwarding.send,
+                    principal=principal,
+                    body=forwarding.body,
+                    session=upstream_session,
+                    bind_session=(functools.partial(self.sessions.outward, principal) if oauth is None
+                                  else oauth.bind_session),
+                    message=message,
+                    rewrite_result=forwarding.rewrite,
+                    answers_list=forwarding.answers_list,
+                    trace=seen.trace,
+                    upstream_headers=oauth.headers if oauth is not None else (),
+                    refusals=oauth,
+                    stream_ends=self.streams.ending if hold is not None else None,
+                ))
+            finally:
+                if hold is not None:
+                    hold.release()
+                seen.stage(UPSTREAM, started)
                 if forwarding.finish is not None:
                     await forwarding.finish()
-                return
-        # A GET stream holds its places until it ends, whichever way (client gone, upstream done, cancelled).
-        hold = self.streams.take(principal, headers.session_id) if scope["method"] == "GET" else None
-        if isinstance(hold, CapReached):
-            await hold.answer(forwarding.send, "too many event streams open")
-            return
-        seen.outcome = RequestOutcome.FORWARDED
-        started = time.perf_counter_ns()
-        try:
-            await upstream.forward(Exchange(
-                scope=scope,
-                receive=receive,
-                send=forwarding.send,
-                principal=principal,
-                body=forwarding.body,
-                session=upstream_session,
-                bind_session=(functools.partial(self.sessions.outward, principal) if oauth is None
-                              else oauth.bind_session),
-                message=message,
-                rewrite_result=forwarding.rewrite,
-                answers_list=forwarding.answers_list,
-                trace=seen.trace,
-                upstream_headers=oauth.headers if oauth is not None else (),
-                refusals=oauth,
-                stream_ends=self.streams.ending if hold is not None else None,
-            ))
         finally:
-            if hold is not None:
-                hold.release()
-            seen.stage(UPSTREAM, started)
-            if forwarding.finish is not None:
-                await forwarding.finish()
+            if call is not None:
+                call()
 
     async def _server_for(self, scope: Scope, send: Send) -> UpstreamServer | Answered:
         """The MCP server the path names, asked with a method of the transport (else 404, 405)."""

@@ -1,4 +1,4 @@
-"""Caps on what MCP GET streams may hold, and on how long a request waits for an upstream connection.
+"""Caps on what MCP GET streams and calls may hold, and on how long a request waits for an upstream connection.
 
 A GET on ``/mcp/NAME`` (MCP Streamable HTTP, "Listening for Messages from the Server") opens a Server-Sent
 Events stream that may stay open for hours, holding a Deputy connection and, for an HTTP upstream, a pooled
@@ -12,6 +12,11 @@ connection and leave every other client's calls waiting (attack classes: "Per-pr
   refused with 429 (RFC 6585 §4: the client itself sent too many; it frees a place by closing one of its own) and
   a JSON-RPC error naming the limit. The place is given back whichever way the stream ends: the client leaves,
   the upstream ends it, the request is cancelled (shutdown).
+- :class:`CallCaps`: calls (POST, DELETE) in flight at once per user on a server, whatever her clients
+  (``limits.calls_per_user``), counted from before the call is decided until its answer ends. A server's calls share
+  at most half of the upstream call pool (:class:`deputy.gateway.http_upstream.UpstreamPool`); without this one user
+  sending calls to a slow tool (or one that waits on her) could hold all of that share and leave everyone else's
+  calls 503. Past it: 429, as for streams, before anything is decided, recorded or used up (an approval).
 - :class:`Slots`: places in one of the upstream pools (:class:`deputy.gateway.http_upstream.UpstreamPool`). Streams
   and calls have pools of their own, so streams can never starve calls; a stream finding its pool full is
   refused at once (another stream is not expected to end soon), a call waits a bounded time. Either is then
@@ -21,8 +26,9 @@ connection and leave every other client's calls waiting (attack classes: "Per-pr
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import Counter
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -111,6 +117,22 @@ class StreamCaps:
         _less(self._by_principal, key)
         if session is not None:
             _less(self._by_session, session)
+
+
+class CallCaps:
+    """Calls in flight at once per user on a server, in this process."""
+
+    def __init__(self, per_user: int) -> None:
+        self.per_user = per_user
+        self._by_user: Counter[tuple[str, str]] = Counter()
+
+    def take(self, principal: Principal) -> Callable[[], None] | CapReached:
+        """The call's place (the function that gives it back, to call once when its answer has ended), or why not."""
+        key = (principal.server, principal.user)
+        if self._by_user[key] >= self.per_user:
+            return CapReached("limits.calls_per_user", self.per_user, 429)
+        self._by_user[key] += 1
+        return functools.partial(_less, self._by_user, key)
 
 
 def _less(counts: Counter[K], key: K) -> None:

@@ -1,10 +1,12 @@
-"""A call that waits for a place in the upstream pool is never sent once its client has gone.
+"""Upstream call places: a call that waits for one is never sent once its client has gone; one user cannot take
+them all.
 
 When one upstream server holds every call place it may have (``UPSTREAM_CALLS_PER_SERVER``), the next call waits
 for one (at most ``CALL_WAIT``). Its client may give up first. Sent when a place frees, the call would run the tool
 for nobody, and a client that retried would have it run twice. Against a real ``deputy serve`` and an upstream that
 holds calls (tests.e2e.stream_upstream): the call that waited and lost its client never reaches the upstream, and
-its ``call.outcome`` record says it was answered 503 and not read.
+its ``call.outcome`` record says it was answered 503 and not read. And a user with ``limits.calls_per_user`` calls in
+flight on a server is answered 429 for the next, before it is decided or recorded, while another user's calls pass.
 """
 
 from __future__ import annotations
@@ -29,7 +31,11 @@ SERVER = """
 [servers.streams]
 url = "{url}"
 scopes = ["streams:tools"]
+
+[limits]
+calls_per_user = {calls_per_user}
 """
+BOB_PASSWORD = "bob's own battery staple"
 
 
 def _call(name: str, request_id: int) -> dict[str, object]:
@@ -60,7 +66,8 @@ def _send_and_stay(deputy: RunningDeputy, token: str, name: str) -> socket.socke
 
 async def test_a_call_whose_client_left_while_it_waited_for_a_place_is_never_sent(tmp_path: Path) -> None:
     with (stream_upstream() as (url, upstream), database_url("sqlite", tmp_path) as db_url,
-          running_deputy(tmp_path, db_url, url, SERVER.format(url=url)) as deputy):
+          running_deputy(tmp_path, db_url, url, SERVER.format(url=url, calls_per_user=UPSTREAM_CALLS_PER_SERVER + 1))
+          as deputy):
         token, _ = await tokens_for_alice(deputy, deputy.resource("streams"), scope="streams:tools")
         upstream.holding = True
         async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=UPSTREAM_CALLS_PER_SERVER)) \
@@ -92,6 +99,34 @@ async def test_a_call_whose_client_left_while_it_waited_for_a_place_is_never_sen
             assert await _post(http, deputy, token, "after", 100) == 200
         _never_sent(upstream)
         assert "the client left while its call waited, the call not sent" in _log(deputy)
+
+
+async def test_a_user_past_her_calls_in_flight_is_told_429_and_others_still_pass(tmp_path: Path) -> None:
+    with (stream_upstream() as (url, upstream), database_url("sqlite", tmp_path) as db_url,
+          running_deputy(tmp_path, db_url, url, SERVER.format(url=url, calls_per_user=3),
+                         users=(("bob", BOB_PASSWORD),)) as deputy):
+        resource = deputy.resource("streams")
+        alice, _ = await tokens_for_alice(deputy, resource, scope="streams:tools")
+        bob, _ = await tokens_for_alice(deputy, resource, scope="streams:tools", username="bob", password=BOB_PASSWORD)
+        upstream.holding = True
+        async with httpx.AsyncClient(timeout=60) as http:
+            holding = [asyncio.create_task(_post(http, deputy, alice, "hold", n)) for n in range(3)]
+
+            async def all_held() -> None:
+                assert upstream.held == 3
+
+            await eventually(all_held)
+            refused = await http.post(resource, json=_call("fourth", 4), headers=_headers(alice))
+            assert refused.status_code == 429, refused.text
+            assert refused.headers["retry-after"]
+            assert refused.json()["error"]["data"] == {"limit": "limits.calls_per_user", "value": 3}
+            assert await _post(http, deputy, bob, "bobs", 5) == 200  # another user's call is not held up
+            upstream.release()
+            assert await asyncio.gather(*holding) == [200] * 3
+            assert await _post(http, deputy, alice, "after", 6) == 200  # her places came back
+        assert "fourth" not in upstream.called
+        snapshot = await read_log(deputy.database_url)
+        assert snapshot.decisions(tool="fourth") == []  # refused before anything was decided or recorded
 
 
 def _one(leaves: list[Leaf]) -> dict[str, object]:

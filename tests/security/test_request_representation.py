@@ -16,7 +16,6 @@ import gzip
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import pytest
@@ -138,7 +137,7 @@ async def test_a_get_or_delete_with_a_body_is_refused_unsent(setup: Setup, metho
     assert not _reached(setup.recorder, body)
 
 
-async def test_a_ping_in_the_right_representation_still_passes(setup: Setup, tmp_path: Path) -> None:
+async def test_a_ping_in_the_right_representation_still_passes(setup: Setup) -> None:
     body = _marked(50)
     response = await _send(setup, "POST", body, {"Content-Type": "application/json"})
     assert response.status_code == 200 and response.json()["result"] == {}

@@ -14,7 +14,7 @@ from starlette.types import Message
 from deputy.config_values import ConfigError
 from deputy.gateway.http_upstream import CLIENT_LEFT, UpstreamPool
 from deputy.gateway.principal import Principal
-from deputy.gateway.stream_caps import CapReached, Slots, StreamCaps, StreamHold
+from deputy.gateway.stream_caps import CallCaps, CapReached, Slots, StreamCaps, StreamHold
 from deputy.limits import limit_settings
 
 
@@ -200,12 +200,26 @@ async def test_a_client_that_leaves_as_its_place_is_granted_leaks_no_place() -> 
     assert [await server.take(None), await server.take(None)] == [True, True]
 
 
+def test_calls_in_flight_are_capped_per_user_on_a_server_whatever_her_clients() -> None:
+    caps = CallCaps(per_user=2)
+    held = [caps.take(principal("alice", agent=agent)) for agent in ("one", "two")]
+    assert all(callable(place) for place in held)
+    assert caps.take(principal("alice", agent="three")) == CapReached("limits.calls_per_user", 2, 429)
+    # Another user, or the same user on another server, has places of her own.
+    assert callable(caps.take(principal("bob"))) and callable(caps.take(principal("alice", server="other")))
+    release = held[0]
+    assert callable(release)
+    release()
+    assert callable(caps.take(principal("alice", agent="three")))  # the place came back
+
+
 @pytest.mark.parametrize(("table", "key"), [
     ({"streams_per_principal": 0}, "limits.streams_per_principal"),
     ({"upstream_streams": 0}, "limits.upstream_streams"),
     ({"streams_per_session": 9}, "limits.streams_per_session"),  # more than streams_per_principal (8)
     ({"streams_per_user": 0}, "limits.streams_per_user"),
     ({"streams_per_user": 4}, "limits.streams_per_principal"),  # streams_per_principal (8) more than a user's
+    ({"calls_per_user": 0}, "limits.calls_per_user"),
 ])
 def test_stream_limits_out_of_range_are_config_errors(table: dict[str, int], key: str) -> None:
     with pytest.raises(ConfigError) as raised:
