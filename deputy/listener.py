@@ -14,14 +14,16 @@ bounds both the time and the count, so load is shed instead of taking the proces
 - **keep-alive idle** — between requests a connection may wait ``[limits] idle_timeout``
   (uvicorn's keep-alive timer, RFC 9112 §9.3 persistence);
 - **connection count** — at most ``max_connections`` are open; a new connection past it closes the
-  oldest connection that has not yet sent a whole request header (an attacker's stockpile of
-  silent sockets) *of the peer address holding the most such connections* (an IPv6 peer by its
-  /64, :func:`deputy.rate_limit.address_key`), then the oldest idle keep-alive one, and only if
-  every other connection is serving a request the newcomer itself. Choosing by address first
-  keeps a flood from one or a few addresses from cutting another peer's connection in the moment
-  between its accept and its headers being read, which a flood refilling faster than that moment
-  otherwise does (behind a reverse proxy every peer is the proxy, and this is plain oldest-first).
-  A request in flight — including a long-lived event stream — is never cut for room;
+  oldest connection that has not yet sent a whole request — headers and body: a body trickled in
+  holds a connection as surely as silence, for up to ``[limits] body_timeout`` — (an attacker's
+  stockpile of silent or dribbling sockets) *of the peer address holding the most such
+  connections* (an IPv6 peer by its /64, :func:`deputy.rate_limit.address_key`), then the oldest
+  idle keep-alive one, and only if every other connection is serving a request the newcomer
+  itself. Choosing by address first keeps a flood from one or a few addresses from cutting
+  another peer's connection in the moment between its accept and its request being read, which a
+  flood refilling faster than that moment otherwise does (behind a reverse proxy every peer is the
+  proxy, and this is plain oldest-first). A request received whole and in flight — including a
+  long-lived event stream — is never cut for room;
 - **descriptor budget** — at start the soft ``RLIMIT_NOFILE`` is raised to the hard limit, and
   ``max_connections`` is kept below it with room for the accept backlog, the database, upstream
   connections and stdio server processes (:func:`listener_budget`). Should the descriptors run
@@ -52,6 +54,7 @@ BASE_RESERVE = 256
 FILES_PER_STDIO_SESSION = 4
 # RLIMIT_NOFILE's hard limit can be "unlimited" (macOS); the kernel still caps the soft one.
 UNLIMITED_FILES_TARGETS = (1_048_576, 10_240)
+LAST_LOOK = 0.01  # seconds past the header deadline before it is judged: one more read of the socket (_last_look)
 CUT_LOG_INTERVAL = 60.0  # seconds between two warnings that connections are being cut for room
 REQUEST_TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 # The request line and headers together; llhttp and httptools buffer both without a bound of their own.
@@ -119,10 +122,11 @@ class Cuttable(Protocol):
 class ConnectionGuard:
     """The open connections of one listener, by state, each state in arrival order.
 
-    *Waiting*: no complete request header yet since the connection opened, also grouped by peer
-    address, with the addresses bucketed by how many they hold so the heaviest is found at once.
-    *Idle*: between requests of a keep-alive connection. *Serving*: a request's headers are in and
-    its response is not complete. Plain dicts keep insertion order, so the oldest is the first key.
+    *Waiting*: no complete request (headers and body) yet since the connection opened, also grouped
+    by peer address, with the addresses bucketed by how many they hold so the heaviest is found at
+    once. *Idle*: between requests of a keep-alive connection (a later request's headers and body
+    still arriving leave it idle). *Serving*: a request is in whole and its response is not complete.
+    Plain dicts keep insertion order, so the oldest is the first key.
     """
 
     def __init__(self, max_connections: int) -> None:
@@ -258,8 +262,14 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._disarm_header_deadline()
         self._request_begun = False
-        self.guard.serving(self)
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        # Serving only once the body is in too (it may be cut for room until then), and not when the answer went
+        # out before the body ended (a 413): the connection is idle then.
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.guard.serving(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -279,7 +289,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
 
     def _arm_header_deadline(self) -> None:
         self._header_bytes = 0
-        self._header_deadline = self.loop.call_later(self.header_timeout, self._header_deadline_passed)
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._last_look)
+
+    def _last_look(self) -> None:
+        # Judged only after one more read of the socket: a loop running late (a flood of connections, a starved
+        # process) reaches this timer before it has read headers that arrived in time, and that lateness is
+        # Deputy's, not the peer's. The loop polls its sockets before its next timers run.
+        self._header_deadline = self.loop.call_later(LAST_LOOK, self._header_deadline_passed)
 
     def _disarm_header_deadline(self) -> None:
         if self._header_deadline is not None:

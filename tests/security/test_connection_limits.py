@@ -249,6 +249,39 @@ async def test_a_thousand_idle_sockets_hold_at_most_max_connections_and_real_cli
         assert _alive(deputy)
 
 
+def _open_trickling(deputy: RunningDeputy, count: int, stack: ExitStack) -> list[socket.socket]:
+    """`count` connections (from both attacker sources) that send a request's headers and one byte of its
+    60,000-byte body, then nothing: each holds Deputy's connection until ``body_timeout``."""
+    head = (b"POST /token HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 60000\r\n\r\ng")
+    sockets = []
+    for n in range(count):
+        sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+        sock.settimeout(DEADLINE)
+        sock.bind((ATTACKER_SOURCES[n % 2], 0))
+        try:
+            sock.connect(_address(deputy))
+            sock.sendall(head)
+        except OSError:  # cut for room already: what the guard is for
+            pass
+        sockets.append(sock)
+    return sockets
+
+
+async def test_connections_trickling_a_body_are_cut_for_room_like_silent_ones(upstream_url: str,
+                                                                               tmp_path: Path) -> None:
+    """Headers sent whole, then a body a byte at a time: before, such a connection counted as serving and was never
+    cut, so max_connections of them from one address shut every new client out until body_timeout."""
+    with _deputy(tmp_path, upstream_url, _limits(max_connections=64, header_timeout=120.0, body_timeout=120.0)) \
+            as deputy, ExitStack() as stack:
+        trickling = _open_trickling(deputy, 300, stack)
+        assert await _call_tools(deputy, 5) == _expected(5)
+        async with httpx.AsyncClient(timeout=DEADLINE) as http:
+            assert (await http.get(f"{deputy.url}/healthz")).status_code == 200
+        assert _still_open(trickling, at_most=64) <= 64
+        assert _alive(deputy)
+
+
 # --- the flood -------------------------------------------------------------------------------
 
 
