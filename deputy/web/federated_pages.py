@@ -18,21 +18,41 @@ page naming the provider and the reason, writes ``signin.failed`` (``reason``, `
 signs nobody in. Success writes ``signin.succeeded``, starts the login session as a password sign-in does
 (:meth:`deputy.web.sign_in.SignIn.start_session`) and continues to Deputy's consent page (or the approval page).
 
-**Throttle** (per client address, an IPv6 peer by its /64: :func:`deputy.rate_limit.address_key`): refusals — each
-a ``signin.failed`` record, at start or callback — are counted in a sliding minute (``[limits]
-signin_failures_per_minute``), and so are sign-ins started (``signin_starts_per_minute``). Past either, a start or a
-callback from that address is answered 429 with ``Retry-After`` before anything is read or spent, and writes no
-record: forged callbacks cost the audit log at most the limit per address per minute, and a person elsewhere is
-not slowed. A start or callback still being handled counts as a refusal until it ends (it may become one): sent all
-at once, a flood meets the limit as it does sent one by one.
+**Throttle** (per client address, an IPv6 peer by its /64: :func:`deputy.rate_limit.address_key`), made so that
+it can never be turned against someone else's sign-in: any page on the web reaches these URLs from the browser of
+whoever opens it (thirty ``<img src=".../login/callback/NAME?state=x">`` are thirty requests from the company's
+address), and behind a reverse proxy every client has the proxy's address.
+
+- *A callback carrying its browser's binding is always heard*: one whose ``state`` names a sign-in waiting for the
+  cookie it carries is that browser's own answer, and nothing else sent from its address (refusals, starts) stops
+  it. Its refusals are recorded and spend no budget: each waiting sign-in is taken once, so they are bounded by the
+  starts.
+- *Unbound refusals* (a callback that is no sign-in of its browser: unknown, used, expired or another browser's
+  ``state``, or refused before a ``state`` is looked up; and a refused start) are counted in a sliding minute
+  (``[limits] signin_failures_per_minute``). Past it such a refusal is answered 429 with ``Retry-After`` and writes
+  no record: forged answers cost the audit log at most the limit per address per minute. A callback without a
+  binding cookie (what an ``<img>`` elsewhere sends: the cookie is SameSite=Lax) cannot be anyone's answer, so it is
+  counted, and past the limit refused, before anything is read; one with a cookie is looked up first (one
+  statement: the price of never refusing a real answer) and counted the moment it is found to be no sign-in of its
+  browser. This budget stops nothing but other unbound refusals.
+- *Starts* (each a waiting row, and the code exchange and records its callback may cost) are counted per address
+  (``signin_starts_per_minute``); past it a start is 429, unrecorded. Refusals never spend it. Cross-site, ``<img
+  src=".../authorize?...">`` would (with one provider and no local users ``/authorize`` starts at once), so a start
+  the browser marks as no page of its own (Fetch Metadata: ``Sec-Fetch-Dest`` other than ``document`` or
+  ``Sec-Fetch-Mode`` other than ``navigate``: an image, script, frame or fetch) is refused before it counts
+  (``not_a_page``, an unbound refusal). What can still spend it is a navigation (a window that visibly goes to the
+  provider) or a client sending no such header: behind a reverse proxy anyone, as with registration. Counting per
+  browser instead was weighed and not taken: a client that presents a new cookie at each start is a new browser each
+  time, so only a count per address bounds the rows of a direct flood.
+
+Each count is made in one step with its check (no ``await`` between), so requests sent all at once meet a limit
+as they do one by one.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -57,6 +77,7 @@ log = logging.getLogger(__name__)
 CALLBACK_PATH = "/login/callback/"
 START_PATH = "/login/start/"
 MAX_CALLBACK_PARAMETERS = 16
+REFUSED_TOO_OFTEN = "Too many sign-ins were refused from here; wait a little and try again."
 
 
 class Refused(Exception):
@@ -79,9 +100,8 @@ class FederatedPages:
         self.waiting = FederatedSignIns(services.database.engine)
         limits = self.settings.limits
         workers = self.settings.workers  # each worker counts what it serves: its share of the whole Deputy's limit
-        self.failures = SlidingWindowLimiter(worker_share(limits.signin_failures_per_minute, workers))
+        self.failures = SlidingWindowLimiter(worker_share(limits.signin_failures_per_minute, workers))  # unbound
         self.starts = SlidingWindowLimiter(worker_share(limits.signin_starts_per_minute, workers))
-        self.in_flight: Counter[str] = Counter()  # starts and callbacks being handled, per address
 
     @property
     def providers(self) -> tuple[IdentityProvider, ...]:
@@ -101,10 +121,7 @@ class FederatedPages:
     # -- start ------------------------------------------------------------------------------------
 
     async def start(self, request: Request) -> Response:
-        """``POST /login/start/NAME``: a login page's button."""
-        return await self._admitted(request, self._start)
-
-    async def _start(self, request: Request) -> Response:
+        """``POST /login/start/NAME``: a login page's button. Refusals before :meth:`begin` are unbound ones."""
         name = request.path_params["name"]
         form = await self.sign_in.read_form(request)
         if name not in self.rp.providers:
@@ -114,34 +131,34 @@ class FederatedPages:
                                                                           "wrong; go back and start again"))
         approval_id = str(form.get("approval_id", ""))
         if approval_id and "request_id" not in form:  # the sign-in of an approval page: back there after
-            return await self.begin(request, name, {"approval_id": approval_id}, {}, heard=True)
+            return await self.begin(request, name, {"approval_id": approval_id}, {})
         connect = str(form.get("connect", ""))
         if connect and "request_id" not in form:  # the sign-in of a connect or connections page: back there after
-            return await self.begin(request, name, {"connect": connect}, {}, heard=True)
+            return await self.begin(request, name, {"connect": connect}, {})
         request_id = str(form.get("request_id", ""))
         params = await self.services.sessions.load_request(request_id)
         if params is None:
             return await self._failed(request, name, Refused("request_expired", 400, "this sign-in request has "
                                                                                      "expired; start again"))
-        return await self.begin(request, name, {"request_id": request_id}, params, heard=True)
+        return await self.begin(request, name, {"request_id": request_id}, params)
 
-    async def begin(self, request: Request, name: str, then: dict[str, str], params: dict[str, Any], *,
-                    heard: bool = False) -> Response:
+    async def begin(self, request: Request, name: str, then: dict[str, str], params: dict[str, Any]) -> Response:
         """Send the browser to provider ``name`` to sign in, then on to ``then``: the pending authorization request
         (``request_id``, whose ``params`` may ask for ``prompt``/``max_age``) or an approval page (``approval_id``).
-        ``heard``: this request already counts as in flight (a login page's start), not to be counted twice."""
-        if (throttled := self._throttled(request, heard=heard)) is not None:
-            return throttled
-        self.starts.record(_peer(request))
+        Counted against its address's starts unless the browser says it is no page (see the module's docstring)."""
+        if not _page(request):
+            return await self._failed(request, name, Refused("not_a_page", 403, "a sign-in starts in a page of its "
+                                                                                 "own, never in an image, a frame or "
+                                                                                 "a script"))
+        if (wait := self.starts.admit(_peer(request))) is not None:  # checked and counted at once
+            return _too_many(wait, "Too many sign-ins were started from here; wait a little and try again.")
         try:
             url, pending = await self.rp.start(name, prompt=params.get("prompt"), max_age=params.get("max_age"))
         except ValueError as exc:  # /authorize validated both; kept as a refusal, never a 500
             return await self._failed(request, name, Refused("bad_request", 400, str(exc)))
         except SignInFailed as exc:
             return await self._failed(request, name, exc)
-        browser = request.cookies.get(self.cookies.signin)
-        if not browser or len(browser) < MIN_PRE_SESSION:
-            browser = new_handle()
+        browser = self._browser(request) or new_handle()
         kept = {"nonce": pending.nonce, "code_verifier": pending.code_verifier, "created_at": pending.created_at,
                 "max_age": pending.max_age, **then}
         await self.waiting.save(pending.state, name, browser, kept, PENDING_TTL)
@@ -153,9 +170,10 @@ class FederatedPages:
 
     async def callback(self, request: Request) -> Response:
         """``GET /login/callback/NAME``: the provider's authorization response (RFC 6749 §4.1.2)."""
-        return await self._admitted(request, self._callback)  # throttled before the state is looked up
-
-    async def _callback(self, request: Request) -> Response:
+        browser = self._browser(request)
+        # No binding cookie: no sign-in of this browser's whatever it carries, so a refusal, counted before it is read.
+        if browser is None and (wait := self.failures.admit(_peer(request))) is not None:
+            return _too_many(wait, REFUSED_TOO_OFTEN)
         name = request.path_params["name"]
         try:
             if name not in self.rp.providers:
@@ -164,11 +182,15 @@ class FederatedPages:
             state = query.get("state")
             if not state:
                 raise Refused("state_missing", 400, "the response carries no state")
-            waiting = await self.waiting.take(state, request.cookies.get(self.cookies.signin))
+            waiting = await self.waiting.take(state, browser)
             if waiting == "foreign":
                 raise Refused("state_foreign", 400, "this response belongs to a sign-in another browser started")
             if waiting == "unknown":
                 raise Refused("state_unknown", 400, "this sign-in is unknown, used already, or expired; start again")
+        except Refused as exc:  # unbound: counted now unless it was before it was read
+            return await self._failed(request, name, exc, count=browser is not None)
+        # This browser's own sign-in, taken: heard to the end whatever else its address sent, and never counted.
+        try:
             if waiting.idp != name:
                 raise Refused("wrong_callback", 400, f"this sign-in was sent to {waiting.idp}, but the answer came "
                                                      f"back as {name}'s (mix-up refused)")
@@ -180,11 +202,12 @@ class FederatedPages:
                 name, identity.issuer, identity.subject, identity.username, identity.email, identity.name,
                 identity.groups, identity.extra_claims)
         except UserDisabled:
-            return await self._failed(request, name, Refused("user_disabled", 403, "this user is disabled here"))
+            return await self._failed(request, name, Refused("user_disabled", 403, "this user is disabled here"),
+                                      count=False)
         except ProfileRefused as exc:
-            return await self._failed(request, name, Refused("profile_refused", 403, shown(exc.reason)))
+            return await self._failed(request, name, Refused("profile_refused", 403, shown(exc.reason)), count=False)
         except (Refused, SignInFailed) as exc:
-            return await self._failed(request, name, exc)
+            return await self._failed(request, name, exc, count=False)
         await self.services.record("signin.succeeded", user=user.user_id, username=user.username, idp=name,
                                    method="oidc")
         approval_id = kept.get("approval_id")
@@ -218,40 +241,17 @@ class FederatedPages:
 
     # -- failure ----------------------------------------------------------------------------------
 
-    async def _admitted(self, request: Request, handle: Callable[[Request], Awaitable[Response]]) -> Response:
-        """A start or callback: 429 when its address is throttled, before anything is read or spent; else handled,
-        and counted as in flight (a refusal it may become) until it ends."""
-        if (throttled := self._throttled(request)) is not None:
-            return throttled
-        address = _peer(request)
-        self.in_flight[address] += 1
-        try:
-            return await handle(request)
-        finally:
-            self.in_flight[address] -= 1
-            if self.in_flight[address] <= 0:
-                del self.in_flight[address]
+    def _browser(self, request: Request) -> str | None:
+        """This browser's binding cookie, when it is long enough to be one Deputy gave (a sign-in is bound to it)."""
+        value = request.cookies.get(self.cookies.signin)
+        return value if value and len(value) >= MIN_PRE_SESSION else None
 
-    def _throttled(self, request: Request, *, heard: bool = False) -> Response | None:
-        """A 429 page when this address refused or started too many sign-ins in the last minute, else None.
-
-        Starts and callbacks still being handled count as refusals (each may become one); ``heard``: the asking
-        request is one of them."""
-        address = _peer(request)
-        wait = self.failures.blocked(address, pending=self.in_flight.get(address, 0) - heard)
-        if wait is None:
-            wait = self.starts.blocked(address)
-        if wait is None:
-            return None
-        # No record: past the limit a flood of forged answers costs the audit log nothing (the limit's records
-        # before it already say what happened).
-        response = render("error.html", status=429, title="Too many sign-in attempts", error="too_many_attempts",
-                          description="Too many sign-ins were started or refused from here; wait a little and "
-                                      "try again.")
-        response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
-        return response
-
-    async def _failed(self, request: Request, name: str, exc: Refused | SignInFailed) -> Response:
+    async def _failed(self, request: Request, name: str, exc: Refused | SignInFailed, *,
+                      count: bool = True) -> Response:
+        """The refusal's page and ``signin.failed`` record. ``count``: an unbound refusal, not yet counted; past its
+        address's limit it is 429 instead, unrecorded (and not logged)."""
+        if count and (wait := self.failures.admit(_peer(request))) is not None:  # checked and counted at once
+            return _too_many(wait, REFUSED_TOO_OFTEN)
         provider = self.rp.providers.get(name)
         idp = provider.name if provider is not None else shown(name)[:64]
         title = provider.title if provider is not None else idp
@@ -263,7 +263,6 @@ class FederatedPages:
         if isinstance(exc, ProviderUnavailable):
             # Start-up never waits for a provider; each use tries again (deputy.federation.discovery).
             log.warning("identity provider %s unusable (%s): %s", idp, exc.reason, exc.detail)
-        self.failures.record(_peer(request))
         await self.services.record("signin.failed", **fields)
         return render("error.html", status=status, title=f"Sign-in through {title} failed", error=exc.reason,
                       description=exc.detail)
@@ -271,6 +270,20 @@ class FederatedPages:
 
 def _peer(request: Request) -> str:
     return address_key(request.client.host if request.client is not None else None)
+
+
+def _page(request: Request) -> bool:
+    """Whether the browser fetches this as a page of its own (Fetch Metadata; a client sending none is believed)."""
+    return (request.headers.get("sec-fetch-dest", "document") == "document"
+            and request.headers.get("sec-fetch-mode", "navigate") == "navigate")
+
+
+def _too_many(wait: float, description: str) -> Response:
+    # No record: past the limit a flood costs the audit log nothing (the limit's records before it say what happened).
+    response = render("error.html", status=429, title="Too many sign-in attempts", error="too_many_attempts",
+                      description=description)
+    response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+    return response
 
 
 def _status(exc: SignInFailed) -> int:

@@ -1,11 +1,13 @@
 """Issue 14: nobody can flood the audit log through an identity provider's callback, or start sign-ins without end.
 
 Anyone can send ``GET /login/callback/NAME?state=…`` and each refusal writes a ``signin.failed`` record. So refusals
-are counted per client address (``[limits] signin_failures_per_minute``, 5 here) and so are sign-ins started
-(``signin_starts_per_minute``, 8 here): past either, that address is answered 429 with ``Retry-After``, nothing is
-read or spent, and no record is written. A person from another address signs in meanwhile. The limiter runs in the
-process, before storage, so one backend (SQLite) is enough; its window arithmetic is the registration limit's
-(:mod:`deputy.rate_limit`).
+that are no sign-in of the browser sending them are counted per client address (``[limits]
+signin_failures_per_minute``, 5 here) and so are sign-ins started (``signin_starts_per_minute``, 8 here): past the
+first, such refusals from that address are answered 429 with ``Retry-After`` and write no record (a callback without
+a binding cookie before anything is read); past the second, starts are. A person from another address signs in
+meanwhile (that nobody at the same address is locked out by them is tests/security/test_federated_sign_in_lockout.py).
+The limiter runs in the process, before storage, so one backend (SQLite) is enough; its window arithmetic is the
+registration limit's (:mod:`deputy.rate_limit`).
 """
 
 from __future__ import annotations
@@ -109,7 +111,8 @@ async def test_sign_ins_started_from_one_address_are_bounded(deputy: RunningDepu
 
 async def test_forged_callbacks_sent_all_at_once_meet_the_same_limit(deputy: RunningDeputy, idp: HostileIdp) -> None:
     """A refusal used to be counted only when it was answered: forty callbacks sent at once had all passed the check
-    before the first was counted, and each wrote a record. A callback being handled now counts from when it is heard."""
+    before the first was counted, and each wrote a record. A callback without a binding cookie now counts from when it
+    is heard (it cannot be anyone's answer), one with a cookie the moment its lookup finds no sign-in of its own."""
     before = len(await failures(deputy))
     async with browser_from(ALL_AT_ONCE) as flooder:
         answers = await asyncio.gather(*(
