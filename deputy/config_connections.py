@@ -6,12 +6,19 @@ from the upstream's ``401`` (RFC 9728, RFC 8414), identifies itself to it, and c
 own token (:mod:`deputy.connections`). Keys:
 
 - ``client_id`` (and ``client_secret`` or ``private_key``): a client registered for Deputy at that authorization
-  server. Without it Deputy uses its own client ID metadata document when the server supports those and Deputy's
-  public URL is https, else RFC 7591 dynamic registration;
+  server, which ``authorization_server`` must then name. A client is registered at one authorization server
+  (RFC 6749 §2); were Deputy to present it to whichever one the upstream's protected resource metadata names
+  (RFC 9728 §7.6 — that document is the upstream's to change, or an attacker's who took it over), the token request
+  would carry ``Authorization: Basic base64(client_id:secret)`` to ``https://as.attacker.example``. So a
+  ``client_id`` without ``authorization_server`` is refused at load, and discovery refuses any other issuer.
+  Without a ``client_id`` Deputy uses its own client ID metadata document when the server supports those and
+  Deputy's public URL is https, else RFC 7591 dynamic registration (a client registered per issuer, no secret of
+  the operator's at stake);
 - ``client_auth``: ``client_secret_basic`` (default with a secret), ``client_secret_post``, ``private_key_jwt``
   (RFC 7523 §2.2, with ``private_key``: a private JWK, given like any secret) or ``none`` (default without);
 - ``scopes``: the scopes to ask for, instead of the challenge's or the protected resource metadata's;
-- ``authorization_server``: the issuer the upstream must name; any other is refused (pinning);
+- ``authorization_server``: the issuer the upstream must name; any other is refused (pinning). Required with a
+  ``client_id``, optional otherwise;
 - ``trusted_hosts``: host names the operator vouches for: URLs on them are fetched without the SSRF address
   filter (an authorization server on the internal network). Every other URL the upstream names goes through it.
 
@@ -97,6 +104,11 @@ def upstream_oauth(raw: Mapping[str, Any], where: str, environ: Mapping[str, str
     issuer = table.get("authorization_server")
     if issuer is not None:
         issuer = check_http_url(issuer, at(where, "authorization_server"))
+    elif client_id is not None:
+        raise ConfigError(at(where, "authorization_server"),
+                          "is required with client_id: the client is registered at one authorization server, and "
+                          "without its issuer here Deputy would send the client (and its secret or key's "
+                          "assertions) to whichever authorization server the upstream names")
     scopes = read_scopes(table, "scopes", where, []) if "scopes" in table else None
     hosts = read_strings(table, "trusted_hosts", where, what="host names")
     for index, host in enumerate(hosts):

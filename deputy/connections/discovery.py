@@ -7,7 +7,10 @@ Discovery"), then cached per server.
    root one (``build_protected_resource_metadata_discovery_urls``); the first that answers 200 is read, and its
    ``resource`` must name the configured upstream (:mod:`.upstream_metadata`).
 3. Its first authorization server — or, when the operator pinned one (``authorization_server``), that one, which
-   must then be listed: any other is refused.
+   must then be listed: any other is refused. A configured client (``client_id``) is registered at one
+   authorization server, so it comes with a pin (the configuration requires it); should a server with a client and
+   no pin reach here anyway, no issuer is followed: following the upstream's first would hand the client and its
+   secret to whichever authorization server the upstream names (RFC 9728 §7.6).
 4. Authorization server metadata (RFC 8414 §3.1, then OpenID Connect Discovery, in the specification's order for an
    issuer with and without a path: ``build_oauth_authorization_server_metadata_discovery_urls``); issuer, PKCE S256
    and endpoint hosts checked (:mod:`.upstream_metadata`).
@@ -119,6 +122,10 @@ class Discovery:
     def _chosen_issuer(self, server: UpstreamServer, issuers: tuple[str, ...]) -> str:
         pinned = server.oauth.authorization_server if server.oauth is not None else None
         if pinned is None:
+            if server.oauth is not None and server.oauth.client_id is not None:
+                raise MetadataRefused("authorization_server_not_allowed",
+                                      "a configured client_id needs the authorization server it is registered at "
+                                      f"(servers.{server.name}.oauth.authorization_server); none is pinned")
             return issuers[0]
         for issuer in issuers:
             if issuers_match(issuer, pinned):

@@ -2,7 +2,11 @@
 specification's order of preference:
 
 1. a client the operator registered there (``[servers.NAME.oauth] client_id``, with ``client_secret`` or
-   ``private_key``; MCP "Preregistration");
+   ``private_key``; MCP "Preregistration"), presented only to the authorization server it was registered at
+   (``authorization_server``, required with it at load): the upstream's protected resource metadata names the
+   authorization server, and an upstream that names another (RFC 9728 §7.6; changed by its owner or by whoever took
+   it over) must not receive the operator's ``client_id`` and secret in a token request. Any other issuer, or none
+   pinned, is refused (``authorization_server_not_allowed``) before anything is sent;
 2. Deputy's own Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document): its https URL is the
    ``client_id``, when the authorization server advertises ``client_id_metadata_document_supported`` and Deputy's
    public URL is https (``is_valid_client_metadata_url``, the SDK's). The document
@@ -25,7 +29,7 @@ from pydantic import ValidationError
 from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed, shown
 from deputy.connections.model import UpstreamClient, UpstreamProtection
-from deputy.connections.sdk_auth import is_valid_client_metadata_url, registered_client
+from deputy.connections.sdk_auth import is_valid_client_metadata_url, issuers_match, registered_client
 from deputy.connections.upstream_http import UpstreamHttp, UpstreamHttpError
 
 # Strongest first; private_key_jwt needs a key registered in advance, so it is the configured client's only.
@@ -55,9 +59,16 @@ class Registration:
     async def client(self, server: UpstreamServer, protection: UpstreamProtection) -> UpstreamClient:
         """Configured client, else Deputy's client ID metadata document, else RFC 7591 registration."""
         oauth = server.oauth
-        if oauth is not None and oauth.client_id is not None:
-            return UpstreamClient(oauth.client_id, oauth.client_secret, oauth.client_auth, "configured")
         authorization_server = protection.authorization_server
+        if oauth is not None and oauth.client_id is not None:
+            # Discovery already refuses another issuer; this holds whatever handed us ``protection``.
+            pinned = oauth.authorization_server
+            if pinned is None or not issuers_match(authorization_server.issuer, pinned):
+                where = f"is registered at {pinned}" if pinned else "names no authorization_server"
+                raise ConnectionFailed(server.name, "authorization_server_not_allowed",
+                                       f"the configured client {where}; it is not presented to "
+                                       f"{shown(authorization_server.issuer)}")
+            return UpstreamClient(oauth.client_id, oauth.client_secret, oauth.client_auth, "configured")
         if authorization_server.client_id_metadata_document_supported and \
                 is_valid_client_metadata_url(self.metadata_document_url):
             return UpstreamClient(str(self.metadata_document_url), None, "none", "metadata_document")

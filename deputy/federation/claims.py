@@ -5,7 +5,10 @@ end-user stably and uniquely; an e-mail address or a username may be reassigned 
 The rest is her profile, read from the ID token's claims (Core §5.1) as the provider's entry maps them:
 
 - username: ``username_claim``, or by default the first of ``preferred_username``, ``email``, ``sub`` that is a
-  non-empty string; at most :data:`MAX_TEXT` printable characters, else ``no_username``;
+  non-empty string; at most :data:`MAX_TEXT` printable characters, else ``no_username``. ``email`` counts only when
+  it is verified (below): an unverified address is passed over for the next claim, and a provider configured with
+  ``username_claim = "email"`` refuses a user whose address is unverified (``no_username``) — the username is
+  policy's ``context.user.name`` when the provider sends no ``name``, and is shown as who signed in;
 - groups: ``groups_claim``, a list of strings or a single string; absent, none. Anything else — an item that is
   not a non-empty string of at most :data:`MAX_TEXT` characters, more than :data:`MAX_GROUPS` of them, or a
   claim of another type — refuses the sign-in (``bad_claims``) rather than dropping what does not fit: groups
@@ -13,7 +16,16 @@ The rest is her profile, read from the ID token's claims (Core §5.1) as the pro
 - ``extra_claims``: each, when present, a string (bounded like a group), a boolean or an integer; anything else,
   a list included, refuses the sign-in the same way: policies see each extra claim as one Cedar ``String``
   (:mod:`deputy.policy.user_attributes`), and a user whose claim could not reach them would be refused every token;
-- ``email`` (bounded, one ``@``), ``email_verified`` (true only for the JSON ``true``), ``name``.
+- ``email`` (bounded, one ``@``) only when ``email_verified`` is the JSON ``true``; otherwise she has no e-mail
+  address here (None: not stored, not in Deputy's tokens, ``""`` to policies as ``context.user.email``). Core §5.1
+  (``email_verified``: only true says the provider checked she controls it) and §5.7: an RP must not rely on an
+  unverified address, and at a provider where users set their own, anyone can claim
+  ``cfo@corp.example`` — a policy permitting ``context.user.email == "cfo@corp.example"`` would let her through.
+  A provider that sends no ``email_verified`` at all (Microsoft Entra ID) therefore yields no e-mail. An operator
+  who trusts that provider's addresses anyway can carry the raw claim with ``extra_claims = ["email"]``: policies
+  then read it, by that explicit choice, as ``context.user.claims.email`` (extra claims are bounded, not checked
+  for verification); ``context.user.email`` stays for verified addresses only;
+- ``name``.
 
 Admission (the entry's "who may sign in"):
 
@@ -57,14 +69,15 @@ class FederatedIdentity:
 def federated_identity(provider: IdentityProvider, token: IdTokenClaims) -> FederatedIdentity:
     """The user ``token`` names, her claims mapped as ``provider`` says; :class:`NotAdmitted` when they do not fit."""
     claims = token.claims
-    email = _text(claims.get("email"))
+    verified = claims.get("email_verified") is True  # the JSON true: not "true", not 1 (Core §5.1 says boolean)
+    email = _text(claims.get("email")) if verified else None
     return FederatedIdentity(
         idp=provider.name,
         issuer=token.issuer,
         subject=token.subject,
-        username=_username(provider, claims),
+        username=_username(provider, claims, verified),
         email=email if email is not None and email.count("@") == 1 else None,
-        email_verified=claims.get("email_verified") is True,
+        email_verified=verified,
         name=_text(claims.get("name")),
         groups=_groups(provider, claims.get(provider.groups_claim)),
         extra_claims={name: _extra(provider, name, claims[name]) for name in provider.extra_claims
@@ -93,8 +106,10 @@ def _text(value: Any) -> str | None:
     return None
 
 
-def _username(provider: IdentityProvider, claims: Mapping[str, Any]) -> str:
+def _username(provider: IdentityProvider, claims: Mapping[str, Any], email_verified: bool) -> str:
     for name in provider.username_claims:
+        if name == "email" and not email_verified:
+            continue  # an address anyone may have typed in names nobody (Core §5.7)
         value = _text(claims.get(name))
         if value is not None:
             return value

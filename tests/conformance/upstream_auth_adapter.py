@@ -8,7 +8,11 @@ environment. The mock servers judge what reaches them; here the client they see 
 
 1. Deputy runs in this process (uvicorn on a free loopback port, a temporary data directory, SQLite) with one
    server ``conf`` = the scenario's URL, ``credentials = "oauth"``, the mock's hosts trusted, and the scenario's
-   pre-registered client when it gives one; a local user is added.
+   pre-registered client when it gives one; a local user is added. Deputy requires a configured client's
+   ``authorization_server`` (it is presented to no other), so the adapter finds it as the operator would, before
+   writing the configuration: the scenario's server answers an unauthenticated request ``401`` with
+   ``WWW-Authenticate: Bearer resource_metadata="..."`` (RFC 9728 §5.1), and that protected resource metadata's
+   first ``authorization_servers`` entry (§2) is the issuer pinned (:func:`authorization_server_of`).
 2. That user gets a Deputy access token through Deputy's own ``/authorize`` and ``/token``
    (:func:`tests.support.oauth_flow.tokens_for_alice`), in a cookie-keeping ``httpx`` client: her browser.
 3. The official MCP SDK client calls ``/mcp/conf`` with it (``initialize`` or, on the 2026-07-28 wire, none;
@@ -29,6 +33,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import socket
 import sys
 import tempfile
@@ -63,6 +68,12 @@ MAX_CONNECTS = 3  # the suite's own bound on authorization attempts (auth/scope-
 MAX_PAGE_STEPS = 12
 # The 2026-07-28 wire has no initialize: the SDK adopts the version directly; older wires open with initialize.
 MODERN_VERSIONS = frozenset({"2026-07-28"})
+# What finds a pre-registered client's authorization server: an unauthenticated request, answered 401 with a
+# challenge naming the protected resource metadata (RFC 9728 §5.1).
+PROBE = {"jsonrpc": "2.0", "id": 0, "method": "initialize",
+         "params": {"protocolVersion": "2025-11-25", "capabilities": {},
+                    "clientInfo": {"name": "deputy-conformance-adapter", "version": "0"}}}
+RESOURCE_METADATA = re.compile(r'resource_metadata="([^"]+)"')
 
 T = TypeVar("T")
 
@@ -93,13 +104,38 @@ def _toml(value: str) -> str:
     return json.dumps(value)  # a JSON string is a TOML basic string for the characters used here
 
 
-def config_text(scenario: Scenario, port: int, data_dir: Path) -> str:
+def pre_registers(scenario: Scenario) -> bool:
+    """Whether the scenario hands Deputy a client registered in advance (auth/pre-registration)."""
+    return isinstance(scenario.context.get("client_id"), str)
+
+
+async def authorization_server_of(server_url: str) -> str:
+    """The issuer the scenario's server names, as an operator finds it before registering a client there: its
+    ``401`` challenge's ``resource_metadata`` (RFC 9728 §5.1), then that document's first ``authorization_servers``
+    entry (§2). Anything else stops the run: Deputy is never configured with a client it could not pin."""
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(server_url, json=PROBE, headers={"Accept": "application/json, text/event-stream"})
+        found = RESOURCE_METADATA.search(answer.headers.get("www-authenticate", ""))
+        if answer.status_code != 401 or found is None:
+            raise RuntimeError(f"the scenario's server answered HTTP {answer.status_code} without a resource_metadata "
+                               "challenge: no authorization server to pin the pre-registered client to")
+        metadata = (await http.get(found[1])).json()
+    servers = metadata.get("authorization_servers") if isinstance(metadata, dict) else None
+    if not isinstance(servers, list) or not servers or not isinstance(servers[0], str):
+        raise RuntimeError(f"the protected resource metadata at {found[1]} names no authorization server")
+    return servers[0]
+
+
+def config_text(scenario: Scenario, port: int, data_dir: Path, authorization_server: str | None = None) -> str:
     """Deputy's configuration for one scenario: the one server, its OAuth table, the test client."""
     oauth = [f"trusted_hosts = {json.dumps(list(TRUSTED_HOSTS))}"]
-    # A scenario that pre-registers Deputy's client gives it in the context (auth/pre-registration): configured.
+    # A scenario that pre-registers Deputy's client gives it in the context (auth/pre-registration): configured,
+    # pinned to the authorization server it was registered at.
     for key in ("client_id", "client_secret", "client_auth"):
         if isinstance(scenario.context.get(key), str):
             oauth.append(f"{key} = {_toml(scenario.context[key])}")
+    if authorization_server is not None:
+        oauth.append(f"authorization_server = {_toml(authorization_server)}")
     return f'''
 public_url = "http://127.0.0.1:{port}"
 port = {port}
@@ -135,7 +171,8 @@ async def deputy_in_process(scenario: Scenario, directory: Path) -> AsyncIterato
     listener.listen(64)
     port = int(listener.getsockname()[1])
     config = directory / "deputy.toml"
-    config.write_text(config_text(scenario, port, directory / "data"))
+    pinned = await authorization_server_of(scenario.server_url) if pre_registers(scenario) else None
+    config.write_text(config_text(scenario, port, directory / "data", pinned))
     settings = load_settings(config, environ={})  # nothing of the caller's DEPUTY_* environment applies
     services = Services.open(settings)
     app = create_app(settings, services)

@@ -1,10 +1,10 @@
 """Issue 15: ``credentials = "oauth"``, ``[servers.NAME.oauth]`` and ``[connections]``, checked at start.
 
 Abuse first: an oauth server that could not carry a bearer token (stdio), an ``oauth`` table on a server that does
-not use it, client authentication that is ambiguous or lacks its secret or key, a key that is not a private one,
-trusted hosts that are not host names, a pinned authorization server that is not a URL, out-of-range timings,
-typos (the strict configuration), a vault key variable Deputy reads not reported as misspelt. Then what a good
-table reads as.
+not use it, client authentication that is ambiguous or lacks its secret or key, a configured client without the
+authorization server it is registered at, a key that is not a private one, trusted hosts that are not host names, a
+pinned authorization server that is not a URL, out-of-range timings, typos (the strict configuration), a vault key
+variable Deputy reads not reported as misspelt. Then what a good table reads as.
 """
 
 from __future__ import annotations
@@ -86,6 +86,24 @@ def test_a_pinned_authorization_server_must_be_an_http_url(tmp_path: Path, issue
     assert key == "servers.ext.oauth.authorization_server"
 
 
+@pytest.mark.parametrize("client", [
+    'client_id = "corp-client"\nclient_secret = "corp-secret"\n',
+    'client_id = "corp-client"\nclient_secret = "corp-secret"\nclient_auth = "client_secret_post"\n',
+    'client_id = "corp-client"\n',  # a public client: its id still says who Deputy is there
+])
+def test_a_configured_client_without_its_authorization_server_is_refused(tmp_path: Path, client: str) -> None:
+    """Else the client (and its secret) would go to whichever authorization server the upstream names."""
+    key, problem = error_key(tmp_path, server("[servers.ext.oauth]\n" + client))
+    assert key == "servers.ext.oauth.authorization_server"
+    assert "client_id" in problem and "authorization server" in problem
+
+
+def test_a_configured_private_key_client_without_its_authorization_server_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "key.json").write_text(json.dumps(ECKey.generate_key("P-256", private=True).as_dict(private=True)))
+    table = f'[servers.ext.oauth]\nclient_id = "deputy"\nprivate_key = {{file = "{tmp_path / "key.json"}"}}\n'
+    assert error_key(tmp_path, server(table))[0] == "servers.ext.oauth.authorization_server"
+
+
 @pytest.mark.parametrize(("table", "bad_key"), [
     ("refresh_margin = -1\n", "connections.refresh_margin"),
     ("refresh_margin = 3601\n", "connections.refresh_margin"),
@@ -143,7 +161,8 @@ def test_a_configured_client_with_a_secret_defaults_to_basic_authentication(tmp_
 
 def test_a_private_key_defaults_to_private_key_jwt(tmp_path: Path) -> None:
     (tmp_path / "key.json").write_text(json.dumps(ECKey.generate_key("P-256", private=True).as_dict(private=True)))
-    table = f'[servers.ext.oauth]\nclient_id = "deputy"\nprivate_key = {{file = "{tmp_path / "key.json"}"}}\n'
+    table = (f'[servers.ext.oauth]\nclient_id = "deputy"\nprivate_key = {{file = "{tmp_path / "key.json"}"}}\n'
+             'authorization_server = "https://as.example.com"\n')
     oauth = load(tmp_path, text(tmp_path, server(table))).servers["ext"].oauth
     assert oauth is not None
     assert oauth.client_auth == "private_key_jwt"

@@ -1,6 +1,7 @@
 """Issue 14, item 2: a sign-in through a provider, end to end against a local provider over real HTTP.
 
-Abuse first — who may not sign in (``allowed_email_domains``, ``required_groups``) and claims that do not fit —
+Abuse first — who may not sign in (``allowed_email_domains``, ``required_groups``), claims that do not fit and an
+e-mail address the provider has not verified (kept nowhere, never the username: OpenID Connect Core 1.0 §5.7) —
 then the happy paths: client_secret_basic (RFC 6749 §2.3.1), client_secret_post, private_key_jwt (RFC 7523 §3)
 with EC and RSA keys, the authentication request (OpenID Connect Core 1.0 §3.1.2.1, RFC 7636 S256), claim
 mapping, admission, key rotation.
@@ -94,6 +95,35 @@ async def test_an_extra_claim_that_does_not_fit_refuses_the_sign_in(idp: Hostile
 async def test_without_the_configured_username_claim_nobody_signs_in(idp: HostileIdp) -> None:
     assert await not_admitted(idp, {}, username_claim="employee_id") == "no_username"
     assert await not_admitted(idp, {"employee_id": "e\u202e1"}, username_claim="employee_id") == "no_username"
+
+
+# An address the provider has not verified may be anyone's (OpenID Connect Core 1.0 §5.7): mallory sets the CFO's.
+UNVERIFIED = [False, "true", 1, OMIT]
+
+
+@pytest.mark.parametrize("verified", UNVERIFIED)
+async def test_an_unverified_email_is_not_kept(idp: HostileIdp, verified: Any) -> None:
+    identity = await signed_in_with(idp, {"email": "cfo@corp.example", "email_verified": verified})
+    assert (identity.email, identity.email_verified, identity.username) == (None, False, "alice")
+
+
+@pytest.mark.parametrize("verified", UNVERIFIED)
+async def test_an_unverified_email_does_not_become_the_username(idp: HostileIdp, verified: Any) -> None:
+    identity = await signed_in_with(idp, {"email": "cfo@corp.example", "email_verified": verified,
+                                          "preferred_username": OMIT})
+    assert (identity.username, identity.email) == ("alice-sub-1", None)  # the next claim: sub
+
+
+async def test_an_unverified_email_as_the_configured_username_refuses_the_sign_in(idp: HostileIdp) -> None:
+    assert await not_admitted(idp, {"email": "cfo@corp.example", "email_verified": False},
+                              username_claim="email") == "no_username"
+
+
+async def test_an_operator_may_carry_the_raw_email_claim_as_an_extra_claim(idp: HostileIdp) -> None:
+    """A provider that sends no ``email_verified`` (Entra ID) and is trusted for it: ``extra_claims``."""
+    identity = await signed_in_with(idp, {"email": "alice@example.com", "email_verified": OMIT},
+                                    extra_claims=["email"])
+    assert (identity.email, identity.extra_claims) == (None, {"email": "alice@example.com"})
 
 
 # --- happy paths -------------------------------------------------------------------------------------------------

@@ -86,6 +86,15 @@ async def test_a_pinned_authorization_server_refuses_any_other(site: UpstreamSit
     assert AS_PATH not in paths(site)
 
 
+async def test_a_configured_client_without_a_pinned_authorization_server_follows_none(site: UpstreamSite) -> None:
+    """A configured client is registered at one authorization server; without knowing which (a server built
+    without the configuration's check), Deputy follows whatever the upstream names to none of them."""
+    failure = await refused(site, client_id="corp-client", client_secret="corp-secret",
+                            client_auth="client_secret_basic")
+    assert failure.reason == "authorization_server_not_allowed"
+    assert AS_PATH not in paths(site)
+
+
 # --- authorization server metadata that is not to be believed -----------------------------------------------------
 
 @pytest.mark.parametrize("issuer", ["https://attacker.example.com", "{base}/tenant", "HTTP://127.0.0.1:{port}",

@@ -100,10 +100,32 @@ async def test_a_secret_is_not_kept_for_a_client_registered_as_public(site: Upst
     assert (client.auth_method, client.client_secret) == ("none", None)
 
 
+# --- a configured client, offered to another authorization server -------------------------------------------------
+
+ATTACKER = "https://as.attacker.example"
+
+
+@pytest.mark.parametrize("pinned", [None, "{base}"])
+async def test_a_configured_client_is_never_presented_to_another_authorization_server(site: UpstreamSite,
+                                                                                      pinned: str | None) -> None:
+    """The upstream's metadata now names the attacker's server: the corporate client (and its secret) is not
+    handed to it, whether the operator pinned another issuer or (a server built without the configuration's
+    check) none."""
+    server = server_for(site, client_id="corp-client", client_secret="corp-secret",
+                        client_auth="client_secret_basic",
+                        authorization_server=pinned.format(base=site.base) if pinned else None)
+    with pytest.raises(ConnectionFailed) as info:
+        await registration().client(server, protection(site, issuer=ATTACKER,
+                                                       client_id_metadata_document_supported=True))
+    assert info.value.reason == "authorization_server_not_allowed"
+    assert "corp-secret" not in str(info.value) and site.seen == []
+
+
 # --- the order of preference --------------------------------------------------------------------------------------
 
 async def test_a_configured_client_comes_first(site: UpstreamSite) -> None:
-    server = server_for(site, client_id="pre-registered", client_secret="pre-secret", client_auth="client_secret_post")
+    server = server_for(site, client_id="pre-registered", client_secret="pre-secret", client_auth="client_secret_post",
+                        authorization_server=site.base)
     client = await registration().client(server, protection(site, client_id_metadata_document_supported=True))
     assert client == UpstreamClient("pre-registered", "pre-secret", "client_secret_post", "configured")
     assert site.seen == []
