@@ -13,7 +13,8 @@ Each entry is one OpenID Provider Deputy is a relying party of (OpenID Connect C
   ``private_key_file`` (``private_key_jwt``: a PEM or JWK file of an EC P-256/P-384 or RSA (≥ 2048 bits) private
   key, relative to the configuration file);
 - ``scopes`` (default ``openid email profile``; ``openid`` is required, Core §3.1.2.1);
-- claim mapping: ``username_claim`` (default: ``preferred_username``, then ``email``, then ``sub``),
+- claim mapping: ``username_claim`` (default: ``preferred_username``, then ``email`` when ``email_verified`` is true,
+  then ``sub``: :mod:`deputy.federation.claims`),
   ``groups_claim`` (default ``groups``), ``extra_claims`` (at most :data:`MAX_EXTRA_CLAIMS` more claim names to
   carry, each an identifier, so it can later name a policy attribute);
 - who may sign in: ``allowed_email_domains`` (a verified e-mail address in one of them) and ``required_groups``
