@@ -2,19 +2,34 @@
 
 MCP transports (2026-07-28, stdio): messages are newline-delimited JSON-RPC on the process's stdin and stdout,
 and a process serves one client. :class:`StdioSession` writes each client message as one line and routes each
-line the server writes: an answer to the queue of the request it answers, a progress notification to the request
-whose ``progressToken`` it carries, any other message sent while a request is open to that request's stream
+line the server writes: an answer to the :class:`Inbox` of the request it answers, a progress notification to the
+request whose ``progressToken`` it carries, any other message sent while a request is open to that request's stream
 (MCP Streamable HTTP: messages related to a request go on its stream), and what remains to the session's GET
 stream (at most :data:`UNSOLICITED_BACKLOG` waiting). A line nested deeper than
 :data:`deputy.bounded_json.MAX_DEPTH`, or over the stream's limit, ends the session: no line can be routed past
 it. stderr is drained whatever its lines (:mod:`deputy.gateway.stdio_stderr`); a spare's reader, running since
 the process started, goes on (:mod:`deputy.gateway.stdio_spares`).
+
+Open requests are keyed by their id as the server may read it (:func:`request_key`): a number by its value as a
+double, since a JavaScript server reads ``1`` and ``1.0`` as one id and rounds an integer beyond 2^53, and hands
+it back so. At most one request per key is open in a session: another is refused (:class:`RequestInProgress`)
+before it is written, since the server could not tell the two answers apart and the first would wait for an answer
+routed to the second. A request's routing ends with its answer; its reader also ends when the process exits or the
+session is stopped (:attr:`Ending.EXITED`), so no request waits on a session that is gone.
+
+A request's reader may fall behind (its client does not read its stream) while the server goes on writing for it.
+What waits for the reader is bounded: at most :data:`REQUEST_BACKLOG` messages and :data:`REQUEST_BACKLOG_BYTES`
+bytes before its answer (the answer itself always fits). Past either the request is cut (:attr:`Ending.CUT`):
+what waited is dropped at once, nothing more is kept for it, and its stream ends without its answer, marked
+incomplete for the call's record — never silently thinned, since a stream missing messages in its middle would
+look complete; one warning names the server. The request stays open (its id taken, its messages dropped) until
+its handler ends.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import enum
 import json
 import logging
 import time
@@ -22,19 +37,83 @@ from typing import Any
 
 from deputy import bounded_json
 from deputy.gateway.jsonrpc import McpMessage
-from deputy.gateway.stdio_spares import stop_process
+from deputy.gateway.stdio_spares import MAX_LINE, stop_process
 from deputy.gateway.stdio_stderr import StderrRelay, drain_stderr
 
 log = logging.getLogger("deputy.gateway.stdio_upstream")  # the name its warnings had before the split
 
 UNSOLICITED_BACKLOG = 1000
+# What may wait for one request's reader before its answer: plenty for a client that reads its stream (its reader
+# keeps it near empty), and room for four of the longest lines a process may write.
+REQUEST_BACKLOG = 1000
+REQUEST_BACKLOG_BYTES = 4 * MAX_LINE
 
-# A queued message from the server: the raw JSON line, and whether it ends the request.
-Item = tuple[bytes, bool] | None
+
+class Ending(enum.Enum):
+    """Why a reader gets no more messages, short of a request's answer."""
+
+    EXITED = "exited"  # the process exited, or the session was stopped
+    CUT = "cut"  # the request's reader fell further behind than REQUEST_BACKLOG(_BYTES) allow
 
 
-def _key(value: Any) -> str:
+# A queued message from the server: the raw JSON line, and whether it ends the request; or why there are no more.
+Item = tuple[bytes, bool] | Ending
+
+
+class RequestInProgress(Exception):
+    """A request whose id (:func:`request_key`) is that of a request already open in the session."""
+
+
+def request_key(value: Any) -> str:
+    """The key of a JSON-RPC id (or progress token), the same for every id a server may not tell apart.
+
+    A number is keyed by its value as a double (JavaScript's only number): ``1`` and ``1.0`` are one id, and so are
+    2^53 + 1 and 2^53. Another value (a string) is keyed by its JSON, which never reads as a number.
+    """
+    if type(value) is int or type(value) is float:
+        try:
+            return repr(float(value) + 0.0)  # + 0.0: -0.0 is 0
+        except OverflowError:  # beyond every double: no client id (at most 64 bits) is keyed so
+            return json.dumps(value)
     return json.dumps(value, sort_keys=True)
+
+
+class Inbox:
+    """The messages the server sent for one open request, waiting for its reader; bounded (module docstring)."""
+
+    def __init__(self) -> None:
+        self._items: asyncio.Queue[Item] = asyncio.Queue()  # bounded by put(), which keeps the count
+        self._bytes = 0
+        self.closed = False  # its answer or its ending is queued: nothing more is
+
+    def put(self, line: bytes, final: bool) -> bool:
+        """Queue ``line`` (``final``: the request's answer); False when it is not: the request had ended, or is
+        cut now because too much waits."""
+        if self.closed:
+            return False
+        if not final and (self._items.qsize() >= REQUEST_BACKLOG
+                          or self._bytes + len(line) > REQUEST_BACKLOG_BYTES):
+            while not self._items.empty():  # dropped now: the reader will not relay them, and the memory is freed
+                self._items.get_nowait()
+            self._bytes = 0
+            self.end(Ending.CUT)
+            return False
+        self._items.put_nowait((line, final))
+        self._bytes += len(line)
+        self.closed = final
+        return True
+
+    def end(self, why: Ending) -> None:
+        """No more messages for the reader, once it has those waiting; nothing if its answer is already queued."""
+        if not self.closed:
+            self.closed = True
+            self._items.put_nowait(why)
+
+    async def get(self) -> Item:
+        item = await self._items.get()
+        if isinstance(item, tuple):
+            self._bytes -= len(item[0])
+        return item
 
 
 class StdioSession:
@@ -47,9 +126,10 @@ class StdioSession:
         self.stderr = stderr or StderrRelay(server)
         self.user = user  # who opened it, counted against their caps
         self.agent = agent
-        self.pending: dict[str, asyncio.Queue[Item]] = {}
+        self.pending: dict[str, Inbox] = {}
         self.progress: dict[str, str] = {}
-        self.unsolicited: asyncio.Queue[Item] = asyncio.Queue(UNSOLICITED_BACKLOG)
+        # One place more than the backlog: the end of the stream always fits.
+        self.unsolicited: asyncio.Queue[Item] = asyncio.Queue(UNSOLICITED_BACKLOG + 1)
         self.last_used = time.monotonic()
         self.alive = True
         self._write_lock = asyncio.Lock()
@@ -62,7 +142,8 @@ class StdioSession:
         return bool(self.pending)
 
     async def write(self, body: bytes) -> None:
-        """Send one message, as the client wrote it, on one line (MCP stdio: newline-delimited)."""
+        """Send one message, as the client wrote it, on one line (MCP stdio: newline-delimited); raises
+        ConnectionError when the process's stdin is closed (it exited)."""
         # A JSON text can hold a line break only as insignificant whitespace (never inside a string).
         line = body.replace(b"\r", b" ").replace(b"\n", b" ") + b"\n"
         assert self.process.stdin is not None  # started with stdin=PIPE
@@ -70,18 +151,30 @@ class StdioSession:
             self.process.stdin.write(line)
             await self.process.stdin.drain()
 
-    def open_request(self, message: McpMessage) -> asyncio.Queue[Item]:
-        queue: asyncio.Queue[Item] = asyncio.Queue()
-        key = _key(message.id)
-        self.pending[key] = queue
+    def open_request(self, message: McpMessage) -> Inbox:
+        """The inbox of a request about to be written; raises :class:`RequestInProgress` when one with the same key
+        is open (nothing is then changed). A session that has ended gives an inbox that has ended too."""
+        key = request_key(message.id)
+        if key in self.pending:
+            raise RequestInProgress(key)
+        inbox = Inbox()
+        if not self.alive:
+            inbox.end(Ending.EXITED)  # never routed to, never woken: it ends now
+            return inbox
+        self.pending[key] = inbox
         meta = message.params.get("_meta") if isinstance(message.params, dict) else None
         token = meta.get("progressToken") if isinstance(meta, dict) else None
         if token is not None:
-            self.progress[_key(token)] = key
-        return queue
+            self.progress[request_key(token)] = key
+        return inbox
 
-    def close_request(self, message: McpMessage) -> None:
-        key = _key(message.id)
+    def close_request(self, message: McpMessage, inbox: Inbox) -> None:
+        """Forget the request of ``inbox``; a later request that reuses its id (its own inbox) is left alone."""
+        key = request_key(message.id)
+        if self.pending.get(key) is inbox:
+            self._forget(key)
+
+    def _forget(self, key: str) -> None:
         self.pending.pop(key, None)
         self.progress = {t: k for t, k in self.progress.items() if k != key}
 
@@ -96,20 +189,25 @@ class StdioSession:
         if not isinstance(message, dict):
             return
         if "method" not in message and "id" in message:
-            queue = self.pending.get(_key(message["id"]))
-            if queue is not None:
-                queue.put_nowait((line, True))
+            key = request_key(message["id"])
+            inbox = self.pending.get(key)
+            if inbox is not None:
+                inbox.put(line, True)
+                self._forget(key)  # answered: nothing more is routed to it, and its id may be used again
             return
-        target = None
+        target: str | None = None
         if message.get("method") == "notifications/progress":
             token = (message.get("params") or {}).get("progressToken")
-            target = self.pending.get(self.progress.get(_key(token), ""))
+            target = self.progress.get(request_key(token))
         if target is None and self.pending:
             # A server request or notification sent while a request is open belongs to that request's stream.
-            target = self.pending[next(reversed(self.pending))]
+            target = next(reversed(self.pending))
         if target is not None:
-            target.put_nowait((line, False))
-        elif self.unsolicited.full():
+            inbox = self.pending[target]
+            if not inbox.closed and not inbox.put(line, False):
+                log.warning("stdio server %s: a request's reader fell behind by more than %d messages or %d bytes; "
+                            "its stream is cut", self.server, REQUEST_BACKLOG, REQUEST_BACKLOG_BYTES)
+        elif self.unsolicited.qsize() >= UNSOLICITED_BACKLOG:
             log.warning("stdio server %s: no GET stream is reading; message dropped", self.server)
         else:
             self.unsolicited.put_nowait((line, False))
@@ -126,18 +224,27 @@ class StdioSession:
         except (ValueError, asyncio.LimitOverrunError):
             log.warning("stdio server %s wrote an over-long line; session ended", self.server)
         finally:
-            self.alive = False
-            for queue in self.pending.values():
-                queue.put_nowait(None)
-            with contextlib.suppress(asyncio.QueueFull):
-                self.unsolicited.put_nowait(None)
+            self._end()
+
+    def _end(self) -> None:
+        """The session is over: every reader still waiting is told so (once; later requests end at once)."""
+        if not self.alive:
+            return
+        self.alive = False
+        for inbox in self.pending.values():
+            inbox.end(Ending.EXITED)
+        self.pending.clear()
+        self.progress.clear()
+        self.unsolicited.put_nowait(Ending.EXITED)  # its own place (see __init__)
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None
         await drain_stderr(self.process.stderr, self.server, self.stderr)
 
     async def stop(self) -> None:
-        self.alive = False
+        # First: the readers are answered now, not once the process has gone (it may take STOP_GRACE, or hold
+        # its stdout open past its own end).
+        self._end()
         await stop_process(self.process)
         for task in self._tasks:
             task.cancel()

@@ -8,8 +8,13 @@ with an SSE stream carrying whatever the server sends while it works
 (progress, logging, elicitation and sampling requests) and ends with the
 response (its result rewritten when the exchange asks for it,
 :mod:`deputy.gateway.response_rewrite`); messages unrelated to any open request
-go to the session's GET stream. Every answer of a server with policies — a request's stream, its
-JSON answer, the GET stream — passes the same list filter as over HTTP. A line nested deeper than
+go to the session's GET stream. A request whose id is that of a request still open in its session (as the server
+would read the id, :func:`deputy.gateway.stdio_session.request_key`) is refused at once, 400 with a JSON-RPC error,
+and never written to the process. A request answered as JSON stops waiting as soon as its client leaves: the
+call's record says 504, not read (the server's answer, should it come, goes to no one). A request whose client
+does not read its stream while the server goes on writing for it is cut past a bound (its stream ends without
+the answer, marked incomplete; :mod:`deputy.gateway.stdio_session`). Every answer of a server with policies — a
+request's stream, its JSON answer, the GET stream — passes the same list filter as over HTTP. A line nested deeper than
 :data:`deputy.bounded_json.MAX_DEPTH` cannot be routed and ends the session, like an over-long one; stderr is
 drained whatever its lines (:mod:`deputy.gateway.stdio_stderr`). Credentials come from the
 environment configured for the server, never from the client. Deputy supervises the processes: a
@@ -45,12 +50,13 @@ from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
     JSONRPC_INTERNAL_ERROR,
     JSONRPC_INVALID_REQUEST,
+    client_left,
     end_body,
     jsonrpc_error,
     relay_until_disconnect,
     send_json,
 )
-from deputy.gateway.stdio_session import Item, StdioSession
+from deputy.gateway.stdio_session import Ending, Inbox, Item, RequestInProgress, StdioSession
 from deputy.gateway.stdio_spares import NotStarted, SparePool, spawn
 from deputy.gateway.stdio_stderr import StderrRelay
 from deputy.limits import LimitSettings
@@ -176,17 +182,25 @@ class StdioUpstream:
             headers.append((b"mcp-session-id", exchange.bind_session(session.session_id).encode()))
         if message.kind is not Kind.REQUEST:
             # A notification, or the client's answer to a server request: nothing comes back.
-            await session.write(exchange.body)
-            await send({"type": "http.response.start", "status": 202, "headers": headers})
-            await send({"type": "http.response.body", "body": b""})
+            if await self._write(exchange, session):
+                await send({"type": "http.response.start", "status": 202, "headers": headers})
+                await send({"type": "http.response.body", "body": b""})
             return
-        queue = session.open_request(message)
         try:
-            await session.write(exchange.body)
+            inbox = session.open_request(message)
+        except RequestInProgress:
+            # Both written, the server could not tell their answers apart (nor would Deputy): one would wait forever.
+            await send_json(send, 400, jsonrpc_error(
+                JSONRPC_INVALID_REQUEST, "a request with this id is already in progress in this session",
+                request_id=message.id), headers)
+            return
+        try:
+            if not await self._write(exchange, session):
+                return
             accept = exchange.header(b"accept") or b""
             if b"text/event-stream" in accept or b"application/json" not in accept:
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS + headers})
-                answer = _Answer(queue)
+                answer = _Answer(inbox)
                 events = answer.events()
                 if exchange.rewrite_result is not None:
                     events = rewrite_sse(events, message.id, exchange.rewrite_result,
@@ -195,24 +209,49 @@ class StdioUpstream:
                 # Incomplete when the process exited (or the client left) before the final message was relayed.
                 await end_body(send, complete=answer.finished)
             else:
-                await self._answer_json(exchange, queue, headers)
+                await self._answer_json(exchange, inbox, headers)
         finally:
-            session.close_request(message)
+            session.close_request(message, inbox)
 
-    async def _answer_json(self, exchange: Exchange, queue: asyncio.Queue[Item],
-                           headers: list[tuple[bytes, bytes]]) -> None:
-        while (item := await queue.get()) is not None:
-            line, final = item
-            if final:
-                if exchange.rewrite_result is not None:
-                    line = await rewrite_json_body(line, exchange.request_id, exchange.rewrite_result,
-                                                   answers_list=exchange.answers_list)
-                await exchange.send({"type": "http.response.start", "status": 200,
-                                     "headers": [(b"content-type", b"application/json"), *headers]})
-                await exchange.send({"type": "http.response.body", "body": line})
-                return
-        await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server exited",
-                                                          request_id=exchange.request_id))
+    async def _write(self, exchange: Exchange, session: StdioSession) -> bool:
+        """Write the request's body to the process; False: it had exited (the client is answered 502)."""
+        try:
+            await session.write(exchange.body)
+        except ConnectionError:  # its stdin closed under the write (BrokenPipeError, ConnectionResetError)
+            await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream server exited",
+                                                              request_id=exchange.request_id))
+            return False
+        return True
+
+    async def _answer_json(self, exchange: Exchange, inbox: Inbox, headers: list[tuple[bytes, bytes]]) -> None:
+        answer = asyncio.ensure_future(_final(inbox))
+        left = asyncio.ensure_future(client_left(exchange.receive))
+        try:
+            await asyncio.wait((answer, left), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            left.cancel()
+            answer.cancel()  # nothing once it is done; else the request's routing ends with the caller's finally
+        if not answer.done() or answer.cancelled():
+            # Nobody would read an answer: stop waiting now (it may never come) rather than hold the request, its
+            # body and its call's record until it does. 504: no answer came from the server while the client waited.
+            log.info("stdio server %s: the client left before the answer; stopped waiting", self.server.name)
+            await send_json(exchange.send, 504, jsonrpc_error(
+                JSONRPC_INTERNAL_ERROR, "the client left before the upstream server answered",
+                request_id=exchange.request_id), unread=True)
+            return
+        line = answer.result()
+        if isinstance(line, Ending):
+            reason = ("upstream server exited" if line is Ending.EXITED
+                      else "upstream server sent more than Deputy holds before its answer")
+            await send_json(exchange.send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, reason,
+                                                              request_id=exchange.request_id))
+            return
+        if exchange.rewrite_result is not None:
+            line = await rewrite_json_body(line, exchange.request_id, exchange.rewrite_result,
+                                           answers_list=exchange.answers_list)
+        await exchange.send({"type": "http.response.start", "status": 200,
+                             "headers": [(b"content-type", b"application/json"), *headers]})
+        await exchange.send({"type": "http.response.body", "body": line})
 
     async def _start_session(self, principal: Principal) -> StdioSession:
         """A new session (and process) for ``principal``; raises :class:`SessionCapReached` past a cap."""
@@ -259,17 +298,27 @@ class StdioUpstream:
 class _Answer:
     """The events of one request's answer; ``finished`` once its final message has been relayed."""
 
-    def __init__(self, queue: asyncio.Queue[Item]) -> None:
-        self.queue = queue
+    def __init__(self, inbox: Inbox) -> None:
+        self.inbox = inbox
         self.finished = False
 
     async def events(self) -> AsyncIterator[bytes]:
-        while (item := await self.queue.get()) is not None:  # None: the process exited mid-answer
+        # An Ending: the process exited mid-answer, or the request was cut (its reader too far behind).
+        while isinstance(item := await self.inbox.get(), tuple):
             line, final = item
             yield _event(line)
             if final:
                 self.finished = True
                 return
+
+
+async def _final(inbox: Inbox) -> bytes | Ending:
+    """The request's answer, the messages before it passed over (a JSON answer holds one message); or why none."""
+    while isinstance(item := await inbox.get(), tuple):
+        line, final = item
+        if final:
+            return line
+    return item
 
 
 def _event(line: bytes) -> bytes:
@@ -278,5 +327,5 @@ def _event(line: bytes) -> bytes:
 
 async def _unsolicited(queue: asyncio.Queue[Item]) -> AsyncIterator[bytes]:
     """The server's messages outside any request (the GET stream), until the process exits."""
-    while (item := await queue.get()) is not None:
+    while isinstance(item := await queue.get(), tuple):
         yield _event(item[0])
