@@ -5,8 +5,10 @@ ID-JAGs. An assertion is believed only when all of this holds:
 
 - its ``iss`` is a configured issuer that accepts JWTs for this purpose;
 - ``alg`` is on that issuer's asymmetric allow-list (so ``none`` and HMAC fail,
-  RFC 8725 §3.1-3.2), no ``crit`` header Deputy does not understand, and, where the
-  profile fixes one, the expected ``typ`` (RFC 8725 §3.11 explicit typing);
+  RFC 8725 §3.1-3.2), no ``crit`` header Deputy does not understand, a ``typ`` that is
+  a string when present (RFC 7515 §4.1.9) and, where the use fixes them, one of the
+  expected types (RFC 8725 §3.11 explicit typing: compared case-insensitively, with
+  or without the ``application/`` prefix; see :func:`explicit_type`);
 - a key of the issuer's JWK Set of the matching type verifies the signature;
 - ``aud`` names the audience configured for the issuer (by default Deputy's issuer);
 - ``exp`` is present and not past, ``nbf``/``iat`` not in the future (with leeway);
@@ -23,6 +25,7 @@ lacks, so an issuer's key rotation is picked up without a restart.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +77,26 @@ class _CachedKeys:
     fetched_at: float
 
 
+def explicit_type(header: Mapping[str, Any]) -> str | None:
+    """A JOSE header's ``typ`` as a media type to compare: lower case, without the ``application/`` prefix RFC
+    7515 §4.1.9 lets a producer omit (``application/at+jwt`` and ``AT+JWT`` are both ``at+jwt``); None when absent.
+    A ``typ`` that is not a string (which :meth:`TrustedIssuers.verify` refuses) comes back as its ``str()``."""
+    typ = header.get("typ")
+    if typ is None:
+        return None
+    return str(typ).lower().removeprefix("application/")
+
+
+def _check_type(found: str | None, expected: str | AbstractSet[str | None] | None) -> None:
+    if expected is None:
+        return
+    allowed: AbstractSet[str | None] = {expected} if isinstance(expected, str) else expected
+    if found not in allowed:
+        names = sorted(t for t in allowed if t is not None)
+        wanted = " or ".join(names) + (" (or no typ)" if None in allowed else "")
+        raise AssertionRefused(f"typ must be {wanted}, not {found or 'absent'}")
+
+
 class TrustedIssuers:
     def __init__(self, issuers: tuple[TrustedIssuer, ...], leeway: int,
                  clock: Callable[[], float] = wall) -> None:
@@ -92,7 +115,12 @@ class TrustedIssuers:
         iss = payload.get("iss") if isinstance(payload, dict) else None
         return iss if isinstance(iss, str) else None
 
-    async def verify(self, token: str, purpose: str, *, typ: str | None = None) -> VerifiedAssertion:
+    async def verify(self, token: str, purpose: str, *,
+                     typ: str | AbstractSet[str | None] | None = None) -> VerifiedAssertion:
+        """The assertion, if it is believed for ``purpose``; else :class:`AssertionRefused`.
+
+        ``typ`` is the explicit type the use requires (RFC 8725 §3.11): one type, or a set of them in which
+        None admits a JWT without ``typ``; None leaves the type to the caller."""
         iss = self.claims_issuer(token)
         issuer = self.issuers.get(iss) if iss is not None else None
         if issuer is None or purpose not in issuer.purposes:
@@ -106,8 +134,9 @@ class TrustedIssuers:
             raise AssertionRefused(f"alg must be one of {', '.join(issuer.algorithms)}")
         if "crit" in header:
             raise AssertionRefused("critical header parameters are not understood")
-        if typ is not None and str(header.get("typ", "")).lower() not in (typ, f"application/{typ}"):
-            raise AssertionRefused(f"typ must be {typ}")
+        if "typ" in header and not isinstance(header["typ"], str):
+            raise AssertionRefused("typ must be a string")
+        _check_type(explicit_type(header), typ)
         claims = await self._verified_claims(token, issuer, algorithm, header.get("kid"))
         self._check_claims(claims, issuer)
         return VerifiedAssertion(issuer, header, claims)

@@ -5,7 +5,16 @@ authenticates. The request names:
 
 - ``subject_token`` — whom the new token is for: a Deputy access token (its grant
   must be live) or a JWT from a ``[[trusted_issuers]]`` entry that accepts
-  ``subject_token``;
+  ``subject_token``. Such a JWT is typed explicitly or not at all (RFC 8725 §3.11):
+  its ``typ`` is absent, ``JWT`` (RFC 7519 §5.1: a JWT that claims to be nothing more
+  particular) or ``at+jwt`` (RFC 9068 §2.1: an access token its issuer minted for
+  Deputy — the token RFC 8693 §1 exists to exchange), each with or without the
+  ``application/`` prefix. Any other ``typ`` names another kind of JWT with rules of
+  its own, and is ``invalid_grant``: an ID-JAG (``oauth-id-jag+jwt``) is redeemed only
+  by the jwt-bearer grant, once, by the client it names, for the server it names
+  (:mod:`deputy.oauth.grants.jwt_bearer`) — exchanged, it would be none of these —
+  and a security event, a logout token or a DPoP proof is not a statement of whom a
+  token is for;
 - ``actor_token`` — who will act: the requesting client's own Deputy token
   (client credentials; ``sub`` and ``client_id`` both the client) or an assertion
   it signed with its registered keys (RFC 7523 §3, ``jti`` used once). The actor
@@ -61,6 +70,9 @@ ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
 JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"
 TOKEN_TYPES = (ACCESS_TOKEN_TYPE, JWT_TOKEN_TYPE)
 TXN = re.compile(r"^[A-Za-z0-9._~:/+=-]{1,128}$")
+# The ``typ`` header values (RFC 7515 §4.1.9; not the RFC 8693 token type URIs above) an outside subject token may
+# carry, as explicit_type compares them; None: no typ. Why these: the module docstring.
+SUBJECT_JWT_TYPES: frozenset[str | None] = frozenset({None, "jwt", "at+jwt"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +155,7 @@ async def _subject(services: Services, form: Mapping[str, str]) -> Subject:
             chain=claims.actors, may_act=claims.raw.get("may_act"), txn=claims.txn, grant_id=claims.grant_id,
             auth_time=claims.auth_time, resource=claims.audience)
     try:
-        verified = await services.trusted_issuers.verify(token, "subject_token")
+        verified = await services.trusted_issuers.verify(token, "subject_token", typ=SUBJECT_JWT_TYPES)
     except AssertionRefused as exc:
         raise InvalidGrant(f"subject_token: {exc.reason}") from None
     claims_ = verified.claims
