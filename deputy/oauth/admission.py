@@ -5,9 +5,19 @@
 - ``loopback`` — native clients whose redirect URIs are all http loopback, so a code can
   only ever reach the machine the user sits at (RFC 8252 §7.3); served at once.
 - ``allowlist`` — served at once when a ``software_statement`` from a trusted publisher
-  verified (RFC 7591 §2.3), or an initial access token was presented (RFC 7591 §3,
-  compared in constant time), or every redirect URI's host is one the operator lists.
-  Anything else is refused.
+  verified and itself carries the redirect URIs (RFC 7591 §2.3), or an initial access
+  token was presented (RFC 7591 §3, compared in constant time), or every redirect URI's
+  host is one the operator lists. Anything else is ``invalid_redirect_uri``.
+
+  The allowlist guards where authorization codes go, so a statement admits past it
+  only redirect URIs its publisher signed. The statement's values take precedence over
+  the request's (RFC 7591 §3.1.1), but a field it does not contain comes from the
+  unsigned request, which no one vouched for: a statement that signs a name and a
+  ``software_id`` but no ``redirect_uris`` leaves the request's redirect URIs to the
+  same rules as if no statement had been sent (listed hosts, or an initial access
+  token). Refusing such a registration outright (``invalid_software_statement``) would
+  turn away a client the allowlist admits without any statement; judging its
+  unsigned redirect URIs as unsigned ones admits nothing the operator did not allow.
 - ``approval`` — anyone may register; the client is ``pending`` and not served until an
   admin approves it.
 
@@ -27,6 +37,7 @@ from deputy.handles import handle_hash, same_secret
 from deputy.oauth.client_metadata import ClientMetadata
 from deputy.oauth.errors import InvalidClientMetadata, InvalidRedirectUri, InvalidRegistrationToken
 from deputy.oauth.redirect_uris import redirect_host
+from deputy.oauth.software_statements import SoftwareStatement
 from deputy.storage.clients import Client
 
 
@@ -36,7 +47,7 @@ class Admission:
     admitted_by: str  # loopback | software_statement | initial_access_token | redirect_hosts | approval
 
 
-def admit(policy: RegistrationPolicy, metadata: ClientMetadata, *, publisher: str | None = None,
+def admit(policy: RegistrationPolicy, metadata: ClientMetadata, *, statement: SoftwareStatement | None = None,
           initial_access_token: str | None = None, previous: Client | None = None) -> Admission:
     if previous is not None and previous.status == "denied":
         return Admission("denied", "denied")
@@ -50,7 +61,7 @@ def admit(policy: RegistrationPolicy, metadata: ClientMetadata, *, publisher: st
                 raise InvalidRedirectUri(f"{uri}: only http loopback redirect URIs may register (native clients)")
         return Admission("active", "loopback")
     if policy.mode == "allowlist":
-        if publisher is not None:
+        if statement is not None and statement.vouches_for("redirect_uris"):
             return Admission("active", "software_statement")
         if initial_access_token is not None:
             if not _known_token(initial_access_token, policy.initial_access_tokens):
@@ -59,9 +70,11 @@ def admit(policy: RegistrationPolicy, metadata: ClientMetadata, *, publisher: st
         allowed = set(policy.allowed_redirect_hosts)
         for uri in new_uris:
             if redirect_host(uri) not in allowed:
+                unsigned = ("the software statement does not carry redirect_uris, so it does not vouch for this one; "
+                            if statement is not None else "")
                 raise InvalidRedirectUri(
-                    f"{uri}: this redirect host is not allowed; registering it needs a software statement "
-                    "from a trusted publisher or an initial access token")
+                    f"{uri}: {unsigned}this redirect host is not allowed; registering it needs a software statement "
+                    "from a trusted publisher that carries it, or an initial access token")
         return Admission("active", "redirect_hosts")
     if policy.mode == "approval":
         if previous is not None and previous.status == "active" and not new_uris:

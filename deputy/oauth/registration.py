@@ -34,7 +34,7 @@ from deputy.oauth.admission import admit
 from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_client_metadata
 from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
 from deputy.oauth.redirect_uris import refuse_deputy_host
-from deputy.oauth.software_statements import verify_software_statement
+from deputy.oauth.software_statements import SoftwareStatement, verify_software_statement
 from deputy.rate_limit import SlidingWindowLimiter
 from deputy.services import Services
 from deputy.storage.clients import Client, hash_client_secret
@@ -78,10 +78,10 @@ class RegistrationEndpoint:
 
     async def _register(self, request: Request) -> Response:
         raw = await _json_body(request)
-        metadata, publisher = self._metadata(raw)
+        metadata, statement = self._metadata(raw)
         # Only `allowlist` knows initial access tokens; elsewhere an Authorization header is not ours to judge.
         bearer = _bearer(request) if self.policy.mode == "allowlist" else None
-        admission = admit(self.policy, metadata, publisher=publisher, initial_access_token=bearer)
+        admission = admit(self.policy, metadata, statement=statement, initial_access_token=bearer)
         secret = secrets.token_urlsafe(32) if metadata.token_endpoint_auth_method in SECRET_METHODS else None
         token = new_handle()
         client = await self.services.clients.put(
@@ -90,7 +90,7 @@ class RegistrationEndpoint:
             application_type=metadata.application_type, grant_types=metadata.grant_types, client_secret=secret,
             status=admission.status, jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
             registration_access_token=token,
-            client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, publisher))
+            client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, statement))
         await self.services.record("client.registered", client_id=client.client_id, source=SOURCE,
                                    status=client.status, admitted_by=admission.admitted_by,
                                    redirect_uris=list(client.redirect_uris), grant_types=list(client.grant_types),
@@ -107,8 +107,8 @@ class RegistrationEndpoint:
             raise InvalidClientMetadata("client_secret does not match the secret issued to this client")
         for key in ("client_id", "client_secret", *_ECHOED):
             raw.pop(key, None)
-        metadata, publisher = self._metadata(raw)
-        admission = admit(self.policy, metadata, publisher=publisher, previous=client)
+        metadata, statement = self._metadata(raw)
+        admission = admit(self.policy, metadata, statement=statement, previous=client)
         method = metadata.token_endpoint_auth_method
         secret: str | None = None
         secret_hash = client.client_secret_hash if method in SECRET_METHODS else None
@@ -120,7 +120,7 @@ class RegistrationEndpoint:
             grant_types=metadata.grant_types, token_endpoint_auth_method=method,
             application_type=metadata.application_type, client_secret_hash=secret_hash, status=admission.status,
             jwks=metadata.jwks, jwks_uri=metadata.jwks_uri,
-            client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, publisher))
+            client_metadata=_stored_metadata(metadata, raw, admission.admitted_by, statement))
         if not await self.services.clients.replace(updated):
             raise InvalidRegistrationToken("the registration access token is not valid")
         await self.services.record("client.registered", client_id=updated.client_id, source=SOURCE, updated=True,
@@ -129,16 +129,17 @@ class RegistrationEndpoint:
                                    token_endpoint_auth_method=updated.token_endpoint_auth_method)
         return self._answer(updated, token, status=200, secret=secret)
 
-    def _metadata(self, raw: dict[str, Any]) -> tuple[ClientMetadata, str | None]:
-        publisher = None
+    def _metadata(self, raw: dict[str, Any]) -> tuple[ClientMetadata, SoftwareStatement | None]:
+        statement = None
         if "software_statement" in raw:
-            # RFC 7591 §3.1.1: the statement's claims take precedence over the plain fields.
-            publisher, claims = verify_software_statement(
+            # RFC 7591 §3.1.1: the statement's claims take precedence over the plain fields. A field it lacks still
+            # comes from the request, unsigned: admission judges that by what the statement itself carries.
+            statement = verify_software_statement(
                 raw["software_statement"], self.policy.trusted_publishers, self.services.settings.clock_leeway)
-            raw = {**raw, **claims}
+            raw = {**raw, **statement.claims}
         metadata = parse_client_metadata(raw)
         refuse_deputy_host(metadata.redirect_uris, self.services.settings.public_url)
-        return metadata, publisher
+        return metadata, statement
 
     async def _authenticate(self, request: Request) -> tuple[Client, str]:
         token = _bearer(request)
@@ -175,10 +176,12 @@ class RegistrationEndpoint:
 
 
 def _stored_metadata(metadata: ClientMetadata, raw: dict[str, Any], admitted_by: str,
-                     publisher: str | None) -> dict[str, Any]:
+                     statement: SoftwareStatement | None) -> dict[str, Any]:
     stored: dict[str, Any] = dict(metadata.descriptive)
     if "software_statement" in raw:
         stored["software_statement"] = raw["software_statement"]  # RFC 7591 §3.2.1: returned unmodified
+    # The publisher is named only where its statement admitted the client: one that vouched for a name alone did not.
+    publisher = statement.publisher if statement is not None and admitted_by == "software_statement" else None
     stored["admitted_by"] = f"{admitted_by}:{publisher}" if publisher else admitted_by
     return stored
 

@@ -4,7 +4,9 @@ A software statement is a JWT (RFC 7519) whose claims are client metadata. Deput
 accepts one only when its ``iss`` is a configured trusted publisher and its signature
 verifies with that publisher's JWK Set (asymmetric algorithms only); ``exp``, ``nbf``
 and ``iat`` are checked with the configured clock leeway. Its claims then take
-precedence over the same fields sent in the clear (RFC 7591 §3.1.1).
+precedence over the same fields sent in the clear (RFC 7591 §3.1.1). The publisher
+vouches for the claims it signed and nothing else: a field only the request carries is
+the requester's word (what that means for admission: :mod:`deputy.oauth.admission`).
 
 An issuer nobody configured → ``unapproved_software_statement``; a statement that is
 malformed, badly signed or out of its validity window → ``invalid_software_statement``
@@ -13,7 +15,8 @@ malformed, badly signed or out of its validity window → ``invalid_software_sta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from joserfc import jwt
@@ -32,9 +35,21 @@ _STATEMENT_CLAIMS = frozenset({"iss", "sub", "aud", "exp", "nbf", "iat", "jti", 
 MAX_LENGTH = 8 * 1024
 
 
+@dataclass(frozen=True, slots=True)
+class SoftwareStatement:
+    """A statement that verified: who signed it, and the client metadata it signed."""
+
+    publisher: str  # the trusted publisher's issuer
+    claims: Mapping[str, Any]  # metadata claims only; the JWT's own (iss, exp...) are left out
+
+    def vouches_for(self, field: str) -> bool:
+        """Whether the publisher signed ``field`` itself (a field the request alone carries is not vouched for)."""
+        return field in self.claims
+
+
 def verify_software_statement(statement: Any, publishers: Sequence[TrustedPublisher],
-                              leeway: int) -> tuple[str, dict[str, Any]]:
-    """The publisher's issuer and the metadata claims of a statement that verifies."""
+                              leeway: int) -> SoftwareStatement:
+    """The publisher and the metadata claims of a statement that verifies."""
     if not isinstance(statement, str) or not statement or len(statement) > MAX_LENGTH:
         raise InvalidSoftwareStatement("software_statement must be a compact JWT")
     issuer = _unverified_issuer(statement)
@@ -52,7 +67,7 @@ def verify_software_statement(statement: Any, publishers: Sequence[TrustedPublis
     iat = token.claims.get("iat")
     if iat is not None and (not isinstance(iat, int) or iat > wall() + leeway):
         raise InvalidSoftwareStatement("the software statement is issued in the future")
-    return publisher.issuer, {k: v for k, v in token.claims.items() if k not in _STATEMENT_CLAIMS}
+    return SoftwareStatement(publisher.issuer, {k: v for k, v in token.claims.items() if k not in _STATEMENT_CLAIMS})
 
 
 def _unverified_issuer(statement: str) -> str:

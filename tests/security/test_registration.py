@@ -1,6 +1,7 @@
 """Dynamic client registration under the default `loopback` policy (RFC 7591 §3.2.2; MCP AS-4, AS-8; RFC 8252 §7.3).
 
-Other policies, software statements, RFC 7592 management and the rate limit: test_registration_policies.py.
+Other policies, RFC 7592 management and the rate limit: test_registration_policies.py; software statements:
+test_software_statements.py.
 """
 
 from __future__ import annotations

@@ -1,59 +1,40 @@
-"""Registration policies beyond `loopback`: allowlist, approval, off; software statements; RFC 7592; rate limit.
+"""Registration policies beyond `loopback`: allowlist, approval, off; RFC 7592; rate limit.
 
 MCP AS-4 (a registration policy that does not auto-trust unknown clients); RFC 7591 §2
-(redirect URI and key rules), §2.3 (software statements), §3 (initial access tokens),
-§3.2.2 (error codes); RFC 7592 §2 (read, update, delete with the registration access
-token); RFC 8252 §7 (native redirect URIs). Each refusal is its own test.
+(redirect URI and key rules), §3 (initial access tokens), §3.2.2 (error codes); RFC 7592
+§2 (read, update, delete with the registration access token); RFC 8252 §7 (native
+redirect URIs). Each refusal is its own test. Software statements (RFC 7591 §2.3), under
+the same `allowlist` policy: test_software_statements.py.
 """
 
 from __future__ import annotations
 
-import json
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from joserfc import jwt
 from joserfc.jwk import ECKey
 
 from tests.security.helpers import assert_invalid_token, oauth_error, wait_for_status
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.deputy_process import RunningDeputy
 from tests.support.oauth_flow import authorize, exchange, mcp_post, refresh
-
-PUBLISHER = "https://publisher.example"
-INITIAL_TOKEN = "initial-access-token-for-tests-0123456789"
-ALLOWED_HOST = "app.example.com"
-VOUCHED = "https://vouched.example/cb"
-PUBLISHER_KEY = ECKey.generate_key("P-256", parameters={"kid": "publisher-1"}, private=True)
-STRANGER_KEY = ECKey.generate_key("P-256", parameters={"kid": "publisher-1"}, private=True)
-
-
-@contextmanager
-def registration_deputy(backend: str, upstream_url: str, directory: Path, table: str) -> Iterator[RunningDeputy]:
-    """A running Deputy with `table` as its ``[registration]`` configuration, on a fresh database."""
-    (directory / "publisher.json").write_text(json.dumps({"keys": [PUBLISHER_KEY.as_dict(private=False)]}))
-    extra = f"\n[registration]\n{table}\n"
-    with database_url(backend, directory) as url, running_deputy(directory, url, upstream_url, extra) as running:
-        yield running
+from tests.support.registration import (
+    ALLOWED_HOST,
+    INITIAL_TOKEN,
+    allowlist_deputy,
+    manage,
+    register,
+    registered,
+    registration_deputy,
+)
 
 
 @pytest.fixture(scope="module")
 def allowlist(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory = tmp_path_factory.mktemp(f"registration-allowlist-{backend}")
-    table = f'''mode = "allowlist"
-allowed_redirect_hosts = ["{ALLOWED_HOST}", "localhost"]
-initial_access_tokens = ["{INITIAL_TOKEN}"]
-rate_limit_per_minute = 10000
-
-[[registration.trusted_publishers]]
-issuer = "{PUBLISHER}"
-jwks_file = "{directory / 'publisher.json'}"'''
-    with registration_deputy(backend, upstream_url, directory, table) as running:
+    with allowlist_deputy(backend, upstream_url, directory) as running:
         yield running
 
 
@@ -63,25 +44,6 @@ def approval(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathF
     with registration_deputy(backend, upstream_url, directory,
                              'mode = "approval"\nrate_limit_per_minute = 10000') as running:
         yield running
-
-
-async def register(deputy: RunningDeputy, metadata: dict[str, Any], token: str | None = None) -> httpx.Response:
-    body = {"client_name": "Policy test", "token_endpoint_auth_method": "none", **metadata}
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.post(f"{deputy.url}/register", json=body, headers=headers)
-
-
-async def manage(method: str, url: str, token: str | None, body: dict[str, Any] | None = None) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
-    async with httpx.AsyncClient(timeout=30) as http:
-        return await http.request(method, url, json=body, headers=headers)
-
-
-def statement(claims: dict[str, Any], key: ECKey = PUBLISHER_KEY, issuer: str = PUBLISHER) -> str:
-    t = int(time.time())
-    payload = {"iss": issuer, "iat": t, "exp": t + 300, **claims}
-    return jwt.encode({"alg": "ES256", "kid": "publisher-1"}, payload, key)
 
 
 def assert_refused(response: httpx.Response, code: str) -> None:
@@ -134,7 +96,7 @@ async def test_malformed_redirect_uri_is_refused(allowlist: RunningDeputy, uri: 
     assert_refused(await register(allowlist, {"redirect_uris": [uri]}, token=INITIAL_TOKEN), "invalid_redirect_uri")
 
 
-# -- allowlist: allowed hosts, initial access tokens, software statements ------------------------
+# -- allowlist: allowed hosts, initial access tokens -------------------------------------------
 
 async def test_allowed_host_registers_a_web_client(allowlist: RunningDeputy) -> None:
     response = await register(allowlist, {"redirect_uris": [f"https://{ALLOWED_HOST}/cb"], "application_type": "web"})
@@ -166,52 +128,6 @@ async def test_wrong_initial_access_token_is_invalid_token(allowlist: RunningDep
 
 async def test_missing_initial_access_token_is_refused(allowlist: RunningDeputy) -> None:
     assert_refused(await register(allowlist, {"redirect_uris": ["com.example.app:/cb"]}), "invalid_redirect_uri")
-
-
-async def test_software_statement_from_trusted_publisher_admits_and_overrides(allowlist: RunningDeputy) -> None:
-    """RFC 7591 §2.3 / §3.1.1: its claims win over the plain fields; it is returned unmodified (§3.2.1)."""
-    signed = statement({"client_name": "Vouched client", "redirect_uris": [VOUCHED],
-                        "software_id": "vouched-1"})
-    response = await register(allowlist, {"client_name": "Impostor", "redirect_uris": ["https://attacker.example/cb"],
-                                          "software_statement": signed})
-    assert response.status_code == 201, response.text
-    body = response.json()
-    assert body["client_name"] == "Vouched client"
-    assert body["redirect_uris"] == [VOUCHED]
-    assert body["software_id"] == "vouched-1"
-    assert body["software_statement"] == signed
-
-
-async def test_software_statement_signed_by_unknown_key_is_invalid(allowlist: RunningDeputy) -> None:
-    signed = statement({"redirect_uris": [VOUCHED]}, key=STRANGER_KEY)
-    response = await register(allowlist, {"redirect_uris": [VOUCHED], "software_statement": signed})
-    assert_refused(response, "invalid_software_statement")
-
-
-async def test_expired_software_statement_is_invalid(allowlist: RunningDeputy) -> None:
-    signed = statement({"redirect_uris": [VOUCHED], "iat": int(time.time()) - 7200,
-                        "exp": int(time.time()) - 3600})
-    response = await register(allowlist, {"redirect_uris": [VOUCHED], "software_statement": signed})
-    assert_refused(response, "invalid_software_statement")
-
-
-async def test_software_statement_from_untrusted_issuer_is_unapproved(allowlist: RunningDeputy) -> None:
-    signed = statement({"redirect_uris": [VOUCHED]}, key=STRANGER_KEY,
-                       issuer="https://stranger.example")
-    response = await register(allowlist, {"redirect_uris": [VOUCHED], "software_statement": signed})
-    assert_refused(response, "unapproved_software_statement")
-
-
-async def test_unsigned_software_statement_is_invalid(allowlist: RunningDeputy) -> None:
-    """An ``alg: none`` statement naming a trusted issuer does not verify."""
-    import base64
-
-    def part(value: dict[str, Any]) -> str:
-        return base64.urlsafe_b64encode(json.dumps(value).encode()).rstrip(b"=").decode()
-
-    unsigned = f"{part({'alg': 'none'})}.{part({'iss': PUBLISHER, 'redirect_uris': ['https://x.example/cb']})}."
-    response = await register(allowlist, {"redirect_uris": ["https://x.example/cb"], "software_statement": unsigned})
-    assert_refused(response, "invalid_software_statement")
 
 
 # -- client keys (private_key_jwt) ---------------------------------------------------------------
@@ -251,14 +167,6 @@ async def test_confidential_client_gets_a_secret_once(allowlist: RunningDeputy) 
 
 
 # -- RFC 7592 management -------------------------------------------------------------------------
-
-async def registered(deputy: RunningDeputy, uris: list[str] | None = None, **metadata: Any) -> dict[str, Any]:
-    response = await register(deputy, {"redirect_uris": uris or [f"https://{ALLOWED_HOST}/cb"], **metadata})
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    assert body["registration_client_uri"] == f"{deputy.url}/register/{body['client_id']}"
-    return body
-
 
 async def test_read_with_the_registration_access_token(allowlist: RunningDeputy) -> None:
     """RFC 7592 §2.1: GET the configuration endpoint with the token → the client's metadata."""
