@@ -1,4 +1,4 @@
-"""Outside JWTs used for what they are not: a real Deputy trusting an enterprise IdP.
+"""Outside JWTs used for what they are not: a real Deputy trusting an enterprise IdP and a workload issuer.
 
 The IdP is trusted for both ID-JAGs and RFC 8693 subject tokens, and a
 ``[[delegation.may_act]] client = "*"`` rule lets agent B act for the subject of any
@@ -9,7 +9,9 @@ gain the most:
   client it names, once, for the server it names; as a token-exchange subject token it is
   refused, whatever ``resource`` the request names (RFC 8725 §3.11 explicit typing);
 - a subject token typed as another kind of JWT is refused; a plain JWT or an access token
-  is exchanged.
+  is exchanged;
+- a workload's JWT cannot borrow the identity of a public client named by a bare
+  ``client_id`` (RFC 7523 §3.1, RFC 6749 §5.2).
 
 Each refusal is checked for its status and OAuth error code.
 """
@@ -27,6 +29,7 @@ import pytest
 from tests.security.helpers import oauth_error
 from tests.support.databases import database_url
 from tests.support.delegation import (
+    AGENT_A,
     AGENT_B,
     JWT_TOKEN_TYPE,
     agent_own_token,
@@ -34,13 +37,16 @@ from tests.support.delegation import (
     delegation_config,
     exchange_token,
 )
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.deputy_process import REDIRECT_URI, RunningDeputy, running_deputy
 from tests.support.idp import JWT_BEARER, OMIT, Issuer
 from tests.support.oauth_flow import post_token
 
 IDP_ISSUER: Final = "https://idp.enterprise.example"
+WORKLOAD_ISSUER: Final = "https://workloads.example"
 CLIENT: Final = "enterprise-client"  # confidential, redeems the IdP's ID-JAGs
 CLIENT_SECRET: Final = "enterprise-s3cret-for-tests-0123456789"
+PUBLIC_APP: Final = "public-app"  # a public client registered for jwt-bearer; agent A may act for its users
+WORKLOAD: Final = "spiffe://workloads.example/ns/prod/sa/reporter"
 ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
 
 
@@ -48,22 +54,33 @@ ACCESS_TOKEN_TYPE: Final = "urn:ietf:params:oauth:token-type:access_token"
 class Env:
     deputy: RunningDeputy
     idp: Issuer
+    workloads: Issuer
 
     def resource(self, server: str) -> str:
         return self.deputy.resource(server)
 
 
-def _config(directory: Path, idp: Issuer) -> str:
+def _config(directory: Path, idp: Issuer, workloads: Issuer) -> str:
     idp.write_jwks(directory / "idp.jwks.json")
+    workloads.write_jwks(directory / "workloads.jwks.json")
     return delegation_config(extra=f'''
 [[delegation.may_act]]
 client = "*"
 actors = ["{AGENT_B}"]
 
+[[delegation.may_act]]
+client = "{PUBLIC_APP}"
+actors = ["{AGENT_A}"]
+
 [[trusted_issuers]]
 issuer = "{IDP_ISSUER}"
 jwks_file = "idp.jwks.json"
 accept = ["id_jag", "subject_token"]
+
+[[trusted_issuers]]
+issuer = "{WORKLOAD_ISSUER}"
+jwks_file = "workloads.jwks.json"
+accept = ["workload"]
 
 [[clients]]
 client_id = "{CLIENT}"
@@ -71,16 +88,22 @@ client_name = "Enterprise client"
 token_endpoint_auth_method = "client_secret_basic"
 client_secret = "{CLIENT_SECRET}"
 grant_types = ["{JWT_BEARER}"]
+
+[[clients]]
+client_id = "{PUBLIC_APP}"
+client_name = "A public app"
+redirect_uris = ["{REDIRECT_URI}"]
+grant_types = ["authorization_code", "{JWT_BEARER}"]
 ''')
 
 
 @pytest.fixture(scope="module")
 def env(backend: str, upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     directory = tmp_path_factory.mktemp(f"deputy-outside-jwts-{backend}")
-    idp = Issuer(IDP_ISSUER, "idp")
+    idp, workloads = Issuer(IDP_ISSUER, "idp"), Issuer(WORKLOAD_ISSUER, "wl")
     with (database_url(backend, directory) as url,
-          running_deputy(directory, url, upstream_url, _config(directory, idp)) as deputy):
-        yield Env(deputy, idp)
+          running_deputy(directory, url, upstream_url, _config(directory, idp, workloads)) as deputy):
+        yield Env(deputy, idp, workloads)
 
 
 def assert_refused(response: httpx.Response, code: str, because: str = "", status: int = 400) -> None:
@@ -145,3 +168,23 @@ async def test_subject_token_typed_as_another_kind_of_jwt_is_refused(env: Env) -
         assert response.status_code == 200, (kind, response.text)
         assert claims_of(response.json()["access_token"])["sub"] == "carol@enterprise.example"
 
+
+# --- a workload does not become a public client ----------------------------------------------------
+
+
+async def test_workload_jwt_cannot_borrow_a_public_clients_identity(env: Env) -> None:
+    """A public client proves nothing at the token endpoint: naming it by client_id beside a workload's JWT must
+    not make its token the app's (context.agent, and the may_act rules for the app's users). Refused
+    unauthorized_client, as an ID-JAG presented by it is; the workload alone still gets a token of its own."""
+    assertion = env.workloads.workload(aud=env.deputy.url, sub=WORKLOAD)
+    data = [("grant_type", JWT_BEARER), ("assertion", assertion), ("resource", env.resource("demo"))]
+    assert_refused(await post_token(env.deputy, [*data, ("client_id", PUBLIC_APP)]), "unauthorized_client",
+                   "public")
+    jag = env.idp.id_jag(aud=env.deputy.url, client_id=PUBLIC_APP, resource=env.resource("demo"))
+    assert_refused(await post_token(env.deputy, [("grant_type", JWT_BEARER), ("assertion", jag),
+                                                 ("client_id", PUBLIC_APP)]), "unauthorized_client")
+
+    own = await post_token(env.deputy, data)
+    assert own.status_code == 200, own.text
+    claims = claims_of(own.json()["access_token"])
+    assert (claims["sub"], claims["client_id"]) == (WORKLOAD, WORKLOAD)

@@ -17,6 +17,13 @@
   client, when one authenticates) — never a registered client's id unless that
   client authenticates — and it never outlives the workload's JWT. An access token
   (``typ: at+jwt``) is not accepted as a workload assertion (RFC 8725 §3.11).
+
+Either way a client that comes with the assertion must authenticate. A public client
+names itself with a bare ``client_id`` and proves nothing (RFC 6749 §2.1, §3.2.1), so
+one presented here is ``unauthorized_client`` (RFC 6749 §5.2): else anyone holding a
+workload's JWT could add ``client_id=<a public app>`` and get a token whose client —
+the policy's ``context.agent``, the client whose ``may_act`` rules its tokens carry —
+is that app.
 """
 
 from __future__ import annotations
@@ -52,6 +59,8 @@ MAX_JTI_LENGTH = 255
 
 
 async def jwt_bearer(services: Services, form: Mapping[str, str], client: Client | None) -> Response:
+    if client is not None and client.is_public:
+        raise UnauthorizedClient("a client presented with an assertion must authenticate; a public client cannot")
     assertion = form.get("assertion")
     if not assertion:
         raise InvalidRequest("assertion is required")
@@ -68,8 +77,6 @@ async def jwt_bearer(services: Services, form: Mapping[str, str], client: Client
 async def _id_jag(services: Services, form: Mapping[str, str], assertion: str, client: Client | None) -> Response:
     if client is None:  # RFC 6749 §5.2: "no client authentication included" is invalid_client
         raise InvalidClient("an ID-JAG is redeemed by the client it names, which must authenticate")
-    if client.is_public:
-        raise UnauthorizedClient("an ID-JAG is redeemed by the client it names, which must authenticate")
     verified = await _verified(services, assertion, "id_jag", ID_JAG_TYPE)
     claims = verified.claims
     if claims.get("client_id") != client.client_id:
