@@ -4,8 +4,14 @@
 ``act`` inside it names the party that acted before, so the outermost object is the
 *current* actor and the innermost the first. ``exp``, ``nbf`` and ``aud`` never
 appear inside ``act`` (§4.1). Deputy writes ``sub``, ``client_id`` and ``iss`` for
-each actor; because Deputy issued (and so vouched for) every hop it minted, the
-whole chain — not only the current actor — may be used for decisions.
+each actor, and ``iss`` is who vouches for that hop: Deputy's issuer on every hop it
+minted; on a hop that came in the chain of an outside subject token, that outside
+issuer — always, whatever ``iss`` the outside token wrote into the hop
+(:mod:`deputy.oauth.grants.token_exchange`), so no outside issuer can label a hop as
+Deputy's (and its ``client_id``, if any, is a client of that issuer, not of Deputy).
+Because each hop names who vouched for it, the whole chain — not only the current
+actor — may be used for decisions; a decision that should trust only Deputy's hops
+checks their ``iss``.
 
 ``may_act`` names who may act for the subject. RFC 8693 §4.4 gives the shape for one
 party (``{"sub": "..."}``); Deputy also writes a member as a list when several

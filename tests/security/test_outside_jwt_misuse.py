@@ -10,6 +10,9 @@ gain the most:
   refused, whatever ``resource`` the request names (RFC 8725 §3.11 explicit typing);
 - a subject token typed as another kind of JWT is refused; a plain JWT or an access token
   is exchanged;
+- the hops of an outside subject token's ``act`` chain are that issuer's statement: the
+  exchanged token says so, whatever ``iss`` the outside issuer wrote into them (RFC 8693
+  §4.1; :mod:`deputy.act_chain`);
 - a workload's JWT cannot borrow the identity of a public client named by a bare
   ``client_id`` (RFC 7523 §3.1, RFC 6749 §5.2).
 
@@ -39,7 +42,7 @@ from tests.support.delegation import (
 )
 from tests.support.deputy_process import REDIRECT_URI, RunningDeputy, running_deputy
 from tests.support.idp import JWT_BEARER, OMIT, Issuer
-from tests.support.oauth_flow import post_token
+from tests.support.oauth_flow import mcp_post, post_token
 
 IDP_ISSUER: Final = "https://idp.enterprise.example"
 WORKLOAD_ISSUER: Final = "https://workloads.example"
@@ -167,6 +170,24 @@ async def test_subject_token_typed_as_another_kind_of_jwt_is_refused(env: Env) -
         response = await b_exchanges(env, subject_token(env, typ=kind))
         assert response.status_code == 200, (kind, response.text)
         assert claims_of(response.json()["access_token"])["sub"] == "carol@enterprise.example"
+
+
+# --- the act chain of an outside token ----------------------------------------------------------
+
+
+async def test_outside_chain_hops_are_the_outside_issuers_statement(env: Env) -> None:
+    """The IdP wrote Deputy's issuer (and a third party's) into its act chain: Deputy minted none of those
+    hops, so the exchanged token attributes each to the IdP; only B's own hop is Deputy's."""
+    chain = {"sub": AGENT_A, "client_id": AGENT_A, "iss": env.deputy.url,
+             "act": {"sub": "nightly-batch", "iss": "https://third-party.example"}}
+    response = await b_exchanges(env, subject_token(env, act=chain))
+    assert response.status_code == 200, response.text
+    token = response.json()["access_token"]
+    assert claims_of(token)["act"] == {
+        "sub": AGENT_B, "client_id": AGENT_B, "iss": env.deputy.url,
+        "act": {"sub": AGENT_A, "client_id": AGENT_A, "iss": IDP_ISSUER,
+                "act": {"sub": "nightly-batch", "iss": IDP_ISSUER}}}
+    assert (await mcp_post(env.deputy, token)).status_code == 200
 
 
 # --- a workload does not become a public client ----------------------------------------------------

@@ -24,7 +24,10 @@ authenticates. The request names:
 
 The issued token (§2.2.1, ``issued_token_type`` access token, no refresh token):
 ``sub`` of the subject; ``act`` = the new actor outermost, then the subject's chain
-(depth at most ``delegation.max_depth``; a chain is never dropped); ``aud`` exactly
+(depth at most ``delegation.max_depth``; a chain is never dropped). The hops of an
+outside subject token's chain are that issuer's statement, and each carries its
+``iss`` whatever ``iss`` the hop named — Deputy's own or a third party's — so ``iss``
+of a hop is always who vouches for it (§4.1; :mod:`deputy.act_chain`); ``aud`` exactly
 one server, which for a Deputy subject token must be the server it was issued for
 (``resource``/``audience`` may only narrow); ``scope`` = subject ∩ actor's
 allowance ∩ request, never wider; lifetime ≤ min(subject, actor token,
@@ -163,9 +166,9 @@ async def _subject(services: Services, form: Mapping[str, str]) -> Subject:
         raise InvalidGrant("subject_token: its sub is the id of a Deputy user or client; an outside issuer "
                            "cannot speak for them")
     try:
-        # Hops another issuer recorded are vouched for by that issuer, and say so.
-        chain = tuple(a if a.iss else Actor(a.sub, a.client_id, verified.issuer.issuer)
-                      for a in parse_act(claims_.get("act")))
+        # Every hop of this chain is the outside issuer's word: Deputy minted none of them, and cannot tell whether a
+        # party the issuer names (Deputy itself included) ever vouched for one. So each says who stated it.
+        chain = tuple(Actor(a.sub, a.client_id, verified.issuer.issuer) for a in parse_act(claims_.get("act")))
     except MalformedChain as exc:
         raise InvalidGrant(f"subject_token act: {exc}") from None
     # The outside token's own client ids mean nothing here: only its may_act, else the rules for any client.
