@@ -7,6 +7,7 @@ tests/e2e/test_event_stream_caps.py; these cover what a process cannot show chea
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 from starlette.types import Message
@@ -137,15 +138,21 @@ async def test_a_call_cancelled_while_waiting_gives_its_server_place_back() -> N
     assert [await server.take(None), await server.take(None)] == [True, True]  # both places are free
 
 
-async def test_a_call_whose_client_leaves_while_it_waits_is_never_given_a_place() -> None:
-    """Sent later, it would run the tool for nobody, and again when the client retries."""
+async def _second_call_waiting() -> tuple[UpstreamPool, Slots, Callable[[], None], Client, asyncio.Task[object]]:
+    """A pool with one call place, held; a second call of the same server waiting for it, watching its client."""
     pool = UpstreamPool(streams=1, calls=1, call_wait=30)
     server = Slots(2)
     first = await pool.admit(server, stream=False, receive=STILL_HERE)
     assert callable(first)
     client = Client()
-    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
+    waiting: asyncio.Task[object] = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
     await asyncio.sleep(0.01)
+    return pool, server, first, client, waiting
+
+
+async def test_a_call_whose_client_leaves_while_it_waits_is_never_given_a_place() -> None:
+    """Sent later, it would run the tool for nobody, and again when the client retries."""
+    pool, server, first, client, waiting = await _second_call_waiting()
     assert not waiting.done() and client.asked == 1  # waiting, and watching its client
     client.leave()
     assert await asyncio.wait_for(waiting, 30) is CLIENT_LEFT
@@ -156,13 +163,7 @@ async def test_a_call_whose_client_leaves_while_it_waits_is_never_given_a_place(
 
 
 async def test_a_call_that_gets_its_place_stops_watching_its_client() -> None:
-    pool = UpstreamPool(streams=1, calls=1, call_wait=30)
-    server = Slots(2)
-    first = await pool.admit(server, stream=False, receive=STILL_HERE)
-    assert callable(first)
-    client = Client()
-    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
-    await asyncio.sleep(0.01)
+    _, _, first, client, waiting = await _second_call_waiting()
     first()
     place = await asyncio.wait_for(waiting, 30)
     assert callable(place)
@@ -181,13 +182,7 @@ async def test_a_call_with_free_places_does_not_watch_its_client() -> None:
 
 
 async def test_a_client_that_leaves_as_its_place_is_granted_leaks_no_place() -> None:
-    pool = UpstreamPool(streams=1, calls=1, call_wait=30)
-    server = Slots(2)
-    first = await pool.admit(server, stream=False, receive=STILL_HERE)
-    assert callable(first)
-    client = Client()
-    waiting = asyncio.create_task(pool.admit(server, stream=False, receive=client.receive))
-    await asyncio.sleep(0.01)
+    pool, server, first, client, waiting = await _second_call_waiting()
     client.leave()
     first()  # the same moment: whichever wins, no place may be lost
     outcome = await asyncio.wait_for(waiting, 30)
