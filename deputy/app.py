@@ -217,6 +217,7 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
         Route(APPROVAL_PAGE + "{approval_id}/sign-in", approval_pages.sign_in_form, methods=["POST"]),
         # Before CONNECT_PATH + "{name}": these fixed paths are not server names.
         Route(CONNECT_CALLBACK, connection_pages.callback, methods=["GET"]),
+        Route(CONNECT_CALLBACK + "/{name}", connection_pages.callback, methods=["GET"]),  # RFC 9700 §4.4.2
         Route(CLIENT_METADATA_DOCUMENT, connection_pages.metadata_document, methods=["GET"]),
         Route(CONNECT_PAGE + "{name}", connection_pages.connect_page, methods=["GET"]),
         Route(CONNECT_PAGE + "{name}", connection_pages.start, methods=["POST"]),

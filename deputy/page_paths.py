@@ -10,6 +10,8 @@ from __future__ import annotations
 APPROVAL_PAGE = "/approvals/"  # followed by the approval's id
 # Connecting a user's account at an upstream with its own authorization server (deputy.connections, issue 15).
 CONNECT_PAGE = "/connect/"  # {public_url}/connect/NAME: starts connecting to server NAME
-CONNECT_CALLBACK = "/connect/callback"  # the one redirect URI Deputy registers at every upstream authorization server
+# {public_url}/connect/callback/NAME: server NAME's own redirect URI (RFC 9700 §4.4.2); the bare path is the one a
+# configured confidential client keeps (deputy.connections.redirect_uris).
+CONNECT_CALLBACK = "/connect/callback"
 CONNECTIONS_PAGE = "/connections"  # her connections, each with a disconnect button
 CLIENT_METADATA_DOCUMENT = "/connect/client-metadata.json"  # Deputy's client ID metadata document (https only)

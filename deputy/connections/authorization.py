@@ -1,7 +1,8 @@
 """The authorization code flow toward an upstream's authorization server, refresh and revocation (Deputy as the
 user's OAuth client; MCP 2026-07-28 "Authorization Flow Steps").
 
-:meth:`AuthorizationClient.start`: ``response_type=code``, ``client_id``, Deputy's one redirect URI, fresh 256-bit
+:meth:`AuthorizationClient.start`: ``response_type=code``, ``client_id``, the server's redirect URI (its own,
+RFC 9700 §4.4.2: :mod:`.redirect_uris`), fresh 256-bit
 ``state`` (RFC 6749 §10.12) and PKCE verifier (RFC 7636 §4.1; only its S256 challenge is sent, §4.2), ``resource``
 exactly as the protected resource metadata published it (RFC 8707 §2; MCP "Resource Parameter Implementation") and
 the scopes discovery chose, when there are any. The caller keeps the :class:`PendingConnection` by ``state``.
@@ -10,8 +11,10 @@ the scopes discovery chose, when there are any. The caller keeps the :class:`Pen
 
 1. ``iss`` (RFC 9207 §2.4), when present, must equal the issuer the flow was started with — simple string
    comparison, no normalization (a trailing slash is another issuer) — whether or not the server advertised it;
-   when the server advertised ``authorization_response_iss_parameter_supported``, it must be present. This comes
-   first, so an error response from another server is not believed either (RFC 9700 §4.4, mix-up);
+   when the server advertised ``authorization_response_iss_parameter_supported``, or the client is Deputy's client
+   ID metadata document (the same client at every server, so only ``iss`` tells which one answered: RFC 9700
+   §4.4.2), it must be present. This comes first, so an error response from another server is not believed either
+   (RFC 9700 §4.4, mix-up);
 2. ``error`` (RFC 6749 §4.1.2.1) ends the flow with the server's code;
 3. the token request (RFC 6749 §4.1.3) carries the code, ``redirect_uri``, ``code_verifier`` and ``resource``,
    with the client authenticated as it was registered (:mod:`deputy.federation.oauth_client`);
@@ -35,6 +38,7 @@ from deputy import clock
 from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed, TokenProblem, shown
 from deputy.connections.model import PendingConnection, UpstreamClient, UpstreamProtection, UpstreamTokens
+from deputy.connections.redirect_uris import RedirectUris
 from deputy.connections.token_responses import read_tokens
 from deputy.connections.upstream_http import JsonAnswer, UpstreamHttp, UpstreamHttpError
 from deputy.federation.oauth_client import (
@@ -53,9 +57,9 @@ CURVE_ALGORITHMS = {"P-256": "ES256", "P-384": "ES384", "P-521": "ES512", "Ed255
 
 
 class AuthorizationClient:
-    def __init__(self, http: UpstreamHttp, redirect_uri: str) -> None:
+    def __init__(self, http: UpstreamHttp, redirect_uris: RedirectUris) -> None:
         self.http = http
-        self.redirect_uri = redirect_uri
+        self.redirect_uris = redirect_uris
 
     def start(self, server: UpstreamServer, protection: UpstreamProtection, client: UpstreamClient, *,
               user_id: str, scope: str | None, ttl: int, now: int) -> tuple[str, PendingConnection]:
@@ -68,7 +72,8 @@ class AuthorizationClient:
         authorization_server = protection.authorization_server
         pending = PendingConnection(state=new_handle(), code_verifier=new_handle(), server=server.name,
                                     user_id=user_id, issuer=authorization_server.issuer, client_id=client.client_id,
-                                    redirect_uri=self.redirect_uri, resource=protection.resource, scope=scope or None,
+                                    redirect_uri=self.redirect_uris.of(server), resource=protection.resource,
+                                    scope=scope or None,
                                     expires_at=now + ttl)
         params = {"response_type": "code", "client_id": client.client_id, "redirect_uri": pending.redirect_uri,
                   "state": pending.state, "code_challenge": code_challenge(pending.code_verifier),
@@ -91,6 +96,10 @@ class AuthorizationClient:
             raise ConnectionFailed(server.name, "issuer_missing",
                                    "the authorization server sends iss with its responses (RFC 9207), and this "
                                    "one has none")
+        elif client.source == "metadata_document":
+            raise ConnectionFailed(server.name, "issuer_missing",
+                                   "a connection made with Deputy's client ID metadata document needs iss (RFC 9207) "
+                                   "to tell which authorization server answered, and this answer has none")
         if authorization_server.issuer != pending.issuer or client.client_id != pending.client_id:
             raise ConnectionFailed(server.name, "issuer_mismatch",
                                    "the upstream's authorization server changed while the connection was made")

@@ -4,7 +4,11 @@
 pending connection server-side, keyed by the SHA-256 of ``state`` and bound to the user and to the browser that
 started it (RFC 6749 §10.12, RFC 9700 §4.7.1). :meth:`ConnectFlow.finish` takes that pending connection once
 (a replayed ``state`` finds nothing) and only for the same browser and the same signed-in user: a callback opened
-in another user's browser, or after another user signed in, connects nobody and stores nothing. The code is
+in another user's browser, or after another user signed in, connects nobody and stores nothing. It must also have
+arrived at its flow's redirect URI, which is the one its server uses now (RFC 9700 §4.4.2, :mod:`.redirect_uris`):
+an answer at upstream X's callback for a flow of upstream Y — another authorization server's code, sent on with Y's
+``state`` (mix-up) — is refused (``wrong_callback``) before anything is redeemed, and so is a flow started before
+Deputy gave each server its own redirect URI (it is started again). The code is
 redeemed (PKCE, ``resource`` RFC 8707, ``iss`` RFC 9207: :mod:`.authorization`), the tokens are sealed, each bound
 to its user, server and field, and ``connection.created`` records a digest of the access token, never the token.
 """
@@ -54,7 +58,10 @@ class ConnectFlow:
                                         dataclasses.asdict(pending), pending.expires_at)
         return url
 
-    async def finish(self, query: Mapping[str, str], user_id: str | None, browser: str | None) -> str:
+    async def finish(self, query: Mapping[str, str], user_id: str | None, browser: str | None,
+                     callback: str | None) -> str:
+        """``callback``: the server name of the callback it arrived at (``/connect/callback/NAME``); None for the
+        shared ``/connect/callback``."""
         state = query.get("state")
         if not state:
             raise ConnectionFailed("?", "state_unknown", "the answer carries no state")
@@ -70,6 +77,15 @@ class ConnectFlow:
             raise ConnectionFailed(taken.server, "state_foreign", "this connection was started by another user")
         pending = PendingConnection(**taken.pending)
         server = self.server(pending.server)
+        redirect_uris = self.parts.authorization.redirect_uris
+        arrived = redirect_uris.callback(callback)
+        if not (pending.redirect_uri == arrived == redirect_uris.of(server)):
+            # Taken and dropped, nothing redeemed: another server's answer carrying this flow's state (mix-up), or a
+            # flow started with the redirect URI an older version used for every server.
+            raise ConnectionFailed(server.name, "wrong_callback",
+                                   f"this answer arrived at {arrived}, not at {server.name}'s redirect URI "
+                                   f"{redirect_uris.of(server)}: not believed (another authorization server's "
+                                   f"answer?); start connecting again")
         protection = await self.parts.discovery.protection(server)
         client = await self.parts.registration.client(server, protection)
         # redeem checks iss (RFC 9207), that the issuer and client are still those the flow started with, error.

@@ -17,7 +17,8 @@ DiscoveryProblem = Literal["discovery_failed", "resource_mismatch", "issuer_mism
 # Deputy could not get a client identity at that authorization server (deputy.connections.registration).
 RegistrationProblem = Literal["registration_failed", "no_client_authentication"]
 # The authorization response is not the one a started connection waits for, or says no (RFC 6749 §4.1.2).
-CallbackProblem = Literal["state_unknown", "state_foreign", "issuer_mismatch", "issuer_missing",
+# wrong_callback: it arrived at another redirect URI than its flow's (RFC 9700 §4.4.2, mix-up).
+CallbackProblem = Literal["state_unknown", "state_foreign", "wrong_callback", "issuer_mismatch", "issuer_missing",
                           "authorization_denied", "code_missing"]
 # The token endpoint refused or answered something Deputy will not keep (RFC 6749 §5).
 TokenProblem = Literal["token_request_failed", "token_response_invalid", "refresh_refused", "upstream_unavailable"]

@@ -1,9 +1,11 @@
 """The parts a user's connections are made of, built once by :meth:`deputy.connections.service.Connections.open`
 and shared by the refresh (:mod:`.refresh`) and the connect flow (:mod:`.connect_flow`); and where Deputy's
-registered clients are kept, their secrets sealed (:class:`SealedClients`)."""
+registered clients are kept, their secrets sealed (:class:`SealedClients`), each with the redirect URI it was
+registered with (RFC 9700 §4.4.2: a client registered with another one is registered again)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +23,14 @@ from deputy.connections.vault import Vault, VaultKeyError
 from deputy.storage.connections import ConnectionRepository, StoredClient, client_secret_context
 
 log = logging.getLogger(__name__)
+
+REGISTERED_FOR = "registered@"  # + the redirect URI's digest, in the row's ``source`` (32 characters at most)
+
+
+def registered_source(redirect_uri: str) -> str:
+    """The ``source`` a client registered with ``redirect_uri`` is stored with. Rows of older versions say
+    ``registered`` (registered with the shared redirect URI): no redirect URI matches them, so they are replaced."""
+    return REGISTERED_FOR + hashlib.sha256(redirect_uri.encode()).hexdigest()[:32 - len(REGISTERED_FOR)]
 
 
 @dataclass(slots=True)
@@ -56,9 +66,14 @@ class SealedClients:
         self.store = store
         self.vault = vault
 
-    async def registered(self, server: str, issuer: str) -> UpstreamClient | None:
+    async def registered(self, server: str, issuer: str, redirect_uri: str | None) -> UpstreamClient | None:
         kept = await self.store.registered_client(server, issuer)
-        if kept is None or kept.source != "registered":
+        if kept is None:
+            return None
+        if redirect_uri is None:
+            if kept.source != "registered" and not kept.source.startswith(REGISTERED_FOR):
+                return None
+        elif kept.source != registered_source(redirect_uri):
             return None
         secret = None
         if kept.client_secret is not None:
@@ -72,7 +87,7 @@ class SealedClients:
                                        "vault key") from None
         return UpstreamClient(kept.client_id, secret, kept.auth_method, "registered")
 
-    async def remember(self, server: str, issuer: str, client: UpstreamClient) -> None:
+    async def remember(self, server: str, issuer: str, client: UpstreamClient, redirect_uri: str) -> None:
         sealed = None
         if client.client_secret is not None:
             if self.vault is None:
@@ -80,4 +95,4 @@ class SealedClients:
             sealed = self.vault.seal(client.client_secret, client_secret_context(server, issuer))
         await self.store.put_registered_client(StoredClient(
             server=server, issuer=issuer, client_id=client.client_id, client_secret=sealed,
-            auth_method=client.auth_method, source=client.source, registered_at=clock.now()))
+            auth_method=client.auth_method, source=registered_source(redirect_uri), registered_at=clock.now()))

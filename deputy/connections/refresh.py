@@ -243,7 +243,7 @@ class TokenKeeper:
             # Its refresh token was issued by another authorization server: never send it to this one.
             raise ConnectionFailed(server.name, "issuer_mismatch",
                                    "the upstream now names another authorization server than the one connected to")
-        client = await self.parts.registration.client(server, protection)
+        client = await self.parts.registration.client_of(server, protection, row.client_id)
         return await self.parts.authorization.refresh(server, protection, client, refresh_token, None)
 
     def _sealed(self, row: Row, tokens: UpstreamTokens, old_refresh: str) -> Row:

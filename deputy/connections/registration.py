@@ -8,20 +8,28 @@ specification's order of preference:
    it over) must not receive the operator's ``client_id`` and secret in a token request. Any other issuer, or none
    pinned, is refused (``authorization_server_not_allowed``) before anything is sent;
 2. Deputy's own Client ID Metadata Document (draft-ietf-oauth-client-id-metadata-document): its https URL is the
-   ``client_id``, when the authorization server advertises ``client_id_metadata_document_supported`` and Deputy's
-   public URL is https (``is_valid_client_metadata_url``, the SDK's). The document
-   (:meth:`Registration.metadata_document`) names Deputy's one redirect URI and asks for no secret (``none``):
-   the URL itself identifies Deputy;
+   ``client_id``, when the authorization server advertises ``client_id_metadata_document_supported`` and
+   ``authorization_response_iss_parameter_supported`` (RFC 9207) and Deputy's public URL is https
+   (``is_valid_client_metadata_url``, the SDK's). The document (:meth:`Registration.metadata_document`) lists every
+   server's redirect URI and asks for no secret (``none``): the URL identifies Deputy at every server alike, so
+   only ``iss`` tells one server's answer from another's (RFC 9700 §4.4.2; without it, registration below, else
+   refused);
 3. RFC 7591 dynamic registration at the ``registration_endpoint``: ``application_type`` ``web`` (Deputy is a
    server), the authorization code and refresh token grants, and the strongest token endpoint authentication the
    server lists of ``client_secret_basic``, ``client_secret_post``, ``none`` (RFC 8414 §2: unlisted means basic).
-   The client is kept per (server, issuer) through :class:`RegisteredClients` and reused; a client registered at
+   It is registered with the server's own redirect URI (:mod:`.redirect_uris`, RFC 9700 §4.4.2), and kept per
+   (server, issuer) with that URI through :class:`RegisteredClients` and reused — one registered with another
+   redirect URI (the shared one of older versions) is registered again, never used; a client registered at
    one issuer is never presented to another (SEP-2352: after the upstream moves to another authorization server,
    Deputy registers again there).
+
+Refresh and revocation (:meth:`Registration.client_of`) use the client a connection was made with while it is kept:
+no authorization response is involved there, so RFC 9700 §4.4's mix-up does not arise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -29,6 +37,7 @@ from pydantic import ValidationError
 from deputy.config import UpstreamServer
 from deputy.connections.errors import ConnectionFailed, shown
 from deputy.connections.model import UpstreamClient, UpstreamProtection
+from deputy.connections.redirect_uris import RedirectUris
 from deputy.connections.sdk_auth import is_valid_client_metadata_url, issuers_match, registered_client
 from deputy.connections.upstream_http import UpstreamHttp, UpstreamHttpError
 
@@ -42,22 +51,27 @@ class RegisteredClients(Protocol):
     """Where clients Deputy registered (RFC 7591) are kept, per (server, issuer); secrets in plain text here (the
     implementation seals them)."""
 
-    async def registered(self, server: str, issuer: str) -> UpstreamClient | None: ...
+    async def registered(self, server: str, issuer: str, redirect_uri: str | None) -> UpstreamClient | None:
+        """The client kept for (server, issuer) if it was registered with ``redirect_uri`` (None: whichever it was
+        registered with); None otherwise (one registered with another redirect URI — the shared one of older
+        versions — is registered again)."""
+        ...
 
-    async def remember(self, server: str, issuer: str, client: UpstreamClient) -> None: ...
+    async def remember(self, server: str, issuer: str, client: UpstreamClient, redirect_uri: str) -> None: ...
 
 
 class Registration:
-    def __init__(self, http: UpstreamHttp, store: RegisteredClients, *, redirect_uri: str,
+    def __init__(self, http: UpstreamHttp, store: RegisteredClients, *, redirect_uris: RedirectUris,
                  metadata_document_url: str | None, client_name: str = "Deputy") -> None:
         self.http = http
         self.store = store
-        self.redirect_uri = redirect_uri
+        self.redirect_uris = redirect_uris
         self.metadata_document_url = metadata_document_url  # None: Deputy's public URL is not https
         self.client_name = client_name
 
     async def client(self, server: UpstreamServer, protection: UpstreamProtection) -> UpstreamClient:
-        """Configured client, else Deputy's client ID metadata document, else RFC 7591 registration."""
+        """Configured client, else Deputy's client ID metadata document where ``iss`` is sent (RFC 9207), else
+        RFC 7591 registration with the server's own redirect URI."""
         oauth = server.oauth
         authorization_server = protection.authorization_server
         if oauth is not None and oauth.client_id is not None:
@@ -69,24 +83,54 @@ class Registration:
                                        f"the configured client {where}; it is not presented to "
                                        f"{shown(authorization_server.issuer)}")
             return UpstreamClient(oauth.client_id, oauth.client_secret, oauth.client_auth, "configured")
-        if authorization_server.client_id_metadata_document_supported and \
-                is_valid_client_metadata_url(self.metadata_document_url):
+        document = authorization_server.client_id_metadata_document_supported and \
+            is_valid_client_metadata_url(self.metadata_document_url)
+        if document and authorization_server.iss_parameter_supported:
             return UpstreamClient(str(self.metadata_document_url), None, "none", "metadata_document")
+        if document and authorization_server.registration_endpoint is None:
+            # The document is Deputy at every server and lists every redirect URI: without iss, another server's
+            # answer could not be told from this one's (RFC 9700 §4.4.2). Nothing else to be here: refused.
+            raise ConnectionFailed(server.name, "registration_failed",
+                                   f"{authorization_server.issuer} takes client ID metadata documents but does not "
+                                   f"send iss (RFC 9207 authorization_response_iss_parameter_supported), which Deputy "
+                                   f"needs to use its document safely, and offers no dynamic registration: enable "
+                                   f"RFC 9207 there, or register a client and configure it ([servers.{server.name}."
+                                   f"oauth] client_id and authorization_server)")
         issuer = authorization_server.issuer
-        kept = await self.store.registered(server.name, issuer)
+        redirect_uri = self.redirect_uris.of(server)
+        kept = await self.store.registered(server.name, issuer, redirect_uri)
         if kept is not None:
             return kept
-        client = await self._register(server, protection)
-        await self.store.remember(server.name, issuer, client)
+        client = await self._register(server, protection, redirect_uri)
+        await self.store.remember(server.name, issuer, client, redirect_uri)
         return client
 
-    def metadata_document(self) -> dict[str, object]:
-        """Deputy's client ID metadata document (served at ``metadata_document_url``)."""
-        return {"client_id": self.metadata_document_url, "client_name": self.client_name,
-                "redirect_uris": [self.redirect_uri], "grant_types": GRANT_TYPES, "response_types": ["code"],
-                "token_endpoint_auth_method": "none", "application_type": "web"}
+    async def client_of(self, server: UpstreamServer, protection: UpstreamProtection, client_id: str
+                        ) -> UpstreamClient:
+        """The client a connection was made with, for its refresh and revocation: no authorization response is
+        involved there (no mix-up), so a client registered with an older redirect URI, or the metadata document
+        where ``iss`` is no longer sent, still serves the tokens it got. When it is gone (a configured client, or
+        registered again since), the one :meth:`client` gives."""
+        oauth = server.oauth
+        if oauth is None or oauth.client_id is None:
+            authorization_server = protection.authorization_server
+            if client_id == self.metadata_document_url and is_valid_client_metadata_url(client_id) and \
+                    authorization_server.client_id_metadata_document_supported:
+                return UpstreamClient(client_id, None, "none", "metadata_document")
+            kept = await self.store.registered(server.name, authorization_server.issuer, None)
+            if kept is not None and kept.client_id == client_id:
+                return kept
+        return await self.client(server, protection)
 
-    async def _register(self, server: UpstreamServer, protection: UpstreamProtection) -> UpstreamClient:
+    def metadata_document(self, servers: Iterable[UpstreamServer]) -> dict[str, object]:
+        """Deputy's client ID metadata document (served at ``metadata_document_url``): every server's own redirect
+        URI, for those without a configured client."""
+        return {"client_id": self.metadata_document_url, "client_name": self.client_name,
+                "redirect_uris": self.redirect_uris.listed(servers), "grant_types": GRANT_TYPES,
+                "response_types": ["code"], "token_endpoint_auth_method": "none", "application_type": "web"}
+
+    async def _register(self, server: UpstreamServer, protection: UpstreamProtection, redirect_uri: str
+                        ) -> UpstreamClient:
         """RFC 7591 §3.1, §3.2.1."""
         authorization_server = protection.authorization_server
         endpoint = authorization_server.registration_endpoint
@@ -101,7 +145,7 @@ class Registration:
                                    f"{authorization_server.issuer} accepts none of "
                                    f"{', '.join(REGISTRATION_AUTH_METHODS)} at its token endpoint")
         request: dict[str, object] = {
-            "client_name": self.client_name, "redirect_uris": [self.redirect_uri], "grant_types": GRANT_TYPES,
+            "client_name": self.client_name, "redirect_uris": [redirect_uri], "grant_types": GRANT_TYPES,
             "response_types": ["code"], "token_endpoint_auth_method": method, "application_type": "web"}
         # RFC 7591 §2 "scope": what the client may ever ask for, not this connection's scopes — a client registered
         # with the first challenge's scopes could never be granted a step-up's (an AS may hold it to them). So every

@@ -8,7 +8,8 @@ pages and the CLI do with them.
 - :meth:`Connections.refused`: the upstream's ``401`` (RFC 6750 §3.1 ``invalid_token``: refresh once, else the
   connection is broken) and ``403 insufficient_scope`` (step-up: the next connect asks for the union of the granted
   and the challenged scopes).
-- :meth:`Connections.start` / :meth:`Connections.finish`: the connect flow the pages drive (:mod:`.connect_flow`).
+- :meth:`Connections.start` / :meth:`Connections.finish`: the connect flow the pages drive (:mod:`.connect_flow`),
+  each upstream with its own redirect URI (RFC 9700 §4.4.2 mix-up: :mod:`.redirect_uris`).
 - :meth:`Connections.disconnect` / :meth:`Connections.disconnect_user`: delete first, so nothing is half-kept if
   the upstream cannot be reached, then revoke at the upstream (RFC 7009 §2: the refresh token, which revokes its
   access tokens where the server links them, then the access token); a failed revocation is logged, not fatal.
@@ -33,12 +34,13 @@ from deputy.connections.discovery import Discovery
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import CallMaker, ConnectionNeeded, ConnectionStatus, ConnectionSummary
 from deputy.connections.parts import Parts, SealedClients
+from deputy.connections.redirect_uris import RedirectUris
 from deputy.connections.refresh import Broken, Missing, Row, TokenKeeper, token_digest
 from deputy.connections.registration import Registration
 from deputy.connections.sdk_auth import union_scopes
 from deputy.connections.upstream_http import UpstreamHttp, parse_challenge
 from deputy.connections.vault import Vault
-from deputy.page_paths import CLIENT_METADATA_DOCUMENT, CONNECT_CALLBACK, CONNECT_PAGE
+from deputy.page_paths import CLIENT_METADATA_DOCUMENT, CONNECT_PAGE
 from deputy.policy.user_attributes import NO_IDP
 from deputy.storage.connections import ConnectionRepository
 
@@ -71,14 +73,14 @@ class Connections:
         store = ConnectionRepository(engine)
         http = UpstreamHttp(development_mode=settings.client_documents.development_mode,
                             ca_file=settings.client_documents.ca_file)
-        redirect_uri = settings.public_url + CONNECT_CALLBACK
+        redirect_uris = RedirectUris(settings.public_url)
         # A client ID metadata document is a URL the authorization server fetches: only an https one is served.
         document = settings.public_url + CLIENT_METADATA_DOCUMENT if settings.public_url.startswith("https://") \
             else None
         parts = Parts(settings=settings, store=store, audit=audit, vault=vault, discovery=Discovery(http),
-                      registration=Registration(http, SealedClients(store, vault), redirect_uri=redirect_uri,
+                      registration=Registration(http, SealedClients(store, vault), redirect_uris=redirect_uris,
                                                 metadata_document_url=document),
-                      authorization=AuthorizationClient(http, redirect_uri))
+                      authorization=AuthorizationClient(http, redirect_uris))
         return cls(parts)
 
     def oauth_servers(self) -> Mapping[str, UpstreamServer]:
@@ -89,7 +91,7 @@ class Connections:
         """Deputy's client ID metadata document; None when Deputy's public URL is not https (none is served)."""
         if self.parts.registration.metadata_document_url is None:
             return None
-        return self.parts.registration.metadata_document()
+        return self.parts.registration.metadata_document(self.oauth_servers().values())
 
     async def close(self) -> None:
         return None
@@ -174,10 +176,12 @@ class Connections:
         upstream authorization URL to redirect to. Raises ConnectionFailed."""
         return await self.flow.start(server_name, user_id, browser)
 
-    async def finish(self, query: Mapping[str, str], user_id: str | None, browser: str | None) -> str:
-        """The callback: bind the tokens to the user who started it (same user, same browser); the server's name.
-        Raises ConnectionFailed."""
-        return await self.flow.finish(query, user_id, browser)
+    async def finish(self, query: Mapping[str, str], user_id: str | None, browser: str | None,
+                     callback: str | None) -> str:
+        """The callback at ``/connect/callback/NAME`` (``callback`` NAME; None: the shared ``/connect/callback``):
+        bind the tokens to the user who started it (same user, same browser, its own callback: RFC 9700 §4.4.2);
+        the server's name. Raises ConnectionFailed."""
+        return await self.flow.finish(query, user_id, browser, callback)
 
     async def list(self, user_id: str | None = None, server: str | None = None) -> list[ConnectionSummary]:
         return [ConnectionSummary(user_id=row.user_id, server=row.server, status=cast(ConnectionStatus, row.status),
@@ -222,7 +226,7 @@ class Connections:
                 # Never hand its tokens to another authorization server than the one that issued them.
                 raise ConnectionFailed(row.server, "issuer_mismatch", "the upstream now names another "
                                        "authorization server than the one that issued the tokens")
-            client = await self.parts.registration.client(server, protection)
+            client = await self.parts.registration.client_of(server, protection, row.client_id)
         except ConnectionFailed as exc:
             log.warning("connection of user %s to %s deleted; its tokens not revoked at the upstream: %s",
                         row.user_id, row.server, exc)

@@ -67,7 +67,7 @@ class StoredClient:
     client_id: str
     client_secret: bytes | None
     auth_method: str
-    source: str  # configured | metadata_document | registered
+    source: str  # registered@DIGEST (of the redirect URI it was registered with); "registered": an older version's
     registered_at: int
 
 

@@ -280,7 +280,9 @@ upstream_clients = Table(
     Column("client_id", Text, nullable=False),
     Column("client_secret", LargeBinary),
     Column("auth_method", String(64), nullable=False),
-    Column("source", String(32), nullable=False),  # configured | metadata_document | registered
+    # registered@ + SHA-256 (cut) of the redirect URI it was registered with (deputy.connections.parts); "registered"
+    # in rows of versions that registered every client with the shared redirect URI (they are registered again).
+    Column("source", String(32), nullable=False),
     Column("registered_at", BigInteger, nullable=False),
 )
 

@@ -35,6 +35,8 @@ TEXTS = {
                                 "accepts.",
     "state_unknown": NOT_THIS_BROWSER,
     "state_foreign": NOT_THIS_BROWSER,
+    "wrong_callback": "This answer for {title} arrived at another server's address, so Deputy does not believe it "
+                      "came from {title}'s authorization server. Start connecting again.",
     "authorization_denied": "The authorization server of {title} did not authorize the connection.",
     "code_missing": "The answer of the authorization server of {title} carries no authorization code.",
     "token_request_failed": "The authorization server of {title} refused to issue a token.",

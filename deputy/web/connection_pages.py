@@ -11,9 +11,12 @@ authorization server she will be sent to when Deputy knows it, what Deputy keeps
 :meth:`~deputy.connections.service.Connections.start` binds the waiting connection to her and to this browser
 (:mod:`deputy.web.connection_cookies`) and the browser is sent to the upstream's authorization endpoint.
 
-``GET /connect/callback`` (the redirect URI, RFC 6749 §4.1.2): repeated parameters are refused (§3.1), the rest go
-to :meth:`~deputy.connections.service.Connections.finish` with the signed-in user and this browser's binding: a
-callback opened by another user, in another browser, or twice connects nobody (§10.12). Success is a redirect to
+``GET /connect/callback/NAME`` (server NAME's redirect URI, RFC 6749 §4.1.2; RFC 9700 §4.4.2: one per upstream, so
+an answer is believed only at the callback of its flow's server) and ``GET /connect/callback`` (the shared one a
+configured confidential client keeps: :mod:`deputy.connections.redirect_uris`): repeated parameters are refused
+(§3.1), the rest go to :meth:`~deputy.connections.service.Connections.finish` with the callback's server, the
+signed-in user and this browser's binding: a callback opened by another user, in another browser, twice, or at
+another server's callback connects nobody (§10.12; ``wrong_callback``). Success is a redirect to
 the fixed path ``/connections``, never to anything the query names.
 
 ``GET /connections`` lists her connections; ``POST /connections/NAME/disconnect`` (CSRF as above, with the
@@ -128,7 +131,8 @@ class ConnectionPages:
         return response
 
     async def callback(self, request: Request) -> Response:
-        """``GET /connect/callback``: the authorization server's answer (RFC 6749 §4.1.2, RFC 9207)."""
+        """``GET /connect/callback/NAME`` or ``/connect/callback``: the authorization server's answer (RFC 6749
+        §4.1.2, RFC 9207, RFC 9700 §4.4.2)."""
         if (refused := _get_only(request)) is not None:
             return refused
         items = request.query_params.multi_items()
@@ -139,7 +143,8 @@ class ConnectionPages:
         session = await self.sign_in.session(request)
         try:
             name = await self.services.connections.finish(query, session.user_id if session else None,
-                                                          self.cookies.browser_of(request))
+                                                          self.cookies.browser_of(request),
+                                                          request.path_params.get("name"))
         except ConnectionFailed as failure:
             return failure_page(failure, self._server(failure.server))
         response = protect(RedirectResponse(CONNECTIONS_PAGE, 303))

@@ -180,7 +180,7 @@ async def test_a_federated_user_connects_her_account(stack: FederatedStack) -> N
         assert started.status_code == 303, page_text(started.text)
         assert started.headers["location"].startswith(f"{stack.auth.issuer}/")
         callback = await asyncio.to_thread(stack.auth.approve, started.headers["location"], "alice")
-        assert callback.startswith(stack.page("/connect/callback?")), callback
+        assert callback.startswith(stack.page("/connect/callback/ext?")), callback
         done = await http.get(callback)
         assert done.status_code == 303 and done.headers["location"] == "/connections", page_text(done.text)
 

@@ -27,7 +27,7 @@ from tests.support.connection_pages import (
     stack,
 )
 from tests.support.deputy_process import PASSWORD
-from tests.support.sdk_client import page_text, parse_form
+from tests.support.sdk_client import page_text, parse_form, parse_forms
 from tests.support.upstream_oauth import oauth_upstream
 
 __all__ = ["oauth_upstream", "stack"]  # the module-scope fixtures, used by name below
@@ -62,7 +62,7 @@ async def test_the_upstreams_error_is_shown_escaped_and_connects_nobody(stack: S
         state = parse_qs(urlsplit(authorization).query)["state"][0]
         error = "<script>alert(1)</script>"
         description = "<img src=x onerror=alert(2)>"
-        answer = await alice.get(stack.page("/connect/callback?" + urlencode({
+        answer = await alice.get(stack.page("/connect/callback/ext?" + urlencode({
             "error": error, "error_description": description, "state": state, "iss": stack.auth.issuer})))
         assert answer.status_code == 400, page_text(answer.text)
         assert error not in answer.text and "<img src=x" not in answer.text
@@ -95,6 +95,26 @@ async def test_a_replayed_callback_connects_nothing_more(stack: Stack) -> None:
         refused_not_this_browser(await alice.get(callback))
         assert await connections(stack, alice) == text  # the same one connection, still active
         await disconnect_all(stack, alice)
+
+
+async def test_an_answer_at_another_servers_callback_is_refused_and_redeems_nothing(stack: Stack) -> None:
+    """Mix-up (RFC 9700 §4.4.2): each upstream has its own redirect URI. An answer carrying the ``state`` of
+    Alice's flow for ``hostile`` that arrives at ``ext``'s callback (or at the shared one older versions used for
+    every server) is another authorization server's for all Deputy can tell: refused, the flow spent, no token
+    endpoint asked, nobody connected."""
+    async with signed_in(stack) as alice:
+        for elsewhere in ("/connect/callback/ext", "/connect/callback"):
+            callback = await approve(stack, await begin(stack, alice, "hostile"), server="hostile")
+            assert urlsplit(callback).path == "/connect/callback/hostile"
+            asked = stack.auth.token_requests()
+            answer = await alice.get(stack.page(elsewhere + "?" + urlsplit(callback).query))
+            assert answer.status_code == 502, page_text(answer.text)
+            assert "wrong_callback" in page_text(answer.text) and "location" not in answer.headers
+            assert_protected(answer)
+            refused_not_this_browser(await alice.get(callback))  # spent: not redeemable at its own callback either
+            assert stack.auth.token_requests() == asked
+        page = await alice.get(stack.page("/connections"))
+        assert not [form for form in parse_forms(page.text) if form.action.endswith("/disconnect")]
 
 
 async def test_a_callback_in_another_browser_connects_nobody(stack: Stack) -> None:

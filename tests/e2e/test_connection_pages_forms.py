@@ -48,7 +48,8 @@ __all__ = ["oauth_upstream", "stack"]  # the module-scope fixtures, used by name
 
 async def test_every_page_forbids_framing_and_caching(stack: Stack) -> None:
     async with browser() as anonymous:
-        for path in ("/connect/ext", "/connections", "/connect/nosuch", "/connect/demo", "/connect/callback"):
+        for path in ("/connect/ext", "/connections", "/connect/nosuch", "/connect/demo", "/connect/callback",
+                     "/connect/callback/ext"):
             assert_protected(await anonymous.get(stack.page(path)))
         assert_protected(await anonymous.post(stack.page("/connect/ext"), data={}))
     async with signed_in(stack) as alice:
@@ -56,7 +57,7 @@ async def test_every_page_forbids_framing_and_caching(stack: Stack) -> None:
             assert_protected(await alice.get(stack.page(path)))
 
 
-@pytest.mark.parametrize("path", ["/connect/ext", "/connect/callback", "/connections",
+@pytest.mark.parametrize("path", ["/connect/ext", "/connect/callback", "/connect/callback/ext", "/connections",
                                   "/connect/client-metadata.json"])
 async def test_only_get_is_served(stack: Stack, path: str) -> None:
     """HEAD too is refused: Starlette would run the GET handler for it, and a HEAD must spend no callback."""
@@ -101,7 +102,7 @@ async def test_the_client_metadata_document_is_public_json_on_https(tmp_path: Pa
     assert answer.headers["cache-control"].startswith("public, max-age=")
     document = answer.json()
     assert document["client_id"] == "https://deputy.example.com/connect/client-metadata.json"
-    assert document["redirect_uris"] == ["https://deputy.example.com/connect/callback"]
+    assert document["redirect_uris"] == ["https://deputy.example.com/connect/callback/ext"]  # ext's own
     assert head.status_code == 405
 
 

@@ -114,7 +114,7 @@ async def connect(stack: Stack, url: str, username: str = "alice") -> None:
         started = await http.post(urljoin(url, form.action), data=form.fields)
         assert started.status_code == 303 and started.headers["location"].startswith(stack.auth.issuer), started
         callback = await asyncio.to_thread(stack.auth.approve, started.headers["location"], username)
-        assert callback.startswith(f"{stack.deputy.url}/connect/callback?"), callback
+        assert callback.startswith(f"{stack.deputy.url}/connect/callback/ext?"), callback
         done = await http.get(callback)
         assert done.status_code == 303 and done.headers["location"] == "/connections", page_text(done.text)
 

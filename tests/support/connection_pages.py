@@ -118,10 +118,12 @@ async def begin(stack: Stack, http: httpx.AsyncClient, server: str = "ext") -> s
     return location
 
 
-async def approve(stack: Stack, authorization_url: str, login: str = "alice", *, consent: bool = True) -> str:
-    """The authorization server's login and consent pages, walked; Deputy's callback URL (not yet opened)."""
+async def approve(stack: Stack, authorization_url: str, login: str = "alice", *, consent: bool = True,
+                  server: str = "ext") -> str:
+    """The authorization server's login and consent pages, walked; Deputy's callback URL (not yet opened): the
+    server's own (RFC 9700 §4.4.2)."""
     callback = await asyncio.to_thread(stack.auth.approve, authorization_url, login, consent=consent)
-    assert callback.startswith(stack.page("/connect/callback?")), callback
+    assert callback.startswith(stack.page(f"/connect/callback/{server}?")), callback
     return callback
 
 

@@ -92,7 +92,7 @@ async def approved(upstream: Upstream, services: Services, user_id: str, browser
 async def connected(upstream: Upstream, services: Services, user_id: str) -> None:
     browser = unique("browser")
     assert await services.connections.finish(await approved(upstream, services, user_id, browser),
-                                             user_id, browser) == "ext"
+                                             user_id, browser, "ext") == "ext"
 
 
 async def records(services: Services, record_type: str) -> list[dict[str, Any]]:

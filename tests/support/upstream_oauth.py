@@ -371,7 +371,7 @@ async def connect_account(deputy_url: str, server: str, auth: UpstreamAuthServer
     async with httpx.AsyncClient(timeout=30) as browser:
         authorization_url = await start_connecting(browser, deputy_url, server, auth, username, password)
         callback = await asyncio.to_thread(auth.approve, authorization_url, username)
-        assert callback.startswith(f"{deputy_url}/connect/callback?"), callback
+        assert callback.startswith(f"{deputy_url}/connect/callback/{server}?"), callback
         finished = await browser.get(callback)
         assert finished.status_code == 303, page_text(finished.text)
         assert finished.headers["location"] == "/connections"

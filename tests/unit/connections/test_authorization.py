@@ -25,12 +25,14 @@ from deputy.connections.model import (
     UpstreamProtection,
     UpstreamTokens,
 )
+from deputy.connections.redirect_uris import RedirectUris
 from deputy.connections.token_responses import MAX_LIFETIME
 from deputy.connections.upstream_http import UpstreamHttp
 from deputy.oauth import pkce
 from tests.unit.connections.upstream_site import Answer, UpstreamSite, server_for, upstream_site
 
-REDIRECT_URI = "https://deputy.example/connect/callback"
+DEPUTY = RedirectUris("https://deputy.example")
+REDIRECT_URI = "https://deputy.example/connect/callback/tracker"  # server_for's "tracker": its own (RFC 9700 §4.4.2)
 CLIENT = UpstreamClient("client one", "a secret: with/odd+chars", "client_secret_basic", "registered")
 
 
@@ -49,7 +51,7 @@ def protection(site: UpstreamSite, scopes: tuple[str, ...] | None = ("mcp:read",
 
 
 def flow() -> AuthorizationClient:
-    return AuthorizationClient(UpstreamHttp(), REDIRECT_URI)
+    return AuthorizationClient(UpstreamHttp(), DEPUTY)
 
 
 def started(site: UpstreamSite, found: UpstreamProtection | None = None,
@@ -93,6 +95,19 @@ async def test_an_iss_other_than_the_recorded_issuer_is_refused_before_the_code_
 async def test_a_missing_iss_is_refused_where_the_server_advertises_it(site: UpstreamSite) -> None:
     failure = await redeem_refused(site, {"code": "c"})
     assert failure.reason == "issuer_missing" and site.requests("/token") == []
+
+
+async def test_a_metadata_document_flow_answered_without_iss_is_refused_before_the_code_goes_anywhere(
+        site: UpstreamSite) -> None:
+    """Deputy's metadata document is the same client at every server: with no iss, an answer from another server
+    (mix-up, RFC 9700 §4.4) could not be told from this one's — even where this server does not advertise RFC 9207."""
+    document = UpstreamClient("https://deputy.example/connect/client-metadata.json", None, "none",
+                              "metadata_document")
+    found = protection(site, iss_parameter_supported=False)
+    _, pending = started(site, found, document)
+    with pytest.raises(ConnectionFailed) as info:
+        await flow().redeem(server_for(site), found, document, pending, {"code": "c", "state": pending.state})
+    assert info.value.reason == "issuer_missing" and site.requests("/token") == []
 
 
 async def test_an_error_response_from_another_issuer_is_not_believed_either(site: UpstreamSite) -> None:
@@ -194,6 +209,19 @@ async def test_the_authorization_request_carries_pkce_state_resource_and_scope(s
                                                                                       site.mcp_url, 1600)
     again, _ = started(site)
     assert again["state"] != query["state"]
+
+
+@pytest.mark.parametrize(("auth", "secret", "redirect_uri"), [
+    ("none", None, REDIRECT_URI),  # a public client's code is anyone's to redeem: its own redirect URI
+    ("client_secret_basic", "s", "https://deputy.example/connect/callback"),  # the shared one operators registered
+])
+async def test_a_configured_client_uses_its_own_redirect_uri_when_public(site: UpstreamSite, auth: str,
+                                                                         secret: str | None, redirect_uri: str
+                                                                         ) -> None:
+    server = server_for(site, client_id="corp", client_secret=secret, client_auth=auth, authorization_server=site.base)
+    _, pending = flow().start(server, protection(site), UpstreamClient("corp", secret, auth, "configured"),
+                              user_id="alice", scope=None, ttl=600, now=1000)
+    assert pending.redirect_uri == redirect_uri
 
 
 async def test_no_scope_is_sent_when_none_was_chosen(site: UpstreamSite) -> None:

@@ -10,25 +10,31 @@ from typing import Any
 
 import pytest
 
+from deputy.config import UpstreamServer
+from deputy.config_connections import UpstreamOAuth
 from deputy.connections.errors import ConnectionFailed
 from deputy.connections.model import AuthorizationServer, UpstreamClient, UpstreamProtection
+from deputy.connections.redirect_uris import RedirectUris
 from deputy.connections.registration import Registration
 from deputy.connections.upstream_http import UpstreamHttp
 from tests.unit.connections.upstream_site import Answer, UpstreamSite, server_for, upstream_site
 
-REDIRECT_URI = "https://deputy.example/connect/callback"
+DEPUTY = RedirectUris("https://deputy.example")
+REDIRECT_URI = "https://deputy.example/connect/callback/tracker"  # server_for's "tracker": its own (RFC 9700 §4.4.2)
+SHARED_REDIRECT_URI = "https://deputy.example/connect/callback"  # every server's, before
 DOCUMENT_URL = "https://deputy.example/oauth/upstream-client.json"
 
 
 class Clients:
     def __init__(self) -> None:
-        self.kept: dict[tuple[str, str], UpstreamClient] = {}
+        self.kept: dict[tuple[str, str], tuple[UpstreamClient, str]] = {}
 
-    async def registered(self, server: str, issuer: str) -> UpstreamClient | None:
-        return self.kept.get((server, issuer))
+    async def registered(self, server: str, issuer: str, redirect_uri: str | None) -> UpstreamClient | None:
+        kept = self.kept.get((server, issuer))
+        return kept[0] if kept is not None and redirect_uri in (None, kept[1]) else None
 
-    async def remember(self, server: str, issuer: str, client: UpstreamClient) -> None:
-        self.kept[(server, issuer)] = client
+    async def remember(self, server: str, issuer: str, client: UpstreamClient, redirect_uri: str) -> None:
+        self.kept[(server, issuer)] = (client, redirect_uri)
 
 
 @pytest.fixture
@@ -46,7 +52,7 @@ def protection(site: UpstreamSite, issuer: str | None = None, **changes: Any) ->
 
 
 def registration(store: Clients | None = None, document_url: str | None = DOCUMENT_URL) -> Registration:
-    return Registration(UpstreamHttp(), store or Clients(), redirect_uri=REDIRECT_URI,
+    return Registration(UpstreamHttp(), store or Clients(), redirect_uris=DEPUTY,
                         metadata_document_url=document_url)
 
 
@@ -54,6 +60,59 @@ async def refused(site: UpstreamSite, **changes: Any) -> ConnectionFailed:
     with pytest.raises(ConnectionFailed) as info:
         await registration().client(server_for(site), protection(site, **changes))
     return info.value
+
+
+# --- mix-up (RFC 9700 §4.4): each server's own redirect URI; the metadata document only where iss is sent ---------
+
+async def test_a_registration_is_made_with_the_servers_own_redirect_uri(site: UpstreamSite) -> None:
+    store = Clients()
+    await registration(store).client(server_for(site), protection(site))
+    [request] = site.requests("/register")
+    assert request.document["redirect_uris"] == [REDIRECT_URI]
+    assert store.kept[("tracker", site.base)][1] == REDIRECT_URI
+
+
+async def test_a_client_registered_with_the_shared_redirect_uri_is_registered_again_not_used(
+        site: UpstreamSite) -> None:
+    """An older version registered every server's client with the one shared redirect URI: that client is what
+    a mix-up abuses (the honest server accepts it at the shared URI), so it is replaced, never presented."""
+    store = Clients()
+    old = UpstreamClient("registered-for-the-shared-uri", None, "none", "registered")
+    store.kept[("tracker", site.base)] = (old, SHARED_REDIRECT_URI)
+    client = await registration(store).client(server_for(site), protection(site))
+    assert client.client_id == "registered-client" and len(site.requests("/register")) == 1
+    assert store.kept[("tracker", site.base)] == (client, REDIRECT_URI)
+
+
+async def test_an_authorization_server_without_iss_is_not_given_the_metadata_document(site: UpstreamSite) -> None:
+    """The document is Deputy at every server, listing every redirect URI: without RFC 9207 iss another server's
+    answer could not be told from this one's. Registration instead."""
+    client = await registration().client(server_for(site), protection(
+        site, client_id_metadata_document_supported=True, iss_parameter_supported=False))
+    assert client.source == "registered" and client.client_id != DOCUMENT_URL
+    assert len(site.requests("/register")) == 1
+
+
+async def test_without_iss_or_registration_connecting_is_refused_saying_what_would_work(site: UpstreamSite) -> None:
+    failure = await refused(site, client_id_metadata_document_supported=True, iss_parameter_supported=False,
+                            registration_endpoint=None)
+    assert failure.reason == "registration_failed"
+    assert "RFC 9207" in failure.detail and "client_id" in failure.detail and site.seen == []
+
+
+async def test_a_connection_keeps_refreshing_with_the_client_it_was_made_with(site: UpstreamSite) -> None:
+    """Refresh and revocation involve no authorization response (no mix-up): a connection made with a client
+    registered with the shared redirect URI, or with the metadata document where iss is no longer sent, is served by
+    that client, not cut off by a new registration; a client that is gone is replaced as for a new connection."""
+    store = Clients()
+    old = UpstreamClient("registered-for-the-shared-uri", None, "none", "registered")
+    store.kept[("tracker", site.base)] = (old, SHARED_REDIRECT_URI)
+    assert await registration(store).client_of(server_for(site), protection(site), old.client_id) == old
+    document = await registration(store).client_of(server_for(site), protection(
+        site, client_id_metadata_document_supported=True), DOCUMENT_URL)
+    assert document == UpstreamClient(DOCUMENT_URL, None, "none", "metadata_document") and site.seen == []
+    gone = await registration(store).client_of(server_for(site), protection(site), "a client nobody keeps")
+    assert gone.client_id == "registered-client" and len(site.requests("/register")) == 1
 
 
 # --- hostile or useless registration answers ----------------------------------------------------------------------
@@ -131,8 +190,9 @@ async def test_a_configured_client_comes_first(site: UpstreamSite) -> None:
     assert site.seen == []
 
 
-async def test_the_metadata_document_is_used_where_the_server_supports_it(site: UpstreamSite) -> None:
-    client = await registration().client(server_for(site), protection(site, client_id_metadata_document_supported=True))
+async def test_the_metadata_document_is_used_where_the_server_supports_it_and_sends_iss(site: UpstreamSite) -> None:
+    client = await registration().client(server_for(site), protection(site, client_id_metadata_document_supported=True,
+                                                                       iss_parameter_supported=True))
     assert client == UpstreamClient(DOCUMENT_URL, None, "none", "metadata_document")
     assert site.seen == []
 
@@ -189,8 +249,17 @@ async def test_a_registered_client_is_kept_per_server_and_issuer(site: UpstreamS
     assert set(store.kept) == {("tracker", site.base), ("tracker", f"{site.base}/new")}
 
 
-def test_the_metadata_document_names_deputy_and_its_redirect_uri() -> None:
-    assert registration().metadata_document() == {
-        "client_id": DOCUMENT_URL, "client_name": "Deputy", "redirect_uris": [REDIRECT_URI],
+def test_the_metadata_document_names_deputy_and_each_servers_redirect_uri() -> None:
+    servers = [server_for_name("a"), server_for_name("b"), server_for_name(
+        "c", client_id="corp", client_secret="s", client_auth="client_secret_basic", authorization_server="https://as")]
+    assert registration().metadata_document(servers) == {
+        "client_id": DOCUMENT_URL, "client_name": "Deputy",
+        "redirect_uris": ["https://deputy.example/connect/callback/a", "https://deputy.example/connect/callback/b"],
         "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
         "token_endpoint_auth_method": "none", "application_type": "web"}
+
+
+def server_for_name(name: str, **oauth: Any) -> UpstreamServer:
+    return UpstreamServer(name=name, resource=f"https://deputy.example/mcp/{name}", title=name, scopes=(),
+                          required_scopes=(), url="https://mcp.example/mcp", credentials="oauth",
+                          oauth=UpstreamOAuth(**oauth))
