@@ -41,6 +41,7 @@ from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
 SERVER = "guarded"
 TOKEN_REFRESH_AFTER = 300.0  # access tokens live 600 s; a long run under load takes a fresh one well before
+QUIET = 1.0  # seconds without a new record before the log is verified (_checkpointed_log)
 
 
 @dataclass
@@ -90,15 +91,26 @@ class FaultyDeputy:
         return [text for text in self.forwarded(prefix) if text not in allowed or text in late]
 
     async def _checkpointed_log(self, within: float = 30.0) -> LogSnapshot:
-        """The log once its newest signed checkpoint covers every record. The last call's records may have been
-        committed a moment ago (an outcome lingers up to 20 ms for a commit to share) and checkpointed only up to
-        ``checkpoint_interval_ms`` later, and `deputy audit verify` allows no unsigned record; a Deputy that never
-        catches up is left to fail that verification."""
+        """The log once its newest signed checkpoint covers every record and no record has been added for
+        :data:`QUIET` seconds. The last calls' outcomes are appended in the background (lingering up to 20 ms for a
+        commit to share), after their answers, and checkpointed up to ``checkpoint_interval_ms`` later; `deputy
+        audit verify` allows no unsigned record, so a snapshot taken between the two (one CI run) or a record
+        appended after it (another) would fail it. A Deputy that never catches up is left to fail that
+        verification."""
         deadline = time.monotonic() + within
+        settled: tuple[int, float] | None = None  # a fully signed size, and since when it has not changed
         while True:
             snapshot = await read_log(self.deputy.database_url)
             signed = max((checkpoint.size for checkpoint in snapshot.checkpoints), default=0)
-            if signed >= len(snapshot.leaves) or time.monotonic() > deadline:
+            now = time.monotonic()
+            if signed >= len(snapshot.leaves):
+                if settled is None or settled[0] != len(snapshot.leaves):
+                    settled = (len(snapshot.leaves), now)
+                elif now - settled[1] >= QUIET:
+                    return snapshot
+            else:
+                settled = None
+            if now > deadline:
                 return snapshot
             await asyncio.sleep(0.05)
 
