@@ -23,7 +23,7 @@ from deputy.cors import McpCors, PublicCors
 from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
-from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
+from deputy.gateway.http_upstream import HttpUpstream
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.policy_lifecycle import PolicyLifecycle
 from deputy.gateway.policy_stage import PolicyStage
@@ -34,6 +34,7 @@ from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stdio_upstream import StdioUpstream
 from deputy.gateway.stream_caps import CallCaps, StreamCaps
 from deputy.gateway.upstream_credentials import upstream_credentials
+from deputy.gateway.upstream_pool import UpstreamPool
 from deputy.gateway.worker_routing import WorkerRouting
 from deputy.oauth.access_tokens import AccessTokenValidator
 from deputy.oauth.authorize import AuthorizationEndpoint

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from deputy.gateway.http_upstream import UPSTREAM_CALLS_PER_SERVER
+from deputy.gateway.upstream_pool import UPSTREAM_CALLS_PER_SERVER
 from tests.e2e.stream_upstream import StreamUpstream, stream_upstream
 from tests.support.audit_log import Leaf, read_log
 from tests.support.databases import database_url

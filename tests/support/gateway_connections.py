@@ -28,7 +28,7 @@ from deputy.connections.model import ConnectionNeeded
 from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator, Refusal
 from deputy.gateway.held_calls import CLIENT_CAPABILITIES
-from deputy.gateway.http_upstream import HttpUpstream, UpstreamPool
+from deputy.gateway.http_upstream import HttpUpstream
 from deputy.gateway.origin_check import OriginCheck
 from deputy.gateway.policy_lifecycle import PolicyLifecycle
 from deputy.gateway.policy_stage import PolicyStage
@@ -36,6 +36,7 @@ from deputy.gateway.principal import Principal
 from deputy.gateway.proxy import Gateway
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.upstream_credentials import NoCredentials, OAuthCredentials
+from deputy.gateway.upstream_pool import UpstreamPool
 from deputy.policy import PolicyEngine
 from deputy.policy.schema import build_schema
 from deputy.telemetry.metrics import Metrics

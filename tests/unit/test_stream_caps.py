@@ -13,9 +13,9 @@ import pytest
 from starlette.types import Message
 
 from deputy.config_values import ConfigError
-from deputy.gateway.http_upstream import CLIENT_LEFT, UpstreamPool
 from deputy.gateway.principal import Principal
 from deputy.gateway.stream_caps import CallCaps, CapReached, Slots, StreamCaps, StreamHold
+from deputy.gateway.upstream_pool import CLIENT_LEFT, UpstreamPool
 from deputy.limits import limit_settings
 
 
