@@ -82,8 +82,9 @@ class ConnectFlow:
         if not (pending.redirect_uri == arrived == redirect_uris.of(server)):
             # Taken and dropped, nothing redeemed: another server's answer carrying this flow's state (mix-up), or a
             # flow started with the redirect URI an older version used for every server.
+            # The path it arrived at is the sender's to choose: not repeated on the page or in the log.
             raise ConnectionFailed(server.name, "wrong_callback",
-                                   f"this answer arrived at {arrived}, not at {server.name}'s redirect URI "
+                                   f"this answer did not arrive at {server.name}'s redirect URI "
                                    f"{redirect_uris.of(server)}: not believed (another authorization server's "
                                    f"answer?); start connecting again")
         protection = await self.parts.discovery.protection(server)
