@@ -51,6 +51,7 @@ from deputy.gateway.response_rewrite import (
     rewrite_sse,
 )
 from deputy.gateway.responses import (
+    CLIENT_LEFT,
     JSONRPC_INTERNAL_ERROR,
     RETRY_AFTER,
     end_body,
@@ -60,7 +61,7 @@ from deputy.gateway.responses import (
 )
 from deputy.gateway.stream_caps import Slots
 from deputy.gateway.upstream_credentials import UpstreamCredentials
-from deputy.gateway.upstream_pool import CLIENT_LEFT, UPSTREAM_CALLS_PER_SERVER, UpstreamPool
+from deputy.gateway.upstream_pool import UPSTREAM_CALLS_PER_SERVER, UpstreamPool
 
 log = logging.getLogger(__name__)
 

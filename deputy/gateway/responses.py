@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Iterable
 from enum import Enum
-from typing import Any
+from typing import Any, Final, Literal, TypeVar
 
 import anyio
 from starlette.types import Message, Receive, Send
@@ -25,6 +25,7 @@ RETRY_AFTER = b"5"
 # Set on the last body message of an answer cut short (:func:`end_body`), for the audit stage's ``call.outcome``
 # record; a gateway-internal key that ASGI servers ignore (they read only ``body`` and ``more_body``).
 INCOMPLETE = "deputy.incomplete"
+T = TypeVar("T")
 
 
 class Answered(Enum):
@@ -72,6 +73,28 @@ async def client_left(receive: Receive) -> None:
     """Returns once the client has gone (ASGI ``http.disconnect``); for a request whose body has been read whole."""
     while (await receive())["type"] != "http.disconnect":
         pass
+
+
+class Waited(Enum):
+    CLIENT_LEFT = "client left"
+
+
+CLIENT_LEFT: Final = Waited.CLIENT_LEFT
+
+
+async def unless_client_leaves(work: Awaitable[T], receive: Receive) -> T | Literal[Waited.CLIENT_LEFT]:
+    """``work``'s result, or :data:`CLIENT_LEFT` when the client goes away first; ``work`` is then cancelled and
+    waited for, so what it had taken in that same moment is given back by its own cancellation handling before this
+    returns."""
+    task = asyncio.ensure_future(work)
+    left = asyncio.ensure_future(client_left(receive))
+    try:
+        await asyncio.wait((task, left), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        left.cancel()
+        task.cancel()  # nothing once it is done
+    await asyncio.wait((task,))
+    return CLIENT_LEFT if task.cancelled() else task.result()
 
 
 async def relay_until_disconnect(chunks: AsyncIterator[bytes], receive: Receive, send: Send,

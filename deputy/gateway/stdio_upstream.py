@@ -48,13 +48,14 @@ from deputy.gateway.jsonrpc import Kind
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import rewrite_json_body, rewrite_sse
 from deputy.gateway.responses import (
+    CLIENT_LEFT,
     JSONRPC_INTERNAL_ERROR,
     JSONRPC_INVALID_REQUEST,
-    client_left,
     end_body,
     jsonrpc_error,
     relay_until_disconnect,
     send_json,
+    unless_client_leaves,
 )
 from deputy.gateway.stdio_session import Ending, Inbox, Item, RequestInProgress, StdioSession
 from deputy.gateway.stdio_spares import NotStarted, SparePool, spawn
@@ -224,14 +225,8 @@ class StdioUpstream:
         return True
 
     async def _answer_json(self, exchange: Exchange, inbox: Inbox, headers: list[tuple[bytes, bytes]]) -> None:
-        answer = asyncio.ensure_future(_final(inbox))
-        left = asyncio.ensure_future(client_left(exchange.receive))
-        try:
-            await asyncio.wait((answer, left), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            left.cancel()
-            answer.cancel()  # nothing once it is done; else the request's routing ends with the caller's finally
-        if not answer.done() or answer.cancelled():
+        line = await unless_client_leaves(_final(inbox), exchange.receive)
+        if line is CLIENT_LEFT:
             # Nobody would read an answer: stop waiting now (it may never come) rather than hold the request, its
             # body and its call's record until it does. 504: no answer came from the server while the client waited.
             log.info("stdio server %s: the client left before the answer; stopped waiting", self.server.name)
@@ -239,7 +234,6 @@ class StdioUpstream:
                 JSONRPC_INTERNAL_ERROR, "the client left before the upstream server answered",
                 request_id=exchange.request_id), unread=True)
             return
-        line = answer.result()
         if isinstance(line, Ending):
             reason = ("upstream server exited" if line is Ending.EXITED
                       else "upstream server sent more than Deputy holds before its answer")

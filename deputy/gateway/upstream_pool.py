@@ -8,22 +8,22 @@ limits, where a request would queue without a bound:
 - a GET stream finding its pool full is answered 503 at once (another stream is not expected to end soon);
 - a call waits at most :data:`CALL_WAIT` seconds, and one upstream server's calls hold at most half of the calls'
   pool (:data:`UPSTREAM_CALLS_PER_SERVER`: one that hangs cannot take the others' places); past either, 503;
-- a call whose client goes away while it waits is never sent (:data:`CLIENT_LEFT`): nobody would read its answer,
-  and a client that retries would have its tool run twice. The client is watched only while the call waits, never
-  on the hot path of a call that finds its places free.
+- a call whose client goes away while it waits is never sent
+  (:data:`~deputy.gateway.responses.CLIENT_LEFT`): nobody would read its answer, and a client that retries would
+  have its tool run twice. The client is watched only while the call waits, never on the hot path of a call that
+  finds its places free.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from enum import Enum
-from typing import Final, Literal
+from typing import Literal
 
 import aiohttp
 from starlette.types import Receive
 
-from deputy.gateway.responses import client_left
+from deputy.gateway.responses import Waited, unless_client_leaves
 from deputy.gateway.stream_caps import Slots
 from deputy.outbound_http import open_session
 
@@ -35,11 +35,6 @@ UPSTREAM_CALLS_PER_SERVER = UPSTREAM_CALLS // 2
 CALL_WAIT = 10.0
 
 
-class Waited(Enum):
-    CLIENT_LEFT = "client left"
-
-
-CLIENT_LEFT: Final = Waited.CLIENT_LEFT
 Place = Callable[[], None] | None | Literal[Waited.CLIENT_LEFT]
 
 
@@ -82,18 +77,9 @@ class UpstreamPool:
             return self.stream_slots.give_back if await self.stream_slots.take(None) else None
         if not (server_calls.full or self.call_slots.full):
             return await self._call_place(server_calls)  # both free: taken at once, no client to watch
-        waiting = asyncio.ensure_future(self._call_place(server_calls))
-        left = asyncio.ensure_future(client_left(receive))
-        try:
-            await asyncio.wait((waiting, left), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            left.cancel()
-            # Nothing once it is done; else it ends at its next step, and a place it was granted in this same moment
-            # goes back (asyncio.Semaphore re-releases a grant its cancelled waiter never used; _call_place gives the
-            # server's place back).
-            waiting.cancel()
-        await asyncio.wait((waiting,))
-        return CLIENT_LEFT if waiting.cancelled() else waiting.result()
+        # A place granted in the same moment the client left goes back as the wait is cancelled (asyncio.Semaphore
+        # re-releases a grant its cancelled waiter never used; _call_place gives the server's place back).
+        return await unless_client_leaves(self._call_place(server_calls), receive)
 
     async def _call_place(self, server_calls: Slots) -> Callable[[], None] | None:
         deadline = asyncio.get_running_loop().time() + self.call_wait

@@ -14,8 +14,9 @@ from starlette.types import Message
 
 from deputy.config_values import ConfigError
 from deputy.gateway.principal import Principal
+from deputy.gateway.responses import CLIENT_LEFT
 from deputy.gateway.stream_caps import CallCaps, CapReached, Slots, StreamCaps, StreamHold
-from deputy.gateway.upstream_pool import CLIENT_LEFT, UpstreamPool
+from deputy.gateway.upstream_pool import UpstreamPool
 from deputy.limits import limit_settings
 
 
