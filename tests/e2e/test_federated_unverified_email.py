@@ -20,10 +20,12 @@ from joserfc.jwk import KeySet
 from mcp.shared.exceptions import MCPError
 
 from tests.support.audit_log import read_log
-from tests.support.corp_op import CORP_CLIENT_ID, CORP_CLIENT_SECRET, corp_provider_toml
+from tests.support.corp_op import corp_openid_provider, corp_provider_toml, deputy_port
 from tests.support.deputy_process import RunningDeputy, running_deputy
-from tests.support.oidc_op import OpClient, OpenIdProvider, openid_provider
-from tests.support.sdk_client import free_port, sdk_oauth_client
+from tests.support.oidc_op import OpenIdProvider
+from tests.support.sdk_client import sdk_oauth_client
+
+__all__ = ["deputy_port"]  # the module-scope fixture, used by name below
 
 POLICY_DENIED = -32003
 CFO = "cfo@corp.example"
@@ -42,19 +44,13 @@ permit (principal, action == Deputy::Action::"add", resource) when {{ context.us
 
 
 @pytest.fixture(scope="module")
-def port() -> int:
-    return free_port()
-
-
-@pytest.fixture(scope="module")
-def op(port: int) -> Iterator[OpenIdProvider]:
-    client = OpClient(CORP_CLIENT_ID, (f"http://127.0.0.1:{port}/login/callback/corp",), CORP_CLIENT_SECRET)
-    with openid_provider([client], accounts=ACCOUNTS) as running:
+def op(deputy_port: int) -> Iterator[OpenIdProvider]:
+    with corp_openid_provider(deputy_port, ACCOUNTS) as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def fed_deputy(op: OpenIdProvider, port: int, upstream_url: str,
+def fed_deputy(op: OpenIdProvider, deputy_port: int, upstream_url: str,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
     directory = tmp_path_factory.mktemp("deputy-unverified-email")
     (directory / "cfo-policies").mkdir()
@@ -66,7 +62,7 @@ scopes = ["ledger:tools"]
 policies = "cfo-policies"
 ''' + corp_provider_toml(op, ["openid", "email", "profile"])
     with running_deputy(directory, f"sqlite+aiosqlite:///{directory / 'deputy.db'}", upstream_url, extra,
-                        port=port) as running:
+                        port=deputy_port) as running:
         yield running
 
 

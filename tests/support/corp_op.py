@@ -8,7 +8,9 @@ configures Deputy with :func:`corp_provider_toml` and ``port=deputy_port``.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -24,10 +26,18 @@ def deputy_port() -> int:
     return free_port()
 
 
+@contextmanager
+def corp_openid_provider(deputy_port: int, accounts: Mapping[str, Mapping[str, Any]] | None = None
+                         ) -> Iterator[OpenIdProvider]:
+    """The OP with Deputy (on ``deputy_port``) as its client; ``accounts`` as :func:`openid_provider` takes them."""
+    client = OpClient(CORP_CLIENT_ID, (f"http://127.0.0.1:{deputy_port}/login/callback/corp",), CORP_CLIENT_SECRET)
+    with openid_provider([client], accounts=accounts) as running:
+        yield running
+
+
 @pytest.fixture(scope="module")
 def op(deputy_port: int) -> Iterator[OpenIdProvider]:
-    client = OpClient(CORP_CLIENT_ID, (f"http://127.0.0.1:{deputy_port}/login/callback/corp",), CORP_CLIENT_SECRET)
-    with openid_provider([client]) as running:
+    with corp_openid_provider(deputy_port) as running:
         yield running
 
 
