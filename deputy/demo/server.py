@@ -7,7 +7,9 @@ small MCP server with the official SDK's `MCPServer` that offers a mix of harmle
 * ``echo(text)`` and ``add(a, b)``: harmless.
 * ``list_users()``: read-only access to a small in-memory user directory.
 * ``delete_user(id, reason)``: a destructive write against that directory.
-* resource ``demo://readme`` and prompt ``greet(name)``.
+* resource ``demo://readme``, resource template ``demo://users/{id}`` and prompt ``greet(name)``.
+* completion (``completion/complete``) of ``greet``'s ``name`` and the template's ``id`` from the user
+  directory: what a policy that hides the prompt or template must keep from being completed too.
 
 State (the user directory) lives in the server object returned by
 `build_demo_server`, so every build starts from the same fixed list.
@@ -46,6 +48,7 @@ from mcp.server.auth.provider import AccessToken
 from mcp.server.auth.settings import AuthSettings
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types import Completion, CompletionArgument, CompletionContext, PromptReference, ResourceTemplateReference
 from starlette.applications import Starlette
 
 __all__ = ["DEMO_USERS", "README_TEXT", "DeputyTokenVerifier", "build_demo_server", "demo_asgi_app", "main"]
@@ -195,9 +198,28 @@ def build_demo_server(verifier: DeputyTokenVerifier | None = None) -> MCPServer:
     def readme() -> str:
         return README_TEXT
 
+    @server.resource("demo://users/{id}", name="user", description="One user of the demo directory.",
+                     mime_type="application/json")
+    def user(id: str) -> dict[str, Any]:
+        for entry in users:
+            if str(entry["id"]) == id:
+                return dict(entry)
+        raise ValueError(f"No user with id {id}")
+
     @server.prompt(description="Greet someone by name.")
     def greet(name: str) -> str:
         return f"Please write a short, friendly greeting for {name}."
+
+    @server.completion()  # type: ignore[no-untyped-call, untyped-decorator]  # the SDK leaves it unannotated
+    async def complete(ref: PromptReference | ResourceTemplateReference, argument: CompletionArgument,
+                       context: CompletionContext | None) -> Completion | None:
+        if isinstance(ref, PromptReference) and ref.name == "greet" and argument.name == "name":
+            values = [str(entry["name"]) for entry in users]
+        elif isinstance(ref, ResourceTemplateReference) and ref.uri == "demo://users/{id}" and argument.name == "id":
+            values = [str(entry["id"]) for entry in users]
+        else:
+            return None
+        return Completion(values=[value for value in values if value.startswith(argument.value)])
 
     return server
 

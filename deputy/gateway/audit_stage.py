@@ -10,7 +10,9 @@ policies, the policy-set and schema versions, errors, the approval used or asked
 that is forwarded is forwarded only after its record is committed: when the append fails, or
 the decision cannot be recorded exactly, the call is refused (HTTP 503) and nothing reaches
 the upstream. A refusal's record is appended too; when that append fails the refusal stands
-(refusing is already the safe answer).
+(refusing is already the safe answer). A ``completion/complete`` refused by policy is recorded the same way
+(method and the prompt name or URI it completes): it asked about something the user may not see. One let through
+is not, like a list: it is asked at every keystroke, and reveals only what the user may see.
 
 After the upstream answered, a ``call.outcome`` record ties the decision to what came back: the
 HTTP status, the size and SHA-256 of the relayed body (JSON or the SSE stream as relayed), the
@@ -55,6 +57,7 @@ from deputy.policy.user_attributes import recorded_attributes
 log = logging.getLogger(__name__)
 
 RECORDED = frozenset({Category.TOOL_CALL, Category.RESOURCE_READ, Category.PROMPT_GET, Category.UNKNOWN})
+REFUSALS_RECORDED = RECORDED | {Category.COMPLETION}
 # Set on the ``http.response.start`` of an answer Deputy gave because the call could not go upstream with the user's
 # own credential: (``not_forwarded``, ``not_forwarded_reason``). Gateway-internal, like responses.INCOMPLETE.
 NOT_FORWARDED = "deputy.not_forwarded"
@@ -76,6 +79,10 @@ class AuditStage:
     def records(message: McpMessage) -> bool:
         return message.operation.category in RECORDED
 
+    @staticmethod
+    def records_refusal(message: McpMessage) -> bool:
+        return message.operation.category in REFUSALS_RECORDED
+
     async def decision(self, principal: Principal, message: McpMessage, decision: Decision | None,
                        outcome: str, *, approval_id: str | None = None, reason: str | None = None,
                        trace_id: str | None = None) -> str:
@@ -86,7 +93,7 @@ class AuditStage:
         fields: dict[str, Any] = {
             **who(principal), "decision_id": decision.decision_id if decision else uuid.uuid4().hex,
             "outcome": outcome, "method": message.method,
-            "tool": operation.uri if operation.category is Category.RESOURCE_READ else operation.name,
+            "tool": operation.target,
             "policies": list(decision.determining) if decision else [],
             "policy_version": decision.policy_version if decision else None,
             "schema_version": decision.schema_version if decision else None,

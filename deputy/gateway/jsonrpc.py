@@ -48,6 +48,7 @@ class Category(enum.StrEnum):
     RESOURCE_READ = "resource_read"  # resources/read
     PROMPT_GET = "prompt_get"  # prompts/get
     LIST = "list"  # tools/list, resources/list, resources/templates/list, prompts/list
+    COMPLETION = "completion"  # completion/complete: argument values of one prompt or resource (template)
     HOUSEKEEPING = "housekeeping"  # initialize, ping, notifications/*, logging/setLevel, ...
     RESPONSE = "response"  # the client answering a server request (sampling, elicitation, roots)
     UNKNOWN = "unknown"  # any other method
@@ -55,8 +56,8 @@ class Category(enum.StrEnum):
 
 LIST_METHODS = frozenset({"tools/list", "resources/list", "resources/templates/list", "prompts/list"})
 # server/discover is the 2026-07-28 replacement for initialize-time negotiation.
-HOUSEKEEPING_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "completion/complete",
-                                  "server/discover"})
+HOUSEKEEPING_METHODS = frozenset({"initialize", "ping", "logging/setLevel", "server/discover"})
+COMPLETION_REFS = {"ref/prompt": "name", "ref/resource": "uri"}  # MCP completion: the reference types, their key
 
 
 class JsonRpcRefused(Exception):
@@ -79,14 +80,20 @@ class JsonRpcRefused(Exception):
 class Operation:
     """The policy-relevant reading of a message.
 
-    `name` is the tool or prompt name, `uri` the resource read; `arguments` are the
-    tools/call or prompts/get arguments (empty when absent). Nothing else is set.
+    `name` is the tool or prompt name, `uri` the resource read (or, for a completion, the resource or URI
+    template whose argument is completed); `arguments` are the tools/call or prompts/get arguments (empty when
+    absent). Nothing else is set.
     """
 
     category: Category
     name: str | None = None
     uri: str | None = None
     arguments: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def target(self) -> str | None:
+        """What the operation is on: the tool or prompt name, else the resource's URI (or URI template)."""
+        return self.name if self.name is not None else self.uri
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +187,8 @@ def classify(method: str, params: dict[str, Any] | list[Any] | None,
         if type(name) is not str or not name:
             _refuse(JSONRPC_INVALID_PARAMS, 'prompts/get needs the prompt "name" (a non-empty string)', request_id)
         return Operation(Category.PROMPT_GET, name=name, arguments=_arguments(method, fields, request_id))
+    if method == "completion/complete":
+        return _completion(_params_object(method, params, request_id), request_id)
     if method in LIST_METHODS:
         _optional_params_object(method, params, request_id)
         return Operation(Category.LIST)
@@ -187,6 +196,23 @@ def classify(method: str, params: dict[str, Any] | list[Any] | None,
         _optional_params_object(method, params, request_id)
         return Operation(Category.HOUSEKEEPING)
     return Operation(Category.UNKNOWN)
+
+
+def _completion(fields: dict[str, Any], request_id: str | int | None) -> Operation:
+    """MCP completion (``CompleteRequest``): ``ref`` is a ``PromptReference`` (``ref/prompt``, by ``name``) or a
+    ``ResourceTemplateReference`` (``ref/resource``, by ``uri``: a URI or a URI template). Any other reference is
+    refused rather than forwarded undecided: what it points at could not be decided."""
+    ref = fields.get("ref")
+    ref = ref if type(ref) is dict else {}
+    kind = ref.get("type")
+    key = COMPLETION_REFS.get(kind) if type(kind) is str else None
+    target = ref.get(key) if key is not None else None
+    if type(target) is not str or not target:
+        _refuse(JSONRPC_INVALID_PARAMS, 'completion/complete needs "ref": {"type": "ref/prompt", "name": ...} or '
+                                        '{"type": "ref/resource", "uri": ...} (a non-empty string)', request_id)
+    if key == "name":
+        return Operation(Category.COMPLETION, name=target)
+    return Operation(Category.COMPLETION, uri=target)
 
 
 def _response(document: dict[str, Any], echo: str | int | None, has_id: bool, body: bytes) -> McpMessage:

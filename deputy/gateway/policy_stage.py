@@ -4,9 +4,11 @@ For a server configured with ``policies``, every ``tools/call`` (the tool and it
 arguments), ``resources/read`` and ``prompts/get`` is decided by that server's
 :class:`~deputy.policy.engine.PolicyEngine`, and so is any method Deputy does not
 recognise (denied unless a policy permits it). Protocol housekeeping (``initialize``,
-``ping``, notifications, ``logging/setLevel``, completion) and the client's
-responses pass. List requests (``tools/list``, ``resources/list``,
-``resources/templates/list``, ``prompts/list``) are forwarded with a hook
+``ping``, notifications, ``logging/setLevel``) and the client's responses pass.
+``completion/complete`` lists values for the arguments of one prompt or resource template, so it is
+decided as that item's visibility (:func:`completion_decision`): refused when the item's list-time decision
+is deny — what a user may not see listed, she may not have completed either. List requests (``tools/list``,
+``resources/list``, ``resources/templates/list``, ``prompts/list``) are forwarded with a hook
 (:meth:`PolicyStage.list_filter`) that filters their result: one list-time decision
 per item (:meth:`~deputy.policy.engine.PolicyEngine.decide_each` — its own action, so a
 rule on a tool's arguments never empties a list), an item dropped when that decision
@@ -57,12 +59,13 @@ from typing import Any, Final
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from deputy.gateway.jsonrpc import Category, McpMessage
+from deputy.gateway.jsonrpc import Category, McpMessage, Operation
 from deputy.gateway.policy_lifecycle import PolicyLifecycle, PolicyWatcher, Unavailable
 from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import LIST_ITEMS, RewriteRefused, RewriteResult
 from deputy.page_paths import APPROVAL_PAGE
 from deputy.policy import Decision, Outcome, PolicyEngine
+from deputy.policy.schema import PROMPTS_LIST, RESOURCE_TEMPLATES_LIST, RESOURCES_LIST
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
 from deputy.storage.clients import Client
 
@@ -163,7 +166,9 @@ class PolicyStage:
             return Unavailable("the client store is unavailable")
         if category is Category.UNKNOWN:
             return engine.decide(principal, str(message.method), str(message.method), registration=registration)
-        name = operation.uri if category is Category.RESOURCE_READ else operation.name
+        if category is Category.COMPLETION:
+            return completion_decision(engine, principal, operation, registration)
+        name = operation.target
         decision = engine.decide(principal, DECIDED[category], str(name), operation.arguments,
                                  registration=registration)
         if decision.outcome is not Outcome.APPROVAL_REQUIRED or category is not Category.TOOL_CALL:
@@ -239,6 +244,23 @@ class PolicyStage:
             return filter_lists(engine, principal, result, registration)
 
         return rewrite
+
+
+def completion_decision(engine: PolicyEngine, principal: Principal, operation: Operation,
+                        registration: str = "unknown") -> Decision | None:
+    """The refusal of a ``completion/complete`` (None: it goes on): the list-time decision on what it completes.
+
+    A ``ref/prompt`` is the prompt of ``prompts/list``. A ``ref/resource`` names a URI or a URI template (MCP
+    completion, ``ResourceTemplateReference``): with a ``{`` it is a template of ``resources/templates/list``
+    (RFC 6570 expressions are braced, and RFC 3986 admits no ``{`` in a URI), else a resource of
+    ``resources/list``. As in a list, only deny refuses: step-up and approval are for calls."""
+    if operation.name is not None:
+        method, target = PROMPTS_LIST, operation.name
+    else:
+        target = str(operation.uri)
+        method = RESOURCE_TEMPLATES_LIST if "{" in target else RESOURCES_LIST
+    decision = engine.decide_each(principal, method, [target], registration=registration)[0]
+    return decision if decision.outcome is Outcome.DENY else None
 
 
 def filter_lists(engine: PolicyEngine, principal: Principal, result: dict[str, Any],

@@ -337,7 +337,7 @@ class Gateway:
 
     async def _record_refusal(self, principal: Principal, message: McpMessage,
                               decided: Decision | Held | Unavailable, trace_id: str | None) -> None:
-        if not self.audit.records(message):
+        if not self.audit.records_refusal(message):
             return
         if isinstance(decided, Held):
             await self.audit.refusal(principal, message, decided.decision, str(decided.decision.outcome),

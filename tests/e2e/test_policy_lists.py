@@ -19,9 +19,11 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.audit_log import read_log
 from tests.support.databases import database_url
 from tests.support.demo_policies import BROKEN_POLICY, GuardedDeputy
 from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.eventually import eventually
 from tests.support.oauth_flow import tokens_for_alice
 from tests.support.recording_upstream import recording_upstream
 from tests.support.resumable_upstream import resumable_upstream
@@ -198,6 +200,73 @@ async def test_prompts_and_resources_are_filtered_likewise(setup: Setup, transpo
     args = await client(setup, f"{transport}-args")
     assert names(await args.request("prompts/list"), "prompts") == ["greet"]
     assert names(await args.request("resources/list"), "resources", "uri") == []
+
+
+def completion(ref: dict[str, str], request_id: int, argument: str = "name", value: str = "A") -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": request_id, "method": "completion/complete",
+            "params": {"ref": ref, "argument": {"name": argument, "value": value}}}
+
+
+GREET = {"type": "ref/prompt", "name": "greet"}
+USER_TEMPLATE = {"type": "ref/resource", "uri": "demo://users/{id}"}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_what_is_not_listed_is_not_completed(setup: Setup, transport: str) -> None:
+    """completion/complete is decided as the visibility of what it completes: `*-lists` lists no prompt and no
+    template, so completing greet's names (the user directory) or the template's ids is refused, by policy, and
+    the upstream never sees it."""
+    lists = await client(setup, f"{transport}-lists")
+    before = list_requests_forwarded(setup, "completion/complete")
+    for request_id, (ref, argument) in enumerate([(GREET, "name"), (USER_TEMPLATE, "id"),
+                                                  ({"type": "ref/resource", "uri": "demo://users/1"}, "id")], 20):
+        answer = answers(await lists.post(completion(ref, request_id, argument, "")))[-1]
+        assert answer["id"] == request_id and answer["error"]["code"] == -32003, answer
+        assert "denied by policy" in answer["error"]["message"]
+        decision_id = answer["error"]["data"]["decision_id"]
+        recorded = await eventually(lambda: _one_decision(setup, decision_id))
+        assert (recorded["outcome"], recorded["method"], recorded["tool"]) == (
+            "deny", "completion/complete", ref.get("name") or ref.get("uri")), recorded
+    if transport == "http":
+        assert list_requests_forwarded(setup, "completion/complete") == before
+
+
+async def _one_decision(setup: Setup, decision_id: str) -> dict[str, Any]:
+    found = (await read_log(setup.deputy.database_url)).decisions(decision_id=decision_id)
+    assert len(found) == 1, f"decision {decision_id} recorded {len(found)} times"
+    return dict(found[0].record)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_what_is_listed_is_completed(setup: Setup, transport: str) -> None:
+    """`*-args` lists greet: its completion goes upstream and comes back whole; the template stays hidden; a
+    concrete URI is decided as the resource of that URI (`*-lists` lists demo://readme, `*-args` no resource)."""
+    args = await client(setup, f"{transport}-args")
+    answer = answers(await args.post(completion(GREET, 30)))[-1]
+    assert answer["result"]["completion"]["values"] == ["Ada Lovelace", "Alan Turing"], answer
+    hidden = answers(await args.post(completion(USER_TEMPLATE, 31, "id", "")))[-1]
+    assert hidden["error"]["code"] == -32003, hidden
+    readme = {"type": "ref/resource", "uri": "demo://readme"}
+    assert answers(await args.post(completion(readme, 32, "x", "")))[-1]["error"]["code"] == -32003
+    lists = await client(setup, f"{transport}-lists")
+    assert "result" in answers(await lists.post(completion(readme, 33, "x", "")))[-1]
+
+
+@pytest.mark.parametrize("ref", [
+    {"type": "ref/tool", "name": "delete_user"},  # no such reference type: what it names could not be decided
+    {"type": "ref/prompt"}, {"type": "ref/prompt", "name": ""}, {"type": "ref/prompt", "name": ["greet"]},
+    {"type": "ref/resource", "name": "greet"}, {"name": "greet"}, "greet", None,
+])
+async def test_a_completion_that_names_nothing_decidable_is_refused_before_the_upstream(
+        setup: Setup, ref: Any) -> None:
+    lists = await client(setup, "http-lists")
+    before = list_requests_forwarded(setup, "completion/complete")
+    body = completion({}, 40)
+    body["params"]["ref"] = ref
+    response = await lists.post(body)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["code"] == -32602 and response.json()["id"] == 40
+    assert list_requests_forwarded(setup, "completion/complete") == before
 
 
 async def test_no_decision_means_no_list(setup: Setup) -> None:

@@ -368,7 +368,6 @@ def test_resources_read_and_prompts_get() -> None:
     ("initialize", Category.HOUSEKEEPING),
     ("ping", Category.HOUSEKEEPING),
     ("logging/setLevel", Category.HOUSEKEEPING),
-    ("completion/complete", Category.HOUSEKEEPING),
     ("server/discover", Category.HOUSEKEEPING),
     ("notifications/initialized", Category.HOUSEKEEPING),
     ("notifications/cancelled", Category.HOUSEKEEPING),
@@ -382,6 +381,28 @@ def test_classification(method: str, category: Category) -> None:
     request = parse_message(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": {}}).encode())
     assert request.operation == Operation(category)
     assert classify(method, None) == Operation(category)
+
+
+def test_a_completion_is_classified_by_what_it_completes() -> None:
+    prompt = parse_message(b'{"jsonrpc":"2.0","id":1,"method":"completion/complete","params":{"ref":'
+                           b'{"type":"ref/prompt","name":"greet"},"argument":{"name":"name","value":"A"}}}')
+    assert prompt.operation == Operation(Category.COMPLETION, name="greet")
+    assert prompt.operation.target == "greet"
+    template = classify("completion/complete", {"ref": {"type": "ref/resource", "uri": "demo://users/{id}"}})
+    assert template == Operation(Category.COMPLETION, uri="demo://users/{id}")
+    assert template.target == "demo://users/{id}"
+
+
+@pytest.mark.parametrize("params", [
+    None, [], {}, {"ref": None}, {"ref": "greet"}, {"ref": {}}, {"ref": {"type": "ref/tool", "name": "x"}},
+    {"ref": {"type": "ref/prompt", "uri": "x"}}, {"ref": {"type": "ref/resource", "name": "x"}},
+    {"ref": {"type": "ref/prompt", "name": ""}}, {"ref": {"type": "ref/prompt", "name": 1}},
+    {"ref": {"type": ["ref/prompt"], "name": "x"}},
+])
+def test_a_completion_of_nothing_decidable_is_invalid_params(params: Any) -> None:
+    with pytest.raises(JsonRpcRefused) as refused:
+        classify("completion/complete", params, 9)
+    assert refused.value.code == -32602 and refused.value.request_id == 9
 
 
 def test_notifications() -> None:
