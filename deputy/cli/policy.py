@@ -142,6 +142,7 @@ class _Caller:
     scopes: frozenset[str] = frozenset()
     actors: tuple[Actor, ...] = ()
     txn: str | None = None
+    issuer: str = ""  # Deputy's: hops with this iss (or none) are its own clients' (context.actor_client_ids)
 
 
 def _user_attributes(entry: dict[str, Any], user: str) -> UserAttributes:
@@ -186,7 +187,8 @@ def _cases(path: Path) -> list[_Case]:
         actors = tuple(Actor(a["sub"], a.get("client_id"), a.get("iss")) for a in entry.get("actors", []))
         user = str(entry.get("user", "alice"))
         caller = _Caller(user, str(entry.get("agent", "test-agent")), str(entry.get("server", "demo")),
-                         _user_attributes(entry, user), frozenset(entry.get("scopes", [])), actors, entry.get("txn"))
+                         _user_attributes(entry, user), frozenset(entry.get("scopes", [])), actors, entry.get("txn"),
+                         str(entry.get("issuer", "")))
         method = str(entry.get("method", TOOLS_CALL))
         target = entry.get("tool", entry.get("prompt", entry.get("uri")))
         if not isinstance(target, str) or entry.get("expect") not in outcomes:
@@ -207,9 +209,10 @@ def test_command(cases_file: Annotated[Path, typer.Argument(help="TOML test case
 
     A case: ``[[case]]`` with ``name``, ``tool`` (or ``prompt``/``uri`` for other methods), ``method`` (default
     ``tools/call``), ``arguments``, ``user``, ``agent``, ``scopes``, ``actors`` (``[{sub, client_id, iss}]``,
-    current actor first), ``txn``, the user's ``groups``, ``email``, ``name`` (default: ``user``), ``idp`` (default
-    ``local``) and ``claims`` (a table of strings), ``approved``, ``time``, ``expect`` and optional ``policies``; a
-    ``[defaults]`` table applies to every case.
+    current actor first), ``issuer`` (Deputy's: an actor with another ``iss`` is not in
+    ``context.actor_client_ids``), ``txn``, the user's ``groups``, ``email``, ``name`` (default: ``user``), ``idp``
+    (default ``local``) and ``claims`` (a table of strings), ``approved``, ``time``, ``expect`` and optional
+    ``policies``; a ``[defaults]`` table applies to every case.
     """
     schema, directory = _schema_or_exit(tools, server, config, policies)
     engine = _engine_or_exit(directory, schema)

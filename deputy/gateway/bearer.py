@@ -80,4 +80,5 @@ class BearerAuthenticator:
             grant_id=claims.grant_id,
             auth_time=claims.auth_time,
             user_attributes=claims.user,
+            issuer=self.validator.issuer,
         )

@@ -31,6 +31,7 @@ class Principal:
     grant_id: str | None = None
     auth_time: int | None = None  # when the user signed in (RFC 9068 §2.2.1); None without a user
     user_attributes: UserAttributes = NO_USER
+    issuer: str = ""  # Deputy's, which issued the token: the hops it vouches for are its own clients'
 
     @property
     def is_delegated(self) -> bool:

@@ -86,6 +86,8 @@ class Caller(Protocol):
     def txn(self) -> str | None: ...
     @property
     def user_attributes(self) -> UserAttributes: ...
+    @property
+    def issuer(self) -> str: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,13 +154,21 @@ def common_context(caller: Caller, registration: str, now: int, user_claims: Seq
         "actors": [{"index": i, "sub": a.sub, "client_id": a.client_id or "", "iss": a.iss or ""}
                    for i, a in enumerate(actors)],
         "actor_count": len(actors),
-        "actor_client_ids": [a.client_id for a in actors if a.client_id],
+        "actor_client_ids": own_client_ids(actors, caller.issuer),
         "time": now,
         "user": cedar_value(attributes, user_claims),
     }
     if caller.txn is not None:
         context["txn"] = caller.txn
     return context
+
+
+def own_client_ids(actors: Sequence[Actor], issuer: str) -> list[str]:
+    """The ``client_id`` of each hop Deputy vouches for: its ``iss`` is Deputy's (``issuer``), or absent (a hop
+    written before every hop carried one; an outside hop never lacks it, :mod:`deputy.act_chain`). A hop of an
+    outside issuer names a client of that issuer, which may share a name with one of Deputy's: policies read it
+    in ``context.actors``, with its ``iss``."""
+    return [a.client_id for a in actors if a.client_id and (not a.iss or a.iss == issuer)]
 
 
 _Base = tuple[dict[str, str], dict[str, str], dict[str, Any]]

@@ -29,7 +29,8 @@ JSON form. Everything lives in the namespace ``Deputy``:
   Set<{index, sub, client_id, iss}>`` — the RFC 8693 ``act`` chain; Cedar has no
   ordered list, so each hop carries its position (0 = current actor) and an absent
   ``client_id``/``iss`` is ``""`` —, ``actor_count: Long``, ``actor_client_ids:
-  Set<String>`` (for "was agent X anywhere in the chain"), ``txn?: String``,
+  Set<String>`` (for "was Deputy's client X anywhere in the chain": only hops Deputy vouches for, an outside
+  issuer's client of the same name is in ``actors`` with its ``iss``), ``txn?: String``,
   ``time: Long`` (Unix seconds) and ``user`` — the token's user: name, e-mail, groups,
   identity provider and the configured extra claims (:mod:`deputy.policy.user_attributes`).
 

@@ -30,6 +30,10 @@ permit (principal, action == Deputy::Action::"echo", resource);
 permit (principal, action == Deputy::Action::"add", resource)
 when { context.agent.registration == "config" };
 
+@id("stepup-list-users-via-agent-a")
+permit (principal, action == Deputy::Action::"list_users", resource)
+when { context.actor_client_ids.contains("agent-a") };
+
 @id("stepup-delete-needs-admin")
 @requires_scope("stepup:admin")
 permit (principal, action == Deputy::Action::"delete_user", resource);
@@ -210,6 +214,22 @@ async def test_a_call_through_three_agents_is_denied_by_the_chain_rule(setup: Se
     data = denial(await call(setup, token, "echo", {"text": "via three"}))
     assert data["policies"] == ["demo-at-most-two-agents"]
     assert forwarded_calls(setup, "echo") == before
+
+
+async def test_policy_sees_deputys_own_clients_in_the_chain(setup: Setup) -> None:
+    """`list_users` on `stepup` is permitted only through agent-a (context.actor_client_ids): alice's own token is
+    denied; agent-a acting for her, a hop Deputy vouches for (its own iss), is allowed."""
+    deputy = setup.deputy
+    resource = deputy.resource("stepup")
+    own, _ = await tokens_for_alice(deputy, resource, scope="stepup:tools")
+    assert denial(await call(setup, own, "list_users", {}, server="stepup"))["outcome"] == "deny"
+    actor = await agent_own_token(deputy, AGENT_A, resource=resource)
+    exchanged = await exchange_token(deputy, AGENT_A, own, actor)
+    assert exchanged.status_code == 200, exchanged.text
+    before = forwarded_calls(setup, "list_users")
+    response = await call(setup, exchanged.json()["access_token"], "list_users", {}, server="stepup")
+    assert response.status_code == 200 and "error" not in response.json(), response.text
+    assert forwarded_calls(setup, "list_users") == before + 1
 
 
 async def test_policy_sees_how_the_agent_was_registered(setup: Setup) -> None:

@@ -98,6 +98,30 @@ when { context.actor_count > 0 && !context.actors.contains({index: 1, sub: "a", 
     assert swapped.determining == ("first-hop-must-be-a",)
 
 
+DEPUTY = "https://deputy.example"
+
+
+def test_actor_client_ids_name_only_the_clients_deputy_vouches_for(tmp_path: Path) -> None:
+    """An outside issuer's token exchanged in keeps its hops, relabelled with that issuer: its client
+    "trusted-agent" is not Deputy's "trusted-agent", and must not pass a rule meant for Deputy's."""
+    text = """
+@id("only-via-trusted-agent")
+permit (principal, action == Deputy::Action::"echo", resource)
+when { context.actor_client_ids.contains("trusted-agent") };
+"""
+    engine = engine_with(tmp_path, text)
+
+    def decided(*actors: Actor) -> bool:
+        principal = Principal(user="alice", agent="agent-a", scopes=frozenset(), token_id="tok", server="bank",
+                              actors=actors, issuer=DEPUTY)
+        return engine.decide(principal, "tools/call", "echo", {"text": "x"}).allowed
+
+    assert decided(Actor("agent-a", "agent-a", DEPUTY), Actor("t", "trusted-agent", DEPUTY))
+    assert decided(Actor("t", "trusted-agent"))  # a hop without iss: only Deputy ever wrote one
+    assert not decided(Actor("agent-a", "agent-a", DEPUTY), Actor("t", "trusted-agent", "https://idp.example"))
+    assert not decided(Actor("t", "trusted-agent", DEPUTY + "/"))  # issuers compare exactly
+
+
 def test_an_unknown_tool_is_denied(tmp_path: Path) -> None:
     decision = engine_with(tmp_path, "permit (principal, action, resource);").decide(
         caller(), "tools/call", "format_disk", {})
