@@ -11,6 +11,7 @@ the demo with resumable streams (an event store: priming events, replay on `GET`
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from collections.abc import Iterator
@@ -224,7 +225,7 @@ async def test_what_is_not_listed_is_not_completed(setup: Setup, transport: str)
         assert answer["id"] == request_id and answer["error"]["code"] == -32003, answer
         assert "denied by policy" in answer["error"]["message"]
         decision_id = answer["error"]["data"]["decision_id"]
-        recorded = await eventually(lambda: _one_decision(setup, decision_id))
+        recorded = await eventually(functools.partial(_one_decision, setup, decision_id))
         assert (recorded["outcome"], recorded["method"], recorded["tool"]) == (
             "deny", "completion/complete", ref.get("name") or ref.get("uri")), recorded
     if transport == "http":
