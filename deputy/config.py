@@ -14,8 +14,8 @@ Each section is read by its own module, all with the readers of :mod:`deputy.con
 ``[registration]`` and ``[client_documents]`` :mod:`deputy.client_trust`, ``[delegation]`` and
 ``[[trusted_issuers]]`` :mod:`deputy.delegation_rules`, ``[audit]`` :mod:`deputy.audit.settings`,
 ``[[identity_providers]]`` and ``local_users`` :mod:`deputy.config_identity_providers`,
-``[limits]`` :mod:`deputy.limits`, ``[servers.NAME.oauth]`` and ``[connections]``
-:mod:`deputy.config_connections`, ``log_level``, ``log_format`` and ``[metrics]``
+``[limits]`` :mod:`deputy.limits`, ``[approvals]`` :mod:`deputy.config_approvals`, ``[servers.NAME.oauth]``
+and ``[connections]`` :mod:`deputy.config_connections`, ``log_level``, ``log_format`` and ``[metrics]``
 :mod:`deputy.telemetry.settings`; this module reads the rest and puts them together. Traces are configured by
 the standard ``OTEL_*`` environment variables, read here too (:mod:`deputy.telemetry.trace_settings`).
 
@@ -47,6 +47,7 @@ from deputy.client_trust import (
     client_document_policy,
     registration_policy,
 )
+from deputy.config_approvals import APPROVALS, approval_settings
 from deputy.config_approvals import ApprovalSettings as ApprovalSettings
 from deputy.config_clients import CLIENT, StaticClient, static_clients
 from deputy.config_clients import JWT_BEARER as JWT_BEARER
@@ -68,12 +69,10 @@ from deputy.config_values import (
     at,
     check_http_url,
     check_keys,
-    check_known,
     misspelt_variables,
     read_int,
     read_number,
     read_str,
-    read_strings,
     read_table,
     secret_variables,
 )
@@ -180,13 +179,6 @@ def _check_public_url(value: str) -> str:
     return canonical_resource(value)  # scheme and host in lower case, as resources are compared
 
 
-def _approvals(raw: Mapping[str, Any]) -> ApprovalSettings:
-    table = read_table(raw, "approvals", "")
-    check_known(table, "approvals", APPROVALS.keys)
-    return ApprovalSettings(ttl=read_int(table, "ttl", "approvals", 15 * 60, 30, 7 * 24 * 3600, digits=True),
-                            approvers=read_strings(table, "approvers", "approvals", what="usernames"))
-
-
 ENV_KEYS = {
     "DEPUTY_DATA_DIR": "data_dir",
     "DEPUTY_DATABASE_URL": "database_url",
@@ -198,7 +190,6 @@ ENV_KEYS = {
     "DEPUTY_LOG_FORMAT": "log_format",
     "DEPUTY_WORKERS": "workers",
 }
-APPROVALS = Table(frozenset({"ttl", "approvers"}))
 TOKENS = Table(frozenset({"access_token_ttl", "refresh_token_ttl", "code_ttl", "login_session_ttl", "clock_leeway"}))
 GATEWAY = Table(frozenset({"revocation_max_staleness", "policy_watch_seconds", "allowed_origins"}))
 # Every table of deputy.toml, each declared by the module that reads it.
@@ -264,7 +255,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         trusted_issuers=trusted_issuers(raw.get("trusted_issuers", []), public_url, base_dir),
         audit=audit_settings(raw.get("audit", {}), data_dir, public_url),
         limits=limit_settings(raw.get("limits", {})),
-        approvals=_approvals(raw),
+        approvals=approval_settings(raw, {p.name: p.issuer for p in providers}),
         telemetry=telemetry_settings(raw, (host, port)),
         tracing=tracing_settings(environ),
         demo_password=raw.get("demo_password") or None,

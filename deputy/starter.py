@@ -63,7 +63,10 @@ checkpoint_interval_ms = 1000 # ... or every T ms, whichever comes first (and at
 
 [approvals]                   # calls held by a permit annotated @approval("required")
 ttl = 900                     # seconds an approval lives: to be decided, then used once
-approvers = []                # usernames who may approve; empty: any user but the requester
+approvers = []                # local usernames who may approve (never a federated LABEL@IDP: first come)
+# approver_groups = { corp = ["security-oncall"] }   # users of provider corp in one of its groups
+# approver_subjects = { corp = ["00u1a2b3c4"] }      # users of provider corp by their sub (issuer, sub)
+                              # all three empty: any user but the requester
 
 [limits]                      # what one connection may cost (lowered at start to fit the file-descriptor limit)
 max_connections = 4096        # open at once; past it the oldest that has sent no request is closed,

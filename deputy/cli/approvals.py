@@ -2,7 +2,10 @@
 
 An approval covers one exact call (server, tool, arguments) by one user through one
 agent, and is used once; the approver must be another user than the one whose call it is
-(unless the policy said ``@approval("self")``) and, when ``[approvals] approvers`` is set, one of them.
+(unless the policy said ``@approval("self")``) and, when ``[approvals]`` names approvers, one of them
+(:meth:`~deputy.config_approvals.ApprovalSettings.may_decide`). ``--as`` finds the user by username, but
+what decides is who she is: a local user named in ``approvers``, or a federated one by her provider's groups
+(``approver_groups``) or her ``sub`` (``approver_subjects``) — never a federated username, a first-come label.
 """
 
 from __future__ import annotations
@@ -39,7 +42,8 @@ REFUSALS = {
     "expired": "approval {id} has expired; the call must be made again for a new approval",
     "own_request": "{name} cannot decide on their own request; another user must",
     "decided": "approval {id} is already {status}",
-    "not_approver": "{name} is not one of the configured approvers ([approvals] approvers)",
+    "not_approver": "{name} is not one of the configured approvers ([approvals] approvers, approver_groups, "
+                    "approver_subjects)",
 }
 
 

@@ -7,7 +7,8 @@ agent and the whole ordered delegation chain (RFC 8693 §4.1 ``act``, current ac
 identified by :func:`chain_hash`: an approval given to a call that came through agents A→B is
 not usable by the same user and agent through another chain (C→B), nor without one. An approval moves
 ``pending`` → ``approved`` | ``denied`` before it expires, decided by an approver
-(``[approvals] approvers``, or any user when that is empty) other than the requesting
+(:meth:`~deputy.config_approvals.ApprovalSettings.may_decide`: a local user named in ``[approvals] approvers``,
+a federated one by her provider's groups or her ``sub``, or any user when none is named) other than the requesting
 user — unless the policy that held the call said ``@approval("self")`` — and
 ``approved`` → ``used`` (by :meth:`ApprovalRepository.consume`, one conditional UPDATE,
 so two gateways racing on the same approval grant one use).
@@ -81,7 +82,7 @@ class Approval:
 
 class ApprovalRefused(ValueError):
     """An approval that cannot be decided; ``reason`` is ``unknown``, ``expired``, ``own_request``, ``decided``
-    or ``not_approver`` (the user is not among ``[approvals] approvers``)."""
+    or ``not_approver`` (the user is not among those ``[approvals]`` names)."""
 
     def __init__(self, reason: str, approval: Approval | None = None) -> None:
         super().__init__(reason)
@@ -166,7 +167,7 @@ class ApprovalRepository:
         return await self._decide(approval_id, approver, Status.DENIED)
 
     async def _decide(self, approval_id: str, user: User, status: Status) -> Approval:
-        if not self.settings.may_decide(user.username):
+        if not self.settings.may_decide(user):  # by identity: a federated user's username is a label
             raise ApprovalRefused("not_approver", await self.get(approval_id))
         approver = user.user_id
         at = now()

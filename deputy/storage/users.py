@@ -48,6 +48,10 @@ class User:
     groups: tuple[str, ...] = ()
     claims: Mapping[str, Any] = field(default_factory=dict, hash=False)  # the configured extra claims carried
     disabled: bool = False
+    # A federated user's identity (OpenID Connect Core §2): what approver_subjects names (deputy.config_approvals);
+    # None for a local user.
+    issuer: str | None = None
+    subject: str | None = None
 
     @property
     def is_local(self) -> bool:
@@ -157,4 +161,5 @@ class UserRepository:
 def _user(row: Any) -> User:
     m = row._mapping
     return User(m["user_id"], m["username"], source=m["source"], email=m["email"], display_name=m["display_name"],
-                groups=tuple(m["groups"] or ()), claims=dict(m["claims"] or {}), disabled=m["disabled_at"] is not None)
+                groups=tuple(m["groups"] or ()), claims=dict(m["claims"] or {}), disabled=m["disabled_at"] is not None,
+                issuer=m["issuer"], subject=m["subject"])

@@ -4,7 +4,8 @@
 flow, :mod:`deputy.web.sign_in`), then shows the call — server, tool, the full arguments,
 whose call it is and through which agents, when the approval expires — and, to someone who
 may decide, Approve and Deny buttons. Only the requesting user and those who may decide
-(``[approvals] approvers``, or every user when that is empty) see the call at all; the
+(:meth:`~deputy.config_approvals.ApprovalSettings.may_decide`: local ``approvers``, federated users by
+``approver_groups`` or ``approver_subjects``, never by username; every user when none is named) see the call; the
 requesting user decides only when the policy said ``@approval("self")``. ``POST
 /approvals/{id}`` carries the decision and a CSRF token bound to the session and to this
 form (:mod:`deputy.web.csrf`); the rules themselves live in
@@ -95,7 +96,7 @@ class ApprovalPages:
         if approval is None or viewer is None:
             return self._error(404, REFUSALS["unknown"])
         own = approval.user_id == viewer.user_id
-        approver = self.services.settings.approvals.may_decide(viewer.username)
+        approver = self.services.settings.approvals.may_decide(viewer)
         if not own and not approver:  # the call's arguments are for those who may act on them
             return self._error(403, REFUSALS["not_approver"])
         requester = await self.services.users.get(approval.user_id)

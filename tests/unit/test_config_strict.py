@@ -182,8 +182,10 @@ def test_a_variable_name_is_shown_escaped(tmp_path: Path, caplog: pytest.LogCapt
 
 # --- every table -------------------------------------------------------------------------------------------------
 
-# Tables whose keys are names the operator chooses (a server, a header, a variable), not settings.
-NAMED_TABLES = {("servers",), ("servers", "*", "headers"), ("servers", "*", "env")}
+# Tables whose keys are names the operator chooses (a server, a header, a variable, an identity provider), not
+# settings.
+NAMED_TABLES = {("servers",), ("servers", "*", "headers"), ("servers", "*", "env"), ("approvals", "approver_groups"),
+                ("approvals", "approver_subjects")}
 
 
 def starter_uncommented() -> dict[str, Any]:
