@@ -7,6 +7,7 @@ Names, e-mails and groups of federated users are the identity provider's words: 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated
 
 import typer
@@ -68,6 +69,27 @@ def users_list(config: ConfigOption = None) -> None:
                       shown(groups_shown(user.groups)), shown("yes", style="red") if user.disabled else "",
                       user.user_id)
     console.print(table)
+
+
+@users_app.command("show")
+def users_show(name: str, config: ConfigOption = None) -> None:
+    """One user whole: for a federated one, her identity (issuer and ``sub``) — what ``[approvals]
+    approver_subjects`` names, since her username is only a first-come label — and every group she has."""
+    user = with_services(settings_or_exit(config), lambda s: s.users.find(name))
+    if user is None:
+        fail(1, f"no user named {name}")
+    fields: list[tuple[str, str]] = [("username", user.username), ("user id", user.user_id), ("source", user.source)]
+    if not user.is_local:
+        fields += [("issuer", user.issuer or ""), ("sub", user.subject or ""), ("name", user.display_name or ""),
+                   ("e-mail", user.email or ""), ("groups", ", ".join(user.groups))]
+    fields.append(("disabled", "yes" if user.disabled else "no"))
+    table = Table(Column(no_wrap=True), Column(overflow="fold"), show_header=False, box=None)
+    for label, value in fields:  # all but the id may be an identity provider's words: shown, never markup
+        table.add_row(label, shown(value))
+    console.print(table)
+    if not user.is_local and user.subject:
+        console.print(line("to name her as an approver: approver_subjects = { ", shown(user.source), " = [",
+                           shown(json.dumps(user.subject)), "] }"))
 
 
 @users_app.command("disable")

@@ -95,3 +95,25 @@ def test_disable_revokes_grants_records_and_enable_restores_only_sign_in(deploym
 def test_add_refuses_a_federated_form_name(deployment: Deployment) -> None:
     added = deployment.cli("users", "add", "alice@okta", "--password", "pw")
     assert added.exit_code == 2 and "@" in added.output
+
+
+def test_show_gives_a_federated_users_identity_for_approver_subjects(deployment: Deployment) -> None:
+    """Her username is a first-come label; `users show` gives what names her: issuer and sub, ready to paste."""
+    async def plant(services: Services) -> None:
+        await services.users.add("olga", "olga's passphrase")
+        await services.users.upsert_federated("okta", "https://okta.example.com", '00u"1[conceal]s[/conceal]', "Bob!",
+                                              "bob@example.com", HOSTILE, ["oncall", f"g{HOSTILE}"], {})
+    deployment.run(plant)
+    shown_user = deployment.cli("users", "show", "bob@okta")
+    assert shown_user.exit_code == 0, shown_user.output
+    assert not ACTING.search(shown_user.output), repr(ACTING.findall(shown_user.output))
+    assert "https://okta.example.com" in shown_user.output and "oncall" in shown_user.output
+    assert "x[/][conceal]secret" in shown_user.output  # a group, as text, never markup
+    assert '00u"1[conceal]s[/conceal]' in shown_user.output  # the sub (printable, Deputy's bound) likewise
+    hint = next(row for row in shown_user.output.splitlines() if "approver_subjects" in row)
+    assert 'approver_subjects = { okta = ["00u\\"1' in hint, hint  # a TOML string: the quote escaped
+    local = deployment.cli("users", "show", "olga")
+    assert local.exit_code == 0 and "local" in local.output
+    assert "issuer" not in local.output and "approver_subjects" not in local.output
+    missing = deployment.cli("users", "show", "nobody\x1b[2J")
+    assert missing.exit_code == 1 and "\x1b" not in missing.output
