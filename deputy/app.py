@@ -20,6 +20,7 @@ from deputy import worker_identity
 from deputy.audit.log import AuditUnavailable
 from deputy.config import Settings
 from deputy.cors import McpCors, PublicCors
+from deputy.forwarded_client import ForwardedClient
 from deputy.gateway.audit_stage import AuditStage
 from deputy.gateway.bearer import BearerAuthenticator
 from deputy.gateway.exchange import Upstream
@@ -240,8 +241,10 @@ def create_app(settings: Settings, services: Services | None = None) -> DeputyAp
                     exception_handlers={OAuthError: oauth_error, RequestRefused: request_refused,
                                         ClientDisconnect: client_gone, SQLAlchemyError: storage_unavailable,
                                         AuditUnavailable: storage_unavailable})
-    return DeputyApp(PublicCors(RequestLimits(app, settings.limits.body_timeout), settings.registration.enabled),
-                     gateway, routing if routing is not None else mcp)
+    routes_app: ASGIApp = PublicCors(RequestLimits(app, settings.limits.body_timeout), settings.registration.enabled)
+    if settings.trusted_proxies:  # per-address budgets count the client, not the proxy (deputy.forwarded_client)
+        routes_app = ForwardedClient(routes_app, settings.trusted_proxies)
+    return DeputyApp(routes_app, gateway, routing if routing is not None else mcp)
 
 
 def _worker_routing(settings: Settings, mcp: ASGIApp) -> WorkerRouting | None:

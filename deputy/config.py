@@ -84,6 +84,7 @@ from deputy.delegation_rules import (
     delegation_rules,
     trusted_issuers,
 )
+from deputy.forwarded_client import trusted_proxies
 from deputy.limits import KNOWN_KEYS as LIMIT_KEYS
 from deputy.limits import MAX_WORKERS, LimitSettings, limit_settings
 from deputy.telemetry.settings import METRICS, TelemetrySettings, telemetry_settings
@@ -121,6 +122,7 @@ class Settings:
     local_users: bool = True  # Deputy's own password users may sign in (default: only while no provider is set)
     connections: ConnectionSettings = field(default_factory=ConnectionSettings)  # credentials = "oauth" upstreams
     workers: int = 1  # processes serving the one listening socket (`deputy serve --workers N`, deputy.workers)
+    trusted_proxies: tuple[str, ...] = ()  # whose X-Forwarded-For names the client (deputy.forwarded_client)
 
     @property
     def issuer(self) -> str:
@@ -200,7 +202,7 @@ SECTIONS: dict[str, Shape] = {
     "metrics": METRICS, "identity_providers": Entries(IDENTITY_PROVIDER), "connections": CONNECTIONS,
 }
 TOP_LEVEL_KEYS = frozenset({"public_url", "host", "port", "data_dir", "database_url", "demo_password", "log_level",
-                            "log_format", "local_users", "workers", *SECTIONS})
+                            "log_format", "local_users", "workers", "trusted_proxies", *SECTIONS})
 CONFIG = Table(TOP_LEVEL_KEYS, SECTIONS)
 DATABASE_SCHEMES = ("sqlite+aiosqlite://", "postgresql+asyncpg://")
 VARIABLES = frozenset({"DEPUTY_CONFIG", "DEPUTY_VAULT_KEY", *ENV_KEYS})
@@ -256,6 +258,7 @@ def _validate(raw: Mapping[str, Any], environ: Mapping[str, str], base_dir: Path
         audit=audit_settings(raw.get("audit", {}), data_dir, public_url),
         limits=limit_settings(raw.get("limits", {})),
         approvals=approval_settings(raw, {p.name: p.issuer for p in providers}),
+        trusted_proxies=trusted_proxies(raw),
         telemetry=telemetry_settings(raw, (host, port)),
         tracing=tracing_settings(environ),
         demo_password=raw.get("demo_password") or None,

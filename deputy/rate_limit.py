@@ -2,8 +2,9 @@
 
 In process, so each replica counts on its own (N replicas admit up to N times the limit); the N workers of
 one ``serve --workers N`` each take their share of a limit (:func:`deputy.limits.worker_share`).
-The address is the TCP peer from the ASGI scope: behind a reverse proxy that is the
-proxy's address, and all clients share one budget. An IPv6 peer is counted by its /64 (RFC 4291 §2.5.4:
+The address is the client's from the ASGI scope (:func:`client_key`): the TCP peer, or, behind a proxy named in
+``trusted_proxies``, the client it forwarded for (:mod:`deputy.forwarded_client`); behind a proxy not named
+there, all clients share the proxy's one budget. An IPv6 peer is counted by its /64 (RFC 4291 §2.5.4:
 one network's interface identifiers), since whoever holds one address of a /64 usually holds them all.
 """
 
@@ -15,9 +16,16 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 
+from starlette.requests import HTTPConnection
+
 WINDOW = 60.0
 MAX_ADDRESSES = 10_000
 PENDING_RETRY = 1.0  # blocked only by attempts still in flight: their outcome is known within about a second
+
+
+def client_key(request: HTTPConnection) -> str:
+    """The budget the request's client counts against (:func:`address_key` of its address)."""
+    return address_key(request.client.host if request.client is not None else None)
 
 
 def address_key(host: str | None) -> str:

@@ -25,6 +25,7 @@ data_dir = ".deputy"      # SQLite database and keys, files 0600      (DEPUTY_DA
 # database_url = "postgresql+asyncpg://deputy@127.0.0.1:5432/deputy" # (DEPUTY_DATABASE_URL)
 # local_users = true      # Deputy's own password users; default: true without [[identity_providers]], else false
 # workers = 1            # processes serving this port and database, 1-64: one per core  (DEPUTY_WORKERS)
+# trusted_proxies = ["10.0.0.0/8"]  # reverse proxies whose X-Forwarded-For names the client (per-address limits)
 
 [tokens]
 access_token_ttl = 600        # seconds; access tokens are short-lived JWTs (RFC 9068)

@@ -35,7 +35,7 @@ from deputy.oauth.client_metadata import SECRET_METHODS, ClientMetadata, parse_c
 from deputy.oauth.errors import NO_STORE, InvalidClientMetadata, InvalidRegistrationToken
 from deputy.oauth.redirect_uris import refuse_deputy_host
 from deputy.oauth.software_statements import SoftwareStatement, verify_software_statement
-from deputy.rate_limit import SlidingWindowLimiter
+from deputy.rate_limit import SlidingWindowLimiter, client_key
 from deputy.services import Services
 from deputy.storage.clients import Client, hash_client_secret
 
@@ -54,7 +54,7 @@ class RegistrationEndpoint:
 
     async def handle(self, request: Request) -> Response:
         """``POST /register``."""
-        address = request.client.host if request.client is not None else "unknown"
+        address = client_key(request)
         wait = self.limiter.admit(address)
         if wait is not None:
             return JSONResponse(

@@ -18,10 +18,11 @@ page naming the provider and the reason, writes ``signin.failed`` (``reason``, `
 signs nobody in. Success writes ``signin.succeeded``, starts the login session as a password sign-in does
 (:meth:`deputy.web.sign_in.SignIn.start_session`) and continues to Deputy's consent page (or the approval page).
 
-**Throttle** (per client address, an IPv6 peer by its /64: :func:`deputy.rate_limit.address_key`), made so that
+**Throttle** (per client address, an IPv6 peer by its /64: :func:`deputy.rate_limit.client_key`), made so that
 it can never be turned against someone else's sign-in: any page on the web reaches these URLs from the browser of
 whoever opens it (thirty ``<img src=".../login/callback/NAME?state=x">`` are thirty requests from the company's
-address), and behind a reverse proxy every client has the proxy's address.
+address), and behind a reverse proxy not named in ``trusted_proxies`` (:mod:`deputy.forwarded_client`) every
+client has the proxy's address.
 
 - *A callback carrying its browser's binding is always heard*: one whose ``state`` names a sign-in waiting for the
   cookie it carries is that browser's own answer, and nothing else sent from its address (refusals, starts) stops
@@ -41,7 +42,8 @@ address), and behind a reverse proxy every client has the proxy's address.
   the browser marks as no page of its own (Fetch Metadata: ``Sec-Fetch-Dest`` other than ``document`` or
   ``Sec-Fetch-Mode`` other than ``navigate``: an image, script, frame or fetch) is refused before it counts
   (``not_a_page``, an unbound refusal). What can still spend it is a navigation (a window that visibly goes to the
-  provider) or a client sending no such header: behind a reverse proxy anyone, as with registration. Counting per
+  provider) or a client sending no such header: behind a reverse proxy not named in ``trusted_proxies``, anyone, as
+with registration. Counting per
   browser instead was weighed and not taken: a client that presents a new cookie at each start is a new browser each
   time, so only a count per address bounds the rows of a direct flood.
 
@@ -65,7 +67,7 @@ from deputy.federation.relying_party import PENDING_TTL, PendingSignIn, RelyingP
 from deputy.handles import new_handle
 from deputy.limits import worker_share
 from deputy.page_paths import APPROVAL_PAGE, CONNECT_PAGE, CONNECTIONS_PAGE
-from deputy.rate_limit import SlidingWindowLimiter, address_key
+from deputy.rate_limit import SlidingWindowLimiter, client_key
 from deputy.services import Services
 from deputy.storage.federated_signins import FederatedSignIns
 from deputy.storage.federated_users import ProfileRefused
@@ -150,7 +152,7 @@ class FederatedPages:
             return await self._failed(request, name, Refused("not_a_page", 403, "a sign-in starts in a page of its "
                                                                                  "own, never in an image, a frame or "
                                                                                  "a script"))
-        if (wait := self.starts.admit(_peer(request))) is not None:  # checked and counted at once
+        if (wait := self.starts.admit(client_key(request))) is not None:  # checked and counted at once
             return _too_many(wait, "Too many sign-ins were started from here; wait a little and try again.")
         try:
             url, pending = await self.rp.start(name, prompt=params.get("prompt"), max_age=params.get("max_age"))
@@ -172,7 +174,7 @@ class FederatedPages:
         """``GET /login/callback/NAME``: the provider's authorization response (RFC 6749 §4.1.2)."""
         browser = self._browser(request)
         # No binding cookie: no sign-in of this browser's whatever it carries, so a refusal, counted before it is read.
-        if browser is None and (wait := self.failures.admit(_peer(request))) is not None:
+        if browser is None and (wait := self.failures.admit(client_key(request))) is not None:
             return _too_many(wait, REFUSED_TOO_OFTEN)
         name = request.path_params["name"]
         try:
@@ -250,7 +252,7 @@ class FederatedPages:
                       count: bool = True) -> Response:
         """The refusal's page and ``signin.failed`` record. ``count``: an unbound refusal, not yet counted; past its
         address's limit it is 429 instead, unrecorded (and not logged)."""
-        if count and (wait := self.failures.admit(_peer(request))) is not None:  # checked and counted at once
+        if count and (wait := self.failures.admit(client_key(request))) is not None:  # checked and counted at once
             return _too_many(wait, REFUSED_TOO_OFTEN)
         provider = self.rp.providers.get(name)
         idp = provider.name if provider is not None else shown(name)[:64]
@@ -266,10 +268,6 @@ class FederatedPages:
         await self.services.record("signin.failed", **fields)
         return render("error.html", status=status, title=f"Sign-in through {title} failed", error=exc.reason,
                       description=exc.detail)
-
-
-def _peer(request: Request) -> str:
-    return address_key(request.client.host if request.client is not None else None)
 
 
 def _page(request: Request) -> bool:

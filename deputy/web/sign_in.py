@@ -24,7 +24,7 @@ from starlette.responses import Response
 
 from deputy.handles import new_handle
 from deputy.limits import worker_share
-from deputy.rate_limit import FailureBackoff, SlidingWindowLimiter
+from deputy.rate_limit import FailureBackoff, SlidingWindowLimiter, client_key
 from deputy.services import Services
 from deputy.storage.sessions import LoginSession
 from deputy.storage.users import User
@@ -62,7 +62,7 @@ class SignIn:
             return SignInRefused(403, "Password sign-in is off here; sign in with your organisation's identity "
                                       "provider.")
         username = str(form.get("username", ""))
-        address = request.client.host if request.client is not None else "unknown"
+        address = client_key(request)
         name = username.lower()  # one budget whatever the case the guesser types
         wait = self.failed_logins.wait(address, name)
         if wait is not None:

@@ -102,14 +102,17 @@ def demo_upstream() -> Iterator[str]:
 RELAXED_REGISTRATION = "\n[registration]\nrate_limit_per_minute = 10000\n"
 
 
-def write_config(path: Path, port: int, upstream_url: str, extra: str = "", public_host: str = "127.0.0.1") -> None:
-    """The generated config plus `extra`; a `[registration]` table in `extra` replaces the relaxed one."""
+def write_config(path: Path, port: int, upstream_url: str, extra: str = "", public_host: str = "127.0.0.1",
+                 top_level: str = "") -> None:
+    """The generated config plus `extra` (tables) and `top_level` (keys of no table, written before the first
+    table); a `[registration]` table in `extra` replaces the relaxed one."""
     if "[registration]" not in extra:
         extra += RELAXED_REGISTRATION
     redirect_uri = IP_LITERAL_REDIRECT_URI if public_host == "localhost" else REDIRECT_URI
     path.write_text(f'''
 public_url = "http://{public_host}:{port}"
 port = {port}
+{top_level}
 
 [tokens]
 clock_leeway = 5
@@ -193,7 +196,8 @@ def add_users(deputy: RunningDeputy, users: tuple[tuple[str, str], ...]) -> None
 def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_config: str = "",
                    preexec_fn: Callable[[], None] | None = None, public_host: str = "127.0.0.1",
                    port: int | None = None, *, environment: Mapping[str, str] | None = None,
-                   users: tuple[tuple[str, str], ...] = (), stderr_apart: bool = False) -> Iterator[RunningDeputy]:
+                   users: tuple[tuple[str, str], ...] = (), stderr_apart: bool = False,
+                   top_level: str = "") -> Iterator[RunningDeputy]:
     """`deputy serve` on `port` (default: a free one), alice and `users` added; `preexec_fn` runs in the child
     before it starts (e.g. to set rlimits); `environment` is added to its environment. Its output goes to
     `directory/deputy.log`, or with `stderr_apart` standard error (the log) to `stderr.log` and standard output to
@@ -201,7 +205,7 @@ def running_deputy(directory: Path, database_url: str, upstream_url: str, extra_
     needs what fork cannot give (a `preexec_fn`: then ``subprocess.Popen``); either way `process.pid` is its pid."""
     port = port or free_port()
     config = directory / "deputy.toml"
-    write_config(config, port, upstream_url, extra_config, public_host)
+    write_config(config, port, upstream_url, extra_config, public_host, top_level)
     env = {**os.environ, "DEPUTY_CONFIG": str(config), "DEPUTY_DATA_DIR": str(directory / "data"),
            "DEPUTY_DATABASE_URL": database_url, **(environment or {})}
     deputy = RunningDeputy(f"http://{public_host}:{port}", directory / "data", config, database_url, upstream_url, env)
