@@ -56,7 +56,8 @@ class ForwardedClient:
 
     def __init__(self, app: ASGIApp, proxies: tuple[str, ...]) -> None:
         self.app = app
-        self._read_headers = ProxyHeadersMiddleware(self._checked, trusted_hosts=list(proxies))  # type: ignore[arg-type]
+        trusted = [*proxies, *_ipv4_mapped(proxies)]
+        self._read_headers = ProxyHeadersMiddleware(self._checked, trusted_hosts=trusted)  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -76,3 +77,14 @@ class ForwardedClient:
             except ValueError:
                 scope["client"] = peer
         await self.app(scope, receive, send)
+
+
+def _ipv4_mapped(proxies: tuple[str, ...]) -> list[str]:
+    """Each IPv4 network as a dual-stack socket reports its peers (``::ffff:10.0.0.5``, RFC 4291 §2.5.5.2)."""
+    mapped = []
+    for proxy in proxies:
+        network = ipaddress.ip_network(proxy)
+        if isinstance(network, ipaddress.IPv4Network):
+            first = ipaddress.IPv6Address(f"::ffff:{network.network_address}")
+            mapped.append(str(ipaddress.IPv6Network((first, 96 + network.prefixlen))))
+    return mapped

@@ -53,6 +53,13 @@ async def test_a_chain_of_trusted_proxies_is_walked_to_the_first_untrusted_addre
     assert ipv6[0] == "2001:db9:aaaa::5"
 
 
+async def test_a_proxy_seen_through_a_dual_stack_socket_is_still_trusted() -> None:
+    client, _ = await client_seen(("::ffff:10.0.0.7", 40000), "203.0.113.5")
+    assert client[0] == "203.0.113.5"
+    outsider, _ = await client_seen(("::ffff:11.0.0.7", 40000), "203.0.113.5")
+    assert outsider == ("::ffff:11.0.0.7", 40000)
+
+
 @pytest.mark.parametrize("garbage", ["unknown", "evil.example", "x" * 4000, "_hidden", "1.2.3.4.5", "", " , "])
 async def test_what_is_not_an_ip_address_leaves_the_proxy_as_the_client(garbage: str) -> None:
     """A budget keyed by free text would let one client be as many clients as it likes."""
