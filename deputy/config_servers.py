@@ -13,6 +13,13 @@ is how many of its processes Deputy keeps started ahead of the sessions that wil
 (:mod:`deputy.gateway.stdio_spares`). A spare can serve any user because nothing in a stdio process depends on
 who will use it: its ``command`` and ``env`` are the server's, and credentials that are per user
 (``exchange``, ``oauth``) are refused for stdio (:func:`_credentials`).
+
+``big_integers`` says how the upstream reads JSON numbers. ``"refuse"`` (the default): it may read them as
+doubles, as every JavaScript server does (``JSON.parse``; the TypeScript SDK), so a request holding an integer
+beyond ±(2^53 - 1) is refused (-32602) before it is decided: Cedar and the audit log would see the exact integer
+and the upstream another one, and a ``forbid`` on the one would be passed by sending the other (RFC 7493 §2.2).
+``"pass"``: the upstream reads integers exactly up to signed 64 bits (Python; Deputy then decides and records them
+exactly, :mod:`deputy.gateway.strict_json`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,7 @@ from deputy.display_text import acts
 SERVER_NAME = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,62}\Z")  # \Z: "$" would let a final newline through
 HEADER_NAME = re.compile(r"\A[A-Za-z0-9-]+\Z")
 FORBIDDEN_UPSTREAM_HEADERS = frozenset({"authorization", "host", "cookie", "content-length"})
+BIG_INTEGERS = ("refuse", "pass")  # integers beyond ±(2^53 - 1): refused, or passed for an exact reader
 # How Deputy authenticates to an upstream: minted tokens, configured headers, or nothing.
 UPSTREAM_CREDENTIALS = ("none", "static", "exchange", "oauth")
 # What a stdio upstream inherits from Deputy's environment; everything else it gets is configured.
@@ -54,7 +62,7 @@ DEFAULT_SPARE_PROCESSES = 1
 MAX_SPARE_PROCESSES = 16
 # ``[servers.NAME]``: its keys, and the secrets its headers and its environment's variables are given as.
 SERVER = Table(frozenset({"title", "url", "command", "scopes", "required_scopes", "headers", "env", "credentials",
-                          "upstream_audience", "policies", "oauth", "spare_processes"}),
+                          "upstream_audience", "policies", "oauth", "spare_processes", "big_integers"}),
                {"headers": Named(SECRET), "env": Named(SECRET), "oauth": UPSTREAM_OAUTH})
 
 
@@ -80,6 +88,8 @@ class UpstreamServer:
     oauth: UpstreamOAuth | None = None
     # stdio: processes kept started for the next sessions (deputy.gateway.stdio_spares); 0 for HTTP.
     spare_processes: int = 0
+    # How it reads integers beyond ±(2^53 - 1) (BIG_INTEGERS): "refuse" them, or "pass" them to an exact reader.
+    big_integers: str = "refuse"
 
 
 def canonical_resource(uri: str) -> str:
@@ -131,6 +141,7 @@ def upstream_server(name: str, raw: Any, public_url: str, environ: Mapping[str, 
         policies=_policy_directory(table, where, base_dir),
         oauth=upstream_oauth(table, where, environ, base_dir) if credentials == "oauth" else None,
         spare_processes=_spare_processes(table, where, command is not None),
+        big_integers=read_choice(table, "big_integers", where, "refuse", BIG_INTEGERS),
     )
 
 

@@ -83,6 +83,8 @@ idle_timeout = 5              # seconds a keep-alive connection may wait between
 title = "Demo server"
 url = "http://127.0.0.1:8001/mcp"       # or: command = ["python", "-m", "my_server"]
 # spare_processes = 1                   # stdio: processes started ahead so a new session need not wait; 0: off
+# big_integers = "refuse"              # integers beyond +-(2^53 - 1) refused: a JavaScript upstream reads them
+                                        # as other numbers; "pass" for an exact reader (Python)
 scopes = ["demo:tools", "demo:admin"]   # every scope tokens for this server may carry
 required_scopes = ["demo:tools"]        # needed for any call; advertised in challenges
 # policies = "policies/demo"           # a directory of Cedar policies deciding every call to this server

@@ -111,9 +111,9 @@ class McpMessage:
     operation: Operation
 
 
-def _decode(body: bytes) -> Any:
+def _decode(body: bytes, doubles: bool) -> Any:
     try:
-        return read_json(body)
+        return read_json(body, doubles=doubles)
     except NotJson as refused:
         _refuse(JSONRPC_PARSE_ERROR, refused.message)
     except InexactNumber as number:
@@ -124,9 +124,10 @@ def _decode(body: bytes) -> Any:
         _refuse(JSONRPC_INVALID_PARAMS if in_params else JSONRPC_INVALID_REQUEST, number.message, echo)
 
 
-def parse_message(body: bytes) -> McpMessage:
-    """Parse and classify one POSTed MCP message, or raise :class:`JsonRpcRefused`."""
-    document = _decode(body)
+def parse_message(body: bytes, *, doubles: bool = False) -> McpMessage:
+    """Parse and classify one POSTed MCP message, or raise :class:`JsonRpcRefused`. ``doubles``: its upstream may
+    read numbers as doubles (:func:`~deputy.gateway.strict_json.read_json`)."""
+    document = _decode(body, doubles)
     if type(document) is not dict:
         if type(document) is list:
             _refuse(JSONRPC_INVALID_REQUEST, "JSON-RPC batches are not part of MCP (removed in 2025-06-18); "

@@ -159,7 +159,7 @@ class Gateway:
         body = await self._receive_body(receive, send, headers.declared_length)
         if isinstance(body, Answered):
             return
-        message = await read_message(scope["method"], send, body, headers)
+        message = await read_message(scope["method"], send, body, headers, doubles=server.big_integers == "refuse")
         if isinstance(message, Answered):
             return
         if message is not None:

@@ -110,9 +110,11 @@ async def read_body(receive: Receive, deadline: float) -> bytes | BodyRefused:
         return BodyRefused.TOO_SLOW
 
 
-async def read_message(method: str, send: Send, body: bytes, headers: RequestHeaders) -> McpMessage | Answered | None:
+async def read_message(method: str, send: Send, body: bytes, headers: RequestHeaders, *,
+                       doubles: bool = False) -> McpMessage | Answered | None:
     """A POST's one well-formed JSON-RPC message, sent as UTF-8 JSON (else its JSON-RPC error, sent); None for GET and
-    DELETE, which carry no body here (one would go upstream undecided)."""
+    DELETE, which carry no body here (one would go upstream undecided). ``doubles``: the upstream may read numbers as
+    doubles (``servers.NAME.big_integers = "refuse"``)."""
     if method != "POST":
         if body:
             await send_json(send, 400, jsonrpc_error(JSONRPC_INVALID_REQUEST, f"a {method} request carries no body"))
@@ -123,7 +125,7 @@ async def read_message(method: str, send: Send, body: bytes, headers: RequestHea
         await send_json(send, 415, jsonrpc_error(JSONRPC_INVALID_REQUEST, problem), [(b"accept-encoding", b"identity")])
         return ANSWERED
     try:
-        return parse_message(body)
+        return parse_message(body, doubles=doubles)
     except JsonRpcRefused as refused:
         await send_json(send, refused.status, refused.response())
         return ANSWERED

@@ -11,7 +11,11 @@ readings to each parser; this reader refuses every text on which readers may dis
   another); ``NaN``/``Infinity`` (not JSON); nesting beyond :data:`MAX_DEPTH` levels (counted
   before decoding, :func:`deputy.bounded_json.check_depth`). These raise :class:`NotJson`.
 - numbers (§6 leaves range and precision to each reader; RFC 7493 §2.2): an integer must
-  fit in signed 64 bits (what a policy's ``Long`` holds; Python holds it exactly); a number
+  fit in signed 64 bits (what a policy's ``Long`` holds; Python holds it exactly) — and, read
+  for an upstream that may read numbers as doubles (``doubles=True``: a JavaScript server,
+  ``servers.NAME.big_integers = "refuse"``), within ±(2^53 - 1), the integers every double holds
+  exactly (RFC 7493 §2.2): ``9007199254740993`` is that number to Cedar and ``9007199254740992``
+  to ``JSON.parse``, so a ``forbid`` on the one would be passed by sending the other; a number
   with a fraction or an exponent must be a finite double whose shortest spelling denotes
   exactly the decimal its digits say (``0.1`` and ``1.50`` pass; ``0.10000000000000001``,
   ``9007199254740993.0`` and ``1e-400`` read as one number to a reader of doubles and as
@@ -40,6 +44,7 @@ from deputy.bounded_json import TooDeep, check_depth
 MAX_DEPTH = 64
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+SAFE_INTEGER = 2**53 - 1  # RFC 7493 §2.2: beyond it, integers a double cannot hold exactly
 UTF8_BOM = b"\xef\xbb\xbf"
 
 
@@ -61,8 +66,9 @@ class InexactNumber(Exception):
         self.document = document
 
 
-def read_json(body: bytes) -> Any:
-    """The one JSON value in ``body``; raises :class:`NotJson` or :class:`InexactNumber`."""
+def read_json(body: bytes, *, doubles: bool = False) -> Any:
+    """The one JSON value in ``body``; raises :class:`NotJson` or :class:`InexactNumber`. ``doubles``: a later
+    reader may read numbers as doubles, so an integer beyond ±(2^53 - 1) is inexact too."""
     if body.startswith(UTF8_BOM):
         _not_json("the body must be UTF-8 without a byte order mark")
     try:
@@ -71,11 +77,11 @@ def read_json(body: bytes) -> Any:
         _not_json("the body is not valid UTF-8")
     try:
         check_depth(text, MAX_DEPTH)
-        document = _DECODER.decode(text)
+        document = (_DOUBLES_DECODER if doubles else _DECODER).decode(text)
     except TooDeep:
         _not_json(f"JSON nested deeper than {MAX_DEPTH} levels")
     except _Unfaithful:
-        _refuse_number(text)
+        _refuse_number(text, _DOUBLES_MARKING_DECODER if doubles else _MARKING_DECODER)
     except ValueError:  # json.JSONDecodeError
         _not_json("the body is not valid JSON")
     if (type(document) is dict or type(document) is list) and ("\\ud" in text or "\\uD" in text):
@@ -124,6 +130,14 @@ def _integer(text: str) -> int:
     return value
 
 
+def _integer_for_doubles(text: str) -> int:
+    value = _integer(text)
+    if len(text) > 15 and not -SAFE_INTEGER <= value <= SAFE_INTEGER:  # 15 characters never pass 2^53
+        raise _Unfaithful("is an integer beyond ±(2^53 - 1), which a reader of doubles (JavaScript) reads as another "
+                          "number (RFC 7493 §2.2); this server's big_integers is \"refuse\"")
+    return value
+
+
 def _float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):
@@ -143,6 +157,8 @@ def _float(text: str) -> float:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant, parse_int=_integer,
                             parse_float=_float)
+_DOUBLES_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant,
+                                    parse_int=_integer_for_doubles, parse_float=_float)
 
 
 class _Marked:
@@ -165,12 +181,14 @@ def _marking(hook: Callable[[str], Any]) -> Callable[[str], Any]:
 
 _MARKING_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant,
                                     parse_int=_marking(_integer), parse_float=_marking(_float))
+_DOUBLES_MARKING_DECODER = json.JSONDecoder(object_pairs_hook=_object, parse_constant=_constant,
+                                            parse_int=_marking(_integer_for_doubles), parse_float=_marking(_float))
 
 
-def _refuse_number(text: str) -> NoReturn:
+def _refuse_number(text: str, marking: json.JSONDecoder) -> NoReturn:
     """Raise :class:`InexactNumber` for the first refused number in document order (the text parsed once)."""
     try:
-        document = _MARKING_DECODER.decode(text)  # read_json checked its depth
+        document = marking.decode(text)  # read_json checked its depth
     except ValueError:
         _not_json("the body is not valid JSON")
     stack: list[tuple[str, Any]] = [("", document)]

@@ -99,6 +99,7 @@ def exact_server(recorded_url: str, directory: Path) -> str:
 url = "{recorded_url}"
 scopes = ["exact:tools"]
 policies = "{policies}"
+big_integers = "pass"  # the demo reads integers exactly: decided and recorded as they are
 '''
 
 
@@ -108,10 +109,12 @@ def servers(recorded_url: str) -> str:
 url = "{recorded_url}"
 scopes = ["demo:tools", "demo:admin"]
 policies = "{DEMO_POLICIES}"
+big_integers = "pass"  # the demo reads integers exactly: decided and recorded as they are
 
 [servers.plain]
 url = "{recorded_url}"
 scopes = ["plain:tools"]
+big_integers = "pass"  # the demo reads integers exactly: decided and recorded as they are
 '''
 
 

@@ -52,7 +52,9 @@ def held(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     directory = tmp_path_factory.mktemp("deputy-stdio-open-requests")
     received = directory / "received"
     command = [sys.executable, HELD_SERVER, "--received", str(received)]
-    extra = f'\n[servers.{SERVER}]\ncommand = {json.dumps(command)}\nscopes = ["{SERVER}:tools"]\n'
+    # big_integers = "pass": ids beyond 2^53 reach the server, which reads them as doubles (as Node does).
+    extra = (f'\n[servers.{SERVER}]\ncommand = {json.dumps(command)}\nscopes = ["{SERVER}:tools"]\n'
+             'big_integers = "pass"\n')
     with database_url("sqlite", directory) as url, running_deputy(directory, url, upstream_url, extra) as deputy:
         yield Held(deputy, received)
 

@@ -2,8 +2,8 @@
 
 Every refusal carries its JSON-RPC code: -32700 for bytes that are not (faithfully
 parseable) JSON, -32600 for JSON that is not one JSON-RPC 2.0 message, -32602 for known
-MCP methods with params of the wrong shape. Hypothesis checks that a duplicate key
-anywhere is refused and that valid messages come back as sent.
+MCP methods with params of the wrong shape. Numbers: tests/unit/test_jsonrpc_numbers.py;
+properties (Hypothesis): tests/unit/test_jsonrpc_props.py.
 """
 
 from __future__ import annotations
@@ -12,33 +12,17 @@ import json
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
-from hypothesis import strategies as st
 
 from deputy.gateway.jsonrpc import (
     MAX_DEPTH,
     Category,
     JsonRpcRefused,
     Kind,
-    McpMessage,
     Operation,
     classify,
     parse_message,
 )
-
-PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
-
-
-def refusal(body: bytes) -> JsonRpcRefused:
-    with pytest.raises(JsonRpcRefused) as caught:
-        parse_message(body)
-    return caught.value
-
-
-def call(arguments: str, request_id: str = "1") -> bytes:
-    """A tools/call of "echo" with the given arguments JSON text, as UTF-8."""
-    return (f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call",'
-            f'"params":{{"name":"echo","arguments":{arguments}}}}}').encode()
+from tests.support.jsonrpc_bodies import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, call, refusal
 
 
 def nested(depth: int) -> str:
@@ -121,81 +105,6 @@ def test_many_brackets_without_depth_are_fine() -> None:
     rows = ",".join(f'{{"i":{i},"v":[1,2]}}' for i in range(500))
     message = parse_message(call(f'{{"rows":[{rows}]}}'))
     assert len(message.operation.arguments["rows"]) == 500
-
-
-@pytest.mark.parametrize(("text", "value"), [
-    ("9223372036854775807", 2**63 - 1),
-    ("-9223372036854775808", -(2**63)),
-    ("9007199254740993", 2**53 + 1),
-    ("123456789012345678", 123456789012345678),
-    ("0", 0),
-    ("0.0", 0.0),
-    ("0e7", 0.0),
-    ("1e308", 1e308),
-    ("1E+2", 100.0),
-    ("1.50", 1.5),
-    ("0.1", 0.1),
-    ("5e-324", 5e-324),
-    ("1.7976931348623157e308", 1.7976931348623157e308),
-    ("100000000000000000000.0", 1e20),
-])
-def test_numbers_held_exactly_parse(text: str, value: float) -> None:
-    """Each of these is held as exactly the number its digits say (1.50 is the decimal 1.5; 1e20 is a double)."""
-    number = parse_message(call(f'{{"n":{text}}}')).operation.arguments["n"]
-    assert number == value
-    assert type(number) is type(value)
-
-
-# --- numbers Deputy cannot hold as their digits say: -32602 in params, -32600 elsewhere, id echoed ---
-
-@pytest.mark.parametrize(("text", "reason"), [
-    pytest.param("1e400", "too large for a double", id="float overflowing to infinity"),
-    pytest.param("-1E+999", "too large for a double", id="negative float overflowing"),
-    pytest.param("9" * 400 + ".5", "too large for a double", id="400-digit float"),
-    pytest.param("9223372036854775808", "64-bit", id="int64 max + 1"),
-    pytest.param("-9223372036854775809", "64-bit", id="int64 min - 1"),
-    pytest.param("1" * 5000, "64-bit", id="5000-digit integer"),
-    pytest.param("1e-400", "reads as the double 0.0", id="underflow to zero"),
-    pytest.param("0.10000000000000001", "reads as the double 0.1", id="more digits than a double holds"),
-    pytest.param("0.1000000000000000000000000001", "reads as the double 0.1", id="28 digits"),
-    pytest.param("9007199254740993.0", "reads as the double 9007199254740992.0", id="2^53 + 1 as a fraction"),
-    pytest.param("9007199254740993e0", "reads as the double 9007199254740992.0", id="2^53 + 1 with an exponent"),
-    pytest.param("1e-99999999999999999999", "reads as the double 0.0", id="exponent beyond Decimal"),
-    pytest.param("-0", "negative zero", id="negative zero integer"),
-    pytest.param("-0.0", "negative zero", id="negative zero float"),
-    pytest.param("-0e5", "negative zero", id="negative zero with an exponent"),
-    pytest.param("-1e-400", "reads as the double -0.0", id="negative underflow"),
-])
-def test_numbers_not_held_exactly_are_invalid_params(text: str, reason: str) -> None:
-    refused = refusal(call(f'{{"ok":1.5,"list":[0,{{"n":{text}}}]}}', request_id='"r-1"'))
-    assert refused.code == INVALID_PARAMS, refused.message
-    assert refused.request_id == "r-1"
-    assert refused.message.startswith("the number at /params/arguments/list/1/n ")
-    assert reason in refused.message
-
-
-def test_the_first_inexact_number_is_named_by_its_json_pointer() -> None:
-    refused = refusal(call('{"a/b":{"~c":[1,-0]},"z":1e400}', request_id="7"))
-    assert (refused.code, refused.request_id) == (INVALID_PARAMS, 7)
-    assert refused.message.startswith("the number at /params/arguments/a~1b/~0c/1 (-0) is negative zero")
-
-
-@pytest.mark.parametrize(("body", "echoed"), [
-    pytest.param(call("{}", "18446744073709551616"), None, id="huge id"),
-    pytest.param(call("{}", "-0"), None, id="negative zero id"),
-    pytest.param(b'{"jsonrpc":"2.0","id":3,"result":{"n":1e-400}}', 3, id="in a response result"),
-    pytest.param(b'{"jsonrpc":"2.0","id":"x","method":"ping","extra":-0.0}', "x", id="outside params"),
-    pytest.param(b"1e400", None, id="the whole body"),
-])
-def test_numbers_not_held_exactly_outside_params_are_invalid_requests(body: bytes, echoed: str | int | None) -> None:
-    refused = refusal(body)
-    assert (refused.code, refused.request_id) == (INVALID_REQUEST, echoed), refused.message
-    assert refused.message.startswith("the number at ")
-
-
-def test_a_parse_error_after_an_inexact_number_is_still_a_parse_error() -> None:
-    assert refusal(call('{"n":1e400,"m":1,"m":2}')).code == PARSE_ERROR
-    assert refusal(call('{"n":1e400,') + b"garbage").code == PARSE_ERROR
 
 
 def test_escaped_surrogate_pairs_and_utf8_text_parse() -> None:
@@ -439,117 +348,3 @@ def test_responses(body: bytes, echoed: str | int | None) -> None:
 def test_unknown_top_level_members_are_tolerated() -> None:
     message = parse_message(b'{"jsonrpc":"2.0","id":1,"method":"ping","extension":{"a":1}}')
     assert message.operation.category is Category.HOUSEKEEPING
-
-
-# --- properties ---
-
-_keys = st.text(max_size=8)
-_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-            | st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != 0 or str(x)[0] != "-")
-            | st.text(max_size=12))
-_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
-                       max_leaves=24)
-
-
-class _Pairs(list[tuple[str, Any]]):
-    """An object written as its list of members, so that it can hold one key twice."""
-
-
-def _encode(value: Any, ensure_ascii: bool) -> str:
-    if isinstance(value, _Pairs):
-        return "{" + ",".join(json.dumps(k, ensure_ascii=ensure_ascii) + ":" + _encode(v, ensure_ascii)
-                              for k, v in value) + "}"
-    if isinstance(value, dict):
-        return _encode(_Pairs(value.items()), ensure_ascii)
-    if isinstance(value, list):
-        return "[" + ",".join(_encode(v, ensure_ascii) for v in value) + "]"
-    return json.dumps(value, ensure_ascii=ensure_ascii)
-
-
-_documents = st.dictionaries(_keys, _values, max_size=4) | st.tuples(
-    st.lists(_values, max_size=3), st.dictionaries(_keys, _values, max_size=3)).map(lambda t: [*t[0], t[1]])
-
-
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
-@given(data=st.data(), arguments=st.dictionaries(_keys, _values, max_size=5), ensure_ascii=st.booleans(),
-       where=st.sampled_from(["arguments", "envelope", "anything"]))
-def test_a_duplicate_key_anywhere_is_refused(data: st.DataObject, arguments: dict[str, Any], ensure_ascii: bool,
-                                             where: str) -> None:
-    """Take a JSON document, repeat one key of any one of its objects (with any value): refused with -32700."""
-    if where == "arguments":
-        document: Any = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-                         "params": {"name": "echo", "arguments": arguments}}
-    elif where == "envelope":
-        document = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}
-    else:
-        document = data.draw(_documents, label="document")
-    if isinstance(document, dict):
-        document = _Pairs(document.items())
-    objects = _collect(document)
-    target = data.draw(st.sampled_from(objects), label="object")
-    if target:
-        key = data.draw(st.sampled_from([k for k, _ in target]), label="key")
-    else:
-        key = data.draw(_keys, label="key")
-        target.append((key, data.draw(_values, label="first value")))
-    target.insert(data.draw(st.integers(0, len(target)), label="position"), (key, data.draw(_values, label="value")))
-    refused = refusal(_encode(document, ensure_ascii).encode())
-    assert refused.code == PARSE_ERROR
-    assert "duplicate key" in refused.message
-
-
-def _collect(value: Any) -> list[_Pairs]:
-    """Convert every dict below `value` into _Pairs in place and return all objects, `value` included."""
-    found: list[_Pairs] = []
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, _Pairs):
-            found.append(node)
-            for index, (k, v) in enumerate(node):
-                if isinstance(v, dict):
-                    node[index] = (k, _Pairs(v.items()))
-                stack.append(node[index][1])
-        elif isinstance(node, dict):
-            raise AssertionError("dicts are converted by their parent")
-        elif isinstance(node, list):
-            for index, v in enumerate(node):
-                if isinstance(v, dict):
-                    node[index] = _Pairs(v.items())
-                stack.append(node[index])
-    return found
-
-
-_ids = st.text(max_size=10) | st.integers(min_value=-(2**63), max_value=2**63 - 1)
-_known = {"tools/call", "resources/read", "prompts/get", "tools/list", "resources/list", "resources/templates/list",
-          "prompts/list", "initialize", "ping", "logging/setLevel", "completion/complete", "server/discover"}
-
-
-@settings(max_examples=300)
-@given(method=st.text(min_size=1, max_size=20), request_id=st.none() | _ids,
-       params=st.none() | st.dictionaries(_keys, _values, max_size=5) | st.lists(_values, max_size=4),
-       ensure_ascii=st.booleans())
-def test_valid_messages_round_trip(method: str, request_id: str | int | None, params: Any, ensure_ascii: bool) -> None:
-    assume(method not in _known and not method.startswith("notifications/"))
-    document: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
-    if request_id is not None:
-        document["id"] = request_id
-    if params is not None:
-        document["params"] = params
-    body = json.dumps(document, ensure_ascii=ensure_ascii).encode()
-    message = parse_message(body)
-    assert message == McpMessage(kind=Kind.REQUEST if request_id is not None else Kind.NOTIFICATION, method=method,
-                                 id=request_id, params=params, raw=body, operation=Operation(Category.UNKNOWN))
-
-
-@settings(max_examples=200)
-@given(name=st.text(min_size=1, max_size=20), request_id=_ids, arguments=st.dictionaries(_keys, _values, max_size=6),
-       ensure_ascii=st.booleans())
-def test_valid_tool_calls_round_trip(name: str, request_id: str | int, arguments: dict[str, Any],
-                                     ensure_ascii: bool) -> None:
-    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-                       "params": {"name": name, "arguments": arguments}}, ensure_ascii=ensure_ascii).encode()
-    message = parse_message(body)
-    assert message.id == request_id
-    assert message.params == {"name": name, "arguments": arguments}
-    assert message.operation == Operation(Category.TOOL_CALL, name=name, arguments=arguments)

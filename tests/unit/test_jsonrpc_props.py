@@ -6,7 +6,8 @@
   exactly when the value Deputy holds, and the audit record writes, is the decimal its digits say;
   otherwise it is refused with -32602 naming its pointer.
 - Ids: a request id is accepted exactly when it is a string or an integer; batches are refused;
-  a lone surrogate anywhere is refused. (Duplicate keys at any depth: tests/unit/test_jsonrpc.py.)
+  a lone surrogate anywhere is refused; a duplicate key anywhere is refused.
+- Valid messages come back as sent.
 """
 
 from __future__ import annotations
@@ -16,13 +17,13 @@ import math
 from decimal import Decimal
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from deputy.audit.records import arguments_fields, canonical
-from deputy.gateway.jsonrpc import JsonRpcRefused, McpMessage, parse_message
+from deputy.gateway.jsonrpc import Category, JsonRpcRefused, Kind, McpMessage, Operation, parse_message
+from tests.support.jsonrpc_bodies import INVALID_PARAMS, INVALID_REQUEST, PARSE_ERROR, call, refusal
 
-PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS = -32700, -32600, -32602
 CLOSED_SET = {PARSE_ERROR, INVALID_REQUEST, INVALID_PARAMS}
 
 
@@ -31,11 +32,6 @@ def outcome(body: bytes) -> McpMessage | JsonRpcRefused:
         return parse_message(body)
     except JsonRpcRefused as refused:
         return refused
-
-
-def call(arguments: str, request_id: str = "1") -> bytes:
-    return (f'{{"jsonrpc":"2.0","id":{request_id},"method":"tools/call",'
-            f'"params":{{"name":"t","arguments":{arguments}}}}}').encode()
 
 
 _json_values = st.recursive(
@@ -162,3 +158,115 @@ def test_a_lone_surrogate_anywhere_is_refused(arguments: dict[str, Any], data: s
     if result.code == PARSE_ERROR and "surrogate" not in result.message:
         # The escape landed outside a string (after a closing quote): not JSON at all.
         assert result.message == "the body is not valid JSON"
+
+
+_keys = st.text(max_size=8)
+_scalars = (st.none() | st.booleans() | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+            | st.floats(allow_nan=False, allow_infinity=False).filter(lambda x: x != 0 or str(x)[0] != "-")
+            | st.text(max_size=12))
+_values = st.recursive(_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_keys, inner, max_size=4),
+                       max_leaves=24)
+
+
+class _Pairs(list[tuple[str, Any]]):
+    """An object written as its list of members, so that it can hold one key twice."""
+
+
+def _encode(value: Any, ensure_ascii: bool) -> str:
+    if isinstance(value, _Pairs):
+        return "{" + ",".join(json.dumps(k, ensure_ascii=ensure_ascii) + ":" + _encode(v, ensure_ascii)
+                              for k, v in value) + "}"
+    if isinstance(value, dict):
+        return _encode(_Pairs(value.items()), ensure_ascii)
+    if isinstance(value, list):
+        return "[" + ",".join(_encode(v, ensure_ascii) for v in value) + "]"
+    return json.dumps(value, ensure_ascii=ensure_ascii)
+
+
+_documents = st.dictionaries(_keys, _values, max_size=4) | st.tuples(
+    st.lists(_values, max_size=3), st.dictionaries(_keys, _values, max_size=3)).map(lambda t: [*t[0], t[1]])
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), arguments=st.dictionaries(_keys, _values, max_size=5), ensure_ascii=st.booleans(),
+       where=st.sampled_from(["arguments", "envelope", "anything"]))
+def test_a_duplicate_key_anywhere_is_refused(data: st.DataObject, arguments: dict[str, Any], ensure_ascii: bool,
+                                             where: str) -> None:
+    """Take a JSON document, repeat one key of any one of its objects (with any value): refused with -32700."""
+    if where == "arguments":
+        document: Any = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                         "params": {"name": "echo", "arguments": arguments}}
+    elif where == "envelope":
+        document = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "echo"}}
+    else:
+        document = data.draw(_documents, label="document")
+    if isinstance(document, dict):
+        document = _Pairs(document.items())
+    objects = _collect(document)
+    target = data.draw(st.sampled_from(objects), label="object")
+    if target:
+        key = data.draw(st.sampled_from([k for k, _ in target]), label="key")
+    else:
+        key = data.draw(_keys, label="key")
+        target.append((key, data.draw(_values, label="first value")))
+    target.insert(data.draw(st.integers(0, len(target)), label="position"), (key, data.draw(_values, label="value")))
+    refused = refusal(_encode(document, ensure_ascii).encode())
+    assert refused.code == PARSE_ERROR
+    assert "duplicate key" in refused.message
+
+
+def _collect(value: Any) -> list[_Pairs]:
+    """Convert every dict below `value` into _Pairs in place and return all objects, `value` included."""
+    found: list[_Pairs] = []
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, _Pairs):
+            found.append(node)
+            for index, (k, v) in enumerate(node):
+                if isinstance(v, dict):
+                    node[index] = (k, _Pairs(v.items()))
+                stack.append(node[index][1])
+        elif isinstance(node, dict):
+            raise AssertionError("dicts are converted by their parent")
+        elif isinstance(node, list):
+            for index, v in enumerate(node):
+                if isinstance(v, dict):
+                    node[index] = _Pairs(v.items())
+                stack.append(node[index])
+    return found
+
+
+_ids = st.text(max_size=10) | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+_known = {"tools/call", "resources/read", "prompts/get", "tools/list", "resources/list", "resources/templates/list",
+          "prompts/list", "initialize", "ping", "logging/setLevel", "completion/complete", "server/discover"}
+
+
+@settings(max_examples=300)
+@given(method=st.text(min_size=1, max_size=20), request_id=st.none() | _ids,
+       params=st.none() | st.dictionaries(_keys, _values, max_size=5) | st.lists(_values, max_size=4),
+       ensure_ascii=st.booleans())
+def test_valid_messages_round_trip(method: str, request_id: str | int | None, params: Any, ensure_ascii: bool) -> None:
+    assume(method not in _known and not method.startswith("notifications/"))
+    document: dict[str, Any] = {"jsonrpc": "2.0", "method": method}
+    if request_id is not None:
+        document["id"] = request_id
+    if params is not None:
+        document["params"] = params
+    body = json.dumps(document, ensure_ascii=ensure_ascii).encode()
+    message = parse_message(body)
+    assert message == McpMessage(kind=Kind.REQUEST if request_id is not None else Kind.NOTIFICATION, method=method,
+                                 id=request_id, params=params, raw=body, operation=Operation(Category.UNKNOWN))
+
+
+@settings(max_examples=200)
+@given(name=st.text(min_size=1, max_size=20), request_id=_ids, arguments=st.dictionaries(_keys, _values, max_size=6),
+       ensure_ascii=st.booleans())
+def test_valid_tool_calls_round_trip(name: str, request_id: str | int, arguments: dict[str, Any],
+                                     ensure_ascii: bool) -> None:
+    body = json.dumps({"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                       "params": {"name": name, "arguments": arguments}}, ensure_ascii=ensure_ascii).encode()
+    message = parse_message(body)
+    assert message.id == request_id
+    assert message.params == {"name": name, "arguments": arguments}
+    assert message.operation == Operation(Category.TOOL_CALL, name=name, arguments=arguments)
