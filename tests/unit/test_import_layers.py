@@ -21,8 +21,9 @@ Layers, lowest first (a module imports only from its own layer or below):
 ===  ============  =========================================================================================
  0   base          values, formats and tools any layer may use: act_chain, bounded_json, canonical_json, clock,
                    config_values, cookie_scope, display_text, exact_json, hashing, jwks_rules, keys, limits,
-                   numeric_date, outbound_http, page_paths, rate_limit, handles; the audit log's formats
-                   (note, checkpoint, cosignature, log_keys, merkle, records); telemetry (metrics, traces, logs)
+                   numeric_date, outbound_http, page_paths, rate_limit, forwarded_client, handles; the audit log's
+                   formats (note, checkpoint, cosignature, log_keys, merkle, records); telemetry (metrics, traces,
+                   logs)
  1   config        config, config_approvals, config_clients, config_identity_providers, config_servers,
                    client_trust, delegation_rules, starter, audit.settings (config reads ``[audit]`` through
                    it, hence the formats in layer 0), telemetry.settings
@@ -74,7 +75,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("deputy", "act_chain", "bounded_json", "canonical_json", "clock", "config_values", "cookie_scope",
               "display_text", "exact_json", "hashing", "jwks_rules", "keys", "limits", "numeric_date", "outbound_http",
               "worker_identity",
-              "outbound_checked", "page_paths", "rate_limit", "handles", "origins", "audit",
+              "outbound_checked", "page_paths", "rate_limit", "forwarded_client", "handles", "origins", "audit",
               *(f"audit.{m}" for m in AUDIT_FORMATS),
               "telemetry", "telemetry.logs", "telemetry.metrics", "telemetry.tracing", "telemetry.trace_export",
               "telemetry.trace_settings", "telemetry.trace_context", "telemetry.metrics_listener")),
