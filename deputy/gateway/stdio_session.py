@@ -5,7 +5,9 @@ and a process serves one client. :class:`StdioSession` writes each client messag
 line the server writes: an answer to the :class:`Inbox` of the request it answers, a progress notification to the
 request whose ``progressToken`` it carries, any other message sent while a request is open to that request's stream
 (MCP Streamable HTTP: messages related to a request go on its stream), and what remains to the session's GET
-stream (at most :data:`UNSOLICITED_BACKLOG` waiting). A line nested deeper than
+streams (:class:`Unsolicited`: each message to one of them, at most :data:`UNSOLICITED_BACKLOG` messages and
+:data:`UNSOLICITED_BACKLOG_BYTES` bytes waiting, past which a message is dropped with a warning; when the process
+ends, every GET stream of the session is told, not one of them). A line nested deeper than
 :data:`deputy.bounded_json.MAX_DEPTH`, or over the stream's limit, ends the session: no line can be routed past
 it. stderr is drained whatever its lines (:mod:`deputy.gateway.stdio_stderr`); a spare's reader, running since
 the process started, goes on (:mod:`deputy.gateway.stdio_spares`).
@@ -33,6 +35,7 @@ import enum
 import json
 import logging
 import time
+from collections import deque
 from typing import Any
 
 from deputy import bounded_json
@@ -43,6 +46,7 @@ from deputy.gateway.stdio_stderr import StderrRelay, drain_stderr
 log = logging.getLogger("deputy.gateway.stdio_upstream")  # the name its warnings had before the split
 
 UNSOLICITED_BACKLOG = 1000
+UNSOLICITED_BACKLOG_BYTES = 4 * MAX_LINE  # else a thousand of the longest lines: 4 GiB for one session
 # What may wait for one request's reader before its answer: plenty for a client that reads its stream (its reader
 # keeps it near empty), and room for four of the longest lines a process may write.
 REQUEST_BACKLOG = 1000
@@ -116,6 +120,47 @@ class Inbox:
         return item
 
 
+class Unsolicited:
+    """The server's messages outside any request, waiting for the session's GET streams; bounded (module docstring).
+
+    Each message goes to one reader (MCP Streamable HTTP: a message is sent on one stream only), while the end of the
+    process reaches them all: a second GET stream would otherwise wait forever on a session that is gone."""
+
+    def __init__(self) -> None:
+        self._lines: deque[bytes] = deque()
+        self._bytes = 0
+        self.ended = False
+        self._changed = asyncio.Event()
+
+    def put(self, line: bytes) -> bool:
+        """Queue ``line``; False when it is dropped: too much waits already, or the session has ended."""
+        if self.ended or len(self._lines) >= UNSOLICITED_BACKLOG or \
+                self._bytes + len(line) > UNSOLICITED_BACKLOG_BYTES:
+            return False
+        self._lines.append(line)
+        self._bytes += len(line)
+        self._wake()
+        return True
+
+    def end(self) -> None:
+        """No more messages: every reader gets :attr:`Ending.EXITED` once those waiting are read."""
+        self.ended = True
+        self._wake()
+
+    async def get(self) -> bytes | Ending:
+        while not self._lines:
+            if self.ended:
+                return Ending.EXITED
+            await self._changed.wait()  # each wake sets the event its waiters hold, then starts a new one
+        line = self._lines.popleft()
+        self._bytes -= len(line)
+        return line
+
+    def _wake(self) -> None:
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+
 class StdioSession:
     def __init__(self, session_id: str, server: str, process: asyncio.subprocess.Process,
                  user: str = "", agent: str = "", stderr: StderrRelay | None = None,
@@ -128,8 +173,7 @@ class StdioSession:
         self.agent = agent
         self.pending: dict[str, Inbox] = {}
         self.progress: dict[str, str] = {}
-        # One place more than the backlog: the end of the stream always fits.
-        self.unsolicited: asyncio.Queue[Item] = asyncio.Queue(UNSOLICITED_BACKLOG + 1)
+        self.unsolicited = Unsolicited()
         self.last_used = time.monotonic()
         self.alive = True
         self._write_lock = asyncio.Lock()
@@ -207,10 +251,9 @@ class StdioSession:
             if not inbox.closed and not inbox.put(line, False):
                 log.warning("stdio server %s: a request's reader fell behind by more than %d messages or %d bytes; "
                             "its stream is cut", self.server, REQUEST_BACKLOG, REQUEST_BACKLOG_BYTES)
-        elif self.unsolicited.qsize() >= UNSOLICITED_BACKLOG:
-            log.warning("stdio server %s: no GET stream is reading; message dropped", self.server)
-        else:
-            self.unsolicited.put_nowait((line, False))
+        elif not self.unsolicited.put(line):
+            log.warning("stdio server %s: no GET stream is reading (more than %d messages or %d bytes wait); "
+                        "message dropped", self.server, UNSOLICITED_BACKLOG, UNSOLICITED_BACKLOG_BYTES)
 
     async def _read_stdout(self) -> None:
         assert self.process.stdout is not None
@@ -235,7 +278,7 @@ class StdioSession:
             inbox.end(Ending.EXITED)
         self.pending.clear()
         self.progress.clear()
-        self.unsolicited.put_nowait(Ending.EXITED)  # its own place (see __init__)
+        self.unsolicited.end()
 
     async def _read_stderr(self) -> None:
         assert self.process.stderr is not None

@@ -57,7 +57,7 @@ from deputy.gateway.responses import (
     send_json,
     unless_client_leaves,
 )
-from deputy.gateway.stdio_session import Ending, Inbox, Item, RequestInProgress, StdioSession
+from deputy.gateway.stdio_session import Ending, Inbox, RequestInProgress, StdioSession, Unsolicited
 from deputy.gateway.stdio_spares import NotStarted, SparePool, spawn
 from deputy.gateway.stdio_stderr import StderrRelay
 from deputy.limits import LimitSettings
@@ -319,7 +319,7 @@ def _event(line: bytes) -> bytes:
     return b"event: message\ndata: " + line + b"\n\n"
 
 
-async def _unsolicited(queue: asyncio.Queue[Item]) -> AsyncIterator[bytes]:
-    """The server's messages outside any request (the GET stream), until the process exits."""
-    while isinstance(item := await queue.get(), tuple):
-        yield _event(item[0])
+async def _unsolicited(backlog: Unsolicited) -> AsyncIterator[bytes]:
+    """The server's messages outside any request (a GET stream), until the process exits."""
+    while isinstance(line := await backlog.get(), bytes):
+        yield _event(line)

@@ -226,3 +226,27 @@ async def test_a_stream_whose_client_does_not_read_is_cut_not_buffered(held: Hel
         "the stream is cut: neither every notification nor the answer"
     assert await _outcome(held, "chatty") == (200, False)
     assert "its stream is cut" in held.log()
+
+
+async def test_every_get_stream_of_a_session_ends_with_it(held: Held) -> None:
+    """Two GET streams on one session, then the session is ended: both streams end. Before, the end was one item
+    of the queue the streams shared, so one of them took it and the other waited for ever on a session gone."""
+    token, _ = await tokens_for_alice(held.deputy, held.deputy.resource(SERVER))
+    session = await _session(held, token)
+    headers = {"Authorization": f"Bearer {token}", "Accept": "text/event-stream", **session}
+    opened = [asyncio.Event(), asyncio.Event()]
+
+    async def stream(ready: asyncio.Event) -> int:
+        async with httpx.AsyncClient(timeout=30) as http, \
+                http.stream("GET", held.deputy.resource(SERVER), headers=headers) as response:
+            ready.set()
+            await response.aread()  # to the stream's end
+            return response.status_code
+
+    streams = [asyncio.create_task(stream(ready)) for ready in opened]
+    await asyncio.wait_for(asyncio.gather(*(ready.wait() for ready in opened)), 30)
+    async with httpx.AsyncClient(timeout=30) as http:
+        ended = await http.delete(held.deputy.resource(SERVER), headers={"Authorization": f"Bearer {token}",
+                                                                          **session})
+    assert ended.status_code == 200
+    assert await asyncio.wait_for(asyncio.gather(*streams), 20) == [200, 200]

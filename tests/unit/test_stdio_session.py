@@ -1,8 +1,9 @@
-"""A stdio session's open requests: keyed as the server reads ids, one per key, bounded, and woken at the end.
+"""A stdio session's open requests and GET streams: keyed as the server reads ids, one per key, bounded, and woken at
+the end.
 
 The end-to-end abuse cases are in tests/e2e/test_stdio_open_requests.py; here, what is hard to reach through
-sockets: the message-count bound (socket buffers hold far more small messages than it), and the key of ids a
-client cannot even send (``1.0``).
+sockets: the message-count bound (socket buffers hold far more small messages than it), the key of ids a
+client cannot even send (``1.0``), and the GET streams' backlog (its bounds, and its end reaching every reader).
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from deputy.gateway.jsonrpc import parse_message
 from deputy.gateway.stdio_session import (
     REQUEST_BACKLOG,
     REQUEST_BACKLOG_BYTES,
+    UNSOLICITED_BACKLOG,
+    UNSOLICITED_BACKLOG_BYTES,
     Ending,
     Inbox,
     RequestInProgress,
     StdioSession,
+    Unsolicited,
     request_key,
 )
 
@@ -77,6 +81,43 @@ async def test_a_reader_that_keeps_up_is_never_cut_and_the_answer_always_fits() 
     assert inbox.put(b'{"id":1}', True), "the answer fits at the bound"
     inbox.end(Ending.EXITED)  # too late: the answer is queued
     assert (await _drained(inbox))[-1] == (b'{"id":1}', True)
+
+
+async def test_the_get_streams_backlog_is_bounded_by_bytes_as_well_as_messages() -> None:
+    """Before, only the count was: a thousand 4 MiB lines no GET stream read were 4 GiB held for one session."""
+    backlog = Unsolicited()
+    assert backlog.put(b"x" * (UNSOLICITED_BACKLOG_BYTES - 1))
+    assert not backlog.put(b"xx"), "past the byte bound: dropped"
+    assert backlog.put(b"x"), "what still fits is kept"
+    assert await backlog.get() == b"x" * (UNSOLICITED_BACKLOG_BYTES - 1)
+    assert backlog.put(b"{}"), "read: room again"
+    counted = Unsolicited()
+    assert all(counted.put(b"{}") for _ in range(UNSOLICITED_BACKLOG))
+    assert not counted.put(b"{}")
+
+
+async def test_the_end_reaches_every_get_stream_and_each_message_only_one() -> None:
+    """Two GET streams on one session: a message goes to one of them, the process's end to both (before, one of
+    them waited for ever on a session that was gone)."""
+    backlog = Unsolicited()
+    readers = [asyncio.create_task(backlog.get()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert backlog.put(b'{"n":1}')
+    await asyncio.sleep(0)
+    done = [task for task in readers if task.done()]
+    assert [task.result() for task in done] == [b'{"n":1}'], "one reader, one message"
+    waiting = [task for task in readers if not task.done()]
+    backlog.end()
+    assert await asyncio.wait_for(waiting[0], 5) is Ending.EXITED
+    assert await backlog.get() is Ending.EXITED, "and any reader after"
+    assert not backlog.put(b'{"n":2}'), "nothing is kept once the session has ended"
+
+
+async def test_what_waits_is_read_before_the_end() -> None:
+    backlog = Unsolicited()
+    assert backlog.put(b"1") and backlog.put(b"2")
+    backlog.end()
+    assert [await backlog.get() for _ in range(3)] == [b"1", b"2", Ending.EXITED]
 
 
 @pytest.fixture
