@@ -35,7 +35,7 @@ from tests.support.delegation import AGENT_A, AGENT_B, AGENT_C, agent_own_token,
 from tests.support.demo_policies import DEMO_POLICIES, GuardedDeputy
 from tests.support.deputy_process import PASSWORD, PUBLIC_CLIENT, running_deputy
 from tests.support.forked_deputy import run_deputy
-from tests.support.oauth_flow import tokens_for_alice
+from tests.support.oauth_flow import mcp_post, tokens_for_alice
 from tests.support.recording_upstream import recording_upstream
 from tests.support.sdk_client import page_text, parse_form, parse_forms
 
@@ -79,12 +79,9 @@ async def alice(setup: Setup) -> str:
 
 
 async def delete_user(setup: Setup, token: str, arguments: dict[str, Any], request_id: int = 1) -> dict[str, Any]:
-    body = {"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
-            "params": {"name": "delete_user", "arguments": arguments}}
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(setup.deputy.resource("guarded"), content=json.dumps(body), headers=headers)
+    response = await mcp_post(setup.deputy, token, server="guarded", headers={"MCP-Protocol-Version": "2025-06-18"},
+                              body={"jsonrpc": "2.0", "id": request_id, "method": "tools/call",
+                                    "params": {"name": "delete_user", "arguments": arguments}})
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     assert answer["id"] == request_id, answer

@@ -29,6 +29,7 @@ from tests.support.databases import database_url, require
 from tests.support.demo_policies import GuardedDeputy
 from tests.support.deputy_process import running_deputy
 from tests.support.forked_deputy import run_deputy
+from tests.support.oauth_flow import mcp_post
 from tests.support.oidc_op import OpenIdProvider, sign_in_at_op_async
 from tests.support.recording_upstream import recording_upstream
 from tests.support.sdk_client import page_text, parse_form, parse_forms, sdk_oauth_client
@@ -101,12 +102,9 @@ async def carol(stack: GuardedDeputy) -> str:
 
 
 async def delete_user(stack: GuardedDeputy, token: str, arguments: dict[str, Any]) -> dict[str, Any]:
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": "delete_user", "arguments": arguments}}
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-               "Content-Type": "application/json", "MCP-Protocol-Version": "2025-06-18"}
-    async with httpx.AsyncClient(timeout=30) as http:
-        response = await http.post(stack.deputy.resource("guarded"), content=json.dumps(body), headers=headers)
+    response = await mcp_post(stack.deputy, token, server="guarded", headers={"MCP-Protocol-Version": "2025-06-18"},
+                              body={"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                                    "params": {"name": "delete_user", "arguments": arguments}})
     assert response.status_code == 200, response.text
     answer: dict[str, Any] = response.json()
     return answer
