@@ -76,6 +76,10 @@ class LogKeys:
             raise ValueError("a log key chain needs at least one start key")
         self.origin = start[0].name
         self.epochs: list[tuple[int, tuple[NoteVerifier, ...]]] = [(0, tuple(start))]
+        # The whole chain as the key files state it (oldest first, ending at the key that signs now), when known:
+        # the checkpoints must follow exactly it. A retired key that signs a rewritten log with no hand-over, or a
+        # hand-over to a key nobody rotated to, then shows (deputy.audit.verify.tree).
+        self.expected: tuple[str, ...] | None = None
 
     @property
     def current(self) -> tuple[NoteVerifier, ...]:

@@ -222,19 +222,23 @@ def retired_keys(settings: AuditSettings) -> list[NoteVerifier]:
 
 
 def load_log_keys(settings: AuditSettings) -> LogKeys:
-    """The key chain's start: the oldest key in the history file, else the current key's verifier key."""
+    """The key chain's start — the oldest key in the history file, else the current key's verifier key — and the
+    whole chain the files state (:attr:`LogKeys.expected`): the history's keys, then the current key."""
     path = history_file(settings)
+    lines: list[str] = []
     if path.exists():
         try:
             lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            if lines:
-                first = NoteVerifier.from_vkey(lines[0])
-                if first.name != settings.origin:
-                    raise ValueError(f"audit.key_file: the first key in {path} is not named {settings.origin!r}")
-                return LogKeys([first])
+            history = [NoteVerifier.from_vkey(line) for line in lines]
         except (OSError, UnicodeDecodeError, NoteError) as exc:
             raise ValueError(f"audit.key_file: cannot read the key history {path}: {exc}") from None
-    return LogKeys([load_signer(settings).verifier()])
+        if history and history[0].name != settings.origin:
+            raise ValueError(f"audit.key_file: the first key in {path} is not named {settings.origin!r}")
+    # The history ends at the current key (a rotation writes both); without it the private key file names it.
+    current = [] if lines and not settings.key_file.exists() else [load_signer(settings).verifier().vkey()]
+    keys = LogKeys([NoteVerifier.from_vkey(lines[0])] if lines else [load_signer(settings).verifier()])
+    keys.expected = tuple(dict.fromkeys([*lines, *current]))
+    return keys
 
 
 def _create_key_file(path: Path, key: str) -> None:

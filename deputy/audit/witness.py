@@ -46,7 +46,15 @@ from deputy.audit.checkpoint import Checkpoint, CheckpointError, parse_decimal
 from deputy.audit.cosignature import CosignatureSigner
 from deputy.audit.log_keys import open_checkpoint
 from deputy.audit.merkle import EMPTY_ROOT, ProofError, verify_consistency
-from deputy.audit.note import NoteError, NoteFormatError, NoteVerifier, Verifier, b64decode_strict, parse_note
+from deputy.audit.note import (
+    NoteError,
+    NoteFormatError,
+    NoteVerifier,
+    ParsedNote,
+    Verifier,
+    b64decode_strict,
+    parse_note,
+)
 from deputy.audit.witness_store import Check, Conflict, WitnessStore
 from deputy.clock import wall
 
@@ -163,7 +171,8 @@ def witness_app(
             return _text(404, "unknown log origin")
         try:
             learned = [NoteVerifier.from_vkey(v) for v in await store.log_keys(checkpoint.origin)]
-            _, new_key = open_checkpoint(parsed, learned or keys)
+            log_keys = learned or keys
+            _, new_key = open_checkpoint(parsed, log_keys)
         except NoteFormatError as exc:
             return _text(400, f"malformed checkpoint: {exc}")
         except NoteError as exc:
@@ -192,7 +201,7 @@ def witness_app(
                 checkpoint.size,
                 checkpoint.root,
                 check,
-                note=req.note + line,
+                note=_served_note(parsed, [*log_keys, *([new_key] if new_key is not None else [])], line),
                 keys=[new_key.vkey()] if new_key is not None else [],
             )
         except Conflict as exc:
@@ -228,3 +237,13 @@ def witness_app(
         Route("/checkpoint", latest_checkpoint, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _served_note(parsed: ParsedNote, log_keys: Sequence[Verifier], cosignature: str) -> str:
+    """The note kept and served at ``GET /checkpoint``: the text, the log keys' signatures (each verified by
+    :func:`open_checkpoint`) and this witness's new cosignature — nothing else the sender put there. A replayed note
+    carrying the witness's earlier cosignature, or a junk line under its name, would otherwise be served, and a
+    verifier refuses a note with two lines from one key: anyone could spoil the anchor until the next push."""
+    known = {(key.name, key.key_id) for key in log_keys}
+    kept = "".join(sig.line for sig in parsed.signatures if (sig.name, sig.key_id) in known)
+    return parsed.text + "\n" + kept + cosignature

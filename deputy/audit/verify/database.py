@@ -24,12 +24,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
+from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from deputy.audit.cosignature import CosignatureVerifier
 from deputy.audit.log_keys import LogKeys
@@ -61,22 +62,55 @@ async def verify_database(
     workers: int | None = None,
     batch: int = BATCH,
 ) -> VerifyReport:
-    """Verify the log stored in ``engine``'s database against the log's public key (see the module docstring)."""
+    """Verify the log stored in ``engine``'s database against the log's public key (see the module docstring).
+
+    Everything is read in one snapshot (:func:`_snapshot`): records a running Deputy appends meanwhile are not seen,
+    rather than seen beyond the head read before them (which is what a rewrite looks like)."""
+    async with _snapshot(engine) as conn:
+        return await _verify(conn, verifier, witnesses=witnesses, quorum=quorum, anchors=anchors,
+                             allow_unsigned=allow_unsigned, progress=progress, workers=workers, batch=batch)
+
+
+@asynccontextmanager
+async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One connection whose reads all see one state of the database: a WAL read transaction on SQLite, a
+    ``REPEATABLE READ`` transaction on PostgreSQL."""
+    async with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            await conn.exec_driver_sql("BEGIN")
+            yield conn
+        else:
+            snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
+            async with snapshot.begin():
+                yield snapshot
+
+
+async def _verify(
+    conn: AsyncConnection,
+    verifier: NoteVerifier | LogKeys,
+    *,
+    witnesses: Sequence[CosignatureVerifier] = (),
+    quorum: int | None = None,
+    anchors: Sequence[Anchor] = (),
+    allow_unsigned: int = 0,
+    progress: Progress | None = None,
+    workers: int | None = None,
+    batch: int = BATCH,
+) -> VerifyReport:
     started = time.perf_counter()
     keys = log_keys(verifier)
     report = VerifyReport(source="database", origin=keys.origin, vkey=keys.vkey())
     tree = Tree(report, keys, collect_nodes=True)
     for anchor in anchors:
         tree.add_anchor(anchor)
-    async with engine.connect() as conn:
-        head = (await conn.execute(select(audit_head.c.size, audit_head.c.compact))).first()
-        rows = (
-            await conn.execute(
-                select(audit_checkpoints.c.size, audit_checkpoints.c.root, audit_checkpoints.c.note).order_by(
-                    audit_checkpoints.c.size
-                )
+    head = (await conn.execute(select(audit_head.c.size, audit_head.c.compact))).first()
+    rows = (
+        await conn.execute(
+            select(audit_checkpoints.c.size, audit_checkpoints.c.root, audit_checkpoints.c.note).order_by(
+                audit_checkpoints.c.size
             )
-        ).all()
+        )
+    ).all()
     head_size = int(head.size) if head is not None else 0
     report.head_size = head_size if head is not None else None
     for row in rows:
@@ -106,22 +140,21 @@ async def verify_database(
                 if index != tree.compact.size and not tree.shifted:
                     position_problem(tree, index)
                 tree.append(leaf)
-            stored = await _stored_nodes(engine, before, tree.compact.size)
+            stored = await _stored_nodes(conn, before, tree.compact.size)
             node_problems(tree, stored, bad_nodes)
             tree.judge()
             if progress is not None:
                 progress(tree.compact.size, max(expected, tree.compact.size))
 
         while True:
-            async with engine.connect() as conn:
-                chunk = (
-                    await conn.execute(
-                        select(audit_leaves.c.idx, audit_leaves.c.record)
-                        .where(audit_leaves.c.idx >= position)
-                        .order_by(audit_leaves.c.idx)
-                        .limit(batch)
-                    )
-                ).all()
+            chunk = (
+                await conn.execute(
+                    select(audit_leaves.c.idx, audit_leaves.c.record)
+                    .where(audit_leaves.c.idx >= position)
+                    .order_by(audit_leaves.c.idx)
+                    .limit(batch)
+                )
+            ).all()
             if not chunk:
                 break
             indexes = [int(r.idx) for r in chunk]
@@ -138,7 +171,7 @@ async def verify_database(
             pool.shutdown(cancel_futures=True)
     tree.finish(allow_unsigned)
     n = tree.compact.size
-    beyond = await _nodes_beyond(engine, n)
+    beyond = await _nodes_beyond(conn, n)
     if beyond:
         report.add(Problem("node", f"{beyond} tree nodes are stored beyond the last leaf ({n} leaves)", index=n))
     if head is None:
@@ -170,13 +203,13 @@ async def verify_database(
                         )
                     )
     if witnesses:
-        await check_stored_cosignatures(engine, report, witnesses, quorum)
+        await check_stored_cosignatures(conn, report, witnesses, quorum)
     report.seconds = time.perf_counter() - started
     return report
 
 
 
-async def _stored_nodes(engine: AsyncEngine, before: int, after: int) -> dict[tuple[int, int], bytes]:
+async def _stored_nodes(conn: AsyncConnection, before: int, after: int) -> dict[tuple[int, int], bytes]:
     """The stored nodes completed by appending leaves ``before..after-1``: level L, idx from before >> L to
     (after >> L) - 1 (the node ending at leaf (idx + 1) * 2**L - 1)."""
     ranges = []
@@ -188,17 +221,13 @@ async def _stored_nodes(engine: AsyncEngine, before: int, after: int) -> dict[tu
         level += 1
     if not ranges:
         return {}
-    async with engine.connect() as conn:
-        rows = await conn.execute(
-            select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(or_(*ranges))
-        )
-        return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
+    rows = await conn.execute(select(audit_nodes.c.level, audit_nodes.c.idx, audit_nodes.c.hash).where(or_(*ranges)))
+    return {(int(r.level), int(r.idx)): bytes(r.hash) for r in rows}
 
 
-async def _nodes_beyond(engine: AsyncEngine, n: int) -> int:
+async def _nodes_beyond(conn: AsyncConnection, n: int) -> int:
     conditions = [and_(audit_nodes.c.level == level, audit_nodes.c.idx >= (n >> level)) for level in range(1, 63)]
-    async with engine.connect() as conn:
-        count = (await conn.execute(select(func.count()).select_from(audit_nodes).where(or_(*conditions)))).scalar()
+    count = (await conn.execute(select(func.count()).select_from(audit_nodes).where(or_(*conditions)))).scalar()
     return int(count or 0)
 
 

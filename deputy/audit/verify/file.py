@@ -93,7 +93,8 @@ def verify_file(
             lines, job = pending.popleft()
             if job is None:  # one non-leaf line
                 found = _other_line(tree, lines[0])
-                if found is not None:
+                # The quorum is judged on the largest checkpoint, whatever order the lines came in.
+                if found is not None and (latest is None or found[0].size >= latest[0].size):
                     latest = found
                 tree.judge()
                 return
@@ -188,6 +189,12 @@ def _other_line(tree: Tree, line: bytes) -> tuple[Checkpoint, str] | None:
         tree.report.add(
             Problem("checkpoint", f"checkpoint after leaf {position - 1} is malformed: {exc}", index=position)
         )
+        return None
+    if size != position:
+        # The export writes each checkpoint right after its last leaf. One ahead of the leaves would be queued until
+        # they come, and could sign leaves placed after a genuine, witnessed checkpoint of a smaller size.
+        tree.report.add(Problem("checkpoint", f"checkpoint of size {size} stands after leaf {position - 1}, not "
+                                f"after its own last leaf (out of place)", index=position, size=size))
         return None
     consistency = None
     raw = item.get("consistency")

@@ -91,9 +91,14 @@ def digest_entries(entries: list[bytes]) -> tuple[list[bytes], list[tuple[int, s
 LineResult = tuple[int | None, bytes | None, str | None]  # (claimed index, leaf hash, problem)
 
 
+RECORD_LINE = frozenset({"index", "record"})
+ENTRY_LINE = frozenset({"index", "entry", "problem"})
+
+
 def digest_lines(lines: list[bytes]) -> list[LineResult]:
-    """Leaf lines of an export file: ``{"index": i, "record": {...}}`` (or ``"entry"``: base64 bytes, for an
-    entry that is not a canonical record). The leaf bytes are the canonical JSON of the record."""
+    """Leaf lines of an export file: exactly ``{"index": i, "record": {...}}``, or exactly ``{"index": i, "entry":
+    <base64 bytes>, "problem": ...}`` for an entry that is not a canonical record. The leaf bytes are the canonical
+    JSON of the record. Any other shape is a problem: a line carrying both would hash one and show the other."""
     results: list[LineResult] = []
     for line in lines:
         try:
@@ -105,13 +110,19 @@ def digest_lines(lines: list[bytes]) -> list[LineResult]:
         if type(index) is not int or index < 0:
             results.append((None, None, "leaf line has no valid index"))
             continue
+        if item.keys() != RECORD_LINE and item.keys() != ENTRY_LINE:
+            results.append((index, None, f"leaf line has the members {sorted(item)}, not {sorted(RECORD_LINE)} "
+                                         f"nor {sorted(ENTRY_LINE)}"))
+            continue
         if "entry" in item:  # exported as raw bytes because they were not a canonical record
             try:
                 entry = base64.b64decode(str(item["entry"]), validate=True)
             except (binascii.Error, ValueError):
                 results.append((index, None, "entry is not base64"))
                 continue
-            results.append((index, leaf_hash(entry), record_problem(entry)))
+            problem = record_problem(entry)
+            results.append((index, leaf_hash(entry), problem if problem is not None else
+                            "entry holds a canonical record, which the export writes as \"record\""))
             continue
         record = item.get("record")
         try:

@@ -2,8 +2,9 @@
 
 The result is data, so the command line renders it and tests assert on it. ``kind`` names what is wrong:
 ``record``, ``missing``, ``extra``, ``node``, ``checkpoint``, ``consistency``, ``head``, ``cosignature``, ``quorum``,
-``format`` (the log's own checks), ``unsigned`` (records no signed checkpoint covers) and ``anchor`` (a checkpoint
-the verifier trusts from outside the log — a kept one, a witness's — that is not a prefix of the log).
+``format`` (the log's own checks), ``unsigned`` (records no signed checkpoint covers), ``anchor`` (a checkpoint
+the verifier trusts from outside the log — a kept one, a witness's — that is not a prefix of the log) and ``keys``
+(the key chain the log's checkpoints follow is not the one its key files state).
 """
 
 from __future__ import annotations

@@ -266,6 +266,11 @@ class Tree:
         report.leaves = n
         report.root = self.compact.root()
         report.keys = tuple(self.keys.vkeys())
+        expected = self.keys.expected
+        if expected is not None and report.keys != expected:
+            report.add(Problem("keys", f"the log's checkpoints follow the keys {' → '.join(report.keys)}, its key "
+                               f"files state {' → '.join(expected)}: a hand-over is missing, or checkpoints were "
+                               "signed with a key that was retired (or never rotated to)"))
         # Records after the latest signed checkpoint are vouched for by nothing: whoever can write the database
         # can change or drop them and recompute the tree, so a verifier cannot tell. A cleanly stopped Deputy
         # signs its head; a running one leaves at most about checkpoint_every records unsigned.

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from deputy.audit.checkpoint import Checkpoint
 from deputy.audit.cosignature import CosignatureVerifier
@@ -22,27 +22,27 @@ from deputy.storage.tables import audit_checkpoints, audit_cosignatures
 
 
 async def check_stored_cosignatures(
-    engine: AsyncEngine, report: VerifyReport, witnesses: Sequence[CosignatureVerifier], quorum: int | None
+    conn: AsyncConnection, report: VerifyReport, witnesses: Sequence[CosignatureVerifier], quorum: int | None
 ) -> None:
     by_name = {w.name: w for w in witnesses}
-    async with engine.connect() as conn:
-        rows = (
-            await conn.execute(
-                select(
-                    audit_cosignatures.c.size,
-                    audit_cosignatures.c.witness_name,
-                    audit_cosignatures.c.line,
-                    audit_checkpoints.c.note,
-                )
-                .select_from(
-                    audit_cosignatures.outerjoin(
-                        audit_checkpoints, audit_checkpoints.c.size == audit_cosignatures.c.size
-                    )
-                )
-                .where(audit_cosignatures.c.witness_name.in_(list(by_name)))
-                .order_by(audit_cosignatures.c.size)
+    # Read on the verifier's connection: the same snapshot as the leaves.
+    rows = (
+        await conn.execute(
+            select(
+                audit_cosignatures.c.size,
+                audit_cosignatures.c.witness_name,
+                audit_cosignatures.c.line,
+                audit_checkpoints.c.note,
             )
-        ).all()
+            .select_from(
+                audit_cosignatures.outerjoin(
+                    audit_checkpoints, audit_checkpoints.c.size == audit_cosignatures.c.size
+                )
+            )
+            .where(audit_cosignatures.c.witness_name.in_(list(by_name)))
+            .order_by(audit_cosignatures.c.size)
+        )
+    ).all()
     valid: dict[int, set[str]] = {}
     for row in rows:
         size, name = int(row.size), str(row.witness_name)
