@@ -15,7 +15,8 @@ A well-formed document that is not one JSON-RPC
 is null, boolean or fractional, a response with both or neither of ``result`` and
 ``error`` — is an invalid request (-32600). A known MCP method whose params do not
 have the shape MCP defines (``tools/call`` without a tool name, non-object
-``arguments``, ...) is invalid params (-32602).
+``arguments``, a resource URI not in its normal form: :mod:`deputy.gateway.resource_uris`, ...) is invalid
+params (-32602).
 
 The happy path is one ``json`` decode plus a few dict lookups.
 """
@@ -26,6 +27,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
+from deputy.gateway.resource_uris import uri_problem
 from deputy.gateway.responses import JSONRPC_INVALID_REQUEST, JSONRPC_PARSE_ERROR, jsonrpc_error
 from deputy.gateway.strict_json import MAX_DEPTH, InexactNumber, NotJson, read_json
 
@@ -181,6 +183,7 @@ def classify(method: str, params: dict[str, Any] | list[Any] | None,
         if type(uri) is not str or not uri:
             _refuse(JSONRPC_INVALID_PARAMS, 'resources/read needs the resource "uri" (a non-empty string)',
                     request_id)
+        _check_uri(method, uri, request_id)
         return Operation(Category.RESOURCE_READ, uri=uri)
     if method == "prompts/get":
         fields = _params_object(method, params, request_id)
@@ -213,7 +216,16 @@ def _completion(fields: dict[str, Any], request_id: str | int | None) -> Operati
                                         '{"type": "ref/resource", "uri": ...} (a non-empty string)', request_id)
     if key == "name":
         return Operation(Category.COMPLETION, name=target)
+    if "{" not in target:  # a resource's URI, not a template's (decided as the template's exact text)
+        _check_uri("completion/complete", target, request_id)
     return Operation(Category.COMPLETION, uri=target)
+
+
+def _check_uri(method: str, uri: str, request_id: str | int | None) -> None:
+    problem = uri_problem(uri)
+    if problem is not None:
+        _refuse(JSONRPC_INVALID_PARAMS, f"{method}: the resource URI {problem}; send it in its normal form "
+                                        "(RFC 3986 §6.2.2), the one every reader reads alike", request_id)
 
 
 def _response(document: dict[str, Any], echo: str | int | None, has_id: bool, body: bytes) -> McpMessage:
