@@ -193,7 +193,8 @@ class PolicyStage:
         if not approved.allowed:
             return approved  # an approval would not help: a forbid wins
         actors = [actor.claim() for actor in principal.actors] or None
-        used = await approvals.consume(digest, principal.user, principal.agent, actors)
+        used = await approvals.consume(digest, principal.user, principal.agent, actors,
+                                       self_approval=approved.self_approval)
         if used is not None:
             log.info("%s on %s proceeds on approval %s", tool, principal.server, used)
             return dataclasses.replace(approved, approval_id=used)

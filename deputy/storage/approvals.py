@@ -18,6 +18,7 @@ longer be decided or used.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import secrets
 from collections.abc import Sequence
@@ -107,19 +108,25 @@ class ApprovalRepository:
     async def create(self, *, server: str, tool: str, arguments: Any, user_id: str, agent: str,
                      actors: list[Any] | None = None, decision_id: str | None = None,
                      self_approval: bool = False) -> Approval:
-        """A new pending approval for the call made through ``actors`` (current actor first), or the live
-        (pending or approved, unexpired) one it already has."""
+        """A new pending approval for the call made through ``actors`` (current actor first), or the pending,
+        unexpired one it already has — which takes ``self_approval`` from the decision made now: a policy changed
+        from ``@approval("self")`` to ``"required"`` stops self-approval of the calls already waiting too. An
+        approval still live but not used (:meth:`consume` found none the decision admits: approved by the requester
+        herself, which the policy no longer allows) is not answered again; a new one is asked for."""
         digest = call_hash(server, tool, arguments)
         chain = chain_hash(actors)
         at = now()
         async with self.engine.begin() as conn:
             existing = (await conn.execute(select(approvals).where(and_(
                 approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
-                approvals.c.chain_hash == chain, approvals.c.status.in_([s.value for s in _LIVE]),
+                approvals.c.chain_hash == chain, approvals.c.status == Status.PENDING.value,
                 approvals.c.expires_at >= at,
             )).order_by(approvals.c.created_at.desc()).limit(1))).first()
             if existing is not None:
-                return _approval(existing, at)
+                if bool(existing.self_approval) != self_approval:
+                    await conn.execute(update(approvals).where(approvals.c.approval_id == existing.approval_id)
+                                       .values(self_approval=self_approval))
+                return dataclasses.replace(_approval(existing, at), self_approval=self_approval)
             values: dict[str, Any] = {
                 "approval_id": secrets.token_hex(16),  # hex: never read as a CLI option
                 "server": server, "tool": tool, "call_hash": digest,
@@ -189,9 +196,11 @@ class ApprovalRepository:
         raise ApprovalRefused("decided", approval)
 
     async def consume(self, digest: str, user_id: str, agent: str,
-                      actors: Sequence[Any] | None = None) -> str | None:
+                      actors: Sequence[Any] | None = None, *, self_approval: bool = False) -> str | None:
         """Use one approved, unexpired approval of the call for this user, agent and actor chain (``actors``,
-        current actor first; None or empty: a call made without delegation): its id, or None.
+        current actor first; None or empty: a call made without delegation): its id, or None. Unless the decision
+        made now allows ``self_approval``, one the requester approved herself is not used (it was given under a
+        policy that allowed it, and that policy has changed).
 
         One conditional UPDATE: of two callers racing (in one process or two), one gets the use.
         """
@@ -199,6 +208,8 @@ class ApprovalRepository:
         live = and_(approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
                     approvals.c.chain_hash == chain_hash(actors), approvals.c.status == Status.APPROVED.value,
                     approvals.c.expires_at >= at)
+        if not self_approval:
+            live = and_(live, approvals.c.decided_by != user_id)
         one = select(approvals.c.approval_id).where(live).order_by(approvals.c.created_at).limit(1).scalar_subquery()
         async with self.engine.begin() as conn:
             used = (await conn.execute(update(approvals).where(and_(approvals.c.approval_id == one, live))
