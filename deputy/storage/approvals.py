@@ -108,25 +108,27 @@ class ApprovalRepository:
     async def create(self, *, server: str, tool: str, arguments: Any, user_id: str, agent: str,
                      actors: list[Any] | None = None, decision_id: str | None = None,
                      self_approval: bool = False) -> Approval:
-        """A new pending approval for the call made through ``actors`` (current actor first), or the pending,
-        unexpired one it already has — which takes ``self_approval`` from the decision made now: a policy changed
-        from ``@approval("self")`` to ``"required"`` stops self-approval of the calls already waiting too. An
-        approval still live but not used (:meth:`consume` found none the decision admits: approved by the requester
-        herself, which the policy no longer allows) is not answered again; a new one is asked for."""
+        """A new pending approval for the call made through ``actors`` (current actor first), or the live
+        (pending or approved, unexpired) one it already has. A pending one takes ``self_approval`` from the decision
+        made now: a policy changed from ``@approval("self")`` to ``"required"`` stops self-approval of the calls
+        already waiting too. One the requester approved herself, which the decision made now no longer allows
+        (:meth:`consume` does not use it), is not answered again: a new one is asked for."""
         digest = call_hash(server, tool, arguments)
         chain = chain_hash(actors)
         at = now()
         async with self.engine.begin() as conn:
             existing = (await conn.execute(select(approvals).where(and_(
                 approvals.c.call_hash == digest, approvals.c.user_id == user_id, approvals.c.agent == agent,
-                approvals.c.chain_hash == chain, approvals.c.status == Status.PENDING.value,
+                approvals.c.chain_hash == chain, approvals.c.status.in_([s.value for s in _LIVE]),
                 approvals.c.expires_at >= at,
             )).order_by(approvals.c.created_at.desc()).limit(1))).first()
-            if existing is not None:
+            if existing is not None and existing.status == Status.PENDING.value:
                 if bool(existing.self_approval) != self_approval:
                     await conn.execute(update(approvals).where(approvals.c.approval_id == existing.approval_id)
                                        .values(self_approval=self_approval))
                 return dataclasses.replace(_approval(existing, at), self_approval=self_approval)
+            if existing is not None and (self_approval or existing.decided_by != user_id):
+                return _approval(existing, at)  # approved, and usable by the decision made now
             values: dict[str, Any] = {
                 "approval_id": secrets.token_hex(16),  # hex: never read as a CLI option
                 "server": server, "tool": tool, "call_hash": digest,
