@@ -22,6 +22,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from deputy.act_chain import Actor
 from deputy.page_paths import APPROVAL_PAGE
 from deputy.services import Services
 from deputy.storage.approvals import Approval, ApprovalRefused, Status
@@ -118,11 +119,17 @@ class ApprovalPages:
             "arguments": json.dumps(approval.arguments, indent=2, ensure_ascii=False, sort_keys=True),
             "requester": requester.username if requester is not None else approval.user_id,
             "agent": approval.agent,
-            "actors": [actor.get("client_id") or actor.get("sub") for actor in approval.actors or []
-                       if isinstance(actor, dict)],
+            "actors": [self._hop(actor) for actor in approval.actors or [] if isinstance(actor, dict)],
             "approval_status": str(approval.status), "expires": _when(approval.expires_at),
             "approval_id": approval.approval_id,
         }
+
+    def _hop(self, actor: dict[str, Any]) -> dict[str, str | None]:
+        """One agent of the chain as the approver must read it: its name, and the issuer that vouches for it
+        when that is not Deputy — an outside issuer's ``agent-b`` is not Deputy's ``agent-b`` (deputy.act_chain)."""
+        client_id, iss = actor.get("client_id"), actor.get("iss")
+        named = Actor(str(actor.get("sub")), str(client_id) if client_id is not None else None).describe()
+        return {"name": named, "outside": str(iss) if iss and iss != self.services.settings.issuer else None}
 
     def _sign_in_page(self, request: Request, approval_id: str, error: str | None = None,
                       status: int = 200) -> Response:
