@@ -27,7 +27,9 @@ Answers: a denial is a JSON-RPC error with code :data:`~deputy.policy.decision.P
 the message "denied by policy…" and ``data`` naming the decision id and the deciding
 policies — never "tool not found", never a silent drop. Arguments that do not fit the tool's
 schema add ``reason: "arguments_invalid"`` and which arguments and why
-(:mod:`deputy.policy.argument_problems`). A step-up (a permit annotated ``@requires_scope``
+(:mod:`deputy.policy.argument_problems`) — except for a tool the caller's list hides: its denied call is answered
+exactly as one of a tool that is not there (no policies, no problems), so calling cannot reveal what the list keeps
+back; the audit record keeps everything. A step-up (a permit annotated ``@requires_scope``
 the token lacks) is HTTP 403 with ``WWW-Authenticate: Bearer error="insufficient_scope"``
 naming every scope needed, so a client that follows the MCP authorization spec
 re-authorizes and retries.
@@ -65,7 +67,7 @@ from deputy.gateway.principal import Principal
 from deputy.gateway.response_rewrite import LIST_ITEMS, RewriteRefused, RewriteResult
 from deputy.page_paths import APPROVAL_PAGE
 from deputy.policy import Decision, Outcome, PolicyEngine
-from deputy.policy.schema import PROMPTS_LIST, RESOURCE_TEMPLATES_LIST, RESOURCES_LIST
+from deputy.policy.schema import PROMPTS_LIST, RESOURCE_TEMPLATES_LIST, RESOURCES_LIST, TOOLS_LIST
 from deputy.storage.approvals import Approval, ApprovalRepository, call_hash
 from deputy.storage.clients import Client
 
@@ -171,6 +173,10 @@ class PolicyStage:
         name = operation.target
         decision = engine.decide(principal, DECIDED[category], str(name), operation.arguments,
                                  registration=registration)
+        if category is Category.TOOL_CALL and decision.outcome is Outcome.DENY and \
+                engine.decide_each(principal, TOOLS_LIST, [str(name)], registration=registration)[0].outcome \
+                is Outcome.DENY:
+            return dataclasses.replace(decision, hidden=True)
         if decision.outcome is not Outcome.APPROVAL_REQUIRED or category is not Category.TOOL_CALL:
             return decision
         try:

@@ -78,6 +78,9 @@ class Decision:
     approval_id: str | None = None  # the approval this call proceeds on (used up), if any
     problems: tuple[ArgumentProblem, ...] = ()  # why the arguments do not fit (reason arguments_invalid)
     problems_truncated: bool = False  # there were more problems than listed
+    # A denied tools/call of a tool the caller's list does not show: answered as for a tool that is not there (no
+    # problems, no policies), so a call cannot reveal what the list hides. The record keeps everything.
+    hidden: bool = False
 
     @property
     def reason(self) -> str | None:
@@ -93,7 +96,7 @@ class Decision:
             return "denied by policy: needs scope " + " ".join(self.required_scopes)
         if self.outcome is Outcome.APPROVAL_REQUIRED:
             return "denied by policy: needs a human approval"
-        if self.problems:
+        if self.problems and not self.hidden:
             return "denied by policy: the arguments do not fit the tool's input schema"
         return "denied by policy"
 
@@ -101,6 +104,8 @@ class Decision:
         """``data`` of the JSON-RPC error for a request this decision does not allow: no error texts (see the log)
         but, for arguments that do not fit, ``reason``, ``problems`` (which argument, why) and ``problems_truncated``.
         """
+        if self.hidden:
+            return {"decision_id": self.decision_id, "outcome": str(self.outcome), "policies": []}
         data: dict[str, Any] = {"decision_id": self.decision_id, "outcome": str(self.outcome),
                                 "policies": list(self.determining)}
         if self.required_scopes:
