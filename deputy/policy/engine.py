@@ -43,7 +43,7 @@ import cedarpy
 from deputy import clock
 from deputy.act_chain import Actor
 from deputy.policy.arguments import ArgumentError, Entities
-from deputy.policy.attribute_tests import impossible_user_tests
+from deputy.policy.attribute_tests import impossible_input_tests, impossible_user_tests
 from deputy.policy.decision import Decision, Outcome, Verdict, arguments_invalid, verdict
 from deputy.policy.schema import (
     ACTION_TYPE,
@@ -128,7 +128,8 @@ def load_policies(directory: Path, schema: PolicySchema) -> LoadedPolicies:
         result = cedarpy.validate_policies("\n".join(file.text for file in files), schema.handle)
         if not result.validation_passed:
             raise PolicyLoadError(validation_problems(sources, result.errors))
-        impossible = impossible_user_tests(sources, schema.user_claims)
+        impossible = [*impossible_user_tests(sources, schema.user_claims),
+                      *impossible_input_tests(sources, schema.json_text)]
         if impossible:
             raise PolicyLoadError(impossible)
     ests = {s.policy_id: s.est for s in sources}
