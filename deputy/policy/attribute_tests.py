@@ -8,7 +8,8 @@ type for certain:
 
 * on ``context.user`` or ``context.user.claims``, an attribute the schema does not give them
   (:mod:`deputy.policy.user_attributes`): :func:`impossible_user_tests`;
-* on ``context.input`` or a path under it, an attribute that no action the policy's scope may match
+* on ``context.input`` or a path under it (or a prompt's ``context.arguments``, whose arguments are all tags), an
+  attribute that no action the policy's scope may match
   (:mod:`deputy.policy.slices`) declares there (:mod:`deputy.policy.context_types`): a typo such as
   ``context.input.opts has froce``, or a map argument — an object with ``additionalProperties`` is an entity
   whose members are *tags* (:mod:`deputy.policy.arguments`), so ``context.input.env has LD_PRELOAD`` is always
@@ -35,7 +36,8 @@ from deputy.policy.slices import action_ancestors, may_match, scope_of
 from deputy.policy.sources import PolicyProblem, PolicySource
 
 USER_ATTRIBUTES = frozenset({"name", "email", "groups", "idp", "claims"})
-INPUT: Final = ("context", "input")
+# The arguments a policy reads: a tool's (``context.input``) and a prompt's (``context.arguments``, all tags).
+ARGUMENTS: Final = (("context", "input"), ("context", "arguments"))
 _IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
@@ -87,7 +89,7 @@ def impossible_input_tests(sources: Sequence[PolicySource], schema_json: str) ->
     ancestors = action_ancestors(schema_json)
     problems = []
     for source in sources:
-        tests = dict.fromkeys(test for test in _tests(source.est.get("conditions", [])) if test[0][:2] == INPUT)
+        tests = dict.fromkeys(test for test in _tests(source.est.get("conditions", [])) if test[0][:2] in ARGUMENTS)
         if not tests:
             continue
         scope = scope_of(source.est)

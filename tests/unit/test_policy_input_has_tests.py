@@ -1,4 +1,4 @@
-"""``has`` tests on ``context.input`` that can never be true are refused at load (outside review, 2026-12-06).
+"""``has`` tests on a tool's or a prompt's arguments that can never be true are refused at load (review, 2026-12-06).
 
 Abuse first: ``has`` on a map argument (an object with ``additionalProperties``, whose members are Cedar tags) is
 refused with a pointer to ``hasTag``/``getTag``, and without the check that forbid lets the call through; a typo'd
@@ -280,3 +280,17 @@ def test_the_context_user_checks_are_unchanged(tmp_path: Path) -> None:
                                "so `context.user.claims has departmnet` is never true")
     load(tmp_path, schema, 'forbid (principal, action, resource)\n'
          'when { context.user has groups && context.user.claims has department };\n')
+
+
+def test_has_on_a_prompts_arguments_is_refused_with_the_tag_test_to_write(tmp_path: Path, schema: PolicySchema) -> None:
+    """A prompt's arguments are tags too (``PromptArguments``): ``has`` on them is as dead as on a map argument."""
+    (tmp_path / "rules.cedar").write_text(
+        '@id("no-secret-topic")\nforbid (principal, action == Deputy::Action::"prompts/get", resource)\n'
+        'when { context.arguments has topic };\n')
+    with pytest.raises(PolicyLoadError) as refused:
+        PolicyEngine(tmp_path, schema)
+    assert 'context.arguments.hasTag("topic")' in str(refused.value), str(refused.value)
+    (tmp_path / "rules.cedar").write_text(
+        '@id("no-secret-topic")\nforbid (principal, action == Deputy::Action::"prompts/get", resource)\n'
+        'when { context.arguments.hasTag("topic") };\n')
+    PolicyEngine(tmp_path, schema)
