@@ -12,10 +12,16 @@ a UTF-8 stream. Each such character is shown as the escape Python's ``repr`` wri
 (``\\x1b``, ``\\u202e``, ``\\U000e0041``; ``\\n``, ``\\r``, ``\\t``); everything else is kept, so
 names in any script stay readable. A backslash is kept too: the aim is that nothing acts, and a
 literal ``\\u202e`` acts no more than an escaped one.
+
+A command Deputy tells an operator to run (``deputy clients approve ID``, on a page, a terminal or in a log) is
+written by :func:`command_line`: outside text in it (a client id is a URL its author chose, where ``$( )``, ``;``
+and quotes are all valid) is quoted for a POSIX shell, so the command, pasted, runs Deputy's command with that
+text as one argument and nothing else. Whatever shows the command still shows it through :func:`visible`.
 """
 
 from __future__ import annotations
 
+import shlex
 import unicodedata
 
 # Categories whose every character acts or is invisible: controls (C0, DEL, C1), format characters
@@ -99,3 +105,10 @@ def _json_escape(char: str) -> str:
     code -= 0x10000
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
+
+
+def command_line(*words: str) -> str:
+    """``words`` as one POSIX shell command line: each quoted where the shell would read it otherwise
+    (``shlex.join``; POSIX.1-2017 XCU §2.2.2: nothing inside single quotes is special), so that a shell splits
+    the line back into exactly ``words`` and expands, substitutes and runs nothing in them."""
+    return shlex.join(words)

@@ -20,7 +20,7 @@ SECTION = "limits"
 KNOWN_KEYS = frozenset({
     "max_connections", "header_timeout", "body_timeout", "idle_timeout",
     "stdio_sessions_per_server", "stdio_sessions_per_user", "stdio_sessions_per_client", "stdio_idle_timeout",
-    "signin_starts_per_minute", "signin_failures_per_minute",
+    "signin_starts_per_minute", "signin_failures_per_minute", "authorization_requests_per_minute",
     "upstream_streams", "streams_per_user", "streams_per_principal", "streams_per_session", "calls_per_user",
 })
 
@@ -41,6 +41,9 @@ class LimitSettings:
     # record), so nobody can flood the audit log through the callback (deputy.web.federated_pages).
     signin_starts_per_minute: int = 60
     signin_failures_per_minute: int = 30
+    # Per client address: authorization requests kept waiting for a sign-in (GET /authorize; each a row kept ten
+    # minutes, stored before anyone has signed in: deputy.oauth.authorize).
+    authorization_requests_per_minute: int = 60
     # MCP GET streams (SSE, long-lived): open at once to HTTP upstreams (their own connection pool, apart from
     # calls'), held by one user on one server whatever her clients, by one principal (user, client, server) and by
     # one session (deputy.gateway.stream_caps).
@@ -60,6 +63,7 @@ _INT_RANGES = {
     "stdio_sessions_per_client": (1, 10_000),
     "signin_starts_per_minute": (1, 10_000),
     "signin_failures_per_minute": (1, 10_000),
+    "authorization_requests_per_minute": (1, 10_000),
     "upstream_streams": (1, 100_000),
     "streams_per_user": (1, 10_000),
     "streams_per_principal": (1, 10_000),

@@ -150,6 +150,7 @@ class Services:
         A denied or removed config client stays so (`deputy clients deny|remove` is not undone by a restart or
         by the next CLI command), and each start says so, naming it and how to serve it again.
         """
+        from deputy.display_text import command_line
         from deputy.storage.clients import new_client
 
         for static in self.settings.clients:
@@ -165,8 +166,9 @@ class Services:
             ))
             if not stored.is_active:
                 log.warning("configured client %s stays %s: an operator's decision in the database, which the "
-                            "configuration file does not undo; `deputy clients approve %s` serves it again",
-                            static.client_id, stored.status, static.client_id)
+                            "configuration file does not undo; `%s` serves it again",
+                            static.client_id, stored.status,
+                            command_line("deputy", "clients", "approve", static.client_id))
 
     async def close(self) -> None:
         """Sign a last checkpoint of what this process appended, then let the database go."""

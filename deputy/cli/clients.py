@@ -20,6 +20,7 @@ from rich.text import Text
 from deputy import bounded_json
 from deputy.cli.common import ConfigOption, console, err, settings_or_exit, with_services
 from deputy.cli.terminal_text import shown
+from deputy.display_text import command_line
 from deputy.services import Services
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ def clients_deny(client_id: ClientId, config: ConfigOption = None) -> None:
     console.print(f"denied {escape(client_id)}; revoked {revoked} grant(s)")
     if _declared(settings, client_id):
         console.print(f"{escape(CONFIG_ENTRY)} in the configuration file does not serve it again at start: it stays "
-                      f"denied until `deputy clients approve {escape(client_id)}`")
+                      f"denied until `{escape(_approve_command(client_id))}`")
 
 
 @clients_app.command("remove")
@@ -169,10 +170,15 @@ def clients_remove(client_id: ClientId, config: ConfigOption = None) -> None:
     if _declared(settings, client_id):
         console.print(f"{escape(CONFIG_ENTRY)} is still in the configuration file: Deputy keeps the client removed "
                       f"(status 'removed') and does not recreate it at start; delete the entry, or serve the client "
-                      f"again with `deputy clients approve {escape(client_id)}`")
+                      f"again with `{escape(_approve_command(client_id))}`")
 
 
 CONFIG_ENTRY = "its [[clients]] entry"
+
+
+def _approve_command(client_id: str) -> str:
+    """The command that serves ``client_id`` again, its id quoted for the shell it is pasted into."""
+    return command_line("deputy", "clients", "approve", client_id)
 
 
 def _declared(settings: Settings, client_id: str) -> bool:

@@ -23,6 +23,12 @@ proves nothing (MCP authorization: the server MUST show the redirect host; RFC 8
 so the person always sees a page naming the client and the host and must press Continue.
 That POST carries a CSRF token bound to the session *and* this pending request, and the
 request is consumed once; no GET ever issues a code for such a redirect.
+
+A pending request is a row kept ten minutes, stored before anyone signs in, so each is bounded: ``state`` to
+:data:`MAX_STATE` characters (longer is ``invalid_request`` on a page), and their number per client address and
+sliding minute (``[limits] authorization_requests_per_minute``; past it a 429 page with ``Retry-After``, never a
+redirect). Only a request about to be stored counts, and not one the browser fetches as no page (an image, a
+frame: :mod:`deputy.web.fetch_metadata`), refused first, so a page elsewhere cannot spend its visitors' budget.
 """
 
 from __future__ import annotations
@@ -36,8 +42,10 @@ from starlette.responses import RedirectResponse, Response
 
 from deputy.clock import now
 from deputy.cookie_scope import redirect_shares_cookies
+from deputy.display_text import command_line
 from deputy.federation.relying_party import MAX_AGE_LIMIT, PROMPTS
 from deputy.handles import handle_hash
+from deputy.limits import worker_share
 from deputy.oauth import pkce
 from deputy.oauth.clients import UnknownClient
 from deputy.oauth.errors import (
@@ -47,20 +55,24 @@ from deputy.oauth.errors import (
     InvalidScope,
     InvalidTarget,
     OAuthError,
+    TemporarilyUnavailable,
     UnauthorizedClient,
     UnsupportedResponseType,
 )
 from deputy.oauth.redirect_uris import matches_registered, owned_by_any_local_process
+from deputy.rate_limit import SlidingWindowLimiter, client_key
 from deputy.services import Services
 from deputy.storage.clients import Client
 from deputy.storage.grants import ClientNotActive
 from deputy.storage.sessions import LoginSession
 from deputy.web.csrf import Purpose
 from deputy.web.federated_pages import START_PATH, FederatedPages
+from deputy.web.fetch_metadata import fetched_as_page
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import SignIn, SignInRefused
 
 PENDING_REQUEST_TTL = 600
+MAX_STATE = 2048  # kept and echoed in every answer; RFC 6749 §4.1.1 sets no bound, clients send a few dozen
 SINGLE_VALUED = ("response_type", "client_id", "redirect_uri", "scope", "state", "code_challenge",
                  "code_challenge_method", "resource", "prompt", "max_age")
 
@@ -72,6 +84,9 @@ class AuthorizationEndpoint:
         self.settings = services.settings
         self.sign_in = sign_in or SignIn(services)
         self.federated = federated or FederatedPages(services, self.sign_in)
+        # Pending requests stored per client address; each worker counts what it serves: its share of the limit.
+        self.pending_requests = SlidingWindowLimiter(
+            worker_share(self.settings.limits.authorization_requests_per_minute, self.settings.workers))
 
     # -- GET /authorize ---------------------------------------------------------------------------
 
@@ -97,6 +112,9 @@ class AuthorizationEndpoint:
         cookie_problem = redirect_shares_cookies(redirect_uri, self.settings.public_url)
         if cookie_problem is not None:  # RFC 6749 §4.1.2.1: an unusable redirect URI is shown, never followed
             return self._error_page(InvalidRedirectUri, cookie_problem)
+        if any(len(value) > MAX_STATE for value in query.getlist("state")):
+            # Shown, never redirected: an error sent back must carry the state (RFC 6749 §4.1.2.1).
+            return self._error_page(InvalidRequest, f"state is longer than {MAX_STATE} characters")
         state = query.get("state")
         try:
             params = self._validate(query.multi_items(), client)
@@ -105,12 +123,28 @@ class AuthorizationEndpoint:
         params["redirect_uri"] = redirect_uri
         # OAuth 2.1 §4.1.3: the token request must repeat redirect_uri only if this request carried it.
         params["redirect_uri_sent"] = "redirect_uri" in query
+        refused = self._admit(request)
+        if refused is not None:
+            return refused
         request_id = await self.services.sessions.save_request(client.client_id, params, PENDING_REQUEST_TTL)
         session = await self._session(request)
         if self._needs_sign_in(request, session, params):
             return await self._sign_in_page(request, request_id, client, params)
         assert session is not None
         return await self._consent_or_code(request, request_id, params, client, session)
+
+    def _admit(self, request: Request) -> Response | None:
+        """None when a pending request may be stored for this request's address (it is counted then), else the
+        refusal page: 403 for a fetch that is no page, 429 with ``Retry-After`` past the address's budget."""
+        if not fetched_as_page(request):  # before it counts: no page elsewhere spends its visitors' budget
+            return self._error_page(InvalidRequest, "an authorization request opens in a page of its own, never in "
+                                                    "an image, a frame or a script", status=403)
+        if (wait := self.pending_requests.admit(client_key(request))) is not None:  # checked and counted at once
+            response = self._error_page(TemporarilyUnavailable, "too many sign-in requests came from this address; "
+                                                                "wait a little and try again", status=429)
+            response.headers["Retry-After"] = SlidingWindowLimiter.retry_after(wait)
+            return response
+        return None
 
     def _validate(self, items: list[tuple[str, str]], client: Client) -> dict[str, Any]:
         seen: dict[str, list[str]] = {}
@@ -156,7 +190,7 @@ class AuthorizationEndpoint:
         if prompt is not None:
             if not prompt or not set(prompt.split(" ")) <= PROMPTS:
                 raise InvalidRequest("prompt must be space-separated values of none, login, consent, select_account")
-            validated["prompt"] = prompt
+            validated["prompt"] = " ".join(dict.fromkeys(prompt.split(" ")))  # each value once: kept, sent on
         max_age = one.get("max_age")
         if max_age is not None:
             if not max_age.isascii() or not max_age.isdigit() or int(max_age) > MAX_AGE_LIMIT:
@@ -352,8 +386,10 @@ class AuthorizationEndpoint:
 
     def _not_served(self, client: Client) -> Response:
         if client.status == "pending":
+            # The id may be a URL its author chose: the command the administrator is to run quotes it.
             return render("pending.html", status=403, title="Waiting for approval", client_name=client.client_name,
-                          client_id=client.client_id)
+                          client_id=client.client_id,
+                          approve_command=command_line("deputy", "clients", "approve", client.client_id))
         return self._error_page(UnauthorizedClient, "an administrator has refused this client", status=403)
 
     def _error_page(self, error: type[OAuthError], description: str, status: int = 400) -> Response:

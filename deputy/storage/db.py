@@ -42,7 +42,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 logging.getLogger("alembic").setLevel(logging.WARNING)
 MIGRATION_LOCK = 0x6465707574790001  # 'deputy' + 1
 MIGRATIONS = Path(__file__).parent / "migrations"
-HEAD_REVISION = "0014"  # the newest revision in migrations/versions
+HEAD_REVISION = "0015"  # the newest revision in migrations/versions
 IDLE_BEFORE_PING = 5.0  # seconds a pooled PostgreSQL connection may sit unused before a checkout pings it
 RECYCLE_SECONDS = 1800  # no PostgreSQL connection is used longer than this
 

@@ -86,6 +86,8 @@ authorization_requests = Table(
     Column("params", JSON, nullable=False),
     Column("expires_at", BigInteger, nullable=False),
 )
+# Migration 0015: each new pending request first deletes the expired ones (deputy.storage.sessions.save_request).
+Index("ix_authorization_requests_expires_at", authorization_requests.c.expires_at)
 
 # Migration 0013: a sign-in sent to an identity provider, waiting for its callback (deputy.storage.federated_signins).
 federated_signins = Table(

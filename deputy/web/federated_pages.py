@@ -40,12 +40,13 @@ client has the proxy's address.
   (``signin_starts_per_minute``); past it a start is 429, unrecorded. Refusals never spend it. Cross-site, ``<img
   src=".../authorize?...">`` would (with one provider and no local users ``/authorize`` starts at once), so a start
   the browser marks as no page of its own (Fetch Metadata: ``Sec-Fetch-Dest`` other than ``document`` or
-  ``Sec-Fetch-Mode`` other than ``navigate``: an image, script, frame or fetch) is refused before it counts
-  (``not_a_page``, an unbound refusal). What can still spend it is a navigation (a window that visibly goes to the
-  provider) or a client sending no such header: behind a reverse proxy not named in ``trusted_proxies``, anyone, as
-with registration. Counting per
-  browser instead was weighed and not taken: a client that presents a new cookie at each start is a new browser each
-  time, so only a count per address bounds the rows of a direct flood.
+  ``Sec-Fetch-Mode`` other than ``navigate``: an image, script, frame or fetch; :mod:`deputy.web.fetch_metadata`) is
+  refused before it counts (``not_a_page``, an unbound refusal; ``/authorize`` itself refuses such a request first,
+  before it stores a pending request: :mod:`deputy.oauth.authorize`). What can still spend it is a navigation (a
+  window that visibly goes to the provider) or a client sending no such header: behind a reverse proxy not named in
+  ``trusted_proxies``, anyone, as with registration. Counting per browser instead was weighed and not taken: a
+  client that presents a new cookie at each start is a new browser each time, so only a count per address bounds
+  the rows of a direct flood.
 
 Each count is made in one step with its check (no ``await`` between), so requests sent all at once meet a limit
 as they do one by one.
@@ -72,6 +73,7 @@ from deputy.services import Services
 from deputy.storage.federated_signins import FederatedSignIns
 from deputy.storage.federated_users import ProfileRefused
 from deputy.storage.users import UserDisabled
+from deputy.web.fetch_metadata import fetched_as_page
 from deputy.web.pages import protect, render
 from deputy.web.sign_in import MIN_PRE_SESSION, SignIn
 
@@ -148,7 +150,7 @@ class FederatedPages:
         """Send the browser to provider ``name`` to sign in, then on to ``then``: the pending authorization request
         (``request_id``, whose ``params`` may ask for ``prompt``/``max_age``) or an approval page (``approval_id``).
         Counted against its address's starts unless the browser says it is no page (see the module's docstring)."""
-        if not _page(request):
+        if not fetched_as_page(request):
             return await self._failed(request, name, Refused("not_a_page", 403, "a sign-in starts in a page of its "
                                                                                  "own, never in an image, a frame or "
                                                                                  "a script"))
@@ -268,12 +270,6 @@ class FederatedPages:
         await self.services.record("signin.failed", **fields)
         return render("error.html", status=status, title=f"Sign-in through {title} failed", error=exc.reason,
                       description=exc.detail)
-
-
-def _page(request: Request) -> bool:
-    """Whether the browser fetches this as a page of its own (Fetch Metadata; a client sending none is believed)."""
-    return (request.headers.get("sec-fetch-dest", "document") == "document"
-            and request.headers.get("sec-fetch-mode", "navigate") == "navigate")
 
 
 def _too_many(wait: float, description: str) -> Response:

@@ -19,6 +19,7 @@ from deputy.storage.consents import ConsentRepository
 from deputy.storage.db import MIGRATIONS, Database
 from deputy.storage.grants import GrantRepository, HandleRefused, RedeemedCode
 from deputy.storage.sessions import SessionRepository
+from deputy.storage.tables import metadata
 from deputy.storage.users import UserExists, UserRepository
 from tests.integration.conftest import unique
 from tests.support.databases import database_url
@@ -86,6 +87,25 @@ async def test_migrations_are_idempotent(fresh_url: str) -> None:
         assert (await users.add("after-migrate", "pw")).username == "after-migrate"
     finally:
         await database.dispose()
+
+
+async def test_the_migrations_make_every_index_the_tables_declare(fresh_url: str) -> None:
+    """tables.py is the schema's description and the migrations make it: every index declared there exists, on its
+    columns (migration 0015: pending authorization requests by expiry, which each new one deletes by; review of
+    2026-12-06)."""
+    database = Database(fresh_url)
+    try:
+        await database.migrate()
+        async with database.engine.connect() as conn:
+            made = await conn.run_sync(lambda sync: {
+                index["name"]: (table, tuple(index["column_names"]))
+                for table in metadata.tables for index in inspect(sync).get_indexes(table)})
+    finally:
+        await database.dispose()
+    declared = {str(index.name): (table.name, tuple(column.name for column in index.columns))
+                for table in metadata.tables.values() for index in table.indexes}
+    assert declared["ix_authorization_requests_expires_at"] == ("authorization_requests", ("expires_at",))
+    assert {name: made.get(name) for name in declared} == declared
 
 
 async def test_concurrent_migrations(backend: str, fresh_url: str) -> None:

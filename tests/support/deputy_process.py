@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -100,14 +101,31 @@ def demo_upstream() -> Iterator[str]:
 # Every test request comes from 127.0.0.1, so the per-address registration limit (default 10 a
 # minute) would throttle the suite itself; it is tested on its own with a low limit.
 RELAXED_REGISTRATION = "\n[registration]\nrate_limit_per_minute = 10000\n"
+# Likewise the per-address budget of pending authorization requests (default 60 a minute): the suite sends hundreds
+# of /authorize from 127.0.0.1 (tests/security/test_authorize_request_budget.py sets its own).
+RELAXED_AUTHORIZATION_REQUESTS = "authorization_requests_per_minute = 10000\n"
+LIMITS_HEADER = re.compile(r"^\[limits\][^\n]*\n", re.MULTILINE)
+
+
+def relaxed(extra: str) -> str:
+    """``extra`` with the suite's relaxed per-address limits, each unless ``extra`` sets it: a `[registration]`
+    table in it replaces the relaxed one; the relaxed pending-request budget joins a `[limits]` table it has."""
+    if "[registration]" not in extra:
+        extra += RELAXED_REGISTRATION
+    if "authorization_requests_per_minute" not in extra:
+        header = LIMITS_HEADER.search(extra)
+        if header is None:
+            extra += "\n[limits]\n" + RELAXED_AUTHORIZATION_REQUESTS
+        else:
+            extra = extra[:header.end()] + RELAXED_AUTHORIZATION_REQUESTS + extra[header.end():]
+    return extra
 
 
 def write_config(path: Path, port: int, upstream_url: str, extra: str = "", public_host: str = "127.0.0.1",
                  top_level: str = "") -> None:
-    """The generated config plus `extra` (tables) and `top_level` (keys of no table, written before the first
-    table); a `[registration]` table in `extra` replaces the relaxed one."""
-    if "[registration]" not in extra:
-        extra += RELAXED_REGISTRATION
+    """The generated config plus `extra` (tables; :func:`relaxed`) and `top_level` (keys of no table, written
+    before the first table)."""
+    extra = relaxed(extra)
     redirect_uri = IP_LITERAL_REDIRECT_URI if public_host == "localhost" else REDIRECT_URI
     path.write_text(f'''
 public_url = "http://{public_host}:{port}"

@@ -1,6 +1,7 @@
 """Per-address limits with ``workers = N`` (deputy.limits.worker_share): each worker counts only the requests it
 serves, in memory (deputy.rate_limit), so each admits its share and the whole Deputy about the configured limit —
-N workers must not admit N times as many registrations, failed sign-ins or federated sign-ins."""
+N workers must not admit N times as many registrations, failed sign-ins, federated sign-ins or pending
+authorization requests."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from starlette.routing import Route
 from deputy.app import create_app
 from deputy.config import Settings, load_settings
 from deputy.limits import worker_share
+from deputy.oauth.authorize import AuthorizationEndpoint
 from deputy.rate_limit import SlidingWindowLimiter
 from deputy.services import Services
 from deputy.web.connection_pages import STARTS_PER_MINUTE, ConnectionPages
@@ -25,6 +27,7 @@ rate_limit_per_minute = 10
 [limits]
 signin_failures_per_minute = 10
 signin_starts_per_minute = 7
+authorization_requests_per_minute = 9
 [servers.demo]
 url = "http://127.0.0.1:8001/mcp"
 scopes = ["demo:tools"]
@@ -74,6 +77,7 @@ def test_the_sign_in_limits_are_shared_between_workers(tmp_path: Path) -> None:
     assert _admitted(federated.failures) == 5
     assert _admitted(federated.starts) == 4
     assert _admitted(ConnectionPages(services, sign_in).starts) == worker_share(STARTS_PER_MINUTE, 2)
+    assert _admitted(AuthorizationEndpoint(services, sign_in, federated).pending_requests) == 5
 
 
 def test_one_worker_keeps_the_configured_limits(tmp_path: Path) -> None:
@@ -81,3 +85,4 @@ def test_one_worker_keeps_the_configured_limits(tmp_path: Path) -> None:
     sign_in = SignIn(services)
     assert sign_in.failed_logins.free == FREE_FAILED_SIGN_INS
     assert _admitted(FederatedPages(services, sign_in).failures) == 10
+    assert _admitted(AuthorizationEndpoint(services, sign_in).pending_requests) == 9
