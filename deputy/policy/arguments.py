@@ -53,7 +53,7 @@ from deputy.policy import formats
 from deputy.policy.argument_problems import ArgumentError as ArgumentError  # where it was always imported from
 from deputy.policy.argument_problems import Problems, first_problem_only
 from deputy.policy.formats import FormatError
-from deputy.policy.hints import Hint
+from deputy.policy.hints import NO_DEFAULT, Hint
 
 Entities = list[dict[str, Any]]
 Converter = Callable[[Any, str, Entities], Any]
@@ -169,8 +169,11 @@ def _set(element: Converter) -> Converter:
     return convert
 
 
-def _record(attributes: Mapping[str, tuple[Converter, bool]]) -> Converter:
-    required = frozenset(name for name, (_, needed) in attributes.items() if needed)
+Slot = tuple[Converter, bool, Any]  # a member's converter, whether it is required, its default (or NO_DEFAULT)
+
+
+def _record(attributes: Mapping[str, Slot]) -> Converter:
+    required = frozenset(name for name, (_, needed, _) in attributes.items() if needed)
 
     def convert(value: Any, path: str, entities: Entities) -> Any:
         if type(value) is not dict:
@@ -190,11 +193,28 @@ def _record(attributes: Mapping[str, tuple[Converter, bool]]) -> Converter:
                 break
         _missing(problems, path, required, value)
         problems.check()
+        _defaults(attributes, value, path, entities, out)
         return out
     return convert
 
 
 UNDECLARED = "not in the tool's input schema, so no policy could see it"
+
+
+def _defaults(slots: Mapping[str, Slot], value: dict[str, Any], path: str, entities: Entities,
+              out: dict[str, Any]) -> None:
+    """Each optional member absent from ``value`` that the schema gives a ``default``, as that default: what the
+    upstream runs (an SDK server fills it in from the tool's signature), so what is decided is what is run — a
+    ``forbid`` on ``context.input.recursive`` sees the ``true`` an omitted argument becomes. A default its own type
+    refuses leaves the member absent."""
+    for name, (convert, needed, default) in slots.items():
+        if not needed and default is not NO_DEFAULT and name not in value:
+            found: Entities = []
+            try:
+                out[name] = convert(default, f"{path}.{name}", found)
+            except ArgumentError:
+                continue
+            entities.extend(found)
 
 
 def _missing(problems: Problems, path: str, required: frozenset[str], value: dict[str, Any]) -> None:
@@ -228,8 +248,8 @@ def _enum(entity_type: str, choices: frozenset[str]) -> Converter:
     return convert
 
 
-def _tagged(entity_type: str, shape: Mapping[str, tuple[Converter, bool]], tags: Converter | None) -> Converter:
-    required = frozenset(name for name, (_, needed) in shape.items() if needed)
+def _tagged(entity_type: str, shape: Mapping[str, Slot], tags: Converter | None) -> Converter:
+    required = frozenset(name for name, (_, needed, _) in shape.items() if needed)
 
     def convert(value: Any, path: str, entities: Entities) -> Any:
         if type(value) is not dict:
@@ -251,6 +271,7 @@ def _tagged(entity_type: str, shape: Mapping[str, tuple[Converter, bool]], tags:
                 break
         _missing(problems, path, required, value)
         problems.check()
+        _defaults(shape, value, path, entities, attrs)
         uid = {"type": entity_type, "id": path}
         entities.append({"uid": uid, "attrs": attrs, "parents": [], "tags": tag_values})
         return {"__entity": uid}
@@ -311,13 +332,17 @@ class TypeCompiler:
                 order = sorted(declared, key=lambda name: int(name[len("typeChoice"):]))
                 return _union([(name, self.compile(declared[name], namespace, _nth(branches, name)))
                                for name in order])
-            return _record({name: (self.compile(sub, namespace, hint.member(name) if hint else None),
-                                   sub.get("required", True)) for name, sub in declared.items()})
+            return _record({name: self.slot(name, sub, namespace, hint) for name, sub in declared.items()})
         if kind in ("Entity", "EntityOrCommon", "Extension"):
             return self.named_type(str(ty["name"]), namespace, hint)
         if isinstance(kind, str):  # a common type referenced by its name alone
             return self.named_type(kind, namespace, hint)
         raise SchemaTypeError(f"unsupported schema type {ty!r}")
+
+    def slot(self, name: str, ty: Mapping[str, Any], namespace: str, hint: Hint | None) -> Slot:
+        """Member ``name`` of a record or entity: its converter, whether it is required, and its default."""
+        return (self.compile(ty, namespace, hint.member(name) if hint else None), ty.get("required", True),
+                hint.member_default(name) if hint else NO_DEFAULT)
 
     def named_type(self, name: str, namespace: str, hint: Hint | None = None) -> Converter:
         space, _, base = name.rpartition("::")
@@ -353,9 +378,7 @@ class TypeCompiler:
         if full == f"{self.root}::Unknown":
             return _opaque(full)
         shape = definition.get("shape", {"type": "Record", "attributes": {}})
-        attributes = {name: (self.compile(sub, namespace, hint.member(name) if hint else None),
-                             sub.get("required", True))
-                      for name, sub in shape.get("attributes", {}).items()}
+        attributes = {name: self.slot(name, sub, namespace, hint) for name, sub in shape.get("attributes", {}).items()}
         tags = None if "tags" not in definition else self.compile(definition["tags"], namespace,
                                                                   hint.extra() if hint else None)
         return _tagged(full, attributes, tags)

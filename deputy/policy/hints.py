@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+NO_DEFAULT: Any = object()  # a member the schema gives no default
 MAX_REFERENCES = 32
 
 
@@ -57,6 +58,13 @@ class Hint:
     def member(self, name: str) -> Hint | None:
         properties = self.node.get("properties")
         return self._at(properties.get(name)) if isinstance(properties, Mapping) else None
+
+    def member_default(self, name: str) -> Any:
+        """The ``default`` the schema gives member ``name`` (beside a ``$ref`` too, as Pydantic writes it), or
+        :data:`NO_DEFAULT`."""
+        properties = self.node.get("properties")
+        node = properties.get(name) if isinstance(properties, Mapping) else None
+        return node["default"] if isinstance(node, Mapping) and "default" in node else NO_DEFAULT
 
     def items(self) -> Hint | None:
         return self._at(self.node.get("items"))

@@ -158,3 +158,26 @@ def test_cedar_decides_on_the_integer_the_gateway_parsed_digit_for_digit(tmp_pat
     assert decision.outcome is (Outcome.DENY if denied_by else Outcome.ALLOW), decision
     if denied_by:
         assert decision.determining == (denied_by,)
+
+
+DEFAULTS = build_schema([{"name": "delete_path", "inputSchema": {"type": "object", "required": ["path"], "properties": {
+    "path": {"type": "string"},
+    "recursive": {"type": "boolean", "default": True},
+    "depth": {"type": "integer", "default": "deep"},  # a default its own type refuses
+    "mode": {"$ref": "#/$defs/Mode", "default": "fast"},  # beside a $ref, as Pydantic writes it
+    "options": {"type": "object", "properties": {"dry_run": {"type": "boolean", "default": False}}},
+    "note": {"type": "string"},
+}, "$defs": {"Mode": {"type": "string", "enum": ["fast", "slow"]}}}}])
+
+
+def test_an_absent_argument_is_decided_as_its_schema_default_as_the_upstream_runs_it() -> None:
+    """An SDK server fills in what the client left out from the tool's signature (its schema's ``default``)."""
+    _, context, _ = DEFAULTS.request("tools/call", "delete_path", {"path": "/srv"})
+    assert context["input"]["recursive"] is True
+    assert "depth" not in context["input"], "a default that does not fit its type is no value"
+    assert "note" not in context["input"], "no default: absent, as sent"
+    assert context["input"]["mode"] == {"__entity": {"type": "Deputy::delete_path::Input::Mode", "id": "fast"}}
+    _, said, _ = DEFAULTS.request("tools/call", "delete_path", {"path": "/srv", "recursive": False,
+                                                               "options": {}})
+    assert said["input"]["recursive"] is False, "what the client said wins"
+    assert said["input"]["options"] == {"dry_run": False}, "defaults inside an object that was sent"
