@@ -200,6 +200,16 @@ class HttpUpstream:
             await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream refused the gateway",
                                                      request_id=exchange.request_id))
             return
+        if exchange.rewrite_result is not None and \
+                response.headers.get("content-encoding", "identity").strip().lower() not in ("", "identity"):
+            # Deputy asked for identity: a coded body is one it cannot read, so a list in it could not be filtered.
+            # Relaying it would let the upstream pick what passes the policy's list filter.
+            log.warning("upstream %s answered in a content coding Deputy did not ask for", self.server.name)
+            mark_upstream_error(exchange.scope, "refused")
+            await send_json(send, 502, jsonrpc_error(JSONRPC_INTERNAL_ERROR, "upstream answered in a content coding "
+                                                     "(Content-Encoding) the gateway did not ask for",
+                                                     request_id=exchange.request_id))
+            return
         out = [(k, v) for k, v in response.raw_headers if k.lower() not in DROP_RESPONSE_HEADERS]
         upstream_session = response.headers.get("mcp-session-id")
         if upstream_session is not None:

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -61,10 +62,14 @@ FAILED = "could not filter the list"
 # list in its result, and the field of an item that names it. No other result has these keys.
 LIST_ITEMS = {"tools/list": ("tools", "name"), "prompts/list": ("prompts", "name"),
               "resources/list": ("resources", "uri"), "resources/templates/list": ("resourceTemplates", "uriTemplate")}
+# Other spellings of an items key that a client may read as it (the Python SDK's models take field names as well
+# as aliases): no filter reads them, so a result holding one is refused, never passed.
+UNFILTERED_ALIASES = ("resource_templates",)
 # A key as serialised JSON: inside a string a quote is escaped, so these bytes are a key or a whole string value.
-_LIST_KEYS = tuple(f'"{key}"'.encode() for key, _ in LIST_ITEMS.values())
+_LIST_KEYS = tuple(f'"{key}"'.encode() for key in (*(key for key, _ in LIST_ITEMS.values()), *UNFILTERED_ALIASES))
 _SEAM = max(len(key) for key in _LIST_KEYS) - 1
 BOM = b"\xef\xbb\xbf"
+_ESCAPED_LETTER = re.compile(rb"\\u00[4-7][0-9A-Fa-f]")  # U+0040..U+007F: every letter of every list key
 
 RequestId = str | int | None
 
@@ -75,8 +80,10 @@ class RewriteRefused(Exception):
 
 
 def may_hold_list(data: bytes) -> bool:
-    """Whether ``data`` could be (part of) an answer carrying a list: it holds a list's items key."""
-    return any(key in data for key in _LIST_KEYS)
+    """Whether ``data`` could be (part of) an answer carrying a list: it holds a list's items key — or an escaped
+    ASCII letter, with which a key can be spelt so that no byte scan finds it (``"\\u0074ools"`` is ``"tools"``;
+    JSON writers escape no letter, so ordinary text, non-ASCII escapes included, is not parsed for it)."""
+    return _ESCAPED_LETTER.search(data) is not None or any(key in data for key in _LIST_KEYS)
 
 
 class ListKeyScanner:
@@ -120,8 +127,12 @@ async def _rewrite_message(message: Any, request_id: RequestId, rewrite: Rewrite
             return message  # holds no list
         log.warning("response to a filtered request has a result that is not an object; replaced by an error")
         return jsonrpc_error(JSONRPC_INTERNAL_ERROR, FAILED, request_id=reply_id)
-    if not answers_list and not any(key in result for key, _ in LIST_ITEMS.values()):
+    aliased = any(alias in result for alias in UNFILTERED_ALIASES)
+    if not answers_list and not aliased and not any(key in result for key, _ in LIST_ITEMS.values()):
         return message
+    if aliased:
+        log.warning("a list under a key no filter reads (%s); replaced by an error", ", ".join(UNFILTERED_ALIASES))
+        return jsonrpc_error(JSONRPC_INTERNAL_ERROR, FAILED, request_id=reply_id)
     try:
         rewritten = await rewrite(result)
     except (RewriteRefused, ValueError) as refused:

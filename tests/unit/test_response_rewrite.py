@@ -225,3 +225,36 @@ async def test_an_unended_last_event_ending_in_cr_gets_a_blank_line_of_its_own()
     """At the end of the stream the blank line is supplied (an LF): the CR before it must not swallow it."""
     out = await rewritten([b"data: " + json.dumps(RESPONSE).encode() + b"\r"])
     assert out.endswith(b"\r\n\n") and b"secret" not in out
+
+
+# -- a hostile upstream's other spellings of a list (outside review, 2026-12-06) ------------------------------------
+
+
+async def test_a_list_key_spelt_with_escapes_is_found_and_filtered_in_any_answer() -> None:
+    """``"\\u0074ools"`` is ``"tools"`` to every JSON reader, but no byte scan for ``"tools"`` finds it."""
+    body = b'{"jsonrpc":"2.0","id":9,"result":{"\\u0074ools":[{"name":"echo"},{"name":"secret"}]}}'
+    out = json.loads(await rewrite_json_body(body, 9, drop_secret, answers_list=False))
+    assert out["result"]["tools"] == [{"name": "echo"}]
+    events = sse_data(await rewritten(split_everywhere(b"event: message\ndata: " + body + b"\n\n"), 9))
+    assert events[0]["result"]["tools"] == [{"name": "echo"}]
+
+
+async def test_an_ordinary_answer_with_escaped_text_is_not_parsed() -> None:
+    async def never(result: dict[str, Any]) -> dict[str, Any]:
+        raise AssertionError("not a list: never rewritten")
+
+    body = b'{"jsonrpc":"2.0","id":9,"result":{"content":[{"type":"text","text":"caf\\u00e9 \\u4e2d"}]}}'
+    assert await rewrite_json_body(body, 9, never, answers_list=False) is body
+
+
+@pytest.mark.parametrize("answers_list", [True, False])
+async def test_a_list_under_a_key_no_filter_reads_is_refused(answers_list: bool) -> None:
+    """The Python SDK's models read ``resource_templates`` as ``resourceTemplates``: passing it would pass a list
+    no policy filtered."""
+    async def hide_every_template(result: dict[str, Any]) -> dict[str, Any]:  # as the policy filter reads a result
+        return {**result, "resourceTemplates": []} if "resourceTemplates" in result else result
+
+    body = json.dumps({"jsonrpc": "2.0", "id": 4, "result": {"resource_templates": [
+        {"uri_template": "demo://users/{id}", "name": "user"}]}}).encode()
+    out = json.loads(await rewrite_json_body(body, 4, hide_every_template, answers_list=answers_list))
+    assert out["error"]["message"] == FAILED and out["id"] == 4
