@@ -240,12 +240,15 @@ class PolicyLifecycle:
 
 
 class PolicyWatcher:
-    """Reloads a server's policies when its directory's ``*.cedar`` files change (names, sizes, mtimes)."""
+    """Reloads a server's policies when its directory's ``*.cedar`` files change (names, sizes, mtimes) and then
+    stay unchanged for one more interval: a file caught half-written can still be a valid set — cut after one
+    policy, before the ``forbid`` that follows — which would be in force until the next poll."""
 
     def __init__(self, policies: Iterable[PolicyLifecycle], interval: float) -> None:
         self.policies = list(policies)
         self.interval = interval
         self._seen = {id(policy): _fingerprint(policy.directory) for policy in self.policies}
+        self._changing: dict[int, tuple[tuple[str, int, int], ...]] = {}  # a change seen, not yet settled
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -260,9 +263,14 @@ class PolicyWatcher:
         while True:
             await asyncio.sleep(self.interval)
             for policy in self.policies:
-                now = _fingerprint(policy.directory)
-                if now != self._seen[id(policy)]:
-                    self._seen[id(policy)] = now
+                key, now = id(policy), _fingerprint(policy.directory)
+                if now == self._seen[key]:
+                    self._changing.pop(key, None)
+                elif self._changing.get(key) != now:
+                    self._changing[key] = now  # changed: reloaded once it holds still for an interval
+                else:
+                    del self._changing[key]
+                    self._seen[key] = now
                     log.warning("policy files of %s changed on disk: reloading", policy.server.name)
                     policy.reload()
 
