@@ -74,6 +74,7 @@ from deputy.gateway.responses import (
 )
 from deputy.gateway.sessions import SessionBinder
 from deputy.gateway.stream_caps import CallCaps, CapReached, StreamCaps
+from deputy.gateway.stream_lifetime import stream_end
 from deputy.gateway.tools_watch import watching_tools
 from deputy.limits import LimitSettings
 from deputy.policy import POLICY_DENIED, Decision, Outcome
@@ -193,6 +194,8 @@ class Gateway:
                 return
             seen.outcome = RequestOutcome.FORWARDED
             started = time.perf_counter_ns()
+            ends = (stream_end(principal, self.streams.ending, self.authenticator.validator.is_revoked)
+                    if hold is not None else None)
             try:
                 await upstream.forward(Exchange(
                     scope=scope,
@@ -209,9 +212,11 @@ class Gateway:
                     trace=seen.trace,
                     upstream_headers=oauth.headers if oauth is not None else (),
                     refusals=oauth,
-                    stream_ends=self.streams.ending if hold is not None else None,
+                    stream_ends=ends[0] if ends is not None else None,
                 ))
             finally:
+                if ends is not None:
+                    ends[1].cancel()
                 if hold is not None:
                     hold.release()
                 seen.stage(UPSTREAM, started)
