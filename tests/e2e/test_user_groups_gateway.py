@@ -1,7 +1,8 @@
 """The user's groups decide her calls on the real path (issue 14, item 4), on both backends.
 
 A server ``books`` (the demo upstream) is guarded by group rules: ``add`` is permitted to group ``finance``,
-everything is forbidden to group ``engineering``. The people are federated users as a sign-in through an
+every tool call is forbidden to group ``engineering`` (its list still shows the tools, so a denial names the rule:
+tests/security/test_hidden_tools.py). The people are federated users as a sign-in through an
 identity provider leaves them — created and refreshed with :meth:`UserRepository.upsert_federated`, with a login
 session started for them (:meth:`SessionRepository.start`), which is what the sign-in callback does once the ID
 token is valid. Everything from there is Deputy's own and real: the authorization request, the consent page, the
@@ -59,7 +60,8 @@ permit (principal, action == Deputy::Action::"delete_user", resource)
 when { context.user.groups.contains("finance") };
 
 @id("engineering-never")
-forbid (principal, action, resource) when { context.user.groups.contains("engineering") };
+forbid (principal, action in Deputy::Action::"tools/call", resource)
+when { context.user.groups.contains("engineering") };
 '''
 OUTSIDE: Final = "https://outside.example.com"  # a [[trusted_issuers]] entry accepting subject tokens
 OUTSIDE_KEY: Final = ECKey.generate_key("P-256", parameters={"kid": "outside-1"}, private=True)
