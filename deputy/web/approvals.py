@@ -76,7 +76,8 @@ class ApprovalPages:
         approval_id = request.path_params["approval_id"]
         form = await self.sign_in.read_form(request)
         session = await self.sign_in.session(request)
-        if not self.sign_in.csrf_ok(request, form, "approval"):
+        # Bound to this approval too: a token from one call's page decides no other call.
+        if not self.sign_in.csrf_ok(request, form, "approval", bound_to=approval_id):
             return self._error(403, "The form's CSRF token is missing or wrong; reload the page and try again.")
         if session is None:  # the token verified against a session cookie that has since expired
             return self._sign_in_page(request, approval_id)
@@ -105,7 +106,7 @@ class ApprovalPages:
         note = problem
         if note is None and approval.status is Status.PENDING and not may_decide:
             note = REFUSALS["own_request"] if own and approver else REFUSALS["not_approver"]
-        csrf, _ = self.sign_in.csrf_token(request, "approval")
+        csrf, _ = self.sign_in.csrf_token(request, "approval", bound_to=approval.approval_id)
         response = render("approval.html", status=status, title="Approve this call?", csrf_token=csrf,
                           action=self._path(approval.approval_id), note=note, may_decide=may_decide,
                           viewer=viewer.username, **self._call(approval, requester))

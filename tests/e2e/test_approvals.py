@@ -312,10 +312,17 @@ async def test_the_page_refuses_the_requesting_user_and_forged_forms(setup: Setu
         assert not any(form.buttons for form in parse_forms(page.text))  # no buttons to press
         # The token Deputy would put in alice's form if she could decide (its own key, her session):
         # what refuses the forced POST is the approval rule, not the CSRF check.
-        csrf = CsrfTokens.from_data_dir(setup.deputy.data_dir).token("approval", own.cookies["deputy_session"])
+        csrf = CsrfTokens.from_data_dir(setup.deputy.data_dir).token(  # bound to her session and this approval
+            "approval", f"{own.cookies['deputy_session']}\x00{data['approval_id']}")
         forced = await own.post(data["approval_url"], data={"csrf_token": csrf, "decision": "approve"})
         assert forced.status_code == 409 and "another user has to approve it" in page_text(forced.text)
+    other = held(setup, await delete_user(setup, alice, {"id": 9201, "reason": "another call"}))
     async with signed_in(data["approval_url"], "bob", BOB_PASSWORD) as bob:
+        # The token of another call's page, his own and good there, decides nothing here.
+        other_page = await bob.get(other["approval_url"])
+        other_token = next(form.data()["csrf_token"] for form in parse_forms(other_page.text) if form.buttons)
+        crossed = await bob.post(data["approval_url"], data={"csrf_token": other_token, "decision": "approve"})
+        assert crossed.status_code == 403
         no_csrf = await bob.post(data["approval_url"], data={"decision": "approve"})
         assert no_csrf.status_code == 403
         wrong = await bob.post(data["approval_url"], data={"csrf_token": "x" * 43, "decision": "approve"})

@@ -158,7 +158,8 @@ async def test_the_squatter_of_bobs_label_cannot_approve_and_the_group_member_ca
         assert page.status_code == 403 and NOT_APPROVER in page_text(page.text)
         assert "7100" not in page.text and "label squatting" not in page.text  # the call is not hers to see
         # The token Deputy would put in her form: what refuses the forged POST is who she is, not the CSRF check.
-        csrf = CsrfTokens.from_data_dir(stack.deputy.data_dir).token("approval", mallory.cookies["deputy_session"])
+        csrf = CsrfTokens.from_data_dir(stack.deputy.data_dir).token(  # bound to her session and this approval
+            "approval", f"{mallory.cookies['deputy_session']}\x00{data['approval_id']}")
         forged = await mallory.post(url, data={"csrf_token": csrf, "decision": "approve"})
         assert forged.status_code == 403 and NOT_APPROVER in page_text(forged.text)
     code, users = cli(stack, "users", "list")
