@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import guarded_server
+from tests.support.deputy_process import RunningDeputy
 from tests.support.eventually import eventually
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
-from tests.support.recording_upstream import RequestRecorder, recording_upstream
+from tests.support.recording_upstream import RequestRecorder
 
 BOB_PASSWORD = "bob's own long passphrase"
 SELF = '''
@@ -46,15 +46,9 @@ class Setup:
 @pytest.fixture(scope="module")
 def setup(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     directory = tmp_path_factory.mktemp("approval-tightening")
-    (directory / "policies").mkdir()
-    policy = directory / "policies" / "approvals.cedar"
-    policy.write_text(SELF)
-    with recording_upstream() as (url, recorder):
-        extra = (f'\n[servers.held]\nurl = "{url}"\nscopes = ["held:tools"]\npolicies = "{directory / "policies"}"\n'
-                 "\n[gateway]\npolicy_watch_seconds = 0.2\n")
-        with database_url("sqlite", directory) as db_url, running_deputy(
-                directory, db_url, upstream_url, extra, users=(("bob", BOB_PASSWORD),)) as deputy:
-            yield Setup(deputy, recorder, policy)
+    with guarded_server(directory, upstream_url, "held", SELF, extra="[gateway]\npolicy_watch_seconds = 0.2\n",
+                        users=(("bob", BOB_PASSWORD),)) as guarded:
+        yield Setup(guarded.deputy, guarded.recorder, directory / "held-policies" / "held.cedar")
 
 
 async def call(setup: Setup, token: str, reason: str) -> dict[str, Any]:

@@ -11,17 +11,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from mcp.server import MCPServer
 
 from deputy.demo.server import demo_asgi_app
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import GuardedDeputy, guarded_server
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
-from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
 POLICY = '''
 @id("tools")
@@ -43,24 +40,15 @@ def upstream() -> MCPServer:
     return server
 
 
-@dataclass
-class Setup:
-    deputy: RunningDeputy
-    recorder: RequestRecorder
+Setup = GuardedDeputy
 
 
 @pytest.fixture(scope="module")
 def setup(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    directory = tmp_path_factory.mktemp("argument-defaults")
-    (directory / "policies").mkdir()
-    (directory / "policies" / "defaults.cedar").write_text(POLICY)
     app = demo_asgi_app(upstream(), stateless=True, json_response=True)
-    with recording_upstream(app) as (url, recorder):
-        extra = (f'\n[servers.defaults]\nurl = "{url}"\nscopes = ["defaults:tools"]\n'
-                 f'policies = "{directory / "policies"}"\n')
-        with database_url("sqlite", directory) as db_url, running_deputy(directory, db_url, upstream_url,
-                                                                          extra) as deputy:
-            yield Setup(deputy, recorder)
+    with guarded_server(tmp_path_factory.mktemp("argument-defaults"), upstream_url, "defaults", POLICY,
+                        app=app) as guarded:
+        yield guarded
 
 
 async def call(setup: Setup, arguments: dict[str, Any]) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from tests.support.audit_log import read_log
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import guarded_server
+from tests.support.deputy_process import RunningDeputy
 from tests.support.eventually import eventually
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
 
@@ -35,13 +35,8 @@ forbid (principal, action == Deputy::Action::"delete_user", resource) when { con
 
 @pytest.fixture(scope="module")
 def deputy(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
-    directory = tmp_path_factory.mktemp("hidden-tools")
-    (directory / "policies").mkdir()
-    (directory / "policies" / "hidden.cedar").write_text(POLICY)
-    extra = (f'\n[servers.hidden]\nurl = "{upstream_url}"\nscopes = ["hidden:tools"]\n'
-             f'policies = "{directory / "policies"}"\n')
-    with database_url("sqlite", directory) as db_url, running_deputy(directory, db_url, upstream_url, extra) as running:
-        yield running
+    with guarded_server(tmp_path_factory.mktemp("hidden-tools"), upstream_url, "hidden", POLICY) as guarded:
+        yield guarded.deputy
 
 
 async def call(deputy: RunningDeputy, tool: str, arguments: Any) -> dict[str, Any]:

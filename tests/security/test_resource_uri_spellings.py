@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import GuardedDeputy, guarded_server
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
-from tests.support.recording_upstream import RequestRecorder, recording_upstream
 
 POLICY = '''
 @id("read-resources")
@@ -30,22 +27,13 @@ forbid (principal, action == Deputy::Action::"resources/read", resource) when { 
 '''
 
 
-@dataclass
-class Setup:
-    deputy: RunningDeputy
-    recorder: RequestRecorder
+Setup = GuardedDeputy
 
 
 @pytest.fixture(scope="module")
 def setup(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
-    directory = tmp_path_factory.mktemp("resource-uris")
-    (directory / "policies").mkdir()
-    (directory / "policies" / "uris.cedar").write_text(POLICY)
-    with recording_upstream() as (url, recorder):
-        extra = f'\n[servers.uris]\nurl = "{url}"\nscopes = ["uris:tools"]\npolicies = "{directory / "policies"}"\n'
-        with database_url("sqlite", directory) as db_url, running_deputy(directory, db_url, upstream_url,
-                                                                          extra) as deputy:
-            yield Setup(deputy, recorder)
+    with guarded_server(tmp_path_factory.mktemp("resource-uris"), upstream_url, "uris", POLICY) as guarded:
+        yield guarded
 
 
 def reads_reaching(setup: Setup, uri: str) -> int:

@@ -18,10 +18,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from tests.support.databases import database_url
-from tests.support.deputy_process import RunningDeputy, running_deputy
+from tests.support.demo_policies import guarded_server
+from tests.support.deputy_process import RunningDeputy
 from tests.support.oauth_flow import mcp_post, tokens_for_alice
-from tests.support.recording_upstream import recording_upstream
 
 POLICY = '@id("list-nothing")\nforbid (principal, action == Deputy::Action::"tools/list", resource);\n'
 
@@ -43,15 +42,9 @@ async def gzipping_upstream(scope: Scope, receive: Receive, send: Send) -> None:
 
 @pytest.fixture(scope="module")
 def deputy(upstream_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningDeputy]:
-    directory = tmp_path_factory.mktemp("content-coding")
-    (directory / "policies").mkdir()
-    (directory / "policies" / "nothing.cedar").write_text(POLICY)
-    with recording_upstream(gzipping_upstream) as (url, _):
-        extra = (f'\n[servers.coded]\nurl = "{url}"\ncredentials = "exchange"\nscopes = ["coded:tools"]\n'
-                 f'policies = "{directory / "policies"}"\n')
-        with database_url("sqlite", directory) as db_url, running_deputy(directory, db_url, upstream_url,
-                                                                          extra) as running:
-            yield running
+    with guarded_server(tmp_path_factory.mktemp("content-coding"), upstream_url, "coded", POLICY,
+                        app=gzipping_upstream, server_extra='credentials = "exchange"\n') as guarded:
+        yield guarded.deputy
 
 
 @pytest.mark.parametrize("method", ["tools/list", "ping"])

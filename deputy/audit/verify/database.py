@@ -67,8 +67,114 @@ async def verify_database(
     Everything is read in one snapshot (:func:`_snapshot`): records a running Deputy appends meanwhile are not seen,
     rather than seen beyond the head read before them (which is what a rewrite looks like)."""
     async with _snapshot(engine) as conn:
-        return await _verify(conn, verifier, witnesses=witnesses, quorum=quorum, anchors=anchors,
-                             allow_unsigned=allow_unsigned, progress=progress, workers=workers, batch=batch)
+        started = time.perf_counter()
+        keys = log_keys(verifier)
+        report = VerifyReport(source="database", origin=keys.origin, vkey=keys.vkey())
+        tree = Tree(report, keys, collect_nodes=True)
+        for anchor in anchors:
+            tree.add_anchor(anchor)
+        head = (await conn.execute(select(audit_head.c.size, audit_head.c.compact))).first()
+        rows = (
+            await conn.execute(
+                select(audit_checkpoints.c.size, audit_checkpoints.c.root, audit_checkpoints.c.note).order_by(
+                    audit_checkpoints.c.size
+                )
+            )
+        ).all()
+        head_size = int(head.size) if head is not None else 0
+        report.head_size = head_size if head is not None else None
+        for row in rows:
+            tree.add_checkpoint(PendingCheckpoint(int(row.size), str(row.note), bytes(row.root), int(row.size)))
+        report.latest_checkpoint = int(rows[-1].size) if rows else None
+
+        report.workers = auto_workers(workers, head_size)
+        pool = executor(report.workers)
+        bad_nodes: set[tuple[int, int]] = set()
+        expected = head_size
+        try:
+            pending: deque[tuple[list[int], Future[Any] | tuple[list[bytes], list[tuple[int, str]]]]] = deque()
+            position = 0
+
+            async def drain_one() -> None:
+                indexes, job = pending.popleft()
+                hashes, problems = await asyncio.wrap_future(job) if isinstance(job, Future) else job
+                for offset, message in problems:
+                    tree.mark(indexes[offset])
+                    report.add(
+                        Problem("record", f"leaf {indexes[offset]}: {message}", index=indexes[offset],
+                                end=indexes[offset] + 1)
+                    )
+                before = tree.compact.size
+                for index, leaf in zip(indexes, hashes, strict=True):
+                    if index != tree.compact.size and not tree.shifted:
+                        position_problem(tree, index)
+                    tree.append(leaf)
+                stored = await _stored_nodes(conn, before, tree.compact.size)
+                node_problems(tree, stored, bad_nodes)
+                tree.judge()
+                if progress is not None:
+                    progress(tree.compact.size, max(expected, tree.compact.size))
+
+            while True:
+                chunk = (
+                    await conn.execute(
+                        select(audit_leaves.c.idx, audit_leaves.c.record)
+                        .where(audit_leaves.c.idx >= position)
+                        .order_by(audit_leaves.c.idx)
+                        .limit(batch)
+                    )
+                ).all()
+                if not chunk:
+                    break
+                indexes = [int(r.idx) for r in chunk]
+                entries = [bytes(r.record) for r in chunk]
+                position = indexes[-1] + 1
+                job = pool.submit(digest_entries, entries) if pool is not None else digest_entries(entries)
+                pending.append((indexes, job))
+                while len(pending) > max(2, 2 * report.workers):
+                    await drain_one()
+            while pending:
+                await drain_one()
+        finally:
+            if pool is not None:
+                pool.shutdown(cancel_futures=True)
+        tree.finish(allow_unsigned)
+        n = tree.compact.size
+        beyond = await _nodes_beyond(conn, n)
+        if beyond:
+            report.add(Problem("node", f"{beyond} tree nodes are stored beyond the last leaf ({n} leaves)", index=n))
+        if head is None:
+            if n:
+                report.add(Problem("head", f"there is no head, but {n} leaves", size=0))
+        else:
+            if head_size > n:
+                report.add(Problem("head", f"head says size {head_size}, only {n} leaves", index=n, size=head_size))
+            elif head_size < n:
+                report.add(
+                    Problem(
+                        "extra",
+                        f"head says size {head_size}, but there are {n} leaves (leaf {head_size} "
+                        "and on are beyond the head)",
+                        index=head_size,
+                        size=head_size,
+                    )
+                )
+            else:
+                try:
+                    compact = CompactRange.from_bytes(bytes(head.compact))
+                except ValueError as exc:
+                    report.add(Problem("head", f"head's compact range is corrupt: {exc}", size=head_size))
+                else:
+                    if compact.size != head_size or compact.hashes != tree.compact.hashes:
+                        report.add(
+                            Problem(
+                                "head", f"head at size {head_size}: its tree does not match the records", size=head_size
+                            )
+                        )
+        if witnesses:
+            await check_stored_cosignatures(conn, report, witnesses, quorum)
+        report.seconds = time.perf_counter() - started
+        return report
 
 
 @asynccontextmanager
@@ -83,130 +189,6 @@ async def _snapshot(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
             snapshot = await conn.execution_options(isolation_level="REPEATABLE READ")
             async with snapshot.begin():
                 yield snapshot
-
-
-async def _verify(
-    conn: AsyncConnection,
-    verifier: NoteVerifier | LogKeys,
-    *,
-    witnesses: Sequence[CosignatureVerifier] = (),
-    quorum: int | None = None,
-    anchors: Sequence[Anchor] = (),
-    allow_unsigned: int = 0,
-    progress: Progress | None = None,
-    workers: int | None = None,
-    batch: int = BATCH,
-) -> VerifyReport:
-    started = time.perf_counter()
-    keys = log_keys(verifier)
-    report = VerifyReport(source="database", origin=keys.origin, vkey=keys.vkey())
-    tree = Tree(report, keys, collect_nodes=True)
-    for anchor in anchors:
-        tree.add_anchor(anchor)
-    head = (await conn.execute(select(audit_head.c.size, audit_head.c.compact))).first()
-    rows = (
-        await conn.execute(
-            select(audit_checkpoints.c.size, audit_checkpoints.c.root, audit_checkpoints.c.note).order_by(
-                audit_checkpoints.c.size
-            )
-        )
-    ).all()
-    head_size = int(head.size) if head is not None else 0
-    report.head_size = head_size if head is not None else None
-    for row in rows:
-        tree.add_checkpoint(PendingCheckpoint(int(row.size), str(row.note), bytes(row.root), int(row.size)))
-    report.latest_checkpoint = int(rows[-1].size) if rows else None
-
-    report.workers = auto_workers(workers, head_size)
-    pool = executor(report.workers)
-    bad_nodes: set[tuple[int, int]] = set()
-    expected = head_size
-    try:
-        pending: deque[tuple[list[int], Future[Any] | tuple[list[bytes], list[tuple[int, str]]]]] = deque()
-        position = 0
-
-        async def drain_one() -> None:
-            indexes, job = pending.popleft()
-            hashes, problems = await asyncio.wrap_future(job) if isinstance(job, Future) else job
-            for offset, message in problems:
-                tree.mark(indexes[offset])
-                report.add(
-                    Problem(
-                        "record", f"leaf {indexes[offset]}: {message}", index=indexes[offset], end=indexes[offset] + 1
-                    )
-                )
-            before = tree.compact.size
-            for index, leaf in zip(indexes, hashes, strict=True):
-                if index != tree.compact.size and not tree.shifted:
-                    position_problem(tree, index)
-                tree.append(leaf)
-            stored = await _stored_nodes(conn, before, tree.compact.size)
-            node_problems(tree, stored, bad_nodes)
-            tree.judge()
-            if progress is not None:
-                progress(tree.compact.size, max(expected, tree.compact.size))
-
-        while True:
-            chunk = (
-                await conn.execute(
-                    select(audit_leaves.c.idx, audit_leaves.c.record)
-                    .where(audit_leaves.c.idx >= position)
-                    .order_by(audit_leaves.c.idx)
-                    .limit(batch)
-                )
-            ).all()
-            if not chunk:
-                break
-            indexes = [int(r.idx) for r in chunk]
-            entries = [bytes(r.record) for r in chunk]
-            position = indexes[-1] + 1
-            job = pool.submit(digest_entries, entries) if pool is not None else digest_entries(entries)
-            pending.append((indexes, job))
-            while len(pending) > max(2, 2 * report.workers):
-                await drain_one()
-        while pending:
-            await drain_one()
-    finally:
-        if pool is not None:
-            pool.shutdown(cancel_futures=True)
-    tree.finish(allow_unsigned)
-    n = tree.compact.size
-    beyond = await _nodes_beyond(conn, n)
-    if beyond:
-        report.add(Problem("node", f"{beyond} tree nodes are stored beyond the last leaf ({n} leaves)", index=n))
-    if head is None:
-        if n:
-            report.add(Problem("head", f"there is no head, but {n} leaves", size=0))
-    else:
-        if head_size > n:
-            report.add(Problem("head", f"head says size {head_size}, only {n} leaves", index=n, size=head_size))
-        elif head_size < n:
-            report.add(
-                Problem(
-                    "extra",
-                    f"head says size {head_size}, but there are {n} leaves (leaf {head_size} "
-                    "and on are beyond the head)",
-                    index=head_size,
-                    size=head_size,
-                )
-            )
-        else:
-            try:
-                compact = CompactRange.from_bytes(bytes(head.compact))
-            except ValueError as exc:
-                report.add(Problem("head", f"head's compact range is corrupt: {exc}", size=head_size))
-            else:
-                if compact.size != head_size or compact.hashes != tree.compact.hashes:
-                    report.add(
-                        Problem(
-                            "head", f"head at size {head_size}: its tree does not match the records", size=head_size
-                        )
-                    )
-    if witnesses:
-        await check_stored_cosignatures(conn, report, witnesses, quorum)
-    report.seconds = time.perf_counter() - started
-    return report
-
 
 
 async def _stored_nodes(conn: AsyncConnection, before: int, after: int) -> dict[tuple[int, int], bytes]:
