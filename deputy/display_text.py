@@ -106,7 +106,6 @@ def _json_escape(char: str) -> str:
     return f"\\u{0xD800 + (code >> 10):04x}\\u{0xDC00 + (code & 0x3FF):04x}"
 
 
-
 def command_line(*words: str) -> str:
     """``words`` as one POSIX shell command line: each quoted where the shell would read it otherwise
     (``shlex.join``; POSIX.1-2017 XCU §2.2.2: nothing inside single quotes is special), so that a shell splits
