@@ -224,20 +224,14 @@ def retired_keys(settings: AuditSettings) -> list[NoteVerifier]:
 def load_log_keys(settings: AuditSettings) -> LogKeys:
     """The key chain's start — the oldest key in the history file, else the current key's verifier key — and the
     whole chain the files state (:attr:`LogKeys.expected`): the history's keys, then the current key."""
-    path = history_file(settings)
-    lines: list[str] = []
-    if path.exists():
-        try:
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-            history = [NoteVerifier.from_vkey(line) for line in lines]
-        except (OSError, UnicodeDecodeError, NoteError) as exc:
-            raise ValueError(f"audit.key_file: cannot read the key history {path}: {exc}") from None
-        if history and history[0].name != settings.origin:
-            raise ValueError(f"audit.key_file: the first key in {path} is not named {settings.origin!r}")
+    history = retired_keys(settings)
+    if history and history[0].name != settings.origin:
+        raise ValueError(f"audit.key_file: the first key in {history_file(settings)} is not named {settings.origin!r}")
     # The history ends at the current key (a rotation writes both); without it the private key file names it.
-    current = [] if lines and not settings.key_file.exists() else [load_signer(settings).verifier().vkey()]
-    keys = LogKeys([NoteVerifier.from_vkey(lines[0])] if lines else [load_signer(settings).verifier()])
-    keys.expected = tuple(dict.fromkeys([*lines, *current]))
+    current = [] if history and not settings.key_file.exists() else [load_signer(settings).verifier()]
+    chain = [*history, *current]
+    keys = LogKeys(chain[:1])
+    keys.expected = tuple(dict.fromkeys(key.vkey() for key in chain))
     return keys
 
 
